@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The project's test command: installs the tools, starts a private local control plane, runs
+# formatting and lint checks, the unit tests and the end-to-end tests, and stops the plane again,
+# also when something fails. Extra arguments go to `cargo test` (e.g. a test name filter).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+scripts/tools.sh
+
+# A state directory of its own, so a developer's running plane is neither reused nor stopped.
+state_parent="$(mktemp -d)"
+export SMM_CLUSTER_DIR="$state_parent/cluster"
+stop_cluster() {
+	scripts/cluster.sh down || true
+	rm -rf "$state_parent"
+}
+trap stop_cluster EXIT
+
+# Compile while the plane starts: both take a while and neither needs the other.
+cargo build --locked --all-targets &
+build_pid=$!
+kubeconfig="$(scripts/cluster.sh up | tail -n 1)"
+wait "$build_pid"
+export KUBECONFIG="$kubeconfig"
+export PATH="$root/.tools:$PATH"
+
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo test --locked "$@"

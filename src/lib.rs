@@ -1,0 +1,7 @@
+//! `smm`: a service-mesh manager that installs the mesh's components from embedded Helm charts
+//! and keeps them reconciled, from the command line or as an operator in the cluster.
+//!
+//! The library holds the engine and everything it needs; `main.rs` and the CLI are thin shells.
+
+pub mod cluster;
+pub mod helm;

@@ -1,0 +1,5 @@
+//! End-to-end tests: a real API server (see `scripts/cluster.sh`) and the real helm binaries.
+
+mod helm_runner;
+mod smm_binary;
+mod support;

@@ -1,0 +1,173 @@
+//! Shared harness for the end-to-end tests: a real API server from `KUBECONFIG`, the real helm
+//! binaries from `.tools/`, unique names so tests run in parallel, and namespaces that clean up.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Client};
+
+use smm::cluster::ClusterTarget;
+use smm::helm::{Helm, HelmBinary, HelmSource};
+
+const NO_CLUSTER_HINT: &str = "the end-to-end tests need a real Kubernetes API server: run \
+     `scripts/cluster.sh up` and `eval \"$(scripts/cluster.sh env)\"` (or run scripts/test.sh, which does both)";
+
+/// The cluster named by `KUBECONFIG`, checked to answer. Panics with how to start one otherwise:
+/// an end-to-end test without a cluster fails, it never passes silently.
+pub struct TestCluster {
+    pub client: Client,
+    pub target: ClusterTarget,
+}
+
+impl TestCluster {
+    pub async fn connect() -> Self {
+        let Some(kubeconfig) = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) else {
+            panic!("KUBECONFIG is not set; {NO_CLUSTER_HINT}");
+        };
+        let target = ClusterTarget {
+            kubeconfig: Some(PathBuf::from(&kubeconfig)),
+            context: None,
+        };
+        let client = match target.client().await {
+            Ok(client) => client,
+            Err(err) => panic!("cannot use KUBECONFIG={kubeconfig:?}: {err}; {NO_CLUSTER_HINT}"),
+        };
+        if let Err(err) = client.apiserver_version().await {
+            panic!(
+                "the API server in KUBECONFIG={kubeconfig:?} does not answer: {err}; {NO_CLUSTER_HINT}"
+            );
+        }
+        Self { client, target }
+    }
+
+    /// A helm runner for one of the binaries `scripts/tools.sh` installs.
+    pub fn helm(&self, tool: HelmTool) -> Helm {
+        Helm::new(tool.binary(), self.target.clone(), Duration::from_secs(120))
+    }
+
+    /// Creates a namespace with a unique name that is deleted when the guard drops.
+    pub async fn namespace(&self, prefix: &str) -> TestNamespace {
+        let name = unique_name(prefix);
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let mut namespace = Namespace::default();
+        namespace.metadata.name = Some(name.clone());
+        namespace.metadata.labels = Some([("smm.dev/e2e".to_owned(), "true".to_owned())].into());
+        namespaces
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap_or_else(|err| panic!("creating namespace {name}: {err}"));
+        TestNamespace {
+            name,
+            api: namespaces,
+        }
+    }
+}
+
+/// The helm major versions smm supports; each has its own binary in `.tools/`.
+#[derive(Clone, Copy, Debug)]
+pub enum HelmTool {
+    Helm4,
+    Helm3,
+}
+
+impl HelmTool {
+    pub fn path(self) -> PathBuf {
+        let file = match self {
+            HelmTool::Helm4 => "helm",
+            HelmTool::Helm3 => "helm3",
+        };
+        let path = repo_root().join(".tools").join(file);
+        assert!(
+            path.is_file(),
+            "{} is missing: run scripts/tools.sh",
+            path.display()
+        );
+        path
+    }
+
+    pub fn binary(self) -> HelmBinary {
+        HelmBinary {
+            path: self.path(),
+            source: HelmSource::Flag,
+        }
+    }
+
+    pub fn major(self) -> u64 {
+        match self {
+            HelmTool::Helm4 => 4,
+            HelmTool::Helm3 => 3,
+        }
+    }
+}
+
+pub struct TestNamespace {
+    pub name: String,
+    api: Api<Namespace>,
+}
+
+impl Drop for TestNamespace {
+    /// Drop cannot await, and the test's runtime may be shutting down: delete from a thread of
+    /// its own. Deletion is not awaited to completion; the controller-manager finishes it.
+    fn drop(&mut self) {
+        let api = self.api.clone();
+        let name = self.name.clone();
+        let deleted = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for namespace cleanup")
+                .block_on(async { api.delete(&name, &DeleteParams::default()).await.map(drop) })
+        })
+        .join();
+        if let Ok(Err(err)) = deleted {
+            eprintln!(
+                "warning: could not delete test namespace {}: {err}",
+                self.name
+            );
+        }
+    }
+}
+
+/// A DNS-1123 name unique across parallel tests and repeated runs.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!(
+        "{prefix}-{:x}{:x}-{}",
+        std::process::id(),
+        nanos % 0xfff,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture_chart(name: &str) -> PathBuf {
+    repo_root().join("tests/fixtures/charts").join(name)
+}
+
+/// Polls `check` until it returns true or `timeout` passes; returns whether it became true.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
