@@ -44,7 +44,7 @@ PY
 }
 
 download_dir=""
-cleanup() { [[ -n "$download_dir" ]] && rm -rf "$download_dir"; }
+cleanup() { if [[ -n "$download_dir" ]]; then rm -rf "$download_dir"; fi; }
 trap cleanup EXIT
 
 for spec in "${specs[@]}"; do

@@ -1,0 +1,421 @@
+#!/usr/bin/env bash
+# Runs a real, local Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver and
+# kube-controller-manager, built from source by scripts/cluster/build.sh. There is no scheduler
+# and no kubelet, so pods are created (the controller-manager makes ReplicaSets and Pods) but
+# stay Pending; everything smm installs through the API, namespace deletion and garbage
+# collection behave as on a real cluster.
+#
+#   scripts/cluster.sh up      start the plane (idempotent); the admin kubeconfig path is the last
+#                              line on stdout, progress goes to stderr
+#   scripts/cluster.sh env     print `export KUBECONFIG=...` for a running plane
+#   scripts/cluster.sh status  report each process and the apiserver's /readyz; 0 only if all is well
+#   scripts/cluster.sh down    stop the recorded processes and remove the state directory
+#
+# State (certificates, kubeconfigs, etcd data, logs, PID files, ports) lives in
+# $SMM_CLUSTER_DIR, by default ~/.cache/smm/cluster/run.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+dir="${SMM_CLUSTER_DIR:-${SMM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/smm}/cluster/run}"
+# Marks a directory as ours: `up` wipes and `down` deletes the state directory, which must never
+# happen to an unrelated directory that SMM_CLUSTER_DIR happens to point at.
+marker="$dir/.smm-cluster"
+# Start order; `down` stops them in reverse so no component outlives what it depends on.
+components=(etcd kube-apiserver kube-controller-manager)
+# The first address of --service-cluster-ip-range, which the apiserver gives the `kubernetes`
+# service: in-cluster clients reach the apiserver by it, so the serving certificate must name it.
+service_cidr=10.0.0.0/24
+first_service_ip=10.0.0.1
+
+log() { echo "cluster: $*" >&2; }
+die() {
+	log "$*"
+	exit 1
+}
+
+usage() {
+	cat >&2 <<EOF
+usage: scripts/cluster.sh up|env|status|down
+  up      start etcd, kube-apiserver and kube-controller-manager on 127.0.0.1 (idempotent);
+          prints the admin kubeconfig path as the last line
+  env     print 'export KUBECONFIG=...' for the running plane
+  status  report each process and the apiserver's /readyz; exit 0 only if all is well
+  down    stop the plane and remove its state directory (safe when nothing is up)
+state directory: $dir (set SMM_CLUSTER_DIR to change it)
+EOF
+}
+
+# Serialises `up` and `down`, so two test runs starting the plane at once do not both start one
+# in the same directory. The lock file sits beside the state directory because `down` removes it.
+lock() {
+	mkdir -p "$(dirname "$dir")"
+	exec 9>"$dir.lock"
+	flock 9
+}
+
+# Prints the PID recorded for a component if that process is still alive and still ours. The PID
+# file holds the PID and the executable it was started from. A PID is only trusted when
+# /proc/PID/exe is that executable and its command line names this state directory: after a
+# reboot or a crash the number may belong to an unrelated process, or to the same binary serving
+# another state directory, and neither may be signalled.
+pid_of() { # component
+	local pidfile="$dir/$1.pid" pid exe actual
+	[[ -f "$pidfile" ]] || return 1
+	{ read -r pid && read -r exe; } <"$pidfile" || return 1
+	[[ "$pid" =~ ^[0-9]+$ ]] || return 1
+	# readlink fails for a zombie as well as for a process that is gone: both count as dead.
+	actual="$(readlink "/proc/$pid/exe" 2>/dev/null)" || return 1
+	# A binary rebuilt while the process runs shows up as "PATH (deleted)"; it is still ours.
+	[[ "${actual% (deleted)}" == "$exe" ]] || return 1
+	{ tr '\0' '\n' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qF -- "$dir/" || return 1
+	echo "$pid"
+}
+
+all_running() {
+	local c
+	for c in "${components[@]}"; do
+		pid_of "$c" >/dev/null || return 1
+	done
+}
+
+# TERM, then KILL after ~10s; returns once the process is gone. Nothing recorded is a no-op.
+stop() { # component
+	local pid i
+	if pid="$(pid_of "$1")"; then
+		log "stopping $1 (pid $pid)"
+		kill -TERM "$pid" 2>/dev/null || true
+		for ((i = 0; i < 50; i++)); do
+			pid_of "$1" >/dev/null || break
+			sleep 0.2
+		done
+		if pid_of "$1" >/dev/null; then
+			log "$1 (pid $pid) ignored TERM for 10s; killing it"
+			kill -KILL "$pid" 2>/dev/null || true
+			for ((i = 0; i < 25; i++)); do
+				pid_of "$1" >/dev/null || break
+				sleep 0.2
+			done
+		fi
+	fi
+	rm -f "$dir/$1.pid"
+}
+
+stop_all() {
+	local i
+	for ((i = ${#components[@]} - 1; i >= 0; i--)); do
+		stop "${components[i]}"
+	done
+}
+
+# Starts a component detached from this script: setsid puts it in its own session, so it survives
+# the script, the caller's terminal and the process group a test harness kills; stdin/stdout/stderr
+# are redirected so that `$(scripts/cluster.sh up)` in a caller does not wait for the server's
+# output pipe to close. bash -c records its own PID and exec keeps that PID for the server, so the
+# PID file names the server itself whether or not setsid had to fork. fd 9 (the lock) is closed, or
+# the server would hold the lock for its whole life.
+start() { # component args...
+	local name="$1" exe="$bin_dir/$1" pidfile="$dir/$1.pid" i
+	shift
+	rm -f "$pidfile"
+	log "starting $name"
+	# shellcheck disable=SC2016 # expanded by the inner bash
+	setsid bash -c 'printf "%s\n%s\n" "$$" "$0" >"$1.tmp" && mv "$1.tmp" "$1" && shift && exec "$0" "$@"' \
+		"$exe" "$pidfile" "$@" </dev/null >>"$dir/logs/$name.log" 2>&1 9>&- &
+	for ((i = 0; i < 50; i++)); do
+		[[ -f "$pidfile" ]] && return 0
+		sleep 0.1
+	done
+	die "$name did not start (see $dir/logs/$name.log)"
+}
+
+# Polls a readiness check until it passes; fails early if the component died, and on timeout or
+# death prints the end of its log (the reason is almost always there).
+wait_for() { # component timeout-seconds what check-command...
+	local name="$1" timeout="$2" what="$3" deadline
+	shift 3
+	deadline=$((SECONDS + timeout))
+	while ! "$@" >/dev/null 2>&1; do
+		if ! pid_of "$name" >/dev/null; then
+			log "$name exited before $what; last lines of $dir/logs/$name.log:"
+			tail -n 40 "$dir/logs/$name.log" >&2 || true
+			exit 1
+		fi
+		if ((SECONDS >= deadline)); then
+			log "$name: no $what after ${timeout}s; last lines of $dir/logs/$name.log:"
+			tail -n 40 "$dir/logs/$name.log" >&2 || true
+			exit 1
+		fi
+		sleep 0.25
+	done
+}
+
+# Four distinct free ports on 127.0.0.1. All sockets are held open together so the kernel cannot
+# hand out the same port twice; the window between closing them and the servers binding is tiny.
+free_ports() {
+	python3 -c '
+import socket
+socks = [socket.socket() for _ in range(4)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))
+'
+}
+
+# P-256 keys: generated instantly, unlike RSA, and accepted by every component for TLS.
+new_ec_key() { # path
+	openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null
+}
+
+# Signs a certificate for a new key with the cluster CA. Kubernetes' x509 authenticator takes the
+# user name from CN and the groups from O.
+issue() { # name subject extensions-section
+	local pki="$dir/pki"
+	new_ec_key "$pki/$1.key"
+	openssl req -new -key "$pki/$1.key" -subj "$2" -out "$pki/$1.csr" 2>/dev/null
+	openssl x509 -req -in "$pki/$1.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
+		-CAcreateserial -CAserial "$pki/ca.srl" -days 3650 \
+		-extfile "$pki/openssl.cnf" -extensions "$3" -out "$pki/$1.crt" 2>/dev/null
+	rm -f "$pki/$1.csr"
+}
+
+make_pki() {
+	local pki="$dir/pki"
+	mkdir -p "$pki"
+	cat >"$pki/openssl.cnf" <<EOF
+[req]
+distinguished_name = dn
+[dn]
+[ca]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign,digitalSignature
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+subjectAltName = IP:127.0.0.1,DNS:localhost,IP:$first_service_ip,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+[client]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+EOF
+	# One CA both signs the serving certificate and is the --client-ca-file: a throwaway local
+	# cluster gains nothing from separate ones, and one CA keeps the kubeconfigs simple.
+	new_ec_key "$pki/ca.key"
+	openssl req -x509 -new -key "$pki/ca.key" -subj "/CN=smm-local-ca" -days 3650 \
+		-config "$pki/openssl.cnf" -extensions ca -out "$pki/ca.crt" 2>/dev/null
+	issue apiserver "/CN=kube-apiserver" server
+	# system:masters is bound to cluster-admin by the bootstrap RBAC policy.
+	issue admin "/O=system:masters/CN=smm-admin" client
+	# The bootstrap RBAC policy grants this user exactly what the controller-manager needs.
+	issue controller-manager "/CN=system:kube-controller-manager" client
+	# Service-account tokens are signed with RSA (RS256) by the apiserver, and by the
+	# controller-manager for legacy token Secrets.
+	openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$pki/sa.key" 2>/dev/null
+	openssl pkey -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
+}
+
+write_kubeconfig() { # path cert-name
+	local pki="$dir/pki"
+	cat >"$1" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: smm-local
+  cluster:
+    server: https://127.0.0.1:$api_port
+    certificate-authority-data: $(base64 -w0 <"$pki/ca.crt")
+users:
+- name: smm-local
+  user:
+    client-certificate-data: $(base64 -w0 <"$pki/$2.crt")
+    client-key-data: $(base64 -w0 <"$pki/$2.key")
+contexts:
+- name: smm-local
+  context:
+    cluster: smm-local
+    user: smm-local
+current-context: smm-local
+EOF
+}
+
+api_get() { # path
+	curl -fsS --max-time 5 --cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" \
+		--key "$dir/pki/admin.key" "https://127.0.0.1:$api_port$1"
+}
+
+cmd_up() {
+	local started=$SECONDS
+	bin_dir="$("$here/cluster/build.sh")"
+	lock
+	if all_running; then
+		log "a control plane is already running in $dir"
+		echo "$dir/kubeconfig"
+		return 0
+	fi
+	if [[ -e "$dir" ]]; then
+		if [[ ! -f "$marker" ]] && [[ -n "$(ls -A "$dir")" ]]; then
+			die "refusing to use $dir: it is not empty and was not made by scripts/cluster.sh"
+		fi
+		# A plane that is partly up, or was left by a crash or a reboot, is started afresh: its
+		# etcd data and certificates are not worth the doubt about what state they are in.
+		log "clearing a stopped or partly running plane in $dir"
+		stop_all
+		rm -rf "$dir"
+	fi
+	# etcd warns about a data directory others can read; the keys under pki/ are private too.
+	mkdir -m 700 "$dir"
+	mkdir -m 700 "$dir/etcd"
+	mkdir "$dir/logs"
+	touch "$marker"
+	# From here on a failure stops whatever was started; the logs stay for reading.
+	trap 'log "start failed; stopping what was started (logs kept in $dir/logs)"; stop_all' EXIT
+
+	read -r etcd_port peer_port api_port kcm_port < <(free_ports)
+	[[ "$kcm_port" =~ ^[0-9]+$ ]] || die "could not pick free ports"
+	cat >"$dir/env" <<EOF
+SMM_CLUSTER_BIN_DIR=$(printf %q "$bin_dir")
+ETCD_CLIENT_PORT=$etcd_port
+ETCD_PEER_PORT=$peer_port
+APISERVER_PORT=$api_port
+CONTROLLER_MANAGER_PORT=$kcm_port
+KUBECONFIG=$(printf %q "$dir/kubeconfig")
+EOF
+	make_pki
+	write_kubeconfig "$dir/kubeconfig" admin
+	write_kubeconfig "$dir/controller-manager.kubeconfig" controller-manager
+	local pki="$dir/pki"
+
+	# fsync buys nothing for a throwaway cluster and costs seconds on slow disks; the quota keeps
+	# a runaway test from filling the disk (etcd's default is 2 GiB).
+	start etcd \
+		--name=default \
+		--data-dir="$dir/etcd" \
+		--listen-client-urls="http://127.0.0.1:$etcd_port" \
+		--advertise-client-urls="http://127.0.0.1:$etcd_port" \
+		--listen-peer-urls="http://127.0.0.1:$peer_port" \
+		--initial-advertise-peer-urls="http://127.0.0.1:$peer_port" \
+		--initial-cluster="default=http://127.0.0.1:$peer_port" \
+		--unsafe-no-fsync \
+		--quota-backend-bytes=$((512 * 1024 * 1024))
+	wait_for etcd 30 "health" \
+		sh -c "curl -fsS --max-time 2 http://127.0.0.1:$etcd_port/health | grep -q '\"health\":\"true\"'"
+
+	# --endpoint-reconciler-type=none: the default (lease) reconciler publishes the advertise
+	# address in the `default/kubernetes` Endpoints, and endpoint validation rejects loopback
+	# addresses, so it would only log errors every few seconds; no in-cluster client exists here.
+	start kube-apiserver \
+		--etcd-servers="http://127.0.0.1:$etcd_port" \
+		--bind-address=127.0.0.1 \
+		--advertise-address=127.0.0.1 \
+		--secure-port="$api_port" \
+		--cert-dir="$pki" \
+		--tls-cert-file="$pki/apiserver.crt" \
+		--tls-private-key-file="$pki/apiserver.key" \
+		--client-ca-file="$pki/ca.crt" \
+		--service-account-issuer="https://127.0.0.1:$api_port" \
+		--service-account-key-file="$pki/sa.pub" \
+		--service-account-signing-key-file="$pki/sa.key" \
+		--service-cluster-ip-range="$service_cidr" \
+		--allow-privileged=true \
+		--authorization-mode=RBAC \
+		--endpoint-reconciler-type=none
+	wait_for kube-apiserver 60 "/readyz" api_get /readyz
+
+	# --use-service-account-credentials=true: each controller then runs as its own kube-system
+	# ServiceAccount, which the bootstrap RBAC policy grants what that controller needs. With
+	# false every controller runs as system:kube-controller-manager, whose role covers only the
+	# manager itself: namespace deletion, the root-CA ConfigMap publisher and ClusterRole
+	# aggregation are then all forbidden and a deleted namespace hangs in Terminating.
+	# The raised client QPS: at start-up every controller fetches discovery and a token for its
+	# ServiceAccount, and the default limit (20/s) throttles that into ~5s before the namespaces
+	# get their `default` ServiceAccount; a lone local apiserver takes the burst easily.
+	start kube-controller-manager \
+		--kubeconfig="$dir/controller-manager.kubeconfig" \
+		--leader-elect=false \
+		--bind-address=127.0.0.1 \
+		--secure-port="$kcm_port" \
+		--root-ca-file="$pki/ca.crt" \
+		--service-account-private-key-file="$pki/sa.key" \
+		--use-service-account-credentials=true \
+		--cluster-signing-cert-file="$pki/ca.crt" \
+		--cluster-signing-key-file="$pki/ca.key" \
+		--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics \
+		--controllers='*' \
+		--kube-api-qps=200 \
+		--kube-api-burst=400
+	wait_for kube-controller-manager 30 "/healthz" \
+		curl -fsSk --max-time 2 "https://127.0.0.1:$kcm_port/healthz"
+	# The ServiceAccount admission plugin rejects pods in a namespace until the controller-manager
+	# has created its `default` ServiceAccount; wait for it so a test can create pods right away.
+	wait_for kube-controller-manager 30 "default ServiceAccount" \
+		api_get /api/v1/namespaces/default/serviceaccounts/default
+
+	trap - EXIT
+	log "control plane up in $((SECONDS - started))s: apiserver https://127.0.0.1:$api_port"
+	echo "$dir/kubeconfig"
+}
+
+cmd_env() {
+	all_running || die "no control plane is running in $dir; start it with scripts/cluster.sh up"
+	echo "export KUBECONFIG=$(printf %q "$dir/kubeconfig")"
+}
+
+cmd_status() {
+	local c pid ok=0
+	if [[ ! -f "$marker" ]]; then
+		echo "not up: no control plane state in $dir"
+		return 1
+	fi
+	for c in "${components[@]}"; do
+		if pid="$(pid_of "$c")"; then
+			echo "$c: running (pid $pid)"
+		else
+			echo "$c: not running"
+			ok=1
+		fi
+	done
+	if [[ -f "$dir/env" ]]; then
+		# shellcheck source=/dev/null # written by cmd_up
+		api_port="$(source "$dir/env" && echo "$APISERVER_PORT")"
+		if api_get /readyz >/dev/null 2>&1; then
+			echo "kube-apiserver /readyz: ok (https://127.0.0.1:$api_port)"
+		else
+			echo "kube-apiserver /readyz: not answering (https://127.0.0.1:$api_port)"
+			ok=1
+		fi
+	else
+		echo "kube-apiserver /readyz: unknown (no $dir/env)"
+		ok=1
+	fi
+	((ok == 0)) && echo "kubeconfig: $dir/kubeconfig"
+	return "$ok"
+}
+
+cmd_down() {
+	lock
+	if [[ ! -e "$dir" ]]; then
+		log "nothing to stop: $dir does not exist"
+		return 0
+	fi
+	[[ -f "$marker" ]] || die "refusing to touch $dir: it was not made by scripts/cluster.sh"
+	stop_all
+	rm -rf "$dir"
+	log "control plane stopped; removed $dir"
+}
+
+case "${1:-}" in
+up) cmd_up ;;
+env) cmd_env ;;
+status) cmd_status ;;
+down) cmd_down ;;
+-h | --help | help) usage ;;
+*)
+	usage
+	exit 2
+	;;
+esac
