@@ -3,8 +3,5 @@
 //!
 //! The library holds the engine and everything it needs; `main.rs` and the CLI are thin shells.
 
-pub mod chart;
 pub mod cluster;
-pub mod digest;
 pub mod helm;
-pub mod values;
