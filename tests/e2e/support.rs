@@ -61,7 +61,7 @@ impl TestCluster {
             .unwrap_or_else(|err| panic!("creating namespace {name}: {err}"));
         TestNamespace {
             name,
-            api: namespaces,
+            target: self.target.clone(),
         }
     }
 }
@@ -105,21 +105,29 @@ impl HelmTool {
 
 pub struct TestNamespace {
     pub name: String,
-    api: Api<Namespace>,
+    target: ClusterTarget,
 }
 
 impl Drop for TestNamespace {
-    /// Drop cannot await, and the test's runtime may be shutting down: delete from a thread of
-    /// its own. Deletion is not awaited to completion; the controller-manager finishes it.
+    /// Drop cannot await, so the namespace is deleted from a thread with a runtime and a client
+    /// of its own (a client is bound to the runtime that created it, which is blocked here).
+    /// Deletion is not awaited to completion; the controller-manager finishes it.
     fn drop(&mut self) {
-        let api = self.api.clone();
+        let target = self.target.clone();
         let name = self.name.clone();
         let deleted = std::thread::spawn(move || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("a runtime for namespace cleanup")
-                .block_on(async { api.delete(&name, &DeleteParams::default()).await.map(drop) })
+                .block_on(async {
+                    let client = target.client().await.map_err(|err| err.to_string())?;
+                    Api::<Namespace>::all(client)
+                        .delete(&name, &DeleteParams::default())
+                        .await
+                        .map(drop)
+                        .map_err(|err| err.to_string())
+                })
         })
         .join();
         if let Ok(Err(err)) = deleted {
