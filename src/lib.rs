@@ -3,5 +3,12 @@
 //!
 //! The library holds the engine and everything it needs; `main.rs` and the CLI are thin shells.
 
+pub mod api;
+pub mod catalog;
+pub mod chart;
 pub mod cluster;
+pub mod components;
+pub mod digest;
 pub mod helm;
+pub mod native;
+pub mod values;

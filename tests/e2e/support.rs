@@ -122,11 +122,14 @@ impl Drop for TestNamespace {
                 .expect("a runtime for namespace cleanup")
                 .block_on(async {
                     let client = target.client().await.map_err(|err| err.to_string())?;
-                    Api::<Namespace>::all(client)
+                    match Api::<Namespace>::all(client)
                         .delete(&name, &DeleteParams::default())
                         .await
-                        .map(drop)
-                        .map_err(|err| err.to_string())
+                    {
+                        Ok(_) => Ok(()),
+                        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+                        Err(err) => Err(err.to_string()),
+                    }
                 })
         })
         .join();

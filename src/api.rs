@@ -1,0 +1,273 @@
+//! The `ControlPlane` custom resource: smm's whole configuration of the mesh, and the status the
+//! engine reports back. These Rust types are the source of truth; `smm crd` prints the CRD that
+//! is generated from them, and `deploy/crds/` holds a committed copy.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The API group of smm's resources.
+pub const GROUP: &str = "smm.dev";
+/// The name of the ControlPlane that commands use unless told otherwise.
+pub const DEFAULT_CONTROL_PLANE: &str = "smm";
+/// The namespace the mesh's control plane runs in unless the spec says otherwise.
+pub const DEFAULT_MESH_NAMESPACE: &str = "istio-system";
+/// The mesh's trust domain unless the spec says otherwise (Istio's default).
+pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
+
+/// The desired state of the mesh: global settings and, per component, whether it is enabled and
+/// how its chart values differ from smm's defaults.
+#[derive(CustomResource, Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[kube(
+    group = "smm.dev",
+    version = "v1alpha1",
+    kind = "ControlPlane",
+    plural = "controlplanes",
+    shortname = "cp",
+    status = "ControlPlaneStatus",
+    derive = "PartialEq",
+    // Raw JSON: the structured form repeats `type_ = "string"`, which clippy takes for a
+    // duplicated attribute.
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reconciled","type":"string","jsonPath":".status.reconciledComponents","description":"components in their desired state / components known"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ControlPlaneSpec {
+    /// Registry that every image is pulled from, e.g. `registry.local:5000` for an air-gapped
+    /// cluster. Unset: each chart's upstream registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_registry: Option<String>,
+    /// Namespace of the mesh's control plane (default `istio-system`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Control plane revision, for canary upgrades of the mesh (default: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// The mesh's trust domain (default `cluster.local`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_domain: Option<String>,
+    /// Per component settings, keyed by component name (see `smm components`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub components: BTreeMap<String, ComponentSpec>,
+}
+
+/// One component's desired state.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ComponentSpec {
+    /// Whether the component is installed. Unset: the component's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Namespace for the component's release. Unset: the component's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Helm values merged over smm's values for this component. Values smm manages (namespace,
+    /// revision, image registry, addresses of other components) cannot be overridden.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub values_override: Option<serde_json::Value>,
+}
+
+fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+impl ControlPlaneSpec {
+    pub fn mesh_namespace(&self) -> &str {
+        self.namespace.as_deref().unwrap_or(DEFAULT_MESH_NAMESPACE)
+    }
+
+    pub fn trust_domain(&self) -> &str {
+        self.trust_domain.as_deref().unwrap_or(DEFAULT_TRUST_DOMAIN)
+    }
+}
+
+/// What the engine observed and did, written through the status subresource.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ControlPlaneStatus {
+    /// The spec generation the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// kstatus conditions: `Ready`, `Reconciling`, `Stalled`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// `<in desired state>/<known>`, for the printer column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconciled_components: Option<String>,
+    /// Per component state, keyed by component name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub components: BTreeMap<String, ComponentStatus>,
+}
+
+/// Where one component stands.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentStatus {
+    pub phase: ComponentPhase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartRef>,
+    /// Digest of the chart that was last applied successfully.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart_digest: Option<String>,
+    /// Digest of the merged values that were last applied successfully.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values_digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum ComponentPhase {
+    Installing,
+    Upgrading,
+    Available,
+    Uninstalling,
+    Removed,
+    Failed,
+}
+
+impl std::fmt::Display for ComponentPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ChartRef {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseStatus {
+    pub name: String,
+    pub namespace: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
+}
+
+/// The kstatus condition types smm sets.
+pub mod condition {
+    pub const READY: &str = "Ready";
+    pub const RECONCILING: &str = "Reconciling";
+    pub const STALLED: &str = "Stalled";
+}
+
+/// Sets a condition, keeping its `lastTransitionTime` when the status does not change, as
+/// Kubernetes API conventions ask.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let status = if status { "True" } else { "False" };
+    let existing = conditions.iter_mut().find(|c| c.type_ == type_);
+    let transition = match &existing {
+        Some(c) if c.status == status => c.last_transition_time.clone(),
+        _ => now.clone(),
+    };
+    let condition = Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        observed_generation: generation,
+        last_transition_time: transition,
+    };
+    match existing {
+        Some(slot) => *slot = condition,
+        None => conditions.push(condition),
+    }
+}
+
+/// Removes a condition: kstatus treats an absent `Reconciling`/`Stalled` as False.
+pub fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) {
+    conditions.retain(|c| c.type_ != type_);
+}
+
+/// The CRD as YAML, exactly as `smm crd` prints it and `deploy/crds/` stores it.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    let crd = ControlPlane::crd();
+    format!(
+        "# Generated by `smm crd` from src/api.rs; do not edit.\n{}",
+        serde_yaml_ng::to_string(&crd).expect("a CRD always serializes")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = serde_yaml_ng::from_str::<ControlPlaneSpec>("imageRegistri: x\n").unwrap_err();
+        assert!(err.to_string().contains("imageRegistri"), "{err}");
+        let err = serde_yaml_ng::from_str::<ControlPlaneSpec>(
+            "components:\n  istiod:\n    enable: true\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("enable"), "{err}");
+    }
+
+    #[test]
+    fn values_override_is_free_form_in_the_schema() {
+        let crd = serde_json::to_value(<ControlPlane as kube::CustomResourceExt>::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let component = &spec["properties"]["components"]["additionalProperties"];
+        let values = &component["properties"]["valuesOverride"];
+        assert_eq!(values["x-kubernetes-preserve-unknown-fields"], true);
+        assert_eq!(crd["spec"]["scope"], "Cluster");
+        assert!(crd["spec"]["versions"][0]["subresources"]["status"].is_object());
+    }
+
+    #[test]
+    fn conditions_keep_transition_time_while_status_holds() {
+        let t1 = Time(k8s_openapi::jiff::Timestamp::from_second(1_000).unwrap());
+        let t2 = Time(k8s_openapi::jiff::Timestamp::from_second(2_000).unwrap());
+        let mut conditions = Vec::new();
+        set_condition(
+            &mut conditions,
+            "Ready",
+            false,
+            "Working",
+            "a",
+            Some(1),
+            &t1,
+        );
+        set_condition(
+            &mut conditions,
+            "Ready",
+            false,
+            "Working",
+            "b",
+            Some(2),
+            &t2,
+        );
+        assert_eq!(conditions.len(), 1);
+        assert_eq!(conditions[0].last_transition_time, t1);
+        assert_eq!(conditions[0].message, "b");
+        set_condition(&mut conditions, "Ready", true, "Done", "c", Some(2), &t2);
+        assert_eq!(conditions[0].last_transition_time, t2);
+        remove_condition(&mut conditions, "Ready");
+        assert!(conditions.is_empty());
+    }
+}

@@ -1,0 +1,346 @@
+//! The component catalog: every mesh component declared once, with its chart, values layer,
+//! dependencies, native pre-steps and managed values, and the order they reconcile in.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use include_dir::{Dir, include_dir};
+use serde_json::Value;
+
+use crate::api::ControlPlaneSpec;
+use crate::chart::EmbeddedChart;
+use crate::native::NativeObject;
+use crate::values::{ValuesError, parse_yaml_values};
+
+static CHARTS: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/charts");
+static VALUES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/values");
+
+/// Where a component's release goes when the ControlPlane does not say.
+#[derive(Clone, Copy, Debug)]
+pub enum DefaultNamespace {
+    /// The mesh's namespace (`spec.namespace`).
+    Mesh,
+    /// A namespace of its own.
+    Fixed(&'static str),
+}
+
+/// What a component's builders see: the ControlPlane and what was resolved for this component.
+#[derive(Clone, Copy, Debug)]
+pub struct ComponentContext<'a> {
+    pub spec: &'a ControlPlaneSpec,
+    pub namespace: &'a str,
+    pub enabled: bool,
+}
+
+/// One mesh component.
+pub struct Component {
+    pub name: &'static str,
+    pub release_name: &'static str,
+    pub default_namespace: DefaultNamespace,
+    pub enabled_by_default: bool,
+    pub depends_on: &'static [&'static str],
+    /// Objects created natively before the chart (CRDs, RBAC), each marked present or absent.
+    pub native_objects: fn(&ComponentContext<'_>) -> Vec<NativeObject>,
+    /// Values computed from the ControlPlane that the user may not override.
+    pub managed_values: fn(&ComponentContext<'_>) -> Value,
+}
+
+impl std::fmt::Debug for Component {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Component")
+            .field("name", &self.name)
+            .field("depends_on", &self.depends_on)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Component {
+    /// The component's embedded chart (`charts/<name>`); its presence is checked by [`Catalog::new`].
+    pub fn chart(&self) -> EmbeddedChart {
+        EmbeddedChart::new(
+            self.name,
+            CHARTS.get_dir(self.name).expect("checked by Catalog::new"),
+        )
+    }
+
+    /// smm's values layer for the component (`values/<name>.yaml`).
+    pub fn values_layer(&self) -> Result<Value, ValuesError> {
+        let file_name = format!("{}.yaml", self.name);
+        let file = VALUES
+            .get_file(&file_name)
+            .expect("checked by Catalog::new");
+        parse_yaml_values(
+            &format!("values/{file_name}"),
+            file.contents_utf8().unwrap_or_default(),
+        )
+    }
+
+    pub fn namespace<'a>(
+        &self,
+        spec: &'a ControlPlaneSpec,
+        configured: Option<&'a str>,
+    ) -> &'a str {
+        match (configured, self.default_namespace) {
+            (Some(namespace), _) => namespace,
+            (None, DefaultNamespace::Mesh) => spec.mesh_namespace(),
+            (None, DefaultNamespace::Fixed(namespace)) => namespace,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CatalogError {
+    #[error("component {0} is declared twice")]
+    Duplicate(&'static str),
+    #[error("component {component} depends on {missing}, which is not in the catalog")]
+    UnknownDependency {
+        component: &'static str,
+        missing: &'static str,
+    },
+    #[error("dependency cycle between components: {}", .0.join(" -> "))]
+    Cycle(Vec<&'static str>),
+    #[error("component {component} has no embedded {what} ({path})")]
+    MissingFile {
+        component: &'static str,
+        what: &'static str,
+        path: String,
+    },
+}
+
+/// The components in dependency order. Construction fails on duplicates, unknown dependencies
+/// and cycles, so an inconsistent catalog stops smm at startup instead of mid-reconcile.
+#[derive(Debug)]
+pub struct Catalog {
+    /// Dependencies before dependents; among independent components, declaration order.
+    ordered: Vec<Component>,
+}
+
+impl Catalog {
+    pub fn new(components: Vec<Component>) -> Result<Self, CatalogError> {
+        let mut by_name: BTreeMap<&'static str, &Component> = BTreeMap::new();
+        for component in &components {
+            if by_name.insert(component.name, component).is_some() {
+                return Err(CatalogError::Duplicate(component.name));
+            }
+        }
+        for component in &components {
+            if let Some(missing) = component
+                .depends_on
+                .iter()
+                .find(|dependency| !by_name.contains_key(*dependency))
+            {
+                return Err(CatalogError::UnknownDependency {
+                    component: component.name,
+                    missing,
+                });
+            }
+        }
+        let order = dependency_order(&components)?;
+        let mut slots: Vec<Option<Component>> = components.into_iter().map(Some).collect();
+        let ordered = order
+            .into_iter()
+            .map(|index| slots[index].take().expect("each index once"))
+            .collect();
+        Ok(Self { ordered })
+    }
+
+    /// The mesh's components, with their embedded charts and values layers checked.
+    pub fn builtin() -> Result<Self, CatalogError> {
+        let catalog = Self::new(crate::components::all())?;
+        for component in catalog.components() {
+            if CHARTS.get_dir(component.name).is_none() {
+                return Err(CatalogError::MissingFile {
+                    component: component.name,
+                    what: "chart",
+                    path: format!("charts/{}", component.name),
+                });
+            }
+            if VALUES
+                .get_file(format!("{}.yaml", component.name))
+                .is_none()
+            {
+                return Err(CatalogError::MissingFile {
+                    component: component.name,
+                    what: "values layer",
+                    path: format!("values/{}.yaml", component.name),
+                });
+            }
+        }
+        Ok(catalog)
+    }
+
+    /// All components, dependencies first.
+    pub fn components(&self) -> &[Component] {
+        &self.ordered
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Component> {
+        self.ordered.iter().find(|component| component.name == name)
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.ordered
+            .iter()
+            .map(|component| component.name)
+            .collect()
+    }
+
+    /// The components that depend on `name`, directly or through others.
+    pub fn dependents_of(&self, name: &str) -> BTreeSet<&'static str> {
+        let mut found: BTreeSet<&'static str> = BTreeSet::new();
+        // Dependents come after their dependencies, so one forward pass sees every chain.
+        for component in &self.ordered {
+            if component
+                .depends_on
+                .iter()
+                .any(|dependency| *dependency == name || found.contains(dependency))
+            {
+                found.insert(component.name);
+            }
+        }
+        found
+    }
+}
+
+/// Kahn's algorithm, taking the earliest declared ready component each step so the order is stable.
+fn dependency_order(components: &[Component]) -> Result<Vec<usize>, CatalogError> {
+    let index_of: BTreeMap<&str, usize> = components
+        .iter()
+        .enumerate()
+        .map(|(index, component)| (component.name, index))
+        .collect();
+    let mut remaining_deps: Vec<usize> = components.iter().map(|c| c.depends_on.len()).collect();
+    let mut done = vec![false; components.len()];
+    let mut order = Vec::with_capacity(components.len());
+    while order.len() < components.len() {
+        let Some(next) = (0..components.len()).find(|&i| !done[i] && remaining_deps[i] == 0) else {
+            return Err(CatalogError::Cycle(find_cycle(
+                components, &done, &index_of,
+            )));
+        };
+        done[next] = true;
+        order.push(next);
+        for (index, component) in components.iter().enumerate() {
+            if component.depends_on.contains(&components[next].name) {
+                remaining_deps[index] -= 1;
+            }
+        }
+    }
+    Ok(order)
+}
+
+/// Follows dependencies among the components left over by Kahn's algorithm until one repeats;
+/// every leftover component has an unfinished dependency, so a walk must close a cycle.
+fn find_cycle(
+    components: &[Component],
+    done: &[bool],
+    index_of: &BTreeMap<&str, usize>,
+) -> Vec<&'static str> {
+    let start = (0..components.len())
+        .find(|&i| !done[i])
+        .expect("a leftover component");
+    let mut path = vec![start];
+    loop {
+        let current = &components[*path.last().expect("non-empty")];
+        let next = current
+            .depends_on
+            .iter()
+            .map(|dependency| index_of[dependency])
+            .find(|&index| !done[index])
+            .expect("a leftover component has an unfinished dependency");
+        if let Some(position) = path.iter().position(|&index| index == next) {
+            let mut cycle: Vec<&'static str> = path[position..]
+                .iter()
+                .map(|&i| components[i].name)
+                .collect();
+            cycle.push(components[next].name);
+            return cycle;
+        }
+        path.push(next);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn component(name: &'static str, depends_on: &'static [&'static str]) -> Component {
+        Component {
+            name,
+            release_name: name,
+            default_namespace: DefaultNamespace::Mesh,
+            enabled_by_default: true,
+            depends_on,
+            native_objects: |_| Vec::new(),
+            managed_values: |_| Value::Null,
+        }
+    }
+
+    #[test]
+    fn dependencies_come_first_and_ties_keep_declaration_order() {
+        let catalog = Catalog::new(vec![
+            component("grafana", &["prometheus"]),
+            component("gateway", &["istiod"]),
+            component("istiod", &["base"]),
+            component("base", &[]),
+            component("prometheus", &[]),
+        ])
+        .unwrap();
+        assert_eq!(
+            catalog.names(),
+            ["base", "istiod", "gateway", "prometheus", "grafana"]
+        );
+        assert_eq!(
+            catalog
+                .dependents_of("base")
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["gateway", "istiod"]
+        );
+    }
+
+    #[test]
+    fn a_cycle_is_reported_with_its_members() {
+        let err = Catalog::new(vec![
+            component("a", &["c"]),
+            component("b", &["a"]),
+            component("c", &["b"]),
+            component("d", &[]),
+        ])
+        .unwrap_err();
+        assert_eq!(err, CatalogError::Cycle(vec!["a", "c", "b", "a"]));
+        assert_eq!(
+            err.to_string(),
+            "dependency cycle between components: a -> c -> b -> a"
+        );
+        let err = Catalog::new(vec![component("self", &["self"])]).unwrap_err();
+        assert_eq!(err, CatalogError::Cycle(vec!["self", "self"]));
+    }
+
+    #[test]
+    fn duplicates_and_unknown_dependencies_are_rejected() {
+        let err = Catalog::new(vec![component("a", &[]), component("a", &[])]).unwrap_err();
+        assert_eq!(err, CatalogError::Duplicate("a"));
+        let err = Catalog::new(vec![component("a", &["zz"])]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "component a depends on zz, which is not in the catalog"
+        );
+    }
+
+    #[test]
+    fn the_builtin_catalog_is_consistent_and_every_chart_belongs_to_a_component() {
+        let catalog = Catalog::builtin().unwrap();
+        for chart in CHARTS.dirs() {
+            let name = chart.path().to_string_lossy();
+            assert!(
+                catalog.get(&name).is_some(),
+                "charts/{name} belongs to no component"
+            );
+        }
+        for component in catalog.components() {
+            component.chart().metadata().unwrap();
+            component.chart().default_values().unwrap();
+            component.values_layer().unwrap();
+        }
+    }
+}

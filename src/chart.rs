@@ -1,0 +1,510 @@
+//! Helm charts embedded in the smm binary: their metadata, default values and digest, and
+//! writing them (and values files) to private temporary directories for helm to read.
+
+use std::fs::{DirBuilder, OpenOptions, Permissions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::str::Utf8Error;
+
+use include_dir::{Dir, DirEntry};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tempfile::TempDir;
+
+use crate::digest::chart_digest;
+use crate::values::{ValuesError, parse_yaml_values};
+
+/// The chart's metadata file.
+const CHART_FILE: &str = "Chart.yaml";
+/// The chart's default values file.
+const VALUES_FILE: &str = "values.yaml";
+
+/// Why an embedded chart could not be read or written out.
+#[derive(Debug, thiserror::Error)]
+pub enum ChartError {
+    #[error("chart {chart}: {file} is missing")]
+    Missing { chart: String, file: &'static str },
+    #[error("chart {chart}: {file} is not UTF-8: {source}")]
+    NotUtf8 {
+        chart: String,
+        file: &'static str,
+        #[source]
+        source: Utf8Error,
+    },
+    #[error("chart {chart}: {file} is not valid chart metadata: {source}")]
+    Metadata {
+        chart: String,
+        file: &'static str,
+        #[source]
+        source: serde_yaml_ng::Error,
+    },
+    /// The chart's default values are invalid; the values error names the file.
+    #[error("chart {chart}: {source}")]
+    Values {
+        chart: String,
+        #[source]
+        source: ValuesError,
+    },
+    #[error("chart {chart}: cannot create a temporary directory to write it to: {source}")]
+    TempDir {
+        chart: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("chart {chart}: cannot write {}: {source}", path.display())]
+    Materialize {
+        chart: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write values file {}: {source}", path.display())]
+    WriteValues {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What `Chart.yaml` says about a chart, as far as smm needs it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChartMetadata {
+    pub name: String,
+    pub version: String,
+    pub app_version: Option<String>,
+}
+
+/// A Helm chart embedded in the binary, with the name error messages call it by.
+#[derive(Clone, Copy, Debug)]
+pub struct EmbeddedChart {
+    name: &'static str,
+    dir: &'static Dir<'static>,
+}
+
+/// A chart written out to a private temporary directory, removed when this is dropped.
+#[derive(Debug)]
+pub struct MaterializedChart {
+    dir: TempDir,
+}
+
+/// A file of a chart, with its `/`-separated path relative to the chart's root.
+pub(crate) struct ChartFile<'a> {
+    pub(crate) relative_path: String,
+    pub(crate) contents: &'a [u8],
+}
+
+impl EmbeddedChart {
+    /// The chart embedded as `dir`, called `name` in error messages.
+    pub const fn new(name: &'static str, dir: &'static Dir<'static>) -> Self {
+        Self { name, dir }
+    }
+
+    /// The name error messages call the chart by.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The chart's `Chart.yaml`.
+    pub fn metadata(&self) -> Result<ChartMetadata, ChartError> {
+        let text = self
+            .text_file(CHART_FILE)?
+            .ok_or_else(|| ChartError::Missing {
+                chart: self.name.to_owned(),
+                file: CHART_FILE,
+            })?;
+        serde_yaml_ng::from_str(text).map_err(|source| ChartError::Metadata {
+            chart: self.name.to_owned(),
+            file: CHART_FILE,
+            source,
+        })
+    }
+
+    /// The chart's default values from its `values.yaml`; an empty object if it has none.
+    pub fn default_values(&self) -> Result<Value, ChartError> {
+        match self.text_file(VALUES_FILE)? {
+            None => Ok(Value::Object(Map::new())),
+            Some(text) => {
+                parse_yaml_values(VALUES_FILE, text).map_err(|source| ChartError::Values {
+                    chart: self.name.to_owned(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// The digest of all the chart's files (see [`chart_digest`]).
+    pub fn digest(&self) -> String {
+        chart_digest(self.dir)
+    }
+
+    /// Writes the chart's files into a fresh temporary directory only the current user can
+    /// access (mode 0700, files 0600), for helm to install from.
+    pub fn materialize(&self) -> Result<MaterializedChart, ChartError> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("smm-chart-{}-", self.name))
+            .permissions(Permissions::from_mode(0o700))
+            .tempdir()
+            .map_err(|source| ChartError::TempDir {
+                chart: self.name.to_owned(),
+                source,
+            })?;
+        for file in chart_files(self.dir) {
+            let path = dir.path().join(&file.relative_path);
+            write_private_file(&path, file.contents).map_err(|source| ChartError::Materialize {
+                chart: self.name.to_owned(),
+                path,
+                source,
+            })?;
+        }
+        Ok(MaterializedChart { dir })
+    }
+
+    /// The text of the file `name` at the chart's root, if there is one.
+    fn text_file(&self, name: &'static str) -> Result<Option<&'static str>, ChartError> {
+        let Some(file) = self.dir.get_file(self.dir.path().join(name)) else {
+            return Ok(None);
+        };
+        std::str::from_utf8(file.contents())
+            .map(Some)
+            .map_err(|source| ChartError::NotUtf8 {
+                chart: self.name.to_owned(),
+                file: name,
+                source,
+            })
+    }
+}
+
+impl MaterializedChart {
+    /// The chart's root directory, to pass to helm.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Writes `values` to `values.yaml` in `dir`, returning its path.
+///
+/// The file is written as JSON, which is valid YAML, and created with mode 0600 in the same
+/// step, so values (which may hold secrets) are never readable by others, even briefly. It must
+/// not exist yet: an existing file's mode could not be vouched for.
+pub fn write_values_file(dir: &Path, values: &Value) -> Result<PathBuf, ChartError> {
+    let path = dir.join(VALUES_FILE);
+    match write_private_file(&path, format!("{values:#}\n").as_bytes()) {
+        Ok(()) => Ok(path),
+        Err(source) => Err(ChartError::WriteValues { path, source }),
+    }
+}
+
+/// Every file below `dir`, recursively, sorted by path relative to `dir`.
+///
+/// include_dir names every entry by its path from the root of the embedding, so a chart
+/// embedded as `charts/istiod` has `charts/istiod/Chart.yaml`; that prefix is removed.
+pub(crate) fn chart_files<'a>(dir: &Dir<'a>) -> Vec<ChartFile<'a>> {
+    let mut files = Vec::new();
+    collect_files(dir, dir.path(), &mut files);
+    files.sort_unstable_by(|a, b| a.relative_path.cmp(&b.relative_path));
+    files
+}
+
+fn collect_files<'a>(dir: &Dir<'a>, root: &Path, files: &mut Vec<ChartFile<'a>>) {
+    for entry in dir.entries() {
+        match entry {
+            DirEntry::Dir(subdir) => collect_files(subdir, root, files),
+            DirEntry::File(file) => {
+                // include_dir builds every path from a `&str`, so it is always valid UTF-8 and
+                // nested under the root; joining the components makes the separator `/`.
+                let relative = file.path().strip_prefix(root).unwrap_or(file.path());
+                let relative_path = relative
+                    .iter()
+                    .map(|component| component.to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                files.push(ChartFile {
+                    relative_path,
+                    contents: file.contents(),
+                });
+            }
+        }
+    }
+}
+
+/// Creates the file `path` with mode 0600 and writes `contents`, creating missing parent
+/// directories with mode 0700. Fails if the file exists.
+fn write_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
+    if let Some(parent) = path.parent() {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)?;
+    }
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::fs;
+
+    use include_dir::{File, include_dir};
+    use serde_json::json;
+
+    use super::*;
+
+    static TINY_DIR: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/tests/fixtures/charts/tiny");
+    const TINY: EmbeddedChart = EmbeddedChart::new("tiny", &TINY_DIR);
+    const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/charts/tiny");
+
+    /// Every file below `root` on disk, by `/`-separated relative path.
+    fn read_tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
+        fn walk(root: &Path, dir: &Path, files: &mut BTreeMap<String, Vec<u8>>) {
+            for entry in fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(root, &path, files);
+                } else {
+                    let relative = path
+                        .strip_prefix(root)
+                        .unwrap()
+                        .to_str()
+                        .unwrap()
+                        .to_owned();
+                    files.insert(relative, fs::read(&path).unwrap());
+                }
+            }
+        }
+        let mut files = BTreeMap::new();
+        walk(root, root, &mut files);
+        files
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn metadata_of_fixture() {
+        assert_eq!(
+            TINY.metadata().unwrap(),
+            ChartMetadata {
+                name: "tiny".to_owned(),
+                version: "0.1.0".to_owned(),
+                app_version: None,
+            }
+        );
+    }
+
+    #[test]
+    fn metadata_reads_app_version_even_unquoted() {
+        // Charts often write `appVersion: 1.20`, which YAML reads as a number.
+        static DIR: Dir<'static> = Dir::new(
+            "",
+            &[DirEntry::File(File::new(
+                "Chart.yaml",
+                b"apiVersion: v2\nname: x\nversion: 1.2.3\nappVersion: 1.20\n",
+            ))],
+        );
+        let metadata = EmbeddedChart::new("x", &DIR).metadata().unwrap();
+        assert_eq!(metadata.app_version.as_deref(), Some("1.20"));
+    }
+
+    #[test]
+    fn metadata_of_a_nested_embedding() {
+        static DIR: Dir<'static> = Dir::new(
+            "charts/istiod",
+            &[DirEntry::File(File::new(
+                "charts/istiod/Chart.yaml",
+                b"name: istiod\nversion: 1.0.0\nappVersion: \"1.24.0\"\n",
+            ))],
+        );
+        let chart = EmbeddedChart::new("istiod", &DIR);
+        assert_eq!(
+            chart.metadata().unwrap(),
+            ChartMetadata {
+                name: "istiod".to_owned(),
+                version: "1.0.0".to_owned(),
+                app_version: Some("1.24.0".to_owned()),
+            }
+        );
+        assert_eq!(chart.default_values().unwrap(), json!({}));
+    }
+
+    #[test]
+    fn metadata_errors_name_chart_and_file() {
+        static NONE: Dir<'static> = Dir::new("", &[]);
+        let err = EmbeddedChart::new("empty", &NONE).metadata().unwrap_err();
+        assert_eq!(err.to_string(), "chart empty: Chart.yaml is missing");
+
+        static NO_VERSION: Dir<'static> =
+            Dir::new("", &[DirEntry::File(File::new("Chart.yaml", b"name: x\n"))]);
+        let err = EmbeddedChart::new("bad", &NO_VERSION)
+            .metadata()
+            .unwrap_err();
+        assert!(matches!(err, ChartError::Metadata { .. }));
+        let message = err.to_string();
+        assert!(
+            message.starts_with("chart bad: Chart.yaml is not valid chart metadata: "),
+            "{message}"
+        );
+        assert!(message.contains("version"), "{message}");
+
+        static BINARY: Dir<'static> = Dir::new(
+            "",
+            &[DirEntry::File(File::new("Chart.yaml", b"name: \xff\n"))],
+        );
+        let err = EmbeddedChart::new("bin", &BINARY).metadata().unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("chart bin: Chart.yaml is not UTF-8: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn default_values_of_fixture() {
+        assert_eq!(
+            TINY.default_values().unwrap(),
+            json!({"greeting": "hello", "configMapName": ""})
+        );
+    }
+
+    #[test]
+    fn default_values_without_values_file_are_empty() {
+        static DIR: Dir<'static> = Dir::new(
+            "",
+            &[DirEntry::File(File::new(
+                "Chart.yaml",
+                b"name: x\nversion: 1.0.0\n",
+            ))],
+        );
+        assert_eq!(
+            EmbeddedChart::new("x", &DIR).default_values().unwrap(),
+            json!({})
+        );
+    }
+
+    #[test]
+    fn default_values_error_names_chart_and_file() {
+        static DIR: Dir<'static> = Dir::new(
+            "",
+            &[DirEntry::File(File::new(
+                "values.yaml",
+                b"- not\n- a map\n",
+            ))],
+        );
+        let err = EmbeddedChart::new("x", &DIR).default_values().unwrap_err();
+        assert!(matches!(err, ChartError::Values { .. }));
+        assert_eq!(
+            err.to_string(),
+            "chart x: values.yaml: the top level must be an object (a map of values), found array"
+        );
+    }
+
+    #[test]
+    fn digest_ignores_embedding_location() {
+        // The fixture's own files, as they would appear embedded under `charts/tiny`.
+        static NESTED: Dir<'static> = Dir::new(
+            "charts/tiny",
+            &[
+                DirEntry::File(File::new(
+                    "charts/tiny/Chart.yaml",
+                    include_bytes!("../tests/fixtures/charts/tiny/Chart.yaml"),
+                )),
+                DirEntry::File(File::new(
+                    "charts/tiny/values.yaml",
+                    include_bytes!("../tests/fixtures/charts/tiny/values.yaml"),
+                )),
+                DirEntry::Dir(Dir::new(
+                    "charts/tiny/templates",
+                    &[
+                        DirEntry::File(File::new(
+                            "charts/tiny/templates/configmap.yaml",
+                            include_bytes!(
+                                "../tests/fixtures/charts/tiny/templates/configmap.yaml"
+                            ),
+                        )),
+                        DirEntry::File(File::new(
+                            "charts/tiny/templates/serviceaccount.yaml",
+                            include_bytes!(
+                                "../tests/fixtures/charts/tiny/templates/serviceaccount.yaml"
+                            ),
+                        )),
+                    ],
+                )),
+            ],
+        );
+        assert_eq!(TINY.digest(), chart_digest(&NESTED));
+        assert!(TINY.digest().starts_with("sha256:"));
+    }
+
+    #[test]
+    fn chart_files_are_relative_and_sorted() {
+        let paths: Vec<String> = chart_files(&TINY_DIR)
+            .into_iter()
+            .map(|file| file.relative_path)
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "Chart.yaml",
+                "templates/configmap.yaml",
+                "templates/serviceaccount.yaml",
+                "values.yaml"
+            ]
+        );
+    }
+
+    #[test]
+    fn materialize_reproduces_every_file_privately() {
+        let chart = TINY.materialize().unwrap();
+        let root = chart.path();
+        assert_eq!(read_tree(root), read_tree(Path::new(FIXTURE)));
+        assert_eq!(mode(root), 0o700);
+        assert_eq!(mode(&root.join("templates")), 0o700);
+        for relative in read_tree(root).keys() {
+            assert_eq!(mode(&root.join(relative)), 0o600, "{relative}");
+        }
+    }
+
+    #[test]
+    fn materialize_uses_a_fresh_directory_removed_on_drop() {
+        let first = TINY.materialize().unwrap();
+        let second = TINY.materialize().unwrap();
+        assert_ne!(first.path(), second.path());
+        let path = first.path().to_owned();
+        assert!(path.join("Chart.yaml").is_file());
+        drop(first);
+        assert!(!path.exists());
+        assert!(second.path().join("Chart.yaml").is_file());
+    }
+
+    #[test]
+    fn write_values_file_is_private_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let values = json!({"global": {"token": "secret", "list": [1, "a", null]}, "n": 1.5});
+        let path = write_values_file(dir.path(), &values).unwrap();
+        assert_eq!(path, dir.path().join("values.yaml"));
+        assert_eq!(mode(&path), 0o600);
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(parse_yaml_values("values.yaml", &text).unwrap(), values);
+    }
+
+    #[test]
+    fn write_values_file_refuses_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("values.yaml");
+        fs::write(&path, "old").unwrap();
+        let err = write_values_file(dir.path(), &json!({})).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("cannot write values file {}: ", path.display())),
+            "{err}"
+        );
+        assert_eq!(fs::read_to_string(&path).unwrap(), "old");
+    }
+}

@@ -1,0 +1,88 @@
+//! The mesh's components as the catalog declares them, one module each.
+
+mod base;
+mod istiod;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::catalog::Component;
+use crate::native::{NativeObject, Presence};
+
+/// Every component, in declaration order (the catalog sorts them by dependency).
+pub fn all() -> Vec<Component> {
+    vec![base::component(), istiod::component()]
+}
+
+/// Metadata for a cluster-scoped object smm owns natively, labelled as Helm-rendered objects are
+/// so that `kubectl get -l app.kubernetes.io/managed-by=smm` finds both.
+fn native_metadata(name: impl Into<String>, component: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        labels: Some(BTreeMap::from([
+            ("app.kubernetes.io/managed-by".to_owned(), "smm".to_owned()),
+            ("app.kubernetes.io/part-of".to_owned(), "smm".to_owned()),
+            ("smm.dev/component".to_owned(), component.to_owned()),
+        ])),
+        ..ObjectMeta::default()
+    }
+}
+
+/// A policy rule from string slices, to keep role definitions readable.
+fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
+    let owned = |items: &[&str]| items.iter().map(|item| (*item).to_owned()).collect();
+    PolicyRule {
+        api_groups: Some(owned(groups)),
+        resources: Some(owned(resources)),
+        verbs: owned(verbs),
+        ..PolicyRule::default()
+    }
+}
+
+const READ: &[&str] = &["get", "list", "watch"];
+
+/// A cluster role and the binding that grants it to one service account, both named `name`,
+/// both present or both absent.
+fn cluster_role_for(
+    name: &str,
+    component: &str,
+    rules: Vec<PolicyRule>,
+    service_account: (&str, &str),
+    presence: Presence,
+) -> [NativeObject; 2] {
+    let (account, namespace) = service_account;
+    let role = ClusterRole {
+        metadata: native_metadata(name, component),
+        rules: Some(rules),
+        ..ClusterRole::default()
+    };
+    let binding = ClusterRoleBinding {
+        metadata: native_metadata(name, component),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".to_owned(),
+            kind: "ClusterRole".to_owned(),
+            name: name.to_owned(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".to_owned(),
+            name: account.to_owned(),
+            namespace: Some(namespace.to_owned()),
+            ..Subject::default()
+        }]),
+    };
+    [
+        NativeObject::new(&role, presence),
+        NativeObject::new(&binding, presence),
+    ]
+}
+
+/// Present while the component is enabled, absent once it is disabled.
+fn presence(enabled: bool) -> Presence {
+    if enabled {
+        Presence::Present
+    } else {
+        Presence::Absent
+    }
+}

@@ -1,0 +1,200 @@
+//! Native resource builders: objects smm creates itself rather than through helm, because helm
+//! handles them badly (it never upgrades CRDs) or because they must exist before any chart.
+//!
+//! A builder returns each object it manages marked present or absent. Present objects go through
+//! server-side apply as field manager `smm`; absent ones are deleted if they exist. An object a
+//! builder does not return is left alone (which is how CRDs survive an uninstall).
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, TypeMeta, ValidationDirective,
+};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+
+/// The field manager of every server-side apply smm does.
+pub const FIELD_MANAGER: &str = "smm";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Presence {
+    Present,
+    Absent,
+}
+
+/// One object a builder wants present or absent.
+#[derive(Clone, Debug)]
+pub struct NativeObject {
+    pub resource: ApiResource,
+    pub object: DynamicObject,
+    pub presence: Presence,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NativeError {
+    #[error("cannot apply {object}: {source}")]
+    Apply {
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot delete {object}: {source}")]
+    Delete {
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl NativeObject {
+    /// Wraps a typed object. Builders construct objects, so a failure to convert is a bug.
+    pub fn new<K>(object: &K, presence: Presence) -> Self
+    where
+        K: Resource<DynamicType = ()> + Serialize,
+    {
+        let value = serde_json::to_value(object).expect("Kubernetes objects serialize to JSON");
+        let mut dynamic: DynamicObject = serde_json::from_value(value)
+            .expect("Kubernetes objects deserialize as dynamic objects");
+        dynamic.types = Some(TypeMeta {
+            api_version: K::api_version(&()).into_owned(),
+            kind: K::kind(&()).into_owned(),
+        });
+        Self {
+            resource: ApiResource::erase::<K>(&()),
+            object: dynamic,
+            presence,
+        }
+    }
+
+    pub fn present<K: Resource<DynamicType = ()> + Serialize>(object: &K) -> Self {
+        Self::new(object, Presence::Present)
+    }
+
+    pub fn absent<K: Resource<DynamicType = ()> + Serialize>(object: &K) -> Self {
+        Self::new(object, Presence::Absent)
+    }
+
+    /// `Kind/name` or `Kind/namespace/name`, for messages.
+    pub fn describe(&self) -> String {
+        match self.object.namespace() {
+            Some(namespace) => format!(
+                "{}/{namespace}/{}",
+                self.resource.kind,
+                self.object.name_any()
+            ),
+            None => format!("{}/{}", self.resource.kind, self.object.name_any()),
+        }
+    }
+
+    fn api(&self, client: &Client) -> Api<DynamicObject> {
+        match self.object.namespace() {
+            Some(namespace) => Api::namespaced_with(client.clone(), &namespace, &self.resource),
+            None => Api::all_with(client.clone(), &self.resource),
+        }
+    }
+
+    fn is_crd(&self) -> bool {
+        self.resource.kind == <CustomResourceDefinition as k8s_openapi::Resource>::KIND
+            && self.resource.group == <CustomResourceDefinition as k8s_openapi::Resource>::GROUP
+    }
+}
+
+/// What applying a set of native objects left to wait for.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct NativeOutcome {
+    /// Objects that exist but cannot be used yet (CRDs not yet `Established`).
+    pub not_ready: Vec<String>,
+}
+
+/// Applies present objects and deletes absent ones, in the order given (callers put CRDs and
+/// cluster roles before what uses them). Strict field validation makes a wrong builder fail loudly.
+pub async fn reconcile(
+    client: &Client,
+    objects: &[NativeObject],
+) -> Result<NativeOutcome, NativeError> {
+    let mut outcome = NativeOutcome::default();
+    let apply = PatchParams::apply(FIELD_MANAGER)
+        .force()
+        .validation(ValidationDirective::Strict);
+    for native in objects {
+        let api = native.api(client);
+        let name = native.object.name_any();
+        match native.presence {
+            Presence::Present => {
+                let applied = api
+                    .patch(&name, &apply, &Patch::Apply(&native.object))
+                    .await
+                    .map_err(|source| NativeError::Apply {
+                        object: native.describe(),
+                        source,
+                    })?;
+                if native.is_crd() && !crd_established(&applied) {
+                    outcome.not_ready.push(native.describe());
+                }
+            }
+            Presence::Absent => match api.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => tracing::info!(object = %native.describe(), "deleted"),
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(source) => {
+                    return Err(NativeError::Delete {
+                        object: native.describe(),
+                        source,
+                    });
+                }
+            },
+        }
+    }
+    Ok(outcome)
+}
+
+fn crd_established(object: &DynamicObject) -> bool {
+    object.data["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Established" && c["status"] == "True")
+}
+
+/// Renders objects as they would be applied, for `--dump-resources`.
+pub fn to_yaml_documents(objects: &[NativeObject]) -> Vec<String> {
+    objects
+        .iter()
+        .filter(|native| native.presence == Presence::Present)
+        .map(|native| {
+            serde_yaml_ng::to_string(&native.object).expect("dynamic objects serialize to YAML")
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+
+    #[test]
+    fn typed_objects_keep_their_type_and_identity() {
+        let mut role = ClusterRole::default();
+        role.metadata.name = Some("reader".to_owned());
+        let native = NativeObject::present(&role);
+        assert_eq!(native.describe(), "ClusterRole/reader");
+        assert_eq!(native.resource.plural, "clusterroles");
+        let yaml = to_yaml_documents(&[native, NativeObject::absent(&role)]);
+        assert_eq!(yaml.len(), 1, "absent objects are not dumped");
+        assert!(
+            yaml[0].starts_with("apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\n"),
+            "{}",
+            yaml[0]
+        );
+    }
+
+    #[test]
+    fn established_is_read_from_the_crd_conditions() {
+        let mut object =
+            DynamicObject::new("x", &ApiResource::erase::<CustomResourceDefinition>(&()));
+        assert!(!crd_established(&object));
+        object.data = serde_json::json!({"status": {"conditions": [
+            {"type": "NamesAccepted", "status": "True"},
+            {"type": "Established", "status": "True"}
+        ]}});
+        assert!(crd_established(&object));
+    }
+}
