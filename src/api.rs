@@ -107,24 +107,25 @@ pub struct ControlPlaneStatus {
     pub components: BTreeMap<String, ComponentStatus>,
 }
 
-/// Where one component stands.
+/// Where one component stands. Unset fields serialize as `null` on purpose: the engine writes
+/// component status with JSON merge patches, where `null` is what removes a stale field.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ComponentStatus {
     pub phase: ComponentPhase,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub chart: Option<ChartRef>,
     /// Digest of the chart that was last applied successfully.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub chart_digest: Option<String>,
     /// Digest of the merged values that were last applied successfully.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub values_digest: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub release: Option<ReleaseStatus>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub last_transition_time: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub message: Option<String>,
 }
 
@@ -156,7 +157,7 @@ pub struct ChartRef {
 pub struct ReleaseStatus {
     pub name: String,
     pub namespace: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub revision: Option<i64>,
 }
 

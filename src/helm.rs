@@ -249,6 +249,20 @@ impl Helm {
             .await
     }
 
+    /// Rolls the release back to its previous revision: the way out of `pending-upgrade` and
+    /// `pending-rollback` after an interrupted helm.
+    pub async fn rollback(&self, release: &ReleaseRef) -> Result<String, HelmError> {
+        let args: Vec<OsString> = vec![
+            "rollback".into(),
+            release.name.clone().into(),
+            "--namespace".into(),
+            release.namespace.clone().into(),
+            "--timeout".into(),
+            helm_duration(self.timeout).into(),
+        ];
+        self.run("rollback", &release.to_string(), args, true).await
+    }
+
     async fn run(
         &self,
         operation: &'static str,

@@ -9,6 +9,8 @@ pub mod chart;
 pub mod cluster;
 pub mod components;
 pub mod digest;
+pub mod engine;
 pub mod helm;
 pub mod native;
+pub mod release;
 pub mod values;

@@ -1,0 +1,256 @@
+//! The desired state of every component, computed from a ControlPlane before anything touches
+//! the cluster: a bad spec (unknown component, managed value overridden, broken chart) is
+//! rejected here, so the cluster is left exactly as it was.
+
+use serde_json::Value;
+
+use crate::api::ControlPlaneSpec;
+use crate::catalog::{Catalog, Component, ComponentContext};
+use crate::chart::{ChartError, ChartMetadata, EmbeddedChart};
+use crate::digest::values_digest;
+use crate::helm::ReleaseRef;
+use crate::native::NativeObject;
+use crate::values::{Layers, ValuesError, layer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("spec.components.{name}: unknown component (known components: {})", known.join(", "))]
+    UnknownComponent {
+        name: String,
+        known: Vec<&'static str>,
+    },
+    #[error(
+        "spec.components.{component}: enabled, but it depends on {dependency}, which is disabled"
+    )]
+    DisabledDependency {
+        component: &'static str,
+        dependency: &'static str,
+    },
+    #[error(transparent)]
+    Values(#[from] ValuesError),
+    #[error(transparent)]
+    Chart(#[from] ChartError),
+}
+
+/// Everything the engine needs to bring one component to its desired state.
+#[derive(Debug)]
+pub struct DesiredComponent<'c> {
+    pub component: &'c Component,
+    pub enabled: bool,
+    pub release: ReleaseRef,
+    pub chart: EmbeddedChart,
+    pub chart_metadata: ChartMetadata,
+    pub chart_digest: String,
+    /// The merged values helm gets (only meaningful when enabled).
+    pub values: Value,
+    pub values_digest: String,
+    /// Native objects in apply order: the release namespace first, then the component's own.
+    pub native: Vec<NativeObject>,
+}
+
+impl DesiredComponent<'_> {
+    pub fn name(&self) -> &'static str {
+        self.component.name
+    }
+}
+
+/// Resolves every catalog component against the spec, in dependency order.
+pub fn resolve<'c>(
+    catalog: &'c Catalog,
+    spec: &ControlPlaneSpec,
+) -> Result<Vec<DesiredComponent<'c>>, SpecError> {
+    if let Some(name) = spec
+        .components
+        .keys()
+        .find(|name| catalog.get(name).is_none())
+    {
+        return Err(SpecError::UnknownComponent {
+            name: name.clone(),
+            known: catalog.names(),
+        });
+    }
+    let desired: Vec<DesiredComponent<'c>> = catalog
+        .components()
+        .iter()
+        .map(|component| resolve_one(component, spec))
+        .collect::<Result<_, _>>()?;
+    for wanted in desired.iter().filter(|d| d.enabled) {
+        let disabled = wanted.component.depends_on.iter().find(|dependency| {
+            desired
+                .iter()
+                .any(|d| d.name() == **dependency && !d.enabled)
+        });
+        if let Some(dependency) = disabled {
+            return Err(SpecError::DisabledDependency {
+                component: wanted.name(),
+                dependency,
+            });
+        }
+    }
+    Ok(desired)
+}
+
+fn resolve_one<'c>(
+    component: &'c Component,
+    spec: &ControlPlaneSpec,
+) -> Result<DesiredComponent<'c>, SpecError> {
+    let configured = spec.components.get(component.name);
+    let enabled = configured
+        .and_then(|c| c.enabled)
+        .unwrap_or(component.enabled_by_default);
+    let namespace = component.namespace(spec, configured.and_then(|c| c.namespace.as_deref()));
+    let context = ComponentContext {
+        spec,
+        namespace,
+        enabled,
+    };
+    let chart = component.chart();
+    let chart_metadata = chart.metadata()?;
+    let values = layer(
+        component.name,
+        Layers {
+            chart_defaults: &chart.default_values()?,
+            component_layer: &component.values_layer()?,
+            user_override: configured.and_then(|c| c.values_override.as_ref()),
+            managed: &(component.managed_values)(&context),
+        },
+    )?;
+    let mut native = Vec::new();
+    if enabled {
+        native.push(NativeObject::present(&namespace_object(namespace)));
+    }
+    native.extend((component.native_objects)(&context));
+    Ok(DesiredComponent {
+        component,
+        enabled,
+        release: ReleaseRef {
+            name: component.release_name.to_owned(),
+            namespace: namespace.to_owned(),
+        },
+        chart_digest: chart.digest(),
+        chart,
+        chart_metadata,
+        values_digest: values_digest(&values),
+        values,
+        native,
+    })
+}
+
+/// The release namespace is applied, never deleted: other components and the user's own
+/// workloads may live in it.
+fn namespace_object(name: &str) -> k8s_openapi::api::core::v1::Namespace {
+    let mut namespace = k8s_openapi::api::core::v1::Namespace::default();
+    namespace.metadata.name = Some(name.to_owned());
+    namespace
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ComponentSpec;
+    use serde_json::json;
+
+    fn spec_with(name: &str, component: ComponentSpec) -> ControlPlaneSpec {
+        ControlPlaneSpec {
+            components: [(name.to_owned(), component)].into(),
+            ..ControlPlaneSpec::default()
+        }
+    }
+
+    #[test]
+    fn defaults_resolve_in_dependency_order() {
+        let catalog = Catalog::builtin().unwrap();
+        let desired = resolve(&catalog, &ControlPlaneSpec::default()).unwrap();
+        let names: Vec<_> = desired.iter().map(DesiredComponent::name).collect();
+        assert_eq!(names, ["base", "istiod"]);
+        let istiod = &desired[1];
+        assert!(istiod.enabled);
+        assert_eq!(istiod.release.to_string(), "istio-system/istiod");
+        assert_eq!(istiod.values["global"]["istioNamespace"], "istio-system");
+        assert_eq!(istiod.values["global"]["imageRegistry"], "docker.io");
+        // From values/istiod.yaml over the chart's default.
+        assert_eq!(istiod.values["resources"]["requests"]["cpu"], "100m");
+        assert_eq!(istiod.values["resources"]["limits"]["cpu"], "2");
+    }
+
+    #[test]
+    fn unknown_components_are_rejected_naming_the_known_ones() {
+        let catalog = Catalog::builtin().unwrap();
+        let err = resolve(&catalog, &spec_with("istio-d", ComponentSpec::default())).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "spec.components.istio-d: unknown component (known components: base, istiod)"
+        );
+    }
+
+    #[test]
+    fn overriding_a_managed_value_is_rejected() {
+        let catalog = Catalog::builtin().unwrap();
+        let spec = spec_with(
+            "istiod",
+            ComponentSpec {
+                values_override: Some(json!({"global": {"istioNamespace": "mine"}})),
+                ..ComponentSpec::default()
+            },
+        );
+        let err = resolve(&catalog, &spec).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "istiod: valuesOverride.global.istioNamespace is managed by smm"
+        );
+    }
+
+    #[test]
+    fn an_override_changes_only_that_components_values_digest() {
+        let catalog = Catalog::builtin().unwrap();
+        let before = resolve(&catalog, &ControlPlaneSpec::default()).unwrap();
+        let spec = spec_with(
+            "istiod",
+            ComponentSpec {
+                values_override: Some(json!({"replicaCount": 2})),
+                ..ComponentSpec::default()
+            },
+        );
+        let after = resolve(&catalog, &spec).unwrap();
+        assert_eq!(before[0].values_digest, after[0].values_digest);
+        assert_ne!(before[1].values_digest, after[1].values_digest);
+        assert_eq!(before[1].chart_digest, after[1].chart_digest);
+    }
+
+    #[test]
+    fn an_enabled_component_needs_its_dependencies_enabled() {
+        let catalog = Catalog::builtin().unwrap();
+        let spec = spec_with(
+            "base",
+            ComponentSpec {
+                enabled: Some(false),
+                ..ComponentSpec::default()
+            },
+        );
+        let err = resolve(&catalog, &spec).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "spec.components.istiod: enabled, but it depends on base, which is disabled"
+        );
+    }
+
+    #[test]
+    fn a_disabled_component_wants_its_native_objects_gone() {
+        let catalog = Catalog::builtin().unwrap();
+        let spec = spec_with(
+            "istiod",
+            ComponentSpec {
+                enabled: Some(false),
+                ..ComponentSpec::default()
+            },
+        );
+        let desired = resolve(&catalog, &spec).unwrap();
+        assert!(!desired[1].enabled);
+        assert!(
+            desired[1]
+                .native
+                .iter()
+                .all(|object| object.presence == crate::native::Presence::Absent)
+        );
+    }
+}

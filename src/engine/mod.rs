@@ -1,0 +1,459 @@
+//! The reconcile engine: one flow that the imperative CLI, `smm reconcile` and the operator all
+//! call. It knows nothing about which of them called it.
+//!
+//! A reconcile reads the ControlPlane, resolves every component's desired state (rejecting a bad
+//! spec before touching anything), then runs rounds: uninstalls in reverse dependency order,
+//! installs and upgrades in dependency order, each component's status written as soon as it
+//! changes. A component that must wait (CRDs not yet established, a dependency not yet
+//! available) asks for another round; rounds stop when none asks or the limit is reached.
+
+pub mod desired;
+pub mod plan;
+mod status;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{Api, Client};
+
+use crate::api::{ChartRef, ComponentPhase, ComponentStatus, ControlPlane, ReleaseStatus};
+use crate::catalog::Catalog;
+use crate::chart::write_values_file;
+use crate::helm::{Helm, HelmError};
+use crate::native;
+use crate::release::{self, ObservedReleases, ReleaseState};
+use desired::{DesiredComponent, SpecError, resolve};
+use plan::{Action, Decision, Wanted, decide};
+use status::StatusWriter;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("ControlPlane {name} not found")]
+    NotFound { name: String },
+    #[error("cannot read ControlPlane {name}: {source}")]
+    Get {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("ControlPlane {name} rejected, nothing was changed: {source}")]
+    Spec {
+        name: String,
+        #[source]
+        source: SpecError,
+    },
+    #[error("cannot list helm releases: {0}")]
+    Observe(#[source] kube::Error),
+    #[error("cannot write the status of ControlPlane {name}: {source}")]
+    Status {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Which components a reconcile may act on. The imperative CLI narrows it to the components a
+/// command named (plus their dependencies); everything else is left as it is.
+#[derive(Clone, Debug, Default)]
+pub enum Scope {
+    #[default]
+    All,
+    Only(BTreeSet<String>),
+}
+
+impl Scope {
+    fn includes(&self, name: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Only(names) => names.contains(name),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct EngineSettings {
+    /// Rounds before the engine gives up and reports `Stalled`.
+    pub max_rounds: u32,
+    /// Pause between rounds, so waiting components get a chance to become ready.
+    pub round_delay: Duration,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            max_rounds: 30,
+            round_delay: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What happened to one component in a reconcile.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentReport {
+    pub name: String,
+    pub action: Action,
+    pub reason: String,
+    pub outcome: Outcome,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase", tag = "result", content = "message")]
+pub enum Outcome {
+    Done,
+    Waiting(String),
+    Failed(String),
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconcileReport {
+    pub control_plane: String,
+    pub rounds: u32,
+    pub ready: bool,
+    pub components: Vec<ComponentReport>,
+}
+
+pub struct Engine {
+    client: Client,
+    helm: Helm,
+    catalog: Catalog,
+    settings: EngineSettings,
+}
+
+impl Engine {
+    pub fn new(client: Client, helm: Helm, catalog: Catalog, settings: EngineSettings) -> Self {
+        Self {
+            client,
+            helm,
+            catalog,
+            settings,
+        }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Brings the components in `scope` to the state the named ControlPlane asks for.
+    pub async fn reconcile(
+        &self,
+        name: &str,
+        scope: &Scope,
+    ) -> Result<ReconcileReport, EngineError> {
+        let api: Api<ControlPlane> = Api::all(self.client.clone());
+        let control_plane = match api.get_opt(name).await {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                return Err(EngineError::NotFound {
+                    name: name.to_owned(),
+                });
+            }
+            Err(source) => {
+                return Err(EngineError::Get {
+                    name: name.to_owned(),
+                    source,
+                });
+            }
+        };
+        let desired =
+            resolve(&self.catalog, &control_plane.spec).map_err(|source| EngineError::Spec {
+                name: name.to_owned(),
+                source,
+            })?;
+        let mut writer = StatusWriter::new(api, &control_plane);
+        let in_scope: Vec<&DesiredComponent<'_>> = desired
+            .iter()
+            .filter(|d| scope.includes(d.name()))
+            .collect();
+        let release_names: Vec<&str> = in_scope.iter().map(|d| d.component.release_name).collect();
+
+        let mut reports: Vec<ComponentReport> = Vec::new();
+        let mut rounds = 0;
+        let mut waiting = true;
+        while waiting && rounds < self.settings.max_rounds {
+            if rounds > 0 {
+                tokio::time::sleep(self.settings.round_delay).await;
+            }
+            rounds += 1;
+            let observed = release::observe(&self.client, &release_names)
+                .await
+                .map_err(EngineError::Observe)?;
+            waiting = false;
+            // Dependents go before what they depend on when removing, after it when installing.
+            let removals = in_scope.iter().rev().filter(|d| !d.enabled);
+            let installs = in_scope.iter().filter(|d| d.enabled);
+            for wanted in removals.chain(installs) {
+                let report = self
+                    .reconcile_component(wanted, &observed, &mut writer)
+                    .await?;
+                waiting |= matches!(report.outcome, Outcome::Waiting(_));
+                record(&mut reports, report);
+            }
+        }
+        let ready = writer.finish(&desired, waiting).await?;
+        Ok(ReconcileReport {
+            control_plane: name.to_owned(),
+            rounds,
+            ready,
+            components: reports,
+        })
+    }
+
+    async fn reconcile_component(
+        &self,
+        wanted: &DesiredComponent<'_>,
+        observed: &ObservedReleases,
+        writer: &mut StatusWriter,
+    ) -> Result<ComponentReport, EngineError> {
+        let name = wanted.name();
+        let recorded = writer.component(name).cloned();
+        let release = release::lookup(observed, &wanted.release);
+        let decision = decide(
+            Wanted {
+                enabled: wanted.enabled,
+                chart_digest: &wanted.chart_digest,
+                values_digest: &wanted.values_digest,
+            },
+            recorded.as_ref(),
+            release,
+        );
+        let report = |decision: &Decision, outcome| ComponentReport {
+            name: name.to_owned(),
+            action: decision.action,
+            reason: decision.reason.to_string(),
+            outcome,
+        };
+
+        let unavailable_dependency = wanted
+            .component
+            .depends_on
+            .iter()
+            .find(|dependency| !writer.is_available(dependency));
+        if let (true, Some(dependency)) = (wanted.enabled, unavailable_dependency) {
+            let message = format!("waiting for {dependency} to be available");
+            return Ok(report(&decision, Outcome::Waiting(message)));
+        }
+        if decision.action != Action::Nothing {
+            writer
+                .mark_reconciling(&format!("{name}: {}", decision.reason))
+                .await?;
+        }
+
+        let outcome = match decision.action {
+            Action::Uninstall => self.uninstall(wanted, writer).await?,
+            Action::Nothing if !wanted.enabled => {
+                // Native objects may outlive a release (a failed earlier removal): finish the job.
+                match native::reconcile(&self.client, &wanted.native).await {
+                    Ok(_) => {
+                        if recorded
+                            .as_ref()
+                            .is_some_and(|s| s.phase != ComponentPhase::Removed)
+                        {
+                            writer.set_component(name, removed_status()).await?;
+                        }
+                        Outcome::Done
+                    }
+                    Err(err) => self.fail(wanted, writer, recorded, err.to_string()).await?,
+                }
+            }
+            action => {
+                self.apply(wanted, action, release.map(|r| &r.state), writer)
+                    .await?
+            }
+        };
+        Ok(report(&decision, outcome))
+    }
+
+    /// Native objects first, then the chart; Nothing still re-applies native objects, which
+    /// puts back a deleted cluster role without spawning helm.
+    async fn apply(
+        &self,
+        wanted: &DesiredComponent<'_>,
+        action: Action,
+        release_state: Option<&ReleaseState>,
+        writer: &mut StatusWriter,
+    ) -> Result<Outcome, EngineError> {
+        let name = wanted.name();
+        let recorded = writer.component(name).cloned();
+        let native_outcome = match native::reconcile(&self.client, &wanted.native).await {
+            Ok(outcome) => outcome,
+            Err(err) => return self.fail(wanted, writer, recorded, err.to_string()).await,
+        };
+        let progressing = match action {
+            Action::Install => ComponentPhase::Installing,
+            _ => ComponentPhase::Upgrading,
+        };
+        if !native_outcome.not_ready.is_empty() {
+            let message = format!(
+                "waiting for {} to be established",
+                native_outcome.not_ready.join(", ")
+            );
+            let mut status = recorded.unwrap_or_else(|| empty_status(progressing));
+            status.phase = progressing;
+            status.message = Some(message.clone());
+            writer.set_component(name, status).await?;
+            return Ok(Outcome::Waiting(message));
+        }
+        if action == Action::Nothing {
+            if let Some(mut status) = recorded.filter(|s| s.phase != ComponentPhase::Available) {
+                // Up to date, but last seen waiting: the wait is over.
+                status.phase = ComponentPhase::Available;
+                status.message = None;
+                writer.set_component(name, status).await?;
+            }
+            return Ok(Outcome::Done);
+        }
+
+        let mut status = recorded
+            .clone()
+            .unwrap_or_else(|| empty_status(progressing));
+        status.phase = progressing;
+        status.message = None;
+        writer.set_component(name, status).await?;
+
+        match self.run_helm(wanted, action, release_state).await {
+            Ok(()) => {
+                let revision = release::observe(&self.client, &[wanted.component.release_name])
+                    .await
+                    .map_err(EngineError::Observe)?;
+                let available = ComponentStatus {
+                    phase: ComponentPhase::Available,
+                    chart: Some(ChartRef {
+                        name: wanted.chart_metadata.name.clone(),
+                        version: wanted.chart_metadata.version.clone(),
+                    }),
+                    chart_digest: Some(wanted.chart_digest.clone()),
+                    values_digest: Some(wanted.values_digest.clone()),
+                    release: Some(ReleaseStatus {
+                        name: wanted.release.name.clone(),
+                        namespace: wanted.release.namespace.clone(),
+                        revision: release::lookup(&revision, &wanted.release).map(|r| r.revision),
+                    }),
+                    last_transition_time: None,
+                    message: None,
+                };
+                writer.set_component(name, available).await?;
+                tracing::info!(component = name, ?action, "reconciled");
+                Ok(Outcome::Done)
+            }
+            Err(message) => self.fail(wanted, writer, recorded, message).await,
+        }
+    }
+
+    /// Runs helm for an install, upgrade or recovery. Errors come back as the message to record.
+    async fn run_helm(
+        &self,
+        wanted: &DesiredComponent<'_>,
+        action: Action,
+        release_state: Option<&ReleaseState>,
+    ) -> Result<(), String> {
+        if action == Action::Recover {
+            // A pending install has nothing to go back to; anything else returns to the last
+            // good revision. Either way helm accepts the release again afterwards.
+            let recovered = match release_state {
+                Some(ReleaseState::PendingInstall) => self.helm.uninstall(&wanted.release).await,
+                _ => self.helm.rollback(&wanted.release).await,
+            };
+            recovered
+                .map_err(|err| format!("recovering the stuck release: {}", helm_message(&err)))?;
+        }
+        let chart = wanted.chart.materialize().map_err(|err| err.to_string())?;
+        let values_dir = tempfile::Builder::new()
+            .prefix("smm-values-")
+            .tempdir()
+            .map_err(|err| format!("cannot create a directory for the values file: {err}"))?;
+        let values_file =
+            write_values_file(values_dir.path(), &wanted.values).map_err(|err| err.to_string())?;
+        self.helm
+            .upgrade_install(&wanted.release, chart.path(), &values_file)
+            .await
+            .map(drop)
+            .map_err(|err| helm_message(&err))
+    }
+
+    async fn uninstall(
+        &self,
+        wanted: &DesiredComponent<'_>,
+        writer: &mut StatusWriter,
+    ) -> Result<Outcome, EngineError> {
+        let name = wanted.name();
+        let recorded = writer.component(name).cloned();
+        let mut uninstalling = recorded
+            .clone()
+            .unwrap_or_else(|| empty_status(ComponentPhase::Uninstalling));
+        uninstalling.phase = ComponentPhase::Uninstalling;
+        uninstalling.message = None;
+        writer.set_component(name, uninstalling).await?;
+        if let Err(err) = self.helm.uninstall(&wanted.release).await {
+            return self
+                .fail(wanted, writer, recorded, helm_message(&err))
+                .await;
+        }
+        if let Err(err) = native::reconcile(&self.client, &wanted.native).await {
+            return self.fail(wanted, writer, recorded, err.to_string()).await;
+        }
+        writer.set_component(name, removed_status()).await?;
+        tracing::info!(component = name, "uninstalled");
+        Ok(Outcome::Done)
+    }
+
+    /// Records a failure. The digests stay those of the last success, so the next reconcile
+    /// tries again.
+    async fn fail(
+        &self,
+        wanted: &DesiredComponent<'_>,
+        writer: &mut StatusWriter,
+        recorded: Option<ComponentStatus>,
+        message: String,
+    ) -> Result<Outcome, EngineError> {
+        tracing::warn!(component = wanted.name(), %message, "failed");
+        let mut status = recorded.unwrap_or_else(|| empty_status(ComponentPhase::Failed));
+        status.phase = ComponentPhase::Failed;
+        status.message = Some(message.clone());
+        writer.set_component(wanted.name(), status).await?;
+        Ok(Outcome::Failed(message))
+    }
+}
+
+/// Keeps one report per component: the first decision that did something, and the last outcome.
+fn record(reports: &mut Vec<ComponentReport>, report: ComponentReport) {
+    match reports.iter_mut().find(|r| r.name == report.name) {
+        Some(existing)
+            if report.action == Action::Nothing && existing.action != Action::Nothing =>
+        {
+            existing.outcome = report.outcome;
+        }
+        Some(existing) => *existing = report,
+        None => reports.push(report),
+    }
+}
+
+fn empty_status(phase: ComponentPhase) -> ComponentStatus {
+    ComponentStatus {
+        phase,
+        chart: None,
+        chart_digest: None,
+        values_digest: None,
+        release: None,
+        last_transition_time: None,
+        message: None,
+    }
+}
+
+fn removed_status() -> ComponentStatus {
+    empty_status(ComponentPhase::Removed)
+}
+
+/// helm's own error line when helm ran and failed; the whole error otherwise.
+fn helm_message(err: &HelmError) -> String {
+    match err {
+        HelmError::Failed { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
