@@ -3,16 +3,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use include_dir::{Dir, include_dir};
 use serde_json::Value;
 
 use crate::api::ControlPlaneSpec;
 use crate::chart::EmbeddedChart;
 use crate::native::NativeObject;
 use crate::values::{ValuesError, parse_yaml_values};
-
-static CHARTS: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/charts");
-static VALUES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/values");
 
 /// Where a component's release goes when the ControlPlane does not say.
 #[derive(Clone, Copy, Debug)]
@@ -38,6 +34,10 @@ pub struct Component {
     pub default_namespace: DefaultNamespace,
     pub enabled_by_default: bool,
     pub depends_on: &'static [&'static str],
+    /// The chart, compiled in (`charts/<name>`).
+    pub chart: EmbeddedChart,
+    /// smm's values layer for the chart: (file name for messages, YAML text).
+    pub values_layer: (&'static str, &'static str),
     /// Objects created natively before the chart (CRDs, RBAC), each marked present or absent.
     pub native_objects: fn(&ComponentContext<'_>) -> Vec<NativeObject>,
     /// Values computed from the ControlPlane that the user may not override.
@@ -54,24 +54,10 @@ impl std::fmt::Debug for Component {
 }
 
 impl Component {
-    /// The component's embedded chart (`charts/<name>`); its presence is checked by [`Catalog::new`].
-    pub fn chart(&self) -> EmbeddedChart {
-        EmbeddedChart::new(
-            self.name,
-            CHARTS.get_dir(self.name).expect("checked by Catalog::new"),
-        )
-    }
-
-    /// smm's values layer for the component (`values/<name>.yaml`).
+    /// smm's values layer for the component, parsed.
     pub fn values_layer(&self) -> Result<Value, ValuesError> {
-        let file_name = format!("{}.yaml", self.name);
-        let file = VALUES
-            .get_file(&file_name)
-            .expect("checked by Catalog::new");
-        parse_yaml_values(
-            &format!("values/{file_name}"),
-            file.contents_utf8().unwrap_or_default(),
-        )
+        let (file, yaml) = self.values_layer;
+        parse_yaml_values(file, yaml)
     }
 
     pub fn namespace<'a>(
@@ -98,12 +84,6 @@ pub enum CatalogError {
     },
     #[error("dependency cycle between components: {}", .0.join(" -> "))]
     Cycle(Vec<&'static str>),
-    #[error("component {component} has no embedded {what} ({path})")]
-    MissingFile {
-        component: &'static str,
-        what: &'static str,
-        path: String,
-    },
 }
 
 /// The components in dependency order. Construction fails on duplicates, unknown dependencies
@@ -143,29 +123,9 @@ impl Catalog {
         Ok(Self { ordered })
     }
 
-    /// The mesh's components, with their embedded charts and values layers checked.
+    /// The mesh's components.
     pub fn builtin() -> Result<Self, CatalogError> {
-        let catalog = Self::new(crate::components::all())?;
-        for component in catalog.components() {
-            if CHARTS.get_dir(component.name).is_none() {
-                return Err(CatalogError::MissingFile {
-                    component: component.name,
-                    what: "chart",
-                    path: format!("charts/{}", component.name),
-                });
-            }
-            if VALUES
-                .get_file(format!("{}.yaml", component.name))
-                .is_none()
-            {
-                return Err(CatalogError::MissingFile {
-                    component: component.name,
-                    what: "values layer",
-                    path: format!("values/{}.yaml", component.name),
-                });
-            }
-        }
-        Ok(catalog)
+        Self::new(crate::components::all())
     }
 
     /// All components, dependencies first.
@@ -270,6 +230,8 @@ mod tests {
             default_namespace: DefaultNamespace::Mesh,
             enabled_by_default: true,
             depends_on,
+            chart: crate::components::TEST_CHART,
+            values_layer: ("values/test.yaml", "{}"),
             native_objects: |_| Vec::new(),
             managed_values: |_| Value::Null,
         }
@@ -329,6 +291,10 @@ mod tests {
 
     #[test]
     fn the_builtin_catalog_is_consistent_and_every_chart_belongs_to_a_component() {
+        static CHARTS: include_dir::Dir<'static> =
+            include_dir::include_dir!("$CARGO_MANIFEST_DIR/charts");
+        static VALUES: include_dir::Dir<'static> =
+            include_dir::include_dir!("$CARGO_MANIFEST_DIR/values");
         let catalog = Catalog::builtin().unwrap();
         for chart in CHARTS.dirs() {
             let name = chart.path().to_string_lossy();
@@ -337,9 +303,21 @@ mod tests {
                 "charts/{name} belongs to no component"
             );
         }
+        for file in VALUES.files() {
+            let name = file.path().file_stem().unwrap().to_string_lossy();
+            assert!(
+                catalog.get(&name).is_some(),
+                "values/{name}.yaml belongs to no component"
+            );
+        }
         for component in catalog.components() {
-            component.chart().metadata().unwrap();
-            component.chart().default_values().unwrap();
+            assert_eq!(component.chart.name(), component.name);
+            assert_eq!(
+                component.values_layer.0,
+                format!("values/{}.yaml", component.name)
+            );
+            component.chart.metadata().unwrap();
+            component.chart.default_values().unwrap();
             component.values_layer().unwrap();
         }
     }

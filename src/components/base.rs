@@ -10,8 +10,13 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use serde_json::json;
 
 use super::{READ, cluster_role_for, native_metadata, presence, rule};
+use include_dir::{Dir, include_dir};
+
 use crate::catalog::{Component, ComponentContext, DefaultNamespace};
+use crate::chart::EmbeddedChart;
 use crate::native::NativeObject;
+
+static CHART: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/charts/base");
 
 pub fn component() -> Component {
     Component {
@@ -20,6 +25,8 @@ pub fn component() -> Component {
         default_namespace: DefaultNamespace::Mesh,
         enabled_by_default: true,
         depends_on: &[],
+        chart: EmbeddedChart::new("base", &CHART),
+        values_layer: ("values/base.yaml", include_str!("../../values/base.yaml")),
         native_objects,
         managed_values: |context| json!({"global": {"istioNamespace": context.namespace}}),
     }

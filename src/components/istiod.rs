@@ -5,11 +5,16 @@
 use serde_json::json;
 
 use super::{READ, cluster_role_for, presence, rule};
+use include_dir::{Dir, include_dir};
+
 use crate::catalog::{Component, ComponentContext, DefaultNamespace};
+use crate::chart::EmbeddedChart;
 use crate::native::NativeObject;
 
 /// Where images come from when the ControlPlane names no registry.
 pub const DEFAULT_IMAGE_REGISTRY: &str = "docker.io";
+
+static CHART: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/charts/istiod");
 
 pub fn component() -> Component {
     Component {
@@ -18,6 +23,11 @@ pub fn component() -> Component {
         default_namespace: DefaultNamespace::Mesh,
         enabled_by_default: true,
         depends_on: &["base"],
+        chart: EmbeddedChart::new("istiod", &CHART),
+        values_layer: (
+            "values/istiod.yaml",
+            include_str!("../../values/istiod.yaml"),
+        ),
         native_objects,
         managed_values,
     }

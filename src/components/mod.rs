@@ -16,6 +16,14 @@ pub fn all() -> Vec<Component> {
     vec![base::component(), istiod::component()]
 }
 
+/// A small chart for unit tests of the catalog, which only needs a chart to exist.
+#[cfg(test)]
+pub(crate) const TEST_CHART: crate::chart::EmbeddedChart = {
+    static TINY: include_dir::Dir<'static> =
+        include_dir::include_dir!("$CARGO_MANIFEST_DIR/tests/fixtures/charts/tiny");
+    crate::chart::EmbeddedChart::new("tiny", &TINY)
+};
+
 /// Metadata for a cluster-scoped object smm owns natively, labelled as Helm-rendered objects are
 /// so that `kubectl get -l app.kubernetes.io/managed-by=smm` finds both.
 fn native_metadata(name: impl Into<String>, component: &str) -> ObjectMeta {

@@ -104,7 +104,7 @@ fn resolve_one<'c>(
         namespace,
         enabled,
     };
-    let chart = component.chart();
+    let chart = component.chart;
     let chart_metadata = chart.metadata()?;
     let values = layer(
         component.name,
