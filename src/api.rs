@@ -218,6 +218,20 @@ pub fn crd_yaml() -> String {
 mod tests {
     use super::*;
 
+    /// `deploy/crds/` is what GitOps users apply; it must match what this binary generates.
+    #[test]
+    fn committed_crd_is_current() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/crds/controlplanes.smm.dev.yaml"
+        );
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == crd_yaml(),
+            "{path} is stale: regenerate it with `cargo run -- crd > deploy/crds/controlplanes.smm.dev.yaml`"
+        );
+    }
+
     #[test]
     fn unknown_fields_are_rejected() {
         let err = serde_yaml_ng::from_str::<ControlPlaneSpec>("imageRegistri: x\n").unwrap_err();

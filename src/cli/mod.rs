@@ -1,6 +1,7 @@
 //! The command line: argument parsing and one module per command. Commands translate flags into
 //! calls on the library and render results; decisions belong to the library.
 
+mod crd;
 mod version;
 
 use std::path::PathBuf;
@@ -64,6 +65,8 @@ impl GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Print the ControlPlane CustomResourceDefinition as YAML
+    Crd,
     /// Show the versions of smm, helm and the cluster's API server
     Version(version::VersionArgs),
 }
@@ -80,6 +83,7 @@ pub enum OutputFormat {
 impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         match &self.command {
+            Command::Crd => crd::run(),
             Command::Version(args) => version::run(&self.global, args).await,
         }
     }

@@ -1,0 +1,454 @@
+//! The reconcile engine against the real API server and real helm.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use smm::api::{ComponentPhase, ControlPlane, condition};
+use smm::catalog::{Catalog, Component, DefaultNamespace};
+use smm::chart::EmbeddedChart;
+use smm::engine::plan::Action;
+use smm::engine::{Engine, EngineError, EngineSettings, Outcome, ReconcileReport, Scope};
+use smm::helm::Helm;
+
+use crate::support::{HelmTool, TestCluster, ensure_control_plane_crd, eventually, unique_name};
+
+/// A ControlPlane of the test's own, whose mesh namespace is unique too, so tests run in parallel.
+struct TestControlPlane {
+    name: String,
+    namespace: String,
+    api: Api<ControlPlane>,
+}
+
+impl TestControlPlane {
+    async fn create(cluster: &TestCluster, spec: serde_json::Value) -> Self {
+        ensure_control_plane_crd(&cluster.client).await;
+        let name = unique_name("e2e-cp");
+        let namespace = unique_name("e2e-mesh");
+        let control_plane = Self {
+            name,
+            namespace,
+            api: Api::all(cluster.client.clone()),
+        };
+        control_plane.apply(spec).await;
+        control_plane
+    }
+
+    /// Stores the spec as the user's intent, with `namespace` set to the test's own.
+    async fn apply(&self, mut spec: serde_json::Value) {
+        spec["namespace"] = json!(self.namespace);
+        let object = json!({
+            "apiVersion": "smm.dev/v1alpha1",
+            "kind": "ControlPlane",
+            "metadata": {"name": self.name},
+            "spec": spec,
+        });
+        self.api
+            .patch(
+                &self.name,
+                &PatchParams::apply("e2e").force(),
+                &Patch::Apply(&object),
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn get(&self) -> ControlPlane {
+        self.api.get(&self.name).await.unwrap()
+    }
+
+    async fn delete(&self, cluster: &TestCluster) {
+        let _ = self.api.delete(&self.name, &DeleteParams::default()).await;
+        let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
+        let _ = namespaces
+            .delete(&self.namespace, &DeleteParams::default())
+            .await;
+    }
+}
+
+fn engine(cluster: &TestCluster, helm: &Helm, catalog: Catalog) -> Engine {
+    let settings = EngineSettings {
+        max_rounds: 20,
+        round_delay: Duration::from_millis(500),
+    };
+    Engine::new(cluster.client.clone(), helm.clone(), catalog, settings)
+}
+
+fn action_of(report: &ReconcileReport, component: &str) -> (Action, String) {
+    let found = report
+        .components
+        .iter()
+        .find(|c| c.name == component)
+        .unwrap_or_else(|| panic!("no report for {component}: {report:?}"));
+    (found.action, found.reason.clone())
+}
+
+fn assert_all_done(report: &ReconcileReport) {
+    assert!(report.ready, "not ready: {report:#?}");
+    for component in &report.components {
+        assert_eq!(component.outcome, Outcome::Done, "{component:?}");
+    }
+}
+
+/// The acceptance flow of the engine: install, no-op, values change, disable, re-enable.
+#[tokio::test]
+async fn mesh_components_install_idle_upgrade_uninstall_and_return() {
+    let cluster = TestCluster::connect().await;
+    let helm = cluster.helm(HelmTool::Helm4);
+    let engine = engine(&cluster, &helm, Catalog::builtin().unwrap());
+    let cp = TestControlPlane::create(&cluster, json!({})).await;
+    let ns = cp.namespace.clone();
+
+    // Install: CRDs, RBAC and both charts; one helm process per component.
+    let report = engine.reconcile(&cp.name, &Scope::All).await.unwrap();
+    assert_all_done(&report);
+    assert_eq!(action_of(&report, "base").0, Action::Install);
+    assert_eq!(action_of(&report, "istiod").0, Action::Install);
+    assert_eq!(helm.processes_spawned(), 2);
+    let installed = cp.get().await;
+    let status = installed.status.clone().unwrap();
+    assert_eq!(status.observed_generation, installed.metadata.generation);
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::READY)
+        .unwrap();
+    assert_eq!(ready.status, "True");
+    assert!(
+        status
+            .conditions
+            .iter()
+            .all(|c| c.type_ != condition::RECONCILING)
+    );
+    assert_eq!(status.reconciled_components.as_deref(), Some("2/2"));
+    let istiod = &status.components["istiod"];
+    assert_eq!(istiod.phase, ComponentPhase::Available);
+    assert_eq!(istiod.release.as_ref().unwrap().revision, Some(1));
+    assert!(
+        istiod
+            .values_digest
+            .as_deref()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), &ns);
+    let deployment = deployments.get("istiod").await.unwrap();
+    let image = deployment.spec.unwrap().template.spec.unwrap().containers[0]
+        .image
+        .clone();
+    assert_eq!(image.as_deref(), Some("docker.io/istio/pilot:1.28.0"));
+    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
+    crds.get("virtualservices.networking.istio.io")
+        .await
+        .unwrap();
+    let roles: Api<ClusterRole> = Api::all(cluster.client.clone());
+    roles.get(&format!("istiod-{ns}")).await.unwrap();
+
+    // No-op: zero helm processes, and the status is not even rewritten.
+    let report = engine.reconcile(&cp.name, &Scope::All).await.unwrap();
+    assert_all_done(&report);
+    assert!(
+        report
+            .components
+            .iter()
+            .all(|c| c.action == Action::Nothing),
+        "{report:?}"
+    );
+    assert_eq!(helm.processes_spawned(), 2);
+    let idle = cp.get().await;
+    assert_eq!(idle.status, installed.status);
+    assert_eq!(idle.resource_version(), installed.resource_version());
+
+    // A deleted native object is put back without helm.
+    roles
+        .delete(&format!("istiod-{ns}"), &DeleteParams::default())
+        .await
+        .unwrap();
+    engine.reconcile(&cp.name, &Scope::All).await.unwrap();
+    roles.get(&format!("istiod-{ns}")).await.unwrap();
+    assert_eq!(helm.processes_spawned(), 2);
+
+    // A values change upgrades only that component.
+    cp.apply(json!({"components": {"istiod": {"valuesOverride": {"replicaCount": 2}}}}))
+        .await;
+    let report = engine.reconcile(&cp.name, &Scope::All).await.unwrap();
+    assert_all_done(&report);
+    assert_eq!(
+        action_of(&report, "istiod"),
+        (Action::Upgrade, "values changed".to_owned())
+    );
+    assert_eq!(action_of(&report, "base").0, Action::Nothing);
+    assert_eq!(helm.processes_spawned(), 3);
+    let status = cp.get().await.status.unwrap();
+    assert_eq!(
+        status.components["istiod"]
+            .release
+            .as_ref()
+            .unwrap()
+            .revision,
+        Some(2)
+    );
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(cluster.client.clone(), &ns);
+    pdbs.get("istiod").await.unwrap();
+
+    // Disable: the release, its objects and its native RBAC go; base stays.
+    cp.apply(json!({"components": {"istiod": {"enabled": false}}}))
+        .await;
+    let report = engine.reconcile(&cp.name, &Scope::All).await.unwrap();
+    assert_all_done(&report);
+    assert_eq!(
+        action_of(&report, "istiod"),
+        (Action::Uninstall, "disabled".to_owned())
+    );
+    assert!(deployments.get_opt("istiod").await.unwrap().is_none());
+    assert!(
+        roles
+            .get_opt(&format!("istiod-{ns}"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let status = cp.get().await.status.unwrap();
+    assert_eq!(status.components["istiod"].phase, ComponentPhase::Removed);
+    assert_eq!(status.components["istiod"].values_digest, None);
+    assert_eq!(status.components["base"].phase, ComponentPhase::Available);
+
+    // Re-enable.
+    cp.apply(json!({})).await;
+    let report = engine.reconcile(&cp.name, &Scope::All).await.unwrap();
+    assert_all_done(&report);
+    assert_eq!(
+        action_of(&report, "istiod"),
+        (Action::Install, "release missing".to_owned())
+    );
+    deployments.get("istiod").await.unwrap();
+
+    // Leave no cluster-scoped objects behind.
+    cp.apply(json!({"components": {"istiod": {"enabled": false}, "base": {"enabled": false}}}))
+        .await;
+    let report = engine.reconcile(&cp.name, &Scope::All).await.unwrap();
+    assert_all_done(&report);
+    assert!(
+        roles
+            .get_opt(&format!("istio-reader-{ns}"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    cp.delete(&cluster).await;
+}
+
+/// A component backed by a test chart, so the chart itself can change between reconciles.
+fn tiny_catalog(chart: EmbeddedChart) -> Catalog {
+    Catalog::new(vec![Component {
+        name: "tiny",
+        release_name: "tiny",
+        default_namespace: DefaultNamespace::Mesh,
+        enabled_by_default: true,
+        depends_on: &[],
+        chart,
+        values_layer: ("values/tiny.yaml", "greeting: from-the-values-layer\n"),
+        native_objects: |_| Vec::new(),
+        managed_values: |_| json!({}),
+    }])
+    .unwrap()
+}
+
+static TINY: include_dir::Dir<'static> =
+    include_dir::include_dir!("$CARGO_MANIFEST_DIR/tests/fixtures/charts/tiny");
+static TINY_V2: include_dir::Dir<'static> =
+    include_dir::include_dir!("$CARGO_MANIFEST_DIR/tests/fixtures/charts/tiny-v2");
+
+async fn changed_chart_is_upgraded(tool: HelmTool) {
+    let cluster = TestCluster::connect().await;
+    let helm = cluster.helm(tool);
+    let cp = TestControlPlane::create(&cluster, json!({})).await;
+    let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &cp.namespace);
+
+    let v1 = engine(
+        &cluster,
+        &helm,
+        tiny_catalog(EmbeddedChart::new("tiny", &TINY)),
+    );
+    let report = v1.reconcile(&cp.name, &Scope::All).await.unwrap();
+    assert_all_done(&report);
+    let data = config_maps
+        .get("tiny-settings")
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    assert_eq!(data["greeting"], "from-the-values-layer");
+    assert!(!data.contains_key("revision"));
+
+    let v2 = engine(
+        &cluster,
+        &helm,
+        tiny_catalog(EmbeddedChart::new("tiny", &TINY_V2)),
+    );
+    let report = v2.reconcile(&cp.name, &Scope::All).await.unwrap();
+    assert_all_done(&report);
+    assert_eq!(
+        action_of(&report, "tiny"),
+        (Action::Upgrade, "chart digest changed".to_owned())
+    );
+    let data = config_maps
+        .get("tiny-settings")
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    assert_eq!(data["revision"], "v2");
+    assert_eq!(helm.processes_spawned(), 2);
+    cp.delete(&cluster).await;
+}
+
+#[tokio::test]
+async fn a_changed_chart_is_upgraded_with_helm4() {
+    changed_chart_is_upgraded(HelmTool::Helm4).await;
+}
+
+#[tokio::test]
+async fn a_changed_chart_is_upgraded_with_helm3() {
+    changed_chart_is_upgraded(HelmTool::Helm3).await;
+}
+
+/// helm killed mid-install leaves the release `pending-install`, which helm then refuses to
+/// touch; the next reconcile must clear it and install.
+#[tokio::test]
+async fn a_release_left_pending_install_is_recovered() {
+    let cluster = TestCluster::connect().await;
+    let helm = cluster.helm(HelmTool::Helm4);
+    let cp = TestControlPlane::create(&cluster, json!({})).await;
+    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
+    let mut namespace = Namespace::default();
+    namespace.metadata.name = Some(cp.namespace.clone());
+    namespaces
+        .create(&Default::default(), &namespace)
+        .await
+        .unwrap();
+
+    // The hook Job never completes (no kubelet), so helm waits in pending-install until killed.
+    let mut interrupted = std::process::Command::new(HelmTool::Helm4.path())
+        .args(["install", "tiny"])
+        .arg(crate::support::fixture_chart("tiny"))
+        .args(["--namespace", &cp.namespace, "--set", "hangingHook=true"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &cp.namespace);
+    let pending = eventually(Duration::from_secs(60), || async {
+        let selector = "owner=helm,name=tiny,status=pending-install";
+        secrets
+            .list(&ListParams::default().labels(selector))
+            .await
+            .is_ok_and(|list| !list.items.is_empty())
+    })
+    .await;
+    interrupted.kill().unwrap();
+    interrupted.wait().unwrap();
+    assert!(pending, "helm never recorded a pending-install release");
+
+    let engine = engine(
+        &cluster,
+        &helm,
+        tiny_catalog(EmbeddedChart::new("tiny", &TINY)),
+    );
+    let report = engine.reconcile(&cp.name, &Scope::All).await.unwrap();
+    assert_all_done(&report);
+    assert_eq!(
+        action_of(&report, "tiny"),
+        (
+            Action::Recover,
+            "release stuck in pending-install".to_owned()
+        )
+    );
+    let deployed = secrets
+        .list(&ListParams::default().labels("owner=helm,name=tiny,status=deployed"))
+        .await
+        .unwrap();
+    assert_eq!(deployed.items.len(), 1);
+    cp.delete(&cluster).await;
+}
+
+/// A bad spec is refused before anything is applied: no helm, no namespace, no status.
+#[tokio::test]
+async fn a_bad_spec_changes_nothing() {
+    let cluster = TestCluster::connect().await;
+    let helm = cluster.helm(HelmTool::Helm4);
+    let engine = engine(&cluster, &helm, Catalog::builtin().unwrap());
+    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
+
+    let managed =
+        json!({"components": {"istiod": {"valuesOverride": {"global": {"istioNamespace": "x"}}}}});
+    let unknown = json!({"components": {"istio-d": {"enabled": true}}});
+    for (spec, expected) in [
+        (
+            managed,
+            "istiod: valuesOverride.global.istioNamespace is managed by smm",
+        ),
+        (unknown, "spec.components.istio-d: unknown component"),
+    ] {
+        let cp = TestControlPlane::create(&cluster, spec).await;
+        let err = engine.reconcile(&cp.name, &Scope::All).await.unwrap_err();
+        assert!(matches!(err, EngineError::Spec { .. }), "{err}");
+        assert!(err.to_string().contains(expected), "{err}");
+        assert!(cp.get().await.status.is_none());
+        assert!(namespaces.get_opt(&cp.namespace).await.unwrap().is_none());
+        cp.delete(&cluster).await;
+    }
+    assert_eq!(helm.processes_spawned(), 0);
+}
+
+/// kstatus: `Reconciling` is True while the engine works and gone once it is done.
+#[tokio::test]
+async fn reconciling_shows_while_working() {
+    let cluster = TestCluster::connect().await;
+    let helm = cluster.helm(HelmTool::Helm4);
+    let engine = engine(
+        &cluster,
+        &helm,
+        tiny_catalog(EmbeddedChart::new("tiny", &TINY)),
+    );
+    let cp = TestControlPlane::create(&cluster, json!({})).await;
+
+    let watcher_api = cp.api.clone();
+    let name = cp.name.clone();
+    let watcher = tokio::spawn(async move {
+        let mut seen = BTreeSet::new();
+        for _ in 0..200 {
+            if let Ok(found) = watcher_api.get(&name).await {
+                for c in found.status.into_iter().flat_map(|s| s.conditions) {
+                    seen.insert(format!("{}={}", c.type_, c.status));
+                }
+            }
+            if seen.contains("Ready=True") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        seen
+    });
+    engine.reconcile(&cp.name, &Scope::All).await.unwrap();
+    let seen = watcher.await.unwrap();
+    assert!(seen.contains("Reconciling=True"), "{seen:?}");
+    assert!(seen.contains("Ready=False"), "{seen:?}");
+    let status = cp.get().await.status.unwrap();
+    assert!(
+        status
+            .conditions
+            .iter()
+            .all(|c| c.type_ != condition::RECONCILING)
+    );
+    cp.delete(&cluster).await;
+}
