@@ -107,12 +107,18 @@ async fn mesh_components_install_idle_upgrade_uninstall_and_return() {
     let cp = TestControlPlane::create(&cluster, json!({})).await;
     let ns = cp.namespace.clone();
 
-    // Install: CRDs, RBAC and both charts; one helm process per component.
+    // Install: CRDs, RBAC and every default chart; one helm process per component.
+    let defaults = engine
+        .catalog()
+        .components()
+        .iter()
+        .filter(|c| c.enabled_by_default)
+        .count() as u64;
     let report = engine.reconcile(&cp.name, &Scope::All).await.unwrap();
     assert_all_done(&report);
     assert_eq!(action_of(&report, "base").0, Action::Install);
     assert_eq!(action_of(&report, "istiod").0, Action::Install);
-    assert_eq!(helm.processes_spawned(), 2);
+    assert_eq!(helm.processes_spawned(), defaults);
     let installed = cp.get().await;
     let status = installed.status.clone().unwrap();
     assert_eq!(status.observed_generation, installed.metadata.generation);
@@ -128,7 +134,11 @@ async fn mesh_components_install_idle_upgrade_uninstall_and_return() {
             .iter()
             .all(|c| c.type_ != condition::RECONCILING)
     );
-    assert_eq!(status.reconciled_components.as_deref(), Some("2/2"));
+    let known = engine.catalog().components().len();
+    assert_eq!(
+        status.reconciled_components,
+        Some(format!("{known}/{known}"))
+    );
     let istiod = &status.components["istiod"];
     assert_eq!(istiod.phase, ComponentPhase::Available);
     assert_eq!(istiod.release.as_ref().unwrap().revision, Some(1));
@@ -163,7 +173,7 @@ async fn mesh_components_install_idle_upgrade_uninstall_and_return() {
             .all(|c| c.action == Action::Nothing),
         "{report:?}"
     );
-    assert_eq!(helm.processes_spawned(), 2);
+    assert_eq!(helm.processes_spawned(), defaults);
     let idle = cp.get().await;
     assert_eq!(idle.status, installed.status);
     assert_eq!(idle.resource_version(), installed.resource_version());
@@ -175,7 +185,7 @@ async fn mesh_components_install_idle_upgrade_uninstall_and_return() {
         .unwrap();
     engine.reconcile(&cp.name, &Scope::All).await.unwrap();
     roles.get(&format!("istiod-{ns}")).await.unwrap();
-    assert_eq!(helm.processes_spawned(), 2);
+    assert_eq!(helm.processes_spawned(), defaults);
 
     // A values change upgrades only that component.
     cp.apply(json!({"components": {"istiod": {"valuesOverride": {"replicaCount": 2}}}}))
@@ -187,7 +197,7 @@ async fn mesh_components_install_idle_upgrade_uninstall_and_return() {
         (Action::Upgrade, "values changed".to_owned())
     );
     assert_eq!(action_of(&report, "base").0, Action::Nothing);
-    assert_eq!(helm.processes_spawned(), 3);
+    assert_eq!(helm.processes_spawned(), defaults + 1);
     let status = cp.get().await.status.unwrap();
     assert_eq!(
         status.components["istiod"]
@@ -233,8 +243,13 @@ async fn mesh_components_install_idle_upgrade_uninstall_and_return() {
     deployments.get("istiod").await.unwrap();
 
     // Leave no cluster-scoped objects behind.
-    cp.apply(json!({"components": {"istiod": {"enabled": false}, "base": {"enabled": false}}}))
-        .await;
+    let everything_off: serde_json::Map<_, _> = engine
+        .catalog()
+        .names()
+        .into_iter()
+        .map(|name| (name.to_owned(), json!({"enabled": false})))
+        .collect();
+    cp.apply(json!({ "components": everything_off })).await;
     let report = engine.reconcile(&cp.name, &Scope::All).await.unwrap();
     assert_all_done(&report);
     assert!(
