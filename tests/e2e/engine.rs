@@ -211,7 +211,15 @@ async fn mesh_components_install_idle_upgrade_uninstall_and_return() {
     pdbs.get("istiod").await.unwrap();
 
     // Disable: the release, its objects and its native RBAC go; base stays.
-    cp.apply(json!({"components": {"istiod": {"enabled": false}}}))
+    // What depends on istiod must go with it.
+    let istiod_and_dependents: serde_json::Map<_, _> = engine
+        .catalog()
+        .dependents_of("istiod")
+        .into_iter()
+        .chain(["istiod"])
+        .map(|name| (name.to_owned(), json!({"enabled": false})))
+        .collect();
+    cp.apply(json!({ "components": istiod_and_dependents }))
         .await;
     let report = engine.reconcile(&cp.name, &Scope::All).await.unwrap();
     assert_all_done(&report);
