@@ -161,6 +161,26 @@ impl EmbeddedChart {
         Ok(MaterializedChart { dir })
     }
 
+    /// The chart and its values written out for one helm run: the chart as [`Self::materialize`]
+    /// does, the values in a private directory of their own (mode 0700, file 0600).
+    pub fn prepare(&self, values: &Value) -> Result<PreparedChart, ChartError> {
+        let chart = self.materialize()?;
+        let values_dir = tempfile::Builder::new()
+            .prefix("smm-values-")
+            .permissions(Permissions::from_mode(0o700))
+            .tempdir()
+            .map_err(|source| ChartError::TempDir {
+                chart: self.name.to_owned(),
+                source,
+            })?;
+        let values_file = write_values_file(values_dir.path(), values)?;
+        Ok(PreparedChart {
+            chart,
+            values_file,
+            _values_dir: values_dir,
+        })
+    }
+
     /// The text of the file `name` at the chart's root, if there is one.
     fn text_file(&self, name: &'static str) -> Result<Option<&'static str>, ChartError> {
         let Some(file) = self.dir.get_file(self.dir.path().join(name)) else {
@@ -173,6 +193,24 @@ impl EmbeddedChart {
                 file: name,
                 source,
             })
+    }
+}
+
+/// A materialized chart with its values file; both are removed on drop.
+#[derive(Debug)]
+pub struct PreparedChart {
+    chart: MaterializedChart,
+    values_file: PathBuf,
+    _values_dir: tempfile::TempDir,
+}
+
+impl PreparedChart {
+    pub fn chart_path(&self) -> &Path {
+        self.chart.path()
+    }
+
+    pub fn values_file(&self) -> &Path {
+        &self.values_file
     }
 }
 

@@ -249,6 +249,26 @@ impl Helm {
             .await
     }
 
+    /// Renders the chart locally, as `upgrade --install` would apply it; needs no cluster.
+    pub async fn template(
+        &self,
+        release: &ReleaseRef,
+        chart_dir: &Path,
+        values_file: &Path,
+    ) -> Result<String, HelmError> {
+        let args: Vec<OsString> = vec![
+            "template".into(),
+            release.name.clone().into(),
+            chart_dir.into(),
+            "--namespace".into(),
+            release.namespace.clone().into(),
+            "--values".into(),
+            values_file.into(),
+        ];
+        self.run("template", &release.to_string(), args, false)
+            .await
+    }
+
     /// Rolls the release back to its previous revision: the way out of `pending-upgrade` and
     /// `pending-rollback` after an interrupted helm.
     pub async fn rollback(&self, release: &ReleaseRef) -> Result<String, HelmError> {

@@ -83,6 +83,80 @@ pub fn lookup<'a>(
     observed.get(&(release.namespace.clone(), release.name.clone()))
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("cannot read helm's record of {release} revision {revision}: {source}")]
+    Read {
+        release: String,
+        revision: i64,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("helm's record of {release} revision {revision} cannot be decoded: {problem}")]
+    Decode {
+        release: String,
+        revision: i64,
+        problem: String,
+    },
+}
+
+/// The values a release revision was installed with (the `config` helm stores in its record:
+/// base64 of gzipped JSON inside the Secret), read without spawning helm.
+pub async fn applied_values(
+    client: &Client,
+    release: &ReleaseRef,
+    revision: i64,
+) -> Result<serde_json::Value, RecordError> {
+    let secret_name = format!("sh.helm.release.v1.{}.v{revision}", release.name);
+    let secret = Api::<Secret>::namespaced(client.clone(), &release.namespace)
+        .get(&secret_name)
+        .await
+        .map_err(|source| RecordError::Read {
+            release: release.to_string(),
+            revision,
+            source,
+        })?;
+    let encoded = secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get("release"))
+        .map(|bytes| bytes.0.as_slice())
+        .unwrap_or_default();
+    decode_record(encoded)
+        .map(|mut record| record["config"].take())
+        .map(|config| {
+            if config.is_null() {
+                serde_json::json!({})
+            } else {
+                config
+            }
+        })
+        .map_err(|problem| RecordError::Decode {
+            release: release.to_string(),
+            revision,
+            problem,
+        })
+}
+
+/// helm stores a release as base64 text of gzipped JSON (older records may be plain JSON).
+fn decode_record(encoded: &[u8]) -> Result<serde_json::Value, String> {
+    use base64::Engine as _;
+    use std::io::Read as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|err| format!("not base64: {err}"))?;
+    let json = if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut unzipped = Vec::new();
+        flate2::read::GzDecoder::new(raw.as_slice())
+            .read_to_end(&mut unzipped)
+            .map_err(|err| format!("not gzip: {err}"))?;
+        unzipped
+    } else {
+        raw
+    };
+    serde_json::from_slice(&json).map_err(|err| format!("not JSON: {err}"))
+}
+
 /// Reads the latest revision of each named release across all namespaces in one call.
 pub async fn observe(
     client: &Client,
@@ -156,6 +230,20 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         (namespace.to_owned(), labels)
+    }
+
+    #[test]
+    fn records_decode_from_base64_gzip_and_plain_json() {
+        use base64::Engine as _;
+        use std::io::Write as _;
+        let record = br#"{"name":"x","config":{"a":1}}"#;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(record).unwrap();
+        let zipped = base64::engine::general_purpose::STANDARD.encode(gz.finish().unwrap());
+        assert_eq!(decode_record(zipped.as_bytes()).unwrap()["config"]["a"], 1);
+        let plain = base64::engine::general_purpose::STANDARD.encode(record);
+        assert_eq!(decode_record(plain.as_bytes()).unwrap()["name"], "x");
+        assert!(decode_record(b"%%%").unwrap_err().starts_with("not base64"));
     }
 
     #[test]

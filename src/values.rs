@@ -155,6 +155,57 @@ pub fn parse_yaml_values(file: &str, yaml: &str) -> Result<Value, ValuesError> {
     }
 }
 
+/// One difference between two sets of values, at a leaf (or where an object meets a non-object).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ValueChange {
+    pub path: String,
+    pub old: Option<Value>,
+    pub new: Option<Value>,
+}
+
+impl std::fmt::Display for ValueChange {
+    /// `+ path: new`, `- path: old` or `~ path: old -> new`, values as compact JSON.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.old, &self.new) {
+            (None, Some(new)) => write!(f, "+ {}: {new}", self.path),
+            (Some(old), None) => write!(f, "- {}: {old}", self.path),
+            (Some(old), Some(new)) => write!(f, "~ {}: {old} -> {new}", self.path),
+            (None, None) => write!(f, "  {}", self.path),
+        }
+    }
+}
+
+/// The differences from `old` to `new`, keys in sorted order at every level, for a readable
+/// upgrade plan.
+pub fn diff(old: &Value, new: &Value) -> Vec<ValueChange> {
+    let mut changes = Vec::new();
+    collect_changes(Some(old), Some(new), "", &mut changes);
+    changes
+}
+
+fn collect_changes(
+    old: Option<&Value>,
+    new: Option<&Value>,
+    prefix: &str,
+    changes: &mut Vec<ValueChange>,
+) {
+    match (old, new) {
+        (Some(Value::Object(old)), Some(Value::Object(new))) => {
+            let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+            for key in keys {
+                let path = join_path(prefix, &path_segment(key));
+                collect_changes(old.get(key), new.get(key), &path, changes);
+            }
+        }
+        (old, new) if old != new => changes.push(ValueChange {
+            path: prefix.to_owned(),
+            old: old.cloned(),
+            new: new.cloned(),
+        }),
+        _ => {}
+    }
+}
+
 fn collect_conflicts(user: &Value, managed: &Value, prefix: &str, conflicts: &mut Vec<String>) {
     let (Value::Object(user), Value::Object(managed)) = (user, managed) else {
         return;
@@ -591,5 +642,23 @@ mod tests {
                 )
             );
         }
+    }
+
+    #[test]
+    fn diff_lists_leaf_changes_by_path() {
+        let old = json!({"a": {"b": 1, "c": [1]}, "gone": true, "same": "x"});
+        let new = json!({"a": {"b": 2, "c": [1, 2], "d": {"e": null}}, "same": "x", "odd.key": 1});
+        let lines: Vec<String> = diff(&old, &new).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "~ a.b: 1 -> 2",
+                "~ a.c: [1] -> [1,2]",
+                "+ a.d: {\"e\":null}",
+                "- gone: true",
+                "+ [\"odd.key\"]: 1",
+            ]
+        );
+        assert!(diff(&new, &new).is_empty());
     }
 }

@@ -54,6 +54,16 @@ impl DesiredComponent<'_> {
     }
 }
 
+impl<'a> From<&'a DesiredComponent<'_>> for super::plan::Wanted<'a> {
+    fn from(desired: &'a DesiredComponent<'_>) -> Self {
+        Self {
+            enabled: desired.enabled,
+            chart_digest: &desired.chart_digest,
+            values_digest: &desired.values_digest,
+        }
+    }
+}
+
 /// Resolves every catalog component against the spec, in dependency order.
 pub fn resolve<'c>(
     catalog: &'c Catalog,

@@ -17,14 +17,17 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Api, Client};
 
-use crate::api::{ChartRef, ComponentPhase, ComponentStatus, ControlPlane, ReleaseStatus};
+use crate::api::{
+    ChartRef, ComponentPhase, ComponentStatus, ControlPlane, ControlPlaneSpec, ControlPlaneStatus,
+    ReleaseStatus,
+};
 use crate::catalog::Catalog;
-use crate::chart::write_values_file;
 use crate::helm::{Helm, HelmError};
 use crate::native;
 use crate::release::{self, ObservedReleases, ReleaseState};
+use crate::values::{ValueChange, diff};
 use desired::{DesiredComponent, SpecError, resolve};
-use plan::{Action, Decision, Wanted, decide};
+use plan::{Action, Decision, decide};
 use status::StatusWriter;
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +48,8 @@ pub enum EngineError {
     },
     #[error("cannot list helm releases: {0}")]
     Observe(#[source] kube::Error),
+    #[error(transparent)]
+    Record(release::RecordError),
     #[error("cannot write the status of ControlPlane {name}: {source}")]
     Status {
         name: String,
@@ -106,6 +111,18 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// One component's entry in a dry-run plan.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedComponent {
+    pub name: String,
+    pub action: Action,
+    pub reason: String,
+    /// For upgrades: how the merged values differ from those of the installed release.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub values_diff: Vec<ValueChange>,
+}
+
 #[derive(Clone, Debug, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReconcileReport {
@@ -134,6 +151,52 @@ impl Engine {
 
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
+    }
+
+    /// What a reconcile of `spec` would do, given the recorded `status` and the releases in the
+    /// cluster, without changing anything: no helm process is spawned.
+    pub async fn plan(
+        &self,
+        name: &str,
+        spec: &ControlPlaneSpec,
+        status: Option<&ControlPlaneStatus>,
+        scope: &Scope,
+    ) -> Result<Vec<PlannedComponent>, EngineError> {
+        let desired = resolve(&self.catalog, spec).map_err(|source| EngineError::Spec {
+            name: name.to_owned(),
+            source,
+        })?;
+        let in_scope: Vec<&DesiredComponent<'_>> = desired
+            .iter()
+            .filter(|d| scope.includes(d.name()))
+            .collect();
+        let release_names: Vec<&str> = in_scope.iter().map(|d| d.component.release_name).collect();
+        let observed = release::observe(&self.client, &release_names)
+            .await
+            .map_err(EngineError::Observe)?;
+        let mut planned = Vec::new();
+        for wanted in in_scope {
+            let recorded = status.and_then(|s| s.components.get(wanted.name()));
+            let release = release::lookup(&observed, &wanted.release);
+            let decision = decide(wanted.into(), recorded, release);
+            let values_diff = match (decision.action, release) {
+                (Action::Upgrade | Action::Recover, Some(release)) => {
+                    let applied =
+                        release::applied_values(&self.client, &wanted.release, release.revision)
+                            .await
+                            .map_err(EngineError::Record)?;
+                    diff(&applied, &wanted.values)
+                }
+                _ => Vec::new(),
+            };
+            planned.push(PlannedComponent {
+                name: wanted.name().to_owned(),
+                action: decision.action,
+                reason: decision.reason.to_string(),
+                values_diff,
+            });
+        }
+        Ok(planned)
     }
 
     /// Brings the components in `scope` to the state the named ControlPlane asks for.
@@ -210,15 +273,7 @@ impl Engine {
         let name = wanted.name();
         let recorded = writer.component(name).cloned();
         let release = release::lookup(observed, &wanted.release);
-        let decision = decide(
-            Wanted {
-                enabled: wanted.enabled,
-                chart_digest: &wanted.chart_digest,
-                values_digest: &wanted.values_digest,
-            },
-            recorded.as_ref(),
-            release,
-        );
+        let decision = decide(wanted.into(), recorded.as_ref(), release);
         let report = |decision: &Decision, outcome| ComponentReport {
             name: name.to_owned(),
             action: decision.action,
@@ -359,15 +414,16 @@ impl Engine {
             recovered
                 .map_err(|err| format!("recovering the stuck release: {}", helm_message(&err)))?;
         }
-        let chart = wanted.chart.materialize().map_err(|err| err.to_string())?;
-        let values_dir = tempfile::Builder::new()
-            .prefix("smm-values-")
-            .tempdir()
-            .map_err(|err| format!("cannot create a directory for the values file: {err}"))?;
-        let values_file =
-            write_values_file(values_dir.path(), &wanted.values).map_err(|err| err.to_string())?;
+        let prepared = wanted
+            .chart
+            .prepare(&wanted.values)
+            .map_err(|err| err.to_string())?;
         self.helm
-            .upgrade_install(&wanted.release, chart.path(), &values_file)
+            .upgrade_install(
+                &wanted.release,
+                prepared.chart_path(),
+                prepared.values_file(),
+            )
             .await
             .map(drop)
             .map_err(|err| helm_message(&err))

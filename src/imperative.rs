@@ -1,0 +1,291 @@
+//! Imperative edits of a ControlPlane spec, as `smm install` and `smm uninstall` make them: each
+//! command changes only the named components' part of the spec, and says which components the
+//! following reconcile must cover.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use crate::api::{ComponentSpec, ControlPlaneSpec};
+use crate::catalog::Catalog;
+use crate::values::{merge, parse_yaml_values};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EditError {
+    #[error("unknown component {name:?} (known components: {})", known.join(", "))]
+    UnknownComponent {
+        name: String,
+        known: Vec<&'static str>,
+    },
+    #[error(
+        "cannot uninstall {component}: {} depend(s) on it; uninstall them too (or use --all)",
+        dependents.join(", ")
+    )]
+    HasDependents {
+        component: String,
+        dependents: Vec<&'static str>,
+    },
+    #[error("--set {0:?}: expected KEY=VALUE with a dotted KEY, e.g. resources.requests.cpu=200m")]
+    BadSet(String),
+    #[error("{0}")]
+    Values(String),
+    #[error(
+        "values for {} apply to one component, but {count} are named",
+        "--set/-f"
+    )]
+    ValuesNeedOneComponent { count: usize },
+}
+
+/// Which components to act on: every one, or those named.
+#[derive(Clone, Debug)]
+pub enum Selection {
+    All,
+    Named(Vec<String>),
+}
+
+impl Selection {
+    fn resolve(&self, catalog: &Catalog) -> Result<Vec<&'static str>, EditError> {
+        match self {
+            Selection::All => Ok(catalog.names()),
+            Selection::Named(names) => names
+                .iter()
+                .map(|name| {
+                    catalog
+                        .get(name)
+                        .map(|component| component.name)
+                        .ok_or_else(|| EditError::UnknownComponent {
+                            name: name.clone(),
+                            known: catalog.names(),
+                        })
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What `smm install` changes in one component besides enabling it.
+#[derive(Clone, Debug, Default)]
+pub struct InstallOptions {
+    pub namespace: Option<String>,
+    /// Values to merge into the component's `valuesOverride`, in order (files, then `--set`).
+    pub values: Vec<Value>,
+}
+
+/// Enables the selected components and everything they depend on. Returns the components the
+/// reconcile must cover. `--all` enables every component, not just those enabled by default.
+pub fn install(
+    spec: &mut ControlPlaneSpec,
+    catalog: &Catalog,
+    selection: &Selection,
+    options: &InstallOptions,
+) -> Result<BTreeSet<String>, EditError> {
+    let named = selection.resolve(catalog)?;
+    if (options.namespace.is_some() || !options.values.is_empty()) && named.len() != 1 {
+        return Err(EditError::ValuesNeedOneComponent { count: named.len() });
+    }
+    let mut scope = BTreeSet::new();
+    for name in &named {
+        let mut pending = vec![*name];
+        while let Some(current) = pending.pop() {
+            if scope.insert(current.to_owned()) {
+                let component = catalog.get(current).expect("catalog names resolve");
+                pending.extend(component.depends_on.iter().copied());
+            }
+        }
+    }
+    for name in &scope {
+        spec.components.entry(name.clone()).or_default().enabled = Some(true);
+    }
+    if let [name] = named.as_slice() {
+        let entry: &mut ComponentSpec = spec.components.entry((*name).to_owned()).or_default();
+        if let Some(namespace) = &options.namespace {
+            entry.namespace = Some(namespace.clone());
+        }
+        for values in &options.values {
+            let target = entry
+                .values_override
+                .get_or_insert_with(|| Value::Object(Default::default()));
+            merge(target, values);
+        }
+    }
+    Ok(scope)
+}
+
+/// Disables the selected components. Refuses when an enabled component outside the selection
+/// depends on one of them. Returns the components the reconcile must cover.
+pub fn uninstall(
+    spec: &mut ControlPlaneSpec,
+    catalog: &Catalog,
+    selection: &Selection,
+) -> Result<BTreeSet<String>, EditError> {
+    let named = selection.resolve(catalog)?;
+    for name in &named {
+        let blocking: Vec<&'static str> = catalog
+            .dependents_of(name)
+            .into_iter()
+            .filter(|dependent| !named.contains(dependent) && is_enabled(spec, catalog, dependent))
+            .collect();
+        if !blocking.is_empty() {
+            return Err(EditError::HasDependents {
+                component: (*name).to_owned(),
+                dependents: blocking,
+            });
+        }
+    }
+    for name in &named {
+        spec.components
+            .entry((*name).to_owned())
+            .or_default()
+            .enabled = Some(false);
+    }
+    Ok(named.into_iter().map(str::to_owned).collect())
+}
+
+fn is_enabled(spec: &ControlPlaneSpec, catalog: &Catalog, name: &str) -> bool {
+    let default = catalog
+        .get(name)
+        .is_some_and(|component| component.enabled_by_default);
+    spec.components
+        .get(name)
+        .and_then(|component| component.enabled)
+        .unwrap_or(default)
+}
+
+/// Turns `--set a.b.c=value` into `{"a": {"b": {"c": value}}}`; the value is read as a YAML
+/// scalar, so `true`, `3` and `null` keep their types as with helm's `--set`.
+pub fn parse_set(assignment: &str) -> Result<Value, EditError> {
+    let bad = || EditError::BadSet(assignment.to_owned());
+    let (path, raw) = assignment.split_once('=').ok_or_else(bad)?;
+    if path.is_empty() || path.split('.').any(str::is_empty) {
+        return Err(bad());
+    }
+    let value: Value = if raw.is_empty() {
+        Value::String(String::new())
+    } else {
+        serde_yaml_ng::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()))
+    };
+    Ok(path.rsplit('.').fold(value, |inner, key| {
+        Value::Object([(key.to_owned(), inner)].into_iter().collect())
+    }))
+}
+
+/// Reads a `-f values.yaml` file.
+pub fn read_values_file(path: &std::path::Path) -> Result<Value, EditError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| EditError::Values(format!("{}: {err}", path.display())))?;
+    parse_yaml_values(&path.display().to_string(), &text)
+        .map_err(|err| EditError::Values(err.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{Component, DefaultNamespace};
+    use serde_json::json;
+
+    fn component(name: &'static str, depends_on: &'static [&'static str], on: bool) -> Component {
+        Component {
+            name,
+            release_name: name,
+            default_namespace: DefaultNamespace::Mesh,
+            enabled_by_default: on,
+            depends_on,
+            chart: crate::components::TEST_CHART,
+            values_layer: ("values/test.yaml", "{}"),
+            native_objects: |_| Vec::new(),
+            managed_values: |_| Value::Null,
+        }
+    }
+
+    fn catalog() -> Catalog {
+        Catalog::new(vec![
+            component("base", &[], true),
+            component("istiod", &["base"], true),
+            component("gateway", &["istiod"], true),
+            component("grafana", &[], false),
+        ])
+        .unwrap()
+    }
+
+    fn named(names: &[&str]) -> Selection {
+        Selection::Named(names.iter().map(|n| (*n).to_owned()).collect())
+    }
+
+    #[test]
+    fn install_brings_dependencies_and_values_land_in_the_override() {
+        let mut spec = ControlPlaneSpec::default();
+        let options = InstallOptions {
+            namespace: Some("edge".to_owned()),
+            values: vec![
+                json!({"replicas": 2, "a": {"b": 1}}),
+                parse_set("a.c=x").unwrap(),
+            ],
+        };
+        let scope = install(&mut spec, &catalog(), &named(&["gateway"]), &options).unwrap();
+        assert_eq!(
+            scope.into_iter().collect::<Vec<_>>(),
+            ["base", "gateway", "istiod"]
+        );
+        let gateway = &spec.components["gateway"];
+        assert_eq!(gateway.enabled, Some(true));
+        assert_eq!(gateway.namespace.as_deref(), Some("edge"));
+        assert_eq!(
+            gateway.values_override,
+            Some(json!({"replicas": 2, "a": {"b": 1, "c": "x"}}))
+        );
+        assert_eq!(spec.components["base"].values_override, None);
+    }
+
+    #[test]
+    fn values_need_exactly_one_component() {
+        let mut spec = ControlPlaneSpec::default();
+        let options = InstallOptions {
+            values: vec![json!({"x": 1})],
+            ..InstallOptions::default()
+        };
+        let err = install(&mut spec, &catalog(), &Selection::All, &options).unwrap_err();
+        assert_eq!(err, EditError::ValuesNeedOneComponent { count: 4 });
+        assert!(spec.components.is_empty(), "nothing changes on error");
+    }
+
+    #[test]
+    fn uninstall_refuses_while_enabled_dependents_remain() {
+        let mut spec = ControlPlaneSpec::default();
+        let err = uninstall(&mut spec, &catalog(), &named(&["istiod"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot uninstall istiod: gateway depend(s) on it; uninstall them too (or use --all)"
+        );
+        let scope = uninstall(&mut spec, &catalog(), &named(&["istiod", "gateway"])).unwrap();
+        assert_eq!(scope.len(), 2);
+        assert_eq!(spec.components["istiod"].enabled, Some(false));
+        // With its dependent disabled, base can go alone.
+        uninstall(&mut spec, &catalog(), &named(&["base"])).unwrap();
+    }
+
+    #[test]
+    fn unknown_components_name_the_known_ones() {
+        let err = uninstall(
+            &mut ControlPlaneSpec::default(),
+            &catalog(),
+            &named(&["nope"]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown component \"nope\" (known components: base, istiod, gateway, grafana)"
+        );
+    }
+
+    #[test]
+    fn set_keeps_yaml_scalar_types() {
+        assert_eq!(parse_set("a.b=true").unwrap(), json!({"a": {"b": true}}));
+        assert_eq!(parse_set("n=3").unwrap(), json!({"n": 3}));
+        assert_eq!(parse_set("s=200m").unwrap(), json!({"s": "200m"}));
+        assert_eq!(parse_set("e=").unwrap(), json!({"e": ""}));
+        assert_eq!(parse_set("z=null").unwrap(), json!({"z": null}));
+        for bad in ["novalue", "=1", "a..b=1", ".a=1"] {
+            assert!(parse_set(bad).is_err(), "{bad}");
+        }
+    }
+}

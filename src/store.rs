@@ -1,0 +1,80 @@
+//! The ControlPlane as remote state: read it from the API server, store the user's intent back
+//! with server-side apply. The engine then reads it from there, so every mode works from the
+//! same stored object.
+
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client, CustomResourceExt, ResourceExt};
+
+use crate::api::{ControlPlane, ControlPlaneSpec};
+use crate::native::{self, FIELD_MANAGER, NativeObject};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot read ControlPlane {name}: {source}")]
+    Read {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot store ControlPlane {name}: {source}")]
+    Write {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot install the ControlPlane CRD: {0}")]
+    Crd(#[from] native::NativeError),
+    #[error("the ControlPlane CRD was applied but is not established yet; try again")]
+    CrdNotEstablished,
+}
+
+/// Reads the named ControlPlane; `None` when it does not exist (or its CRD is not installed).
+pub async fn load(client: &Client, name: &str) -> Result<Option<ControlPlane>, StoreError> {
+    match Api::<ControlPlane>::all(client.clone()).get_opt(name).await {
+        Ok(found) => Ok(found),
+        // No CRD yet: the same as no ControlPlane.
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+        Err(source) => Err(StoreError::Read {
+            name: name.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Applies the ControlPlane CRD and waits briefly until the API server serves it, so the first
+/// `smm install` on a fresh cluster just works.
+pub async fn ensure_crd(client: &Client) -> Result<(), StoreError> {
+    let crd = NativeObject::present(&ControlPlane::crd());
+    for _ in 0..50 {
+        if native::reconcile(client, std::slice::from_ref(&crd))
+            .await?
+            .not_ready
+            .is_empty()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    Err(StoreError::CrdNotEstablished)
+}
+
+/// Stores `spec` as the ControlPlane's whole desired state (server-side apply, field manager
+/// `smm`, taking over fields another manager set) and returns the stored object.
+pub async fn store(
+    client: &Client,
+    name: &str,
+    spec: &ControlPlaneSpec,
+) -> Result<ControlPlane, StoreError> {
+    ensure_crd(client).await?;
+    let object = ControlPlane::new(name, spec.clone());
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let stored = Api::<ControlPlane>::all(client.clone())
+        .patch(name, &params, &Patch::Apply(&object))
+        .await
+        .map_err(|source| StoreError::Write {
+            name: name.to_owned(),
+            source,
+        })?;
+    tracing::info!(name = %stored.name_any(), generation = ?stored.metadata.generation, "stored ControlPlane");
+    Ok(stored)
+}
