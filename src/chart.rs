@@ -407,7 +407,7 @@ mod tests {
     fn default_values_of_fixture() {
         assert_eq!(
             TINY.default_values().unwrap(),
-            json!({"greeting": "hello", "configMapName": ""})
+            json!({"greeting": "hello", "configMapName": "", "hangingHook": false})
         );
     }
 
@@ -467,6 +467,12 @@ mod tests {
                             ),
                         )),
                         DirEntry::File(File::new(
+                            "charts/tiny/templates/hanging-hook.yaml",
+                            include_bytes!(
+                                "../tests/fixtures/charts/tiny/templates/hanging-hook.yaml"
+                            ),
+                        )),
+                        DirEntry::File(File::new(
                             "charts/tiny/templates/serviceaccount.yaml",
                             include_bytes!(
                                 "../tests/fixtures/charts/tiny/templates/serviceaccount.yaml"
@@ -491,6 +497,7 @@ mod tests {
             [
                 "Chart.yaml",
                 "templates/configmap.yaml",
+                "templates/hanging-hook.yaml",
                 "templates/serviceaccount.yaml",
                 "values.yaml"
             ]
