@@ -1,6 +1,6 @@
 //! `smm crd`: the ControlPlane CRD as YAML, for `kubectl apply -f -` or a GitOps repository.
 
-pub fn run() -> anyhow::Result<()> {
+pub fn run() -> anyhow::Result<std::process::ExitCode> {
     print!("{}", smm::api::crd_yaml());
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
 }

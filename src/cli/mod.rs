@@ -1,10 +1,20 @@
 //! The command line: argument parsing and one module per command. Commands translate flags into
 //! calls on the library and render results; decisions belong to the library.
 
+mod catalog;
+mod completion;
+mod converge;
 mod crd;
+mod install;
+mod progress;
+mod reconcile;
+mod sidecar;
+mod status;
+mod table;
 mod version;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -61,10 +71,30 @@ impl GlobalArgs {
         let binary = HelmBinary::locate(self.helm_binary.as_deref())?;
         Ok(Helm::new(binary, self.cluster_target(), self.timeout))
     }
+
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        Ok(self.cluster_target().client().await?)
+    }
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Enable components (and what they depend on) and install them
+    Install(install::InstallArgs),
+    /// Disable components and uninstall them
+    #[command(alias = "delete")]
+    Uninstall(install::UninstallArgs),
+    /// Store a ControlPlane from a file and reconcile every component to it
+    Reconcile(reconcile::ReconcileArgs),
+    /// Show each component's state and whether the mesh is Ready (exit code 0 only when Ready)
+    Status(status::StatusArgs),
+    /// List the components smm knows, their charts, dependencies and state
+    Components(catalog::ComponentsArgs),
+    /// Manage the sidecar proxies of workloads
+    #[command(subcommand)]
+    SidecarProxy(sidecar::SidecarCommand),
+    /// Print a shell completion script
+    Completion(completion::CompletionArgs),
     /// Print the ControlPlane CustomResourceDefinition as YAML
     Crd,
     /// Show the versions of smm, helm and the cluster's API server
@@ -81,12 +111,30 @@ pub enum OutputFormat {
 }
 
 impl Cli {
-    pub async fn run(self) -> anyhow::Result<()> {
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        let global = &self.global;
         match &self.command {
+            Command::Install(args) => install::run_install(global, args).await,
+            Command::Uninstall(args) => install::run_uninstall(global, args).await,
+            Command::Reconcile(args) => reconcile::run(global, args).await,
+            Command::Status(args) => status::run(global, args).await,
+            Command::Components(args) => catalog::run(global, args).await,
+            Command::SidecarProxy(command) => sidecar::run(global, command).await,
+            Command::Completion(args) => completion::run(args),
             Command::Crd => crd::run(),
-            Command::Version(args) => version::run(&self.global, args).await,
+            Command::Version(args) => version::run(global, args).await,
         }
     }
+}
+
+/// Prints a serializable result as JSON or YAML; `Text` is each command's own business.
+fn print_structured<T: serde::Serialize>(format: OutputFormat, value: &T) -> anyhow::Result<()> {
+    match format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        OutputFormat::Yaml => print!("{}", serde_yaml_ng::to_string(value)?),
+        OutputFormat::Text => unreachable!("callers print text themselves"),
+    }
+    Ok(())
 }
 
 /// Parses durations the way kubectl and helm users write them: `90s`, `5m`, `1h`, `1m30s`.

@@ -4,7 +4,9 @@
 use clap::Args;
 use serde::Serialize;
 
-use super::{GlobalArgs, OutputFormat};
+use std::process::ExitCode;
+
+use super::{GlobalArgs, OutputFormat, print_structured};
 
 #[derive(Debug, Args)]
 pub struct VersionArgs {
@@ -33,7 +35,7 @@ enum Component {
     Error(String),
 }
 
-pub async fn run(global: &GlobalArgs, args: &VersionArgs) -> anyhow::Result<()> {
+pub async fn run(global: &GlobalArgs, args: &VersionArgs) -> anyhow::Result<ExitCode> {
     let mut versions = Versions {
         smm: env!("CARGO_PKG_VERSION"),
         helm: None,
@@ -55,8 +57,7 @@ pub async fn run(global: &GlobalArgs, args: &VersionArgs) -> anyhow::Result<()> 
         });
     }
     match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&versions)?),
-        OutputFormat::Yaml => print!("{}", serde_yaml_ng::to_string(&versions)?),
+        OutputFormat::Json | OutputFormat::Yaml => print_structured(args.output, &versions)?,
         OutputFormat::Text => {
             println!("smm:    v{}", versions.smm);
             for (label, component) in [("helm:  ", &versions.helm), ("server:", &versions.server)] {
@@ -68,7 +69,7 @@ pub async fn run(global: &GlobalArgs, args: &VersionArgs) -> anyhow::Result<()> 
             }
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn server_version(global: &GlobalArgs) -> anyhow::Result<String> {

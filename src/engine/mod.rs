@@ -68,7 +68,7 @@ pub enum Scope {
 }
 
 impl Scope {
-    fn includes(&self, name: &str) -> bool {
+    pub fn includes(&self, name: &str) -> bool {
         match self {
             Scope::All => true,
             Scope::Only(names) => names.contains(name),
@@ -132,11 +132,18 @@ pub struct ReconcileReport {
     pub components: Vec<ComponentReport>,
 }
 
+/// Told what the engine does as it does it, so a CLI can show progress; the operator logs.
+pub trait Progress: Send + Sync {
+    fn started(&self, component: &str, action: Action, reason: &str);
+    fn finished(&self, component: &str, outcome: &Outcome);
+}
+
 pub struct Engine {
     client: Client,
     helm: Helm,
     catalog: Catalog,
     settings: EngineSettings,
+    progress: Option<std::sync::Arc<dyn Progress>>,
 }
 
 impl Engine {
@@ -146,7 +153,13 @@ impl Engine {
             helm,
             catalog,
             settings,
+            progress: None,
         }
+    }
+
+    pub fn with_progress(mut self, progress: std::sync::Arc<dyn Progress>) -> Self {
+        self.progress = Some(progress);
+        self
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -290,6 +303,13 @@ impl Engine {
             let message = format!("waiting for {dependency} to be available");
             return Ok(report(&decision, Outcome::Waiting(message)));
         }
+        let progress = self
+            .progress
+            .as_ref()
+            .filter(|_| decision.action != Action::Nothing);
+        if let Some(progress) = progress {
+            progress.started(name, decision.action, &decision.reason.to_string());
+        }
         if decision.action != Action::Nothing {
             writer
                 .mark_reconciling(&format!("{name}: {}", decision.reason))
@@ -318,6 +338,9 @@ impl Engine {
                     .await?
             }
         };
+        if let Some(progress) = progress {
+            progress.finished(name, &outcome);
+        }
         Ok(report(&decision, outcome))
     }
 

@@ -1,0 +1,118 @@
+//! `smm components`: the catalog, and where a cluster answers, each component's state there.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use serde::Serialize;
+
+use smm::api::{ControlPlane, DEFAULT_CONTROL_PLANE};
+use smm::catalog::{Catalog, DefaultNamespace};
+use smm::store;
+
+use super::{GlobalArgs, OutputFormat, print_structured, table};
+
+#[derive(Debug, Args)]
+pub struct ComponentsArgs {
+    /// The ControlPlane whose state to show
+    #[arg(long = "control-plane", value_name = "NAME", default_value = DEFAULT_CONTROL_PLANE)]
+    control_plane: String,
+    #[arg(short, long, value_enum, default_value_t)]
+    output: OutputFormat,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ComponentRow {
+    name: &'static str,
+    chart_version: String,
+    default_namespace: String,
+    depends_on: Vec<&'static str>,
+    enabled_by_default: bool,
+    /// From the stored ControlPlane; absent without a cluster or ControlPlane.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phase: Option<String>,
+}
+
+pub async fn run(global: &GlobalArgs, args: &ComponentsArgs) -> anyhow::Result<ExitCode> {
+    let catalog = Catalog::builtin()?;
+    let stored = stored(global, &args.control_plane).await;
+    let rows = catalog
+        .components()
+        .iter()
+        .map(|component| {
+            let configured = stored.as_ref().map(|cp| {
+                cp.spec
+                    .components
+                    .get(component.name)
+                    .and_then(|c| c.enabled)
+                    .unwrap_or(component.enabled_by_default)
+            });
+            let phase = stored
+                .as_ref()
+                .and_then(|cp| cp.status.as_ref())
+                .and_then(|s| s.components.get(component.name))
+                .map(|s| s.phase.to_string());
+            Ok(ComponentRow {
+                name: component.name,
+                chart_version: component.chart.metadata()?.version,
+                default_namespace: match component.default_namespace {
+                    DefaultNamespace::Mesh => "(mesh namespace)".to_owned(),
+                    DefaultNamespace::Fixed(namespace) => namespace.to_owned(),
+                },
+                depends_on: component.depends_on.to_vec(),
+                enabled_by_default: component.enabled_by_default,
+                enabled: configured,
+                phase,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if args.output != OutputFormat::Text {
+        print_structured(args.output, &rows)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let yes_no = |b: bool| if b { "yes" } else { "no" }.to_owned();
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            vec![
+                row.name.to_owned(),
+                row.chart_version.clone(),
+                row.default_namespace.clone(),
+                row.depends_on.join(","),
+                yes_no(row.enabled_by_default),
+                row.enabled.map(yes_no).unwrap_or_else(|| "-".to_owned()),
+                row.phase.clone().unwrap_or_else(|| "-".to_owned()),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table::render(
+            &[
+                "NAME",
+                "CHART",
+                "NAMESPACE",
+                "DEPENDS ON",
+                "DEFAULT",
+                "ENABLED",
+                "PHASE"
+            ],
+            &cells
+        )
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The stored ControlPlane if a cluster answers; the catalog is useful without one.
+async fn stored(global: &GlobalArgs, name: &str) -> Option<ControlPlane> {
+    let client = global.client().await.ok()?;
+    match store::load(&client, name).await {
+        Ok(found) => found,
+        Err(err) => {
+            tracing::info!("not showing cluster state: {err}");
+            None
+        }
+    }
+}
