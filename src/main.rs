@@ -17,10 +17,26 @@ async fn main() -> ExitCode {
     match cli.run().await {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("Error: {err:#}");
+            eprintln!("Error: {}", describe(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line. Many library errors already include their cause in
+/// their message; a cause already said is not repeated.
+fn describe(err: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in err.chain().map(ToString::to_string) {
+        if message.contains(&cause) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&cause);
+    }
+    message
 }
 
 /// Logs go to stderr so that stdout carries only data; `RUST_LOG` wins over `-v`.

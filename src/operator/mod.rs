@@ -1,5 +1,5 @@
-//! The in-cluster operator, as far as other modes need to know about it: whether it is
-//! installed. While it is, it owns reconciliation and the CLI must not compete with it.
+//! Operator mode: the same engine run in the cluster, watching ControlPlanes. While the
+//! operator is installed it owns reconciliation and the CLI must not compete with it.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::ListParams;
