@@ -1,6 +1,7 @@
-//! Mutual exclusion between reconciles of one ControlPlane: a `coordination.k8s.io` Lease that a
-//! run holds while it works, renews while it lives, and releases when it ends. A crashed holder's
-//! lease expires, so nobody waits for it forever.
+//! Mutual exclusion through `coordination.k8s.io` Leases: a holder renews its lease while it
+//! lives and releases it when done; a crashed holder's lease expires, so nobody waits forever.
+//! Reconciles of one ControlPlane (CLI or operator) take its reconcile lease; operator replicas
+//! elect a leader with another.
 
 use std::time::Duration;
 
@@ -22,17 +23,16 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error(
-        "another reconcile of ControlPlane {control_plane} is running (held by {holder}); gave up after {waited:?}"
-    )]
+    #[error("lease {namespace}/{name} is held by {holder}; gave up after {waited:?}")]
     Busy {
-        control_plane: String,
+        namespace: String,
+        name: String,
         holder: String,
         waited: Duration,
     },
-    #[error("cannot take the reconcile lease {namespace}/{name}: {source}")]
+    #[error("cannot take the lease {namespace}/{name}: {source}")]
     Api {
-        namespace: &'static str,
+        namespace: String,
         name: String,
         #[source]
         source: kube::Error,
@@ -44,28 +44,42 @@ pub fn lease_name(control_plane: &str) -> String {
     format!("smm-reconcile-{control_plane}")
 }
 
+/// Takes the reconcile lease of `control_plane`, waiting up to `wait` for another run.
+pub async fn reconcile_lock(
+    client: &Client,
+    control_plane: &str,
+    holder: &str,
+    wait: Duration,
+    on_wait: impl FnOnce(&str),
+) -> Result<LeaseLock, LockError> {
+    let name = lease_name(control_plane);
+    LeaseLock::acquire(client, LEASE_NAMESPACE, &name, holder, Some(wait), on_wait).await
+}
+
 /// A held lease; `release` gives it up (dropping it stops renewal and lets it expire).
-pub struct ReconcileLock {
+pub struct LeaseLock {
     api: Api<Lease>,
     name: String,
     holder: String,
     renewer: JoinHandle<()>,
+    lost: tokio::sync::watch::Receiver<bool>,
 }
 
-impl ReconcileLock {
-    /// Takes the lease for `control_plane` as `holder`, waiting up to `wait` for another holder.
-    /// `on_wait` is called once when the lease is busy, so a CLI can say why it pauses.
+impl LeaseLock {
+    /// Takes the lease `namespace/name` as `holder`, waiting up to `wait` (`None`: for as long as
+    /// it takes) while another holder keeps it. `on_wait` is called once when the lease is busy.
     pub async fn acquire(
         client: &Client,
-        control_plane: &str,
+        namespace: &str,
+        name: &str,
         holder: &str,
-        wait: Duration,
+        wait: Option<Duration>,
         on_wait: impl FnOnce(&str),
     ) -> Result<Self, LockError> {
-        let api: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
-        let name = lease_name(control_plane);
+        let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
+        let name = name.to_owned();
         let api_error = |source| LockError::Api {
-            namespace: LEASE_NAMESPACE,
+            namespace: namespace.to_owned(),
             name: name.clone(),
             source,
         };
@@ -86,9 +100,10 @@ impl ReconcileLock {
                 Ok(false) => continue,
                 Err(TakeError::Api(source)) => return Err(api_error(source)),
                 Err(TakeError::HeldBy(other)) => {
-                    if started.elapsed() >= wait {
+                    if let Some(wait) = wait.filter(|wait| started.elapsed() >= *wait) {
                         return Err(LockError::Busy {
-                            control_plane: control_plane.to_owned(),
+                            namespace: namespace.to_owned(),
+                            name: name.clone(),
                             holder: other,
                             waited: wait,
                         });
@@ -100,13 +115,27 @@ impl ReconcileLock {
                 }
             }
         }
-        let renewer = tokio::spawn(renew_forever(api.clone(), name.clone(), holder.to_owned()));
+        let (lost_sender, lost) = tokio::sync::watch::channel(false);
+        let renewer = tokio::spawn(renew(
+            api.clone(),
+            name.clone(),
+            holder.to_owned(),
+            lost_sender,
+        ));
         Ok(Self {
             api,
             name,
             holder: holder.to_owned(),
             renewer,
+            lost,
         })
+    }
+
+    /// Resolves when the lease is lost: another holder took it, or renewal kept failing until
+    /// the lease expired. A leader must stop acting then.
+    pub async fn lost(&mut self) {
+        // An Err means the renewer ended, which only happens once the lease is lost.
+        let _ = self.lost.wait_for(|lost| *lost).await;
     }
 
     /// Gives the lease up at once, so a waiter need not wait for it to expire.
@@ -134,7 +163,7 @@ impl ReconcileLock {
     }
 }
 
-impl Drop for ReconcileLock {
+impl Drop for LeaseLock {
     fn drop(&mut self) {
         self.renewer.abort();
     }
@@ -201,20 +230,42 @@ async fn take_over(api: &Api<Lease>, mut lease: Lease, holder: &str) -> Result<b
     }
 }
 
-async fn renew_forever(api: Api<Lease>, name: String, holder: String) {
+/// Renews every [`RENEW_EVERY`] until the lease is lost, then says so and stops.
+async fn renew(
+    api: Api<Lease>,
+    name: String,
+    holder: String,
+    lost: tokio::sync::watch::Sender<bool>,
+) {
+    let mut last_renewed = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(RENEW_EVERY).await;
-        let renewed = async {
+        let attempt = async {
             let mut lease = api.get(&name).await?;
-            if let Some(spec) = lease.spec.as_mut() {
-                spec.renew_time = Some(MicroTime(Timestamp::now()));
+            let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+            if spec.holder_identity.as_deref() != Some(holder.as_str()) {
+                return Ok(false);
             }
-            api.replace(&name, &PostParams::default(), &lease).await
+            spec.renew_time = Some(MicroTime(Timestamp::now()));
+            api.replace(&name, &PostParams::default(), &lease).await?;
+            Ok::<_, kube::Error>(true)
         };
-        if let Err(err) = renewed.await {
-            tracing::warn!(lease = %name, holder = %holder, %err, "could not renew the reconcile lease");
+        match attempt.await {
+            Ok(true) => last_renewed = tokio::time::Instant::now(),
+            Ok(false) => {
+                tracing::warn!(lease = %name, %holder, "lease taken over by another holder");
+                break;
+            }
+            Err(err) if last_renewed.elapsed() < LEASE_DURATION => {
+                tracing::warn!(lease = %name, %holder, %err, "could not renew the lease; retrying");
+            }
+            Err(err) => {
+                tracing::error!(lease = %name, %holder, %err, "lease expired while it could not be renewed");
+                break;
+            }
         }
     }
+    let _ = lost.send(true);
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
+use serde::Deserialize;
 
 use crate::helm::ReleaseRef;
 
@@ -100,9 +101,96 @@ pub enum RecordError {
     },
 }
 
-/// The values a release revision was installed with (the `config` helm stores in its record:
-/// base64 of gzipped JSON inside the Secret), read without spawning helm.
+/// The values a release revision was installed with (the `config` helm stores in its record),
+/// read without spawning helm.
 pub async fn applied_values(
+    client: &Client,
+    release: &ReleaseRef,
+    revision: i64,
+) -> Result<serde_json::Value, RecordError> {
+    let mut record = read_record(client, release, revision).await?;
+    let config = record["config"].take();
+    Ok(if config.is_null() {
+        serde_json::json!({})
+    } else {
+        config
+    })
+}
+
+/// Objects of the release's manifest that are no longer in the cluster (someone deleted them),
+/// as `Kind/name`. helm upgrade puts them back; finding them needs no helm.
+pub async fn missing_objects(
+    client: &Client,
+    release: &ReleaseRef,
+    revision: i64,
+) -> Result<Vec<String>, RecordError> {
+    use kube::api::{DynamicObject, GroupVersionKind};
+    use kube::discovery::{self, Scope};
+
+    let record = read_record(client, release, revision).await?;
+    let manifest = record["manifest"].as_str().unwrap_or_default();
+    let decode_error = |problem: String| RecordError::Decode {
+        release: release.to_string(),
+        revision,
+        problem,
+    };
+    let mut kinds = BTreeMap::new();
+    let mut missing = Vec::new();
+    // Parsed up front: the YAML parser cannot be held across the API calls below.
+    let objects = serde_yaml_ng::Deserializer::from_str(manifest)
+        .map(serde_json::Value::deserialize)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| decode_error(format!("manifest is not YAML: {err}")))?;
+    for object in &objects {
+        let (Some(api_version), Some(kind), Some(name)) = (
+            object["apiVersion"].as_str(),
+            object["kind"].as_str(),
+            object["metadata"]["name"].as_str(),
+        ) else {
+            continue;
+        };
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let (resource, capabilities) = match kinds.get(&(api_version.to_owned(), kind.to_owned())) {
+            Some(found) => found,
+            None => {
+                let found = discovery::pinned_kind(client, &gvk)
+                    .await
+                    .map_err(|source| RecordError::Read {
+                        release: release.to_string(),
+                        revision,
+                        source,
+                    })?;
+                kinds
+                    .entry((api_version.to_owned(), kind.to_owned()))
+                    .or_insert(found)
+            }
+        };
+        let api: Api<DynamicObject> = match capabilities.scope {
+            Scope::Namespaced => {
+                let namespace = object["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or(&release.namespace);
+                Api::namespaced_with(client.clone(), namespace, resource)
+            }
+            Scope::Cluster => Api::all_with(client.clone(), resource),
+        };
+        let found = api
+            .get_opt(name)
+            .await
+            .map_err(|source| RecordError::Read {
+                release: release.to_string(),
+                revision,
+                source,
+            })?;
+        if found.is_none() {
+            missing.push(format!("{kind}/{name}"));
+        }
+    }
+    Ok(missing)
+}
+
+async fn read_record(
     client: &Client,
     release: &ReleaseRef,
     revision: i64,
@@ -122,20 +210,11 @@ pub async fn applied_values(
         .and_then(|data| data.get("release"))
         .map(|bytes| bytes.0.as_slice())
         .unwrap_or_default();
-    decode_record(encoded)
-        .map(|mut record| record["config"].take())
-        .map(|config| {
-            if config.is_null() {
-                serde_json::json!({})
-            } else {
-                config
-            }
-        })
-        .map_err(|problem| RecordError::Decode {
-            release: release.to_string(),
-            revision,
-            problem,
-        })
+    decode_record(encoded).map_err(|problem| RecordError::Decode {
+        release: release.to_string(),
+        revision,
+        problem,
+    })
 }
 
 /// helm stores a release as base64 text of gzipped JSON (older records may be plain JSON).

@@ -13,7 +13,7 @@ use smm::api::{ControlPlaneSpec, DEFAULT_CONTROL_PLANE};
 use smm::catalog::Catalog;
 use smm::engine::desired::resolve;
 use smm::engine::{Engine, EngineSettings, Outcome, ReconcileReport, Scope};
-use smm::lock::ReconcileLock;
+use smm::lock::reconcile_lock;
 use smm::{operator, render, store};
 
 use super::progress::CliProgress;
@@ -117,7 +117,7 @@ pub async fn store_and_reconcile(
         std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned()),
         std::process::id()
     );
-    let lock = ReconcileLock::acquire(&client, control_plane, &holder, global.timeout, |other| {
+    let lock = reconcile_lock(&client, control_plane, &holder, global.timeout, |other| {
         eprintln!("waiting for another reconcile of {control_plane} to finish (held by {other})")
     })
     .await?;

@@ -27,7 +27,7 @@ use crate::native;
 use crate::release::{self, ObservedReleases, ReleaseState};
 use crate::values::{ValueChange, diff};
 use desired::{DesiredComponent, SpecError, resolve};
-use plan::{Action, Decision, decide};
+use plan::{Action, Decision, Reason, decide};
 use status::StatusWriter;
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +56,13 @@ pub enum EngineError {
         #[source]
         source: kube::Error,
     },
+}
+
+/// Whether a run follows the spec or removes everything (the ControlPlane is being deleted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Intent {
+    AsSpecified,
+    RemoveEverything,
 }
 
 /// Which components a reconcile may act on. The imperative CLI narrows it to the components a
@@ -218,6 +225,21 @@ impl Engine {
         name: &str,
         scope: &Scope,
     ) -> Result<ReconcileReport, EngineError> {
+        self.run(name, scope, Intent::AsSpecified).await
+    }
+
+    /// Uninstalls every component, dependents first, as deleting a ControlPlane asks. The CRDs
+    /// stay (see the base component).
+    pub async fn remove_all(&self, name: &str) -> Result<ReconcileReport, EngineError> {
+        self.run(name, &Scope::All, Intent::RemoveEverything).await
+    }
+
+    async fn run(
+        &self,
+        name: &str,
+        scope: &Scope,
+        intent: Intent,
+    ) -> Result<ReconcileReport, EngineError> {
         let api: Api<ControlPlane> = Api::all(self.client.clone());
         let control_plane = match api.get_opt(name).await {
             Ok(Some(found)) => found,
@@ -233,11 +255,19 @@ impl Engine {
                 });
             }
         };
-        let desired =
-            resolve(&self.catalog, &control_plane.spec).map_err(|source| EngineError::Spec {
-                name: name.to_owned(),
-                source,
-            })?;
+        let mut spec = control_plane.spec.clone();
+        if intent == Intent::RemoveEverything {
+            for component in self.catalog.names() {
+                spec.components
+                    .entry(component.to_owned())
+                    .or_default()
+                    .enabled = Some(false);
+            }
+        }
+        let desired = resolve(&self.catalog, &spec).map_err(|source| EngineError::Spec {
+            name: name.to_owned(),
+            source,
+        })?;
         let mut writer = StatusWriter::new(api, &control_plane);
         let in_scope: Vec<&DesiredComponent<'_>> = desired
             .iter()
@@ -286,7 +316,18 @@ impl Engine {
         let name = wanted.name();
         let recorded = writer.component(name).cloned();
         let release = release::lookup(observed, &wanted.release);
-        let decision = decide(wanted.into(), recorded.as_ref(), release);
+        let mut decision = decide(wanted.into(), recorded.as_ref(), release);
+        if let (Reason::UpToDate, Some(release)) = (&decision.reason, release) {
+            let missing = release::missing_objects(&self.client, &wanted.release, release.revision)
+                .await
+                .map_err(EngineError::Record)?;
+            if !missing.is_empty() {
+                decision = Decision {
+                    action: Action::Upgrade,
+                    reason: Reason::Drift(missing),
+                };
+            }
+        }
         let report = |decision: &Decision, outcome| ComponentReport {
             name: name.to_owned(),
             action: decision.action,

@@ -26,6 +26,8 @@ pub enum Reason {
     LastAttemptFailed,
     Stuck(ReleaseState),
     Disabled,
+    /// Objects of the release were deleted behind helm's back.
+    Drift(Vec<String>),
     UpToDate,
     AlreadyRemoved,
 }
@@ -40,6 +42,7 @@ impl std::fmt::Display for Reason {
             Reason::LastAttemptFailed => f.write_str("last attempt failed"),
             Reason::Stuck(state) => write!(f, "release stuck in {state}"),
             Reason::Disabled => f.write_str("disabled"),
+            Reason::Drift(missing) => write!(f, "drift: {} missing", missing.join(", ")),
             Reason::UpToDate => f.write_str("up to date"),
             Reason::AlreadyRemoved => f.write_str("disabled and not installed"),
         }

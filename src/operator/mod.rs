@@ -1,6 +1,10 @@
 //! Operator mode: the same engine run in the cluster, watching ControlPlanes. While the
 //! operator is installed it owns reconciliation and the CLI must not compete with it.
 
+pub mod controller;
+mod http;
+mod metrics;
+
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};

@@ -1,0 +1,307 @@
+//! `smm operator run`: a kube-runtime controller over ControlPlanes that calls the same engine
+//! as `smm reconcile`. One replica leads (a Lease); it takes each ControlPlane's reconcile lease
+//! too, so it never runs alongside a CLI. A finalizer uninstalls everything when a ControlPlane
+//! is deleted.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+
+use super::http::{self, Health};
+use crate::api::ControlPlane;
+use crate::catalog::{Catalog, CatalogError};
+use crate::engine::plan::Action as EngineAction;
+use crate::engine::{
+    Engine, EngineError, EngineSettings, Outcome, Progress, ReconcileReport, Scope,
+};
+use crate::helm::Helm;
+use crate::lock::{LeaseLock, LockError, reconcile_lock};
+
+/// The finalizer that keeps a ControlPlane until its components are uninstalled.
+pub const FINALIZER: &str = "smm.dev/uninstall-components";
+/// The leader-election lease, in the operator's namespace.
+pub const LEADER_LEASE: &str = "smm-operator-leader";
+/// Objects whose deletion or change should trigger a reconcile: what our charts deploy.
+const WATCHED_LABEL: &str = "app.kubernetes.io/part-of=smm";
+
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("component(s) failed: {0}")]
+    ComponentsFailed(String),
+    #[error("lost the leader lease; stopping so that another replica takes over")]
+    LostLeadership,
+    #[error("cannot serve the health and metrics endpoints on {address}: {source}")]
+    Http {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    pub listen: SocketAddr,
+    /// Namespace of the leader-election lease (the operator's own).
+    pub leader_namespace: String,
+    /// Who this replica is, in leases and events (the pod name in the cluster).
+    pub identity: String,
+    /// How often a healthy ControlPlane is reconciled anyway, to repair drift.
+    pub resync_every: Duration,
+}
+
+struct Context {
+    client: Client,
+    helm: Helm,
+    health: Arc<Health>,
+    recorder: Recorder,
+    options: RunOptions,
+    /// Consecutive failures per ControlPlane, for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+/// Runs until a shutdown signal, or until leadership is lost (an error: the process should exit
+/// and be restarted as a standby).
+pub async fn run(client: Client, helm: Helm, options: RunOptions) -> Result<(), OperatorError> {
+    Catalog::builtin()?;
+    let health = Arc::new(Health::default());
+    let address = options.listen;
+    let server = tokio::spawn(http::serve(address, health.clone()));
+
+    tracing::info!(identity = %options.identity, "waiting to become the leader");
+    let mut leader = LeaseLock::acquire(
+        &client,
+        &options.leader_namespace,
+        LEADER_LEASE,
+        &options.identity,
+        None,
+        |holder| tracing::info!(%holder, "another replica leads; standing by"),
+    )
+    .await?;
+    tracing::info!("leading: reconciling ControlPlanes");
+    health.set_leading();
+
+    let reporter = Reporter {
+        controller: "smm-operator".to_owned(),
+        instance: Some(options.identity.clone()),
+    };
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client: client.clone(),
+        helm,
+        health,
+        options,
+        failures: Mutex::default(),
+    });
+    let control_planes: Api<ControlPlane> = Api::all(client.clone());
+    let controller = Controller::new(control_planes, watcher::Config::default());
+    let store = controller.store();
+    let controller = controller
+        .watches(
+            Api::<Deployment>::all(client),
+            watcher::Config::default().labels(WATCHED_LABEL),
+            // Any change to a deployed workload may be drift in any ControlPlane.
+            move |_| {
+                store
+                    .state()
+                    .iter()
+                    .map(|cp| ObjectRef::from_obj(cp.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                tracing::warn!(%err, "reconcile failed");
+            }
+        });
+
+    let outcome = tokio::select! {
+        () = controller => Ok(()),
+        () = leader.lost() => Err(OperatorError::LostLeadership),
+        served = server => match served {
+            Ok(Err(source)) => Err(OperatorError::Http { address, source }),
+            _ => Ok(()),
+        },
+    };
+    leader.release().await;
+    outcome
+}
+
+async fn reconcile(
+    control_plane: Arc<ControlPlane>,
+    context: Arc<Context>,
+) -> Result<Action, kube::runtime::finalizer::Error<OperatorError>> {
+    let api: Api<ControlPlane> = Api::all(context.client.clone());
+    finalizer(&api, FINALIZER, control_plane, |event| async {
+        match event {
+            FinalizerEvent::Apply(cp) => context.reconcile(&cp, Goal::Apply).await,
+            FinalizerEvent::Cleanup(cp) => context.reconcile(&cp, Goal::Cleanup).await,
+        }
+    })
+    .await
+}
+
+fn error_policy(
+    control_plane: Arc<ControlPlane>,
+    error: &kube::runtime::finalizer::Error<OperatorError>,
+    context: Arc<Context>,
+) -> Action {
+    let mut failures = context.failures.lock().expect("failures lock");
+    let count = failures.entry(control_plane.name_any()).or_default();
+    *count += 1;
+    // 5s, 10s, 20s, ... up to 5 minutes.
+    let delay =
+        Duration::from_secs(5 * 2u64.pow((*count - 1).min(6))).min(Duration::from_secs(300));
+    tracing::warn!(control_plane = %control_plane.name_any(), %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Goal {
+    Apply,
+    Cleanup,
+}
+
+impl Context {
+    async fn reconcile(
+        &self,
+        control_plane: &ControlPlane,
+        goal: Goal,
+    ) -> Result<Action, OperatorError> {
+        let name = control_plane.name_any();
+        let started = Instant::now();
+        let lock = reconcile_lock(
+            &self.client,
+            &name,
+            &self.options.identity,
+            Duration::from_secs(60),
+            |holder| tracing::info!(control_plane = %name, %holder, "waiting for another reconcile"),
+        )
+        .await?;
+        let progress = Arc::new(EventProgress {
+            recorder: self.recorder.clone(),
+            reference: control_plane.object_ref(&()),
+            actions: Mutex::default(),
+        });
+        let engine = Engine::new(
+            self.client.clone(),
+            self.helm.clone(),
+            Catalog::builtin()?,
+            EngineSettings::default(),
+        )
+        .with_progress(progress);
+        let result = match goal {
+            Goal::Apply => engine.reconcile(&name, &Scope::All).await,
+            Goal::Cleanup => engine.remove_all(&name).await,
+        };
+        lock.release().await;
+
+        let metrics = &self.health.metrics;
+        metrics.record_helm_processes(self.helm.processes_spawned());
+        let outcome = result.map_err(OperatorError::from).and_then(all_done);
+        metrics.record_reconcile(outcome.is_ok(), started.elapsed().as_secs_f64());
+        if let Ok(Some(stored)) = Api::<ControlPlane>::all(self.client.clone())
+            .get_opt(&name)
+            .await
+        {
+            metrics.record_components(&name, &stored.status.unwrap_or_default());
+        }
+        outcome?;
+        self.failures.lock().expect("failures lock").remove(&name);
+        self.health.set_reconciled();
+        Ok(match goal {
+            Goal::Apply => Action::requeue(self.options.resync_every),
+            Goal::Cleanup => Action::await_change(),
+        })
+    }
+}
+
+fn all_done(report: ReconcileReport) -> Result<(), OperatorError> {
+    let failed: Vec<String> = report
+        .components
+        .iter()
+        .filter_map(|c| match &c.outcome {
+            Outcome::Done => None,
+            Outcome::Waiting(why) | Outcome::Failed(why) => Some(format!("{}: {why}", c.name)),
+        })
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(OperatorError::ComponentsFailed(failed.join("; ")))
+    }
+}
+
+/// Publishes a Kubernetes Event on the ControlPlane for every action and failure.
+struct EventProgress {
+    recorder: Recorder,
+    reference: k8s_openapi::api::core::v1::ObjectReference,
+    actions: Mutex<HashMap<String, EngineAction>>,
+}
+
+impl EventProgress {
+    fn publish(&self, type_: EventType, reason: &str, note: String) {
+        let recorder = self.recorder.clone();
+        let reference = self.reference.clone();
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        tokio::spawn(async move {
+            if let Err(err) = recorder.publish(&event, &reference).await {
+                tracing::warn!(%err, "could not publish an event");
+            }
+        });
+    }
+}
+
+impl Progress for EventProgress {
+    fn started(&self, component: &str, action: EngineAction, reason: &str) {
+        self.actions
+            .lock()
+            .expect("actions lock")
+            .insert(component.to_owned(), action);
+        tracing::info!(component, ?action, reason, "reconciling");
+    }
+
+    fn finished(&self, component: &str, outcome: &Outcome) {
+        let action = self.actions.lock().expect("actions lock").remove(component);
+        match (outcome, action) {
+            (Outcome::Done, Some(action)) => {
+                let reason = match action {
+                    EngineAction::Install => "Installed",
+                    EngineAction::Upgrade => "Upgraded",
+                    EngineAction::Uninstall => "Uninstalled",
+                    EngineAction::Recover => "Recovered",
+                    EngineAction::Nothing => return,
+                };
+                self.publish(EventType::Normal, reason, format!("{component}: {reason}"));
+            }
+            (Outcome::Failed(why), _) => {
+                self.publish(EventType::Warning, "Failed", format!("{component}: {why}"));
+            }
+            _ => {}
+        }
+    }
+}
