@@ -9,7 +9,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use serde_json::json;
 
-use super::{READ, cluster_role_for, native_metadata, presence, rule};
+use super::{READ, cluster_role_for, native_metadata, presence, revision, rule};
 use include_dir::{Dir, include_dir};
 
 use crate::catalog::{Component, ComponentContext, DefaultNamespace};
@@ -28,7 +28,13 @@ pub fn component() -> Component {
         chart: EmbeddedChart::new("base", &CHART),
         values_layer: ("values/base.yaml", include_str!("../../values/base.yaml")),
         native_objects,
-        managed_values: |context| json!({"global": {"istioNamespace": context.namespace}}),
+        managed_values: |context| {
+            // The validating webhook sends Istio config to istiod, wherever istiod runs.
+            json!({"global": {
+                "istioNamespace": super::istiod::istiod_namespace(context.spec),
+                "revision": revision(context.spec),
+            }})
+        },
     }
 }
 
@@ -288,6 +294,31 @@ mod tests {
             ]
         );
         assert!(disabled.iter().all(|o| o.presence == Presence::Absent));
+    }
+
+    #[test]
+    fn the_validator_points_at_istiod_wherever_it_runs() {
+        let spec = ControlPlaneSpec {
+            revision: Some("canary".to_owned()),
+            components: [(
+                "istiod".to_owned(),
+                crate::api::ComponentSpec {
+                    namespace: Some("control".to_owned()),
+                    ..Default::default()
+                },
+            )]
+            .into(),
+            ..ControlPlaneSpec::default()
+        };
+        let values = (component().managed_values)(&ComponentContext {
+            spec: &spec,
+            namespace: "istio-system",
+            enabled: true,
+        });
+        assert_eq!(
+            values,
+            json!({"global": {"istioNamespace": "control", "revision": "canary"}})
+        );
     }
 
     #[test]

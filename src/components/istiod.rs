@@ -4,15 +4,12 @@
 
 use serde_json::json;
 
-use super::{READ, cluster_role_for, presence, rule};
+use super::{READ, component_cluster_role, image_registry, resolved, revision, rule};
 use include_dir::{Dir, include_dir};
 
 use crate::catalog::{Component, ComponentContext, DefaultNamespace};
 use crate::chart::EmbeddedChart;
 use crate::native::NativeObject;
-
-/// Where images come from when the ControlPlane names no registry.
-pub const DEFAULT_IMAGE_REGISTRY: &str = "docker.io";
 
 static CHART: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/charts/istiod");
 
@@ -35,17 +32,40 @@ pub fn component() -> Component {
 
 fn managed_values(context: &ComponentContext<'_>) -> serde_json::Value {
     let spec = context.spec;
-    json!({
+    let mut values = json!({
         "global": {
             "istioNamespace": context.namespace,
-            "imageRegistry": spec.image_registry.as_deref().unwrap_or(DEFAULT_IMAGE_REGISTRY),
-            "revision": spec.revision.as_deref().unwrap_or_default(),
+            "imageRegistry": image_registry(spec),
+            "revision": revision(spec),
         },
         "meshConfig": {
             "trustDomain": spec.trust_domain(),
             "rootNamespace": context.namespace,
         },
-    })
+    });
+    // Proxies report spans to the tracing component's Zipkin receiver while it is enabled.
+    if let (tracing_namespace, true) = resolved(spec, "tracing") {
+        values["meshConfig"]["enableTracing"] = json!(true);
+        values["meshConfig"]["defaultConfig"] = json!({
+            "tracing": {"zipkin": {"address": format!("tracing.{tracing_namespace}.svc:9411")}},
+        });
+    }
+    values
+}
+
+/// The namespace istiod runs in, which is the mesh's control plane namespace for the other
+/// components (the root certificate, the sidecar injector and the metrics come from there).
+pub(super) fn istiod_namespace(spec: &crate::api::ControlPlaneSpec) -> &str {
+    resolved(spec, "istiod").0
+}
+
+/// istiod's address for configuration and certificates (xDS over TLS), as proxies dial it.
+pub(super) fn discovery_address(spec: &crate::api::ControlPlaneSpec) -> String {
+    let service = match revision(spec) {
+        "" => "istiod".to_owned(),
+        revision => format!("istiod-{revision}"),
+    };
+    format!("{service}.{}.svc:15012", istiod_namespace(spec))
 }
 
 fn native_objects(context: &ComponentContext<'_>) -> Vec<NativeObject> {
@@ -102,12 +122,75 @@ fn native_objects(context: &ComponentContext<'_>) -> Vec<NativeObject> {
             &["create"],
         ),
     ];
-    cluster_role_for(
-        &format!("istiod-{}", context.namespace),
-        "istiod",
-        rules,
-        ("istiod", context.namespace),
-        presence(context.enabled),
-    )
-    .into()
+    component_cluster_role(context, "istiod", rules)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ComponentSpec, ControlPlaneSpec};
+
+    fn values_for(spec: &ControlPlaneSpec) -> serde_json::Value {
+        managed_values(&ComponentContext {
+            spec,
+            namespace: spec.mesh_namespace(),
+            enabled: true,
+        })
+    }
+
+    fn tracing(component: ComponentSpec) -> ControlPlaneSpec {
+        ControlPlaneSpec {
+            namespace: Some("mesh".to_owned()),
+            components: [("tracing".to_owned(), component)].into(),
+            ..ControlPlaneSpec::default()
+        }
+    }
+
+    #[test]
+    fn tracing_values_appear_only_while_tracing_is_enabled() {
+        // Off by default: nothing about tracing is managed, so the user may set it.
+        let values = values_for(&ControlPlaneSpec::default());
+        assert_eq!(values["meshConfig"].get("enableTracing"), None);
+        assert_eq!(values["meshConfig"].get("defaultConfig"), None);
+
+        let values = values_for(&tracing(ComponentSpec {
+            enabled: Some(true),
+            ..ComponentSpec::default()
+        }));
+        assert_eq!(values["meshConfig"]["enableTracing"], true);
+        assert_eq!(
+            values["meshConfig"]["defaultConfig"]["tracing"]["zipkin"]["address"],
+            "tracing.mesh.svc:9411"
+        );
+
+        let values = values_for(&tracing(ComponentSpec {
+            enabled: Some(true),
+            namespace: Some("observability".to_owned()),
+            ..ComponentSpec::default()
+        }));
+        assert_eq!(
+            values["meshConfig"]["defaultConfig"]["tracing"]["zipkin"]["address"],
+            "tracing.observability.svc:9411"
+        );
+
+        let values = values_for(&tracing(ComponentSpec {
+            enabled: Some(false),
+            namespace: Some("observability".to_owned()),
+            ..ComponentSpec::default()
+        }));
+        assert_eq!(values["meshConfig"].get("enableTracing"), None);
+    }
+
+    #[test]
+    fn the_discovery_address_names_the_revision() {
+        let spec = ControlPlaneSpec::default();
+        assert_eq!(discovery_address(&spec), "istiod.istio-system.svc:15012");
+        let spec = ControlPlaneSpec {
+            revision: Some("1-28".to_owned()),
+            namespace: Some("mesh".to_owned()),
+            ..ControlPlaneSpec::default()
+        };
+        assert_eq!(discovery_address(&spec), "istiod-1-28.mesh.svc:15012");
+        assert_eq!(values_for(&spec)["global"]["revision"], "1-28");
+    }
 }

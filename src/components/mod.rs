@@ -1,19 +1,67 @@
 //! The mesh's components as the catalog declares them, one module each.
 
 mod base;
+mod gateways;
+mod grafana;
 mod istiod;
+mod prometheus;
+mod tracing;
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use crate::api::ControlPlaneSpec;
 use crate::catalog::Component;
 use crate::native::{NativeObject, Presence};
 
 /// Every component, in declaration order (the catalog sorts them by dependency).
 pub fn all() -> Vec<Component> {
-    vec![base::component(), istiod::component()]
+    vec![
+        base::component(),
+        istiod::component(),
+        gateways::ingress(),
+        gateways::egress(),
+        prometheus::component(),
+        grafana::component(),
+        tracing::component(),
+    ]
+}
+
+/// Where images come from when the ControlPlane names no registry.
+pub const DEFAULT_IMAGE_REGISTRY: &str = "docker.io";
+
+/// The registry every image of the mesh is pulled from.
+fn image_registry(spec: &ControlPlaneSpec) -> &str {
+    spec.image_registry
+        .as_deref()
+        .unwrap_or(DEFAULT_IMAGE_REGISTRY)
+}
+
+/// The control plane revision, empty for the default one.
+fn revision(spec: &ControlPlaneSpec) -> &str {
+    spec.revision.as_deref().unwrap_or_default()
+}
+
+/// Another builtin component as this ControlPlane resolves it: its namespace (configured or
+/// default) and whether it is enabled, for values that point at it.
+fn resolved<'a>(spec: &'a ControlPlaneSpec, name: &str) -> (&'a str, bool) {
+    let component = all()
+        .into_iter()
+        .find(|component| component.name == name)
+        .unwrap_or_else(|| panic!("{name} is not a builtin component"));
+    let configured = spec.components.get(name);
+    let namespace = component.namespace(spec, configured.and_then(|c| c.namespace.as_deref()));
+    let enabled = configured
+        .and_then(|c| c.enabled)
+        .unwrap_or(component.enabled_by_default);
+    (namespace, enabled)
+}
+
+/// The managed values of a component that only needs to know where its images come from.
+fn registry_only(context: &crate::catalog::ComponentContext<'_>) -> serde_json::Value {
+    serde_json::json!({"global": {"imageRegistry": image_registry(context.spec)}})
 }
 
 /// A small chart for unit tests of the catalog, which only needs a chart to exist.
@@ -53,7 +101,7 @@ const READ: &[&str] = &["get", "list", "watch"];
 
 /// A cluster role and the binding that grants it to one service account, both named `name`,
 /// both present or both absent.
-fn cluster_role_for(
+pub(crate) fn cluster_role_for(
     name: &str,
     component: &str,
     rules: Vec<PolicyRule>,
@@ -84,6 +132,24 @@ fn cluster_role_for(
         NativeObject::new(&role, presence),
         NativeObject::new(&binding, presence),
     ]
+}
+
+/// The cluster role of a component whose pods run as the service account named after it: role
+/// and binding are called `<component>-<namespace>` (several meshes may share a cluster) and
+/// exist exactly while the component is enabled.
+fn component_cluster_role(
+    context: &crate::catalog::ComponentContext<'_>,
+    component: &str,
+    rules: Vec<PolicyRule>,
+) -> Vec<NativeObject> {
+    cluster_role_for(
+        &format!("{component}-{}", context.namespace),
+        component,
+        rules,
+        (component, context.namespace),
+        presence(context.enabled),
+    )
+    .into()
 }
 
 /// Present while the component is enabled, absent once it is disabled.

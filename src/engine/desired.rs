@@ -172,7 +172,18 @@ mod tests {
         let catalog = Catalog::builtin().unwrap();
         let desired = resolve(&catalog, &ControlPlaneSpec::default()).unwrap();
         let names: Vec<_> = desired.iter().map(DesiredComponent::name).collect();
-        assert_eq!(names, ["base", "istiod"]);
+        assert_eq!(
+            names,
+            [
+                "base",
+                "istiod",
+                "ingress-gateway",
+                "egress-gateway",
+                "prometheus",
+                "grafana",
+                "tracing"
+            ]
+        );
         let istiod = &desired[1];
         assert!(istiod.enabled);
         assert_eq!(istiod.release.to_string(), "istio-system/istiod");
@@ -189,7 +200,8 @@ mod tests {
         let err = resolve(&catalog, &spec_with("istio-d", ComponentSpec::default())).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "spec.components.istio-d: unknown component (known components: base, istiod)"
+            "spec.components.istio-d: unknown component (known components: base, istiod, \
+             ingress-gateway, egress-gateway, prometheus, grafana, tracing)"
         );
     }
 
@@ -247,13 +259,16 @@ mod tests {
     #[test]
     fn a_disabled_component_wants_its_native_objects_gone() {
         let catalog = Catalog::builtin().unwrap();
-        let spec = spec_with(
-            "istiod",
-            ComponentSpec {
-                enabled: Some(false),
-                ..ComponentSpec::default()
-            },
-        );
+        let mut spec = ControlPlaneSpec::default();
+        for name in ["istiod", "ingress-gateway"] {
+            spec.components.insert(
+                name.to_owned(),
+                ComponentSpec {
+                    enabled: Some(false),
+                    ..ComponentSpec::default()
+                },
+            );
+        }
         let desired = resolve(&catalog, &spec).unwrap();
         assert!(!desired[1].enabled);
         assert!(

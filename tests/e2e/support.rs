@@ -185,17 +185,7 @@ where
 
 /// Installs (or updates) the ControlPlane CRD and waits until the API server serves it.
 pub async fn ensure_control_plane_crd(client: &Client) {
-    use kube::CustomResourceExt;
-    let crd = smm::native::NativeObject::present(&smm::api::ControlPlane::crd());
-    let established = eventually(Duration::from_secs(30), || async {
-        smm::native::reconcile(client, std::slice::from_ref(&crd))
-            .await
-            .map(|outcome| outcome.not_ready.is_empty())
-            .unwrap_or(false)
-    })
-    .await;
-    assert!(
-        established,
-        "the ControlPlane CRD was not established within 30s"
-    );
+    smm::store::ensure_crd(client)
+        .await
+        .expect("the ControlPlane CRD is established");
 }

@@ -1,0 +1,76 @@
+//! `grafana`: dashboards over the mesh's Prometheus, which it is provisioned with as its data
+//! source.
+
+use include_dir::{Dir, include_dir};
+use serde_json::json;
+
+use super::image_registry;
+use crate::catalog::{Component, ComponentContext, DefaultNamespace};
+use crate::chart::EmbeddedChart;
+
+static CHART: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/charts/grafana");
+
+pub fn component() -> Component {
+    Component {
+        name: "grafana",
+        release_name: "grafana",
+        default_namespace: DefaultNamespace::Mesh,
+        enabled_by_default: false,
+        depends_on: &["prometheus"],
+        chart: EmbeddedChart::new("grafana", &CHART),
+        values_layer: (
+            "values/grafana.yaml",
+            include_str!("../../values/grafana.yaml"),
+        ),
+        native_objects: |_| Vec::new(),
+        managed_values,
+    }
+}
+
+fn managed_values(context: &ComponentContext<'_>) -> serde_json::Value {
+    json!({
+        "global": {"imageRegistry": image_registry(context.spec)},
+        "prometheusUrl": super::prometheus::url(context.spec),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ComponentSpec, ControlPlaneSpec};
+
+    fn values_for(spec: &ControlPlaneSpec) -> serde_json::Value {
+        managed_values(&ComponentContext {
+            spec,
+            namespace: "dashboards",
+            enabled: true,
+        })
+    }
+
+    #[test]
+    fn the_data_source_follows_prometheus() {
+        let mesh = ControlPlaneSpec {
+            namespace: Some("mesh".to_owned()),
+            ..ControlPlaneSpec::default()
+        };
+        assert_eq!(
+            values_for(&mesh)["prometheusUrl"],
+            "http://prometheus.mesh.svc:9090"
+        );
+        let own = ControlPlaneSpec {
+            components: [(
+                "prometheus".to_owned(),
+                ComponentSpec {
+                    namespace: Some("monitoring".to_owned()),
+                    ..ComponentSpec::default()
+                },
+            )]
+            .into(),
+            ..mesh
+        };
+        assert_eq!(
+            values_for(&own)["prometheusUrl"],
+            "http://prometheus.monitoring.svc:9090"
+        );
+    }
+}

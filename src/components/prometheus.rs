@@ -1,0 +1,117 @@
+//! `prometheus`: scrapes istiod and every Envoy proxy of the mesh. Its service discovery needs
+//! to read pods and endpoints cluster-wide, so that cluster role is created natively, like
+//! istiod's.
+
+use include_dir::{Dir, include_dir};
+use k8s_openapi::api::rbac::v1::PolicyRule;
+use serde_json::json;
+
+use super::{READ, component_cluster_role, image_registry, rule};
+use crate::catalog::{Component, ComponentContext, DefaultNamespace};
+use crate::chart::EmbeddedChart;
+use crate::native::NativeObject;
+
+static CHART: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/charts/prometheus");
+
+pub fn component() -> Component {
+    Component {
+        name: "prometheus",
+        release_name: "prometheus",
+        default_namespace: DefaultNamespace::Mesh,
+        enabled_by_default: true,
+        depends_on: &[],
+        chart: EmbeddedChart::new("prometheus", &CHART),
+        values_layer: (
+            "values/prometheus.yaml",
+            include_str!("../../values/prometheus.yaml"),
+        ),
+        native_objects,
+        managed_values,
+    }
+}
+
+/// Where Prometheus finds the mesh's `prometheus` Service: the URL Grafana queries.
+pub(super) fn url(spec: &crate::api::ControlPlaneSpec) -> String {
+    let (namespace, _) = super::resolved(spec, "prometheus");
+    format!("http://prometheus.{namespace}.svc:9090")
+}
+
+fn managed_values(context: &ComponentContext<'_>) -> serde_json::Value {
+    json!({
+        "global": {
+            // istiod's metrics are scraped in its namespace.
+            "istioNamespace": super::istiod::istiod_namespace(context.spec),
+            "imageRegistry": image_registry(context.spec),
+        },
+    })
+}
+
+fn native_objects(context: &ComponentContext<'_>) -> Vec<NativeObject> {
+    let rules = vec![
+        // Kubernetes service discovery (pod and endpointslice roles) and node metrics.
+        rule(
+            &[""],
+            &["nodes", "nodes/metrics", "services", "endpoints", "pods"],
+            READ,
+        ),
+        rule(&["discovery.k8s.io"], &["endpointslices"], READ),
+        PolicyRule {
+            non_resource_urls: Some(vec!["/metrics".to_owned()]),
+            verbs: vec!["get".to_owned()],
+            ..PolicyRule::default()
+        },
+    ];
+    component_cluster_role(context, "prometheus", rules)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ControlPlaneSpec;
+    use crate::native::Presence;
+
+    #[test]
+    fn the_cluster_role_carries_the_namespace_and_goes_when_disabled() {
+        let spec = ControlPlaneSpec::default();
+        let context = |enabled| ComponentContext {
+            spec: &spec,
+            namespace: "monitoring",
+            enabled,
+        };
+        let objects = native_objects(&context(true));
+        assert_eq!(
+            objects
+                .iter()
+                .map(NativeObject::describe)
+                .collect::<Vec<_>>(),
+            [
+                "ClusterRole/prometheus-monitoring",
+                "ClusterRoleBinding/prometheus-monitoring"
+            ]
+        );
+        assert_eq!(
+            objects[1].object.data["subjects"][0]["namespace"],
+            "monitoring"
+        );
+        assert!(
+            native_objects(&context(false))
+                .iter()
+                .all(|o| o.presence == Presence::Absent)
+        );
+    }
+
+    #[test]
+    fn prometheus_scrapes_istiod_where_it_runs() {
+        let spec = ControlPlaneSpec {
+            namespace: Some("mesh".to_owned()),
+            ..ControlPlaneSpec::default()
+        };
+        let values = managed_values(&ComponentContext {
+            spec: &spec,
+            namespace: "monitoring",
+            enabled: true,
+        });
+        assert_eq!(values["global"]["istioNamespace"], "mesh");
+        assert_eq!(values["global"]["imageRegistry"], "docker.io");
+    }
+}

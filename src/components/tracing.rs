@@ -1,0 +1,26 @@
+//! `tracing`: Jaeger, receiving the proxies' spans. When it is enabled, istiod's managed values
+//! turn tracing on in the mesh configuration and point proxies at it (see `istiod.rs`).
+
+use include_dir::{Dir, include_dir};
+
+use crate::catalog::{Component, DefaultNamespace};
+use crate::chart::EmbeddedChart;
+
+static CHART: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/charts/tracing");
+
+pub fn component() -> Component {
+    Component {
+        name: "tracing",
+        release_name: "tracing",
+        default_namespace: DefaultNamespace::Mesh,
+        enabled_by_default: false,
+        depends_on: &[],
+        chart: EmbeddedChart::new("tracing", &CHART),
+        values_layer: (
+            "values/tracing.yaml",
+            include_str!("../../values/tracing.yaml"),
+        ),
+        native_objects: |_| Vec::new(),
+        managed_values: super::registry_only,
+    }
+}

@@ -1,0 +1,290 @@
+//! The mesh's charts as helm and the API server see them: `helm lint --strict` with defaults and
+//! with every optional feature on, and every component rendered with smm's merged values and
+//! validated by the real API server (server-side dry-run apply).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use smm::api::{ComponentSpec, ControlPlaneSpec};
+use smm::catalog::Catalog;
+use smm::engine::desired::{DesiredComponent, resolve};
+use smm::native::{NativeObject, Presence};
+
+use crate::support::{HelmTool, TestCluster, eventually, repo_root};
+
+/// The values file that turns on every optional feature of `component`'s chart.
+fn kitchen_sink(component: &str) -> PathBuf {
+    repo_root()
+        .join("tests/fixtures/kitchen-sink")
+        .join(format!("{component}.yaml"))
+}
+
+fn kitchen_sink_values(component: &str) -> Value {
+    let path = kitchen_sink(component);
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    serde_yaml_ng::from_str(&text).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+}
+
+/// Runs a command to completion, panicking with its output unless it succeeds.
+fn run(command: &mut Command, stdin: Option<&str>) -> String {
+    let description = format!("{command:?}");
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("{description}: {err}"));
+    let mut pipe = child.stdin.take().expect("piped stdin");
+    if let Some(input) = stdin {
+        pipe.write_all(input.as_bytes()).unwrap();
+    }
+    drop(pipe);
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{description} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn every_chart_passes_strict_lint_with_defaults_and_kitchen_sink() {
+    let helm = HelmTool::Helm4.path();
+    let catalog = Catalog::builtin().unwrap();
+    for component in catalog.components() {
+        let chart = component.chart.materialize().unwrap();
+        run(
+            Command::new(&helm)
+                .args(["lint", "--strict"])
+                .arg(chart.path()),
+            None,
+        );
+        let sink = kitchen_sink(component.name);
+        assert!(sink.is_file(), "{} is missing", sink.display());
+        run(
+            Command::new(&helm)
+                .args(["lint", "--strict"])
+                .arg(chart.path())
+                .arg("--values")
+                .arg(&sink),
+            None,
+        );
+    }
+}
+
+#[test]
+fn a_wrong_value_type_is_rejected_by_helm_itself() {
+    let helm = HelmTool::Helm4.path();
+    let catalog = Catalog::builtin().unwrap();
+    for component in catalog.components() {
+        let chart = component.chart.materialize().unwrap();
+        let output = Command::new(&helm)
+            .args(["template", "x"])
+            .arg(chart.path())
+            .args(["--set", "replicaCount=abc"])
+            .output()
+            .unwrap();
+        assert!(
+            !output.status.success(),
+            "{}: replicaCount=abc was accepted",
+            component.name
+        );
+    }
+}
+
+/// A ControlPlane with every component enabled, each with `values_override(component)`.
+fn everything_enabled(
+    namespace: &str,
+    values_override: impl Fn(&str) -> Option<Value>,
+) -> ControlPlaneSpec {
+    let catalog = Catalog::builtin().unwrap();
+    ControlPlaneSpec {
+        namespace: Some(namespace.to_owned()),
+        components: catalog
+            .names()
+            .into_iter()
+            .map(|name| {
+                let component = ComponentSpec {
+                    enabled: Some(true),
+                    values_override: values_override(name),
+                    ..ComponentSpec::default()
+                };
+                (name.to_owned(), component)
+            })
+            .collect(),
+        ..ControlPlaneSpec::default()
+    }
+}
+
+/// `helm template` of one component with smm's merged values, as the engine would install it.
+fn render(desired: &DesiredComponent<'_>) -> String {
+    let chart = desired.chart.materialize().unwrap();
+    let values_dir = tempfile::tempdir().unwrap();
+    let values = smm::chart::write_values_file(values_dir.path(), &desired.values).unwrap();
+    run(
+        Command::new(HelmTool::Helm4.path())
+            .arg("template")
+            .arg(&desired.release.name)
+            .arg(chart.path())
+            .args(["--namespace", &desired.release.namespace])
+            .arg("--values")
+            .arg(&values),
+        None,
+    )
+}
+
+/// Every enabled component of `spec`, rendered in dependency order.
+fn render_all(spec: &ControlPlaneSpec) -> Vec<(&'static str, String)> {
+    let catalog = Catalog::builtin().unwrap();
+    let desired = resolve(&catalog, spec).unwrap();
+    desired
+        .iter()
+        .filter(|d| d.enabled)
+        .map(|d| (d.name(), render(d)))
+        .collect()
+}
+
+fn kubectl() -> PathBuf {
+    repo_root().join(".tools/kubectl")
+}
+
+/// Applies the natives for real (CRDs before what uses them), then every component's rendered
+/// manifests as a server-side dry run, so the API server validates every object.
+async fn validate_against_the_api_server(spec: ControlPlaneSpec) {
+    let cluster = TestCluster::connect().await;
+    let catalog = Catalog::builtin().unwrap();
+    let desired = resolve(&catalog, &spec).unwrap();
+    let natives: Vec<NativeObject> = desired.iter().flat_map(|d| d.native.clone()).collect();
+    let established = eventually(Duration::from_secs(30), || async {
+        smm::native::reconcile(&cluster.client, &natives)
+            .await
+            .map(|outcome| outcome.not_ready.is_empty())
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(
+        established,
+        "the mesh's CRDs were not established within 30s"
+    );
+
+    let rendered = render_all(&spec);
+    for (component, manifests) in &rendered {
+        let output = run(
+            Command::new(kubectl()).args([
+                "apply",
+                "--server-side",
+                "--dry-run=server",
+                "--field-manager=smm-e2e",
+                "-f",
+                "-",
+            ]),
+            Some(manifests),
+        );
+        let objects = manifests
+            .lines()
+            .filter(|line| line.starts_with("kind:"))
+            .count();
+        let validated = output.matches("(server dry run)").count();
+        assert!(
+            objects > 0 && validated == objects,
+            "{component}: {validated} of {objects} objects validated: {output}"
+        );
+    }
+    remove_cluster_scoped_natives(&cluster, &spec).await;
+}
+
+/// Cluster-scoped natives (cluster roles named after the namespace) outlive the test namespace;
+/// everything disabled wants them absent. CRDs are shared and stay.
+async fn remove_cluster_scoped_natives(cluster: &TestCluster, spec: &ControlPlaneSpec) {
+    let mut disabled = spec.clone();
+    for component in disabled.components.values_mut() {
+        *component = ComponentSpec {
+            enabled: Some(false),
+            ..ComponentSpec::default()
+        };
+    }
+    let catalog = Catalog::builtin().unwrap();
+    let natives: Vec<NativeObject> = resolve(&catalog, &disabled)
+        .unwrap()
+        .into_iter()
+        .flat_map(|d| d.native)
+        .collect();
+    assert!(natives.iter().all(|n| n.presence == Presence::Absent));
+    smm::native::reconcile(&cluster.client, &natives)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn every_component_with_defaults_is_valid_for_the_api_server() {
+    let cluster = TestCluster::connect().await;
+    let namespace = cluster.namespace("e2e-charts").await;
+    validate_against_the_api_server(everything_enabled(&namespace.name, |_| None)).await;
+}
+
+#[tokio::test]
+async fn every_component_with_every_feature_on_is_valid_for_the_api_server() {
+    let cluster = TestCluster::connect().await;
+    let namespace = cluster.namespace("e2e-sink").await;
+    let spec = everything_enabled(&namespace.name, |name| Some(kitchen_sink_values(name)));
+    validate_against_the_api_server(spec).await;
+}
+
+/// An air-gapped registry rewrites every image, Istio's and the add-ons' alike, including the
+/// proxy image istiod's injector puts into workloads.
+#[test]
+fn an_image_registry_rewrites_every_image() {
+    let registry = "registry.local:5000";
+    for overrides in [false, true] {
+        let mut spec =
+            everything_enabled("mesh", |name| overrides.then(|| kitchen_sink_values(name)));
+        spec.image_registry = Some(registry.to_owned());
+        spec.revision = Some("canary".to_owned());
+        let mut images = 0;
+        for (component, manifests) in render_all(&spec) {
+            for line in manifests.lines().map(str::trim) {
+                let Some(image) = line
+                    .strip_prefix("image:")
+                    .or_else(|| line.strip_prefix("- image:"))
+                    .or_else(|| line.strip_prefix("\"image\":"))
+                    .or_else(|| line.strip_prefix("\"hub\":"))
+                else {
+                    continue;
+                };
+                let image = image.trim().trim_matches(|c| c == '"' || c == ',');
+                // istiod's injection template, rendered by istiod from the values checked here.
+                if image.starts_with("{{") {
+                    continue;
+                }
+                images += 1;
+                assert!(
+                    image.starts_with(&format!("{registry}/")),
+                    "{component}: {line}"
+                );
+            }
+        }
+        // istiod, its injector's proxy and hub, two gateways, prometheus, grafana, jaeger.
+        assert!(images >= 8, "only {images} images found");
+    }
+}
+
+#[test]
+fn kitchen_sinks_exist_only_for_components() {
+    let catalog = Catalog::builtin().unwrap();
+    for entry in std::fs::read_dir(repo_root().join("tests/fixtures/kitchen-sink")).unwrap() {
+        let path = entry.unwrap().path();
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        assert!(
+            catalog.get(&stem).is_some(),
+            "{} belongs to no component",
+            path.display()
+        );
+    }
+}

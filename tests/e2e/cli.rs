@@ -1,0 +1,391 @@
+//! The `smm` binary's imperative and reconciler modes against the real cluster and real helm.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+use smm::api::ControlPlane;
+use smm::catalog::Catalog;
+use smm::lock::reconcile_lock;
+
+use crate::support::{HelmTool, TestCluster, ensure_control_plane_crd, unique_name};
+
+/// Runs smm with the test cluster's kubeconfig and helm 4.
+fn smm(args: &[&str]) -> Output {
+    smm_with_env(args, &[])
+}
+
+fn smm_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_smm"));
+    command
+        .args(args)
+        .env("SMM_HELM", HelmTool::Helm4.path())
+        .env_remove("RUST_LOG");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("smm runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn assert_success(output: &Output) {
+    assert!(
+        output.status.success(),
+        "smm failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        stdout(output),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A ControlPlane as the CLI creates it (every component explicitly off), in a namespace of the
+/// test's own so CLI tests run in parallel with the others.
+async fn fresh_control_plane(cluster: &TestCluster) -> (String, String) {
+    ensure_control_plane_crd(&cluster.client).await;
+    let name = unique_name("e2e-cli");
+    let namespace = unique_name("e2e-clins");
+    let components: serde_json::Map<String, Value> = Catalog::builtin()
+        .unwrap()
+        .names()
+        .into_iter()
+        .map(|component| (component.to_owned(), json!({"enabled": false})))
+        .collect();
+    let object = json!({
+        "apiVersion": "smm.dev/v1alpha1",
+        "kind": "ControlPlane",
+        "metadata": {"name": name},
+        "spec": {"namespace": namespace, "components": components},
+    });
+    Api::<ControlPlane>::all(cluster.client.clone())
+        .patch(
+            &name,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .unwrap();
+    (name, namespace)
+}
+
+fn phases(status_json: &str) -> BTreeMap<String, String> {
+    let status: Value = serde_json::from_str(status_json).unwrap();
+    status["components"]
+        .as_object()
+        .map(|components| {
+            components
+                .iter()
+                .map(|(name, s)| (name.clone(), s["phase"].as_str().unwrap_or("").to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Components nothing else depends on, istiod aside (the flow changes its values instead).
+fn leaves(catalog: &Catalog) -> Vec<&'static str> {
+    catalog
+        .names()
+        .into_iter()
+        .filter(|name| catalog.dependents_of(name).is_empty() && *name != "istiod")
+        .collect()
+}
+
+#[tokio::test]
+async fn imperative_and_reconciler_modes_end_to_end() {
+    let cluster = TestCluster::connect().await;
+    let catalog = Catalog::builtin().unwrap();
+    let (cp, namespace) = fresh_control_plane(&cluster).await;
+    let cp_flag = ["--control-plane", cp.as_str()];
+
+    // install one: istiod brings base along.
+    let output = smm(&[&["install", "istiod", "-o", "json"], &cp_flag[..]].concat());
+    assert_success(&output);
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let installed: Vec<&str> = report["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(installed, ["base", "istiod"]);
+
+    // install all, then status says every component is Available and exits 0.
+    assert_success(&smm(&[&["install", "-a"], &cp_flag[..]].concat()));
+    let status = smm(&[&["status", "-o", "json"], &cp_flag[..]].concat());
+    assert_success(&status);
+    let all_available: BTreeMap<String, String> = catalog
+        .names()
+        .into_iter()
+        .map(|name| (name.to_owned(), "Available".to_owned()))
+        .collect();
+    assert_eq!(phases(&stdout(&status)), all_available);
+
+    // Uninstalling what others depend on is refused, naming them.
+    let refused = smm(&[&["uninstall", "base"], &cp_flag[..]].concat());
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("cannot uninstall base"));
+
+    // uninstall one leaf component.
+    let leaves = leaves(&catalog);
+    assert!(
+        leaves.len() >= 3,
+        "the flow needs three leaf components besides istiod: {leaves:?}"
+    );
+    let first_leaf = leaves[0];
+    assert_success(&smm(&[&["uninstall", first_leaf], &cp_flag[..]].concat()));
+    let status = smm(&[&["status", "-o", "json"], &cp_flag[..]].concat());
+    assert_eq!(phases(&stdout(&status))[first_leaf], "Removed");
+
+    // reconcile from a file: disable two components, change one's values. Dry run first.
+    let to_disable: Vec<&str> = leaves.iter().rev().take(2).copied().collect();
+    let mut components: serde_json::Map<String, Value> = catalog
+        .names()
+        .into_iter()
+        .map(|name| (name.to_owned(), json!({"enabled": true})))
+        .collect();
+    for name in &to_disable {
+        components.insert((*name).to_owned(), json!({"enabled": false}));
+    }
+    components.insert(
+        "istiod".to_owned(),
+        json!({"enabled": true, "valuesOverride": {"replicaCount": 2}}),
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let document = json!({
+        "apiVersion": "smm.dev/v1alpha1",
+        "kind": "ControlPlane",
+        "metadata": {"name": cp},
+        "spec": {"namespace": namespace, "components": components},
+    });
+    std::fs::write(file.path(), serde_yaml_ng::to_string(&document).unwrap()).unwrap();
+    let path = file.path().to_str().unwrap();
+
+    let dry_run = smm(&["reconcile", "-f", path, "--dry-run", "-o", "json"]);
+    assert_success(&dry_run);
+    let plan: Vec<Value> = serde_json::from_slice(&dry_run.stdout).unwrap();
+    let planned: BTreeMap<String, String> = plan
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_owned(),
+                c["action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let mut expected: BTreeMap<String, String> = catalog
+        .names()
+        .into_iter()
+        .map(|name| (name.to_owned(), "Nothing".to_owned()))
+        .collect();
+    // The leaf uninstalled above comes back; the two now disabled go; istiod's values change.
+    expected.insert(first_leaf.to_owned(), "Install".to_owned());
+    for name in &to_disable {
+        expected.insert((*name).to_owned(), "Uninstall".to_owned());
+    }
+    expected.insert("istiod".to_owned(), "Upgrade".to_owned());
+    assert_eq!(planned, expected, "{}", stdout(&dry_run));
+    let istiod_plan = plan.iter().find(|c| c["name"] == "istiod").unwrap();
+    let replicas = json!({"path": "replicaCount", "old": 1, "new": 2});
+    assert!(
+        istiod_plan["valuesDiff"]
+            .as_array()
+            .unwrap()
+            .contains(&replicas),
+        "{istiod_plan}"
+    );
+    // The dry run changed nothing.
+    let status = smm(&[&["status", "-o", "json"], &cp_flag[..]].concat());
+    assert_eq!(phases(&stdout(&status))[to_disable[0]], "Available");
+
+    let applied = smm(&["reconcile", "-f", path, "-o", "json"]);
+    assert_success(&applied);
+    let report: Value = serde_json::from_slice(&applied.stdout).unwrap();
+    let acted: BTreeMap<String, String> = report["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_owned(),
+                c["action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(acted, expected, "the reconcile did what the dry run said");
+
+    // Dump from the stored ControlPlane; the API server accepts every object (server dry run).
+    let dump = smm(&[&["install", "-a", "--dump-resources"], &cp_flag[..]].concat());
+    assert_success(&dump);
+    kubectl_server_dry_run(&stdout(&dump));
+
+    // Leave nothing behind.
+    assert_success(&smm(&[&["uninstall", "-a"], &cp_flag[..]].concat()));
+    let _ = Api::<ControlPlane>::all(cluster.client.clone())
+        .delete(&cp, &DeleteParams::default())
+        .await;
+    let _ = Api::<Namespace>::all(cluster.client.clone())
+        .delete(&namespace, &DeleteParams::default())
+        .await;
+}
+
+/// `smm install -a --dump-resources` on a machine with no cluster: deterministic YAML that a real
+/// API server accepts.
+#[tokio::test]
+async fn dump_needs_no_cluster_and_the_api_server_accepts_it() {
+    let cluster = TestCluster::connect().await;
+    let no_cluster = [("KUBECONFIG", "/nonexistent/kubeconfig")];
+    let first = smm_with_env(&["install", "-a", "--dump-resources"], &no_cluster);
+    assert_success(&first);
+    let second = smm_with_env(&["install", "-a", "--dump-resources"], &no_cluster);
+    assert_eq!(first.stdout, second.stdout, "the dump is deterministic");
+    let yaml = stdout(&first);
+    for component in Catalog::builtin().unwrap().names() {
+        assert!(
+            yaml.contains(&format!("# smm component: {component}\n")),
+            "{component} missing from the dump"
+        );
+    }
+    // The default namespace must exist for the server to validate namespaced objects.
+    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
+    let mut namespace = Namespace::default();
+    namespace.metadata.name = Some("istio-system".to_owned());
+    let _ = namespaces.create(&PostParams::default(), &namespace).await;
+    kubectl_server_dry_run(&yaml);
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let per_file = smm_with_env(
+        &[
+            "install",
+            "-a",
+            "--dump-resources",
+            "--output-dir",
+            out.to_str().unwrap(),
+        ],
+        &no_cluster,
+    );
+    assert_success(&per_file);
+    assert!(Path::new(&out).join("istiod.yaml").is_file());
+}
+
+fn kubectl_server_dry_run(yaml: &str) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), yaml).unwrap();
+    let kubectl = crate::support::repo_root().join(".tools/kubectl");
+    let output = Command::new(kubectl)
+        .args([
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "--force-conflicts",
+            "-f",
+        ])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "kubectl rejected the dump:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Two runs never reconcile at once: a held lease makes smm wait, then give up clearly; a
+/// crashed holder's lease expires and is taken over.
+#[tokio::test]
+async fn a_held_reconcile_lease_blocks_a_second_run() {
+    let cluster = TestCluster::connect().await;
+    let (cp, _namespace) = fresh_control_plane(&cluster).await;
+    let held = reconcile_lock(&cluster.client, &cp, "e2e-holder", Duration::ZERO, |_| {})
+        .await
+        .unwrap();
+    let blocked = smm(&[
+        "install",
+        "istiod",
+        "--control-plane",
+        &cp,
+        "--timeout",
+        "3s",
+    ]);
+    assert_eq!(blocked.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&blocked.stderr);
+    assert!(stderr.contains("waiting for another reconcile"), "{stderr}");
+    assert!(stderr.contains("held by e2e-holder"), "{stderr}");
+    held.release().await;
+
+    // A lease whose holder stopped renewing long ago is free.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(cluster.client.clone(), smm::lock::LEASE_NAMESPACE);
+    let stale = json!({
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": smm::lock::lease_name(&cp)},
+        "spec": {"holderIdentity": "crashed", "leaseDurationSeconds": 30,
+                 "renewTime": "2020-01-01T00:00:00.000000Z"},
+    });
+    leases
+        .patch(
+            &smm::lock::lease_name(&cp),
+            &PatchParams::apply("e2e"),
+            &Patch::Apply(&stale),
+        )
+        .await
+        .unwrap();
+    let taken = reconcile_lock(&cluster.client, &cp, "e2e-next", Duration::ZERO, |_| {})
+        .await
+        .expect("an expired lease is taken over at once");
+    taken.release().await;
+    let _ = Api::<ControlPlane>::all(cluster.client.clone())
+        .delete(&cp, &DeleteParams::default())
+        .await;
+}
+
+#[tokio::test]
+async fn sidecar_auto_injection_labels_namespaces() {
+    let cluster = TestCluster::connect().await;
+    let first = cluster.namespace("e2e-inject").await;
+    let second = cluster.namespace("e2e-inject").await;
+    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
+    let label = |namespace: Namespace| {
+        namespace
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .get("istio-injection")
+            .cloned()
+    };
+
+    let on = smm(&[
+        "sidecar-proxy",
+        "auto-inject",
+        "on",
+        &first.name,
+        &second.name,
+    ]);
+    assert_success(&on);
+    for name in [&first.name, &second.name] {
+        let found = namespaces.get(name).await.unwrap();
+        assert_eq!(label(found).as_deref(), Some("enabled"));
+    }
+    assert_success(&smm(&["sidecar-proxy", "auto-inject", "off", &first.name]));
+    assert_eq!(label(namespaces.get(&first.name).await.unwrap()), None);
+    assert_eq!(
+        label(namespaces.get(&second.name).await.unwrap()).as_deref(),
+        Some("enabled")
+    );
+    let missing = smm(&[
+        "sidecar-proxy",
+        "auto-inject",
+        "on",
+        "e2e-no-such-namespace",
+    ]);
+    assert_eq!(missing.status.code(), Some(1));
+}
