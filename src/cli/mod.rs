@@ -6,6 +6,7 @@ mod completion;
 mod converge;
 mod crd;
 mod install;
+mod operator;
 mod progress;
 mod reconcile;
 mod sidecar;
@@ -90,6 +91,9 @@ pub enum Command {
     Status(status::StatusArgs),
     /// List the components smm knows, their charts, dependencies and state
     Components(catalog::ComponentsArgs),
+    /// Operator mode: run, install or uninstall the in-cluster operator
+    #[command(subcommand)]
+    Operator(operator::OperatorCommand),
     /// Manage the sidecar proxies of workloads
     #[command(subcommand)]
     SidecarProxy(sidecar::SidecarCommand),
@@ -119,6 +123,7 @@ impl Cli {
             Command::Reconcile(args) => reconcile::run(global, args).await,
             Command::Status(args) => status::run(global, args).await,
             Command::Components(args) => catalog::run(global, args).await,
+            Command::Operator(command) => operator::run(global, command).await,
             Command::SidecarProxy(command) => sidecar::run(global, command).await,
             Command::Completion(args) => completion::run(args),
             Command::Crd => crd::run(),

@@ -31,8 +31,9 @@ use crate::lock::{LeaseLock, LockError, reconcile_lock};
 pub const FINALIZER: &str = "smm.dev/uninstall-components";
 /// The leader-election lease, in the operator's namespace.
 pub const LEADER_LEASE: &str = "smm-operator-leader";
-/// Objects whose deletion or change should trigger a reconcile: what our charts deploy.
-const WATCHED_LABEL: &str = "app.kubernetes.io/part-of=smm";
+/// Objects whose deletion or change should trigger a reconcile: what our charts deploy (not the
+/// operator's own Deployment, which carries the same part-of label).
+const WATCHED_LABEL: &str = "app.kubernetes.io/part-of=smm,app.kubernetes.io/name!=smm-operator";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {

@@ -3,6 +3,7 @@
 
 pub mod controller;
 mod http;
+pub mod manifests;
 mod metrics;
 
 use k8s_openapi::api::apps::v1::Deployment;

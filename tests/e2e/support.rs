@@ -166,11 +166,7 @@ pub fn fixture_chart(name: &str) -> PathBuf {
 }
 
 /// Polls `check` until it returns true or `timeout` passes; returns whether it became true.
-pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
+pub async fn eventually(timeout: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if check().await {

@@ -1,0 +1,31 @@
+{{/*
+Object names are fixed, not derived from the release name: the operator finds its leader lease,
+and the CLI finds the operator, by them. One operator per cluster.
+*/}}
+{{- define "smm-operator.name" -}}smm-operator{{- end }}
+
+{{/* Selects the operator's pods; `app.kubernetes.io/name` is how the smm CLI finds the operator. */}}
+{{- define "smm-operator.selectorLabels" -}}
+app.kubernetes.io/name: smm-operator
+{{- end }}
+
+{{- define "smm-operator.labels" -}}
+{{ include "smm-operator.selectorLabels" . }}
+app.kubernetes.io/part-of: smm
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end }}
+
+{{/* Cluster-scoped objects also carry the component label that smm's native objects carry. */}}
+{{- define "smm-operator.clusterLabels" -}}
+{{ include "smm-operator.labels" . }}
+smm.dev/component: operator
+{{- end }}
+
+{{- define "smm-operator.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{/* The namespace of the reconcile leases; fixed in smm (src/lock.rs). */}}
+{{- define "smm-operator.leaseNamespace" -}}kube-system{{- end }}

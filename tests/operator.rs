@@ -1,0 +1,326 @@
+//! Operator mode end to end: the operator's dumped manifests applied with kubectl (as Argo CD
+//! would), `smm operator run` out of cluster against the real API server and real helm.
+//!
+//! A test binary of its own: an installed operator makes every CLI reconcile refuse, and cargo
+//! runs test binaries one after another, never alongside the end-to-end suite. One test, in
+//! sequence, because operator processes compete for one leader lease.
+
+#[allow(dead_code)]
+#[path = "e2e/support.rs"]
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use smm::api::{ComponentPhase, ControlPlane};
+use smm::operator::controller::FINALIZER;
+use support::{HelmTool, TestCluster, eventually, unique_name};
+
+fn smm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_smm"))
+        .args(args)
+        .env("SMM_HELM", HelmTool::Helm4.path())
+        .output()
+        .expect("smm runs")
+}
+
+/// An operator process, stopped when dropped.
+struct OperatorProcess {
+    child: Child,
+    port: u16,
+}
+
+impl OperatorProcess {
+    fn start(identity: &str, leader_namespace: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_smm"))
+            .args(["operator", "run", "--resync", "10m"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--leader-namespace",
+                leader_namespace,
+                "--identity",
+                identity,
+            ])
+            .env("SMM_HELM", HelmTool::Helm4.path())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the operator starts");
+        Self { child, port }
+    }
+
+    /// Status code and body of GET `path`, or None while nothing listens.
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let code = response.split_whitespace().nth(1)?.parse().ok()?;
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())?;
+        Some((code, body))
+    }
+
+    /// The value of a metric line that starts with `prefix`, 0 when absent.
+    fn metric(&self, prefix: &str) -> f64 {
+        let (_, body) = self.get("/metrics").expect("metrics answer");
+        body.lines()
+            .find(|line| line.starts_with(prefix))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Removes the operator's objects however the test ends, so later CLI runs are not refused.
+struct InstalledOperator {
+    namespace: String,
+}
+
+impl Drop for InstalledOperator {
+    fn drop(&mut self) {
+        let output = smm(&["operator", "uninstall", "--namespace", &self.namespace]);
+        if !output.status.success() {
+            eprintln!("operator uninstall failed: {output:?}");
+        }
+    }
+}
+
+fn kubectl_apply(yaml: &str) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), yaml).unwrap();
+    let output = Command::new(support::repo_root().join(".tools/kubectl"))
+        .args(["apply", "--server-side", "--force-conflicts", "-f"])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "kubectl apply: {output:?}");
+}
+
+async fn wait_for(what: &str, seconds: u64, check: impl AsyncFnMut() -> bool) {
+    assert!(
+        eventually(Duration::from_secs(seconds), check).await,
+        "timed out after {seconds}s waiting for {what}"
+    );
+}
+
+/// Each installed component's helm release revision.
+fn revisions(control_plane: &ControlPlane) -> std::collections::BTreeMap<String, Option<i64>> {
+    control_plane
+        .status
+        .iter()
+        .flat_map(|status| &status.components)
+        .filter_map(|(name, component)| {
+            let release = component.release.as_ref()?;
+            Some((name.clone(), release.revision))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn operator_mode_end_to_end() {
+    let cluster = TestCluster::connect().await;
+    let name = unique_name("e2e-op");
+    let namespace = unique_name("e2e-opmesh");
+    let operator_namespace = unique_name("e2e-opsys");
+
+    // A ControlPlane made by `smm reconcile` before the operator exists.
+    let catalog = smm::catalog::Catalog::builtin().unwrap();
+    let components: serde_json::Map<String, serde_json::Value> = catalog
+        .names()
+        .into_iter()
+        .map(|c| {
+            (
+                c.to_owned(),
+                json!({"enabled": c == "base" || c == "istiod"}),
+            )
+        })
+        .collect();
+    let document = json!({
+        "apiVersion": "smm.dev/v1alpha1", "kind": "ControlPlane",
+        "metadata": {"name": name},
+        "spec": {"namespace": namespace, "components": components},
+    });
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), serde_yaml_ng::to_string(&document).unwrap()).unwrap();
+    let reconciled = smm(&["reconcile", "-f", file.path().to_str().unwrap()]);
+    assert!(reconciled.status.success(), "{reconciled:?}");
+
+    // Install the operator as a CD system would: the dumped YAML through kubectl.
+    let dump = smm(&[
+        "operator",
+        "install",
+        "--dump-resources",
+        "--namespace",
+        &operator_namespace,
+    ]);
+    assert!(dump.status.success(), "{dump:?}");
+    kubectl_apply(&String::from_utf8_lossy(&dump.stdout));
+    let _installed = InstalledOperator {
+        namespace: operator_namespace.clone(),
+    };
+
+    // While it is installed, the CLI refuses to reconcile; dumping still works.
+    for refused in [
+        smm(&["install", "istiod", "--control-plane", &name]),
+        smm(&["reconcile", "-f", file.path().to_str().unwrap()]),
+    ] {
+        assert_eq!(refused.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains("the smm operator is installed"), "{stderr}");
+    }
+    assert!(
+        smm(&[
+            "install",
+            "istiod",
+            "--dump-resources",
+            "--control-plane",
+            &name
+        ])
+        .status
+        .success()
+    );
+
+    // The operator adopts the ControlPlane without a single helm process: the digests match.
+    let leader = OperatorProcess::start("e2e-operator-a", &operator_namespace);
+    wait_for("the leader to be ready", 90, async || {
+        leader.get("/readyz").is_some_and(|(code, _)| code == 200)
+    })
+    .await;
+    assert_eq!(leader.get("/healthz").map(|(code, _)| code), Some(200));
+    let control_planes: Api<ControlPlane> = Api::all(cluster.client.clone());
+    let adopted = control_planes.get(&name).await.unwrap();
+    assert!(adopted.finalizers().iter().any(|f| f == FINALIZER));
+    assert!(leader.metric("smm_reconciles_total{result=\"success\"}") >= 1.0);
+    // Adopted without an upgrade: every release is still at its first revision.
+    assert_eq!(
+        revisions(&adopted),
+        revisions(&control_planes.get(&name).await.unwrap())
+    );
+    assert!(
+        revisions(&adopted)
+            .values()
+            .all(|revision| *revision == Some(1))
+    );
+
+    // A second replica stands by: ready, but it reconciles nothing.
+    let standby = OperatorProcess::start("e2e-operator-b", &operator_namespace);
+    wait_for("the standby to answer", 30, async || {
+        standby.get("/readyz").is_some_and(|(code, _)| code == 200)
+    })
+    .await;
+
+    // A values change upgrades that component only.
+    let patch =
+        json!({"spec": {"components": {"istiod": {"valuesOverride": {"replicaCount": 2}}}}});
+    control_planes
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    wait_for("istiod's second revision", 60, async || {
+        let cp = control_planes.get(&name).await.unwrap();
+        cp.status
+            .and_then(|s| s.components.get("istiod").cloned())
+            .and_then(|s| s.release)
+            .and_then(|r| r.revision)
+            == Some(2)
+    })
+    .await;
+    let after = revisions(&control_planes.get(&name).await.unwrap());
+    assert_eq!(after["base"], Some(1), "only istiod was upgraded");
+
+    // A deleted managed Deployment is put back.
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), &namespace);
+    deployments
+        .delete("istiod", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("istiod's Deployment to come back", 60, async || {
+        deployments
+            .get_opt("istiod")
+            .await
+            .is_ok_and(|d| d.is_some())
+    })
+    .await;
+
+    // Disabling a component uninstalls it.
+    let patch = json!({"spec": {"components": {"istiod": {"enabled": false}}}});
+    control_planes
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    wait_for("istiod to be removed", 60, async || {
+        let cp = control_planes.get(&name).await.unwrap();
+        cp.status
+            .and_then(|s| s.components.get("istiod").map(|c| c.phase))
+            == Some(ComponentPhase::Removed)
+    })
+    .await;
+    assert!(deployments.get_opt("istiod").await.unwrap().is_none());
+    assert_eq!(
+        standby.metric("smm_reconciles_total"),
+        0.0,
+        "only the leader reconciles"
+    );
+
+    // Every action left an Event on the ControlPlane.
+    let events: Api<Event> = Api::all(cluster.client.clone());
+    let reasons: Vec<String> = events
+        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    for expected in ["Upgraded", "Uninstalled"] {
+        assert!(
+            reasons.iter().any(|r| r == expected),
+            "no {expected} event in {reasons:?}"
+        );
+    }
+
+    // Deleting the ControlPlane uninstalls everything, then releases the finalizer.
+    control_planes
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("the ControlPlane to be gone", 90, async || {
+        control_planes
+            .get_opt(&name)
+            .await
+            .is_ok_and(|cp| cp.is_none())
+    })
+    .await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(cluster.client.clone(), &namespace);
+    let releases = secrets
+        .list(&ListParams::default().labels("owner=helm"))
+        .await
+        .unwrap();
+    assert!(releases.items.is_empty(), "helm releases left behind");
+    drop(standby);
+    drop(leader);
+}
