@@ -218,33 +218,17 @@ impl Helm {
         chart_dir: &Path,
         values_file: &Path,
     ) -> Result<String, HelmError> {
-        let args: Vec<OsString> = vec![
-            "upgrade".into(),
-            "--install".into(),
-            release.name.clone().into(),
-            chart_dir.into(),
-            "--namespace".into(),
-            release.namespace.clone().into(),
-            "--values".into(),
-            values_file.into(),
-            "--history-max".into(),
-            "10".into(),
-            "--timeout".into(),
-            helm_duration(self.timeout).into(),
-        ];
+        let mut args = release_args(&["upgrade", "--install"], release);
+        args.extend([chart_dir.into(), "--values".into(), values_file.into()]);
+        args.extend(["--history-max".into(), "10".into()]);
+        args.extend(self.timeout_args());
         self.run("upgrade --install", &release.to_string(), args, true)
             .await
     }
 
     pub async fn uninstall(&self, release: &ReleaseRef) -> Result<String, HelmError> {
-        let args: Vec<OsString> = vec![
-            "uninstall".into(),
-            release.name.clone().into(),
-            "--namespace".into(),
-            release.namespace.clone().into(),
-            "--timeout".into(),
-            helm_duration(self.timeout).into(),
-        ];
+        let mut args = release_args(&["uninstall"], release);
+        args.extend(self.timeout_args());
         self.run("uninstall", &release.to_string(), args, true)
             .await
     }
@@ -256,15 +240,8 @@ impl Helm {
         chart_dir: &Path,
         values_file: &Path,
     ) -> Result<String, HelmError> {
-        let args: Vec<OsString> = vec![
-            "template".into(),
-            release.name.clone().into(),
-            chart_dir.into(),
-            "--namespace".into(),
-            release.namespace.clone().into(),
-            "--values".into(),
-            values_file.into(),
-        ];
+        let mut args = release_args(&["template"], release);
+        args.extend([chart_dir.into(), "--values".into(), values_file.into()]);
         self.run("template", &release.to_string(), args, false)
             .await
     }
@@ -272,15 +249,17 @@ impl Helm {
     /// Rolls the release back to its previous revision: the way out of `pending-upgrade` and
     /// `pending-rollback` after an interrupted helm.
     pub async fn rollback(&self, release: &ReleaseRef) -> Result<String, HelmError> {
-        let args: Vec<OsString> = vec![
-            "rollback".into(),
-            release.name.clone().into(),
-            "--namespace".into(),
-            release.namespace.clone().into(),
-            "--timeout".into(),
-            helm_duration(self.timeout).into(),
-        ];
+        let mut args = release_args(&["rollback"], release);
+        args.extend(self.timeout_args());
         self.run("rollback", &release.to_string(), args, true).await
+    }
+
+    /// helm's own `--timeout`, in its Go duration format.
+    fn timeout_args(&self) -> [OsString; 2] {
+        [
+            "--timeout".into(),
+            format!("{}s", self.timeout.as_secs().max(1)).into(),
+        ]
     }
 
     async fn run(
@@ -331,9 +310,15 @@ impl Helm {
     }
 }
 
-/// helm's `--timeout` format (a Go duration).
-fn helm_duration(timeout: Duration) -> String {
-    format!("{}s", timeout.as_secs().max(1))
+/// `COMMAND... NAME --namespace NAMESPACE`, how every release command starts.
+fn release_args(command: &[&str], release: &ReleaseRef) -> Vec<OsString> {
+    let mut args: Vec<OsString> = command.iter().map(OsString::from).collect();
+    args.extend([
+        release.name.clone().into(),
+        "--namespace".into(),
+        release.namespace.clone().into(),
+    ]);
+    args
 }
 
 /// The line of helm's stderr that says what went wrong: its last `Error:` line, else the last line.

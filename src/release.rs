@@ -129,6 +129,11 @@ pub async fn missing_objects(
 
     let record = read_record(client, release, revision).await?;
     let manifest = record["manifest"].as_str().unwrap_or_default();
+    let read_error = |source| RecordError::Read {
+        release: release.to_string(),
+        revision,
+        source,
+    };
     let decode_error = |problem: String| RecordError::Decode {
         release: release.to_string(),
         revision,
@@ -156,11 +161,7 @@ pub async fn missing_objects(
             None => {
                 let found = discovery::pinned_kind(client, &gvk)
                     .await
-                    .map_err(|source| RecordError::Read {
-                        release: release.to_string(),
-                        revision,
-                        source,
-                    })?;
+                    .map_err(read_error)?;
                 kinds
                     .entry((api_version.to_owned(), kind.to_owned()))
                     .or_insert(found)
@@ -175,14 +176,7 @@ pub async fn missing_objects(
             }
             Scope::Cluster => Api::all_with(client.clone(), resource),
         };
-        let found = api
-            .get_opt(name)
-            .await
-            .map_err(|source| RecordError::Read {
-                release: release.to_string(),
-                revision,
-                source,
-            })?;
+        let found = api.get_opt(name).await.map_err(read_error)?;
         if found.is_none() {
             missing.push(format!("{kind}/{name}"));
         }

@@ -116,17 +116,8 @@ pub(crate) fn cluster_role_for(
     };
     let binding = ClusterRoleBinding {
         metadata: native_metadata(name, component),
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".to_owned(),
-            kind: "ClusterRole".to_owned(),
-            name: name.to_owned(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".to_owned(),
-            name: account.to_owned(),
-            namespace: Some(namespace.to_owned()),
-            ..Subject::default()
-        }]),
+        role_ref: role_ref("ClusterRole", name),
+        subjects: Some(vec![service_account_subject(account, namespace)]),
     };
     [
         NativeObject::new(&role, presence),
@@ -150,6 +141,25 @@ fn component_cluster_role(
         presence(context.enabled),
     )
     .into()
+}
+
+/// A reference to the role a binding grants.
+pub(crate) fn role_ref(kind: &str, name: &str) -> RoleRef {
+    RoleRef {
+        api_group: "rbac.authorization.k8s.io".to_owned(),
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+    }
+}
+
+/// A binding subject: one service account.
+pub(crate) fn service_account_subject(name: &str, namespace: &str) -> Subject {
+    Subject {
+        kind: "ServiceAccount".to_owned(),
+        name: name.to_owned(),
+        namespace: Some(namespace.to_owned()),
+        ..Subject::default()
+    }
 }
 
 /// Present while the component is enabled, absent once it is disabled.

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{
     Probe, ResourceRequirements, SeccompProfile, SecurityContext, Service, ServiceAccount,
     ServicePort, ServiceSpec, Volume, VolumeMount,
 };
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -25,7 +25,7 @@ use kube::CustomResourceExt;
 use super::OPERATOR_LABEL;
 use super::controller::LEADER_LEASE;
 use crate::api::{ControlPlane, GROUP};
-use crate::components::cluster_role_for;
+use crate::components::{cluster_role_for, role_ref, service_account_subject};
 use crate::lock::LEASE_NAMESPACE;
 use crate::native::{NativeObject, Presence, to_yaml_documents};
 
@@ -268,17 +268,11 @@ fn role_for(
     };
     let binding = RoleBinding {
         metadata: namespaced_metadata(OPERATOR_NAME, role_namespace),
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".to_owned(),
-            kind: "Role".to_owned(),
-            name: OPERATOR_NAME.to_owned(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".to_owned(),
-            name: OPERATOR_NAME.to_owned(),
-            namespace: Some(operator_namespace.to_owned()),
-            ..Subject::default()
-        }]),
+        role_ref: role_ref("Role", OPERATOR_NAME),
+        subjects: Some(vec![service_account_subject(
+            OPERATOR_NAME,
+            operator_namespace,
+        )]),
     };
     [
         NativeObject::new(&role, presence),
