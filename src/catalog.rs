@@ -144,6 +144,36 @@ impl Catalog {
             .collect()
     }
 
+    /// The catalog as a Markdown table, as the README shows it.
+    pub fn markdown_table(&self) -> Result<String, crate::chart::ChartError> {
+        let mut table = String::from(
+            "| component | what it deploys | chart | app version | depends on | enabled by default |\n\
+             |---|---|---|---|---|---|\n",
+        );
+        for component in &self.ordered {
+            let metadata = component.chart.metadata()?;
+            let depends_on = if component.depends_on.is_empty() {
+                "—".to_owned()
+            } else {
+                component.depends_on.join(", ")
+            };
+            table.push_str(&format!(
+                "| `{}` | {} | {} | {} | {} | {} |\n",
+                component.name,
+                metadata.description.unwrap_or_default(),
+                metadata.version,
+                metadata.app_version.unwrap_or_default(),
+                depends_on,
+                if component.enabled_by_default {
+                    "yes"
+                } else {
+                    "no"
+                },
+            ));
+        }
+        Ok(table)
+    }
+
     /// The components that depend on `name`, directly or through others.
     pub fn dependents_of(&self, name: &str) -> BTreeSet<&'static str> {
         let mut found: BTreeSet<&'static str> = BTreeSet::new();
@@ -287,6 +317,36 @@ mod tests {
             err.to_string(),
             "component a depends on zz, which is not in the catalog"
         );
+    }
+
+    /// The README's component table is generated; `SMM_UPDATE_README=1 cargo test --lib
+    /// readme` rewrites it.
+    #[test]
+    fn readme_components_table_is_current() {
+        const START: &str = "<!-- components:start -->\n";
+        const END: &str = "<!-- components:end -->";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let (Some(start), Some(end)) = (readme.find(START), readme.find(END)) else {
+            panic!("README.md lacks the {START:?} / {END:?} markers");
+        };
+        let table = Catalog::builtin().unwrap().markdown_table().unwrap();
+        let current = &readme[start + START.len()..end];
+        if current == table {
+            return;
+        }
+        if std::env::var_os("SMM_UPDATE_README").is_some() {
+            let updated = format!(
+                "{}{table}{}",
+                &readme[..start + START.len()],
+                &readme[end..]
+            );
+            std::fs::write(path, updated).unwrap();
+        } else {
+            panic!(
+                "README.md's component table is stale; run SMM_UPDATE_README=1 cargo test --lib readme"
+            );
+        }
     }
 
     #[test]

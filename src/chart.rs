@@ -74,6 +74,8 @@ pub struct ChartMetadata {
     pub name: String,
     pub version: String,
     pub app_version: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
 /// A Helm chart embedded in the binary, with the name error messages call it by.
@@ -333,6 +335,9 @@ mod tests {
                 name: "tiny".to_owned(),
                 version: "0.1.0".to_owned(),
                 app_version: None,
+                description: Some(
+                    "A minimal chart for smm's end-to-end tests of the helm runner.".to_owned()
+                ),
             }
         );
     }
@@ -367,6 +372,7 @@ mod tests {
                 name: "istiod".to_owned(),
                 version: "1.0.0".to_owned(),
                 app_version: Some("1.24.0".to_owned()),
+                description: None,
             }
         );
         assert_eq!(chart.default_values().unwrap(), json!({}));

@@ -226,8 +226,21 @@ async fn imperative_and_reconciler_modes_end_to_end() {
     assert_success(&dump);
     kubectl_server_dry_run(&stdout(&dump));
 
-    // Leave nothing behind.
+    // Uninstalling everything leaves no object of ours behind, CRDs aside.
+    let before = leftovers(&cluster.client, &namespace).await;
+    for expected in [
+        "Deployment/istiod",
+        "ClusterRole/istiod-",
+        "MutatingWebhookConfiguration/",
+    ] {
+        assert!(
+            before.iter().any(|o| o.starts_with(expected)),
+            "{expected} not found in {before:#?}"
+        );
+    }
     assert_success(&smm(&[&["uninstall", "-a"], &cp_flag[..]].concat()));
+    let left = leftovers(&cluster.client, &namespace).await;
+    assert!(left.is_empty(), "left behind: {left:#?}");
     let _ = Api::<ControlPlane>::all(cluster.client.clone())
         .delete(&cp, &DeleteParams::default())
         .await;
@@ -274,6 +287,47 @@ async fn dump_needs_no_cluster_and_the_api_server_accepts_it() {
     );
     assert_success(&per_file);
     assert!(Path::new(&out).join("istiod.yaml").is_file());
+}
+
+/// Every object in `namespace` and every cluster-scoped object named after it (our cluster-scoped
+/// names carry the mesh namespace), over every listable kind the API server serves. What any
+/// namespace has (its default ServiceAccount, root CA ConfigMap and events), the namespace
+/// itself (smm never deletes namespaces) and CRDs (kept on purpose) do not count.
+async fn leftovers(client: &kube::Client, namespace: &str) -> Vec<String> {
+    use kube::discovery::{Discovery, Scope, verbs};
+    let discovery = Discovery::new(client.clone()).run().await.unwrap();
+    let mut left = Vec::new();
+    for group in discovery.groups() {
+        for (resource, capabilities) in group.recommended_resources() {
+            if !capabilities.supports_operation(verbs::LIST)
+                || ["Event", "Namespace", "CustomResourceDefinition"]
+                    .contains(&resource.kind.as_str())
+            {
+                continue;
+            }
+            let api: Api<kube::api::DynamicObject> = match capabilities.scope {
+                Scope::Namespaced => Api::namespaced_with(client.clone(), namespace, &resource),
+                Scope::Cluster => Api::all_with(client.clone(), &resource),
+            };
+            let Ok(objects) = api.list_metadata(&Default::default()).await else {
+                continue;
+            };
+            for object in objects.items {
+                let name = object.metadata.name.unwrap_or_default();
+                let ours = match capabilities.scope {
+                    Scope::Namespaced => !matches!(
+                        (resource.kind.as_str(), name.as_str()),
+                        ("ServiceAccount", "default") | ("ConfigMap", "kube-root-ca.crt")
+                    ),
+                    Scope::Cluster => name.contains(namespace),
+                };
+                if ours {
+                    left.push(format!("{}/{name}", resource.kind));
+                }
+            }
+        }
+    }
+    left
 }
 
 fn kubectl_server_dry_run(yaml: &str) {
