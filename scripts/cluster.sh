@@ -10,6 +10,7 @@
 #   scripts/cluster.sh env     print `export KUBECONFIG=...` for a running plane
 #   scripts/cluster.sh status  report each process and the apiserver's /readyz; 0 only if all is well
 #   scripts/cluster.sh down    stop the recorded processes and remove the state directory
+#   scripts/cluster.sh restart-apiserver [SECONDS]  stop kube-apiserver, wait (10s), start it again
 #
 # State (certificates, kubeconfigs, etcd data, logs, PID files, ports) lives in
 # $SMM_CLUSTER_DIR, by default ~/.cache/smm/cluster/run.
@@ -41,6 +42,8 @@ usage: scripts/cluster.sh up|env|status|down
   env     print 'export KUBECONFIG=...' for the running plane
   status  report each process and the apiserver's /readyz; exit 0 only if all is well
   down    stop the plane and remove its state directory (safe when nothing is up)
+  restart-apiserver [SECONDS]
+          stop kube-apiserver for SECONDS (default 10), then start it again
 state directory: $dir (set SMM_CLUSTER_DIR to change it)
 EOF
 }
@@ -248,6 +251,32 @@ api_get() { # path
 		--key "$dir/pki/admin.key" "https://127.0.0.1:$api_port$1"
 }
 
+# Starts kube-apiserver against the running etcd and waits until it is ready; `up` and
+# `restart-apiserver` share it so a restarted apiserver is the same apiserver.
+start_apiserver() {
+	local pki="$dir/pki"
+	# --endpoint-reconciler-type=none: the default (lease) reconciler publishes the advertise
+	# address in the `default/kubernetes` Endpoints, and endpoint validation rejects loopback
+	# addresses, so it would only log errors every few seconds; no in-cluster client exists here.
+	start kube-apiserver \
+		--etcd-servers="http://127.0.0.1:$etcd_port" \
+		--bind-address=127.0.0.1 \
+		--advertise-address=127.0.0.1 \
+		--secure-port="$api_port" \
+		--cert-dir="$pki" \
+		--tls-cert-file="$pki/apiserver.crt" \
+		--tls-private-key-file="$pki/apiserver.key" \
+		--client-ca-file="$pki/ca.crt" \
+		--service-account-issuer="https://127.0.0.1:$api_port" \
+		--service-account-key-file="$pki/sa.pub" \
+		--service-account-signing-key-file="$pki/sa.key" \
+		--service-cluster-ip-range="$service_cidr" \
+		--allow-privileged=true \
+		--authorization-mode=RBAC \
+		--endpoint-reconciler-type=none
+	wait_for kube-apiserver 60 "/readyz" api_get /readyz
+}
+
 cmd_up() {
 	local started=$SECONDS
 	bin_dir="$("$here/cluster/build.sh")"
@@ -305,26 +334,7 @@ EOF
 	wait_for etcd 30 "health" \
 		sh -c "curl -fsS --max-time 2 http://127.0.0.1:$etcd_port/health | grep -q '\"health\":\"true\"'"
 
-	# --endpoint-reconciler-type=none: the default (lease) reconciler publishes the advertise
-	# address in the `default/kubernetes` Endpoints, and endpoint validation rejects loopback
-	# addresses, so it would only log errors every few seconds; no in-cluster client exists here.
-	start kube-apiserver \
-		--etcd-servers="http://127.0.0.1:$etcd_port" \
-		--bind-address=127.0.0.1 \
-		--advertise-address=127.0.0.1 \
-		--secure-port="$api_port" \
-		--cert-dir="$pki" \
-		--tls-cert-file="$pki/apiserver.crt" \
-		--tls-private-key-file="$pki/apiserver.key" \
-		--client-ca-file="$pki/ca.crt" \
-		--service-account-issuer="https://127.0.0.1:$api_port" \
-		--service-account-key-file="$pki/sa.pub" \
-		--service-account-signing-key-file="$pki/sa.key" \
-		--service-cluster-ip-range="$service_cidr" \
-		--allow-privileged=true \
-		--authorization-mode=RBAC \
-		--endpoint-reconciler-type=none
-	wait_for kube-apiserver 60 "/readyz" api_get /readyz
+	start_apiserver
 
 	# --use-service-account-credentials=true: each controller then runs as its own kube-system
 	# ServiceAccount, which the bootstrap RBAC policy grants what that controller needs. With
@@ -358,6 +368,21 @@ EOF
 	trap - EXIT
 	log "control plane up in $((SECONDS - started))s: apiserver https://127.0.0.1:$api_port"
 	echo "$dir/kubeconfig"
+}
+
+# Stops the apiserver, waits, starts it again: for tests of how clients survive an outage.
+cmd_restart_apiserver() { # [seconds-down]
+	local down="${1:-10}"
+	lock
+	all_running || die "no control plane is running in $dir; start it with scripts/cluster.sh up"
+	# shellcheck source=/dev/null
+	source "$dir/env"
+	bin_dir="$SMM_CLUSTER_BIN_DIR" etcd_port="$ETCD_CLIENT_PORT" api_port="$APISERVER_PORT"
+	stop kube-apiserver
+	log "kube-apiserver down for ${down}s"
+	sleep "$down"
+	start_apiserver
+	log "kube-apiserver back"
 }
 
 cmd_env() {
@@ -413,6 +438,7 @@ up) cmd_up ;;
 env) cmd_env ;;
 status) cmd_status ;;
 down) cmd_down ;;
+restart-apiserver) cmd_restart_apiserver "${2:-}" ;;
 -h | --help | help) usage ;;
 *)
 	usage

@@ -285,6 +285,30 @@ async fn operator_mode_end_to_end() {
         "only the leader reconciles"
     );
 
+    // The API server goes away for 10 s; the operator recovers by itself and acts on the next
+    // change. (scripts/cluster.sh finds the plane through SMM_CLUSTER_DIR, as the tests do.)
+    let restarted = Command::new(support::repo_root().join("scripts/cluster.sh"))
+        .args(["restart-apiserver", "10"])
+        .output()
+        .unwrap();
+    assert!(restarted.status.success(), "{restarted:?}");
+    let patch = json!({"spec": {"components": {"istiod": {"enabled": true}}}});
+    wait_for("the API server to take a change again", 60, async || {
+        control_planes
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .is_ok()
+    })
+    .await;
+    wait_for("istiod to be back after the outage", 120, async || {
+        let cp = control_planes.get(&name).await.unwrap();
+        cp.status
+            .and_then(|s| s.components.get("istiod").map(|c| c.phase))
+            == Some(ComponentPhase::Available)
+    })
+    .await;
+    deployments.get("istiod").await.unwrap();
+
     // Every action left an Event on the ControlPlane.
     let events: Api<Event> = Api::all(cluster.client.clone());
     let reasons: Vec<String> = events
@@ -295,7 +319,7 @@ async fn operator_mode_end_to_end() {
         .into_iter()
         .filter_map(|e| e.reason)
         .collect();
-    for expected in ["Upgraded", "Uninstalled"] {
+    for expected in ["Upgraded", "Uninstalled", "Installed"] {
         assert!(
             reasons.iter().any(|r| r == expected),
             "no {expected} event in {reasons:?}"
