@@ -443,3 +443,41 @@ async fn sidecar_auto_injection_labels_namespaces() {
     ]);
     assert_eq!(missing.status.code(), Some(1));
 }
+
+/// An air-gapped install: with `imageRegistry` set, the dump names no image outside it.
+#[test]
+fn a_dump_for_a_private_registry_names_no_other_registry() {
+    let components: serde_json::Map<String, Value> = Catalog::builtin()
+        .unwrap()
+        .names()
+        .into_iter()
+        .map(|name| (name.to_owned(), json!({"enabled": true})))
+        .collect();
+    let document = json!({
+        "apiVersion": "smm.dev/v1alpha1", "kind": "ControlPlane", "metadata": {"name": "smm"},
+        "spec": {"imageRegistry": "registry.local:5000", "components": components},
+    });
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), serde_yaml_ng::to_string(&document).unwrap()).unwrap();
+    let dump = smm_with_env(
+        &[
+            "reconcile",
+            "-f",
+            file.path().to_str().unwrap(),
+            "--dump-resources",
+        ],
+        &[("KUBECONFIG", "/nonexistent/kubeconfig")],
+    );
+    assert_success(&dump);
+    let images: Vec<String> = stdout(&dump)
+        .lines()
+        .filter_map(|line| line.trim().trim_start_matches("- ").strip_prefix("image:"))
+        .map(|image| image.trim().trim_matches('"').to_owned())
+        // istiod's injection template: istiod fills it in from the checked values.
+        .filter(|image| !image.starts_with("{{"))
+        .collect();
+    assert!(images.len() >= 6, "{images:?}");
+    for image in images {
+        assert!(image.starts_with("registry.local:5000/"), "{image}");
+    }
+}
