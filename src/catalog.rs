@@ -174,6 +174,25 @@ impl Catalog {
         Ok(table)
     }
 
+    /// Which components the spec enables: its explicit `enabled` wins; otherwise a component is
+    /// on by default only while everything it depends on is on, so turning off a dependency
+    /// also turns off the defaults that need it (and a new default component never makes an
+    /// existing spec invalid).
+    pub fn enabled(&self, spec: &ControlPlaneSpec) -> BTreeMap<&'static str, bool> {
+        let mut enabled = BTreeMap::new();
+        // Dependencies come first, so their state is known when a dependent is looked at.
+        for component in &self.ordered {
+            let explicit = spec.components.get(component.name).and_then(|c| c.enabled);
+            let dependencies_on = component
+                .depends_on
+                .iter()
+                .all(|dependency| enabled.get(dependency) == Some(&true));
+            let on = explicit.unwrap_or(component.enabled_by_default && dependencies_on);
+            enabled.insert(component.name, on);
+        }
+        enabled
+    }
+
     /// The components that depend on `name`, directly or through others.
     pub fn dependents_of(&self, name: &str) -> BTreeSet<&'static str> {
         let mut found: BTreeSet<&'static str> = BTreeSet::new();
@@ -288,6 +307,32 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["gateway", "istiod"]
         );
+    }
+
+    #[test]
+    fn defaults_follow_their_dependencies_but_explicit_choices_stand() {
+        let catalog = Catalog::new(vec![
+            component("base", &[]),
+            component("istiod", &["base"]),
+            component("gateway", &["istiod"]),
+        ])
+        .unwrap();
+        let mut spec = ControlPlaneSpec::default();
+        assert!(catalog.enabled(&spec).values().all(|on| *on));
+        spec.components
+            .entry("base".to_owned())
+            .or_default()
+            .enabled = Some(false);
+        assert!(
+            catalog.enabled(&spec).values().all(|on| !*on),
+            "defaults follow base out"
+        );
+        spec.components
+            .entry("gateway".to_owned())
+            .or_default()
+            .enabled = Some(true);
+        let enabled = catalog.enabled(&spec);
+        assert_eq!((enabled["istiod"], enabled["gateway"]), (false, true));
     }
 
     #[test]

@@ -119,11 +119,12 @@ pub fn uninstall(
     selection: &Selection,
 ) -> Result<BTreeSet<String>, EditError> {
     let named = selection.resolve(catalog)?;
+    let enabled = catalog.enabled(spec);
     for name in &named {
         let blocking: Vec<&'static str> = catalog
             .dependents_of(name)
             .into_iter()
-            .filter(|dependent| !named.contains(dependent) && is_enabled(spec, catalog, dependent))
+            .filter(|dependent| !named.contains(dependent) && enabled[dependent])
             .collect();
         if !blocking.is_empty() {
             return Err(EditError::HasDependents {
@@ -139,16 +140,6 @@ pub fn uninstall(
             .enabled = Some(false);
     }
     Ok(named.into_iter().map(str::to_owned).collect())
-}
-
-fn is_enabled(spec: &ControlPlaneSpec, catalog: &Catalog, name: &str) -> bool {
-    let default = catalog
-        .get(name)
-        .is_some_and(|component| component.enabled_by_default);
-    spec.components
-        .get(name)
-        .and_then(|component| component.enabled)
-        .unwrap_or(default)
 }
 
 /// Turns `--set a.b.c=value` into `{"a": {"b": {"c": value}}}`; the value is read as a YAML

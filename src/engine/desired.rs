@@ -79,35 +79,30 @@ pub fn resolve<'c>(
             known: catalog.names(),
         });
     }
-    let desired: Vec<DesiredComponent<'c>> = catalog
-        .components()
-        .iter()
-        .map(|component| resolve_one(component, spec))
-        .collect::<Result<_, _>>()?;
-    for wanted in desired.iter().filter(|d| d.enabled) {
-        let disabled = wanted.component.depends_on.iter().find(|dependency| {
-            desired
-                .iter()
-                .any(|d| d.name() == **dependency && !d.enabled)
-        });
+    let enabled = catalog.enabled(spec);
+    for component in catalog.components().iter().filter(|c| enabled[c.name]) {
+        let disabled = component.depends_on.iter().find(|d| !enabled[*d]);
         if let Some(dependency) = disabled {
             return Err(SpecError::DisabledDependency {
-                component: wanted.name(),
+                component: component.name,
                 dependency,
             });
         }
     }
+    let desired: Vec<DesiredComponent<'c>> = catalog
+        .components()
+        .iter()
+        .map(|component| resolve_one(component, spec, enabled[component.name]))
+        .collect::<Result<_, _>>()?;
     Ok(desired)
 }
 
 fn resolve_one<'c>(
     component: &'c Component,
     spec: &ControlPlaneSpec,
+    enabled: bool,
 ) -> Result<DesiredComponent<'c>, SpecError> {
     let configured = spec.components.get(component.name);
-    let enabled = configured
-        .and_then(|c| c.enabled)
-        .unwrap_or(component.enabled_by_default);
     let namespace = component.namespace(spec, configured.and_then(|c| c.namespace.as_deref()));
     let context = ComponentContext {
         spec,
@@ -242,10 +237,24 @@ mod tests {
     #[test]
     fn an_enabled_component_needs_its_dependencies_enabled() {
         let catalog = Catalog::builtin().unwrap();
-        let spec = spec_with(
+        let mut spec = spec_with(
             "base",
             ComponentSpec {
                 enabled: Some(false),
+                ..ComponentSpec::default()
+            },
+        );
+        // Left to their defaults, istiod and the ingress gateway follow base out.
+        let desired = resolve(&catalog, &spec).unwrap();
+        assert!(
+            desired
+                .iter()
+                .all(|d| !d.enabled || d.component.depends_on.is_empty())
+        );
+        spec.components.insert(
+            "istiod".to_owned(),
+            ComponentSpec {
+                enabled: Some(true),
                 ..ComponentSpec::default()
             },
         );
