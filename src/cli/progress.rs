@@ -68,7 +68,11 @@ impl Progress for CliProgress {
             Outcome::Failed(why) => format!("{component}: FAILED after {elapsed:.1}s: {why}"),
         };
         match bar {
-            Some(bar) => bar.finish_with_message(message),
+            Some(bar) => {
+                // The finished line keeps the outcome and drops the spinner and the clock.
+                bar.set_style(ProgressStyle::with_template("  {msg}").expect("a valid template"));
+                bar.finish_with_message(message);
+            }
             None => eprintln!("{message}"),
         }
     }
