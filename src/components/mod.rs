@@ -45,18 +45,15 @@ fn revision(spec: &ControlPlaneSpec) -> &str {
 }
 
 /// Another builtin component as this ControlPlane resolves it: its namespace (configured or
-/// default) and whether it is enabled, for values that point at it.
+/// default) and whether it is enabled (by the catalog's rule), for values that point at it.
 fn resolved<'a>(spec: &'a ControlPlaneSpec, name: &str) -> (&'a str, bool) {
-    let component = all()
-        .into_iter()
-        .find(|component| component.name == name)
+    let catalog = crate::catalog::Catalog::new(all()).expect("the builtin catalog is consistent");
+    let component = catalog
+        .get(name)
         .unwrap_or_else(|| panic!("{name} is not a builtin component"));
     let configured = spec.components.get(name);
     let namespace = component.namespace(spec, configured.and_then(|c| c.namespace.as_deref()));
-    let enabled = configured
-        .and_then(|c| c.enabled)
-        .unwrap_or(component.enabled_by_default);
-    (namespace, enabled)
+    (namespace, catalog.enabled(spec)[component.name])
 }
 
 /// The managed values of a component that only needs to know where its images come from.
