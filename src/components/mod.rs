@@ -84,7 +84,7 @@ fn native_metadata(name: impl Into<String>, component: &str) -> ObjectMeta {
 }
 
 /// A policy rule from string slices, to keep role definitions readable.
-fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
+pub(crate) fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
     let owned = |items: &[&str]| items.iter().map(|item| (*item).to_owned()).collect();
     PolicyRule {
         api_groups: Some(owned(groups)),

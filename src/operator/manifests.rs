@@ -25,7 +25,7 @@ use kube::CustomResourceExt;
 use super::OPERATOR_LABEL;
 use super::controller::LEADER_LEASE;
 use crate::api::{ControlPlane, GROUP};
-use crate::components::{cluster_role_for, role_ref, service_account_subject};
+use crate::components::{cluster_role_for, role_ref, rule, service_account_subject};
 use crate::lock::LEASE_NAMESPACE;
 use crate::native::{NativeObject, Presence, to_yaml_documents};
 
@@ -133,17 +133,6 @@ pub fn operator_objects(
 pub fn operator_yaml(options: &OperatorOptions) -> String {
     let documents = to_yaml_documents(&operator_objects(options, Presence::Present, true));
     format!("{YAML_HEADER}---\n{}", documents.join("---\n"))
-}
-
-/// A policy rule from string slices, to keep the role readable.
-fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
-    let owned = |items: &[&str]| items.iter().map(|item| (*item).to_owned()).collect();
-    PolicyRule {
-        api_groups: Some(owned(groups)),
-        resources: Some(owned(resources)),
-        verbs: owned(verbs),
-        ..PolicyRule::default()
-    }
 }
 
 /// What helm (install, upgrade, uninstall, drift repair) and the native builders do to the
