@@ -81,18 +81,20 @@ all_running() {
 	done
 }
 
-# TERM, then KILL after ~10s; returns once the process is gone. Nothing recorded is a no-op.
-stop() { # component
-	local pid i
+# TERM, then KILL after ~10s (at once with `now`); returns once the process is gone. Nothing
+# recorded is a no-op.
+stop() { # component [now]
+	local pid i grace=50
+	[[ "${2:-}" == now ]] && grace=0
 	if pid="$(pid_of "$1")"; then
 		log "stopping $1 (pid $pid)"
 		kill -TERM "$pid" 2>/dev/null || true
-		for ((i = 0; i < 50; i++)); do
+		for ((i = 0; i < grace; i++)); do
 			pid_of "$1" >/dev/null || break
 			sleep 0.2
 		done
 		if pid_of "$1" >/dev/null; then
-			log "$1 (pid $pid) ignored TERM for 10s; killing it"
+			((grace == 0)) || log "$1 (pid $pid) ignored TERM for 10s; killing it"
 			kill -KILL "$pid" 2>/dev/null || true
 			for ((i = 0; i < 25; i++)); do
 				pid_of "$1" >/dev/null || break
@@ -370,7 +372,8 @@ EOF
 	echo "$dir/kubeconfig"
 }
 
-# Stops the apiserver, waits, starts it again: for tests of how clients survive an outage.
+# Stops the apiserver at once (as a crash would, without its graceful drain), waits, starts it
+# again: for tests of how clients survive an outage of a known length.
 cmd_restart_apiserver() { # [seconds-down]
 	local down="${1:-10}"
 	lock
@@ -378,7 +381,7 @@ cmd_restart_apiserver() { # [seconds-down]
 	# shellcheck source=/dev/null
 	source "$dir/env"
 	bin_dir="$SMM_CLUSTER_BIN_DIR" etcd_port="$ETCD_CLIENT_PORT" api_port="$APISERVER_PORT"
-	stop kube-apiserver
+	stop kube-apiserver now
 	log "kube-apiserver down for ${down}s"
 	sleep "$down"
 	start_apiserver

@@ -309,22 +309,20 @@ async fn operator_mode_end_to_end() {
     .await;
     deployments.get("istiod").await.unwrap();
 
-    // Every action left an Event on the ControlPlane.
+    // Every action left an Event on the ControlPlane (published in the background, so the
+    // last one may trail the status by a moment).
     let events: Api<Event> = Api::all(cluster.client.clone());
-    let reasons: Vec<String> = events
-        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect();
-    for expected in ["Upgraded", "Uninstalled", "Installed"] {
-        assert!(
-            reasons.iter().any(|r| r == expected),
-            "no {expected} event in {reasons:?}"
-        );
-    }
+    let by_name = ListParams::default().fields(&format!("involvedObject.name={name}"));
+    wait_for("an event for each action", 30, async || {
+        let reasons: Vec<String> = match events.list(&by_name).await {
+            Ok(list) => list.items.into_iter().filter_map(|e| e.reason).collect(),
+            Err(_) => return false,
+        };
+        ["Upgraded", "Uninstalled", "Installed"]
+            .iter()
+            .all(|expected| reasons.iter().any(|r| r == expected))
+    })
+    .await;
 
     // Deleting the ControlPlane uninstalls everything, then releases the finalizer.
     control_planes

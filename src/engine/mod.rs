@@ -14,6 +14,7 @@ mod status;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Api, Client};
 
@@ -89,6 +90,8 @@ pub struct EngineSettings {
     pub max_rounds: u32,
     /// Pause between rounds, so waiting components get a chance to become ready.
     pub round_delay: Duration,
+    /// How many independent components are reconciled at once.
+    pub parallelism: usize,
 }
 
 impl Default for EngineSettings {
@@ -96,6 +99,7 @@ impl Default for EngineSettings {
         Self {
             max_rounds: 30,
             round_delay: Duration::from_secs(2),
+            parallelism: 4,
         }
     }
 }
@@ -268,7 +272,7 @@ impl Engine {
             name: name.to_owned(),
             source,
         })?;
-        let mut writer = StatusWriter::new(api, &control_plane);
+        let writer = StatusWriter::new(api, &control_plane);
         let in_scope: Vec<&DesiredComponent<'_>> = desired
             .iter()
             .filter(|d| scope.includes(d.name()))
@@ -287,17 +291,43 @@ impl Engine {
                 .await
                 .map_err(EngineError::Observe)?;
             waiting = false;
-            // Dependents go before what they depend on when removing, after it when installing.
-            let removals = in_scope.iter().rev().filter(|d| !d.enabled);
-            let installs = in_scope.iter().filter(|d| d.enabled);
-            for wanted in removals.chain(installs) {
-                let report = self
-                    .reconcile_component(wanted, &observed, &mut writer)
-                    .await?;
-                waiting |= matches!(report.outcome, Outcome::Waiting(_));
-                record(&mut reports, report);
+            // Dependents go before what they depend on when removing, after it when installing;
+            // components of one wave do not depend on each other and run side by side.
+            let removals: Vec<_> = in_scope
+                .iter()
+                .rev()
+                .filter(|d| !d.enabled)
+                .copied()
+                .collect();
+            let installs: Vec<_> = in_scope.iter().filter(|d| d.enabled).copied().collect();
+            for wave in waves(&removals, true)
+                .into_iter()
+                .chain(waves(&installs, false))
+            {
+                // Futures made up front: a mapping closure here trips the compiler's Send
+                // analysis of the operator's reconcile future.
+                let pending: Vec<_> = wave
+                    .into_iter()
+                    .map(|wanted| self.reconcile_component(wanted, &observed, &writer))
+                    .collect();
+                let results: Vec<_> = futures::stream::iter(pending)
+                    .buffer_unordered(self.settings.parallelism.max(1))
+                    .collect()
+                    .await;
+                for report in results {
+                    let report = report?;
+                    waiting |= matches!(report.outcome, Outcome::Waiting(_));
+                    record(&mut reports, report);
+                }
             }
         }
+        // Side by side work finishes in any order; the report follows the catalog.
+        reports.sort_by_key(|report| {
+            in_scope
+                .iter()
+                .position(|d| d.name() == report.name)
+                .unwrap_or(usize::MAX)
+        });
         let ready = writer.finish(&desired, waiting).await?;
         Ok(ReconcileReport {
             control_plane: name.to_owned(),
@@ -311,10 +341,10 @@ impl Engine {
         &self,
         wanted: &DesiredComponent<'_>,
         observed: &ObservedReleases,
-        writer: &mut StatusWriter,
+        writer: &StatusWriter,
     ) -> Result<ComponentReport, EngineError> {
         let name = wanted.name();
-        let recorded = writer.component(name).cloned();
+        let recorded = writer.component(name);
         let release = release::lookup(observed, &wanted.release);
         let mut decision = decide(wanted.into(), recorded.as_ref(), release);
         if let (Reason::UpToDate, Some(release)) = (&decision.reason, release) {
@@ -392,10 +422,10 @@ impl Engine {
         wanted: &DesiredComponent<'_>,
         action: Action,
         release_state: Option<&ReleaseState>,
-        writer: &mut StatusWriter,
+        writer: &StatusWriter,
     ) -> Result<Outcome, EngineError> {
         let name = wanted.name();
-        let recorded = writer.component(name).cloned();
+        let recorded = writer.component(name);
         let native_outcome = match native::reconcile(&self.client, &wanted.native).await {
             Ok(outcome) => outcome,
             Err(err) => return self.fail(wanted, writer, recorded, err.to_string()).await,
@@ -496,10 +526,10 @@ impl Engine {
     async fn uninstall(
         &self,
         wanted: &DesiredComponent<'_>,
-        writer: &mut StatusWriter,
+        writer: &StatusWriter,
     ) -> Result<Outcome, EngineError> {
         let name = wanted.name();
-        let recorded = writer.component(name).cloned();
+        let recorded = writer.component(name);
         let mut uninstalling = recorded
             .clone()
             .unwrap_or_else(|| empty_status(ComponentPhase::Uninstalling));
@@ -524,7 +554,7 @@ impl Engine {
     async fn fail(
         &self,
         wanted: &DesiredComponent<'_>,
-        writer: &mut StatusWriter,
+        writer: &StatusWriter,
         recorded: Option<ComponentStatus>,
         message: String,
     ) -> Result<Outcome, EngineError> {
@@ -535,6 +565,40 @@ impl Engine {
         writer.set_component(wanted.name(), status).await?;
         Ok(Outcome::Failed(message))
     }
+}
+
+/// Splits components into waves that can run side by side: a component waits for the wave after
+/// the last of its dependencies in the list (for removals, after the last of its dependents).
+fn waves<'a, 'c>(
+    components: &[&'a DesiredComponent<'c>],
+    removing: bool,
+) -> Vec<Vec<&'a DesiredComponent<'c>>> {
+    let mut wave_of: Vec<usize> = Vec::with_capacity(components.len());
+    for (index, component) in components.iter().enumerate() {
+        let must_follow = |earlier: &DesiredComponent<'_>| {
+            if removing {
+                earlier.component.depends_on.contains(&component.name())
+            } else {
+                component.component.depends_on.contains(&earlier.name())
+            }
+        };
+        let wave = components[..index]
+            .iter()
+            .zip(&wave_of)
+            .filter(|(earlier, _)| must_follow(earlier))
+            .map(|(_, wave)| wave + 1)
+            .max()
+            .unwrap_or(0);
+        wave_of.push(wave);
+    }
+    let mut waves: Vec<Vec<&DesiredComponent<'c>>> = Vec::new();
+    for (component, wave) in components.iter().zip(wave_of) {
+        if waves.len() <= wave {
+            waves.resize_with(wave + 1, Vec::new);
+        }
+        waves[wave].push(component);
+    }
+    waves
 }
 
 /// Keeps one report per component: the first decision that did something, and the last outcome.
@@ -576,4 +640,51 @@ fn helm_message(err: &HelmError) -> String {
 
 fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ComponentSpec;
+
+    fn names(waves: Vec<Vec<&DesiredComponent<'_>>>) -> Vec<Vec<&'static str>> {
+        waves
+            .into_iter()
+            .map(|wave| wave.into_iter().map(DesiredComponent::name).collect())
+            .collect()
+    }
+
+    #[test]
+    fn independent_components_share_a_wave_and_removal_reverses_it() {
+        let catalog = Catalog::builtin().unwrap();
+        let mut spec = ControlPlaneSpec::default();
+        for name in catalog.names() {
+            spec.components.insert(
+                name.to_owned(),
+                ComponentSpec {
+                    enabled: Some(true),
+                    ..ComponentSpec::default()
+                },
+            );
+        }
+        let desired = resolve(&catalog, &spec).unwrap();
+        let all: Vec<_> = desired.iter().collect();
+        assert_eq!(
+            names(waves(&all, false)),
+            [
+                vec!["base", "prometheus", "tracing"],
+                vec!["istiod", "grafana"],
+                vec!["ingress-gateway", "egress-gateway"],
+            ]
+        );
+        let reversed: Vec<_> = desired.iter().rev().collect();
+        assert_eq!(
+            names(waves(&reversed, true)),
+            [
+                vec!["tracing", "grafana", "egress-gateway", "ingress-gateway"],
+                vec!["prometheus", "istiod"],
+                vec!["base"],
+            ]
+        );
+    }
 }

@@ -1,6 +1,11 @@
 //! Writes the ControlPlane's status as the engine goes: each component's entry as soon as it
 //! changes (so an interrupted run loses at most one component's progress), and kstatus
 //! conditions at the start and end of a reconcile. Nothing is written when nothing changed.
+//! Components reconciled side by side share one writer, so it locks its copy of the status
+//! (never across an API call).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
@@ -17,8 +22,8 @@ pub(super) struct StatusWriter {
     api: Api<ControlPlane>,
     name: String,
     generation: Option<i64>,
-    status: ControlPlaneStatus,
-    reconciling_marked: bool,
+    status: Mutex<ControlPlaneStatus>,
+    reconciling_marked: AtomicBool,
 }
 
 impl StatusWriter {
@@ -27,13 +32,17 @@ impl StatusWriter {
             api,
             name: control_plane.name_any(),
             generation: control_plane.metadata.generation,
-            status: control_plane.status.clone().unwrap_or_default(),
-            reconciling_marked: false,
+            status: Mutex::new(control_plane.status.clone().unwrap_or_default()),
+            reconciling_marked: AtomicBool::new(false),
         }
     }
 
-    pub fn component(&self, name: &str) -> Option<&ComponentStatus> {
-        self.status.components.get(name)
+    fn current(&self) -> MutexGuard<'_, ControlPlaneStatus> {
+        self.status.lock().expect("status lock")
+    }
+
+    pub fn component(&self, name: &str) -> Option<ComponentStatus> {
+        self.current().components.get(name).cloned()
     }
 
     pub fn is_available(&self, name: &str) -> bool {
@@ -43,67 +52,69 @@ impl StatusWriter {
 
     /// Records a component's status; its transition time moves only when the phase does.
     pub async fn set_component(
-        &mut self,
+        &self,
         name: &str,
         mut status: ComponentStatus,
     ) -> Result<(), EngineError> {
-        let previous = self.status.components.get(name);
-        status.last_transition_time = match previous {
-            Some(previous) if previous.phase == status.phase => {
-                previous.last_transition_time.clone()
+        {
+            let current = self.current();
+            let previous = current.components.get(name);
+            status.last_transition_time = match previous {
+                Some(previous) if previous.phase == status.phase => {
+                    previous.last_transition_time.clone()
+                }
+                _ => Some(now()),
+            };
+            if previous == Some(&status) {
+                return Ok(());
             }
-            _ => Some(now()),
-        };
-        if previous == Some(&status) {
-            return Ok(());
         }
         self.patch(json!({"status": {"components": {name: &status}}}))
             .await?;
-        self.status.components.insert(name.to_owned(), status);
+        self.current().components.insert(name.to_owned(), status);
         Ok(())
     }
 
     /// kstatus: `Reconciling` while the engine changes something, `Ready` false meanwhile.
     /// Written once per reconcile, before the first change.
-    pub async fn mark_reconciling(&mut self, message: &str) -> Result<(), EngineError> {
-        if self.reconciling_marked {
+    pub async fn mark_reconciling(&self, message: &str) -> Result<(), EngineError> {
+        if self.reconciling_marked.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        self.reconciling_marked = true;
         let time = now();
-        let conditions = &mut self.status.conditions;
-        set_condition(
-            conditions,
-            condition::RECONCILING,
-            true,
-            "Progressing",
-            message,
-            self.generation,
-            &time,
-        );
-        set_condition(
-            conditions,
-            condition::READY,
-            false,
-            "Reconciling",
-            message,
-            self.generation,
-            &time,
-        );
-        remove_condition(conditions, condition::STALLED);
-        let conditions = self.status.conditions.clone();
+        let conditions = {
+            let mut current = self.current();
+            let conditions = &mut current.conditions;
+            for (type_, status, reason) in [
+                (condition::RECONCILING, true, "Progressing"),
+                (condition::READY, false, "Reconciling"),
+            ] {
+                set_condition(
+                    conditions,
+                    type_,
+                    status,
+                    reason,
+                    message,
+                    self.generation,
+                    &time,
+                );
+            }
+            remove_condition(conditions, condition::STALLED);
+            conditions.clone()
+        };
         self.patch(json!({"status": {"conditions": conditions}}))
             .await
     }
 
     /// Sets the final conditions and returns whether the ControlPlane is Ready.
     pub async fn finish(
-        &mut self,
+        &self,
         desired: &[DesiredComponent<'_>],
         still_waiting: bool,
     ) -> Result<bool, EngineError> {
+        let status = self.current().clone();
         let in_desired_state = |wanted: &DesiredComponent<'_>| {
-            let phase = self.component(wanted.name()).map(|s| s.phase);
+            let phase = status.components.get(wanted.name()).map(|s| s.phase);
             if wanted.enabled {
                 phase == Some(ComponentPhase::Available)
             } else {
@@ -114,7 +125,7 @@ impl StatusWriter {
         let failed: Vec<String> = desired
             .iter()
             .filter_map(|d| {
-                let status = self.component(d.name())?;
+                let status = status.components.get(d.name())?;
                 (status.phase == ComponentPhase::Failed).then(|| {
                     format!(
                         "{}: {}",
@@ -130,7 +141,7 @@ impl StatusWriter {
             .map(DesiredComponent::name)
             .collect();
 
-        let mut next = self.status.clone();
+        let mut next = status.clone();
         let time = now();
         let conditions = &mut next.conditions;
         let generation = self.generation;
@@ -175,14 +186,14 @@ impl StatusWriter {
         next.observed_generation = generation;
         next.reconciled_components = Some(format!("{settled}/{}", desired.len()));
 
-        if next != self.status {
+        if next != status {
             self.patch(json!({"status": {
                 "conditions": next.conditions,
                 "observedGeneration": next.observed_generation,
                 "reconciledComponents": next.reconciled_components,
             }}))
             .await?;
-            self.status = next;
+            *self.current() = next;
         }
         Ok(ready)
     }

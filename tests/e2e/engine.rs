@@ -78,6 +78,7 @@ fn engine(cluster: &TestCluster, helm: &Helm, catalog: Catalog) -> Engine {
     let settings = EngineSettings {
         max_rounds: 20,
         round_delay: Duration::from_millis(500),
+        ..EngineSettings::default()
     };
     Engine::new(cluster.client.clone(), helm.clone(), catalog, settings)
 }
