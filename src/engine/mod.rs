@@ -23,7 +23,8 @@ use crate::api::{
     ReleaseStatus,
 };
 use crate::catalog::Catalog;
-use crate::helm::{Helm, HelmError};
+use crate::catalog::ComponentContext;
+use crate::helm::{Helm, HelmError, ReleaseRef};
 use crate::native;
 use crate::release::{self, ObservedReleases, ReleaseState};
 use crate::values::{ValueChange, diff};
@@ -261,11 +262,14 @@ impl Engine {
         };
         let mut spec = control_plane.spec.clone();
         if intent == Intent::RemoveEverything {
+            // Removal must work even for a spec that could not be applied: values and unknown
+            // components do not matter once everything goes.
+            spec.components
+                .retain(|component, _| self.catalog.get(component).is_some());
             for component in self.catalog.names() {
-                spec.components
-                    .entry(component.to_owned())
-                    .or_default()
-                    .enabled = Some(false);
+                let entry = spec.components.entry(component.to_owned()).or_default();
+                entry.enabled = Some(false);
+                entry.values_override = None;
             }
         }
         let desired = resolve(&self.catalog, &spec).map_err(|source| EngineError::Spec {
@@ -308,7 +312,7 @@ impl Engine {
                 // analysis of the operator's reconcile future.
                 let pending: Vec<_> = wave
                     .into_iter()
-                    .map(|wanted| self.reconcile_component(wanted, &observed, &writer))
+                    .map(|wanted| self.reconcile_component(wanted, &spec, &observed, &writer))
                     .collect();
                 let results: Vec<_> = futures::stream::iter(pending)
                     .buffer_unordered(self.settings.parallelism.max(1))
@@ -340,6 +344,7 @@ impl Engine {
     async fn reconcile_component(
         &self,
         wanted: &DesiredComponent<'_>,
+        spec: &ControlPlaneSpec,
         observed: &ObservedReleases,
         writer: &StatusWriter,
     ) -> Result<ComponentReport, EngineError> {
@@ -373,6 +378,12 @@ impl Engine {
         if let (true, Some(dependency)) = (wanted.enabled, unavailable_dependency) {
             let message = format!("waiting for {dependency} to be available");
             return Ok(report(&decision, Outcome::Waiting(message)));
+        }
+        if let Some(previous) = moved_release(recorded.as_ref(), wanted, observed)
+            && let Err(message) = self.remove_moved(wanted, spec, &previous, writer).await?
+        {
+            let outcome = self.fail(wanted, writer, recorded, message).await?;
+            return Ok(report(&decision, outcome));
         }
         let progress = self
             .progress
@@ -523,6 +534,45 @@ impl Engine {
             .map_err(|err| helm_message(&err))
     }
 
+    /// The component's namespace changed: its release (and native objects) in the old namespace
+    /// go before anything happens in the new one, so two copies never run side by side.
+    /// `Ok(Err(message))` is a failure to record against the component.
+    async fn remove_moved(
+        &self,
+        wanted: &DesiredComponent<'_>,
+        spec: &ControlPlaneSpec,
+        previous: &ReleaseRef,
+        writer: &StatusWriter,
+    ) -> Result<Result<(), String>, EngineError> {
+        let name = wanted.name();
+        let reason = format!("moved from namespace {}", previous.namespace);
+        if let Some(progress) = &self.progress {
+            progress.started(name, Action::Uninstall, &reason);
+        }
+        writer
+            .mark_reconciling(&format!("{name}: {reason}"))
+            .await?;
+        if let Err(err) = self.helm.uninstall(previous).await {
+            return Ok(Err(format!(
+                "removing the release in its old namespace: {}",
+                helm_message(&err)
+            )));
+        }
+        let old_natives = (wanted.component.native_objects)(&ComponentContext {
+            spec,
+            namespace: &previous.namespace,
+            enabled: false,
+        });
+        if let Err(err) = native::reconcile(&self.client, &old_natives).await {
+            return Ok(Err(err.to_string()));
+        }
+        if let Some(progress) = &self.progress {
+            progress.finished(name, &Outcome::Done);
+        }
+        tracing::info!(component = name, from = %previous, to = %wanted.release, "moved");
+        Ok(Ok(()))
+    }
+
     async fn uninstall(
         &self,
         wanted: &DesiredComponent<'_>,
@@ -565,6 +615,22 @@ impl Engine {
         writer.set_component(wanted.name(), status).await?;
         Ok(Outcome::Failed(message))
     }
+}
+
+/// Where the component's release was installed, when that is no longer where it should be and a
+/// release is still there.
+fn moved_release(
+    recorded: Option<&ComponentStatus>,
+    wanted: &DesiredComponent<'_>,
+    observed: &ObservedReleases,
+) -> Option<ReleaseRef> {
+    let previous = recorded?.release.as_ref()?;
+    let previous = ReleaseRef {
+        name: previous.name.clone(),
+        namespace: previous.namespace.clone(),
+    };
+    (previous != wanted.release && release::lookup(observed, &previous).is_some())
+        .then_some(previous)
 }
 
 /// Splits components into waves that can run side by side: a component waits for the wave after

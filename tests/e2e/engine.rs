@@ -476,3 +476,68 @@ async fn reconciling_shows_while_working() {
     );
     cp.delete(&cluster).await;
 }
+
+/// A component whose namespace changes moves: its release in the old namespace goes first.
+#[tokio::test]
+async fn a_component_moved_to_another_namespace_leaves_nothing_behind() {
+    let cluster = TestCluster::connect().await;
+    let helm = cluster.helm(HelmTool::Helm4);
+    let first = cluster.namespace("e2e-move").await;
+    let second = cluster.namespace("e2e-move").await;
+    let engine = engine(
+        &cluster,
+        &helm,
+        tiny_catalog(EmbeddedChart::new("tiny", &TINY)),
+    );
+    let cp = TestControlPlane::create(
+        &cluster,
+        json!({"components": {"tiny": {"namespace": first.name}}}),
+    )
+    .await;
+    assert_all_done(&engine.reconcile(&cp.name, &Scope::All).await.unwrap());
+
+    cp.apply(json!({"components": {"tiny": {"namespace": second.name}}}))
+        .await;
+    let report = engine.reconcile(&cp.name, &Scope::All).await.unwrap();
+    assert_all_done(&report);
+    assert_eq!(action_of(&report, "tiny").0, Action::Install);
+    let in_namespace =
+        |namespace: &str| -> Api<ConfigMap> { Api::namespaced(cluster.client.clone(), namespace) };
+    assert!(
+        in_namespace(&second.name)
+            .get_opt("tiny-settings")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        in_namespace(&first.name)
+            .get_opt("tiny-settings")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let old_records: Api<Secret> = Api::namespaced(cluster.client.clone(), &first.name);
+    let left = old_records
+        .list(&ListParams::default().labels("owner=helm"))
+        .await
+        .unwrap();
+    assert!(left.items.is_empty(), "the old release is gone");
+    let status = cp.get().await.status.unwrap();
+    let release = status.components["tiny"].release.clone().unwrap();
+    assert_eq!(release.namespace, second.name);
+
+    // Removing everything works even for a spec that could no longer be applied.
+    cp.apply(json!({"components": {"tiny": {"namespace": second.name}, "no-such-component": {}}}))
+        .await;
+    assert!(engine.reconcile(&cp.name, &Scope::All).await.is_err());
+    assert_all_done(&engine.remove_all(&cp.name).await.unwrap());
+    assert!(
+        in_namespace(&second.name)
+            .get_opt("tiny-settings")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    cp.delete(&cluster).await;
+}
