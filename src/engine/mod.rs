@@ -26,7 +26,7 @@ use crate::catalog::Catalog;
 use crate::catalog::ComponentContext;
 use crate::helm::{Helm, HelmError, ReleaseRef};
 use crate::native;
-use crate::release::{self, ObservedReleases, ReleaseState};
+use crate::release::{self, ObservedRelease, ObservedReleases, ReleaseState};
 use crate::values::{ValueChange, diff};
 use desired::{DesiredComponent, SpecError, resolve};
 use plan::{Action, Decision, Reason, decide};
@@ -77,6 +77,11 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// The components of `desired` this scope covers, in their order.
+    fn select<'a, 'c>(&self, desired: &'a [DesiredComponent<'c>]) -> Vec<&'a DesiredComponent<'c>> {
+        desired.iter().filter(|d| self.includes(d.name())).collect()
+    }
+
     pub fn includes(&self, name: &str) -> bool {
         match self {
             Scope::All => true,
@@ -187,23 +192,14 @@ impl Engine {
         status: Option<&ControlPlaneStatus>,
         scope: &Scope,
     ) -> Result<Vec<PlannedComponent>, EngineError> {
-        let desired = resolve(&self.catalog, spec).map_err(|source| EngineError::Spec {
-            name: name.to_owned(),
-            source,
-        })?;
-        let in_scope: Vec<&DesiredComponent<'_>> = desired
-            .iter()
-            .filter(|d| scope.includes(d.name()))
-            .collect();
-        let release_names: Vec<&str> = in_scope.iter().map(|d| d.component.release_name).collect();
-        let observed = release::observe(&self.client, &release_names)
-            .await
-            .map_err(EngineError::Observe)?;
+        let desired = self.resolve(name, spec)?;
+        let in_scope = scope.select(&desired);
+        let observed = self.observe(&in_scope).await?;
         let mut planned = Vec::new();
         for wanted in in_scope {
             let recorded = status.and_then(|s| s.components.get(wanted.name()));
             let release = release::lookup(&observed, &wanted.release);
-            let decision = decide(wanted.into(), recorded, release);
+            let decision = self.decide(wanted, recorded, release).await?;
             let values_diff = match (decision.action, release) {
                 (Action::Upgrade | Action::Recover, Some(release)) => {
                     let applied =
@@ -272,16 +268,9 @@ impl Engine {
                 entry.values_override = None;
             }
         }
-        let desired = resolve(&self.catalog, &spec).map_err(|source| EngineError::Spec {
-            name: name.to_owned(),
-            source,
-        })?;
+        let desired = self.resolve(name, &spec)?;
         let writer = StatusWriter::new(api, &control_plane);
-        let in_scope: Vec<&DesiredComponent<'_>> = desired
-            .iter()
-            .filter(|d| scope.includes(d.name()))
-            .collect();
-        let release_names: Vec<&str> = in_scope.iter().map(|d| d.component.release_name).collect();
+        let in_scope = scope.select(&desired);
 
         let mut reports: Vec<ComponentReport> = Vec::new();
         let mut rounds = 0;
@@ -291,9 +280,7 @@ impl Engine {
                 tokio::time::sleep(self.settings.round_delay).await;
             }
             rounds += 1;
-            let observed = release::observe(&self.client, &release_names)
-                .await
-                .map_err(EngineError::Observe)?;
+            let observed = self.observe(&in_scope).await?;
             waiting = false;
             // Dependents go before what they depend on when removing, after it when installing;
             // components of one wave do not depend on each other and run side by side.
@@ -341,6 +328,57 @@ impl Engine {
         })
     }
 
+    /// Every component's desired state; a bad spec is an error naming the ControlPlane.
+    fn resolve(
+        &self,
+        name: &str,
+        spec: &ControlPlaneSpec,
+    ) -> Result<Vec<DesiredComponent<'_>>, EngineError> {
+        resolve(&self.catalog, spec).map_err(|source| EngineError::Spec {
+            name: name.to_owned(),
+            source,
+        })
+    }
+
+    /// The releases of `components` as helm recorded them, in one list call.
+    async fn observe(
+        &self,
+        components: &[&DesiredComponent<'_>],
+    ) -> Result<ObservedReleases, EngineError> {
+        let names: Vec<&str> = components
+            .iter()
+            .map(|d| d.component.release_name)
+            .collect();
+        release::observe(&self.client, &names)
+            .await
+            .map_err(EngineError::Observe)
+    }
+
+    /// What to do with one component: the pure decision, plus drift (an up-to-date release whose
+    /// objects were deleted is upgraded). The dry-run plan and the reconcile both decide here, so
+    /// the plan shows what a reconcile does.
+    async fn decide(
+        &self,
+        wanted: &DesiredComponent<'_>,
+        recorded: Option<&ComponentStatus>,
+        release: Option<&ObservedRelease>,
+    ) -> Result<Decision, EngineError> {
+        let decision = decide(wanted.into(), recorded, release);
+        let (Reason::UpToDate, Some(release)) = (&decision.reason, release) else {
+            return Ok(decision);
+        };
+        let missing = release::missing_objects(&self.client, &wanted.release, release.revision)
+            .await
+            .map_err(EngineError::Record)?;
+        if missing.is_empty() {
+            return Ok(decision);
+        }
+        Ok(Decision {
+            action: Action::Upgrade,
+            reason: Reason::Drift(missing),
+        })
+    }
+
     async fn reconcile_component(
         &self,
         wanted: &DesiredComponent<'_>,
@@ -351,18 +389,7 @@ impl Engine {
         let name = wanted.name();
         let recorded = writer.component(name);
         let release = release::lookup(observed, &wanted.release);
-        let mut decision = decide(wanted.into(), recorded.as_ref(), release);
-        if let (Reason::UpToDate, Some(release)) = (&decision.reason, release) {
-            let missing = release::missing_objects(&self.client, &wanted.release, release.revision)
-                .await
-                .map_err(EngineError::Record)?;
-            if !missing.is_empty() {
-                decision = Decision {
-                    action: Action::Upgrade,
-                    reason: Reason::Drift(missing),
-                };
-            }
-        }
+        let decision = self.decide(wanted, recorded.as_ref(), release).await?;
         let report = |decision: &Decision, outcome| ComponentReport {
             name: name.to_owned(),
             action: decision.action,
