@@ -273,17 +273,7 @@ mod tests {
     use super::*;
 
     fn component(name: &'static str, depends_on: &'static [&'static str]) -> Component {
-        Component {
-            name,
-            release_name: name,
-            default_namespace: DefaultNamespace::Mesh,
-            enabled_by_default: true,
-            depends_on,
-            chart: crate::components::TEST_CHART,
-            values_layer: ("values/test.yaml", "{}"),
-            native_objects: |_| Vec::new(),
-            managed_values: |_| Value::Null,
-        }
+        crate::components::test_component(name, depends_on, true)
     }
 
     #[test]

@@ -171,21 +171,11 @@ pub fn read_values_file(path: &std::path::Path) -> Result<Value, EditError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{Component, DefaultNamespace};
+    use crate::catalog::Component;
     use serde_json::json;
 
     fn component(name: &'static str, depends_on: &'static [&'static str], on: bool) -> Component {
-        Component {
-            name,
-            release_name: name,
-            default_namespace: DefaultNamespace::Mesh,
-            enabled_by_default: on,
-            depends_on,
-            chart: crate::components::TEST_CHART,
-            values_layer: ("values/test.yaml", "{}"),
-            native_objects: |_| Vec::new(),
-            managed_values: |_| Value::Null,
-        }
+        crate::components::test_component(name, depends_on, on)
     }
 
     fn catalog() -> Catalog {

@@ -11,7 +11,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -22,15 +22,7 @@ use serde_json::json;
 
 use smm::api::{ComponentPhase, ControlPlane};
 use smm::operator::controller::FINALIZER;
-use support::{HelmTool, TestCluster, eventually, unique_name};
-
-fn smm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_smm"))
-        .args(args)
-        .env("SMM_HELM", HelmTool::Helm4.path())
-        .output()
-        .expect("smm runs")
-}
+use support::{HelmTool, TestCluster, eventually, smm, unique_name};
 
 /// An operator process, stopped when dropped.
 struct OperatorProcess {

@@ -69,6 +69,26 @@ pub(crate) const TEST_CHART: crate::chart::EmbeddedChart = {
     crate::chart::EmbeddedChart::new("tiny", &TINY)
 };
 
+/// A component with the test chart and nothing else, for unit tests of catalog logic.
+#[cfg(test)]
+pub(crate) fn test_component(
+    name: &'static str,
+    depends_on: &'static [&'static str],
+    enabled_by_default: bool,
+) -> Component {
+    Component {
+        name,
+        release_name: name,
+        default_namespace: crate::catalog::DefaultNamespace::Mesh,
+        enabled_by_default,
+        depends_on,
+        chart: TEST_CHART,
+        values_layer: ("values/test.yaml", "{}"),
+        native_objects: |_| Vec::new(),
+        managed_values: |_| serde_json::Value::Null,
+    }
+}
+
 /// Metadata for a cluster-scoped object smm owns natively, labelled as Helm-rendered objects are
 /// so that `kubectl get -l app.kubernetes.io/managed-by=smm` finds both.
 fn native_metadata(name: impl Into<String>, component: &str) -> ObjectMeta {

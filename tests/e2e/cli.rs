@@ -14,24 +14,7 @@ use smm::api::ControlPlane;
 use smm::catalog::Catalog;
 use smm::lock::reconcile_lock;
 
-use crate::support::{HelmTool, TestCluster, ensure_control_plane_crd, unique_name};
-
-/// Runs smm with the test cluster's kubeconfig and helm 4.
-fn smm(args: &[&str]) -> Output {
-    smm_with_env(args, &[])
-}
-
-fn smm_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_smm"));
-    command
-        .args(args)
-        .env("SMM_HELM", HelmTool::Helm4.path())
-        .env_remove("RUST_LOG");
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    command.output().expect("smm runs")
-}
+use crate::support::{TestCluster, ensure_control_plane_crd, smm, smm_with_env, unique_name};
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()

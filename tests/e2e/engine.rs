@@ -272,14 +272,14 @@ async fn mesh_components_install_idle_upgrade_uninstall_and_return() {
 }
 
 /// A component backed by a test chart, so the chart itself can change between reconciles.
-fn tiny_catalog(chart: EmbeddedChart) -> Catalog {
+fn tiny_catalog(chart: &'static include_dir::Dir<'static>) -> Catalog {
     Catalog::new(vec![Component {
         name: "tiny",
         release_name: "tiny",
         default_namespace: DefaultNamespace::Mesh,
         enabled_by_default: true,
         depends_on: &[],
-        chart,
+        chart: EmbeddedChart::new("tiny", chart),
         values_layer: ("values/tiny.yaml", "greeting: from-the-values-layer\n"),
         native_objects: |_| Vec::new(),
         managed_values: |_| json!({}),
@@ -298,11 +298,7 @@ async fn changed_chart_is_upgraded(tool: HelmTool) {
     let cp = TestControlPlane::create(&cluster, json!({})).await;
     let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &cp.namespace);
 
-    let v1 = engine(
-        &cluster,
-        &helm,
-        tiny_catalog(EmbeddedChart::new("tiny", &TINY)),
-    );
+    let v1 = engine(&cluster, &helm, tiny_catalog(&TINY));
     let report = v1.reconcile(&cp.name, &Scope::All).await.unwrap();
     assert_all_done(&report);
     let data = config_maps
@@ -314,11 +310,7 @@ async fn changed_chart_is_upgraded(tool: HelmTool) {
     assert_eq!(data["greeting"], "from-the-values-layer");
     assert!(!data.contains_key("revision"));
 
-    let v2 = engine(
-        &cluster,
-        &helm,
-        tiny_catalog(EmbeddedChart::new("tiny", &TINY_V2)),
-    );
+    let v2 = engine(&cluster, &helm, tiny_catalog(&TINY_V2));
     let report = v2.reconcile(&cp.name, &Scope::All).await.unwrap();
     assert_all_done(&report);
     assert_eq!(
@@ -383,11 +375,7 @@ async fn a_release_left_pending_install_is_recovered() {
     interrupted.wait().unwrap();
     assert!(pending, "helm never recorded a pending-install release");
 
-    let engine = engine(
-        &cluster,
-        &helm,
-        tiny_catalog(EmbeddedChart::new("tiny", &TINY)),
-    );
+    let engine = engine(&cluster, &helm, tiny_catalog(&TINY));
     let report = engine.reconcile(&cp.name, &Scope::All).await.unwrap();
     assert_all_done(&report);
     assert_eq!(
@@ -439,11 +427,7 @@ async fn a_bad_spec_changes_nothing() {
 async fn reconciling_shows_while_working() {
     let cluster = TestCluster::connect().await;
     let helm = cluster.helm(HelmTool::Helm4);
-    let engine = engine(
-        &cluster,
-        &helm,
-        tiny_catalog(EmbeddedChart::new("tiny", &TINY)),
-    );
+    let engine = engine(&cluster, &helm, tiny_catalog(&TINY));
     let cp = TestControlPlane::create(&cluster, json!({})).await;
 
     let watcher_api = cp.api.clone();
@@ -484,11 +468,7 @@ async fn a_component_moved_to_another_namespace_leaves_nothing_behind() {
     let helm = cluster.helm(HelmTool::Helm4);
     let first = cluster.namespace("e2e-move").await;
     let second = cluster.namespace("e2e-move").await;
-    let engine = engine(
-        &cluster,
-        &helm,
-        tiny_catalog(EmbeddedChart::new("tiny", &TINY)),
-    );
+    let engine = engine(&cluster, &helm, tiny_catalog(&TINY));
     let cp = TestControlPlane::create(
         &cluster,
         json!({"components": {"tiny": {"namespace": first.name}}}),

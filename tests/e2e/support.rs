@@ -185,3 +185,20 @@ pub async fn ensure_control_plane_crd(client: &Client) {
         .await
         .expect("the ControlPlane CRD is established");
 }
+
+/// Runs the smm binary with helm 4 and the environment's kubeconfig, plus `env`.
+pub fn smm_with_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_smm"));
+    command
+        .args(args)
+        .env("SMM_HELM", HelmTool::Helm4.path())
+        .env_remove("RUST_LOG");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("smm runs")
+}
+
+pub fn smm(args: &[&str]) -> std::process::Output {
+    smm_with_env(args, &[])
+}
