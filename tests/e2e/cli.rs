@@ -464,3 +464,46 @@ fn a_dump_for_a_private_registry_names_no_other_registry() {
         assert!(image.starts_with("registry.local:5000/"), "{image}");
     }
 }
+
+/// A bad ControlPlane file is refused before the cluster is touched, naming file, field and line.
+#[tokio::test]
+async fn a_bad_controlplane_file_is_refused_and_nothing_is_stored() {
+    let cluster = TestCluster::connect().await;
+    ensure_control_plane_crd(&cluster.client).await;
+    let name = unique_name("e2e-badfile");
+    let control_planes: Api<ControlPlane> = Api::all(cluster.client.clone());
+    let cases = [
+        (
+            format!(
+                "apiVersion: smm.dev/v1alpha1\nkind: ControlPlane\nmetadata:\n  name: {name}\n\
+                 spec:\n  components:\n    istiod: {{enable: true}}\n"
+            ),
+            "spec.components.istiod: unknown field `enable`, expected one of `enabled`, `namespace`, `valuesOverride` at line 7",
+        ),
+        (
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n"),
+            "expected apiVersion: smm.dev/v1alpha1 and kind: ControlPlane",
+        ),
+        (
+            format!(
+                "apiVersion: smm.dev/v1alpha1\nkind: ControlPlane\nmetadata:\n  name: {name}\n\
+                 spec:\n  components:\n    istiod:\n      valuesOverride:\n        global: {{istioNamespace: x}}\n"
+            ),
+            "istiod: valuesOverride.global.istioNamespace is managed by smm",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), yaml).unwrap();
+        let path = file.path().to_str().unwrap();
+        let refused = smm(&["reconcile", "-f", path]);
+        assert_eq!(refused.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains(path), "the file is named: {stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(
+            control_planes.get_opt(&name).await.unwrap().is_none(),
+            "nothing stored"
+        );
+    }
+}
