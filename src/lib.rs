@@ -1,21 +1,36 @@
 //! `smm`: a service-mesh manager that installs the mesh's components from embedded Helm charts
 //! and keeps them reconciled, from the command line or as an operator in the cluster.
 //!
-//! The library holds the engine and everything it needs; `main.rs` and the CLI are thin shells.
+//! The crate is layered; a module imports only from layers below it:
+//!
+//! ```text
+//!   cli (the binary)      operator            parse and print | watch ControlPlanes, serve endpoints
+//!          \                 /
+//!           engine                             sessions, rounds, one component's step, status
+//!             |
+//!           desired                            spec -> desired components; imperative edits
+//!             |
+//!           mesh                               catalog, dependency graph, the components
+//!          /    \
+//!       helm    cluster                        charts, helm, releases | target, objects, leases
+//!          \    /
+//!        values    api                         values layering and digests | ControlPlane types
+//! ```
 
+/// The ControlPlane custom resource: spec, status, kstatus conditions and their rules.
 pub mod api;
-pub mod catalog;
-pub mod chart;
+/// Reaching the cluster: target (kubeconfig), natively applied objects, the stored ControlPlane,
+/// leases.
 pub mod cluster;
-pub mod components;
-pub mod digest;
+/// Desired state: resolving a spec into desired components; the imperative commands' edits.
+pub mod desired;
+/// The reconcile engine: sessions, the round loop, the pure decision, component steps, status.
 pub mod engine;
+/// Helm: embedded charts, the helm runner, release records, `--dump-resources` rendering.
 pub mod helm;
-pub mod imperative;
-pub mod lock;
-pub mod native;
+/// The mesh: the component catalog, the dependency graph, one module per component.
+pub mod mesh;
+/// Operator mode: install/uninstall operations, the controller, events, endpoints, manifests.
 pub mod operator;
-pub mod release;
-pub mod render;
-pub mod store;
+/// Helm values: parsing, layering with managed-value checks, diffs, canonical digests.
 pub mod values;

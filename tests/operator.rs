@@ -139,7 +139,7 @@ async fn operator_mode_end_to_end() {
     let operator_namespace = unique_name("e2e-opsys");
 
     // A ControlPlane made by `smm reconcile` before the operator exists.
-    let catalog = smm::catalog::Catalog::builtin().unwrap();
+    let catalog = smm::mesh::catalog::Catalog::builtin().unwrap();
     let components: serde_json::Map<String, serde_json::Value> = catalog
         .names()
         .into_iter()

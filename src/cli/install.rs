@@ -6,13 +6,17 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use std::sync::Arc;
+
 use smm::api::ControlPlaneSpec;
-use smm::catalog::Catalog;
+use smm::cluster::control_plane;
+use smm::desired::edit::{self, InstallOptions, Selection};
 use smm::engine::Scope;
-use smm::imperative::{self, InstallOptions, Selection};
+use smm::engine::session::{Edit, Request};
+use smm::mesh::catalog::Catalog;
 
 use super::GlobalArgs;
-use super::converge::{ChangeArgs, dump, store_and_reconcile, stored_or_new};
+use super::change::{ChangeArgs, dump, reconcile};
 
 #[derive(Debug, Args)]
 pub struct InstallArgs {
@@ -55,32 +59,39 @@ fn selection(all: bool, components: &[String]) -> Selection {
     }
 }
 
-pub async fn run_install(global: &GlobalArgs, args: &InstallArgs) -> anyhow::Result<ExitCode> {
+pub async fn run_install(
+    global: &GlobalArgs,
+    catalog: &Arc<Catalog>,
+    args: &InstallArgs,
+) -> anyhow::Result<ExitCode> {
     let mut values = args
         .values
         .iter()
-        .map(|path| imperative::read_values_file(path))
+        .map(|path| edit::read_values_file(path))
         .collect::<Result<Vec<_>, _>>()?;
     for assignment in &args.set {
-        values.push(imperative::parse_set(assignment)?);
+        values.push(edit::parse_set(assignment)?);
     }
     let options = InstallOptions {
         namespace: args.namespace.clone(),
         values,
     };
     let selection = selection(args.all, &args.components);
-    change(global, &args.change, |spec, catalog| {
-        Ok(imperative::install(spec, catalog, &selection, &options)?)
-    })
-    .await
+    let install = |spec: &mut ControlPlaneSpec, catalog: &Catalog| {
+        edit::install(spec, catalog, &selection, &options)
+    };
+    change(global, catalog, &args.change, &install).await
 }
 
-pub async fn run_uninstall(global: &GlobalArgs, args: &UninstallArgs) -> anyhow::Result<ExitCode> {
+pub async fn run_uninstall(
+    global: &GlobalArgs,
+    catalog: &Arc<Catalog>,
+    args: &UninstallArgs,
+) -> anyhow::Result<ExitCode> {
     let selection = selection(args.all, &args.components);
-    change(global, &args.change, |spec, catalog| {
-        Ok(imperative::uninstall(spec, catalog, &selection)?)
-    })
-    .await
+    let uninstall =
+        |spec: &mut ControlPlaneSpec, catalog: &Catalog| edit::uninstall(spec, catalog, &selection);
+    change(global, catalog, &args.change, &uninstall).await
 }
 
 /// Applies `edit` to the ControlPlane and either dumps or reconciles the affected components.
@@ -88,17 +99,19 @@ pub async fn run_uninstall(global: &GlobalArgs, args: &UninstallArgs) -> anyhow:
 /// so it works on a machine with no cluster at all.
 async fn change(
     global: &GlobalArgs,
+    catalog: &Arc<Catalog>,
     args: &ChangeArgs,
-    edit: impl FnOnce(
-        &mut ControlPlaneSpec,
-        &Catalog,
-    ) -> anyhow::Result<std::collections::BTreeSet<String>>,
+    edit: &Edit<'_>,
 ) -> anyhow::Result<ExitCode> {
-    let catalog = Catalog::builtin()?;
+    // Arguments that name no component, or values for several, are refused before the cluster
+    // is contacted.
+    edit(&mut edit::new_spec(catalog), catalog)?;
     if args.dump_resources {
         let mut spec = match global.client().await {
-            Ok(client) => match stored_or_new(&client, &args.control_plane).await {
-                Ok(spec) => spec,
+            Ok(client) => match control_plane::load(&client, &args.control_plane).await {
+                Ok(stored) => stored
+                    .map(|cp| cp.spec)
+                    .unwrap_or_else(|| edit::new_spec(catalog)),
                 Err(err) => {
                     tracing::warn!(
                         "rendering from defaults: cannot read the ControlPlane: {err:#}"
@@ -108,24 +121,21 @@ async fn change(
             },
             Err(_) => ControlPlaneSpec::default(),
         };
-        let scope = edit(&mut spec, &catalog)?;
+        let scope = edit(&mut spec, catalog)?;
         return dump(
             global,
+            catalog,
             &spec,
             &Scope::Only(scope),
             args.output_dir.as_deref(),
         )
         .await;
     }
-    let client = global.client().await?;
-    let mut spec = stored_or_new(&client, &args.control_plane).await?;
-    let scope = edit(&mut spec, &catalog)?;
-    store_and_reconcile(
+    reconcile(
         global,
-        client,
+        catalog,
         &args.control_plane,
-        &spec,
-        &Scope::Only(scope),
+        Request::Edit(edit),
         args.output,
     )
     .await

@@ -1,9 +1,9 @@
 //! The command line: argument parsing and one module per command. Commands translate flags into
 //! calls on the library and render results; decisions belong to the library.
 
-mod catalog;
+mod change;
 mod completion;
-mod converge;
+mod components;
 mod crd;
 mod install;
 mod operator;
@@ -20,8 +20,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use smm::cluster::ClusterTarget;
+use std::sync::Arc;
+
+use smm::cluster::target::ClusterTarget;
 use smm::helm::{Helm, HelmBinary};
+use smm::mesh::catalog::Catalog;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -90,7 +93,7 @@ pub enum Command {
     /// Show each component's state and whether the mesh is Ready (exit code 0 only when Ready)
     Status(status::StatusArgs),
     /// List the components smm knows, their charts, dependencies and state
-    Components(catalog::ComponentsArgs),
+    Components(components::ComponentsArgs),
     /// Operator mode: run, install or uninstall the in-cluster operator
     #[command(subcommand)]
     Operator(operator::OperatorCommand),
@@ -117,13 +120,15 @@ pub enum OutputFormat {
 impl Cli {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         let global = &self.global;
+        // Built once for the whole process; a broken catalog stops smm before it does anything.
+        let catalog = Arc::new(Catalog::builtin()?);
         match &self.command {
-            Command::Install(args) => install::run_install(global, args).await,
-            Command::Uninstall(args) => install::run_uninstall(global, args).await,
-            Command::Reconcile(args) => reconcile::run(global, args).await,
+            Command::Install(args) => install::run_install(global, &catalog, args).await,
+            Command::Uninstall(args) => install::run_uninstall(global, &catalog, args).await,
+            Command::Reconcile(args) => reconcile::run(global, &catalog, args).await,
             Command::Status(args) => status::run(global, args).await,
-            Command::Components(args) => catalog::run(global, args).await,
-            Command::Operator(command) => operator::run(global, command).await,
+            Command::Components(args) => components::run(global, &catalog, args).await,
+            Command::Operator(command) => operator::run(global, &catalog, command).await,
             Command::SidecarProxy(command) => sidecar::run(global, command).await,
             Command::Completion(args) => completion::run(args),
             Command::Crd => crd::run(),

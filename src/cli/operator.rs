@@ -6,19 +6,16 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
-use clap::{Args, Subcommand};
-use kube::api::{Patch, PatchParams};
-use kube::{Api, ResourceExt};
-use serde_json::json;
+use std::sync::Arc;
 
-use smm::api::ControlPlane;
-use smm::catalog::Catalog;
-use smm::engine::{Engine, EngineSettings};
-use smm::lock::reconcile_lock;
-use smm::native::{self, Presence};
-use smm::operator::controller::{self, FINALIZER, RunOptions};
-use smm::operator::manifests::{OperatorOptions, operator_objects, operator_yaml};
+use clap::{Args, Subcommand};
+
+use smm::cluster::lease::holder_identity;
+use smm::engine::session::Session;
+use smm::mesh::catalog::Catalog;
+use smm::operator::controller::{self, RunOptions};
+use smm::operator::manifests::{OperatorOptions, operator_yaml};
+use smm::operator::{self, Leave};
 
 use super::{GlobalArgs, parse_duration};
 
@@ -40,8 +37,8 @@ pub struct RunArgs {
     /// Namespace of the leader-election lease
     #[arg(long, env = "POD_NAMESPACE", default_value = "smm-system")]
     leader_namespace: String,
-    /// This replica's identity in leases and events (default: the pod name, else host and pid)
-    #[arg(long, env = "POD_NAME")]
+    /// This replica's identity in leases and events (default: host, pid and a random nonce)
+    #[arg(long)]
     identity: Option<String>,
     /// How often healthy ControlPlanes are reconciled anyway, to repair drift
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
@@ -79,20 +76,24 @@ struct Placement {
     namespace: String,
 }
 
-pub async fn run(global: &GlobalArgs, command: &OperatorCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    global: &GlobalArgs,
+    catalog: &Arc<Catalog>,
+    command: &OperatorCommand,
+) -> anyhow::Result<ExitCode> {
     match command {
         OperatorCommand::Run(args) => {
-            let identity = args.identity.clone().unwrap_or_else(|| {
-                let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned());
-                format!("{host}-{}", std::process::id())
-            });
             let options = RunOptions {
                 listen: args.listen,
                 leader_namespace: args.leader_namespace.clone(),
-                identity,
+                identity: args
+                    .identity
+                    .clone()
+                    .unwrap_or_else(|| holder_identity("smm-operator")),
                 resync_every: args.resync,
             };
-            controller::run(global.client().await?, global.helm()?, options).await?;
+            let client = global.client().await?;
+            controller::run(client, global.helm()?, catalog.clone(), options).await?;
             Ok(ExitCode::SUCCESS)
         }
         OperatorCommand::Install(args) => {
@@ -108,86 +109,42 @@ pub async fn run(global: &GlobalArgs, command: &OperatorCommand) -> anyhow::Resu
                 print!("{}", operator_yaml(&options));
                 return Ok(ExitCode::SUCCESS);
             }
-            let client = global.client().await?;
-            native::reconcile(
-                &client,
-                &operator_objects(&options, Presence::Present, true),
-            )
-            .await?;
+            operator::install(&global.client().await?, &options).await?;
             println!(
                 "smm operator installed in namespace {} (image {})",
                 options.namespace, options.image
             );
             Ok(ExitCode::SUCCESS)
         }
-        OperatorCommand::Uninstall(args) => uninstall(global, args).await,
-    }
-}
-
-/// Without --purge the components stay and only our finalizer is removed, so ControlPlanes can
-/// still be deleted. With it, everything goes: components (dependents first), ControlPlanes,
-/// the operator and the CRD.
-async fn uninstall(global: &GlobalArgs, args: &UninstallArgs) -> anyhow::Result<ExitCode> {
-    let client = global.client().await?;
-    let options = OperatorOptions {
-        namespace: args.placement.namespace.clone(),
-        ..OperatorOptions::default()
-    };
-    // Stop the operator first, so it does not reconcile what is being taken apart.
-    native::reconcile(
-        &client,
-        &operator_objects(&options, Presence::Absent, false),
-    )
-    .await?;
-    let control_planes: Api<ControlPlane> = Api::all(client.clone());
-    let existing = match control_planes.list(&Default::default()).await {
-        Ok(list) => list.items,
-        Err(kube::Error::Api(status)) if status.code == 404 => Vec::new(),
-        Err(err) => return Err(err).context("listing ControlPlanes"),
-    };
-    for control_plane in existing {
-        let name = control_plane.name_any();
-        if args.purge {
-            let holder = format!("smm-cli/{}", std::process::id());
-            let lock = reconcile_lock(&client, &name, &holder, global.timeout, |other| {
-                eprintln!("waiting for {other} to finish reconciling {name}")
-            })
-            .await?;
-            let engine = Engine::new(
+        OperatorCommand::Uninstall(args) => {
+            let client = global.client().await?;
+            let options = OperatorOptions {
+                namespace: args.placement.namespace.clone(),
+                ..OperatorOptions::default()
+            };
+            let session = Session::new(
                 client.clone(),
                 global.helm()?,
-                Catalog::builtin()?,
-                EngineSettings::default(),
+                catalog.clone(),
+                holder_identity("smm-cli"),
+                global.timeout,
             );
-            let removed = engine.remove_all(&name).await;
-            lock.release().await;
-            removed?;
-            eprintln!("ControlPlane {name}: components uninstalled");
-        }
-        let finalizers: Vec<String> = control_plane
-            .finalizers()
-            .iter()
-            .filter(|f| f.as_str() != FINALIZER)
-            .cloned()
-            .collect();
-        let patch = json!({"metadata": {"finalizers": finalizers}});
-        control_planes
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .with_context(|| format!("removing the finalizer of ControlPlane {name}"))?;
-        if args.purge {
-            control_planes
-                .delete(&name, &Default::default())
-                .await
-                .with_context(|| format!("deleting ControlPlane {name}"))?;
+            let leave = if args.purge {
+                Leave::Nothing { session: &session }
+            } else {
+                Leave::Components
+            };
+            operator::uninstall(&client, &options, leave, |name| {
+                if args.purge {
+                    eprintln!("ControlPlane {name}: uninstalling its components");
+                }
+            })
+            .await?;
+            println!(
+                "smm operator uninstalled from namespace {}",
+                options.namespace
+            );
+            Ok(ExitCode::SUCCESS)
         }
     }
-    if args.purge {
-        native::reconcile(&client, &operator_objects(&options, Presence::Absent, true)).await?;
-    }
-    println!(
-        "smm operator uninstalled from namespace {}",
-        options.namespace
-    );
-    Ok(ExitCode::SUCCESS)
 }

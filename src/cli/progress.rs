@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use smm::engine::plan::Action;
-use smm::engine::{Outcome, Progress};
+use smm::engine::decide::Operation;
+use smm::engine::report::{Outcome, Progress};
 
 pub struct CliProgress {
     bars: Option<MultiProgress>,
@@ -26,19 +26,9 @@ impl CliProgress {
     }
 }
 
-fn verb(action: Action) -> &'static str {
-    match action {
-        Action::Install => "installing",
-        Action::Upgrade => "upgrading",
-        Action::Uninstall => "uninstalling",
-        Action::Recover => "recovering",
-        Action::Nothing => "checking",
-    }
-}
-
 impl Progress for CliProgress {
-    fn started(&self, component: &str, action: Action, reason: &str) {
-        let message = format!("{component}: {} ({reason})", verb(action));
+    fn started(&self, component: &str, action: Operation, reason: &str) {
+        let message = format!("{component}: {} ({reason})", action.verb());
         let bar = self.bars.as_ref().map(|bars| {
             let bar = bars.add(ProgressBar::new_spinner());
             bar.set_style(

@@ -9,13 +9,17 @@ use anyhow::{Context, bail};
 use clap::Args;
 use kube::ResourceExt;
 
-use smm::api::{ControlPlane, DEFAULT_CONTROL_PLANE, GROUP};
-use smm::catalog::Catalog;
-use smm::engine::desired::resolve;
-use smm::engine::{Engine, EngineSettings, PlannedComponent, Scope};
-use smm::store;
+use std::sync::Arc;
 
-use super::converge::{dump, refuse_if_operator, store_and_reconcile};
+use smm::api::{ControlPlane, DEFAULT_CONTROL_PLANE, GROUP};
+use smm::cluster::control_plane;
+use smm::desired::resolve::resolve;
+use smm::engine::report::PlannedComponent;
+use smm::engine::session::Request;
+use smm::engine::{Engine, EngineSettings, Scope};
+use smm::mesh::catalog::Catalog;
+
+use super::change::{dump, reconcile};
 use super::{GlobalArgs, OutputFormat, print_structured, table};
 
 #[derive(Debug, Args)]
@@ -37,28 +41,33 @@ pub struct ReconcileArgs {
     output: OutputFormat,
 }
 
-pub async fn run(global: &GlobalArgs, args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    global: &GlobalArgs,
+    catalog: &Arc<Catalog>,
+    args: &ReconcileArgs,
+) -> anyhow::Result<ExitCode> {
     let control_plane = read_control_plane(&args.from_file)?;
     let name = control_plane.name_any();
     let source = args.from_file.display();
     // Every check that needs no cluster happens before the cluster is touched.
-    resolve(&Catalog::builtin()?, &control_plane.spec).with_context(|| format!("{source}"))?;
+    resolve(catalog, &control_plane.spec).with_context(|| format!("{source}"))?;
     if args.dump_resources {
         return dump(
             global,
+            catalog,
             &control_plane.spec,
             &Scope::All,
             args.output_dir.as_deref(),
         )
         .await;
     }
-    let client = global.client().await?;
     if args.dry_run {
-        let stored = store::load(&client, &name).await?;
+        let client = global.client().await?;
+        let stored = control_plane::load(&client, &name).await?;
         let engine = Engine::new(
             client,
             global.helm()?,
-            Catalog::builtin()?,
+            catalog.clone(),
             EngineSettings::default(),
         );
         let status = stored.as_ref().and_then(|cp| cp.status.as_ref());
@@ -68,13 +77,11 @@ pub async fn run(global: &GlobalArgs, args: &ReconcileArgs) -> anyhow::Result<Ex
         print_plan(&name, &plan, args.output)?;
         return Ok(ExitCode::SUCCESS);
     }
-    refuse_if_operator(&client, &name).await?;
-    store_and_reconcile(
+    reconcile(
         global,
-        client,
+        catalog,
         &name,
-        &control_plane.spec,
-        &Scope::All,
+        Request::Replace(&control_plane.spec),
         args.output,
     )
     .await

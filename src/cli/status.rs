@@ -7,7 +7,7 @@ use anyhow::bail;
 use clap::Args;
 
 use smm::api::{ControlPlaneStatus, DEFAULT_CONTROL_PLANE, condition};
-use smm::store;
+use smm::cluster::control_plane;
 
 use super::{GlobalArgs, OutputFormat, print_structured, table};
 
@@ -22,14 +22,14 @@ pub struct StatusArgs {
 
 pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let client = global.client().await?;
-    let Some(control_plane) = store::load(&client, &args.control_plane).await? else {
+    let Some(control_plane) = control_plane::load(&client, &args.control_plane).await? else {
         bail!(
             "ControlPlane {} not found: install something with `smm install` or `smm reconcile`",
             args.control_plane
         );
     };
     let status = control_plane.status.clone().unwrap_or_default();
-    let ready = is_ready(&status);
+    let ready = status.is_ready();
     if args.output == OutputFormat::Text {
         print_text(&args.control_plane, &status);
     } else {
@@ -40,13 +40,6 @@ pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<ExitC
     } else {
         ExitCode::FAILURE
     })
-}
-
-fn is_ready(status: &ControlPlaneStatus) -> bool {
-    status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == condition::READY && c.status == "True")
 }
 
 /// The digest without its algorithm, shortened as git shortens hashes.

@@ -11,12 +11,14 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use super::desired::DesiredComponent;
-use super::{EngineError, now};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::EngineError;
 use crate::api::{
-    ComponentPhase, ComponentStatus, ControlPlane, ControlPlaneStatus, condition, remove_condition,
-    set_condition,
+    ChartRef, ComponentPhase, ComponentStatus, ControlPlane, ControlPlaneStatus, ReleaseStatus,
+    condition, remove_condition, set_condition,
 };
+use crate::desired::resolve::DesiredComponent;
 
 pub(super) struct StatusWriter {
     api: Api<ControlPlane>,
@@ -37,6 +39,11 @@ impl StatusWriter {
         }
     }
 
+    /// The name of the ControlPlane whose status this writes.
+    pub fn control_plane(&self) -> &str {
+        &self.name
+    }
+
     fn current(&self) -> MutexGuard<'_, ControlPlaneStatus> {
         self.status.lock().expect("status lock")
     }
@@ -50,8 +57,73 @@ impl StatusWriter {
             .is_some_and(|status| status.phase == ComponentPhase::Available)
     }
 
+    /// The component is being changed (`Installing`, `Upgrading`, `Uninstalling`), optionally
+    /// waiting for something named in `message`. What was recorded of the last success stays.
+    pub async fn progressing(
+        &self,
+        name: &str,
+        phase: ComponentPhase,
+        message: Option<String>,
+    ) -> Result<(), EngineError> {
+        let mut status = self
+            .component(name)
+            .unwrap_or_else(|| ComponentStatus::with_phase(phase));
+        status.phase = phase;
+        status.message = message;
+        self.set_component(name, status).await
+    }
+
+    /// helm applied `wanted`'s chart and values as `revision`: these digests are now the record
+    /// the next reconcile compares against.
+    pub async fn applied(
+        &self,
+        wanted: &DesiredComponent<'_>,
+        revision: Option<i64>,
+    ) -> Result<(), EngineError> {
+        let status = ComponentStatus {
+            chart: Some(ChartRef {
+                name: wanted.chart_metadata.name.clone(),
+                version: wanted.chart_metadata.version.clone(),
+            }),
+            chart_digest: Some(wanted.chart_digest.clone()),
+            values_digest: Some(wanted.values_digest.clone()),
+            release: Some(ReleaseStatus {
+                name: wanted.release.name.clone(),
+                namespace: wanted.release.namespace.clone(),
+                revision,
+            }),
+            ..ComponentStatus::with_phase(ComponentPhase::Available)
+        };
+        self.set_component(wanted.name(), status).await
+    }
+
+    /// Up to date and no longer waiting: Available with its record unchanged.
+    pub async fn available(&self, name: &str) -> Result<(), EngineError> {
+        match self.component(name) {
+            Some(mut status) if status.phase != ComponentPhase::Available => {
+                status.phase = ComponentPhase::Available;
+                status.message = None;
+                self.set_component(name, status).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The step failed with `message`. The digests stay those of the last success, so the next
+    /// reconcile tries again.
+    pub async fn failed(&self, name: &str, message: String) -> Result<(), EngineError> {
+        self.progressing(name, ComponentPhase::Failed, Some(message))
+            .await
+    }
+
+    /// Uninstalled: nothing of the component is left, nor recorded.
+    pub async fn removed(&self, name: &str) -> Result<(), EngineError> {
+        self.set_component(name, ComponentStatus::with_phase(ComponentPhase::Removed))
+            .await
+    }
+
     /// Records a component's status; its transition time moves only when the phase does.
-    pub async fn set_component(
+    async fn set_component(
         &self,
         name: &str,
         mut status: ComponentStatus,
@@ -208,4 +280,8 @@ impl StatusWriter {
                 source,
             })
     }
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
 }

@@ -11,21 +11,19 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 
+use super::events::EventProgress;
 use super::http::{self, Health};
 use crate::api::ControlPlane;
-use crate::catalog::{Catalog, CatalogError};
-use crate::engine::plan::Action as EngineAction;
-use crate::engine::{
-    Engine, EngineError, EngineSettings, Outcome, Progress, ReconcileReport, Scope,
-};
+use crate::cluster::lease::{LeaseLock, LockError};
+use crate::engine::session::{Request, Session, SessionError};
 use crate::helm::Helm;
-use crate::lock::{LeaseLock, LockError, reconcile_lock};
+use crate::mesh::catalog::Catalog;
 
 /// The finalizer that keeps a ControlPlane until its components are uninstalled.
 pub const FINALIZER: &str = "smm.dev/uninstall-components";
@@ -40,9 +38,7 @@ pub enum OperatorError {
     #[error(transparent)]
     Lock(#[from] LockError),
     #[error(transparent)]
-    Catalog(#[from] CatalogError),
-    #[error(transparent)]
-    Engine(#[from] EngineError),
+    Session(#[from] SessionError),
     #[error("component(s) failed: {0}")]
     ComponentsFailed(String),
     #[error("lost the leader lease; stopping so that another replica takes over")]
@@ -70,6 +66,7 @@ pub struct RunOptions {
 struct Context {
     client: Client,
     helm: Helm,
+    catalog: Arc<Catalog>,
     health: Arc<Health>,
     recorder: Recorder,
     options: RunOptions,
@@ -79,8 +76,12 @@ struct Context {
 
 /// Runs until a shutdown signal, or until leadership is lost (an error: the process should exit
 /// and be restarted as a standby).
-pub async fn run(client: Client, helm: Helm, options: RunOptions) -> Result<(), OperatorError> {
-    Catalog::builtin()?;
+pub async fn run(
+    client: Client,
+    helm: Helm,
+    catalog: Arc<Catalog>,
+    options: RunOptions,
+) -> Result<(), OperatorError> {
     let health = Arc::new(Health::default());
     let address = options.listen;
     let server = tokio::spawn(http::serve(address, health.clone()));
@@ -106,6 +107,7 @@ pub async fn run(client: Client, helm: Helm, options: RunOptions) -> Result<(), 
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
         helm,
+        catalog,
         health,
         options,
         failures: Mutex::default(),
@@ -225,35 +227,39 @@ impl Context {
     ) -> Result<Action, OperatorError> {
         let name = control_plane.name_any();
         let started = Instant::now();
-        let lock = reconcile_lock(
-            &self.client,
-            &name,
-            &self.options.identity,
-            Duration::from_secs(60),
-            |holder| tracing::info!(control_plane = %name, %holder, "waiting for another reconcile"),
-        )
-        .await?;
-        let progress = Arc::new(EventProgress {
-            recorder: self.recorder.clone(),
-            reference: control_plane.object_ref(&()),
-            actions: Mutex::default(),
-        });
-        let engine = Engine::new(
+        let progress = Arc::new(EventProgress::new(
+            self.recorder.clone(),
+            control_plane.object_ref(&()),
+        ));
+        let session = Session::new(
             self.client.clone(),
             self.helm.clone(),
-            Catalog::builtin()?,
-            EngineSettings::default(),
+            self.catalog.clone(),
+            self.options.identity.clone(),
+            Duration::from_secs(60),
         )
         .with_progress(progress);
-        let result = match goal {
-            Goal::Apply => engine.reconcile(&name, &Scope::All).await,
-            Goal::Cleanup => engine.remove_all(&name).await,
+        let request = match goal {
+            Goal::Apply => Request::Stored,
+            Goal::Cleanup => Request::RemoveAll,
         };
-        lock.release().await;
+        let result = session
+            .run(&name, request, |holder| {
+                tracing::info!(control_plane = %name, %holder, "waiting for another reconcile")
+            })
+            .await;
 
         let metrics = &self.health.metrics;
         metrics.record_helm_processes(self.helm.processes_spawned());
-        let outcome = result.map_err(OperatorError::from).and_then(all_done);
+        let outcome = result.map_err(OperatorError::from).and_then(|report| {
+            if report.succeeded() {
+                Ok(())
+            } else {
+                Err(OperatorError::ComponentsFailed(
+                    report.unfinished().join("; "),
+                ))
+            }
+        });
         metrics.record_reconcile(outcome.is_ok(), started.elapsed().as_secs_f64());
         if let Ok(Some(stored)) = Api::<ControlPlane>::all(self.client.clone())
             .get_opt(&name)
@@ -268,78 +274,6 @@ impl Context {
             Goal::Apply => Action::requeue(self.options.resync_every),
             Goal::Cleanup => Action::await_change(),
         })
-    }
-}
-
-fn all_done(report: ReconcileReport) -> Result<(), OperatorError> {
-    let failed: Vec<String> = report
-        .components
-        .iter()
-        .filter_map(|c| match &c.outcome {
-            Outcome::Done => None,
-            Outcome::Waiting(why) | Outcome::Failed(why) => Some(format!("{}: {why}", c.name)),
-        })
-        .collect();
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(OperatorError::ComponentsFailed(failed.join("; ")))
-    }
-}
-
-/// Publishes a Kubernetes Event on the ControlPlane for every action and failure.
-struct EventProgress {
-    recorder: Recorder,
-    reference: k8s_openapi::api::core::v1::ObjectReference,
-    actions: Mutex<HashMap<String, EngineAction>>,
-}
-
-impl EventProgress {
-    fn publish(&self, type_: EventType, reason: &str, note: String) {
-        let recorder = self.recorder.clone();
-        let reference = self.reference.clone();
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(note),
-            action: "Reconcile".to_owned(),
-            secondary: None,
-        };
-        tokio::spawn(async move {
-            if let Err(err) = recorder.publish(&event, &reference).await {
-                tracing::warn!(%err, "could not publish an event");
-            }
-        });
-    }
-}
-
-impl Progress for EventProgress {
-    fn started(&self, component: &str, action: EngineAction, reason: &str) {
-        self.actions
-            .lock()
-            .expect("actions lock")
-            .insert(component.to_owned(), action);
-        tracing::info!(component, ?action, reason, "reconciling");
-    }
-
-    fn finished(&self, component: &str, outcome: &Outcome) {
-        let action = self.actions.lock().expect("actions lock").remove(component);
-        match (outcome, action) {
-            (Outcome::Done, Some(action)) => {
-                let reason = match action {
-                    EngineAction::Install => "Installed",
-                    EngineAction::Upgrade => "Upgraded",
-                    EngineAction::Uninstall => "Uninstalled",
-                    EngineAction::Recover => "Recovered",
-                    EngineAction::Nothing => return,
-                };
-                self.publish(EventType::Normal, reason, format!("{component}: {reason}"));
-            }
-            (Outcome::Failed(why), _) => {
-                self.publish(EventType::Warning, "Failed", format!("{component}: {why}"));
-            }
-            _ => {}
-        }
     }
 }
 

@@ -25,9 +25,9 @@ use kube::CustomResourceExt;
 use super::OPERATOR_LABEL;
 use super::controller::LEADER_LEASE;
 use crate::api::{ControlPlane, GROUP};
-use crate::components::{cluster_role_for, role_ref, rule, service_account_subject};
-use crate::lock::LEASE_NAMESPACE;
-use crate::native::{NativeObject, Presence, to_yaml_documents};
+use crate::cluster::lease::LEASE_NAMESPACE;
+use crate::cluster::objects::{NativeObject, Presence, to_yaml_documents};
+use crate::mesh::components::{cluster_role_for, role_ref, rule, service_account_subject};
 
 /// The name of the operator's ServiceAccount, ClusterRole(Binding), Role(Binding)s and Deployment.
 pub const OPERATOR_NAME: &str = "smm-operator";
@@ -727,7 +727,7 @@ mod tests {
                 "{verb}"
             );
             let reconcile = role_rules(LEASE_NAMESPACE);
-            let name = crate::lock::lease_name("any");
+            let name = crate::cluster::lease::lease_name("any");
             assert!(
                 allows(
                     &reconcile,
@@ -941,7 +941,7 @@ mod example_tests {
         let text = std::fs::read_to_string(path).expect("the example exists");
         let example: ControlPlane = serde_yaml_ng::from_str(&text).expect("a valid ControlPlane");
         assert_eq!(kube::ResourceExt::name_any(&example), "smm");
-        let components = crate::components::all();
+        let components = crate::mesh::components::all();
         for (name, spec) in &example.spec.components {
             let component = components
                 .iter()

@@ -1,17 +1,59 @@
 //! Operator mode: the same engine run in the cluster, watching ControlPlanes. While the
-//! operator is installed it owns reconciliation and the CLI must not compete with it.
+//! operator is installed it owns reconciliation and the CLI must not compete with it. This
+//! module holds the operations on the operator itself (is it there, install, uninstall, purge);
+//! the controller, its events and endpoints live in the submodules.
 
 pub mod controller;
+mod events;
 mod http;
 pub mod manifests;
 mod metrics;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::ListParams;
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+use crate::api::ControlPlane;
+use crate::cluster::objects::{self, NativeError, Presence};
+use crate::engine::session::{Request, Session, SessionError};
+use controller::FINALIZER;
+use manifests::{OperatorOptions, operator_objects};
 
 /// The label every operator Deployment carries, in whatever namespace it was installed.
 pub const OPERATOR_LABEL: (&str, &str) = ("app.kubernetes.io/name", "smm-operator");
+
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorOpError {
+    #[error(
+        "the smm operator is installed ({deployment}) and reconciles ControlPlanes itself: \
+         change the ControlPlane instead (kubectl edit controlplane {control_plane}), or \
+         remove the operator first with `smm operator uninstall`. --dump-resources still works."
+    )]
+    Installed {
+        deployment: String,
+        control_plane: String,
+    },
+    #[error("cannot look for an installed smm operator: {0}")]
+    Lookup(#[source] kube::Error),
+    #[error(transparent)]
+    Objects(#[from] NativeError),
+    #[error("cannot list ControlPlanes: {0}")]
+    List(#[source] kube::Error),
+    #[error("ControlPlane {name}: cannot {what}: {source}")]
+    ControlPlane {
+        name: String,
+        what: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("ControlPlane {name}: {source}")]
+    Purge {
+        name: String,
+        #[source]
+        source: Box<SessionError>,
+    },
+}
 
 /// The operator Deployment as `namespace/name`, if one is installed.
 pub async fn installed(client: &Client) -> Result<Option<String>, kube::Error> {
@@ -27,4 +69,89 @@ pub async fn installed(client: &Client) -> Result<Option<String>, kube::Error> {
         .items
         .first()
         .map(|d| format!("{}/{}", d.namespace().unwrap_or_default(), d.name_any())))
+}
+
+/// Fails when the operator is installed: it owns reconciliation, and a client-side reconcile
+/// of `control_plane` would compete with it.
+pub async fn ensure_absent(client: &Client, control_plane: &str) -> Result<(), OperatorOpError> {
+    match installed(client).await.map_err(OperatorOpError::Lookup)? {
+        Some(deployment) => Err(OperatorOpError::Installed {
+            deployment,
+            control_plane: control_plane.to_owned(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Puts the operator into the cluster: CRD, RBAC, Deployment, metrics Service.
+pub async fn install(client: &Client, options: &OperatorOptions) -> Result<(), OperatorOpError> {
+    objects::apply(client, &operator_objects(options, Presence::Present, true)).await?;
+    Ok(())
+}
+
+/// What `uninstall` does to the ControlPlanes the operator managed.
+pub enum Leave<'a> {
+    /// Components stay installed; only the operator's finalizer goes, so ControlPlanes can
+    /// still be deleted.
+    Components,
+    /// Everything goes: each ControlPlane's components (dependents first, through `session`),
+    /// the ControlPlanes, then the CRD.
+    Nothing { session: &'a Session },
+}
+
+/// Removes the operator. `on_control_plane` is told of each ControlPlane as it is handled.
+pub async fn uninstall(
+    client: &Client,
+    options: &OperatorOptions,
+    leave: Leave<'_>,
+    on_control_plane: impl Fn(&str),
+) -> Result<(), OperatorOpError> {
+    // Stop the operator first, so it does not reconcile what is being taken apart.
+    objects::apply(client, &operator_objects(options, Presence::Absent, false)).await?;
+    let control_planes: Api<ControlPlane> = Api::all(client.clone());
+    let existing = match control_planes.list(&Default::default()).await {
+        Ok(list) => list.items,
+        Err(kube::Error::Api(status)) if status.code == 404 => Vec::new(),
+        Err(err) => return Err(OperatorOpError::List(err)),
+    };
+    let failed = |name: &str, what| {
+        let name = name.to_owned();
+        move |source| OperatorOpError::ControlPlane { name, what, source }
+    };
+    for control_plane in existing {
+        let name = control_plane.name_any();
+        on_control_plane(&name);
+        if let Leave::Nothing { session } = leave {
+            session
+                .run(&name, Request::RemoveAll, |holder| {
+                    tracing::info!(control_plane = %name, %holder, "waiting for another reconcile to finish")
+                })
+                .await
+                .map_err(|source| OperatorOpError::Purge {
+                    name: name.clone(),
+                    source: Box::new(source),
+                })?;
+        }
+        let finalizers: Vec<String> = control_plane
+            .finalizers()
+            .iter()
+            .filter(|f| f.as_str() != FINALIZER)
+            .cloned()
+            .collect();
+        let patch = json!({"metadata": {"finalizers": finalizers}});
+        control_planes
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(failed(&name, "remove its finalizer"))?;
+        if let Leave::Nothing { .. } = leave {
+            control_planes
+                .delete(&name, &Default::default())
+                .await
+                .map_err(failed(&name, "delete it"))?;
+        }
+    }
+    if let Leave::Nothing { .. } = leave {
+        objects::apply(client, &operator_objects(options, Presence::Absent, true)).await?;
+    }
+    Ok(())
 }

@@ -10,9 +10,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use smm::api::{ComponentSpec, ControlPlaneSpec};
-use smm::catalog::Catalog;
-use smm::engine::desired::{DesiredComponent, resolve};
-use smm::native::{NativeObject, Presence};
+use smm::cluster::objects::{NativeObject, Presence};
+use smm::desired::resolve::{DesiredComponent, resolve};
+use smm::mesh::catalog::Catalog;
 
 use crate::support::{HelmTool, TestCluster, eventually, repo_root};
 
@@ -127,7 +127,7 @@ fn everything_enabled(
 fn render(desired: &DesiredComponent<'_>) -> String {
     let chart = desired.chart.materialize().unwrap();
     let values_dir = tempfile::tempdir().unwrap();
-    let values = smm::chart::write_values_file(values_dir.path(), &desired.values).unwrap();
+    let values = smm::helm::chart::write_values_file(values_dir.path(), &desired.values).unwrap();
     run(
         Command::new(HelmTool::Helm4.path())
             .arg("template")
@@ -163,7 +163,7 @@ async fn validate_against_the_api_server(spec: ControlPlaneSpec) {
     let desired = resolve(&catalog, &spec).unwrap();
     let natives: Vec<NativeObject> = desired.iter().flat_map(|d| d.native.clone()).collect();
     let established = eventually(Duration::from_secs(30), || async {
-        smm::native::reconcile(&cluster.client, &natives)
+        smm::cluster::objects::apply(&cluster.client, &natives)
             .await
             .map(|outcome| outcome.not_ready.is_empty())
             .unwrap_or(false)
@@ -217,7 +217,7 @@ async fn remove_cluster_scoped_natives(cluster: &TestCluster, spec: &ControlPlan
         .flat_map(|d| d.native)
         .collect();
     assert!(natives.iter().all(|n| n.presence == Presence::Absent));
-    smm::native::reconcile(&cluster.client, &natives)
+    smm::cluster::objects::apply(&cluster.client, &natives)
         .await
         .unwrap();
 }

@@ -11,8 +11,8 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use smm::api::ControlPlane;
-use smm::catalog::Catalog;
-use smm::lock::reconcile_lock;
+use smm::cluster::lease::reconcile_lock;
+use smm::mesh::catalog::Catalog;
 
 use crate::support::{TestCluster, ensure_control_plane_crd, smm, smm_with_env, unique_name};
 
@@ -360,17 +360,17 @@ async fn a_held_reconcile_lease_blocks_a_second_run() {
 
     // A lease whose holder stopped renewing long ago is free.
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
-        Api::namespaced(cluster.client.clone(), smm::lock::LEASE_NAMESPACE);
+        Api::namespaced(cluster.client.clone(), smm::cluster::lease::LEASE_NAMESPACE);
     let stale = json!({
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
-        "metadata": {"name": smm::lock::lease_name(&cp)},
+        "metadata": {"name": smm::cluster::lease::lease_name(&cp)},
         "spec": {"holderIdentity": "crashed", "leaseDurationSeconds": 30,
                  "renewTime": "2020-01-01T00:00:00.000000Z"},
     });
     leases
         .patch(
-            &smm::lock::lease_name(&cp),
+            &smm::cluster::lease::lease_name(&cp),
             &PatchParams::apply("e2e"),
             &Patch::Apply(&stale),
         )

@@ -13,11 +13,12 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use smm::api::{ComponentPhase, ControlPlane, condition};
-use smm::catalog::{Catalog, Component, DefaultNamespace};
-use smm::chart::EmbeddedChart;
-use smm::engine::plan::Action;
-use smm::engine::{Engine, EngineError, EngineSettings, Outcome, ReconcileReport, Scope};
+use smm::engine::decide::Operation;
+use smm::engine::report::{Outcome, ReconcileReport};
+use smm::engine::{Engine, EngineError, EngineSettings, Scope};
 use smm::helm::Helm;
+use smm::helm::chart::EmbeddedChart;
+use smm::mesh::catalog::{Catalog, Component, DefaultNamespace};
 
 use crate::support::{HelmTool, TestCluster, ensure_control_plane_crd, eventually, unique_name};
 
@@ -80,10 +81,15 @@ fn engine(cluster: &TestCluster, helm: &Helm, catalog: Catalog) -> Engine {
         round_delay: Duration::from_millis(500),
         ..EngineSettings::default()
     };
-    Engine::new(cluster.client.clone(), helm.clone(), catalog, settings)
+    Engine::new(
+        cluster.client.clone(),
+        helm.clone(),
+        std::sync::Arc::new(catalog),
+        settings,
+    )
 }
 
-fn action_of(report: &ReconcileReport, component: &str) -> (Action, String) {
+fn action_of(report: &ReconcileReport, component: &str) -> (Operation, String) {
     let found = report
         .components
         .iter()
@@ -117,8 +123,8 @@ async fn mesh_components_install_idle_upgrade_uninstall_and_return() {
         .count() as u64;
     let report = engine.reconcile(&cp.name, &Scope::All).await.unwrap();
     assert_all_done(&report);
-    assert_eq!(action_of(&report, "base").0, Action::Install);
-    assert_eq!(action_of(&report, "istiod").0, Action::Install);
+    assert_eq!(action_of(&report, "base").0, Operation::Install);
+    assert_eq!(action_of(&report, "istiod").0, Operation::Install);
     assert_eq!(helm.processes_spawned(), defaults);
     let installed = cp.get().await;
     let status = installed.status.clone().unwrap();
@@ -171,7 +177,7 @@ async fn mesh_components_install_idle_upgrade_uninstall_and_return() {
         report
             .components
             .iter()
-            .all(|c| c.action == Action::Nothing),
+            .all(|c| c.action == Operation::Nothing),
         "{report:?}"
     );
     assert_eq!(helm.processes_spawned(), defaults);
@@ -195,9 +201,9 @@ async fn mesh_components_install_idle_upgrade_uninstall_and_return() {
     assert_all_done(&report);
     assert_eq!(
         action_of(&report, "istiod"),
-        (Action::Upgrade, "values changed".to_owned())
+        (Operation::Upgrade, "values changed".to_owned())
     );
-    assert_eq!(action_of(&report, "base").0, Action::Nothing);
+    assert_eq!(action_of(&report, "base").0, Operation::Nothing);
     assert_eq!(helm.processes_spawned(), defaults + 1);
     let status = cp.get().await.status.unwrap();
     assert_eq!(
@@ -226,7 +232,7 @@ async fn mesh_components_install_idle_upgrade_uninstall_and_return() {
     assert_all_done(&report);
     assert_eq!(
         action_of(&report, "istiod"),
-        (Action::Uninstall, "disabled".to_owned())
+        (Operation::Uninstall, "disabled".to_owned())
     );
     assert!(deployments.get_opt("istiod").await.unwrap().is_none());
     assert!(
@@ -247,7 +253,7 @@ async fn mesh_components_install_idle_upgrade_uninstall_and_return() {
     assert_all_done(&report);
     assert_eq!(
         action_of(&report, "istiod"),
-        (Action::Install, "release missing".to_owned())
+        (Operation::Install, "release missing".to_owned())
     );
     deployments.get("istiod").await.unwrap();
 
@@ -315,7 +321,7 @@ async fn changed_chart_is_upgraded(tool: HelmTool) {
     assert_all_done(&report);
     assert_eq!(
         action_of(&report, "tiny"),
-        (Action::Upgrade, "chart digest changed".to_owned())
+        (Operation::Upgrade, "chart digest changed".to_owned())
     );
     let data = config_maps
         .get("tiny-settings")
@@ -381,7 +387,7 @@ async fn a_release_left_pending_install_is_recovered() {
     assert_eq!(
         action_of(&report, "tiny"),
         (
-            Action::Recover,
+            Operation::Recover,
             "release stuck in pending-install".to_owned()
         )
     );
@@ -480,7 +486,7 @@ async fn a_component_moved_to_another_namespace_leaves_nothing_behind() {
         .await;
     let report = engine.reconcile(&cp.name, &Scope::All).await.unwrap();
     assert_all_done(&report);
-    assert_eq!(action_of(&report, "tiny").0, Action::Install);
+    assert_eq!(action_of(&report, "tiny").0, Operation::Install);
     let in_namespace =
         |namespace: &str| -> Api<ConfigMap> { Api::namespaced(cluster.client.clone(), namespace) };
     assert!(

@@ -6,7 +6,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use kube::Api;
 use kube::api::ListParams;
 
-use smm::helm::{HelmError, ReleaseRef};
+use smm::helm::HelmError;
+use smm::helm::release::ReleaseRef;
 
 use crate::support::{HelmTool, TestCluster, eventually, fixture_chart};
 

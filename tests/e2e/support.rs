@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 
-use smm::cluster::ClusterTarget;
+use smm::cluster::target::ClusterTarget;
 use smm::helm::{Helm, HelmBinary, HelmSource};
 
 const NO_CLUSTER_HINT: &str = "the end-to-end tests need a real Kubernetes API server: run \
@@ -181,7 +181,7 @@ pub async fn eventually(timeout: Duration, mut check: impl AsyncFnMut() -> bool)
 
 /// Installs (or updates) the ControlPlane CRD and waits until the API server serves it.
 pub async fn ensure_control_plane_crd(client: &Client) {
-    smm::store::ensure_crd(client)
+    smm::cluster::control_plane::ensure_crd(client)
         .await
         .expect("the ControlPlane CRD is established");
 }

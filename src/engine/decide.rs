@@ -1,18 +1,43 @@
-//! Deciding what to do with one component: a pure function of its desired state, the status the
+//! The decision for one component: a pure function of its desired state, the status the
 //! engine recorded last time and the release helm has in the cluster.
 
 use crate::api::{ComponentPhase, ComponentStatus};
-use crate::release::{ObservedRelease, ReleaseState};
+use crate::desired::resolve::DesiredComponent;
+use crate::helm::release::{ObservedRelease, ReleaseState};
 
 /// What the engine does with a component this round.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub enum Action {
+pub enum Operation {
     Install,
     Upgrade,
     Uninstall,
     /// Resolve a release left pending by an interrupted helm, then install or upgrade.
     Recover,
     Nothing,
+}
+
+impl Operation {
+    /// The word for it while it runs, as progress shows it.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Operation::Install => "installing",
+            Operation::Upgrade => "upgrading",
+            Operation::Uninstall => "uninstalling",
+            Operation::Recover => "recovering",
+            Operation::Nothing => "checking",
+        }
+    }
+
+    /// The word for it once done, as Events name it; `None` when nothing was done.
+    pub fn done(self) -> Option<&'static str> {
+        match self {
+            Operation::Install => Some("Installed"),
+            Operation::Upgrade => Some("Upgraded"),
+            Operation::Uninstall => Some("Uninstalled"),
+            Operation::Recover => Some("Recovered"),
+            Operation::Nothing => None,
+        }
+    }
 }
 
 /// Why: what a user reads in the reconcile summary.
@@ -51,57 +76,67 @@ impl std::fmt::Display for Reason {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
-    pub action: Action,
+    pub action: Operation,
     pub reason: Reason,
 }
 
 /// The desired side of a decision.
 #[derive(Clone, Copy, Debug)]
-pub struct Wanted<'a> {
+pub struct Desired<'a> {
     pub enabled: bool,
     pub chart_digest: &'a str,
     pub values_digest: &'a str,
 }
 
+impl<'a> From<&'a DesiredComponent<'_>> for Desired<'a> {
+    fn from(desired: &'a DesiredComponent<'_>) -> Self {
+        Self {
+            enabled: desired.enabled,
+            chart_digest: &desired.chart_digest,
+            values_digest: &desired.values_digest,
+        }
+    }
+}
+
 pub fn decide(
-    wanted: Wanted<'_>,
+    wanted: Desired<'_>,
     status: Option<&ComponentStatus>,
     observed: Option<&ObservedRelease>,
 ) -> Decision {
     let decision = |action, reason| Decision { action, reason };
     let Some(release) = observed.filter(|r| r.state != ReleaseState::Uninstalled) else {
         return if wanted.enabled {
-            decision(Action::Install, Reason::ReleaseMissing)
+            decision(Operation::Install, Reason::ReleaseMissing)
         } else {
-            decision(Action::Nothing, Reason::AlreadyRemoved)
+            decision(Operation::Nothing, Reason::AlreadyRemoved)
         };
     };
     if release.state.is_pending() {
         return if wanted.enabled {
-            decision(Action::Recover, Reason::Stuck(release.state.clone()))
+            decision(Operation::Recover, Reason::Stuck(release.state.clone()))
         } else {
-            decision(Action::Uninstall, Reason::Disabled)
+            decision(Operation::Uninstall, Reason::Disabled)
         };
     }
     if !wanted.enabled {
-        return decision(Action::Uninstall, Reason::Disabled);
+        return decision(Operation::Uninstall, Reason::Disabled);
     }
     let recorded =
         status.and_then(|s| Some((s.chart_digest.as_deref()?, s.values_digest.as_deref()?)));
     match recorded {
-        None => decision(Action::Upgrade, Reason::NotRecorded),
+        None => decision(Operation::Upgrade, Reason::NotRecorded),
         Some((chart, _)) if chart != wanted.chart_digest => {
-            decision(Action::Upgrade, Reason::ChartChanged)
+            decision(Operation::Upgrade, Reason::ChartChanged)
         }
         Some((_, values)) if values != wanted.values_digest => {
-            decision(Action::Upgrade, Reason::ValuesChanged)
+            decision(Operation::Upgrade, Reason::ValuesChanged)
         }
         _ if release.state == ReleaseState::Failed
             || status.is_some_and(|s| s.phase == ComponentPhase::Failed) =>
         {
-            decision(Action::Upgrade, Reason::LastAttemptFailed)
+            decision(Operation::Upgrade, Reason::LastAttemptFailed)
         }
-        _ => decision(Action::Nothing, Reason::UpToDate),
+        _ => decision(Operation::Nothing, Reason::UpToDate),
     }
 }
 
@@ -109,7 +144,7 @@ pub fn decide(
 mod tests {
     use super::*;
 
-    const WANTED: Wanted<'static> = Wanted {
+    const WANTED: Desired<'static> = Desired {
         enabled: true,
         chart_digest: "sha256:c1",
         values_digest: "sha256:v1",
@@ -117,13 +152,9 @@ mod tests {
 
     fn status(phase: ComponentPhase, chart: &str, values: &str) -> ComponentStatus {
         ComponentStatus {
-            phase,
-            chart: None,
             chart_digest: Some(chart.to_owned()),
             values_digest: Some(values.to_owned()),
-            release: None,
-            last_transition_time: None,
-            message: None,
+            ..ComponentStatus::with_phase(phase)
         }
     }
 
@@ -136,7 +167,7 @@ mod tests {
         let available = status(ComponentPhase::Available, "sha256:c1", "sha256:v1");
         let deployed = release(ReleaseState::Deployed);
         let d = decide(WANTED, Some(&available), Some(&deployed));
-        assert_eq!((d.action, d.reason), (Action::Nothing, Reason::UpToDate));
+        assert_eq!((d.action, d.reason), (Operation::Nothing, Reason::UpToDate));
     }
 
     #[test]
@@ -151,10 +182,13 @@ mod tests {
         let d = decide(WANTED, Some(&old_values), Some(&deployed));
         assert_eq!(
             (d.action, d.reason),
-            (Action::Upgrade, Reason::ValuesChanged)
+            (Operation::Upgrade, Reason::ValuesChanged)
         );
         let d = decide(WANTED, None, Some(&deployed));
-        assert_eq!((d.action, d.reason), (Action::Upgrade, Reason::NotRecorded));
+        assert_eq!(
+            (d.action, d.reason),
+            (Operation::Upgrade, Reason::NotRecorded)
+        );
     }
 
     #[test]
@@ -163,12 +197,12 @@ mod tests {
         let d = decide(WANTED, Some(&available), None);
         assert_eq!(
             (d.action, d.reason),
-            (Action::Install, Reason::ReleaseMissing)
+            (Operation::Install, Reason::ReleaseMissing)
         );
         let uninstalled = release(ReleaseState::Uninstalled);
         assert_eq!(
             decide(WANTED, Some(&available), Some(&uninstalled)).action,
-            Action::Install
+            Operation::Install
         );
     }
 
@@ -183,32 +217,35 @@ mod tests {
             let d = decide(WANTED, None, Some(&pending));
             assert_eq!(
                 (d.action, d.reason),
-                (Action::Recover, Reason::Stuck(state))
+                (Operation::Recover, Reason::Stuck(state))
             );
-            let disabled = Wanted {
+            let disabled = Desired {
                 enabled: false,
                 ..WANTED
             };
             assert_eq!(
                 decide(disabled, None, Some(&pending)).action,
-                Action::Uninstall
+                Operation::Uninstall
             );
         }
     }
 
     #[test]
     fn disabled_components_are_uninstalled_once() {
-        let disabled = Wanted {
+        let disabled = Desired {
             enabled: false,
             ..WANTED
         };
         let deployed = release(ReleaseState::Deployed);
         let d = decide(disabled, None, Some(&deployed));
-        assert_eq!((d.action, d.reason), (Action::Uninstall, Reason::Disabled));
+        assert_eq!(
+            (d.action, d.reason),
+            (Operation::Uninstall, Reason::Disabled)
+        );
         let d = decide(disabled, None, None);
         assert_eq!(
             (d.action, d.reason),
-            (Action::Nothing, Reason::AlreadyRemoved)
+            (Operation::Nothing, Reason::AlreadyRemoved)
         );
     }
 
@@ -219,13 +256,13 @@ mod tests {
         let d = decide(WANTED, Some(&failed), Some(&deployed));
         assert_eq!(
             (d.action, d.reason),
-            (Action::Upgrade, Reason::LastAttemptFailed)
+            (Operation::Upgrade, Reason::LastAttemptFailed)
         );
         let available = status(ComponentPhase::Available, "sha256:c1", "sha256:v1");
         let helm_failed = release(ReleaseState::Failed);
         assert_eq!(
             decide(WANTED, Some(&available), Some(&helm_failed)).action,
-            Action::Upgrade
+            Operation::Upgrade
         );
     }
 }

@@ -6,8 +6,8 @@ use clap::Args;
 use serde::Serialize;
 
 use smm::api::{ControlPlane, DEFAULT_CONTROL_PLANE};
-use smm::catalog::{Catalog, DefaultNamespace};
-use smm::store;
+use smm::cluster::control_plane;
+use smm::mesh::catalog::{Catalog, DefaultNamespace};
 
 use super::{GlobalArgs, OutputFormat, print_structured, table};
 
@@ -35,20 +35,19 @@ struct ComponentRow {
     phase: Option<String>,
 }
 
-pub async fn run(global: &GlobalArgs, args: &ComponentsArgs) -> anyhow::Result<ExitCode> {
-    let catalog = Catalog::builtin()?;
+pub async fn run(
+    global: &GlobalArgs,
+    catalog: &Catalog,
+    args: &ComponentsArgs,
+) -> anyhow::Result<ExitCode> {
     let stored = stored(global, &args.control_plane).await;
+    // The engine's own rule: explicit choice, else the default while the dependencies are on.
+    let placements = stored.as_ref().map(|cp| catalog.placements(&cp.spec));
     let rows = catalog
         .components()
         .iter()
         .map(|component| {
-            let configured = stored.as_ref().map(|cp| {
-                cp.spec
-                    .components
-                    .get(component.name)
-                    .and_then(|c| c.enabled)
-                    .unwrap_or(component.enabled_by_default)
-            });
+            let enabled = placements.as_ref().map(|p| p[component.name].enabled);
             let phase = stored
                 .as_ref()
                 .and_then(|cp| cp.status.as_ref())
@@ -63,7 +62,7 @@ pub async fn run(global: &GlobalArgs, args: &ComponentsArgs) -> anyhow::Result<E
                 },
                 depends_on: component.depends_on.to_vec(),
                 enabled_by_default: component.enabled_by_default,
-                enabled: configured,
+                enabled,
                 phase,
             })
         })
@@ -108,7 +107,7 @@ pub async fn run(global: &GlobalArgs, args: &ComponentsArgs) -> anyhow::Result<E
 /// The stored ControlPlane if a cluster answers; the catalog is useful without one.
 async fn stored(global: &GlobalArgs, name: &str) -> Option<ControlPlane> {
     let client = global.client().await.ok()?;
-    match store::load(&client, name).await {
+    match control_plane::load(&client, name).await {
         Ok(found) => found,
         Err(err) => {
             tracing::info!("not showing cluster state: {err}");

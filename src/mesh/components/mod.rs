@@ -13,8 +13,8 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Ro
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::api::ControlPlaneSpec;
-use crate::catalog::Component;
-use crate::native::{NativeObject, Presence};
+use crate::cluster::objects::{NativeObject, Presence};
+use crate::mesh::catalog::Component;
 
 /// Every component, in declaration order (the catalog sorts them by dependency).
 pub fn all() -> Vec<Component> {
@@ -44,30 +44,26 @@ fn revision(spec: &ControlPlaneSpec) -> &str {
     spec.revision.as_deref().unwrap_or_default()
 }
 
-/// Another builtin component as this ControlPlane resolves it: its namespace (configured or
-/// default) and whether it is enabled (by the catalog's rule), for values that point at it.
-fn resolved<'a>(spec: &'a ControlPlaneSpec, name: &str) -> (&'a str, bool) {
-    let catalog = crate::catalog::Catalog::new(all()).expect("the builtin catalog is consistent");
-    let component = catalog
-        .get(name)
-        .unwrap_or_else(|| panic!("{name} is not a builtin component"));
-    let configured = spec.components.get(name);
-    let namespace = component.namespace(spec, configured.and_then(|c| c.namespace.as_deref()));
-    (namespace, catalog.enabled(spec)[component.name])
-}
-
 /// The managed values of a component that only needs to know where its images come from.
-fn registry_only(context: &crate::catalog::ComponentContext<'_>) -> serde_json::Value {
+fn registry_only(context: &crate::mesh::catalog::ComponentContext<'_>) -> serde_json::Value {
     serde_json::json!({"global": {"imageRegistry": image_registry(context.spec)}})
 }
 
 /// A small chart for unit tests of the catalog, which only needs a chart to exist.
 #[cfg(test)]
-pub(crate) const TEST_CHART: crate::chart::EmbeddedChart = {
+pub(crate) const TEST_CHART: crate::helm::chart::EmbeddedChart = {
     static TINY: include_dir::Dir<'static> =
         include_dir::include_dir!("$CARGO_MANIFEST_DIR/tests/fixtures/charts/tiny");
-    crate::chart::EmbeddedChart::new("tiny", &TINY)
+    crate::helm::chart::EmbeddedChart::new("tiny", &TINY)
 };
+
+/// Where the builtin components go for `spec`, for unit tests of one component's builders.
+#[cfg(test)]
+pub(crate) fn test_placements(spec: &ControlPlaneSpec) -> crate::mesh::catalog::Placements {
+    crate::mesh::catalog::Catalog::builtin()
+        .expect("the builtin catalog is consistent")
+        .placements(spec)
+}
 
 /// A component with the test chart and nothing else, for unit tests of catalog logic.
 #[cfg(test)]
@@ -79,7 +75,7 @@ pub(crate) fn test_component(
     Component {
         name,
         release_name: name,
-        default_namespace: crate::catalog::DefaultNamespace::Mesh,
+        default_namespace: crate::mesh::catalog::DefaultNamespace::Mesh,
         enabled_by_default,
         depends_on,
         chart: TEST_CHART,
@@ -146,7 +142,7 @@ pub(crate) fn cluster_role_for(
 /// and binding are called `<component>-<namespace>` (several meshes may share a cluster) and
 /// exist exactly while the component is enabled.
 fn component_cluster_role(
-    context: &crate::catalog::ComponentContext<'_>,
+    context: &crate::mesh::catalog::ComponentContext<'_>,
     component: &str,
     rules: Vec<PolicyRule>,
 ) -> Vec<NativeObject> {

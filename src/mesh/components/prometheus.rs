@@ -7,9 +7,9 @@ use k8s_openapi::api::rbac::v1::PolicyRule;
 use serde_json::json;
 
 use super::{READ, component_cluster_role, image_registry, rule};
-use crate::catalog::{Component, ComponentContext, DefaultNamespace};
-use crate::chart::EmbeddedChart;
-use crate::native::NativeObject;
+use crate::cluster::objects::NativeObject;
+use crate::helm::chart::EmbeddedChart;
+use crate::mesh::catalog::{Component, ComponentContext, DefaultNamespace};
 
 static CHART: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/charts/prometheus");
 
@@ -23,7 +23,7 @@ pub fn component() -> Component {
         chart: EmbeddedChart::new("prometheus", &CHART),
         values_layer: (
             "values/prometheus.yaml",
-            include_str!("../../values/prometheus.yaml"),
+            include_str!("../../../values/prometheus.yaml"),
         ),
         native_objects,
         managed_values,
@@ -31,8 +31,8 @@ pub fn component() -> Component {
 }
 
 /// Where Prometheus finds the mesh's `prometheus` Service: the URL Grafana queries.
-pub(super) fn url(spec: &crate::api::ControlPlaneSpec) -> String {
-    let (namespace, _) = super::resolved(spec, "prometheus");
+pub(super) fn url(context: &ComponentContext<'_>) -> String {
+    let namespace = &context.placement_of("prometheus").namespace;
     format!("http://prometheus.{namespace}.svc:9090")
 }
 
@@ -40,7 +40,7 @@ fn managed_values(context: &ComponentContext<'_>) -> serde_json::Value {
     json!({
         "global": {
             // istiod's metrics are scraped in its namespace.
-            "istioNamespace": super::istiod::istiod_namespace(context.spec),
+            "istioNamespace": super::istiod::istiod_namespace(context),
             "imageRegistry": image_registry(context.spec),
         },
     })
@@ -68,15 +68,17 @@ fn native_objects(context: &ComponentContext<'_>) -> Vec<NativeObject> {
 mod tests {
     use super::*;
     use crate::api::ControlPlaneSpec;
-    use crate::native::Presence;
+    use crate::cluster::objects::Presence;
 
     #[test]
     fn the_cluster_role_carries_the_namespace_and_goes_when_disabled() {
         let spec = ControlPlaneSpec::default();
+        let placements = crate::mesh::components::test_placements(&spec);
         let context = |enabled| ComponentContext {
             spec: &spec,
             namespace: "monitoring",
             enabled,
+            placements: &placements,
         };
         let objects = native_objects(&context(true));
         assert_eq!(
@@ -110,6 +112,7 @@ mod tests {
             spec: &spec,
             namespace: "monitoring",
             enabled: true,
+            placements: &crate::mesh::components::test_placements(&spec),
         });
         assert_eq!(values["global"]["istioNamespace"], "mesh");
         assert_eq!(values["global"]["imageRegistry"], "docker.io");

@@ -12,8 +12,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use tempfile::TempDir;
 
-use crate::digest::chart_digest;
+use crate::values::digest::format_digest;
 use crate::values::{ValuesError, parse_yaml_values};
+use sha2::{Digest, Sha256};
 
 /// The chart's metadata file.
 const CHART_FILE: &str = "Chart.yaml";
@@ -234,6 +235,23 @@ pub fn write_values_file(dir: &Path, values: &Value) -> Result<PathBuf, ChartErr
         Ok(()) => Ok(path),
         Err(source) => Err(ChartError::WriteValues { path, source }),
     }
+}
+
+/// The digest of every file below `chart`, recursively.
+///
+/// Files are taken in order of their `/`-separated path relative to `chart`, so the digest does
+/// not depend on where the chart is embedded. Each is framed as the path's length (u64,
+/// big-endian), the path, the content's length (u64, big-endian) and the content, so moving
+/// bytes between a name and a content changes the digest. Directories themselves do not count.
+pub fn chart_digest(chart: &Dir<'_>) -> String {
+    let mut hasher = Sha256::new();
+    for file in chart_files(chart) {
+        for part in [file.relative_path.as_bytes(), file.contents] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part);
+        }
+    }
+    format_digest(hasher.finalize().as_slice())
 }
 
 /// Every file below `dir`, recursively, sorted by path relative to `dir`.
@@ -457,11 +475,11 @@ mod tests {
             &[
                 DirEntry::File(File::new(
                     "charts/tiny/Chart.yaml",
-                    include_bytes!("../tests/fixtures/charts/tiny/Chart.yaml"),
+                    include_bytes!("../../tests/fixtures/charts/tiny/Chart.yaml"),
                 )),
                 DirEntry::File(File::new(
                     "charts/tiny/values.yaml",
-                    include_bytes!("../tests/fixtures/charts/tiny/values.yaml"),
+                    include_bytes!("../../tests/fixtures/charts/tiny/values.yaml"),
                 )),
                 DirEntry::Dir(Dir::new(
                     "charts/tiny/templates",
@@ -469,19 +487,19 @@ mod tests {
                         DirEntry::File(File::new(
                             "charts/tiny/templates/configmap.yaml",
                             include_bytes!(
-                                "../tests/fixtures/charts/tiny/templates/configmap.yaml"
+                                "../../tests/fixtures/charts/tiny/templates/configmap.yaml"
                             ),
                         )),
                         DirEntry::File(File::new(
                             "charts/tiny/templates/hanging-hook.yaml",
                             include_bytes!(
-                                "../tests/fixtures/charts/tiny/templates/hanging-hook.yaml"
+                                "../../tests/fixtures/charts/tiny/templates/hanging-hook.yaml"
                             ),
                         )),
                         DirEntry::File(File::new(
                             "charts/tiny/templates/serviceaccount.yaml",
                             include_bytes!(
-                                "../tests/fixtures/charts/tiny/templates/serviceaccount.yaml"
+                                "../../tests/fixtures/charts/tiny/templates/serviceaccount.yaml"
                             ),
                         )),
                     ],
@@ -557,5 +575,97 @@ mod tests {
             "{err}"
         );
         assert_eq!(fs::read_to_string(&path).unwrap(), "old");
+    }
+
+    const CHART_YAML: &[u8] = b"name: t\n";
+    const TEMPLATE: &[u8] = b"x";
+
+    static AT_ROOT: Dir<'static> = Dir::new(
+        "",
+        &[
+            DirEntry::File(File::new("Chart.yaml", CHART_YAML)),
+            DirEntry::Dir(Dir::new(
+                "templates",
+                &[DirEntry::File(File::new("templates/a.yaml", TEMPLATE))],
+            )),
+        ],
+    );
+
+    // The same chart as a subdirectory of a larger embedding, listed in another order, with an
+    // empty directory that must not count.
+    static NESTED: Dir<'static> = Dir::new(
+        "charts/t",
+        &[
+            DirEntry::Dir(Dir::new("charts/t/empty", &[])),
+            DirEntry::Dir(Dir::new(
+                "charts/t/templates",
+                &[DirEntry::File(File::new(
+                    "charts/t/templates/a.yaml",
+                    TEMPLATE,
+                ))],
+            )),
+            DirEntry::File(File::new("charts/t/Chart.yaml", CHART_YAML)),
+        ],
+    );
+
+    #[test]
+    fn chart_digest_known_vector() {
+        // Pins the file framing and ordering across machines and releases, like
+        // `values_digest_known_vector`; computed independently with Python's hashlib and
+        // struct.pack(">Q", ...) framing.
+        assert_eq!(
+            chart_digest(&AT_ROOT),
+            "sha256:58df99befb7acf767b007a8737678f14ad5871fa07248068869e6d0248f480b3"
+        );
+    }
+
+    #[test]
+    fn chart_digest_ignores_embedding_location_order_and_empty_dirs() {
+        assert_eq!(chart_digest(&AT_ROOT), chart_digest(&NESTED));
+    }
+
+    #[test]
+    fn chart_digest_changes_with_a_byte() {
+        static CHANGED: Dir<'static> = Dir::new(
+            "",
+            &[
+                DirEntry::File(File::new("Chart.yaml", b"name: u\n")),
+                DirEntry::File(File::new("templates/a.yaml", TEMPLATE)),
+            ],
+        );
+        assert_ne!(chart_digest(&AT_ROOT), chart_digest(&CHANGED));
+    }
+
+    #[test]
+    fn chart_digest_changes_with_a_name() {
+        static RENAMED: Dir<'static> = Dir::new(
+            "",
+            &[
+                DirEntry::File(File::new("Chart.yaml", CHART_YAML)),
+                DirEntry::File(File::new("templates/b.yaml", TEMPLATE)),
+            ],
+        );
+        assert_ne!(chart_digest(&AT_ROOT), chart_digest(&RENAMED));
+    }
+
+    #[test]
+    fn chart_digest_frames_names_and_contents() {
+        static NAME_AB: Dir<'static> = Dir::new("", &[DirEntry::File(File::new("ab", b"c"))]);
+        static NAME_A: Dir<'static> = Dir::new("", &[DirEntry::File(File::new("a", b"bc"))]);
+        static SPLIT: Dir<'static> = Dir::new(
+            "",
+            &[
+                DirEntry::File(File::new("a", b"b")),
+                DirEntry::File(File::new("c", b"")),
+            ],
+        );
+        static EMPTY: Dir<'static> = Dir::new("", &[]);
+        let digests = [&NAME_AB, &NAME_A, &SPLIT, &EMPTY].map(chart_digest);
+        for (i, a) in digests.iter().enumerate() {
+            assert!(a.starts_with("sha256:") && a.len() == 71, "{a}");
+            for b in &digests[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
     }
 }

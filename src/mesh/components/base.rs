@@ -12,9 +12,9 @@ use serde_json::json;
 use super::{READ, cluster_role_for, native_metadata, presence, revision, rule};
 use include_dir::{Dir, include_dir};
 
-use crate::catalog::{Component, ComponentContext, DefaultNamespace};
-use crate::chart::EmbeddedChart;
-use crate::native::NativeObject;
+use crate::cluster::objects::NativeObject;
+use crate::helm::chart::EmbeddedChart;
+use crate::mesh::catalog::{Component, ComponentContext, DefaultNamespace};
 
 static CHART: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/charts/base");
 
@@ -26,12 +26,15 @@ pub fn component() -> Component {
         enabled_by_default: true,
         depends_on: &[],
         chart: EmbeddedChart::new("base", &CHART),
-        values_layer: ("values/base.yaml", include_str!("../../values/base.yaml")),
+        values_layer: (
+            "values/base.yaml",
+            include_str!("../../../values/base.yaml"),
+        ),
         native_objects,
         managed_values: |context| {
             // The validating webhook sends Istio config to istiod, wherever istiod runs.
             json!({"global": {
-                "istioNamespace": super::istiod::istiod_namespace(context.spec),
+                "istioNamespace": super::istiod::istiod_namespace(context),
                 "revision": revision(context.spec),
             }})
         },
@@ -269,15 +272,17 @@ fn reader_rbac(namespace: &str, enabled: bool) -> [NativeObject; 2] {
 mod tests {
     use super::*;
     use crate::api::ControlPlaneSpec;
-    use crate::native::Presence;
+    use crate::cluster::objects::Presence;
 
     #[test]
     fn crds_are_kept_when_disabled_but_rbac_goes() {
         let spec = ControlPlaneSpec::default();
+        let placements = crate::mesh::components::test_placements(&spec);
         let context = |enabled| ComponentContext {
             spec: &spec,
             namespace: "istio-system",
             enabled,
+            placements: &placements,
         };
         let enabled = native_objects(&context(true));
         assert_eq!(enabled.len(), ISTIO_KINDS.len() + 2);
@@ -314,6 +319,7 @@ mod tests {
             spec: &spec,
             namespace: "istio-system",
             enabled: true,
+            placements: &crate::mesh::components::test_placements(&spec),
         });
         assert_eq!(
             values,

@@ -5,9 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
+use super::graph;
 use crate::api::ControlPlaneSpec;
-use crate::chart::EmbeddedChart;
-use crate::native::NativeObject;
+use crate::cluster::objects::NativeObject;
+use crate::helm::chart::EmbeddedChart;
 use crate::values::{ValuesError, parse_yaml_values};
 
 /// Where a component's release goes when the ControlPlane does not say.
@@ -19,13 +20,35 @@ pub enum DefaultNamespace {
     Fixed(&'static str),
 }
 
-/// What a component's builders see: the ControlPlane and what was resolved for this component.
+/// What a component's builders see: the ControlPlane, what was resolved for this component, and
+/// where every other component goes (for values that point at them).
 #[derive(Clone, Copy, Debug)]
 pub struct ComponentContext<'a> {
     pub spec: &'a ControlPlaneSpec,
     pub namespace: &'a str,
     pub enabled: bool,
+    pub placements: &'a Placements,
 }
+
+impl ComponentContext<'_> {
+    /// Where another component of the catalog goes, as this ControlPlane resolves it.
+    pub fn placement_of(&self, component: &str) -> &Placement {
+        self.placements
+            .get(component)
+            .unwrap_or_else(|| panic!("{component} is not a component of this catalog"))
+    }
+}
+
+/// Where a component's release goes and whether the ControlPlane enables it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub namespace: String,
+    pub enabled: bool,
+}
+
+/// Every component's placement for one ControlPlane, by name: the one place the enabled rule and
+/// the namespace defaults are applied, read by the engine, `smm components` and the builders.
+pub type Placements = BTreeMap<&'static str, Placement>;
 
 /// One mesh component.
 pub struct Component {
@@ -114,7 +137,7 @@ impl Catalog {
                 });
             }
         }
-        let order = dependency_order(&components)?;
+        let order = graph::dependency_order(&components).map_err(CatalogError::Cycle)?;
         let mut slots: Vec<Option<Component>> = components.into_iter().map(Some).collect();
         let ordered = order
             .into_iter()
@@ -125,7 +148,7 @@ impl Catalog {
 
     /// The mesh's components.
     pub fn builtin() -> Result<Self, CatalogError> {
-        Self::new(crate::components::all())
+        Self::new(crate::mesh::components::all())
     }
 
     /// All components, dependencies first.
@@ -145,7 +168,7 @@ impl Catalog {
     }
 
     /// The catalog as a Markdown table, as the README shows it.
-    pub fn markdown_table(&self) -> Result<String, crate::chart::ChartError> {
+    pub fn markdown_table(&self) -> Result<String, crate::helm::chart::ChartError> {
         let mut table = String::from(
             "| component | what it deploys | chart | app version | depends on | enabled by default |\n\
              |---|---|---|---|---|---|\n",
@@ -178,7 +201,7 @@ impl Catalog {
     /// on by default only while everything it depends on is on, so turning off a dependency
     /// also turns off the defaults that need it (and a new default component never makes an
     /// existing spec invalid).
-    pub fn enabled(&self, spec: &ControlPlaneSpec) -> BTreeMap<&'static str, bool> {
+    fn enabled(&self, spec: &ControlPlaneSpec) -> BTreeMap<&'static str, bool> {
         let mut enabled = BTreeMap::new();
         // Dependencies come first, so their state is known when a dependent is looked at.
         for component in &self.ordered {
@@ -193,78 +216,41 @@ impl Catalog {
         enabled
     }
 
+    /// Where every component goes and whether it is on, for `spec`.
+    pub fn placements(&self, spec: &ControlPlaneSpec) -> Placements {
+        let enabled = self.enabled(spec);
+        self.ordered
+            .iter()
+            .map(|component| {
+                let configured = spec.components.get(component.name);
+                let namespace =
+                    component.namespace(spec, configured.and_then(|c| c.namespace.as_deref()));
+                let placement = Placement {
+                    namespace: namespace.to_owned(),
+                    enabled: enabled[component.name],
+                };
+                (component.name, placement)
+            })
+            .collect()
+    }
+
     /// The components that depend on `name`, directly or through others.
     pub fn dependents_of(&self, name: &str) -> BTreeSet<&'static str> {
-        let mut found: BTreeSet<&'static str> = BTreeSet::new();
-        // Dependents come after their dependencies, so one forward pass sees every chain.
-        for component in &self.ordered {
-            if component
-                .depends_on
-                .iter()
-                .any(|dependency| *dependency == name || found.contains(dependency))
-            {
-                found.insert(component.name);
-            }
-        }
-        found
+        graph::dependents_of(&self.ordered, name)
+    }
+
+    /// `names` and everything they depend on.
+    pub fn with_dependencies(&self, names: &[&'static str]) -> BTreeSet<&'static str> {
+        graph::with_dependencies(&self.ordered, names)
     }
 }
 
-/// Kahn's algorithm, taking the earliest declared ready component each step so the order is stable.
-fn dependency_order(components: &[Component]) -> Result<Vec<usize>, CatalogError> {
-    let index_of: BTreeMap<&str, usize> = components
-        .iter()
-        .enumerate()
-        .map(|(index, component)| (component.name, index))
-        .collect();
-    let mut remaining_deps: Vec<usize> = components.iter().map(|c| c.depends_on.len()).collect();
-    let mut done = vec![false; components.len()];
-    let mut order = Vec::with_capacity(components.len());
-    while order.len() < components.len() {
-        let Some(next) = (0..components.len()).find(|&i| !done[i] && remaining_deps[i] == 0) else {
-            return Err(CatalogError::Cycle(find_cycle(
-                components, &done, &index_of,
-            )));
-        };
-        done[next] = true;
-        order.push(next);
-        for (index, component) in components.iter().enumerate() {
-            if component.depends_on.contains(&components[next].name) {
-                remaining_deps[index] -= 1;
-            }
-        }
+impl graph::Node for Component {
+    fn name(&self) -> &'static str {
+        self.name
     }
-    Ok(order)
-}
-
-/// Follows dependencies among the components left over by Kahn's algorithm until one repeats;
-/// every leftover component has an unfinished dependency, so a walk must close a cycle.
-fn find_cycle(
-    components: &[Component],
-    done: &[bool],
-    index_of: &BTreeMap<&str, usize>,
-) -> Vec<&'static str> {
-    let start = (0..components.len())
-        .find(|&i| !done[i])
-        .expect("a leftover component");
-    let mut path = vec![start];
-    loop {
-        let current = &components[*path.last().expect("non-empty")];
-        let next = current
-            .depends_on
-            .iter()
-            .map(|dependency| index_of[dependency])
-            .find(|&index| !done[index])
-            .expect("a leftover component has an unfinished dependency");
-        if let Some(position) = path.iter().position(|&index| index == next) {
-            let mut cycle: Vec<&'static str> = path[position..]
-                .iter()
-                .map(|&i| components[i].name)
-                .collect();
-            cycle.push(components[next].name);
-            return cycle;
-        }
-        path.push(next);
+    fn depends_on(&self) -> &'static [&'static str] {
+        self.depends_on
     }
 }
 
@@ -273,7 +259,7 @@ mod tests {
     use super::*;
 
     fn component(name: &'static str, depends_on: &'static [&'static str]) -> Component {
-        crate::components::test_component(name, depends_on, true)
+        crate::mesh::components::test_component(name, depends_on, true)
     }
 
     #[test]

@@ -129,6 +129,31 @@ pub struct ComponentStatus {
     pub message: Option<String>,
 }
 
+impl ComponentStatus {
+    /// A status in `phase` with nothing recorded yet.
+    pub fn with_phase(phase: ComponentPhase) -> Self {
+        Self {
+            phase,
+            chart: None,
+            chart_digest: None,
+            values_digest: None,
+            release: None,
+            last_transition_time: None,
+            message: None,
+        }
+    }
+}
+
+impl ControlPlaneStatus {
+    /// Whether the `Ready` condition is true: the one rule `smm status`, the operator's metrics
+    /// and the tests read.
+    pub fn is_ready(&self) -> bool {
+        self.conditions
+            .iter()
+            .any(|c| c.type_ == condition::READY && c.status == "True")
+    }
+}
+
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 pub enum ComponentPhase {
     Installing,

@@ -5,11 +5,13 @@
 use serde_json::Value;
 
 use crate::api::ControlPlaneSpec;
-use crate::catalog::{Catalog, Component, ComponentContext};
-use crate::chart::{ChartError, ChartMetadata, EmbeddedChart};
-use crate::digest::values_digest;
-use crate::helm::ReleaseRef;
-use crate::native::NativeObject;
+use crate::cluster::objects::NativeObject;
+use crate::helm::chart::{ChartError, ChartMetadata, EmbeddedChart};
+use crate::helm::release::ReleaseRef;
+use crate::helm::render::RenderRequest;
+use crate::mesh::catalog::{Catalog, Component, ComponentContext, Placements};
+use crate::mesh::graph;
+use crate::values::digest::values_digest;
 use crate::values::{Layers, ValuesError, layer};
 
 #[derive(Debug, thiserror::Error)]
@@ -52,15 +54,25 @@ impl DesiredComponent<'_> {
     pub fn name(&self) -> &'static str {
         self.component.name
     }
+
+    /// What `--dump-resources` renders for this component.
+    pub fn render_request(&self) -> RenderRequest<'_> {
+        RenderRequest {
+            name: self.name(),
+            native: &self.native,
+            chart: &self.chart,
+            values: &self.values,
+            release: &self.release,
+        }
+    }
 }
 
-impl<'a> From<&'a DesiredComponent<'_>> for super::plan::Wanted<'a> {
-    fn from(desired: &'a DesiredComponent<'_>) -> Self {
-        Self {
-            enabled: desired.enabled,
-            chart_digest: &desired.chart_digest,
-            values_digest: &desired.values_digest,
-        }
+impl graph::Node for DesiredComponent<'_> {
+    fn name(&self) -> &'static str {
+        self.component.name
+    }
+    fn depends_on(&self) -> &'static [&'static str] {
+        self.component.depends_on
     }
 }
 
@@ -79,9 +91,10 @@ pub fn resolve<'c>(
             known: catalog.names(),
         });
     }
-    let enabled = catalog.enabled(spec);
-    for component in catalog.components().iter().filter(|c| enabled[c.name]) {
-        let disabled = component.depends_on.iter().find(|d| !enabled[*d]);
+    let placements = catalog.placements(spec);
+    let enabled = |name: &str| placements[name].enabled;
+    for component in catalog.components().iter().filter(|c| enabled(c.name)) {
+        let disabled = component.depends_on.iter().find(|d| !enabled(d));
         if let Some(dependency) = disabled {
             return Err(SpecError::DisabledDependency {
                 component: component.name,
@@ -92,7 +105,7 @@ pub fn resolve<'c>(
     let desired: Vec<DesiredComponent<'c>> = catalog
         .components()
         .iter()
-        .map(|component| resolve_one(component, spec, enabled[component.name]))
+        .map(|component| resolve_one(component, spec, &placements))
         .collect::<Result<_, _>>()?;
     Ok(desired)
 }
@@ -100,14 +113,16 @@ pub fn resolve<'c>(
 fn resolve_one<'c>(
     component: &'c Component,
     spec: &ControlPlaneSpec,
-    enabled: bool,
+    placements: &Placements,
 ) -> Result<DesiredComponent<'c>, SpecError> {
     let configured = spec.components.get(component.name);
-    let namespace = component.namespace(spec, configured.and_then(|c| c.namespace.as_deref()));
+    let placement = &placements[component.name];
+    let (namespace, enabled) = (placement.namespace.as_str(), placement.enabled);
     let context = ComponentContext {
         spec,
         namespace,
         enabled,
+        placements,
     };
     let chart = component.chart;
     let chart_metadata = chart.metadata()?;
@@ -284,7 +299,7 @@ mod tests {
             desired[1]
                 .native
                 .iter()
-                .all(|object| object.presence == crate::native::Presence::Absent)
+                .all(|object| object.presence == crate::cluster::objects::Presence::Absent)
         );
     }
 }

@@ -4,6 +4,8 @@
 //! Values are `serde_json::Value`s whose objects stand for YAML maps, so they can be digested
 //! and compared exactly, and handed to helm as a values file.
 
+pub mod digest;
+
 use serde_json::{Map, Value};
 
 /// The name of the user's override in the `ControlPlane` spec, which error messages point into.

@@ -3,8 +3,8 @@
 
 use include_dir::{Dir, include_dir};
 
-use crate::catalog::{Component, DefaultNamespace};
-use crate::chart::EmbeddedChart;
+use crate::helm::chart::EmbeddedChart;
+use crate::mesh::catalog::{Component, DefaultNamespace};
 
 static CHART: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/charts/tracing");
 
@@ -18,7 +18,7 @@ pub fn component() -> Component {
         chart: EmbeddedChart::new("tracing", &CHART),
         values_layer: (
             "values/tracing.yaml",
-            include_str!("../../values/tracing.yaml"),
+            include_str!("../../../values/tracing.yaml"),
         ),
         native_objects: |_| Vec::new(),
         managed_values: super::registry_only,

@@ -107,7 +107,7 @@ pub struct NativeOutcome {
 
 /// Applies present objects and deletes absent ones, in the order given (callers put CRDs and
 /// cluster roles before what uses them). Strict field validation makes a wrong builder fail loudly.
-pub async fn reconcile(
+pub async fn apply(
     client: &Client,
     objects: &[NativeObject],
 ) -> Result<NativeOutcome, NativeError> {

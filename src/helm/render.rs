@@ -2,10 +2,12 @@
 //! YAML, rendered without a cluster: each component's native objects, then its chart through
 //! `helm template` with the same merged values the engine would use.
 
-use crate::chart::ChartError;
-use crate::engine::desired::DesiredComponent;
+use serde_json::Value;
+
+use crate::cluster::objects::{self, NativeObject};
+use crate::helm::chart::{ChartError, EmbeddedChart};
+use crate::helm::release::ReleaseRef;
 use crate::helm::{Helm, HelmError};
-use crate::native;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
@@ -30,26 +32,37 @@ pub struct RenderedComponent {
     pub yaml: String,
 }
 
-/// Renders the enabled components among `components`, in the order given (dependency order).
+/// What rendering one component takes: its objects applied natively, and its chart with the
+/// merged values for its release.
+#[derive(Clone, Copy, Debug)]
+pub struct RenderRequest<'a> {
+    pub name: &'static str,
+    pub native: &'a [NativeObject],
+    pub chart: &'a EmbeddedChart,
+    pub values: &'a Value,
+    pub release: &'a ReleaseRef,
+}
+
+/// Renders `components` in the order given (dependency order).
 pub async fn render(
     helm: &Helm,
-    components: &[&DesiredComponent<'_>],
+    components: &[RenderRequest<'_>],
 ) -> Result<Vec<RenderedComponent>, RenderError> {
     let mut rendered = Vec::new();
-    for wanted in components.iter().filter(|d| d.enabled) {
-        let name = wanted.name();
-        let mut documents = native::to_yaml_documents(&wanted.native);
+    for wanted in components {
+        let name = wanted.name;
+        let mut documents = objects::to_yaml_documents(wanted.native);
         let prepared =
             wanted
                 .chart
-                .prepare(&wanted.values)
+                .prepare(wanted.values)
                 .map_err(|source| RenderError::Chart {
                     component: name,
                     source,
                 })?;
         let templated = helm
             .template(
-                &wanted.release,
+                wanted.release,
                 prepared.chart_path(),
                 prepared.values_file(),
             )

@@ -5,8 +5,8 @@ use include_dir::{Dir, include_dir};
 use serde_json::json;
 
 use super::image_registry;
-use crate::catalog::{Component, ComponentContext, DefaultNamespace};
-use crate::chart::EmbeddedChart;
+use crate::helm::chart::EmbeddedChart;
+use crate::mesh::catalog::{Component, ComponentContext, DefaultNamespace};
 
 static CHART: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/charts/grafana");
 
@@ -20,7 +20,7 @@ pub fn component() -> Component {
         chart: EmbeddedChart::new("grafana", &CHART),
         values_layer: (
             "values/grafana.yaml",
-            include_str!("../../values/grafana.yaml"),
+            include_str!("../../../values/grafana.yaml"),
         ),
         native_objects: |_| Vec::new(),
         managed_values,
@@ -30,7 +30,7 @@ pub fn component() -> Component {
 fn managed_values(context: &ComponentContext<'_>) -> serde_json::Value {
     json!({
         "global": {"imageRegistry": image_registry(context.spec)},
-        "prometheusUrl": super::prometheus::url(context.spec),
+        "prometheusUrl": super::prometheus::url(context),
     })
 }
 
@@ -44,6 +44,7 @@ mod tests {
             spec,
             namespace: "dashboards",
             enabled: true,
+            placements: &crate::mesh::components::test_placements(spec),
         })
     }
 

@@ -39,6 +39,29 @@ pub enum LockError {
     },
 }
 
+/// Who holds a lease: `<role>/<host>/<pid>/<nonce>`. The random nonce keeps two processes
+/// apart even when host and pid repeat (containers often run as pid 1 under one pod name, and
+/// a restarted pod keeps its name), so a new process never mistakes an old holder's lease
+/// for its own.
+pub fn holder_identity(role: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    // In a pod, POD_NAME (set from the downward API) names it; elsewhere the host does.
+    let host = ["POD_NAME", "HOSTNAME"]
+        .into_iter()
+        .find_map(|var| std::env::var(var).ok().filter(|h| !h.is_empty()))
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "localhost".to_owned());
+    // std's RandomState is seeded from the OS's randomness, once per process and per state.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    let nonce = hasher.finish() & 0xffff_ffff;
+    format!("{role}/{host}/{}/{nonce:08x}", std::process::id())
+}
+
 /// The lease name for a ControlPlane: the CLI and the operator use the same one.
 pub fn lease_name(control_plane: &str) -> String {
     format!("smm-reconcile-{control_plane}")
@@ -282,6 +305,16 @@ mod tests {
             }),
             ..Lease::default()
         }
+    }
+
+    #[test]
+    fn holder_identities_are_unique_per_call_and_name_role_host_and_pid() {
+        let (a, b) = (holder_identity("smm-cli"), holder_identity("smm-cli"));
+        assert_ne!(a, b);
+        let parts: Vec<&str> = a.split('/').collect();
+        assert_eq!(parts.len(), 4, "{a}");
+        assert_eq!(parts[0], "smm-cli");
+        assert_eq!(parts[2], std::process::id().to_string());
     }
 
     #[test]

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
-use crate::cluster::ClusterTarget;
+use crate::cluster::target::ClusterTarget;
+use crate::helm::release::ReleaseRef;
 
 /// The environment variable that names the helm binary when `--helm-binary` is not given.
 pub const HELM_ENV: &str = "SMM_HELM";
@@ -111,19 +112,6 @@ impl HelmBinary {
                 cause,
             }),
         }
-    }
-}
-
-/// A helm release: its name and the namespace its records live in.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReleaseRef {
-    pub name: String,
-    pub namespace: String,
-}
-
-impl std::fmt::Display for ReleaseRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
     }
 }
 

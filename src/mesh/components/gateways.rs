@@ -6,8 +6,8 @@ use include_dir::{Dir, include_dir};
 use serde_json::json;
 
 use super::{image_registry, revision};
-use crate::catalog::{Component, ComponentContext, DefaultNamespace};
-use crate::chart::EmbeddedChart;
+use crate::helm::chart::EmbeddedChart;
+use crate::mesh::catalog::{Component, ComponentContext, DefaultNamespace};
 
 static INGRESS_CHART: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/charts/ingress-gateway");
 static EGRESS_CHART: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/charts/egress-gateway");
@@ -21,7 +21,7 @@ pub fn ingress() -> Component {
         &INGRESS_CHART,
         (
             "values/ingress-gateway.yaml",
-            include_str!("../../values/ingress-gateway.yaml"),
+            include_str!("../../../values/ingress-gateway.yaml"),
         ),
     )
 }
@@ -35,7 +35,7 @@ pub fn egress() -> Component {
         &EGRESS_CHART,
         (
             "values/egress-gateway.yaml",
-            include_str!("../../values/egress-gateway.yaml"),
+            include_str!("../../../values/egress-gateway.yaml"),
         ),
     )
 }
@@ -64,11 +64,11 @@ fn managed_values(context: &ComponentContext<'_>) -> serde_json::Value {
     let spec = context.spec;
     json!({
         "global": {
-            "istioNamespace": super::istiod::istiod_namespace(spec),
+            "istioNamespace": super::istiod::istiod_namespace(context),
             "imageRegistry": image_registry(spec),
             "revision": revision(spec),
         },
-        "discoveryAddress": super::istiod::discovery_address(spec),
+        "discoveryAddress": super::istiod::discovery_address(context),
     })
 }
 
@@ -82,6 +82,7 @@ mod tests {
             spec,
             namespace: "edge",
             enabled: true,
+            placements: &crate::mesh::components::test_placements(spec),
         })
     }
 

@@ -4,12 +4,12 @@
 
 use serde_json::json;
 
-use super::{READ, component_cluster_role, image_registry, resolved, revision, rule};
+use super::{READ, component_cluster_role, image_registry, revision, rule};
 use include_dir::{Dir, include_dir};
 
-use crate::catalog::{Component, ComponentContext, DefaultNamespace};
-use crate::chart::EmbeddedChart;
-use crate::native::NativeObject;
+use crate::cluster::objects::NativeObject;
+use crate::helm::chart::EmbeddedChart;
+use crate::mesh::catalog::{Component, ComponentContext, DefaultNamespace};
 
 static CHART: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/charts/istiod");
 
@@ -23,7 +23,7 @@ pub fn component() -> Component {
         chart: EmbeddedChart::new("istiod", &CHART),
         values_layer: (
             "values/istiod.yaml",
-            include_str!("../../values/istiod.yaml"),
+            include_str!("../../../values/istiod.yaml"),
         ),
         native_objects,
         managed_values,
@@ -44,7 +44,9 @@ fn managed_values(context: &ComponentContext<'_>) -> serde_json::Value {
         },
     });
     // Proxies report spans to the tracing component's Zipkin receiver while it is enabled.
-    if let (tracing_namespace, true) = resolved(spec, "tracing") {
+    let tracing = context.placement_of("tracing");
+    if tracing.enabled {
+        let tracing_namespace = &tracing.namespace;
         values["meshConfig"]["enableTracing"] = json!(true);
         values["meshConfig"]["defaultConfig"] = json!({
             "tracing": {"zipkin": {"address": format!("tracing.{tracing_namespace}.svc:9411")}},
@@ -55,17 +57,17 @@ fn managed_values(context: &ComponentContext<'_>) -> serde_json::Value {
 
 /// The namespace istiod runs in, which is the mesh's control plane namespace for the other
 /// components (the root certificate, the sidecar injector and the metrics come from there).
-pub(super) fn istiod_namespace(spec: &crate::api::ControlPlaneSpec) -> &str {
-    resolved(spec, "istiod").0
+pub(super) fn istiod_namespace<'a>(context: &'a ComponentContext<'_>) -> &'a str {
+    &context.placement_of("istiod").namespace
 }
 
 /// istiod's address for configuration and certificates (xDS over TLS), as proxies dial it.
-pub(super) fn discovery_address(spec: &crate::api::ControlPlaneSpec) -> String {
-    let service = match revision(spec) {
+pub(super) fn discovery_address(context: &ComponentContext<'_>) -> String {
+    let service = match revision(context.spec) {
         "" => "istiod".to_owned(),
         revision => format!("istiod-{revision}"),
     };
-    format!("{service}.{}.svc:15012", istiod_namespace(spec))
+    format!("{service}.{}.svc:15012", istiod_namespace(context))
 }
 
 fn native_objects(context: &ComponentContext<'_>) -> Vec<NativeObject> {
@@ -135,6 +137,7 @@ mod tests {
             spec,
             namespace: spec.mesh_namespace(),
             enabled: true,
+            placements: &crate::mesh::components::test_placements(spec),
         })
     }
 
@@ -184,13 +187,21 @@ mod tests {
     #[test]
     fn the_discovery_address_names_the_revision() {
         let spec = ControlPlaneSpec::default();
-        assert_eq!(discovery_address(&spec), "istiod.istio-system.svc:15012");
+        let address = |spec: &ControlPlaneSpec| {
+            discovery_address(&ComponentContext {
+                spec,
+                namespace: spec.mesh_namespace(),
+                enabled: true,
+                placements: &crate::mesh::components::test_placements(spec),
+            })
+        };
+        assert_eq!(address(&spec), "istiod.istio-system.svc:15012");
         let spec = ControlPlaneSpec {
             revision: Some("1-28".to_owned()),
             namespace: Some("mesh".to_owned()),
             ..ControlPlaneSpec::default()
         };
-        assert_eq!(discovery_address(&spec), "istiod-1-28.mesh.svc:15012");
+        assert_eq!(address(&spec), "istiod-1-28.mesh.svc:15012");
         assert_eq!(values_for(&spec)["global"]["revision"], "1-28");
     }
 }

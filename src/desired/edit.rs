@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use crate::api::{ComponentSpec, ControlPlaneSpec};
-use crate::catalog::Catalog;
+use crate::mesh::catalog::Catalog;
 use crate::values::{merge, parse_yaml_values};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -63,6 +63,16 @@ impl Selection {
     }
 }
 
+/// The spec an imperative command starts from when no ControlPlane is stored: every component
+/// explicitly off, so the stored object says exactly what was asked for.
+pub fn new_spec(catalog: &Catalog) -> ControlPlaneSpec {
+    let mut spec = ControlPlaneSpec::default();
+    for name in catalog.names() {
+        spec.components.entry(name.to_owned()).or_default().enabled = Some(false);
+    }
+    spec
+}
+
 /// What `smm install` changes in one component besides enabling it.
 #[derive(Clone, Debug, Default)]
 pub struct InstallOptions {
@@ -83,16 +93,11 @@ pub fn install(
     if (options.namespace.is_some() || !options.values.is_empty()) && named.len() != 1 {
         return Err(EditError::ValuesNeedOneComponent { count: named.len() });
     }
-    let mut scope = BTreeSet::new();
-    for name in &named {
-        let mut pending = vec![*name];
-        while let Some(current) = pending.pop() {
-            if scope.insert(current.to_owned()) {
-                let component = catalog.get(current).expect("catalog names resolve");
-                pending.extend(component.depends_on.iter().copied());
-            }
-        }
-    }
+    let scope: BTreeSet<String> = catalog
+        .with_dependencies(&named)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     for name in &scope {
         spec.components.entry(name.clone()).or_default().enabled = Some(true);
     }
@@ -119,12 +124,12 @@ pub fn uninstall(
     selection: &Selection,
 ) -> Result<BTreeSet<String>, EditError> {
     let named = selection.resolve(catalog)?;
-    let enabled = catalog.enabled(spec);
+    let placements = catalog.placements(spec);
     for name in &named {
         let blocking: Vec<&'static str> = catalog
             .dependents_of(name)
             .into_iter()
-            .filter(|dependent| !named.contains(dependent) && enabled[dependent])
+            .filter(|dependent| !named.contains(dependent) && placements[dependent].enabled)
             .collect();
         if !blocking.is_empty() {
             return Err(EditError::HasDependents {
@@ -171,11 +176,11 @@ pub fn read_values_file(path: &std::path::Path) -> Result<Value, EditError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::Component;
+    use crate::mesh::catalog::Component;
     use serde_json::json;
 
     fn component(name: &'static str, depends_on: &'static [&'static str], on: bool) -> Component {
-        crate::components::test_component(name, depends_on, on)
+        crate::mesh::components::test_component(name, depends_on, on)
     }
 
     fn catalog() -> Catalog {

@@ -1,14 +1,11 @@
-//! Deterministic digests of values and charts, formatted `sha256:<64 lowercase hex>`.
+//! Deterministic digests of values (charts digest their files with the same format), formatted `sha256:<64 lowercase hex>`.
 //!
 //! smm records these on each release to tell whether anything changed since the last
 //! reconcile, so they must not depend on map order, the machine, or where a chart is embedded.
 
-use include_dir::Dir;
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-
-use crate::chart::chart_files;
 
 /// The digest of `values`: sha256 over their canonical JSON.
 ///
@@ -20,24 +17,8 @@ pub fn values_digest(values: &Value) -> String {
     format_digest(Sha256::digest(&canonical).as_slice())
 }
 
-/// The digest of every file below `chart`, recursively.
-///
-/// Files are taken in order of their `/`-separated path relative to `chart`, so the digest does
-/// not depend on where the chart is embedded. Each is framed as the path's length (u64,
-/// big-endian), the path, the content's length (u64, big-endian) and the content, so moving
-/// bytes between a name and a content changes the digest. Directories themselves do not count.
-pub fn chart_digest(chart: &Dir<'_>) -> String {
-    let mut hasher = Sha256::new();
-    for file in chart_files(chart) {
-        for part in [file.relative_path.as_bytes(), file.contents] {
-            hasher.update((part.len() as u64).to_be_bytes());
-            hasher.update(part);
-        }
-    }
-    format_digest(hasher.finalize().as_slice())
-}
-
-fn format_digest(hash: &[u8]) -> String {
+/// `sha256:` and the hash in lowercase hex, the one digest format smm records.
+pub fn format_digest(hash: &[u8]) -> String {
     format!("sha256:{}", hex::encode(hash))
 }
 
@@ -82,7 +63,6 @@ fn write_json_token<T: Serialize + ?Sized>(token: &T, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use include_dir::{DirEntry, File};
     use serde_json::json;
 
     fn canonical(value: &Value) -> String {
@@ -152,98 +132,6 @@ mod tests {
         ]
         .map(|value| values_digest(&value));
         for (i, a) in digests.iter().enumerate() {
-            for b in &digests[i + 1..] {
-                assert_ne!(a, b);
-            }
-        }
-    }
-
-    const CHART_YAML: &[u8] = b"name: t\n";
-    const TEMPLATE: &[u8] = b"x";
-
-    static AT_ROOT: Dir<'static> = Dir::new(
-        "",
-        &[
-            DirEntry::File(File::new("Chart.yaml", CHART_YAML)),
-            DirEntry::Dir(Dir::new(
-                "templates",
-                &[DirEntry::File(File::new("templates/a.yaml", TEMPLATE))],
-            )),
-        ],
-    );
-
-    // The same chart as a subdirectory of a larger embedding, listed in another order, with an
-    // empty directory that must not count.
-    static NESTED: Dir<'static> = Dir::new(
-        "charts/t",
-        &[
-            DirEntry::Dir(Dir::new("charts/t/empty", &[])),
-            DirEntry::Dir(Dir::new(
-                "charts/t/templates",
-                &[DirEntry::File(File::new(
-                    "charts/t/templates/a.yaml",
-                    TEMPLATE,
-                ))],
-            )),
-            DirEntry::File(File::new("charts/t/Chart.yaml", CHART_YAML)),
-        ],
-    );
-
-    #[test]
-    fn chart_digest_known_vector() {
-        // Pins the file framing and ordering across machines and releases, like
-        // `values_digest_known_vector`; computed independently with Python's hashlib and
-        // struct.pack(">Q", ...) framing.
-        assert_eq!(
-            chart_digest(&AT_ROOT),
-            "sha256:58df99befb7acf767b007a8737678f14ad5871fa07248068869e6d0248f480b3"
-        );
-    }
-
-    #[test]
-    fn chart_digest_ignores_embedding_location_order_and_empty_dirs() {
-        assert_eq!(chart_digest(&AT_ROOT), chart_digest(&NESTED));
-    }
-
-    #[test]
-    fn chart_digest_changes_with_a_byte() {
-        static CHANGED: Dir<'static> = Dir::new(
-            "",
-            &[
-                DirEntry::File(File::new("Chart.yaml", b"name: u\n")),
-                DirEntry::File(File::new("templates/a.yaml", TEMPLATE)),
-            ],
-        );
-        assert_ne!(chart_digest(&AT_ROOT), chart_digest(&CHANGED));
-    }
-
-    #[test]
-    fn chart_digest_changes_with_a_name() {
-        static RENAMED: Dir<'static> = Dir::new(
-            "",
-            &[
-                DirEntry::File(File::new("Chart.yaml", CHART_YAML)),
-                DirEntry::File(File::new("templates/b.yaml", TEMPLATE)),
-            ],
-        );
-        assert_ne!(chart_digest(&AT_ROOT), chart_digest(&RENAMED));
-    }
-
-    #[test]
-    fn chart_digest_frames_names_and_contents() {
-        static NAME_AB: Dir<'static> = Dir::new("", &[DirEntry::File(File::new("ab", b"c"))]);
-        static NAME_A: Dir<'static> = Dir::new("", &[DirEntry::File(File::new("a", b"bc"))]);
-        static SPLIT: Dir<'static> = Dir::new(
-            "",
-            &[
-                DirEntry::File(File::new("a", b"b")),
-                DirEntry::File(File::new("c", b"")),
-            ],
-        );
-        static EMPTY: Dir<'static> = Dir::new("", &[]);
-        let digests = [&NAME_AB, &NAME_A, &SPLIT, &EMPTY].map(chart_digest);
-        for (i, a) in digests.iter().enumerate() {
-            assert_digest_format(a);
             for b in &digests[i + 1..] {
                 assert_ne!(a, b);
             }

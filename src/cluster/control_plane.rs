@@ -6,7 +6,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
 
 use crate::api::{ControlPlane, ControlPlaneSpec};
-use crate::native::{self, FIELD_MANAGER, NativeObject};
+use crate::cluster::objects::{self, FIELD_MANAGER, NativeObject};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -23,7 +23,7 @@ pub enum StoreError {
         source: kube::Error,
     },
     #[error("cannot install the ControlPlane CRD: {0}")]
-    Crd(#[from] native::NativeError),
+    Crd(#[from] objects::NativeError),
     #[error("the ControlPlane CRD was applied but is not established yet; try again")]
     CrdNotEstablished,
 }
@@ -46,7 +46,7 @@ pub async fn load(client: &Client, name: &str) -> Result<Option<ControlPlane>, S
 pub async fn ensure_crd(client: &Client) -> Result<(), StoreError> {
     let crd = NativeObject::present(&ControlPlane::crd());
     for _ in 0..50 {
-        if native::reconcile(client, std::slice::from_ref(&crd))
+        if objects::apply(client, std::slice::from_ref(&crd))
             .await?
             .not_ready
             .is_empty()

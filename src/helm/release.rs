@@ -8,7 +8,18 @@ use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 use serde::Deserialize;
 
-use crate::helm::ReleaseRef;
+/// A helm release: its name and the namespace its records live in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleaseRef {
+    pub name: String,
+    pub namespace: String,
+}
+
+impl std::fmt::Display for ReleaseRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
 
 /// The state helm records for a release revision (its `status` label).
 #[derive(Clone, Debug, PartialEq, Eq)]

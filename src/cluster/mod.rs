@@ -1,0 +1,7 @@
+//! Cluster access: which cluster to talk to, the objects smm applies itself (no helm), the stored
+//! ControlPlane, and the leases that keep two writers apart.
+
+pub mod control_plane;
+pub mod lease;
+pub mod objects;
+pub mod target;

@@ -1,0 +1,5 @@
+//! Desired state: what a ControlPlane asks for, computed before the cluster is touched, and the
+//! edits the imperative commands make to a ControlPlane.
+
+pub mod edit;
+pub mod resolve;

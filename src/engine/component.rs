@@ -1,0 +1,315 @@
+//! One component's step in a round: decide (with drift), wait for dependencies, move it out of
+//! an old namespace, then apply native objects and the chart, or uninstall. A failure of the
+//! step is a [`ComponentError`], recorded as the component's Failed status; only errors that
+//! stop the whole run (the status cannot be written, releases cannot be read) are
+//! [`EngineError`]s.
+
+use tracing::Instrument;
+
+use super::decide::{Decision, Operation, Reason, decide};
+use super::report::{ComponentReport, Outcome};
+use super::status::StatusWriter;
+use super::{Engine, EngineError};
+use crate::api::{ComponentPhase, ComponentStatus, ControlPlaneSpec};
+use crate::cluster::objects::{self, NativeError};
+use crate::desired::resolve::DesiredComponent;
+use crate::helm::chart::ChartError;
+use crate::helm::release::{self, ObservedRelease, ObservedReleases, ReleaseRef, ReleaseState};
+use crate::helm::{Helm, HelmError};
+use crate::mesh::catalog::ComponentContext;
+
+/// Why one component's step failed; its message is what `smm status` shows.
+#[derive(Debug, thiserror::Error)]
+pub enum ComponentError {
+    #[error("{}", helm_message(.0))]
+    Helm(#[source] HelmError),
+    #[error("recovering the stuck release: {}", helm_message(.0))]
+    Recover(#[source] HelmError),
+    #[error("removing the release in its old namespace: {}", helm_message(.0))]
+    RemoveMoved(#[source] HelmError),
+    #[error(transparent)]
+    Objects(#[from] NativeError),
+    #[error(transparent)]
+    Chart(#[from] ChartError),
+}
+
+/// helm's own error line when helm ran and failed; the whole error otherwise.
+fn helm_message(err: &HelmError) -> String {
+    match err {
+        HelmError::Failed { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A step either ends (done or waiting) or fails with a component error; `EngineError`s go out.
+type StepResult = Result<Result<Outcome, ComponentError>, EngineError>;
+
+impl Engine {
+    /// What to do with one component: the pure decision, plus drift (an up-to-date release whose
+    /// objects were deleted is upgraded). The dry-run plan and the reconcile both decide here, so
+    /// the plan shows what a reconcile does.
+    pub(super) async fn decide(
+        &self,
+        wanted: &DesiredComponent<'_>,
+        recorded: Option<&ComponentStatus>,
+        release: Option<&ObservedRelease>,
+    ) -> Result<Decision, EngineError> {
+        let decision = decide(wanted.into(), recorded, release);
+        let (Reason::UpToDate, Some(release)) = (&decision.reason, release) else {
+            return Ok(decision);
+        };
+        let missing = release::missing_objects(&self.client, &wanted.release, release.revision)
+            .await
+            .map_err(EngineError::Record)?;
+        if missing.is_empty() {
+            return Ok(decision);
+        }
+        Ok(Decision {
+            action: Operation::Upgrade,
+            reason: Reason::Drift(missing),
+        })
+    }
+
+    /// Runs one component's step and records how it ended.
+    pub(super) async fn step(
+        &self,
+        wanted: &DesiredComponent<'_>,
+        spec: &ControlPlaneSpec,
+        observed: &ObservedReleases,
+        writer: &StatusWriter,
+    ) -> Result<ComponentReport, EngineError> {
+        let name = wanted.name();
+        let recorded = writer.component(name);
+        let release = release::lookup(observed, &wanted.release);
+        let decision = self.decide(wanted, recorded.as_ref(), release).await?;
+        let span = tracing::info_span!(
+            "component",
+            control_plane = writer.control_plane(),
+            component = name,
+            action = ?decision.action,
+        );
+        let outcome = async {
+            let unavailable_dependency = wanted
+                .component
+                .depends_on
+                .iter()
+                .find(|dependency| !writer.is_available(dependency));
+            if let (true, Some(dependency)) = (wanted.enabled, unavailable_dependency) {
+                return Ok(Ok(Outcome::Waiting(format!(
+                    "waiting for {dependency} to be available"
+                ))));
+            }
+            if let Some(previous) = moved_release(recorded.as_ref(), wanted, observed) {
+                match self.remove_moved(wanted, spec, &previous, writer).await? {
+                    Ok(()) => {}
+                    failed => return Ok(failed.map(|()| Outcome::Done)),
+                }
+            }
+            let progress = self
+                .progress
+                .as_ref()
+                .filter(|_| decision.action != Operation::Nothing);
+            if let Some(progress) = progress {
+                progress.started(name, decision.action, &decision.reason.to_string());
+            }
+            if decision.action != Operation::Nothing {
+                writer
+                    .mark_reconciling(&format!("{name}: {}", decision.reason))
+                    .await?;
+            }
+            let outcome = match decision.action {
+                Operation::Uninstall => self.uninstall(wanted, writer).await?,
+                Operation::Nothing if !wanted.enabled => {
+                    self.finish_removal(wanted, recorded.as_ref(), writer)
+                        .await?
+                }
+                operation => {
+                    self.apply(wanted, operation, release.map(|r| &r.state), writer)
+                        .await?
+                }
+            };
+            if let (Some(progress), Ok(outcome)) = (progress, &outcome) {
+                progress.finished(name, outcome);
+            }
+            Ok(outcome)
+        }
+        .instrument(span)
+        .await?;
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                let message = err.to_string();
+                tracing::warn!(control_plane = writer.control_plane(), component = name, %message, "failed");
+                writer.failed(name, message.clone()).await?;
+                if let Some(progress) = &self.progress {
+                    progress.finished(name, &Outcome::Failed(message.clone()));
+                }
+                Outcome::Failed(message)
+            }
+        };
+        Ok(ComponentReport {
+            name: name.to_owned(),
+            action: decision.action,
+            reason: decision.reason.to_string(),
+            outcome,
+        })
+    }
+
+    /// Native objects first, then the chart; `Nothing` still re-applies native objects, which
+    /// puts back a deleted cluster role without spawning helm.
+    async fn apply(
+        &self,
+        wanted: &DesiredComponent<'_>,
+        operation: Operation,
+        release_state: Option<&ReleaseState>,
+        writer: &StatusWriter,
+    ) -> StepResult {
+        let name = wanted.name();
+        let native = match objects::apply(&self.client, &wanted.native).await {
+            Ok(native) => native,
+            Err(err) => return Ok(Err(err.into())),
+        };
+        let phase = match operation {
+            Operation::Install => ComponentPhase::Installing,
+            _ => ComponentPhase::Upgrading,
+        };
+        if !native.not_ready.is_empty() {
+            let message = format!(
+                "waiting for {} to be established",
+                native.not_ready.join(", ")
+            );
+            writer
+                .progressing(name, phase, Some(message.clone()))
+                .await?;
+            return Ok(Ok(Outcome::Waiting(message)));
+        }
+        if operation == Operation::Nothing {
+            writer.available(name).await?;
+            return Ok(Ok(Outcome::Done));
+        }
+        writer.progressing(name, phase, None).await?;
+        if let Err(err) = run_helm(&self.helm, wanted, operation, release_state).await {
+            return Ok(Err(err));
+        }
+        let revision = release::observe(&self.client, &[wanted.component.release_name])
+            .await
+            .map_err(EngineError::Observe)?;
+        let revision = release::lookup(&revision, &wanted.release).map(|r| r.revision);
+        writer.applied(wanted, revision).await?;
+        tracing::info!(component = name, ?operation, "reconciled");
+        Ok(Ok(Outcome::Done))
+    }
+
+    /// The component's namespace changed: its release (and native objects) in the old namespace
+    /// go before anything happens in the new one, so two copies never run side by side.
+    async fn remove_moved(
+        &self,
+        wanted: &DesiredComponent<'_>,
+        spec: &ControlPlaneSpec,
+        previous: &ReleaseRef,
+        writer: &StatusWriter,
+    ) -> Result<Result<(), ComponentError>, EngineError> {
+        let name = wanted.name();
+        let reason = format!("moved from namespace {}", previous.namespace);
+        if let Some(progress) = &self.progress {
+            progress.started(name, Operation::Uninstall, &reason);
+        }
+        writer
+            .mark_reconciling(&format!("{name}: {reason}"))
+            .await?;
+        if let Err(err) = self.helm.uninstall(previous).await {
+            return Ok(Err(ComponentError::RemoveMoved(err)));
+        }
+        let placements = self.catalog.placements(spec);
+        let old_natives = (wanted.component.native_objects)(&ComponentContext {
+            spec,
+            namespace: &previous.namespace,
+            enabled: false,
+            placements: &placements,
+        });
+        if let Err(err) = objects::apply(&self.client, &old_natives).await {
+            return Ok(Err(err.into()));
+        }
+        if let Some(progress) = &self.progress {
+            progress.finished(name, &Outcome::Done);
+        }
+        tracing::info!(component = name, from = %previous, to = %wanted.release, "moved");
+        Ok(Ok(()))
+    }
+
+    async fn uninstall(&self, wanted: &DesiredComponent<'_>, writer: &StatusWriter) -> StepResult {
+        let name = wanted.name();
+        writer
+            .progressing(name, ComponentPhase::Uninstalling, None)
+            .await?;
+        if let Err(err) = self.helm.uninstall(&wanted.release).await {
+            return Ok(Err(ComponentError::Helm(err)));
+        }
+        if let Err(err) = objects::apply(&self.client, &wanted.native).await {
+            return Ok(Err(err.into()));
+        }
+        writer.removed(name).await?;
+        tracing::info!(component = name, "uninstalled");
+        Ok(Ok(Outcome::Done))
+    }
+
+    /// A disabled component with no release: native objects may outlive a release (a failed
+    /// earlier removal), so finish the job.
+    async fn finish_removal(
+        &self,
+        wanted: &DesiredComponent<'_>,
+        recorded: Option<&ComponentStatus>,
+        writer: &StatusWriter,
+    ) -> StepResult {
+        if let Err(err) = objects::apply(&self.client, &wanted.native).await {
+            return Ok(Err(err.into()));
+        }
+        if recorded.is_some_and(|s| s.phase != ComponentPhase::Removed) {
+            writer.removed(wanted.name()).await?;
+        }
+        Ok(Ok(Outcome::Done))
+    }
+}
+
+/// Runs helm for an install, upgrade or recovery.
+async fn run_helm(
+    helm: &Helm,
+    wanted: &DesiredComponent<'_>,
+    operation: Operation,
+    release_state: Option<&ReleaseState>,
+) -> Result<(), ComponentError> {
+    if operation == Operation::Recover {
+        // A pending install has nothing to go back to; anything else returns to the last good
+        // revision. Either way helm accepts the release again afterwards.
+        match release_state {
+            Some(ReleaseState::PendingInstall) => helm.uninstall(&wanted.release).await,
+            _ => helm.rollback(&wanted.release).await,
+        }
+        .map_err(ComponentError::Recover)?;
+    }
+    let prepared = wanted.chart.prepare(&wanted.values)?;
+    helm.upgrade_install(
+        &wanted.release,
+        prepared.chart_path(),
+        prepared.values_file(),
+    )
+    .await
+    .map_err(ComponentError::Helm)?;
+    Ok(())
+}
+
+/// Where the component's release was installed, when that is no longer where it should be and a
+/// release is still there.
+fn moved_release(
+    recorded: Option<&ComponentStatus>,
+    wanted: &DesiredComponent<'_>,
+    observed: &ObservedReleases,
+) -> Option<ReleaseRef> {
+    let previous = recorded?.release.as_ref()?;
+    let previous = ReleaseRef {
+        name: previous.name.clone(),
+        namespace: previous.namespace.clone(),
+    };
+    (previous != wanted.release && release::lookup(observed, &previous).is_some())
+        .then_some(previous)
+}

@@ -1,0 +1,125 @@
+//! What the engine tells its caller: per-component outcomes, the report of a run, the entries of
+//! a dry-run plan, and the progress hook through which a CLI shows a spinner and the operator
+//! publishes Events.
+
+use serde::Serialize;
+
+use super::decide::Operation;
+use crate::values::ValueChange;
+
+/// How one component's step ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "result", content = "message")]
+pub enum Outcome {
+    Done,
+    Waiting(String),
+    Failed(String),
+}
+
+/// What happened to one component in a reconcile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentReport {
+    pub name: String,
+    pub action: Operation,
+    pub reason: String,
+    pub outcome: Outcome,
+}
+
+/// What a reconcile did, component by component, in catalog order.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconcileReport {
+    pub control_plane: String,
+    pub rounds: u32,
+    pub ready: bool,
+    pub components: Vec<ComponentReport>,
+}
+
+impl ReconcileReport {
+    /// Whether every component the run covered reached its desired state: the one rule the CLI's
+    /// exit code and the operator's requeue decision follow.
+    pub fn succeeded(&self) -> bool {
+        self.components
+            .iter()
+            .all(|component| component.outcome == Outcome::Done)
+    }
+
+    /// `component: why` for every component that did not finish, for messages.
+    pub fn unfinished(&self) -> Vec<String> {
+        self.components
+            .iter()
+            .filter_map(|c| match &c.outcome {
+                Outcome::Done => None,
+                Outcome::Waiting(why) | Outcome::Failed(why) => Some(format!("{}: {why}", c.name)),
+            })
+            .collect()
+    }
+
+    /// Keeps one report per component: the first decision that did something, and the last
+    /// outcome, as rounds repeat.
+    pub(super) fn record(&mut self, report: ComponentReport) {
+        match self.components.iter_mut().find(|r| r.name == report.name) {
+            Some(existing)
+                if report.action == Operation::Nothing && existing.action != Operation::Nothing =>
+            {
+                existing.outcome = report.outcome;
+            }
+            Some(existing) => *existing = report,
+            None => self.components.push(report),
+        }
+    }
+}
+
+/// One component's entry in a dry-run plan.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedComponent {
+    pub name: String,
+    pub action: Operation,
+    pub reason: String,
+    /// For upgrades: how the merged values differ from those of the installed release.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub values_diff: Vec<ValueChange>,
+}
+
+/// Told what the engine does as it does it, so a CLI can show progress; the operator logs.
+pub trait Progress: Send + Sync {
+    fn started(&self, component: &str, operation: Operation, reason: &str);
+    fn finished(&self, component: &str, outcome: &Outcome);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(name: &str, action: Operation, outcome: Outcome) -> ComponentReport {
+        ComponentReport {
+            name: name.to_owned(),
+            action,
+            reason: String::new(),
+            outcome,
+        }
+    }
+
+    #[test]
+    fn a_later_round_keeps_the_first_action_and_the_last_outcome() {
+        let mut run = ReconcileReport {
+            control_plane: "smm".to_owned(),
+            rounds: 2,
+            ready: false,
+            components: Vec::new(),
+        };
+        run.record(report(
+            "istiod",
+            Operation::Install,
+            Outcome::Waiting("crds".to_owned()),
+        ));
+        assert!(!run.succeeded());
+        assert_eq!(run.unfinished(), ["istiod: crds"]);
+        run.record(report("istiod", Operation::Nothing, Outcome::Done));
+        assert_eq!(run.components.len(), 1);
+        assert_eq!(run.components[0].action, Operation::Install);
+        assert!(run.succeeded());
+    }
+}

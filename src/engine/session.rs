@@ -1,0 +1,159 @@
+//! A reconcile session: take the ControlPlane's reconcile lease, change and store the spec if
+//! asked, run the engine, release the lease, report. Every command that changes the mesh and
+//! the operator go through here, so no two of them ever write one ControlPlane's components at
+//! once, whichever mode they run in.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Client;
+
+use super::report::{Progress, ReconcileReport};
+use super::{Engine, EngineError, EngineSettings, Scope};
+use crate::api::ControlPlaneSpec;
+use crate::cluster::control_plane::{self, StoreError};
+use crate::cluster::lease::{LockError, reconcile_lock};
+use crate::desired::edit::{self, EditError};
+use crate::desired::resolve::{SpecError, resolve};
+use crate::helm::Helm;
+use crate::mesh::catalog::Catalog;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Edit(#[from] EditError),
+    #[error("ControlPlane {name} rejected, nothing was changed: {source}")]
+    Spec {
+        name: String,
+        #[source]
+        source: SpecError,
+    },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// An edit of the stored spec (or of a new one when none is stored) that returns the
+/// components the reconcile must cover.
+pub type Edit<'a> = dyn Fn(&mut ControlPlaneSpec, &Catalog) -> Result<BTreeSet<String>, EditError>
+    + Send
+    + Sync
+    + 'a;
+
+/// What a session does once it holds the lease.
+pub enum Request<'a> {
+    /// Reconcile the stored ControlPlane as it is (the operator).
+    Stored,
+    /// Store `spec` as the whole desired state, then reconcile every component
+    /// (`smm reconcile -f`).
+    Replace(&'a ControlPlaneSpec),
+    /// Apply an imperative edit to the stored spec, store it, and reconcile the components the
+    /// edit names (`smm install`, `smm uninstall`). The edit runs under the lease, so two
+    /// commands editing one ControlPlane never lose each other's change.
+    Edit(&'a Edit<'a>),
+    /// Uninstall every component (a ControlPlane being deleted, or a purge).
+    RemoveAll,
+}
+
+/// Runs sessions for one process: the catalog, helm and client are shared by every run.
+pub struct Session {
+    engine: Engine,
+    client: Client,
+    catalog: Arc<Catalog>,
+    holder: String,
+    lease_wait: Duration,
+}
+
+impl Session {
+    /// `holder` names this process in the lease (see
+    /// [`holder_identity`](crate::cluster::lease::holder_identity)); a busy lease is waited for
+    /// up to `lease_wait`.
+    pub fn new(
+        client: Client,
+        helm: Helm,
+        catalog: Arc<Catalog>,
+        holder: String,
+        lease_wait: Duration,
+    ) -> Self {
+        Self {
+            engine: Engine::new(
+                client.clone(),
+                helm,
+                catalog.clone(),
+                EngineSettings::default(),
+            ),
+            client,
+            catalog,
+            holder,
+            lease_wait,
+        }
+    }
+
+    pub fn with_progress(mut self, progress: Arc<dyn Progress>) -> Self {
+        self.engine = self.engine.with_progress(progress);
+        self
+    }
+
+    /// The engine, for work that needs no lease (a dry-run plan).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Runs `request` on the ControlPlane `name` under its reconcile lease. `on_wait` is told
+    /// once who holds the lease when another run has it.
+    pub async fn run(
+        &self,
+        name: &str,
+        request: Request<'_>,
+        on_wait: impl FnOnce(&str),
+    ) -> Result<ReconcileReport, SessionError> {
+        // A spec that cannot be applied is refused before anything is locked or stored.
+        if let Request::Replace(spec) = request {
+            self.check(name, spec)?;
+        }
+        let lock =
+            reconcile_lock(&self.client, name, &self.holder, self.lease_wait, on_wait).await?;
+        let result = self.run_locked(name, request).await;
+        lock.release().await;
+        result
+    }
+
+    async fn run_locked(
+        &self,
+        name: &str,
+        request: Request<'_>,
+    ) -> Result<ReconcileReport, SessionError> {
+        let scope = match request {
+            Request::Stored => Scope::All,
+            Request::Replace(spec) => {
+                control_plane::store(&self.client, name, spec).await?;
+                Scope::All
+            }
+            Request::Edit(apply_edit) => {
+                let stored = control_plane::load(&self.client, name).await?;
+                let mut spec = stored
+                    .map(|cp| cp.spec)
+                    .unwrap_or_else(|| edit::new_spec(&self.catalog));
+                let scope = apply_edit(&mut spec, &self.catalog)?;
+                self.check(name, &spec)?;
+                control_plane::store(&self.client, name, &spec).await?;
+                Scope::Only(scope)
+            }
+            Request::RemoveAll => return Ok(self.engine.remove_all(name).await?),
+        };
+        Ok(self.engine.reconcile(name, &scope).await?)
+    }
+
+    fn check(&self, name: &str, spec: &ControlPlaneSpec) -> Result<(), SessionError> {
+        resolve(&self.catalog, spec)
+            .map(drop)
+            .map_err(|source| SessionError::Spec {
+                name: name.to_owned(),
+                source,
+            })
+    }
+}

@@ -1,0 +1,9 @@
+//! Helm: the charts compiled into smm, the helm processes that install them, helm's release
+//! records read straight from the cluster, and rendering for `--dump-resources`.
+
+pub mod chart;
+pub mod release;
+pub mod render;
+mod runner;
+
+pub use runner::{HELM_ENV, Helm, HelmBinary, HelmError, HelmSource, HelmVersion};

@@ -1,0 +1,6 @@
+//! The mesh: which components exist, how they depend on each other, and what each deploys.
+
+pub mod catalog;
+pub mod components;
+pub mod graph;
+pub mod injection;

@@ -1,0 +1,71 @@
+//! Engine progress as Kubernetes Events on the ControlPlane: what the operator did, and what
+//! failed, visible with `kubectl describe controlplane`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder};
+
+use crate::engine::decide::Operation;
+use crate::engine::report::{Outcome, Progress};
+
+/// Publishes a Kubernetes Event on the ControlPlane for every action and failure.
+pub(super) struct EventProgress {
+    recorder: Recorder,
+    reference: ObjectReference,
+    actions: Mutex<HashMap<String, Operation>>,
+}
+
+impl EventProgress {
+    pub(super) fn new(recorder: Recorder, reference: ObjectReference) -> Self {
+        Self {
+            recorder,
+            reference,
+            actions: Mutex::default(),
+        }
+    }
+
+    fn publish(&self, type_: EventType, reason: &str, note: String) {
+        let recorder = self.recorder.clone();
+        let reference = self.reference.clone();
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        tokio::spawn(async move {
+            if let Err(err) = recorder.publish(&event, &reference).await {
+                tracing::warn!(%err, "could not publish an event");
+            }
+        });
+    }
+}
+
+impl Progress for EventProgress {
+    fn started(&self, component: &str, action: Operation, reason: &str) {
+        self.actions
+            .lock()
+            .expect("actions lock")
+            .insert(component.to_owned(), action);
+        tracing::info!(component, ?action, reason, "reconciling");
+    }
+
+    fn finished(&self, component: &str, outcome: &Outcome) {
+        let action = self.actions.lock().expect("actions lock").remove(component);
+        match (outcome, action) {
+            (Outcome::Done, Some(action)) => {
+                let Some(reason) = action.done() else {
+                    return;
+                };
+                self.publish(EventType::Normal, reason, format!("{component}: {reason}"));
+            }
+            (Outcome::Failed(why), _) => {
+                self.publish(EventType::Warning, "Failed", format!("{component}: {why}"));
+            }
+            _ => {}
+        }
+    }
+}
