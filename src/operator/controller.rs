@@ -38,7 +38,7 @@ pub enum OperatorError {
     #[error(transparent)]
     Lock(#[from] LockError),
     #[error(transparent)]
-    Session(#[from] SessionError),
+    Session(Box<SessionError>),
     #[error("component(s) failed: {0}")]
     ComponentsFailed(String),
     #[error("lost the leader lease; stopping so that another replica takes over")]
@@ -49,6 +49,12 @@ pub enum OperatorError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<SessionError> for OperatorError {
+    fn from(err: SessionError) -> Self {
+        Self::Session(Box::new(err))
+    }
 }
 
 #[derive(Clone, Debug)]
