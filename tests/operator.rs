@@ -5,8 +5,6 @@
 //! runs test binaries one after another, never alongside the end-to-end suite. One test, in
 //! sequence, because operator processes compete for one leader lease.
 
-#[allow(dead_code)]
-#[path = "e2e/support.rs"]
 mod support;
 
 use std::io::{Read, Write};

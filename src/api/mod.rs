@@ -80,6 +80,33 @@ fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 }
 
 impl ControlPlaneSpec {
+    /// This spec with `component`'s entry changed by `edit` (created if missing): a chainable
+    /// way to write specs in tests and tools, e.g.
+    /// `ControlPlaneSpec::default().with_enabled("base", false).with_values("istiod", values)`.
+    pub fn with_component(
+        mut self,
+        component: &str,
+        edit: impl FnOnce(&mut ComponentSpec),
+    ) -> Self {
+        edit(self.components.entry(component.to_owned()).or_default());
+        self
+    }
+
+    /// This spec with `component` explicitly enabled or disabled.
+    pub fn with_enabled(self, component: &str, enabled: bool) -> Self {
+        self.with_component(component, |c| c.enabled = Some(enabled))
+    }
+
+    /// This spec with `values` as `component`'s `valuesOverride`.
+    pub fn with_values(self, component: &str, values: serde_json::Value) -> Self {
+        self.with_component(component, |c| c.values_override = Some(values))
+    }
+
+    /// This spec with `component`'s release in `namespace`.
+    pub fn with_namespace(self, component: &str, namespace: &str) -> Self {
+        self.with_component(component, |c| c.namespace = Some(namespace.to_owned()))
+    }
+
     pub fn mesh_namespace(&self) -> &str {
         self.namespace.as_deref().unwrap_or(DEFAULT_MESH_NAMESPACE)
     }

@@ -167,15 +167,7 @@ fn namespace_object(name: &str) -> k8s_openapi::api::core::v1::Namespace {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::ComponentSpec;
     use serde_json::json;
-
-    fn spec_with(name: &str, component: ComponentSpec) -> ControlPlaneSpec {
-        ControlPlaneSpec {
-            components: [(name.to_owned(), component)].into(),
-            ..ControlPlaneSpec::default()
-        }
-    }
 
     #[test]
     fn defaults_resolve_in_dependency_order() {
@@ -207,7 +199,11 @@ mod tests {
     #[test]
     fn unknown_components_are_rejected_naming_the_known_ones() {
         let catalog = Catalog::builtin().unwrap();
-        let err = resolve(&catalog, &spec_with("istio-d", ComponentSpec::default())).unwrap_err();
+        let err = resolve(
+            &catalog,
+            &ControlPlaneSpec::default().with_component("istio-d", |_| {}),
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             "spec.components.istio-d: unknown component (known components: base, istiod, \
@@ -218,13 +214,8 @@ mod tests {
     #[test]
     fn overriding_a_managed_value_is_rejected() {
         let catalog = Catalog::builtin().unwrap();
-        let spec = spec_with(
-            "istiod",
-            ComponentSpec {
-                values_override: Some(json!({"global": {"istioNamespace": "mine"}})),
-                ..ComponentSpec::default()
-            },
-        );
+        let spec = ControlPlaneSpec::default()
+            .with_values("istiod", json!({"global": {"istioNamespace": "mine"}}));
         let err = resolve(&catalog, &spec).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -236,13 +227,7 @@ mod tests {
     fn an_override_changes_only_that_components_values_digest() {
         let catalog = Catalog::builtin().unwrap();
         let before = resolve(&catalog, &ControlPlaneSpec::default()).unwrap();
-        let spec = spec_with(
-            "istiod",
-            ComponentSpec {
-                values_override: Some(json!({"replicaCount": 2})),
-                ..ComponentSpec::default()
-            },
-        );
+        let spec = ControlPlaneSpec::default().with_values("istiod", json!({"replicaCount": 2}));
         let after = resolve(&catalog, &spec).unwrap();
         assert_eq!(before[0].values_digest, after[0].values_digest);
         assert_ne!(before[1].values_digest, after[1].values_digest);
@@ -252,13 +237,7 @@ mod tests {
     #[test]
     fn an_enabled_component_needs_its_dependencies_enabled() {
         let catalog = Catalog::builtin().unwrap();
-        let mut spec = spec_with(
-            "base",
-            ComponentSpec {
-                enabled: Some(false),
-                ..ComponentSpec::default()
-            },
-        );
+        let spec = ControlPlaneSpec::default().with_enabled("base", false);
         // Left to their defaults, istiod and the ingress gateway follow base out.
         let desired = resolve(&catalog, &spec).unwrap();
         assert!(
@@ -266,13 +245,7 @@ mod tests {
                 .iter()
                 .all(|d| !d.enabled || d.component.depends_on.is_empty())
         );
-        spec.components.insert(
-            "istiod".to_owned(),
-            ComponentSpec {
-                enabled: Some(true),
-                ..ComponentSpec::default()
-            },
-        );
+        let spec = spec.with_enabled("istiod", true);
         let err = resolve(&catalog, &spec).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -283,16 +256,9 @@ mod tests {
     #[test]
     fn a_disabled_component_wants_its_native_objects_gone() {
         let catalog = Catalog::builtin().unwrap();
-        let mut spec = ControlPlaneSpec::default();
-        for name in ["istiod", "ingress-gateway"] {
-            spec.components.insert(
-                name.to_owned(),
-                ComponentSpec {
-                    enabled: Some(false),
-                    ..ComponentSpec::default()
-                },
-            );
-        }
+        let spec = ControlPlaneSpec::default()
+            .with_enabled("istiod", false)
+            .with_enabled("ingress-gateway", false);
         let desired = resolve(&catalog, &spec).unwrap();
         assert!(!desired[1].enabled);
         assert!(

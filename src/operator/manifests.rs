@@ -16,18 +16,16 @@ use k8s_openapi::api::core::v1::{
     Probe, ResourceRequirements, SeccompProfile, SecurityContext, Service, ServiceAccount,
     ServicePort, ServiceSpec, Volume, VolumeMount,
 };
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResourceExt;
 
 use super::OPERATOR_LABEL;
-use super::controller::LEADER_LEASE;
-use crate::api::{ControlPlane, GROUP};
-use crate::cluster::lease::LEASE_NAMESPACE;
+use super::rbac::{cluster_rules, lease_roles, role_for};
+use crate::api::ControlPlane;
 use crate::cluster::objects::{NativeObject, Presence, to_yaml_documents};
-use crate::mesh::components::{cluster_role_for, role_ref, rule, service_account_subject};
+use crate::mesh::components::cluster_role_for;
 
 /// The name of the operator's ServiceAccount, ClusterRole(Binding), Role(Binding)s and Deployment.
 pub const OPERATOR_NAME: &str = "smm-operator";
@@ -135,140 +133,6 @@ pub fn operator_yaml(options: &OperatorOptions) -> String {
     format!("{YAML_HEADER}---\n{}", documents.join("---\n"))
 }
 
-/// What helm (install, upgrade, uninstall, drift repair) and the native builders do to the
-/// objects the mesh's charts and builders create.
-const MANAGE: &[&str] = &[
-    "get", "list", "watch", "create", "update", "patch", "delete",
-];
-
-/// The operator's cluster-wide rights: the least that lets it reconcile every ControlPlane. See
-/// the table in `deploy/README.md`; a change here must change the chart and that table too.
-pub fn cluster_rules() -> Vec<PolicyRule> {
-    vec![
-        // Watch ControlPlanes and add or remove the uninstall finalizer (a patch of metadata).
-        rule(
-            &[GROUP],
-            &["controlplanes"],
-            &["get", "list", "watch", "update", "patch"],
-        ),
-        // Report conditions and component status through the status subresource.
-        rule(
-            &[GROUP],
-            &["controlplanes/status"],
-            &["get", "update", "patch"],
-        ),
-        // Set owner references that block deletion of a ControlPlane (clusters that enforce
-        // OwnerReferencesPermissionEnforcement check this subresource).
-        rule(&[GROUP], &["controlplanes/finalizers"], &["update"]),
-        // Events about each reconcile; the event recorder writes events.k8s.io/v1 only, and
-        // patches an event to count a repeat.
-        rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
-        // Helm keeps release records as Secrets in each release namespace (create a revision,
-        // mark the previous one superseded, prune history, delete on uninstall), and smm lists
-        // them across namespaces to observe releases. Charts may ship Secrets too.
-        rule(
-            &[""],
-            &["secrets"],
-            &["get", "list", "create", "update", "patch", "delete"],
-        ),
-        // Release namespaces are applied (server-side apply creates or patches them), never
-        // deleted.
-        rule(&[""], &["namespaces"], &["get", "create", "patch"]),
-        // Namespaced kinds the charts render.
-        rule(
-            &[""],
-            &["serviceaccounts", "services", "configmaps"],
-            MANAGE,
-        ),
-        // Workloads; the operator also watches Deployments to repair drift.
-        rule(&["apps"], &["deployments", "statefulsets"], MANAGE),
-        rule(&["autoscaling"], &["horizontalpodautoscalers"], MANAGE),
-        rule(&["policy"], &["poddisruptionbudgets"], MANAGE),
-        // istiod's sidecar injector and config validator.
-        rule(
-            &["admissionregistration.k8s.io"],
-            &[
-                "mutatingwebhookconfigurations",
-                "validatingwebhookconfigurations",
-            ],
-            MANAGE,
-        ),
-        // Istio's CRDs come from a native builder that applies them and never deletes them.
-        rule(
-            &["apiextensions.k8s.io"],
-            &["customresourcedefinitions"],
-            &["get", "create", "patch"],
-        ),
-        // Bindings that the charts and native builders create.
-        rule(
-            &["rbac.authorization.k8s.io"],
-            &["clusterrolebindings", "rolebindings"],
-            MANAGE,
-        ),
-        // Roles that the charts and native builders create. Granting a permission requires
-        // holding it, unless one may `escalate` (create roles with more rights) and `bind`
-        // (bind roles with more rights); without these the operator would need every right of
-        // every component itself.
-        rule(
-            &["rbac.authorization.k8s.io"],
-            &["clusterroles", "roles"],
-            &[
-                "get", "list", "watch", "create", "update", "patch", "delete", "bind", "escalate",
-            ],
-        ),
-    ]
-}
-
-/// Lease rights per namespace: the leader lease in the operator's namespace (its name is known,
-/// so only creating it is unrestricted) and the reconcile leases in kube-system, one per
-/// ControlPlane (names not known in advance). One role when both namespaces are the same.
-pub fn lease_roles(namespace: &str) -> Vec<(&str, Vec<PolicyRule>)> {
-    const LEASE_VERBS: &[&str] = &["get", "create", "update", "delete"];
-    let leases = |verbs: &[&str]| rule(&["coordination.k8s.io"], &["leases"], verbs);
-    let leader = vec![
-        // `create` cannot be limited to a name: the name is in the body, not the URL.
-        leases(&["create"]),
-        PolicyRule {
-            resource_names: Some(vec![LEADER_LEASE.to_owned()]),
-            ..leases(&["get", "update", "delete"])
-        },
-    ];
-    if namespace == LEASE_NAMESPACE {
-        vec![(namespace, vec![leases(LEASE_VERBS)])]
-    } else {
-        vec![
-            (namespace, leader),
-            (LEASE_NAMESPACE, vec![leases(LEASE_VERBS)]),
-        ]
-    }
-}
-
-/// A Role and the RoleBinding that grants it to the operator, both `smm-operator` in
-/// `role_namespace`.
-fn role_for(
-    role_namespace: &str,
-    rules: Vec<PolicyRule>,
-    operator_namespace: &str,
-    presence: Presence,
-) -> [NativeObject; 2] {
-    let role = Role {
-        metadata: namespaced_metadata(OPERATOR_NAME, role_namespace),
-        rules: Some(rules),
-    };
-    let binding = RoleBinding {
-        metadata: namespaced_metadata(OPERATOR_NAME, role_namespace),
-        role_ref: role_ref("Role", OPERATOR_NAME),
-        subjects: Some(vec![service_account_subject(
-            OPERATOR_NAME,
-            operator_namespace,
-        )]),
-    };
-    [
-        NativeObject::new(&role, presence),
-        NativeObject::new(&binding, presence),
-    ]
-}
-
 /// The labels of every namespaced object of the installation. `app.kubernetes.io/name` is
 /// [`OPERATOR_LABEL`], by which the CLI finds an installed operator.
 fn labels() -> BTreeMap<String, String> {
@@ -291,7 +155,7 @@ fn selector_labels() -> BTreeMap<String, String> {
     BTreeMap::from([(key.to_owned(), value.to_owned())])
 }
 
-fn namespaced_metadata(name: &str, namespace: &str) -> ObjectMeta {
+pub(super) fn namespaced_metadata(name: &str, namespace: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.to_owned()),
         namespace: Some(namespace.to_owned()),
@@ -471,8 +335,9 @@ fn metrics_service(namespace: &str) -> Service {
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
-    use std::process::Command;
+    use crate::api::GROUP;
+    use crate::cluster::lease::LEASE_NAMESPACE;
+    use crate::operator::controller::LEADER_LEASE;
 
     use kube::ResourceExt;
     use serde_json::Value;
@@ -488,10 +353,6 @@ mod tests {
             .iter()
             .find(|o| o.resource.kind == kind && o.object.name_any() == name)
             .unwrap_or_else(|| panic!("no {kind}/{name} in {:?}", kinds(objects)))
-    }
-
-    fn path(relative: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
     }
 
     #[test]
@@ -756,210 +617,5 @@ mod tests {
             objects.iter().filter(|o| o.resource.kind == "Role").count(),
             1
         );
-    }
-
-    #[test]
-    fn the_manifest_is_deterministic_yaml_with_a_header() {
-        let yaml = operator_yaml(&OperatorOptions::default());
-        assert_eq!(yaml, operator_yaml(&OperatorOptions::default()));
-        assert!(yaml.starts_with(YAML_HEADER), "{yaml}");
-        let documents = serde_yaml_ng::Deserializer::from_str(&yaml)
-            .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
-            .filter(|d| !d.is_null())
-            .count();
-        assert_eq!(documents, 11);
-    }
-
-    /// `deploy/operator/` is what GitOps users apply; it must match what this binary generates.
-    #[test]
-    fn committed_manifest_is_current() {
-        let path = path("deploy/operator/smm-operator.yaml");
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            committed == operator_yaml(&OperatorOptions::default()),
-            "{} is stale: regenerate it with \
-             `cargo run -- operator install --dump-resources > deploy/operator/smm-operator.yaml`",
-            path.display()
-        );
-    }
-
-    #[test]
-    fn the_chart_ships_the_committed_crd() {
-        let chart_crd = path("deploy/helm/smm-operator/crds/controlplanes.smm.dev.yaml");
-        let chart_crd = std::fs::read_to_string(&chart_crd).unwrap_or_default();
-        assert!(
-            chart_crd == crate::api::crd_yaml(),
-            "the chart's CRD is stale: `cargo run -- crd > deploy/helm/smm-operator/crds/controlplanes.smm.dev.yaml`"
-        );
-    }
-
-    fn helm() -> PathBuf {
-        let helm = path(".tools/helm");
-        assert!(
-            helm.is_file(),
-            "{} is missing: run scripts/tools.sh to install helm",
-            helm.display()
-        );
-        helm
-    }
-
-    fn run_helm(args: &[&str]) -> String {
-        let output = Command::new(helm())
-            .args(args)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env(
-                "HELM_CACHE_HOME",
-                std::env::temp_dir().join("smm-test-helm/cache"),
-            )
-            .env(
-                "HELM_CONFIG_HOME",
-                std::env::temp_dir().join("smm-test-helm/config"),
-            )
-            .env(
-                "HELM_DATA_HOME",
-                std::env::temp_dir().join("smm-test-helm/data"),
-            )
-            .output()
-            .expect("helm runs");
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "helm {args:?} failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        stdout
-    }
-
-    const CHART: &str = "deploy/helm/smm-operator";
-
-    #[test]
-    fn the_chart_lints_strictly() {
-        run_helm(&["lint", "--strict", CHART]);
-    }
-
-    /// The chart and the native builders are two packagings of one installation: with default
-    /// values the chart renders the same objects (the namespace and the CRD aside, which helm
-    /// handles itself), with the same content. Labels may differ only in who manages them.
-    #[test]
-    fn the_chart_renders_what_the_builders_build() {
-        chart_matches_builders(DEFAULT_NAMESPACE);
-        // One lease Role instead of two.
-        chart_matches_builders(LEASE_NAMESPACE);
-    }
-
-    fn chart_matches_builders(namespace: &str) {
-        let rendered = run_helm(&["template", "smm-operator", CHART, "--namespace", namespace]);
-        let options = OperatorOptions {
-            namespace: namespace.to_owned(),
-            ..OperatorOptions::default()
-        };
-        let mut chart: BTreeMap<String, Value> = BTreeMap::new();
-        for document in serde_yaml_ng::Deserializer::from_str(&rendered) {
-            let object = <Value as serde::Deserialize>::deserialize(document).unwrap();
-            if object.is_null() {
-                continue;
-            }
-            let id = format!(
-                "{}/{}/{}",
-                object["kind"].as_str().unwrap(),
-                object["metadata"]["namespace"].as_str().unwrap_or("-"),
-                object["metadata"]["name"].as_str().unwrap()
-            );
-            assert!(chart.insert(id.clone(), object).is_none(), "{id} twice");
-        }
-        let native: BTreeMap<String, Value> = operator_objects(&options, Presence::Present, false)
-            .into_iter()
-            .filter(|o| o.resource.kind != "Namespace")
-            .map(|o| {
-                let id = format!(
-                    "{}/{}/{}",
-                    o.resource.kind,
-                    o.object.namespace().unwrap_or_else(|| "-".to_owned()),
-                    o.object.name_any()
-                );
-                (id, serde_json::to_value(&o.object).unwrap())
-            })
-            .collect();
-        assert_eq!(
-            chart.keys().collect::<Vec<_>>(),
-            native.keys().collect::<Vec<_>>(),
-            "the chart and the builders make different objects"
-        );
-        for (id, want) in &native {
-            let got = &chart[id];
-            for field in ["spec", "rules", "roleRef", "subjects"] {
-                if field == "spec" && id.starts_with("Deployment/") {
-                    // Compared below, apart from the pod template's labels.
-                    continue;
-                }
-                assert_eq!(got[field], want[field], "{id}: {field} differs");
-            }
-            let got_labels = got["metadata"]["labels"]
-                .as_object()
-                .cloned()
-                .unwrap_or_default();
-            for (key, value) in want["metadata"]["labels"].as_object().into_iter().flatten() {
-                if key != "app.kubernetes.io/managed-by" {
-                    assert_eq!(got_labels.get(key), Some(value), "{id}: label {key}");
-                }
-            }
-            assert_eq!(
-                got["metadata"]["annotations"], want["metadata"]["annotations"],
-                "{id}"
-            );
-        }
-        let id = format!("Deployment/{namespace}/{OPERATOR_NAME}");
-        let (got, want) = (&chart[&id]["spec"], &native[&id]["spec"]);
-        assert_eq!(got["replicas"], want["replicas"]);
-        assert_eq!(got["selector"], want["selector"]);
-        assert_eq!(
-            got["template"]["spec"], want["template"]["spec"],
-            "pod specs differ"
-        );
-        let (key, value) = OPERATOR_LABEL;
-        assert_eq!(chart[&id]["metadata"]["labels"][key], value);
-        assert_eq!(got["template"]["metadata"]["labels"][key], value);
-        assert_eq!(
-            got["template"]["spec"]["containers"][0]["args"],
-            serde_json::json!(operator_args())
-        );
-    }
-}
-
-#[cfg(test)]
-mod example_tests {
-    use crate::api::ControlPlane;
-
-    /// The example must stay a valid ControlPlane that names builtin components and overrides
-    /// values their charts have.
-    #[test]
-    fn the_example_control_plane_is_valid() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/deploy/operator/controlplane-example.yaml"
-        );
-        let text = std::fs::read_to_string(path).expect("the example exists");
-        let example: ControlPlane = serde_yaml_ng::from_str(&text).expect("a valid ControlPlane");
-        assert_eq!(kube::ResourceExt::name_any(&example), "smm");
-        let components = crate::mesh::components::all();
-        for (name, spec) in &example.spec.components {
-            let component = components
-                .iter()
-                .find(|c| c.name == name)
-                .unwrap_or_else(|| panic!("{path}: {name} is not a builtin component"));
-            let defaults = component.chart.default_values().unwrap();
-            for key in spec
-                .values_override
-                .as_ref()
-                .and_then(|v| v.as_object())
-                .into_iter()
-                .flat_map(|o| o.keys())
-            {
-                assert!(
-                    defaults.get(key).is_some(),
-                    "{path}: the {name} chart has no value {key}"
-                );
-            }
-        }
     }
 }

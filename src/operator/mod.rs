@@ -8,6 +8,7 @@ mod events;
 mod http;
 pub mod manifests;
 mod metrics;
+mod rbac;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{ListParams, Patch, PatchParams};

@@ -507,3 +507,51 @@ async fn a_bad_controlplane_file_is_refused_and_nothing_is_stored() {
         );
     }
 }
+
+/// `smm components` shows what the engine does: istiod left to its default follows a disabled
+/// base out, in the listing as in the resolved desired state (they once disagreed).
+#[tokio::test]
+async fn components_and_the_engine_agree_on_enabled() {
+    let cluster = TestCluster::connect().await;
+    ensure_control_plane_crd(&cluster.client).await;
+    let name = unique_name("e2e-agree");
+    let spec = smm::api::ControlPlaneSpec {
+        namespace: Some(unique_name("e2e-agreens")),
+        ..Default::default()
+    }
+    .with_enabled("base", false);
+    smm::cluster::control_plane::store(&cluster.client, &name, &spec)
+        .await
+        .unwrap();
+
+    let output = smm(&["components", "--control-plane", &name, "-o", "json"]);
+    assert_success(&output);
+    let listed: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    let listed: BTreeMap<String, bool> = listed
+        .iter()
+        .map(|row| {
+            let enabled = row["enabled"].as_bool().expect("a stored ControlPlane");
+            (row["name"].as_str().unwrap().to_owned(), enabled)
+        })
+        .collect();
+    let catalog = Catalog::builtin().unwrap();
+    let resolved: BTreeMap<String, bool> = smm::desired::resolve::resolve(&catalog, &spec)
+        .unwrap()
+        .iter()
+        .map(|d| (d.name().to_owned(), d.enabled))
+        .collect();
+    assert_eq!(listed, resolved);
+    assert_eq!(
+        (
+            listed["istiod"],
+            listed["ingress-gateway"],
+            listed["prometheus"]
+        ),
+        (false, false, true),
+        "defaults follow base out; independent defaults stay on"
+    );
+    Api::<ControlPlane>::all(cluster.client.clone())
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+}

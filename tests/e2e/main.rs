@@ -6,4 +6,5 @@ mod engine;
 mod helm_runner;
 mod local_plane;
 mod smm_binary;
+#[path = "../support/mod.rs"]
 mod support;

@@ -1,5 +1,8 @@
 //! Shared harness for the end-to-end tests: a real API server from `KUBECONFIG`, the real helm
 //! binaries from `.tools/`, unique names so tests run in parallel, and namespaces that clean up.
+//!
+//! Shared by the `e2e` and `operator` test binaries; each uses a part of it.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
