@@ -29,9 +29,9 @@ started=$SECONDS
 # VERSION file. Upstream stamps the same variables (its release tooling fills them in); unstamped,
 # istiod reports "unknown" in its logs, user agent and version endpoint.
 revision="${ISTIO_MODULE_VERSION##*-}"
-module_dir="$(cd "$here" && go list -m -f '{{.Dir}}' istio.io/istio)"
-[[ -n "$module_dir" ]] || (cd "$here" && go mod download istio.io/istio)
-module_dir="$(cd "$here" && go list -m -f '{{.Dir}}' istio.io/istio)"
+# Downloaded (and checked against go.sum) if the module cache does not have it yet.
+module_dir="$(cd "$here" && go mod download -json istio.io/istio |
+	python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
 line="$(tr -d '[:space:]' <"$module_dir/VERSION")"
 pkg=istio.io/istio/pkg/version
 ldflags="-s -w -X $pkg.buildVersion=${line}-alpha.${revision} -X $pkg.buildGitRevision=${revision}"
