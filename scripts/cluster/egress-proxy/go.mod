@@ -1,0 +1,3 @@
+module smm.dev/localcluster/egressproxy
+
+go 1.26.0

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Fetches Istio's own Helm charts (base, istiod, gateway) from the istio.io/istio module version
+# pinned in versions.env into the git-ignored .upstream/istio/ of the repository, where the Rust
+# build embeds them. Prints that directory as the last line on stdout.
+#
+#   .upstream/istio/charts/base              manifests/charts/base (with files/crd-all.gen.yaml)
+#   .upstream/istio/charts/istio-discovery   manifests/charts/istio-control/istio-discovery
+#   .upstream/istio/charts/gateway           manifests/charts/gateway
+#   .upstream/istio/stamp                    what was fetched (version and module checksum)
+#
+# The charts are copied unchanged: nothing of upstream is committed or edited; the values smm
+# sets (global.hub, global.tag, ...) are passed at install time. Idempotent: when the stamp
+# matches versions.env and go.sum, nothing is downloaded or copied.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+# shellcheck source=versions.env
+source "$here/versions.env"
+# -mod=readonly: a download that go.sum does not vouch for is an error, never a go.sum update.
+export GOTOOLCHAIN=local GOFLAGS=-mod=readonly
+
+dest="$root/.upstream/istio"
+# chart name in smm  <-  path inside the module
+charts=(
+	"base            manifests/charts/base"
+	"istio-discovery manifests/charts/istio-control/istio-discovery"
+	"gateway         manifests/charts/gateway"
+)
+
+# The module's checksum as our go.sum records it: the stamp names exactly what was verified, and
+# a go.sum change (a re-pinned hash) invalidates the fetched copy even at the same version.
+module_sum="$(awk -v v="$ISTIO_MODULE_VERSION" '$1 == "istio.io/istio" && $2 == v { print $3 }' "$here/go.sum")"
+[[ -n "$module_sum" ]] || {
+	echo "fetch: scripts/istio/go.sum has no istio.io/istio $ISTIO_MODULE_VERSION; run scripts/istio/gen-module.sh" >&2
+	exit 1
+}
+stamp_text="$(printf 'module istio.io/istio\nversion %s\nsum %s\ncharts %s\n' \
+	"$ISTIO_MODULE_VERSION" "$module_sum" "$(printf '%s\n' "${charts[@]}" | awk '{ print $1 }' | paste -sd' ')")"
+
+up_to_date() {
+	local spec
+	[[ -f "$dest/stamp" && "$(cat "$dest/stamp")" == "$stamp_text" ]] || return 1
+	for spec in "${charts[@]}"; do
+		[[ -f "$dest/charts/${spec%% *}/Chart.yaml" ]] || return 1
+	done
+}
+
+if up_to_date; then
+	echo "$dest"
+	exit 0
+fi
+
+# Run inside our module, without a version: go resolves istio.io/istio from our go.mod and checks
+# the download against our go.sum (and the checksum database on first download).
+info="$(cd "$here" && go mod download -json istio.io/istio)"
+read -r version module_dir < <(python3 -c '
+import json, sys
+m = json.load(sys.stdin)
+if m.get("Error"):
+    sys.exit("fetch: " + m["Error"])
+print(m["Version"], m["Dir"])
+' <<<"$info")
+if [[ "$version" != "$ISTIO_MODULE_VERSION" ]]; then
+	echo "fetch: go.mod requires istio.io/istio $version but versions.env pins $ISTIO_MODULE_VERSION; run scripts/istio/gen-module.sh" >&2
+	exit 1
+fi
+
+# Built beside the destination and swapped in by rename, so an interrupted fetch never leaves a
+# half-copied chart that the stamp would vouch for.
+mkdir -p "$root/.upstream"
+staging="$(mktemp -d "$root/.upstream/.istio.XXXXXX")"
+trap 'rm -rf "$staging"' EXIT
+mkdir "$staging/charts"
+for spec in "${charts[@]}"; do
+	read -r name path <<<"$spec"
+	[[ -f "$module_dir/$path/Chart.yaml" ]] || {
+		echo "fetch: istio.io/istio@$version has no chart at $path" >&2
+		exit 1
+	}
+	# The module cache is read-only; the copy must be writable so the next fetch can remove it.
+	cp -R --no-preserve=mode,ownership "$module_dir/$path" "$staging/charts/$name"
+done
+printf '%s\n' "$stamp_text" >"$staging/stamp"
+chmod 755 "$staging"
+
+old="$root/.upstream/.istio.old.$$"
+[[ -e "$dest" ]] && mv "$dest" "$old"
+mv "$staging" "$dest"
+rm -rf "$old"
+trap - EXIT
+echo "fetch: Istio charts from istio.io/istio@$version in $dest" >&2
+echo "$dest"
