@@ -472,12 +472,17 @@ EOF
 	# KWOK_WORKDIR: kwok also loads ~/.kwok/kwok.yaml if it exists; a work directory inside the
 	# state directory keeps a user's own kwok setup out of this plane. --cidr serves only a node
 	# without a podCIDR (one a test adds); it must not be kwok's default, the service range.
+	# --node-lease-duration-seconds: the kwok command's default is 0, no Leases at all, and then
+	# nothing renews a heartbeat, so the node lifecycle controller marks every node NotReady after
+	# its grace period (50s) and evicts the pods. With 40 (a kubelet's default) kwok renews each
+	# node's Lease every 10s, as a kubelet does.
 	KWOK_WORKDIR="$dir/kwok" start kwok \
 		--kubeconfig="$dir/kwok.kubeconfig" \
 		--config="$here/cluster/kwok/stages.yaml" \
 		--manage-all-nodes=false \
 		--manage-nodes-with-label-selector=type=kwok \
 		--cidr=10.244.0.0/24 \
+		--node-lease-duration-seconds=40 \
 		--server-address="127.0.0.1:$kwok_port"
 	wait_for kwok 30 "/healthz" curl -fsS --max-time 2 "http://127.0.0.1:$kwok_port/healthz"
 	create_fake_nodes
