@@ -472,10 +472,10 @@ EOF
 	# KWOK_WORKDIR: kwok also loads ~/.kwok/kwok.yaml if it exists; a work directory inside the
 	# state directory keeps a user's own kwok setup out of this plane. --cidr serves only a node
 	# without a podCIDR (one a test adds); it must not be kwok's default, the service range.
-	# --node-lease-duration-seconds: the kwok command's default is 0, no Leases at all, and then
-	# nothing renews a heartbeat, so the node lifecycle controller marks every node NotReady after
-	# its grace period (50s) and evicts the pods. With 40 (a kubelet's default) kwok renews each
-	# node's Lease every 10s, as a kubelet does.
+	# --node-lease-duration-seconds: the kwok command's default is 0, no Leases at all; then
+	# nothing would renew a heartbeat and the node lifecycle controller would mark every node
+	# NotReady after its grace period and later evict the pods. With 40 (a kubelet's default)
+	# kwok renews each node's Lease every 10s, as a kubelet does.
 	KWOK_WORKDIR="$dir/kwok" start kwok \
 		--kubeconfig="$dir/kwok.kubeconfig" \
 		--config="$here/cluster/kwok/stages.yaml" \
