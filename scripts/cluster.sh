@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Runs a real, local Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver and
-# kube-controller-manager, built from source by scripts/cluster/build.sh. There is no scheduler
-# and no kubelet, so pods are created (the controller-manager makes ReplicaSets and Pods) but
-# stay Pending; everything smm installs through the API, namespace deletion and garbage
-# collection behave as on a real cluster.
+# Runs a real, local Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver,
+# kube-controller-manager and kube-scheduler, built from source by scripts/cluster/build.sh, plus
+# kwok, which stands in for the kubelets of a few fake nodes. Everything smm installs through the
+# API, scheduling, namespace deletion and garbage collection behave as on a real cluster; pods
+# are simulated: no container ever runs, kwok only writes their status (stages in
+# scripts/cluster/kwok/stages.yaml): a scheduled pod is Running and Ready at once, a Job's pod
+# then Succeeded, a deleted pod disappears. A pod that fits no node stays Pending, as it would.
 #
 #   scripts/cluster.sh up      start the plane (idempotent); the admin kubeconfig path is the last
 #                              line on stdout, progress goes to stderr
@@ -17,16 +19,23 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# KUBERNETES_VERSION and KWOK_VERSION, which the fake nodes report as their versions.
+# shellcheck source=cluster/versions.env
+source "$here/cluster/versions.env"
 dir="${SMM_CLUSTER_DIR:-${SMM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/smm}/cluster/run}"
 # Marks a directory as ours: `up` wipes and `down` deletes the state directory, which must never
 # happen to an unrelated directory that SMM_CLUSTER_DIR happens to point at.
 marker="$dir/.smm-cluster"
 # Start order; `down` stops them in reverse so no component outlives what it depends on.
-components=(etcd kube-apiserver kube-controller-manager)
+components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 # The first address of --service-cluster-ip-range, which the apiserver gives the `kubernetes`
 # service: in-cluster clients reach the apiserver by it, so the serving certificate must name it.
 service_cidr=10.0.0.0/24
 first_service_ip=10.0.0.1
+# The fake nodes kwok manages: kwok-node-1..N, each with its own podCIDR 10.244.N.0/24 (kwok's
+# default pod range is 10.0.0.0/24, the service range). Their InternalIPs are from 192.0.2.0/24
+# (TEST-NET-1, never routed). Nothing listens at any of these addresses.
+fake_nodes=3
 
 log() { echo "cluster: $*" >&2; }
 die() {
@@ -37,8 +46,9 @@ die() {
 usage() {
 	cat >&2 <<EOF
 usage: scripts/cluster.sh up|env|status|down
-  up      start etcd, kube-apiserver and kube-controller-manager on 127.0.0.1 (idempotent);
-          prints the admin kubeconfig path as the last line
+  up      start etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok on
+          127.0.0.1 with $fake_nodes fake nodes (idempotent); prints the admin kubeconfig path as
+          the last line
   env     print 'export KUBECONFIG=...' for the running plane
   status  report each process and the apiserver's /readyz; exit 0 only if all is well
   down    stop the plane and remove its state directory (safe when nothing is up)
@@ -154,16 +164,16 @@ wait_for() { # component timeout-seconds what check-command...
 	done
 }
 
-# Four distinct free ports on 127.0.0.1. All sockets are held open together so the kernel cannot
+# Distinct free ports on 127.0.0.1. All sockets are held open together so the kernel cannot
 # hand out the same port twice; the window between closing them and the servers binding is tiny.
-free_ports() {
+free_ports() { # count
 	python3 -c '
-import socket
-socks = [socket.socket() for _ in range(4)]
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))
-'
+' "$1"
 }
 
 # P-256 keys: generated instantly, unlike RSA, and accepted by every component for TLS.
@@ -218,6 +228,14 @@ EOF
 	issue admin "/O=system:masters/CN=smm-admin" client
 	# The bootstrap RBAC policy grants this user exactly what the controller-manager needs.
 	issue controller-manager "/CN=system:kube-controller-manager" client
+	# Likewise for the scheduler (its ClusterRole, and reading the authentication ConfigMap).
+	issue scheduler "/CN=system:kube-scheduler" client
+	# kwok acts as the kubelet of every fake node and carries out whatever its stages say, on
+	# nodes, node status, leases, pods, pod status and events: system:masters rather than a role
+	# of our own, which would have to track what the stages touch, and whose missing verb would
+	# show up only as pods silently stuck in Pending. Its own CN keeps its requests apart from
+	# the admin's.
+	issue kwok "/O=system:masters/CN=smm-kwok" client
 	# Service-account tokens are signed with RSA (RS256) by the apiserver, and by the
 	# controller-manager for legacy token Secrets.
 	openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$pki/sa.key" 2>/dev/null
@@ -251,6 +269,75 @@ EOF
 api_get() { # path
 	curl -fsS --max-time 5 --cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" \
 		--key "$dir/pki/admin.key" "https://127.0.0.1:$api_port$1"
+}
+
+api_post() { # path json-body
+	curl -fsS --max-time 5 --cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" \
+		--key "$dir/pki/admin.key" -H 'Content-Type: application/json' --data-binary "$2" \
+		"https://127.0.0.1:$api_port$1" >/dev/null
+}
+
+# Prints how many of the fake nodes (label type=kwok) have the Ready condition True.
+ready_nodes() {
+	api_get '/api/v1/nodes?labelSelector=type%3Dkwok' | python3 -c '
+import json, sys
+nodes = json.load(sys.stdin)["items"]
+print(sum(any(c["type"] == "Ready" and c["status"] == "True"
+              for c in n.get("status", {}).get("conditions", [])) for n in nodes))
+'
+}
+
+all_nodes_ready() {
+	local ready
+	ready="$(ready_nodes)" && ((ready >= fake_nodes))
+}
+
+# Registers the fake nodes, shaped like a mid-sized cloud VM with kubelet defaults (110 pods,
+# some CPU and memory held back from allocatable). A Node's status may be set on creation, so
+# capacity, addresses and nodeInfo are given here; kwok, which manages nodes labelled type=kwok,
+# adds the conditions and renews their Leases.
+create_fake_nodes() {
+	local i name
+	for ((i = 1; i <= fake_nodes; i++)); do
+		name="kwok-node-$i"
+		api_post /api/v1/nodes "$(
+			cat <<EOF
+{
+  "apiVersion": "v1",
+  "kind": "Node",
+  "metadata": {
+    "name": "$name",
+    "labels": {
+      "type": "kwok",
+      "kubernetes.io/hostname": "$name",
+      "kubernetes.io/os": "linux",
+      "kubernetes.io/arch": "amd64"
+    },
+    "annotations": {"kwok.x-k8s.io/node": "fake"}
+  },
+  "spec": {"podCIDR": "10.244.$i.0/24", "podCIDRs": ["10.244.$i.0/24"]},
+  "status": {
+    "capacity": {"cpu": "16", "memory": "64Gi", "pods": "110", "ephemeral-storage": "200Gi"},
+    "allocatable": {"cpu": "15800m", "memory": "62Gi", "pods": "110", "ephemeral-storage": "180Gi"},
+    "addresses": [
+      {"type": "InternalIP", "address": "192.0.2.$((10 + i))"},
+      {"type": "Hostname", "address": "$name"}
+    ],
+    "nodeInfo": {
+      "architecture": "amd64",
+      "operatingSystem": "linux",
+      "osImage": "fake node (kwok)",
+      "kernelVersion": "fake",
+      "containerRuntimeVersion": "fake://kwok-$KWOK_VERSION",
+      "kubeletVersion": "$KUBERNETES_VERSION",
+      "kubeProxyVersion": "$KUBERNETES_VERSION",
+      "machineID": "", "systemUUID": "", "bootID": ""
+    }
+  }
+}
+EOF
+		)"
+	done
 }
 
 # Starts kube-apiserver against the running etcd and waits until it is ready; `up` and
@@ -306,19 +393,23 @@ cmd_up() {
 	# From here on a failure stops whatever was started; the logs stay for reading.
 	trap 'log "start failed; stopping what was started (logs kept in $dir/logs)"; stop_all' EXIT
 
-	read -r etcd_port peer_port api_port kcm_port < <(free_ports)
-	[[ "$kcm_port" =~ ^[0-9]+$ ]] || die "could not pick free ports"
+	read -r etcd_port peer_port api_port kcm_port sched_port kwok_port < <(free_ports 6)
+	[[ "$kwok_port" =~ ^[0-9]+$ ]] || die "could not pick free ports"
 	cat >"$dir/env" <<EOF
 SMM_CLUSTER_BIN_DIR=$(printf %q "$bin_dir")
 ETCD_CLIENT_PORT=$etcd_port
 ETCD_PEER_PORT=$peer_port
 APISERVER_PORT=$api_port
 CONTROLLER_MANAGER_PORT=$kcm_port
+SCHEDULER_PORT=$sched_port
+KWOK_PORT=$kwok_port
 KUBECONFIG=$(printf %q "$dir/kubeconfig")
 EOF
 	make_pki
 	write_kubeconfig "$dir/kubeconfig" admin
 	write_kubeconfig "$dir/controller-manager.kubeconfig" controller-manager
+	write_kubeconfig "$dir/scheduler.kubeconfig" scheduler
+	write_kubeconfig "$dir/kwok.kubeconfig" kwok
 	local pki="$dir/pki"
 
 	# fsync buys nothing for a throwaway cluster and costs seconds on slow disks; the quota keeps
@@ -367,6 +458,36 @@ EOF
 	wait_for kube-controller-manager 30 "default ServiceAccount" \
 		api_get /api/v1/namespaces/default/serviceaccounts/default
 
+	# Leader election only matters with replicas; the same always-allowed health paths as the
+	# controller-manager, so /healthz answers without delegated authentication.
+	start kube-scheduler \
+		--kubeconfig="$dir/scheduler.kubeconfig" \
+		--leader-elect=false \
+		--bind-address=127.0.0.1 \
+		--secure-port="$sched_port" \
+		--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics
+	wait_for kube-scheduler 30 "/healthz" \
+		curl -fsSk --max-time 2 "https://127.0.0.1:$sched_port/healthz"
+
+	# KWOK_WORKDIR: kwok also loads ~/.kwok/kwok.yaml if it exists; a work directory inside the
+	# state directory keeps a user's own kwok setup out of this plane. --cidr serves only a node
+	# without a podCIDR (one a test adds); it must not be kwok's default, the service range.
+	# --node-lease-duration-seconds: the kwok command's default is 0, no Leases at all; then
+	# nothing would renew a heartbeat and the node lifecycle controller would mark every node
+	# NotReady after its grace period and later evict the pods. With 40 (a kubelet's default)
+	# kwok renews each node's Lease every 10s, as a kubelet does.
+	KWOK_WORKDIR="$dir/kwok" start kwok \
+		--kubeconfig="$dir/kwok.kubeconfig" \
+		--config="$here/cluster/kwok/stages.yaml" \
+		--manage-all-nodes=false \
+		--manage-nodes-with-label-selector=type=kwok \
+		--cidr=10.244.0.0/24 \
+		--node-lease-duration-seconds=40 \
+		--server-address="127.0.0.1:$kwok_port"
+	wait_for kwok 30 "/healthz" curl -fsS --max-time 2 "http://127.0.0.1:$kwok_port/healthz"
+	create_fake_nodes
+	wait_for kwok 30 "$fake_nodes Ready nodes" all_nodes_ready
+
 	trap - EXIT
 	log "control plane up in $((SECONDS - started))s: apiserver https://127.0.0.1:$api_port"
 	echo "$dir/kubeconfig"
@@ -412,6 +533,12 @@ cmd_status() {
 		api_port="$(source "$dir/env" && echo "$APISERVER_PORT")"
 		if api_get /readyz >/dev/null 2>&1; then
 			echo "kube-apiserver /readyz: ok (https://127.0.0.1:$api_port)"
+			if all_nodes_ready 2>/dev/null; then
+				echo "fake nodes: $(ready_nodes) Ready"
+			else
+				echo "fake nodes: $(ready_nodes 2>/dev/null || echo ?) of $fake_nodes Ready"
+				ok=1
+			fi
 		else
 			echo "kube-apiserver /readyz: not answering (https://127.0.0.1:$api_port)"
 			ok=1

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # From a fresh machine to a mesh: installs helm and kubectl into .tools/, starts the local
 # control plane (kept running afterwards; stop it with `scripts/cluster.sh down`), builds smm
-# and installs every component with it. The local plane has no kubelet, so workloads stay
-# Pending; everything else (CRDs, RBAC, webhooks, services, releases) is real.
+# and installs every component with it. The local plane's nodes are fake (kwok): workloads are
+# scheduled and reported Running and Ready, but no container runs; everything else (CRDs, RBAC,
+# webhooks, services, releases) is real.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

@@ -359,7 +359,7 @@ async fn a_release_left_pending_install_is_recovered() {
         .await
         .unwrap();
 
-    // The hook Job never completes (no kubelet), so helm waits in pending-install until killed.
+    // The hook Job never completes (its pod fits no node), so helm waits in pending-install.
     let mut interrupted = std::process::Command::new(HelmTool::Helm4.path())
         .args(["install", "tiny"])
         .arg(crate::support::fixture_chart("tiny"))
