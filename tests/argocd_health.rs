@@ -135,7 +135,7 @@ fn a_generation_not_yet_observed_is_progressing_even_if_ready() {
     assert_eq!(state, "Progressing");
     assert!(message.contains("generation 3"), "{message}");
     // A stale failure is not reported as current either.
-    let stalled = vec![condition("Stalled", "True", "RoundLimitReached", "old")];
+    let stalled = vec![condition("Stalled", "True", "WaitTimedOut", "old")];
     assert_eq!(
         health(&control_plane(3, with_conditions(Some(2), stalled))).0,
         "Progressing"
@@ -165,7 +165,7 @@ fn stalled_is_degraded() {
         condition(
             "Stalled",
             "True",
-            "RoundLimitReached",
+            "WaitTimedOut",
             "gave up waiting for: istiod",
         ),
         condition("Ready", "False", "ComponentsNotReady", "not ready: istiod"),

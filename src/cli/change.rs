@@ -12,7 +12,7 @@ use clap::Args;
 use smm::api::{ControlPlaneSpec, DEFAULT_CONTROL_PLANE};
 use smm::cluster::lease::holder_identity;
 use smm::desired::resolve::resolve;
-use smm::engine::Scope;
+use smm::engine::{Scope, WaitPolicy};
 use smm::engine::report::{Outcome, ReconcileReport};
 use smm::engine::session::{Request, Session};
 use smm::helm::render;
@@ -37,6 +37,10 @@ pub struct ChangeArgs {
     /// Format of the summary
     #[arg(short, long, value_enum, default_value_t)]
     pub output: OutputFormat,
+    /// Return once everything is applied, without waiting for workloads to become ready
+    /// (`smm status --watch` follows them)
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 /// Renders the enabled components in `scope` from `spec` with `helm template`; needs no cluster.
@@ -83,6 +87,7 @@ pub async fn reconcile(
     control_plane: &str,
     request: Request<'_>,
     output: OutputFormat,
+    no_wait: bool,
 ) -> anyhow::Result<ExitCode> {
     let client = global.client().await?;
     let helm = global.helm()?;
@@ -94,6 +99,11 @@ pub async fn reconcile(
         holder_identity("smm-cli"),
         global.timeout,
     )
+    .with_wait(if no_wait {
+        WaitPolicy::No
+    } else {
+        WaitPolicy::Until(global.timeout)
+    })
     .with_progress(Arc::new(CliProgress::new(global.no_color)));
     let report = session
         .run(control_plane, request, |holder| {

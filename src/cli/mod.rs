@@ -52,7 +52,7 @@ pub struct GlobalArgs {
     /// The helm binary to run (default: SMM_HELM, then helm on PATH)
     #[arg(long, global = true, value_name = "PATH")]
     pub helm_binary: Option<PathBuf>,
-    /// How long one helm operation or wait may take, e.g. 90s, 5m
+    /// How long one helm operation, a wait for the reconcile lease, or the wait for components to become ready may take, e.g. 90s, 5m
     #[arg(long, global = true, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub timeout: Duration,
     /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides it

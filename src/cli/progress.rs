@@ -13,7 +13,14 @@ use smm::engine::report::{Outcome, Progress};
 
 pub struct CliProgress {
     bars: Option<MultiProgress>,
-    running: Mutex<BTreeMap<String, (Instant, Option<ProgressBar>)>>,
+    running: Mutex<BTreeMap<String, Step>>,
+}
+
+/// A component being worked on: since when, its spinner, and what it shows.
+struct Step {
+    started: Instant,
+    bar: Option<ProgressBar>,
+    message: String,
 }
 
 impl CliProgress {
@@ -26,9 +33,21 @@ impl CliProgress {
     }
 }
 
-impl Progress for CliProgress {
-    fn started(&self, component: &str, action: Operation, reason: &str) {
-        let message = format!("{component}: {} ({reason})", action.verb());
+impl CliProgress {
+    /// Shows `message` for `component`: a new spinner, or the running one's new message. When
+    /// piped, a line each time the message changes.
+    fn show(&self, component: &str, message: String) {
+        let mut running = self.running.lock().expect("progress lock");
+        if let Some(step) = running.get_mut(component) {
+            if step.message != message {
+                match &step.bar {
+                    Some(bar) => bar.set_message(message.clone()),
+                    None => eprintln!("{message}"),
+                }
+                step.message = message;
+            }
+            return;
+        }
         let bar = self.bars.as_ref().map(|bars| {
             let bar = bars.add(ProgressBar::new_spinner());
             bar.set_style(
@@ -42,22 +61,39 @@ impl Progress for CliProgress {
         if bar.is_none() {
             eprintln!("{message}");
         }
-        let mut running = self.running.lock().expect("progress lock");
-        running.insert(component.to_owned(), (Instant::now(), bar));
+        let step = Step {
+            started: Instant::now(),
+            bar,
+            message,
+        };
+        running.insert(component.to_owned(), step);
+    }
+}
+
+impl Progress for CliProgress {
+    fn started(&self, component: &str, action: Operation, reason: &str) {
+        self.show(component, format!("{component}: {} ({reason})", action.verb()));
+    }
+
+    fn waiting(&self, component: &str, message: &str) {
+        self.show(component, format!("{component}: waiting for {message}"));
     }
 
     fn finished(&self, component: &str, outcome: &Outcome) {
+        if matches!(outcome, Outcome::Waiting(_)) {
+            // Still on its way: the spinner keeps going until a later round settles it.
+            return;
+        }
         let mut running = self.running.lock().expect("progress lock");
-        let Some((started, bar)) = running.remove(component) else {
+        let Some(step) = running.remove(component) else {
             return;
         };
-        let elapsed = started.elapsed().as_secs_f32();
+        let elapsed = step.started.elapsed().as_secs_f32();
         let message = match outcome {
-            Outcome::Done => format!("{component}: done in {elapsed:.1}s"),
-            Outcome::Waiting(why) => format!("{component}: {why} ({elapsed:.1}s)"),
             Outcome::Failed(why) => format!("{component}: FAILED after {elapsed:.1}s: {why}"),
+            _ => format!("{component}: done in {elapsed:.1}s"),
         };
-        match bar {
+        match step.bar {
             Some(bar) => {
                 // The finished line keeps the outcome and drops the spinner and the clock.
                 bar.set_style(ProgressStyle::with_template("  {msg}").expect("a valid template"));

@@ -39,6 +39,9 @@ pub struct ReconcileArgs {
     /// Format of the summary or plan
     #[arg(short, long, value_enum, default_value_t)]
     output: OutputFormat,
+    /// Return once everything is applied, without waiting for workloads to become ready
+    #[arg(long, conflicts_with_all = ["dry_run", "dump_resources"])]
+    no_wait: bool,
 }
 
 pub async fn run(
@@ -83,6 +86,7 @@ pub async fn run(
         &name,
         Request::Replace(&control_plane.spec),
         args.output,
+        args.no_wait,
     )
     .await
 }

@@ -5,3 +5,4 @@ pub mod control_plane;
 pub mod lease;
 pub mod objects;
 pub mod target;
+pub mod workloads;

@@ -9,12 +9,15 @@ use tracing::Instrument;
 use super::decide::{Decision, Operation, Reason, decide};
 use super::report::{ComponentReport, Outcome};
 use super::status::StatusWriter;
-use super::{Engine, EngineError};
+use super::{Engine, EngineError, WaitPolicy};
 use crate::api::{ComponentPhase, ComponentStatus, ControlPlaneSpec};
 use crate::cluster::objects::{self, NativeError};
+use crate::cluster::workloads::{self, Readiness, WorkloadState};
 use crate::desired::resolve::DesiredComponent;
 use crate::helm::chart::ChartError;
-use crate::helm::release::{self, ObservedRelease, ObservedReleases, ReleaseRef, ReleaseState};
+use crate::helm::release::{
+    self, ObservedRelease, ObservedReleases, RecordError, ReleaseRef, ReleaseState,
+};
 use crate::helm::{Helm, HelmError};
 use crate::mesh::catalog::ComponentContext;
 
@@ -31,6 +34,16 @@ pub enum ComponentError {
     Objects(#[from] NativeError),
     #[error(transparent)]
     Chart(#[from] ChartError),
+    #[error("cannot read workload {workload}: {source}")]
+    Workload {
+        workload: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error("{0}")]
+    WorkloadFailed(String),
 }
 
 /// helm's own error line when helm ran and failed; the whole error otherwise.
@@ -89,11 +102,16 @@ impl Engine {
             action = ?decision.action,
         );
         let outcome = async {
+            // Without waiting, what a component depends on need only be applied.
+            let ready_enough = |dependency: &str| match self.settings.wait {
+                WaitPolicy::No => writer.is_applied(dependency),
+                _ => writer.is_available(dependency),
+            };
             let unavailable_dependency = wanted
                 .component
                 .depends_on
                 .iter()
-                .find(|dependency| !writer.is_available(dependency));
+                .find(|dependency| !ready_enough(dependency));
             if let (true, Some(dependency)) = (wanted.enabled, unavailable_dependency) {
                 return Ok(Ok(Outcome::Waiting(format!(
                     "waiting for {dependency} to be available"
@@ -123,12 +141,11 @@ impl Engine {
                     self.finish_removal(wanted, recorded.as_ref(), writer)
                         .await?
                 }
-                operation => {
-                    self.apply(wanted, operation, release.map(|r| &r.state), writer)
-                        .await?
-                }
+                operation => self.apply(wanted, operation, release, writer).await?,
             };
-            if let (Some(progress), Ok(outcome)) = (progress, &outcome) {
+            // Also for a component that only waited this round: progress that shows it
+            // waiting learns that the wait is over.
+            if let (Some(progress), Ok(outcome)) = (&self.progress, &outcome) {
                 progress.finished(name, outcome);
             }
             Ok(outcome)
@@ -161,7 +178,7 @@ impl Engine {
         &self,
         wanted: &DesiredComponent<'_>,
         operation: Operation,
-        release_state: Option<&ReleaseState>,
+        release: Option<&ObservedRelease>,
         writer: &StatusWriter,
     ) -> StepResult {
         let name = wanted.name();
@@ -184,20 +201,93 @@ impl Engine {
             return Ok(Ok(Outcome::Waiting(message)));
         }
         if operation == Operation::Nothing {
-            writer.available(name).await?;
-            return Ok(Ok(Outcome::Done));
+            // Up to date; still waiting for its workloads when last seen.
+            let waiting = writer
+                .component(name)
+                .map(|s| s.phase)
+                .filter(|phase| *phase != ComponentPhase::Available);
+            return match (waiting, release) {
+                (Some(phase), Some(release)) => {
+                    self.await_workloads(wanted, phase, release.revision, writer)
+                        .await
+                }
+                _ => {
+                    writer.available(name).await?;
+                    Ok(Ok(Outcome::Done))
+                }
+            };
         }
         writer.progressing(name, phase, None).await?;
+        let release_state = release.map(|r| &r.state);
         if let Err(err) = run_helm(&self.helm, wanted, operation, release_state).await {
             return Ok(Err(err));
         }
-        let revision = release::observe(&self.client, &[wanted.component.release_name])
+        let applied = release::observe(&self.client, &[wanted.component.release_name])
             .await
             .map_err(EngineError::Observe)?;
-        let revision = release::lookup(&revision, &wanted.release).map(|r| r.revision);
-        writer.applied(wanted, revision).await?;
-        tracing::info!(component = name, ?operation, "reconciled");
-        Ok(Ok(Outcome::Done))
+        let Some(revision) = release::lookup(&applied, &wanted.release).map(|r| r.revision) else {
+            // helm said it succeeded; its record not being there is someone else's doing.
+            writer.applied(wanted, phase, None).await?;
+            return Ok(Ok(Outcome::Waiting("waiting for helm's release record".to_owned())));
+        };
+        writer.applied(wanted, phase, Some(revision)).await?;
+        tracing::info!(component = name, ?operation, revision, "applied");
+        self.await_workloads(wanted, phase, revision, writer).await
+    }
+
+    /// Available once every workload of the release is ready; until then Progressing, with
+    /// what it waits for as the message. A workload that cannot get ready without a change (a
+    /// failed Job) fails the component.
+    async fn await_workloads(
+        &self,
+        wanted: &DesiredComponent<'_>,
+        phase: ComponentPhase,
+        revision: i64,
+        writer: &StatusWriter,
+    ) -> StepResult {
+        let name = wanted.name();
+        let result = async {
+            let refs = release::workloads(&self.client, &wanted.release, revision).await?;
+            workloads::observe(&self.client, &refs)
+                .await
+                .map_err(|source| ComponentError::Workload {
+                    workload: wanted.release.to_string(),
+                    source,
+                })
+        }
+        .await;
+        let states = match result {
+            Ok(states) => states,
+            Err(err) => return Ok(Err(err)),
+        };
+        if let Some(failed) = states
+            .iter()
+            .find(|s| matches!(s.readiness, Readiness::Failed(_)))
+        {
+            return Ok(Err(ComponentError::WorkloadFailed(failed.describe())));
+        }
+        let waiting_for: Vec<String> = states
+            .iter()
+            .filter(|s| s.readiness != Readiness::Ready)
+            .map(WorkloadState::describe)
+            .collect();
+        if waiting_for.is_empty() {
+            writer.available(name).await?;
+            tracing::info!(component = name, "available");
+            return Ok(Ok(Outcome::Done));
+        }
+        let message = waiting_for.join("; ");
+        writer
+            .progressing(name, phase, Some(message.clone()))
+            .await?;
+        if let Some(progress) = &self.progress {
+            progress.waiting(name, &message);
+        }
+        Ok(Ok(match self.settings.wait {
+            // Applied is all that was asked; the status says what is still on its way.
+            WaitPolicy::No => Outcome::Done,
+            _ => Outcome::Waiting(message),
+        }))
     }
 
     /// The component's namespace changed: its release (and native objects) in the old namespace
@@ -217,7 +307,7 @@ impl Engine {
         writer
             .mark_reconciling(&format!("{name}: {reason}"))
             .await?;
-        if let Err(err) = self.helm.uninstall(previous).await {
+        if let Err(err) = self.helm.uninstall(previous, self.waits()).await {
             return Ok(Err(ComponentError::RemoveMoved(err)));
         }
         let placements = self.catalog.placements(spec);
@@ -242,7 +332,7 @@ impl Engine {
         writer
             .progressing(name, ComponentPhase::Uninstalling, None)
             .await?;
-        if let Err(err) = self.helm.uninstall(&wanted.release).await {
+        if let Err(err) = self.helm.uninstall(&wanted.release, self.waits()).await {
             return Ok(Err(ComponentError::Helm(err)));
         }
         if let Err(err) = objects::apply(&self.client, &wanted.native).await {
@@ -271,6 +361,13 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Whether helm should wait for what it removes to be gone.
+    fn waits(&self) -> bool {
+        self.settings.wait != WaitPolicy::No
+    }
+}
+
 /// Runs helm for an install, upgrade or recovery.
 async fn run_helm(
     helm: &Helm,
@@ -282,7 +379,7 @@ async fn run_helm(
         // A pending install has nothing to go back to; anything else returns to the last good
         // revision. Either way helm accepts the release again afterwards.
         match release_state {
-            Some(ReleaseState::PendingInstall) => helm.uninstall(&wanted.release).await,
+            Some(ReleaseState::PendingInstall) => helm.uninstall(&wanted.release, false).await,
             _ => helm.rollback(&wanted.release).await,
         }
         .map_err(ComponentError::Recover)?;

@@ -24,7 +24,7 @@ use tracing::Instrument;
 pub use component::ComponentError;
 use decide::Operation;
 use report::{Outcome, PlannedComponent, Progress, ReconcileReport};
-use status::StatusWriter;
+use status::{RunEnd, StatusWriter};
 
 use crate::api::{ControlPlane, ControlPlaneSpec, ControlPlaneStatus};
 use crate::desired::resolve::{DesiredComponent, SpecError, resolve};
@@ -92,10 +92,26 @@ impl Scope {
     }
 }
 
+/// How a run treats components that are not ready yet: their workloads (Deployments,
+/// StatefulSets, DaemonSets, Jobs) not ready, their CRDs not established, what they depend on
+/// not Available.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitPolicy {
+    /// Round after round until every component is in its desired state, for at most this long;
+    /// a component still waiting then is Failed with what it waited for, and the ControlPlane
+    /// Stalled. The CLI's default, bounded by `--timeout`.
+    Until(Duration),
+    /// Stop once a round changes nothing: what waits stays Progressing and the caller comes
+    /// back later (the operator requeues, holding no lease and running no helm meanwhile).
+    Requeue,
+    /// Apply everything without waiting for workloads; a dependent needs what it depends on
+    /// applied, not ready (`--no-wait`).
+    No,
+}
+
 #[derive(Clone, Debug)]
 pub struct EngineSettings {
-    /// Rounds before the engine gives up and reports `Stalled`.
-    pub max_rounds: u32,
+    pub wait: WaitPolicy,
     /// Pause between rounds, so waiting components get a chance to become ready.
     pub round_delay: Duration,
     /// How many independent components are reconciled at once.
@@ -105,8 +121,8 @@ pub struct EngineSettings {
 impl Default for EngineSettings {
     fn default() -> Self {
         Self {
-            max_rounds: 30,
-            round_delay: Duration::from_secs(2),
+            wait: WaitPolicy::Until(Duration::from_secs(300)),
+            round_delay: Duration::from_secs(1),
             parallelism: 4,
         }
     }
@@ -250,15 +266,13 @@ impl Engine {
             ready: false,
             components: Vec::new(),
         };
+        let started = tokio::time::Instant::now();
         let mut rounds = 0;
-        let mut waiting = true;
-        while waiting && rounds < self.settings.max_rounds {
-            if rounds > 0 {
-                tokio::time::sleep(self.settings.round_delay).await;
-            }
+        let end = loop {
             rounds += 1;
             let observed = self.observe(&in_scope).await?;
-            waiting = false;
+            let mut waiting = false;
+            let mut acted = false;
             // Dependents go before what they depend on when removing, after it when installing;
             // components of one wave do not depend on each other and run side by side.
             let removals: Vec<_> = in_scope
@@ -285,10 +299,24 @@ impl Engine {
                 for step in results {
                     let step = step?;
                     waiting |= matches!(step.outcome, Outcome::Waiting(_));
+                    acted |= step.action != Operation::Nothing;
                     report.record(step);
                 }
             }
-        }
+            if !waiting {
+                break RunEnd::Settled;
+            }
+            match self.settings.wait {
+                WaitPolicy::Until(limit) if started.elapsed() >= limit => {
+                    self.time_out(&mut report, limit, &writer).await?;
+                    break RunEnd::TimedOut;
+                }
+                WaitPolicy::Until(_) => {}
+                WaitPolicy::Requeue | WaitPolicy::No if !acted => break RunEnd::Waiting,
+                WaitPolicy::Requeue | WaitPolicy::No => {}
+            }
+            tokio::time::sleep(self.settings.round_delay).await;
+        };
         // Side by side work finishes in any order; the report follows the catalog.
         report.components.sort_by_key(|component| {
             in_scope
@@ -297,8 +325,29 @@ impl Engine {
                 .unwrap_or(usize::MAX)
         });
         report.rounds = rounds;
-        report.ready = writer.finish(&desired, waiting).await?;
+        report.ready = writer.finish(&desired, end).await?;
         Ok(report)
+    }
+
+    /// The wait is over: every component still waiting is Failed, with what it waited for.
+    async fn time_out(
+        &self,
+        report: &mut ReconcileReport,
+        limit: Duration,
+        writer: &StatusWriter,
+    ) -> Result<(), EngineError> {
+        for component in &mut report.components {
+            if let Outcome::Waiting(why) = &component.outcome {
+                let message = format!("not ready after {}s: {why}", limit.as_secs());
+                writer.failed(&component.name, message.clone()).await?;
+                let outcome = Outcome::Failed(message);
+                if let Some(progress) = &self.progress {
+                    progress.finished(&component.name, &outcome);
+                }
+                component.outcome = outcome;
+            }
+        }
+        Ok(())
     }
 
     /// Every component's desired state; a bad spec is an error naming the ControlPlane.

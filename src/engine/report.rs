@@ -56,6 +56,17 @@ impl ReconcileReport {
             .collect()
     }
 
+    /// `component: why` for every component that failed.
+    pub fn failed(&self) -> Vec<String> {
+        self.components
+            .iter()
+            .filter_map(|c| match &c.outcome {
+                Outcome::Failed(why) => Some(format!("{}: {why}", c.name)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Keeps one report per component: the first decision that did something, and the last
     /// outcome, as rounds repeat.
     pub(super) fn record(&mut self, report: ComponentReport) {
@@ -87,6 +98,8 @@ pub struct PlannedComponent {
 pub trait Progress: Send + Sync {
     fn started(&self, component: &str, operation: Operation, reason: &str);
     fn finished(&self, component: &str, outcome: &Outcome);
+    /// The component was applied and waits for its workloads, `message` saying which.
+    fn waiting(&self, component: &str, message: &str);
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use kube::Client;
 
 use super::report::{Progress, ReconcileReport};
-use super::{Engine, EngineError, EngineSettings, Scope};
+use super::{Engine, EngineError, EngineSettings, Scope, WaitPolicy};
 use crate::api::ControlPlaneSpec;
 use crate::cluster::control_plane::{self, StoreError};
 use crate::cluster::lease::{LockError, reconcile_lock};
@@ -91,6 +91,12 @@ impl Session {
             holder,
             lease_wait,
         }
+    }
+
+    /// How runs wait for components to become ready (default: up to 5 minutes).
+    pub fn with_wait(mut self, wait: WaitPolicy) -> Self {
+        self.engine.settings.wait = wait;
+        self
     }
 
     pub fn with_progress(mut self, progress: Arc<dyn Progress>) -> Self {

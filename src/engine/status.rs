@@ -20,6 +20,17 @@ use crate::api::{
 };
 use crate::desired::resolve::DesiredComponent;
 
+/// How a run ended, for the conditions it leaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum RunEnd {
+    /// Nothing waits any more.
+    Settled,
+    /// Components wait and the caller comes back later (or was told not to wait).
+    Waiting,
+    /// The wait's time limit passed.
+    TimedOut,
+}
+
 pub(super) struct StatusWriter {
     api: Api<ControlPlane>,
     name: String,
@@ -57,6 +68,18 @@ impl StatusWriter {
             .is_some_and(|status| status.phase == ComponentPhase::Available)
     }
 
+    /// Whether helm applied the component's current chart and values (its workloads may still
+    /// be on their way).
+    pub fn is_applied(&self, name: &str) -> bool {
+        self.component(name).is_some_and(|status| {
+            status.values_digest.is_some()
+                && matches!(
+                    status.phase,
+                    ComponentPhase::Available | ComponentPhase::Installing | ComponentPhase::Upgrading
+                )
+        })
+    }
+
     /// The component is being changed (`Installing`, `Upgrading`, `Uninstalling`), optionally
     /// waiting for something named in `message`. What was recorded of the last success stays.
     pub async fn progressing(
@@ -74,10 +97,12 @@ impl StatusWriter {
     }
 
     /// helm applied `wanted`'s chart and values as `revision`: these digests are now the record
-    /// the next reconcile compares against.
+    /// the next reconcile compares against. The phase stays `phase` until the workloads are
+    /// ready ([`Self::available`]).
     pub async fn applied(
         &self,
         wanted: &DesiredComponent<'_>,
+        phase: ComponentPhase,
         revision: Option<i64>,
     ) -> Result<(), EngineError> {
         let status = ComponentStatus {
@@ -92,7 +117,7 @@ impl StatusWriter {
                 namespace: wanted.release.namespace.clone(),
                 revision,
             }),
-            ..ComponentStatus::with_phase(ComponentPhase::Available)
+            ..ComponentStatus::with_phase(phase)
         };
         self.set_component(wanted.name(), status).await
     }
@@ -182,7 +207,7 @@ impl StatusWriter {
     pub async fn finish(
         &self,
         desired: &[DesiredComponent<'_>],
-        still_waiting: bool,
+        end: RunEnd,
     ) -> Result<bool, EngineError> {
         let status = self.current().clone();
         let in_desired_state = |wanted: &DesiredComponent<'_>| {
@@ -217,14 +242,16 @@ impl StatusWriter {
         let time = now();
         let conditions = &mut next.conditions;
         let generation = self.generation;
-        remove_condition(conditions, condition::RECONCILING);
-        if still_waiting {
+        // kstatus: Stalled when the wait gave up; Reconciling while components are on their way
+        // and nothing failed (the operator comes back, or `smm status --watch` follows them).
+        let progressing = end != RunEnd::TimedOut && failed.is_empty() && !unsettled.is_empty();
+        if end == RunEnd::TimedOut {
             let message = format!("gave up waiting for: {}", unsettled.join(", "));
             set_condition(
                 conditions,
                 condition::STALLED,
                 true,
-                "RoundLimitReached",
+                "WaitTimedOut",
                 &message,
                 generation,
                 &time,
@@ -232,7 +259,21 @@ impl StatusWriter {
         } else {
             remove_condition(conditions, condition::STALLED);
         }
-        let ready = failed.is_empty() && unsettled.is_empty() && !still_waiting;
+        if progressing {
+            let message = format!("waiting for: {}", unsettled.join(", "));
+            set_condition(
+                conditions,
+                condition::RECONCILING,
+                true,
+                "Progressing",
+                &message,
+                generation,
+                &time,
+            );
+        } else {
+            remove_condition(conditions, condition::RECONCILING);
+        }
+        let ready = failed.is_empty() && unsettled.is_empty() && end == RunEnd::Settled;
         let (reason, message) = if ready {
             (
                 "Reconciled",

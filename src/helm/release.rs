@@ -8,6 +8,8 @@ use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 use serde::Deserialize;
 
+use crate::cluster::workloads::{WorkloadKind, WorkloadRef};
+
 /// A helm release: its name and the namespace its records live in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReleaseRef {
@@ -138,25 +140,14 @@ pub async fn missing_objects(
     use kube::api::{DynamicObject, GroupVersionKind};
     use kube::discovery::{self, Scope};
 
-    let record = read_record(client, release, revision).await?;
-    let manifest = record["manifest"].as_str().unwrap_or_default();
+    let objects = manifest_objects(client, release, revision).await?;
     let read_error = |source| RecordError::Read {
         release: release.to_string(),
         revision,
         source,
     };
-    let decode_error = |problem: String| RecordError::Decode {
-        release: release.to_string(),
-        revision,
-        problem,
-    };
     let mut kinds = BTreeMap::new();
     let mut missing = Vec::new();
-    // Parsed up front: the YAML parser cannot be held across the API calls below.
-    let objects = serde_yaml_ng::Deserializer::from_str(manifest)
-        .map(serde_json::Value::deserialize)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| decode_error(format!("manifest is not YAML: {err}")))?;
     for object in &objects {
         let (Some(api_version), Some(kind), Some(name)) = (
             object["apiVersion"].as_str(),
@@ -193,6 +184,55 @@ pub async fn missing_objects(
         }
     }
     Ok(missing)
+}
+
+/// The Deployments, StatefulSets, DaemonSets and Jobs of a release revision's manifest: what a
+/// component waits for before it is Available. (Hooks are not in the manifest; helm itself
+/// waits for hook Jobs.)
+pub async fn workloads(
+    client: &Client,
+    release: &ReleaseRef,
+    revision: i64,
+) -> Result<Vec<WorkloadRef>, RecordError> {
+    let objects = manifest_objects(client, release, revision).await?;
+    let mut workloads: Vec<WorkloadRef> = objects
+        .iter()
+        .filter_map(|object| {
+            let kind = WorkloadKind::of(
+                object["apiVersion"].as_str()?,
+                object["kind"].as_str()?,
+            )?;
+            Some(WorkloadRef {
+                kind,
+                namespace: object["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or(&release.namespace)
+                    .to_owned(),
+                name: object["metadata"]["name"].as_str()?.to_owned(),
+            })
+        })
+        .collect();
+    workloads.sort();
+    Ok(workloads)
+}
+
+/// The objects of a release revision's manifest, parsed.
+async fn manifest_objects(
+    client: &Client,
+    release: &ReleaseRef,
+    revision: i64,
+) -> Result<Vec<serde_json::Value>, RecordError> {
+    let record = read_record(client, release, revision).await?;
+    let manifest = record["manifest"].as_str().unwrap_or_default();
+    serde_yaml_ng::Deserializer::from_str(manifest)
+        .map(serde_json::Value::deserialize)
+        .filter(|object| !matches!(object, Ok(serde_json::Value::Null)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| RecordError::Decode {
+            release: release.to_string(),
+            revision,
+            problem: format!("manifest is not YAML: {err}"),
+        })
 }
 
 async fn read_record(

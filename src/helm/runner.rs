@@ -214,8 +214,12 @@ impl Helm {
             .await
     }
 
-    pub async fn uninstall(&self, release: &ReleaseRef) -> Result<String, HelmError> {
+    /// Uninstalls the release; with `wait`, helm returns once its objects are gone.
+    pub async fn uninstall(&self, release: &ReleaseRef, wait: bool) -> Result<String, HelmError> {
         let mut args = release_args(&["uninstall"], release);
+        if wait {
+            args.push("--wait".into());
+        }
         args.extend(self.timeout_args());
         self.run("uninstall", &release.to_string(), args, true)
             .await

@@ -21,6 +21,7 @@ use super::events::EventProgress;
 use super::http::{self, Health};
 use crate::api::ControlPlane;
 use crate::cluster::lease::{LeaseLock, LockError};
+use crate::engine::WaitPolicy;
 use crate::engine::session::{Request, Session, SessionError};
 use crate::helm::Helm;
 use crate::mesh::catalog::Catalog;
@@ -29,6 +30,9 @@ use crate::mesh::catalog::Catalog;
 pub const FINALIZER: &str = "smm.dev/uninstall-components";
 /// The leader-election lease, in the operator's namespace.
 pub const LEADER_LEASE: &str = "smm-operator-leader";
+/// How soon a ControlPlane whose components wait for their workloads is looked at again (a
+/// change of their Deployments triggers a reconcile sooner).
+const WAITING_RECHECK: Duration = Duration::from_secs(5);
 /// Objects whose deletion or change should trigger a reconcile: what our charts deploy (not the
 /// operator's own Deployment, which carries the same part-of label).
 const WATCHED_LABEL: &str = "app.kubernetes.io/part-of=smm,app.kubernetes.io/name!=smm-operator";
@@ -244,6 +248,7 @@ impl Context {
             self.options.identity.clone(),
             Duration::from_secs(60),
         )
+        .with_wait(WaitPolicy::Requeue)
         .with_progress(progress);
         let request = match goal {
             Goal::Apply => Request::Stored,
@@ -257,13 +262,15 @@ impl Context {
 
         let metrics = &self.health.metrics;
         metrics.record_helm_processes(self.helm.processes_spawned());
+        // Components waiting for their workloads are no failure: look again soon, without
+        // the error backoff and without holding the lease meanwhile.
         let outcome = result.map_err(OperatorError::from).and_then(|report| {
             if report.succeeded() {
-                Ok(())
+                Ok(None)
+            } else if report.failed().is_empty() {
+                Ok(Some(report.unfinished().join("; ")))
             } else {
-                Err(OperatorError::ComponentsFailed(
-                    report.unfinished().join("; "),
-                ))
+                Err(OperatorError::ComponentsFailed(report.failed().join("; ")))
             }
         });
         metrics.record_reconcile(outcome.is_ok(), started.elapsed().as_secs_f64());
@@ -273,12 +280,16 @@ impl Context {
         {
             metrics.record_components(&name, &stored.status.unwrap_or_default());
         }
-        outcome?;
+        let waiting = outcome?;
         self.failures.lock().expect("failures lock").remove(&name);
         self.health.set_reconciled();
-        Ok(match goal {
-            Goal::Apply => Action::requeue(self.options.resync_every),
-            Goal::Cleanup => Action::await_change(),
+        Ok(match (goal, waiting) {
+            (_, Some(waiting_for)) => {
+                tracing::info!(control_plane = %name, %waiting_for, "waiting; looking again soon");
+                Action::requeue(WAITING_RECHECK)
+            }
+            (Goal::Apply, None) => Action::requeue(self.options.resync_every),
+            (Goal::Cleanup, None) => Action::await_change(),
         })
     }
 }

@@ -53,6 +53,10 @@ impl Progress for EventProgress {
         tracing::info!(component, ?action, reason, "reconciling");
     }
 
+    fn waiting(&self, component: &str, message: &str) {
+        tracing::info!(component, message, "waiting for workloads");
+    }
+
     fn finished(&self, component: &str, outcome: &Outcome) {
         let action = self.actions.lock().expect("actions lock").remove(component);
         match (outcome, action) {

@@ -15,7 +15,7 @@ use serde_json::json;
 use smm::api::{ComponentPhase, ControlPlane, condition};
 use smm::engine::decide::Operation;
 use smm::engine::report::{Outcome, ReconcileReport};
-use smm::engine::{Engine, EngineError, EngineSettings, Scope};
+use smm::engine::{Engine, EngineError, EngineSettings, Scope, WaitPolicy};
 use smm::helm::Helm;
 use smm::helm::chart::EmbeddedChart;
 use smm::mesh::catalog::{Catalog, Component, DefaultNamespace};
@@ -77,7 +77,7 @@ impl TestControlPlane {
 
 fn engine(cluster: &TestCluster, helm: &Helm, catalog: Catalog) -> Engine {
     let settings = EngineSettings {
-        max_rounds: 20,
+        wait: WaitPolicy::Until(Duration::from_secs(60)),
         round_delay: Duration::from_millis(500),
         ..EngineSettings::default()
     };

@@ -53,7 +53,7 @@ async fn install_read_back_uninstall(tool: HelmTool) {
         .unwrap();
     assert_eq!(records.items.len(), 1, "one helm release record");
 
-    helm.uninstall(&release).await.unwrap();
+    helm.uninstall(&release, true).await.unwrap();
     assert!(
         config_maps
             .get_opt("tiny-settings")
