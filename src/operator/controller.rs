@@ -82,6 +82,8 @@ struct Context {
     options: RunOptions,
     /// Consecutive failures per ControlPlane, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Engine progress as Events, per ControlPlane.
+    progress: Mutex<HashMap<String, Arc<EventProgress>>>,
 }
 
 /// Runs until a shutdown signal, or until leadership is lost (an error: the process should exit
@@ -121,6 +123,7 @@ pub async fn run(
         health,
         options,
         failures: Mutex::default(),
+        progress: Mutex::default(),
     });
     let control_planes: Api<ControlPlane> = Api::all(client.clone());
     let controller = Controller::new(control_planes, watcher::Config::default());
@@ -237,10 +240,20 @@ impl Context {
     ) -> Result<Action, OperatorError> {
         let name = control_plane.name_any();
         let started = Instant::now();
-        let progress = Arc::new(EventProgress::new(
-            self.recorder.clone(),
-            control_plane.object_ref(&()),
-        ));
+        // One per ControlPlane for the operator's life: an action started in one reconcile
+        // may finish (its workloads ready) in a later one, and its Event is published then.
+        let progress = self
+            .progress
+            .lock()
+            .expect("progress lock")
+            .entry(name.clone())
+            .or_insert_with(|| {
+                Arc::new(EventProgress::new(
+                    self.recorder.clone(),
+                    control_plane.object_ref(&()),
+                ))
+            })
+            .clone();
         let session = Session::new(
             self.client.clone(),
             self.helm.clone(),
@@ -289,7 +302,10 @@ impl Context {
                 Action::requeue(WAITING_RECHECK)
             }
             (Goal::Apply, None) => Action::requeue(self.options.resync_every),
-            (Goal::Cleanup, None) => Action::await_change(),
+            (Goal::Cleanup, None) => {
+                self.progress.lock().expect("progress lock").remove(&name);
+                Action::await_change()
+            }
         })
     }
 }

@@ -58,6 +58,10 @@ impl Progress for EventProgress {
     }
 
     fn finished(&self, component: &str, outcome: &Outcome) {
+        if matches!(outcome, Outcome::Waiting(_)) {
+            // The action completes once the workloads are ready, in a later reconcile.
+            return;
+        }
         let action = self.actions.lock().expect("actions lock").remove(component);
         match (outcome, action) {
             (Outcome::Done, Some(action)) => {
