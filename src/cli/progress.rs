@@ -72,7 +72,10 @@ impl CliProgress {
 
 impl Progress for CliProgress {
     fn started(&self, component: &str, action: Operation, reason: &str) {
-        self.show(component, format!("{component}: {} ({reason})", action.verb()));
+        self.show(
+            component,
+            format!("{component}: {} ({reason})", action.verb()),
+        );
     }
 
     fn waiting(&self, component: &str, message: &str) {

@@ -1,15 +1,22 @@
-//! `smm status`: every component's phase, chart, release and digests, and the Ready condition.
-//! Exits 0 only when the ControlPlane is Ready, so scripts can wait on it.
+//! `smm status`: every component's phase, workload readiness, chart, release and digests, and
+//! whether the ControlPlane is Ready, judged now from its workloads (so it also follows what
+//! `--no-wait` left on its way). Exits 0 only when Ready, so scripts can wait on it; `--watch`
+//! follows it until then.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::bail;
 use clap::Args;
+use serde::Serialize;
+use tokio::time::Instant;
 
 use smm::api::{ControlPlaneStatus, DEFAULT_CONTROL_PLANE, condition};
 use smm::cluster::control_plane;
+use smm::engine::readiness;
 
-use super::{GlobalArgs, OutputFormat, print_structured, table};
+use super::{GlobalArgs, OutputFormat, table};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -18,27 +25,90 @@ pub struct StatusArgs {
     control_plane: String,
     #[arg(short, long, value_enum, default_value_t)]
     output: OutputFormat,
+    /// Follow the ControlPlane until it is Ready or --timeout passes, printing each change
+    #[arg(short, long)]
+    watch: bool,
+}
+
+/// What `smm status` reports: the stored status, each component's workloads judged now, and
+/// whether the ControlPlane is Ready now.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report {
+    ready: bool,
+    /// The stored status, its fields at the top level as before.
+    #[serde(flatten)]
+    status: ControlPlaneStatus,
+    /// Ready/desired replicas of each component's workloads, e.g. `1/1`.
+    workloads: BTreeMap<String, String>,
 }
 
 pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let client = global.client().await?;
-    let Some(control_plane) = control_plane::load(&client, &args.control_plane).await? else {
+    let deadline = Instant::now() + global.timeout;
+    let mut last_printed = String::new();
+    loop {
+        let report = observe(&client, &args.control_plane).await?;
+        let text = match args.output {
+            OutputFormat::Text => text(&args.control_plane, &report),
+            format => structured(format, &report)?,
+        };
+        if text != last_printed {
+            print!("{text}");
+            last_printed = text;
+        }
+        if report.ready {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if !args.watch || Instant::now() >= deadline {
+            if args.watch {
+                eprintln!(
+                    "ControlPlane {} not Ready after {}s",
+                    args.control_plane,
+                    global.timeout.as_secs()
+                );
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+        tokio::time::sleep(WATCH_EVERY).await;
+        if args.output == OutputFormat::Text {
+            println!();
+        }
+    }
+}
+
+/// How often `--watch` looks again.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+async fn observe(client: &kube::Client, name: &str) -> anyhow::Result<Report> {
+    let Some(control_plane) = control_plane::load(client, name).await? else {
         bail!(
-            "ControlPlane {} not found: install something with `smm install` or `smm reconcile`",
-            args.control_plane
+            "ControlPlane {name} not found: install something with `smm install` or `smm reconcile`"
         );
     };
     let status = control_plane.status.clone().unwrap_or_default();
-    let ready = status.is_ready();
-    if args.output == OutputFormat::Text {
-        print_text(&args.control_plane, &status);
-    } else {
-        print_structured(args.output, &status)?;
+    let mut live = Vec::new();
+    for (component, recorded) in &status.components {
+        live.push((
+            component.clone(),
+            readiness::component_workloads(client, recorded).await?,
+        ));
     }
-    Ok(if ready {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    Ok(Report {
+        ready: readiness::ready_now(&control_plane, &live),
+        workloads: live
+            .iter()
+            .filter(|(_, states)| !states.is_empty())
+            .map(|(component, states)| (component.clone(), readiness::summary(states)))
+            .collect(),
+        status,
+    })
+}
+
+fn structured(format: OutputFormat, report: &Report) -> anyhow::Result<String> {
+    Ok(match format {
+        OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(report)?),
+        _ => serde_yaml_ng::to_string(report)?,
     })
 }
 
@@ -49,7 +119,8 @@ fn short(digest: Option<&str>) -> String {
         .unwrap_or_default()
 }
 
-fn print_text(name: &str, status: &ControlPlaneStatus) {
+fn text(name: &str, report: &Report) -> String {
+    let status = &report.status;
     let rows: Vec<Vec<String>> = status
         .components
         .iter()
@@ -57,6 +128,7 @@ fn print_text(name: &str, status: &ControlPlaneStatus) {
             vec![
                 component.clone(),
                 s.phase.to_string(),
+                report.workloads.get(component).cloned().unwrap_or_default(),
                 s.chart
                     .as_ref()
                     .map(|c| format!("{}-{}", c.name, c.version))
@@ -76,31 +148,32 @@ fn print_text(name: &str, status: &ControlPlaneStatus) {
             ]
         })
         .collect();
-    print!(
-        "{}",
-        table::render(
-            &[
-                "COMPONENT",
-                "PHASE",
-                "CHART",
-                "RELEASE",
-                "REVISION",
-                "CHART DIGEST",
-                "VALUES DIGEST",
-                "MESSAGE"
-            ],
-            &rows
-        )
+    let mut out = table::render(
+        &[
+            "COMPONENT",
+            "PHASE",
+            "READY",
+            "CHART",
+            "RELEASE",
+            "REVISION",
+            "CHART DIGEST",
+            "VALUES DIGEST",
+            "MESSAGE",
+        ],
+        &rows,
     );
-    match status
+    let recorded = match status
         .conditions
         .iter()
         .find(|c| c.type_ == condition::READY)
     {
-        Some(ready) => println!(
-            "ControlPlane {name}: Ready={} ({}: {})",
+        Some(ready) => format!(
+            "last reconcile: Ready={} ({}: {})",
             ready.status, ready.reason, ready.message
         ),
-        None => println!("ControlPlane {name}: not reconciled yet"),
-    }
+        None => "not reconciled yet".to_owned(),
+    };
+    let now = if report.ready { "Ready" } else { "not Ready" };
+    out.push_str(&format!("ControlPlane {name}: {now} ({recorded})\n"));
+    out
 }

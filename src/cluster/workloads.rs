@@ -122,7 +122,12 @@ type Judgement = (i32, i32, Readiness, Option<LabelSelector>);
 fn judge_opt<K>(object: Option<K>, judge: fn(&K) -> Judgement) -> Judgement {
     match object {
         Some(object) => judge(&object),
-        None => (0, 1, Readiness::Progressing("not created yet".to_owned()), None),
+        None => (
+            0,
+            1,
+            Readiness::Progressing("not created yet".to_owned()),
+            None,
+        ),
     }
 }
 
@@ -281,7 +286,10 @@ mod tests {
             available_replicas: Some(2),
             ..DeploymentStatus::default()
         };
-        assert_eq!(deployment(&deployment_with(3, ready.clone())).2, Readiness::Ready);
+        assert_eq!(
+            deployment(&deployment_with(3, ready.clone())).2,
+            Readiness::Ready
+        );
         let (_, _, stale, _) = deployment(&deployment_with(4, ready.clone()));
         assert!(matches!(stale, Readiness::Progressing(_)), "{stale:?}");
         let half = DeploymentStatus {
@@ -290,7 +298,10 @@ mod tests {
         };
         let (available, desired, readiness, _) = deployment(&deployment_with(3, half));
         assert_eq!((available, desired), (1, 2));
-        assert_eq!(readiness, Readiness::Progressing("1/2 available".to_owned()));
+        assert_eq!(
+            readiness,
+            Readiness::Progressing("1/2 available".to_owned())
+        );
     }
 
     #[test]

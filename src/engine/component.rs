@@ -7,17 +7,16 @@
 use tracing::Instrument;
 
 use super::decide::{Decision, Operation, Reason, decide};
+use super::readiness::{self, ReadinessError};
 use super::report::{ComponentReport, Outcome};
 use super::status::StatusWriter;
 use super::{Engine, EngineError, WaitPolicy};
 use crate::api::{ComponentPhase, ComponentStatus, ControlPlaneSpec};
 use crate::cluster::objects::{self, NativeError};
-use crate::cluster::workloads::{self, Readiness, WorkloadState};
+use crate::cluster::workloads::{Readiness, WorkloadState};
 use crate::desired::resolve::DesiredComponent;
 use crate::helm::chart::ChartError;
-use crate::helm::release::{
-    self, ObservedRelease, ObservedReleases, RecordError, ReleaseRef, ReleaseState,
-};
+use crate::helm::release::{self, ObservedRelease, ObservedReleases, ReleaseRef, ReleaseState};
 use crate::helm::{Helm, HelmError};
 use crate::mesh::catalog::ComponentContext;
 
@@ -34,14 +33,8 @@ pub enum ComponentError {
     Objects(#[from] NativeError),
     #[error(transparent)]
     Chart(#[from] ChartError),
-    #[error("cannot read workload {workload}: {source}")]
-    Workload {
-        workload: String,
-        #[source]
-        source: kube::Error,
-    },
     #[error(transparent)]
-    Record(#[from] RecordError),
+    Readiness(#[from] ReadinessError),
     #[error("{0}")]
     WorkloadFailed(String),
 }
@@ -228,7 +221,9 @@ impl Engine {
         let Some(revision) = release::lookup(&applied, &wanted.release).map(|r| r.revision) else {
             // helm said it succeeded; its record not being there is someone else's doing.
             writer.applied(wanted, phase, None).await?;
-            return Ok(Ok(Outcome::Waiting("waiting for helm's release record".to_owned())));
+            return Ok(Ok(Outcome::Waiting(
+                "waiting for helm's release record".to_owned(),
+            )));
         };
         writer.applied(wanted, phase, Some(revision)).await?;
         tracing::info!(component = name, ?operation, revision, "applied");
@@ -246,20 +241,11 @@ impl Engine {
         writer: &StatusWriter,
     ) -> StepResult {
         let name = wanted.name();
-        let result = async {
-            let refs = release::workloads(&self.client, &wanted.release, revision).await?;
-            workloads::observe(&self.client, &refs)
-                .await
-                .map_err(|source| ComponentError::Workload {
-                    workload: wanted.release.to_string(),
-                    source,
-                })
-        }
-        .await;
-        let states = match result {
-            Ok(states) => states,
-            Err(err) => return Ok(Err(err)),
-        };
+        let states =
+            match readiness::release_workloads(&self.client, &wanted.release, revision).await {
+                Ok(states) => states,
+                Err(err) => return Ok(Err(err.into())),
+            };
         if let Some(failed) = states
             .iter()
             .find(|s| matches!(s.readiness, Readiness::Failed(_)))

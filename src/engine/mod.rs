@@ -9,6 +9,7 @@
 
 mod component;
 pub mod decide;
+pub mod readiness;
 pub mod report;
 pub mod session;
 mod status;

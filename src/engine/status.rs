@@ -75,7 +75,9 @@ impl StatusWriter {
             status.values_digest.is_some()
                 && matches!(
                     status.phase,
-                    ComponentPhase::Available | ComponentPhase::Installing | ComponentPhase::Upgrading
+                    ComponentPhase::Available
+                        | ComponentPhase::Installing
+                        | ComponentPhase::Upgrading
                 )
         })
     }

@@ -198,10 +198,7 @@ pub async fn workloads(
     let mut workloads: Vec<WorkloadRef> = objects
         .iter()
         .filter_map(|object| {
-            let kind = WorkloadKind::of(
-                object["apiVersion"].as_str()?,
-                object["kind"].as_str()?,
-            )?;
+            let kind = WorkloadKind::of(object["apiVersion"].as_str()?, object["kind"].as_str()?)?;
             Some(WorkloadRef {
                 kind,
                 namespace: object["metadata"]["namespace"]

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -14,50 +14,10 @@ use smm::api::ControlPlane;
 use smm::cluster::lease::reconcile_lock;
 use smm::mesh::catalog::Catalog;
 
-use crate::support::{TestCluster, ensure_control_plane_crd, smm, smm_with_env, unique_name};
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn assert_success(output: &Output) {
-    assert!(
-        output.status.success(),
-        "smm failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        stdout(output),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// A ControlPlane as the CLI creates it (every component explicitly off), in a namespace of the
-/// test's own so CLI tests run in parallel with the others.
-async fn fresh_control_plane(cluster: &TestCluster) -> (String, String) {
-    ensure_control_plane_crd(&cluster.client).await;
-    let name = unique_name("e2e-cli");
-    let namespace = unique_name("e2e-clins");
-    let components: serde_json::Map<String, Value> = Catalog::builtin()
-        .unwrap()
-        .names()
-        .into_iter()
-        .map(|component| (component.to_owned(), json!({"enabled": false})))
-        .collect();
-    let object = json!({
-        "apiVersion": "smm.dev/v1alpha1",
-        "kind": "ControlPlane",
-        "metadata": {"name": name},
-        "spec": {"namespace": namespace, "components": components},
-    });
-    Api::<ControlPlane>::all(cluster.client.clone())
-        .patch(
-            &name,
-            &PatchParams::apply("e2e").force(),
-            &Patch::Apply(&object),
-        )
-        .await
-        .unwrap();
-    (name, namespace)
-}
+use crate::support::{
+    TestCluster, assert_success, ensure_control_plane_crd, fresh_control_plane, smm, smm_with_env,
+    stdout, unique_name,
+};
 
 fn phases(status_json: &str) -> BTreeMap<String, String> {
     let status: Value = serde_json::from_str(status_json).unwrap();

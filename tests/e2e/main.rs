@@ -5,6 +5,7 @@ mod cli;
 mod engine;
 mod helm_runner;
 mod local_plane;
+mod readiness;
 mod smm_binary;
 #[path = "../support/mod.rs"]
 mod support;

@@ -205,3 +205,47 @@ pub fn smm_with_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output
 pub fn smm(args: &[&str]) -> std::process::Output {
     smm_with_env(args, &[])
 }
+
+pub fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn assert_success(output: &std::process::Output) {
+    assert!(
+        output.status.success(),
+        "smm failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        stdout(output),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A ControlPlane as the CLI creates it (every component explicitly off), in a namespace of the
+/// test's own so CLI tests run in parallel with the others.
+pub async fn fresh_control_plane(cluster: &TestCluster) -> (String, String) {
+    ensure_control_plane_crd(&cluster.client).await;
+    let name = unique_name("e2e-cli");
+    let namespace = unique_name("e2e-clins");
+    let components: serde_json::Map<String, serde_json::Value> =
+        smm::mesh::catalog::Catalog::builtin()
+            .unwrap()
+            .names()
+            .into_iter()
+            .map(|component| (component.to_owned(), serde_json::json!({"enabled": false})))
+            .collect();
+    let object = serde_json::json!({
+        "apiVersion": "smm.dev/v1alpha1",
+        "kind": "ControlPlane",
+        "metadata": {"name": name},
+        "spec": {"namespace": namespace, "components": components},
+    });
+    kube::Api::<smm::api::ControlPlane>::all(cluster.client.clone())
+        .patch(
+            &name,
+            &kube::api::PatchParams::apply("e2e").force(),
+            &kube::api::Patch::Apply(&object),
+        )
+        .await
+        .unwrap();
+    (name, namespace)
+}
