@@ -431,7 +431,7 @@ mod tests {
     fn default_values_of_fixture() {
         assert_eq!(
             TINY.default_values().unwrap(),
-            json!({"greeting": "hello", "configMapName": "", "hangingHook": false})
+            json!({"greeting": "hello", "configMapName": "", "hook": ""})
         );
     }
 
@@ -491,10 +491,8 @@ mod tests {
                             ),
                         )),
                         DirEntry::File(File::new(
-                            "charts/tiny/templates/hanging-hook.yaml",
-                            include_bytes!(
-                                "../../tests/fixtures/charts/tiny/templates/hanging-hook.yaml"
-                            ),
+                            "charts/tiny/templates/hook.yaml",
+                            include_bytes!("../../tests/fixtures/charts/tiny/templates/hook.yaml"),
                         )),
                         DirEntry::File(File::new(
                             "charts/tiny/templates/serviceaccount.yaml",
@@ -521,7 +519,7 @@ mod tests {
             [
                 "Chart.yaml",
                 "templates/configmap.yaml",
-                "templates/hanging-hook.yaml",
+                "templates/hook.yaml",
                 "templates/serviceaccount.yaml",
                 "values.yaml"
             ]

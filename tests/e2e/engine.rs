@@ -363,7 +363,7 @@ async fn a_release_left_pending_install_is_recovered() {
     let mut interrupted = std::process::Command::new(HelmTool::Helm4.path())
         .args(["install", "tiny"])
         .arg(crate::support::fixture_chart("tiny"))
-        .args(["--namespace", &cp.namespace, "--set", "hangingHook=true"])
+        .args(["--namespace", &cp.namespace, "--set", "hook=hangs"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -426,6 +426,33 @@ async fn a_bad_spec_changes_nothing() {
         cp.delete(&cluster).await;
     }
     assert_eq!(helm.processes_spawned(), 0);
+}
+
+/// helm waits for hook Jobs: under the local plane's kwok one completes and the component is
+/// Available; one that fails makes the component Failed with helm's own message.
+#[tokio::test]
+async fn hook_jobs_complete_or_fail_with_helms_message() {
+    let cluster = TestCluster::connect().await;
+    let helm = cluster.helm(HelmTool::Helm4);
+    let engine = engine(&cluster, &helm, tiny_catalog(&TINY));
+    let completes = json!({"components": {"tiny": {"valuesOverride": {"hook": "completes"}}}});
+    let cp = TestControlPlane::create(&cluster, completes).await;
+    let report = engine.reconcile(&cp.name, &Scope::All).await.unwrap();
+    assert!(report.succeeded(), "{report:?}");
+
+    cp.apply(json!({"components": {"tiny": {"valuesOverride": {"hook": "fails"}}}}))
+        .await;
+    let report = engine.reconcile(&cp.name, &Scope::All).await.unwrap();
+    let Outcome::Failed(message) = &report.components[0].outcome else {
+        panic!("{report:?}");
+    };
+    assert!(
+        message.contains("pre-upgrade hooks failed") && message.contains("tiny-hook"),
+        "{message}"
+    );
+    let tiny = cp.get().await.status.unwrap().components["tiny"].clone();
+    assert_eq!(tiny.phase, ComponentPhase::Failed);
+    cp.delete(&cluster).await;
 }
 
 /// kstatus: `Reconciling` is True while the engine works and gone once it is done.
