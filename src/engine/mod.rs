@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::{Api, Client};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub use component::ComponentError;
@@ -55,6 +56,8 @@ pub enum EngineError {
     Observe(#[source] kube::Error),
     #[error(transparent)]
     Record(release::RecordError),
+    #[error("reconcile of ControlPlane {name} stopped before it finished: {why}")]
+    Cancelled { name: String, why: String },
     #[error("cannot write the status of ControlPlane {name}: {source}")]
     Status {
         name: String,
@@ -129,12 +132,19 @@ impl Default for EngineSettings {
     }
 }
 
+#[derive(Clone)]
 pub struct Engine {
     client: Client,
     helm: Helm,
     catalog: Arc<Catalog>,
     settings: EngineSettings,
     progress: Option<Arc<dyn Progress>>,
+    /// Cancelled when the run must stop at once (the lease was lost, the CLI was interrupted):
+    /// helm is told to stop and the engine stops.
+    cancel: CancellationToken,
+    /// Cancelled when the run should stop at the next component boundary, letting a running
+    /// helm finish (the operator shutting down).
+    stop: CancellationToken,
 }
 
 impl Engine {
@@ -150,7 +160,38 @@ impl Engine {
             catalog,
             settings,
             progress: None,
+            cancel: CancellationToken::new(),
+            stop: CancellationToken::new(),
         }
+    }
+
+    /// Stops runs at once when `cancel` is cancelled: helm is stopped (see
+    /// [`Helm::with_cancel`]) and no further component is touched.
+    pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
+        self.helm = self.helm.with_cancel(cancel.clone());
+        self.cancel = cancel;
+        self
+    }
+
+    /// Stops runs at the next component boundary when `stop` is cancelled.
+    pub fn with_stop(mut self, stop: CancellationToken) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// Fails when the run must not go on.
+    fn check_going(&self, name: &str) -> Result<(), EngineError> {
+        let why = if self.cancel.is_cancelled() {
+            "told to stop at once"
+        } else if self.stop.is_cancelled() {
+            "shutting down"
+        } else {
+            return Ok(());
+        };
+        Err(EngineError::Cancelled {
+            name: name.to_owned(),
+            why: why.to_owned(),
+        })
     }
 
     pub fn with_progress(mut self, progress: Arc<dyn Progress>) -> Self {
@@ -287,6 +328,7 @@ impl Engine {
                 .into_iter()
                 .chain(graph::waves(&installs, false))
             {
+                self.check_going(name)?;
                 // Futures made up front: a mapping closure here trips the compiler's Send
                 // analysis of the operator's reconcile future.
                 let pending: Vec<_> = wave
