@@ -175,6 +175,14 @@ if in_image /usr/local/bin/smm version --output json; then
 else
 	fail "smm does not run in the image: $(cat "$tmp/err")"
 fi
+# The work the operator does, short of a cluster: smm writes its embedded charts and values to
+# /tmp and has helm render them, as user 65532 in the image's /tmp.
+if in_image /usr/local/bin/smm install --all --dump-resources; then
+	expect "smm renders every component with helm in the image" \
+		"$(($(grep -c '^kind: Deployment$' "$tmp/out") > 0))" 1
+else
+	fail "smm install --all --dump-resources fails in the image: $(cat "$tmp/err")"
+fi
 if in_image "${entrypoint[@]}" --help && grep -q -- '--listen' "$tmp/out"; then
 	pass "the entrypoint and command are smm's operator run"
 else
