@@ -3,8 +3,9 @@
 # write it: skopeo reads its manifest and config, umoci unpacks its root filesystem, and smm and
 # helm then run inside that filesystem under chroot as the image's user, with the image's
 # environment, so a missing library or file fails here rather than in a cluster. Also asserts the
-# image holds exactly the expected files (no shell, no package manager), and that building it
-# again gives the same digest. Needs root (chroot, umoci's unpack keeps owners).
+# image holds exactly the expected files (no shell, no package manager), that a registry (a private
+# one on loopback) serves it under the recorded digest after a push, and that building it again
+# gives the same digest. Needs root (chroot, device nodes, umoci's unpack keeps owners).
 #
 #   scripts/image-check.sh            exits non-zero if any check fails
 set -euo pipefail
@@ -69,9 +70,10 @@ expect() {
 	if [[ "$2" == "$3" ]]; then pass "$1"; else fail "$1: got '$2', want '$3'"; fi
 }
 
-# skopeo and umoci are Debian packages; install them on a machine that lacks them (CI's is fresh).
+# skopeo, umoci and a registry are Debian packages; install them on a machine that lacks them
+# (CI's is fresh).
 missing=()
-for tool in skopeo umoci jq; do
+for tool in skopeo umoci jq docker-registry; do
 	command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if ((${#missing[@]})); then
@@ -86,7 +88,12 @@ if [[ ! -f "$archive" ]]; then
 fi
 
 tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
+registry_pid=""
+cleanup() {
+	if [[ -n "$registry_pid" ]]; then kill "$registry_pid" 2>/dev/null || true; fi
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
 
 # What the image must say about itself, worked out from the sources, not from the image.
 version="$(python3 -c 'import tomllib; print(tomllib.load(open("Cargo.toml", "rb"))["package"]["version"])')"
@@ -196,6 +203,31 @@ expect "the kustomize base tags smm-operator $version" \
 	"$(grep -A1 '^  - name: smm-operator$' deploy/operator/kustomization.yaml | grep -c "^    newTag: $version\$")" 1
 expect "the chart's default tag is $version" \
 	"$(grep -c "^appVersion: \"$version\"\$" deploy/helm/smm-operator/Chart.yaml)" 1
+
+# --- published: pushed to a registry (a private one on loopback), it keeps its digest -----------
+port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n' \
+	"$tmp/registry" "127.0.0.1:$port" >"$tmp/registry.yml"
+docker-registry serve "$tmp/registry.yml" >"$tmp/registry.log" 2>&1 &
+registry_pid=$!
+for _ in $(seq 100); do
+	if (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+	sleep 0.1
+done
+reference="127.0.0.1:$port/smm-operator"
+# --preserve-digests: fail rather than convert the manifest, which would change the digest.
+if skopeo copy --quiet --preserve-digests --dest-tls-verify=false \
+	"oci-archive:$archive" "docker://$reference:$version" 2>"$tmp/err"; then
+	expect "the pushed image has the recorded digest" \
+		"$(skopeo inspect --tls-verify=false "docker://$reference:$version" | jq -r .Digest)" "$digest"
+	expect "the registry serves it by digest (--image REGISTRY/smm-operator@$digest)" \
+		"$(skopeo inspect --tls-verify=false "docker://$reference@$digest" | jq -r .Architecture)" amd64
+else
+	fail "pushing to a registry: $(cat "$tmp/err" "$tmp/registry.log")"
+fi
+kill "$registry_pid"
+wait "$registry_pid" 2>/dev/null || true
+registry_pid=""
 
 # --- reproducible: the same commit again gives the same digest -----------------------------------
 again="$(scripts/image.sh --out "$tmp/again" 2>"$tmp/again.log")" || {

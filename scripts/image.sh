@@ -112,6 +112,6 @@ digest="$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["dige
 echo "$digest" >"$out/smm-operator.digest"
 log "built smm-operator:$version ($revision): $(python3 scripts/oci_image.py --summary "$out/smm-operator.json")"
 log "  archive $out/smm-operator.tar, layout $out/oci"
-log "  push:    skopeo copy oci-archive:$out/smm-operator.tar docker://REGISTRY/smm-operator:$version"
+log "  push:    skopeo copy --preserve-digests oci-archive:$out/smm-operator.tar docker://REGISTRY/smm-operator:$version"
 log "  install: smm operator install --image REGISTRY/smm-operator@$digest"
 echo "$digest"
