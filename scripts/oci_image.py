@@ -110,19 +110,22 @@ class Layer:
         return out.getvalue()
 
 
+def readelf(*args):
+    # The C locale keeps readelf's wording the one the patterns below match.
+    return subprocess.run(
+        ["readelf", "--wide", *args],
+        check=True, capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"},
+    ).stdout
+
+
 def elf_needs(binary):
     """The program interpreter and DT_NEEDED names of an ELF file (empty for static ones)."""
     interp = None
-    headers = subprocess.run(
-        ["readelf", "--program-headers", "--wide", binary],
-        check=True, capture_output=True, text=True,
-    ).stdout
+    headers = readelf("--program-headers", binary)
     found = re.search(r"Requesting program interpreter: ([^\]]+)\]", headers)
     if found:
         interp = found.group(1)
-    dynamic = subprocess.run(
-        ["readelf", "--dynamic", "--wide", binary], check=True, capture_output=True, text=True
-    ).stdout
+    dynamic = readelf("--dynamic", binary)
     needed = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", dynamic)
     return interp, needed
 
@@ -145,8 +148,7 @@ class Packages:
 
     def find_library(self, soname):
         for lib_dir in LIB_DIRS:
-            name, candidate = self.locate(f"/{lib_dir}/{soname}")
-            if candidate is not None:
+            if self.locate(f"/{lib_dir}/{soname}")[1] is not None:
                 return f"/{lib_dir}/{soname}"
         fail(f"no pinned package ships {soname}; add the package that does to scripts/image.sh")
 
