@@ -21,8 +21,8 @@ use super::events::EventProgress;
 use super::http::{self, Health};
 use crate::api::ControlPlane;
 use crate::cluster::lease::{LeaseLock, LockError};
-use crate::engine::WaitPolicy;
 use crate::engine::session::{Request, Session, SessionError};
+use crate::engine::{EngineError, WaitPolicy};
 use crate::helm::Helm;
 use crate::mesh::catalog::Catalog;
 
@@ -262,7 +262,7 @@ impl Context {
             Duration::from_secs(60),
         )
         .with_wait(WaitPolicy::Requeue)
-        .with_progress(progress);
+        .with_progress(progress.clone());
         let request = match goal {
             Goal::Apply => Request::Stored,
             Goal::Cleanup => Request::RemoveAll,
@@ -272,6 +272,9 @@ impl Context {
                 tracing::info!(control_plane = %name, %holder, "waiting for another reconcile")
             })
             .await;
+        if let Err(SessionError::Engine(err @ EngineError::Spec { .. })) = &result {
+            progress.rejected(&err.to_string());
+        }
 
         let metrics = &self.health.metrics;
         metrics.record_helm_processes(self.helm.processes_spawned());

@@ -22,10 +22,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResourceExt;
 
 use super::OPERATOR_LABEL;
-use crate::helm::{KILL_GRACE, STOP_GRACE};
 use super::rbac::{cluster_rules, lease_roles, role_for};
 use crate::api::ControlPlane;
 use crate::cluster::objects::{NativeObject, Presence, to_yaml_documents};
+use crate::helm::{KILL_GRACE, STOP_GRACE};
 use crate::mesh::components::cluster_role_for;
 
 /// The name of the operator's ServiceAccount, ClusterRole(Binding), Role(Binding)s and Deployment.
