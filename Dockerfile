@@ -10,8 +10,11 @@ ARG RUST_VERSION=1.95
 FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
 # The manifest names test targets, so cargo wants their files to exist; the charts and values
-# layers are compiled into the binary.
-COPY Cargo.toml Cargo.lock ./
+# layers are compiled into the binary. Istio's charts come from .upstream/: run
+# scripts/istio/fetch.sh before building the image (build.rs checks them against versions.env).
+COPY Cargo.toml Cargo.lock build.rs ./
+COPY scripts/istio/versions.env scripts/istio/versions.env
+COPY .upstream/istio .upstream/istio
 COPY src src
 COPY charts charts
 COPY values values

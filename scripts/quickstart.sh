@@ -9,6 +9,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 scripts/tools.sh
+# Istio's charts, which the build embeds.
+scripts/istio/fetch.sh >/dev/null
 kubeconfig="$(scripts/cluster.sh up | tail -n 1)"
 cargo build --locked --release
 export KUBECONFIG="$kubeconfig" SMM_HELM="$root/.tools/helm"

@@ -7,6 +7,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 scripts/tools.sh
+# Istio's charts, which the build embeds (a clean clone has none; a no-op when they are there).
+scripts/istio/fetch.sh >/dev/null
 
 # A state directory of its own, so a developer's running plane is neither reused nor stopped.
 state_parent="$(mktemp -d)"
