@@ -176,7 +176,9 @@ async fn imperative_and_reconciler_modes_end_to_end() {
     expected.insert("istiod".to_owned(), "Upgrade".to_owned());
     assert_eq!(planned, expected, "{}", stdout(&dry_run));
     let istiod_plan = plan.iter().find(|c| c["name"] == "istiod").unwrap();
-    let replicas = json!({"path": "replicaCount", "old": 1, "new": 2});
+    // Istio's chart keeps its default replica count under `_internal_defaults_do_not_set`, so
+    // the top-level value the override sets is new.
+    let replicas = json!({"path": "replicaCount", "old": null, "new": 2});
     assert!(
         istiod_plan["valuesDiff"]
             .as_array()
@@ -455,11 +457,25 @@ fn a_dump_for_a_private_registry_names_no_other_registry() {
     let images: Vec<String> = stdout(&dump)
         .lines()
         .filter_map(|line| line.trim().trim_start_matches("- ").strip_prefix("image:"))
-        .map(|image| image.trim().trim_matches('"').to_owned())
-        // istiod's injection template: istiod fills it in from the checked values.
-        .filter(|image| !image.starts_with("{{"))
+        .map(|image| {
+            image
+                .trim()
+                .trim_matches(|c| c == '"' || c == ',')
+                .to_owned()
+        })
+        // istiod's injection template: istiod fills it in from the checked values. As in
+        // charts::an_image_registry_rewrites_every_image: a CRD schema's `image:` property,
+        // `auto` (the gateways' proxy, from the injector), and names that Istio's charts join to
+        // the hub checked here, and the opt-in grpc-simple template's own image.
+        .filter(|image| {
+            !image.starts_with("{{")
+                && !image.is_empty()
+                && image != "auto"
+                && image.contains(['/', ':'])
+                && image != crate::charts::GRPC_SIMPLE_IMAGE
+        })
         .collect();
-    assert!(images.len() >= 6, "{images:?}");
+    assert!(images.len() >= 4, "{images:?}");
     for image in images {
         assert!(image.starts_with("registry.local:5000/"), "{image}");
     }
