@@ -19,11 +19,16 @@ stop_cluster() {
 }
 trap stop_cluster EXIT
 
-# Compile while the plane starts: both take a while and neither needs the other.
+# Compile while the plane starts: they take a while and none needs the others. The e2e tests run
+# Istio's istiod (pilot-discovery) as a local process; build.sh caches it by version, so only the
+# first run (or a version bump) pays for its build.
 cargo build --locked --all-targets &
 build_pid=$!
+scripts/istio/build.sh >/dev/null &
+istiod_pid=$!
 kubeconfig="$(scripts/cluster.sh up | tail -n 1)"
 wait "$build_pid"
+wait "$istiod_pid"
 export KUBECONFIG="$kubeconfig"
 export PATH="$root/.tools:$PATH"
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use smm::api::ControlPlane;
@@ -258,6 +259,30 @@ async fn dump_needs_no_cluster_and_the_api_server_accepts_it() {
             "{component} missing from the dump"
         );
     }
+    // Istio's own CRDs with their schemas, and its injection template.
+    let documents: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&yaml)
+        .filter_map(|document| Option::<Value>::deserialize(document).unwrap())
+        .collect();
+    let virtual_services = documents
+        .iter()
+        .find(|d| d["metadata"]["name"] == "virtualservices.networking.istio.io")
+        .expect("Istio's VirtualService CRD is dumped");
+    let schema = &virtual_services["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    assert!(
+        schema["properties"]["spec"]["properties"]["http"].is_object(),
+        "{schema}"
+    );
+    let injector = documents
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "istio-sidecar-injector")
+        .expect("istiod's injector ConfigMap is dumped");
+    assert!(
+        injector["data"]["config"]
+            .as_str()
+            .unwrap()
+            .contains("name: istio-proxy"),
+        "no injection template"
+    );
     // The default namespace must exist for the server to validate namespaced objects.
     let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
     let mut namespace = Namespace::default();

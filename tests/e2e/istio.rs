@@ -301,3 +301,52 @@ async fn a_canary_control_plane_injects_namespaces_of_its_revision() {
     );
     drop(istiod);
 }
+
+/// A CRD is not replaced by one that no longer has a version its objects are stored in.
+#[tokio::test]
+async fn a_crd_dropping_a_stored_version_is_refused() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use smm::cluster::objects::{NativeError, NativeObject, apply};
+
+    let cluster = TestCluster::connect().await;
+    let group = format!("{}.e2e.smm.dev", unique_name("crd"));
+    let crd = |versions: &[(&str, bool)]| -> CustomResourceDefinition {
+        let versions: Vec<Value> = versions
+            .iter()
+            .map(|(name, storage)| {
+                json!({"name": name, "served": true, "storage": storage,
+                       "schema": {"openAPIV3Schema": {"type": "object"}}})
+            })
+            .collect();
+        serde_json::from_value(json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": format!("widgets.{group}")},
+            "spec": {"group": group, "scope": "Namespaced", "versions": versions,
+                     "names": {"kind": "Widget", "plural": "widgets"}},
+        }))
+        .unwrap()
+    };
+    let old = crd(&[("v1alpha1", true)]);
+    apply(&cluster.client, &[NativeObject::present(&old)])
+        .await
+        .unwrap();
+    // v1 added and made the storage version: allowed, v1alpha1 is still listed.
+    let both = crd(&[("v1alpha1", false), ("v1", true)]);
+    apply(&cluster.client, &[NativeObject::present(&both)])
+        .await
+        .unwrap();
+    let only_v1 = crd(&[("v1", true)]);
+    let err = apply(&cluster.client, &[NativeObject::present(&only_v1)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, NativeError::DropsStoredVersion { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("v1alpha1"), "{err}");
+    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
+    let name = format!("widgets.{group}");
+    let live = crds.get(&name).await.unwrap();
+    assert_eq!(live.spec.versions.len(), 2, "the CRD was left as it was");
+    crds.delete(&name, &Default::default()).await.unwrap();
+}
