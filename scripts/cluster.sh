@@ -6,6 +6,8 @@
 # are simulated: no container ever runs, kwok only writes their status (stages in
 # scripts/cluster/kwok/stages.yaml): a scheduled pod is Running and Ready at once, a Job's pod
 # then Succeeded, a deleted pod disappears. A pod that fits no node stays Pending, as it would.
+# kube-apiserver's calls to webhooks go through egress-proxy (scripts/cluster/egress-proxy), which
+# lets tests serve a webhook Service from a local process, as scripts/istio/istiod.sh does.
 #
 #   scripts/cluster.sh up      start the plane (idempotent); the admin kubeconfig path is the last
 #                              line on stdout, progress goes to stderr
@@ -47,7 +49,7 @@ die() {
 usage() {
 	cat >&2 <<EOF
 usage: scripts/cluster.sh up|env|status|down
-  up      start etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok on
+  up      start egress-proxy, etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok on
           127.0.0.1 with $fake_nodes fake nodes (idempotent); prints the admin kubeconfig path as
           the last line
   env     print 'export KUBECONFIG=...' for the running plane
