@@ -229,6 +229,29 @@ mod tests {
     }
 
     #[test]
+    fn istios_own_keys_that_smm_manages_cannot_be_overridden() {
+        let catalog = Catalog::builtin().unwrap();
+        for (component, values, path) in [
+            ("istiod", json!({"global": {"hub": "mine"}}), "global.hub"),
+            ("istiod", json!({"revision": "x"}), "revision"),
+            ("ingress-gateway", json!({"revision": "x"}), "revision"),
+            ("base", json!({"defaultRevision": "x"}), "defaultRevision"),
+        ] {
+            let spec = ControlPlaneSpec::default().with_values(component, values);
+            let err = resolve(&catalog, &spec).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("{component}: valuesOverride.{path} is managed by smm")
+            );
+        }
+        // The image tag is smm's default, not managed.
+        let spec =
+            ControlPlaneSpec::default().with_values("istiod", json!({"global": {"tag": "1.31.5"}}));
+        let desired = resolve(&catalog, &spec).unwrap();
+        assert_eq!(desired[1].values["global"]["tag"], "1.31.5");
+    }
+
+    #[test]
     fn an_override_changes_only_that_components_values_digest() {
         let catalog = Catalog::builtin().unwrap();
         let before = resolve(&catalog, &ControlPlaneSpec::default()).unwrap();
