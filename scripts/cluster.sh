@@ -6,6 +6,8 @@
 # are simulated: no container ever runs, kwok only writes their status (stages in
 # scripts/cluster/kwok/stages.yaml): a scheduled pod is Running and Ready at once, a Job's pod
 # then Succeeded, a deleted pod disappears. A pod that fits no node stays Pending, as it would.
+# kube-apiserver's calls to webhooks go through egress-proxy (scripts/cluster/egress-proxy), which
+# lets tests serve a webhook Service from a local process, as scripts/istio/istiod.sh does.
 #
 #   scripts/cluster.sh up      start the plane (idempotent); the admin kubeconfig path is the last
 #                              line on stdout, progress goes to stderr
@@ -27,7 +29,8 @@ dir="${SMM_CLUSTER_DIR:-${SMM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/smm}/cl
 # happen to an unrelated directory that SMM_CLUSTER_DIR happens to point at.
 marker="$dir/.smm-cluster"
 # Start order; `down` stops them in reverse so no component outlives what it depends on.
-components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+# egress-proxy comes before kube-apiserver, which sends its calls to webhooks through it.
+components=(egress-proxy etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 # The first address of --service-cluster-ip-range, which the apiserver gives the `kubernetes`
 # service: in-cluster clients reach the apiserver by it, so the serving certificate must name it.
 service_cidr=10.0.0.0/24
@@ -46,7 +49,7 @@ die() {
 usage() {
 	cat >&2 <<EOF
 usage: scripts/cluster.sh up|env|status|down
-  up      start etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok on
+  up      start egress-proxy, etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok on
           127.0.0.1 with $fake_nodes fake nodes (idempotent); prints the admin kubeconfig path as
           the last line
   env     print 'export KUBECONFIG=...' for the running plane
@@ -362,13 +365,15 @@ start_apiserver() {
 		--service-cluster-ip-range="$service_cidr" \
 		--allow-privileged=true \
 		--authorization-mode=RBAC \
-		--endpoint-reconciler-type=none
+		--endpoint-reconciler-type=none \
+		--egress-selector-config-file="$dir/egress-selector.yaml"
 	wait_for kube-apiserver 60 "/readyz" api_get /readyz
 }
 
 cmd_up() {
 	local started=$SECONDS
 	bin_dir="$("$here/cluster/build.sh")"
+	"$here/cluster/egress-proxy/build.sh" "$bin_dir" >/dev/null
 	lock
 	if all_running; then
 		log "a control plane is already running in $dir"
@@ -404,8 +409,30 @@ CONTROLLER_MANAGER_PORT=$kcm_port
 SCHEDULER_PORT=$sched_port
 KWOK_PORT=$kwok_port
 KUBECONFIG=$(printf %q "$dir/kubeconfig")
+EGRESS_ROUTES_DIR=$(printf %q "$dir/egress/routes")
 EOF
 	make_pki
+
+	# kube-apiserver calls a webhook at its Service's ClusterIP, which nothing routes here (and
+	# nothing may be sent to). Its "cluster" egress (webhooks, aggregated APIs, services) goes
+	# instead through egress-proxy, which connects only the ClusterIP:port pairs listed in
+	# egress/routes/ to loopback ports (a test writes a file there for each istiod it runs) and
+	# refuses the rest. A Unix socket, because the tcp transport requires client TLS files (without
+	# them kube-apiserver 1.35 panics at start); its path must stay under 108 bytes.
+	mkdir -p "$dir/egress/routes"
+	cat >"$dir/egress-selector.yaml" <<EOF
+apiVersion: apiserver.k8s.io/v1beta1
+kind: EgressSelectorConfiguration
+egressSelections:
+- name: cluster
+  connection:
+    proxyProtocol: HTTPConnect
+    transport:
+      uds:
+        udsName: $dir/egress/proxy.sock
+EOF
+	start egress-proxy -socket "$dir/egress/proxy.sock" -routes "$dir/egress/routes"
+	wait_for egress-proxy 10 "its socket" test -S "$dir/egress/proxy.sock"
 	write_kubeconfig "$dir/kubeconfig" admin
 	write_kubeconfig "$dir/controller-manager.kubeconfig" controller-manager
 	write_kubeconfig "$dir/scheduler.kubeconfig" scheduler

@@ -8,6 +8,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 scripts/tools.sh
+# Istio's charts, which the build embeds (a clean clone has none; a no-op when they are there).
+scripts/istio/fetch.sh >/dev/null
 
 # A state directory of its own, so a developer's running plane is neither reused nor stopped.
 state_parent="$(mktemp -d)"
@@ -21,11 +23,16 @@ stop_cluster() {
 }
 trap stop_cluster EXIT
 
-# Compile while the plane starts: both take a while and neither needs the other.
+# Compile while the plane starts: they take a while and none needs the others. The e2e tests run
+# Istio's istiod (pilot-discovery) as a local process; build.sh caches it by version, so only the
+# first run (or a version bump) pays for its build.
 cargo build --locked --all-targets &
 build_pid=$!
+scripts/istio/build.sh >/dev/null &
+istiod_pid=$!
 kubeconfig="$(scripts/cluster.sh up | tail -n 1)"
 wait "$build_pid"
+wait "$istiod_pid"
 export KUBECONFIG="$kubeconfig"
 export PATH="$root/.tools:$PATH"
 

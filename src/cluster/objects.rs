@@ -43,6 +43,22 @@ pub enum NativeError {
         #[source]
         source: kube::Error,
     },
+    #[error("cannot read {object}: {source}")]
+    Read {
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(
+        "refusing to replace {object}: the new definition no longer has version(s) {}, which \
+         objects may still be stored in (status.storedVersions); migrate them to a version it \
+         keeps and remove the old ones from storedVersions first",
+        dropped.join(", ")
+    )]
+    DropsStoredVersion {
+        object: String,
+        dropped: Vec<String>,
+    },
 }
 
 impl NativeObject {
@@ -106,7 +122,8 @@ pub struct NativeOutcome {
 }
 
 /// Applies present objects and deletes absent ones, in the order given (callers put CRDs and
-/// cluster roles before what uses them). Strict field validation makes a wrong builder fail loudly.
+/// cluster roles before what uses them), after checking that no CRD would lose a stored version.
+/// Strict field validation makes a wrong builder fail loudly.
 pub async fn apply(
     client: &Client,
     objects: &[NativeObject],
@@ -115,6 +132,12 @@ pub async fn apply(
     let apply = PatchParams::apply(FIELD_MANAGER)
         .force()
         .validation(ValidationDirective::Strict);
+    for crd in objects
+        .iter()
+        .filter(|native| native.is_crd() && native.presence == Presence::Present)
+    {
+        refuse_dropping_stored_versions(&crd.api(client), crd).await?;
+    }
     for native in objects {
         let api = native.api(client);
         let name = native.object.name_any();
@@ -144,6 +167,50 @@ pub async fn apply(
         }
     }
     Ok(outcome)
+}
+
+/// Replacing a CRD with one that lacks a version objects are stored in would strand those
+/// objects. The API server refuses that update too, but with a terse validation error and only
+/// when it comes to that CRD; checking every CRD first changes nothing and says what to do.
+async fn refuse_dropping_stored_versions(
+    api: &Api<DynamicObject>,
+    native: &NativeObject,
+) -> Result<(), NativeError> {
+    let live = api
+        .get_opt(&native.object.name_any())
+        .await
+        .map_err(|source| NativeError::Read {
+            object: native.describe(),
+            source,
+        })?;
+    let dropped = live
+        .map(|live| dropped_stored_versions(&live, &native.object))
+        .unwrap_or_default();
+    if dropped.is_empty() {
+        Ok(())
+    } else {
+        Err(NativeError::DropsStoredVersion {
+            object: native.describe(),
+            dropped,
+        })
+    }
+}
+
+/// The versions of the live CRD's `status.storedVersions` that the new CRD does not list.
+fn dropped_stored_versions(live: &DynamicObject, new: &DynamicObject) -> Vec<String> {
+    let kept: Vec<&serde_json::Value> = new.data["spec"]["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|version| &version["name"])
+        .collect();
+    live.data["status"]["storedVersions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|stored| !kept.contains(stored))
+        .filter_map(|stored| stored.as_str().map(str::to_owned))
+        .collect()
 }
 
 fn crd_established(object: &DynamicObject) -> bool {
@@ -184,6 +251,28 @@ mod tests {
             "{}",
             yaml[0]
         );
+    }
+
+    #[test]
+    fn a_stored_version_missing_from_the_new_crd_is_found() {
+        let crd = |data: serde_json::Value| {
+            let mut object =
+                DynamicObject::new("x", &ApiResource::erase::<CustomResourceDefinition>(&()));
+            object.data = data;
+            object
+        };
+        let live = crd(serde_json::json!({
+            "spec": {"versions": [{"name": "v1alpha1"}, {"name": "v1"}]},
+            "status": {"storedVersions": ["v1alpha1", "v1"]},
+        }));
+        let both =
+            crd(serde_json::json!({"spec": {"versions": [{"name": "v1"}, {"name": "v1alpha1"}]}}));
+        assert!(dropped_stored_versions(&live, &both).is_empty());
+        let only_v1 = crd(serde_json::json!({"spec": {"versions": [{"name": "v1"}]}}));
+        assert_eq!(dropped_stored_versions(&live, &only_v1), ["v1alpha1"]);
+        // A CRD never stored in (no status yet) drops nothing.
+        let fresh = crd(serde_json::json!({"spec": {"versions": [{"name": "v1alpha1"}]}}));
+        assert!(dropped_stored_versions(&fresh, &only_v1).is_empty());
     }
 
     #[test]

@@ -147,7 +147,7 @@ fn resolve_one<'c>(
             name: component.release_name.to_owned(),
             namespace: namespace.to_owned(),
         },
-        chart_digest: chart.digest(),
+        chart_digest: chart.digest()?,
         chart,
         chart_metadata,
         values_digest: values_digest(&values),
@@ -190,10 +190,15 @@ mod tests {
         assert!(istiod.enabled);
         assert_eq!(istiod.release.to_string(), "istio-system/istiod");
         assert_eq!(istiod.values["global"]["istioNamespace"], "istio-system");
-        assert_eq!(istiod.values["global"]["imageRegistry"], "docker.io");
-        // From values/istiod.yaml over the chart's default.
+        assert_eq!(istiod.values["global"]["hub"], "docker.io/istio");
+        assert_eq!(istiod.values["global"]["tag"], "1.31.4");
+        // From values/istiod.yaml at the top level, where Istio's chart lets user values win
+        // over the defaults it keeps under `_internal_defaults_do_not_set`.
         assert_eq!(istiod.values["resources"]["requests"]["cpu"], "100m");
-        assert_eq!(istiod.values["resources"]["limits"]["cpu"], "2");
+        assert_eq!(
+            istiod.values["_internal_defaults_do_not_set"]["resources"]["requests"]["cpu"],
+            "500m"
+        );
     }
 
     #[test]
@@ -221,6 +226,29 @@ mod tests {
             err.to_string(),
             "istiod: valuesOverride.global.istioNamespace is managed by smm"
         );
+    }
+
+    #[test]
+    fn istios_own_keys_that_smm_manages_cannot_be_overridden() {
+        let catalog = Catalog::builtin().unwrap();
+        for (component, values, path) in [
+            ("istiod", json!({"global": {"hub": "mine"}}), "global.hub"),
+            ("istiod", json!({"revision": "x"}), "revision"),
+            ("ingress-gateway", json!({"revision": "x"}), "revision"),
+            ("base", json!({"defaultRevision": "x"}), "defaultRevision"),
+        ] {
+            let spec = ControlPlaneSpec::default().with_values(component, values);
+            let err = resolve(&catalog, &spec).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("{component}: valuesOverride.{path} is managed by smm")
+            );
+        }
+        // The image tag is smm's default, not managed.
+        let spec =
+            ControlPlaneSpec::default().with_values("istiod", json!({"global": {"tag": "1.31.5"}}));
+        let desired = resolve(&catalog, &spec).unwrap();
+        assert_eq!(desired[1].values["global"]["tag"], "1.31.5");
     }
 
     #[test]

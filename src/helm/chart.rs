@@ -1,6 +1,7 @@
 //! Helm charts embedded in the smm binary: their metadata, default values and digest, and
 //! writing them (and values files) to private temporary directories for helm to read.
 
+use std::borrow::Cow;
 use std::fs::{DirBuilder, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -84,6 +85,18 @@ pub struct ChartMetadata {
 pub struct EmbeddedChart {
     name: &'static str,
     dir: &'static Dir<'static>,
+    metadata: Option<MetadataOverride>,
+}
+
+/// What smm says about a chart in place of its own `Chart.yaml`, for charts embedded from
+/// source whose metadata is a placeholder that a release process would have filled in (Istio's
+/// charts say `1.0.0`). helm sees it too: the chart is written out with it, and it counts in the
+/// chart's digest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetadataOverride {
+    pub version: &'static str,
+    pub app_version: &'static str,
+    pub description: &'static str,
 }
 
 /// A chart written out to a private temporary directory, removed when this is dropped.
@@ -95,13 +108,25 @@ pub struct MaterializedChart {
 /// A file of a chart, with its `/`-separated path relative to the chart's root.
 pub(crate) struct ChartFile<'a> {
     pub(crate) relative_path: String,
-    pub(crate) contents: &'a [u8],
+    pub(crate) contents: Cow<'a, [u8]>,
 }
 
 impl EmbeddedChart {
     /// The chart embedded as `dir`, called `name` in error messages.
     pub const fn new(name: &'static str, dir: &'static Dir<'static>) -> Self {
-        Self { name, dir }
+        Self {
+            name,
+            dir,
+            metadata: None,
+        }
+    }
+
+    /// The same chart with `metadata` in place of what its `Chart.yaml` says.
+    pub const fn with_metadata(self, metadata: MetadataOverride) -> Self {
+        Self {
+            metadata: Some(metadata),
+            ..self
+        }
     }
 
     /// The name error messages call the chart by.
@@ -109,19 +134,54 @@ impl EmbeddedChart {
         self.name
     }
 
-    /// The chart's `Chart.yaml`.
+    /// The chart's `Chart.yaml`, with the override if there is one.
     pub fn metadata(&self) -> Result<ChartMetadata, ChartError> {
+        serde_yaml_ng::from_slice(&self.chart_file()?).map_err(|source| self.bad_metadata(source))
+    }
+
+    /// The text of `Chart.yaml` as helm gets it: the embedded file, or with the override's
+    /// fields set (other fields and their order kept).
+    fn chart_file(&self) -> Result<Cow<'static, [u8]>, ChartError> {
         let text = self
             .text_file(CHART_FILE)?
             .ok_or_else(|| ChartError::Missing {
                 chart: self.name.to_owned(),
                 file: CHART_FILE,
             })?;
-        serde_yaml_ng::from_str(text).map_err(|source| ChartError::Metadata {
+        let Some(metadata) = self.metadata else {
+            return Ok(Cow::Borrowed(text.as_bytes()));
+        };
+        let mut fields: serde_yaml_ng::Mapping =
+            serde_yaml_ng::from_str(text).map_err(|source| self.bad_metadata(source))?;
+        for (key, value) in [
+            ("version", metadata.version),
+            ("appVersion", metadata.app_version),
+            ("description", metadata.description),
+        ] {
+            fields.insert(key.into(), value.into());
+        }
+        let text = serde_yaml_ng::to_string(&fields).map_err(|source| self.bad_metadata(source))?;
+        Ok(Cow::Owned(text.into_bytes()))
+    }
+
+    fn bad_metadata(&self, source: serde_yaml_ng::Error) -> ChartError {
+        ChartError::Metadata {
             chart: self.name.to_owned(),
             file: CHART_FILE,
             source,
-        })
+        }
+    }
+
+    /// Every file of the chart as helm gets it (see [`chart_files`]), `Chart.yaml` overridden.
+    fn files(&self) -> Result<Vec<ChartFile<'static>>, ChartError> {
+        let mut files = chart_files(self.dir);
+        if self.metadata.is_some() {
+            let chart_file = self.chart_file()?;
+            if let Some(file) = files.iter_mut().find(|f| f.relative_path == CHART_FILE) {
+                file.contents = chart_file;
+            }
+        }
+        Ok(files)
     }
 
     /// The chart's default values from its `values.yaml`; an empty object if it has none.
@@ -137,9 +197,9 @@ impl EmbeddedChart {
         }
     }
 
-    /// The digest of all the chart's files (see [`chart_digest`]).
-    pub fn digest(&self) -> String {
-        chart_digest(self.dir)
+    /// The digest of all the chart's files as helm gets them (see [`chart_digest`]).
+    pub fn digest(&self) -> Result<String, ChartError> {
+        Ok(files_digest(&self.files()?))
     }
 
     /// Writes the chart's files into a fresh temporary directory only the current user can
@@ -153,12 +213,14 @@ impl EmbeddedChart {
                 chart: self.name.to_owned(),
                 source,
             })?;
-        for file in chart_files(self.dir) {
+        for file in self.files()? {
             let path = dir.path().join(&file.relative_path);
-            write_private_file(&path, file.contents).map_err(|source| ChartError::Materialize {
-                chart: self.name.to_owned(),
-                path,
-                source,
+            write_private_file(&path, &file.contents).map_err(|source| {
+                ChartError::Materialize {
+                    chart: self.name.to_owned(),
+                    path,
+                    source,
+                }
             })?;
         }
         Ok(MaterializedChart { dir })
@@ -244,9 +306,13 @@ pub fn write_values_file(dir: &Path, values: &Value) -> Result<PathBuf, ChartErr
 /// big-endian), the path, the content's length (u64, big-endian) and the content, so moving
 /// bytes between a name and a content changes the digest. Directories themselves do not count.
 pub fn chart_digest(chart: &Dir<'_>) -> String {
+    files_digest(&chart_files(chart))
+}
+
+fn files_digest(files: &[ChartFile<'_>]) -> String {
     let mut hasher = Sha256::new();
-    for file in chart_files(chart) {
-        for part in [file.relative_path.as_bytes(), file.contents] {
+    for file in files {
+        for part in [file.relative_path.as_bytes(), &file.contents] {
             hasher.update((part.len() as u64).to_be_bytes());
             hasher.update(part);
         }
@@ -280,7 +346,7 @@ fn collect_files<'a>(dir: &Dir<'a>, root: &Path, files: &mut Vec<ChartFile<'a>>)
                     .join("/");
                 files.push(ChartFile {
                     relative_path,
-                    contents: file.contents(),
+                    contents: Cow::Borrowed(file.contents()),
                 });
             }
         }
@@ -397,6 +463,32 @@ mod tests {
     }
 
     #[test]
+    fn a_metadata_override_is_what_smm_reports_writes_out_and_digests() {
+        const OVERRIDE: MetadataOverride = MetadataOverride {
+            version: "0.0.0-20260101000000-abcdef",
+            app_version: "1.2.3",
+            description: "Ours.",
+        };
+        let chart = TINY.with_metadata(OVERRIDE);
+        let metadata = chart.metadata().unwrap();
+        assert_eq!(metadata.name, "tiny");
+        assert_eq!(metadata.version, OVERRIDE.version);
+        assert_eq!(metadata.app_version.as_deref(), Some("1.2.3"));
+        assert_eq!(metadata.description.as_deref(), Some("Ours."));
+        let written = chart.materialize().unwrap();
+        let text = fs::read_to_string(written.path().join("Chart.yaml")).unwrap();
+        let reread: ChartMetadata = serde_yaml_ng::from_str(&text).unwrap();
+        assert_eq!(reread, metadata);
+        // Every other file is untouched.
+        let mut on_disk = read_tree(written.path());
+        let mut fixture = read_tree(Path::new(FIXTURE));
+        on_disk.remove("Chart.yaml");
+        fixture.remove("Chart.yaml");
+        assert_eq!(on_disk, fixture);
+        assert_ne!(chart.digest().unwrap(), TINY.digest().unwrap());
+    }
+
+    #[test]
     fn metadata_errors_name_chart_and_file() {
         static NONE: Dir<'static> = Dir::new("", &[]);
         let err = EmbeddedChart::new("empty", &NONE).metadata().unwrap_err();
@@ -504,8 +596,8 @@ mod tests {
                 )),
             ],
         );
-        assert_eq!(TINY.digest(), chart_digest(&NESTED));
-        assert!(TINY.digest().starts_with("sha256:"));
+        assert_eq!(TINY.digest().unwrap(), chart_digest(&NESTED));
+        assert!(TINY.digest().unwrap().starts_with("sha256:"));
     }
 
     #[test]

@@ -199,12 +199,34 @@ fn collect_changes(
                 collect_changes(old.get(key), new.get(key), &path, changes);
             }
         }
-        (old, new) if old != new => changes.push(ValueChange {
+        (old, new) if !same_value(old, new) => changes.push(ValueChange {
             path: prefix.to_owned(),
             old: old.cloned(),
             new: new.cloned(),
         }),
         _ => {}
+    }
+}
+
+/// Equality where numbers compare by value: helm records a release's values through Go's JSON,
+/// which writes the chart's `1.0` as `1`, and that is no change.
+fn same_value(old: Option<&Value>, new: Option<&Value>) -> bool {
+    match (old, new) {
+        (Some(Value::Number(old)), Some(Value::Number(new))) => old.as_f64() == new.as_f64(),
+        (Some(Value::Array(old)), Some(Value::Array(new))) => {
+            old.len() == new.len()
+                && old
+                    .iter()
+                    .zip(new)
+                    .all(|(old, new)| same_value(Some(old), Some(new)))
+        }
+        (Some(Value::Object(old)), Some(Value::Object(new))) => {
+            old.len() == new.len()
+                && old
+                    .iter()
+                    .all(|(key, old)| same_value(Some(old), new.get(key)))
+        }
+        (old, new) => old == new,
     }
 }
 
@@ -644,6 +666,17 @@ mod tests {
                 )
             );
         }
+    }
+
+    #[test]
+    fn diff_sees_no_change_in_how_a_number_is_written() {
+        let old = json!({"sampling": 1, "list": [{"weight": 2}]});
+        let new = json!({"sampling": 1.0, "list": [{"weight": 2.0}]});
+        assert!(diff(&old, &new).is_empty());
+        assert_eq!(
+            diff(&old, &json!({"sampling": 1.5, "list": [{"weight": 2}]})).len(),
+            1
+        );
     }
 
     #[test]

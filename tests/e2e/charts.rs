@@ -84,16 +84,24 @@ fn a_wrong_value_type_is_rejected_by_helm_itself() {
     let helm = HelmTool::Helm4.path();
     let catalog = Catalog::builtin().unwrap();
     for component in catalog.components() {
+        // Istio's base and istiod charts have no schema and no replica count of their own
+        // (istiod's is left to its autoscaler by default): a value their templates use as a list
+        // (base) or a string (istiod) shows helm refusing a wrong type there.
+        let wrong = match component.name {
+            "base" => "base.excludedCRDs=abc",
+            "istiod" => "image.name=abc",
+            _ => "replicaCount=abc",
+        };
         let chart = component.chart.materialize().unwrap();
         let output = Command::new(&helm)
             .args(["template", "x"])
             .arg(chart.path())
-            .args(["--set", "replicaCount=abc"])
+            .args(["--set", wrong])
             .output()
             .unwrap();
         assert!(
             !output.status.success(),
-            "{}: replicaCount=abc was accepted",
+            "{}: {wrong} was accepted",
             component.name
         );
     }
@@ -259,8 +267,20 @@ fn an_image_registry_rewrites_every_image() {
                     continue;
                 };
                 let image = image.trim().trim_matches(|c| c == '"' || c == ',');
-                // istiod's injection template, rendered by istiod from the values checked here.
-                if image.starts_with("{{") {
+                // istiod's injection template, rendered by istiod from the values checked here;
+                // in Istio's values, image names that the charts join to the hub checked here
+                // (`proxyv2`, `pilot`), an empty hub meaning the global one, `auto` (the
+                // injector fills in the proxy image) and a CRD schema's `image:` property.
+                if image.starts_with("{{")
+                    || image.is_empty()
+                    || image == "auto"
+                    || !image.contains(['/', ':'])
+                {
+                    continue;
+                }
+                // Istio's opt-in `grpc-simple` injection template (only for pods that ask for
+                // it by annotation) names this image itself; the README says so.
+                if image == GRPC_SIMPLE_IMAGE {
                     continue;
                 }
                 images += 1;
@@ -270,10 +290,14 @@ fn an_image_registry_rewrites_every_image() {
                 );
             }
         }
-        // istiod, its injector's proxy and hub, two gateways, prometheus, grafana, jaeger.
-        assert!(images >= 8, "only {images} images found");
+        // istiod, its injector's hub, prometheus, grafana, jaeger.
+        assert!(images >= 5, "only {images} images found");
     }
 }
+
+/// The one image Istio's charts name outside `global.hub`, in the opt-in `grpc-simple` injection
+/// template.
+pub const GRPC_SIMPLE_IMAGE: &str = "busybox:1.28";
 
 #[test]
 fn kitchen_sinks_exist_only_for_components() {

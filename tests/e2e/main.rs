@@ -4,6 +4,7 @@ mod charts;
 mod cli;
 mod engine;
 mod helm_runner;
+mod istio;
 mod local_plane;
 mod readiness;
 mod smm_binary;

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Node;
+use std::process::Stdio;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -13,7 +15,8 @@ use serde_json::{Value, json};
 use smm::api::{ComponentPhase, ControlPlane, condition};
 
 use crate::support::{
-    TestCluster, assert_success, eventually, fresh_control_plane, smm, stdout, unique_name,
+    LocalIstiod, TestCluster, assert_success, eventually, fresh_control_plane, istio_mesh_lock,
+    smm, smm_command, stdout, unique_name,
 };
 
 /// Every Deployment in `namespace` has its current generation rolled out and all replicas
@@ -49,13 +52,35 @@ async fn remove(client: &kube::Client, name: &str) {
         .await;
 }
 
+/// One `smm install -a` ends Ready with every Deployment of the mesh available, the gateways
+/// included: their pods are admitted only through istiod's injection webhook, so a local istiod
+/// is started as soon as the istiod chart is installed, while the install waits.
 #[tokio::test]
 async fn install_all_ends_ready_with_every_deployment_available() {
     let cluster = TestCluster::connect().await;
+    let _lock = istio_mesh_lock().await;
     let (name, namespace) = fresh_control_plane(&cluster).await;
     let cp_flag = ["--control-plane", name.as_str()];
 
-    assert_success(&smm(&[&["install", "-a"], &cp_flag[..]].concat()));
+    let install = smm_command(&[&["install", "-a"], &cp_flag[..]].concat(), &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &namespace);
+    assert!(
+        eventually(Duration::from_secs(120), async || {
+            config_maps
+                .get_opt("istio")
+                .await
+                .is_ok_and(|c| c.is_some())
+        })
+        .await,
+        "the istiod chart was never installed"
+    );
+    let local_istiod = LocalIstiod::start(&namespace, "");
+    let installed = install.wait_with_output().unwrap();
+    assert_success(&installed);
     let not_available = every_deployment_available(&cluster.client, &namespace).await;
     assert!(not_available.is_empty(), "not available: {not_available:?}");
 
@@ -65,7 +90,13 @@ async fn install_all_ends_ready_with_every_deployment_available() {
     assert!(text.contains("READY"), "{text}");
     let istiod = text.lines().find(|l| l.starts_with("istiod ")).unwrap();
     assert!(istiod.contains(" 1/1 "), "{istiod}");
+    let gateway = text
+        .lines()
+        .find(|l| l.starts_with("ingress-gateway "))
+        .unwrap();
+    assert!(gateway.contains(" 1/1 "), "{gateway}");
     remove(&cluster.client, &name).await;
+    drop(local_istiod);
 }
 
 #[tokio::test]

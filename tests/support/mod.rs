@@ -189,8 +189,8 @@ pub async fn ensure_control_plane_crd(client: &Client) {
         .expect("the ControlPlane CRD is established");
 }
 
-/// Runs the smm binary with helm 4 and the environment's kubeconfig, plus `env`.
-pub fn smm_with_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+/// The smm binary with helm 4 and the environment's kubeconfig, plus `env`.
+pub fn smm_command(args: &[&str], env: &[(&str, &str)]) -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_smm"));
     command
         .args(args)
@@ -199,7 +199,12 @@ pub fn smm_with_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output
     for (key, value) in env {
         command.env(key, value);
     }
-    command.output().expect("smm runs")
+    command
+}
+
+/// Runs the smm binary with helm 4 and the environment's kubeconfig, plus `env`.
+pub fn smm_with_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    smm_command(args, env).output().expect("smm runs")
 }
 
 pub fn smm(args: &[&str]) -> std::process::Output {
@@ -248,4 +253,69 @@ pub async fn fresh_control_plane(cluster: &TestCluster) -> (String, String) {
         .await
         .unwrap();
     (name, namespace)
+}
+
+/// Serializes the tests that install Istio's charts. Istio keeps some things cluster-wide (the
+/// default revision's validator `istiod-default-validator`, and an injector of the default
+/// revision matches gateway pods in every namespace), so two such meshes installed at once
+/// would fight over them, and a mesh whose istiod is not running refuses other tests' gateway
+/// pods (the injector fails closed).
+pub async fn istio_mesh_lock() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+/// istiod (`pilot-discovery`) running as a local process for the istiod chart installed in
+/// `namespace`, through `scripts/istio/istiod.sh`: its webhooks are reachable by the API server
+/// through the plane's egress proxy. Stopped (and its route removed) when dropped.
+pub struct LocalIstiod {
+    namespace: String,
+    revision: String,
+    /// istiod's plain HTTP port (`/ready`).
+    pub http_port: u16,
+    /// Its state directory, with `istiod.log`.
+    pub dir: PathBuf,
+}
+
+impl LocalIstiod {
+    /// Starts istiod for the chart installed in `namespace` (revision `""`: the default one) and
+    /// returns once its readiness endpoint answers.
+    pub fn start(namespace: &str, revision: &str) -> Self {
+        let output = std::process::Command::new(repo_root().join("scripts/istio/istiod.sh"))
+            .args(["start", namespace, revision])
+            .output()
+            .expect("scripts/istio/istiod.sh runs");
+        assert!(
+            output.status.success(),
+            "istiod.sh start {namespace} {revision} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let value = |key: &str| {
+            stdout
+                .lines()
+                .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+                .unwrap_or_else(|| panic!("istiod.sh printed no {key}:\n{stdout}"))
+                .to_owned()
+        };
+        Self {
+            namespace: namespace.to_owned(),
+            revision: revision.to_owned(),
+            http_port: value("ISTIOD_HTTP_PORT").parse().unwrap(),
+            dir: PathBuf::from(value("ISTIOD_DIR")),
+        }
+    }
+
+    /// Everything istiod logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("istiod.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for LocalIstiod {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(repo_root().join("scripts/istio/istiod.sh"))
+            .args(["stop", &self.namespace, &self.revision])
+            .status();
+    }
 }

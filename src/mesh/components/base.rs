@@ -1,22 +1,20 @@
-//! `base`: the mesh's CRDs and the cluster-wide reader role. The CRDs go through the native
-//! builder because helm never upgrades CRDs; they stay when `base` is disabled, since deleting a
-//! CRD deletes every object of its kind.
+//! `base`: Istio's base chart (the default-revision validator, the reader ServiceAccount) and
+//! Istio's CRDs. The CRDs come from the chart's `files/crd-all.gen.yaml` but go through the
+//! native builder instead of helm, because helm never upgrades CRDs; they stay when `base` is
+//! disabled, since deleting a CRD deletes every object of its kind.
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, CustomResourceDefinitionNames, CustomResourceDefinitionSpec,
-    CustomResourceDefinitionVersion, CustomResourceSubresources, CustomResourceValidation,
-    JSONSchemaProps,
-};
+use std::sync::LazyLock;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use serde::Deserialize;
 use serde_json::json;
 
-use super::{READ, cluster_role_for, native_metadata, presence, revision, rule};
-use include_dir::{Dir, include_dir};
-
+use super::{istio, native_metadata, revision};
 use crate::cluster::objects::NativeObject;
-use crate::helm::chart::EmbeddedChart;
 use crate::mesh::catalog::{Component, ComponentContext, DefaultNamespace};
 
-static CHART: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/charts/base");
+/// Where the base chart keeps Istio's CRDs.
+const CRD_FILE: &str = "files/crd-all.gen.yaml";
 
 pub fn component() -> Component {
     Component {
@@ -25,247 +23,74 @@ pub fn component() -> Component {
         default_namespace: DefaultNamespace::Mesh,
         enabled_by_default: true,
         depends_on: &[],
-        chart: EmbeddedChart::new("base", &CHART),
+        chart: istio::chart(
+            "base",
+            &istio::BASE,
+            "Istio's CRDs (applied by smm) and the mesh-wide validation webhook of the default \
+             revision, from Istio's base chart.",
+        ),
         values_layer: (
             "values/base.yaml",
             include_str!("../../../values/base.yaml"),
         ),
         native_objects,
         managed_values: |context| {
-            // The validating webhook sends Istio config to istiod, wherever istiod runs.
-            json!({"global": {
-                "istioNamespace": super::istiod::istiod_namespace(context),
-                "revision": revision(context.spec),
-            }})
+            json!({
+                // The default validator sends Istio config to istiod, wherever istiod runs.
+                "global": {"istioNamespace": super::istiod::istiod_namespace(context)},
+                "defaultRevision": match revision(context.spec) {
+                    "" => "default",
+                    revision => revision,
+                },
+                // smm applies the CRDs itself; the chart leaves out exactly those it names here.
+                "base": {"excludedCRDs": ISTIO_CRDS.iter().map(crd_name).collect::<Vec<_>>()},
+            })
         },
     }
 }
 
-/// An Istio API kind: group, kind, plural, short names and served versions (the first is stored,
-/// as in upstream Istio, so clusters that had Istio's own CRDs keep reading their data).
-struct IstioKind {
-    group: &'static str,
-    kind: &'static str,
-    plural: &'static str,
-    short_names: &'static [&'static str],
-    versions: &'static [&'static str],
+/// Istio's CRDs as the embedded base chart ships them. The file is fixed at build time and a
+/// unit test parses it, so failing here means a build from a broken fetch.
+static ISTIO_CRDS: LazyLock<Vec<CustomResourceDefinition>> = LazyLock::new(|| {
+    parse_crds(crd_file()).expect("the embedded base chart's CRDs parse (a unit test checks)")
+});
+
+fn crd_file() -> &'static str {
+    istio::BASE
+        .get_file(istio::BASE.path().join(CRD_FILE))
+        .and_then(|file| file.contents_utf8())
+        .expect("the base chart has its CRD file (build.rs checked the fetch)")
 }
 
-const NETWORKING_VERSIONS: &[&str] = &["v1alpha3", "v1beta1", "v1"];
+/// Every CRD of a multi-document YAML stream, skipping empty documents.
+fn parse_crds(text: &str) -> Result<Vec<CustomResourceDefinition>, serde_yaml_ng::Error> {
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(Option::<CustomResourceDefinition>::deserialize)
+        .filter_map(Result::transpose)
+        .collect()
+}
 
-const ISTIO_KINDS: &[IstioKind] = &[
-    IstioKind {
-        group: "networking.istio.io",
-        kind: "DestinationRule",
-        plural: "destinationrules",
-        short_names: &["dr"],
-        versions: NETWORKING_VERSIONS,
-    },
-    IstioKind {
-        group: "networking.istio.io",
-        kind: "EnvoyFilter",
-        plural: "envoyfilters",
-        short_names: &[],
-        versions: &["v1alpha3"],
-    },
-    IstioKind {
-        group: "networking.istio.io",
-        kind: "Gateway",
-        plural: "gateways",
-        short_names: &["gw"],
-        versions: NETWORKING_VERSIONS,
-    },
-    IstioKind {
-        group: "networking.istio.io",
-        kind: "ProxyConfig",
-        plural: "proxyconfigs",
-        short_names: &[],
-        versions: &["v1beta1"],
-    },
-    IstioKind {
-        group: "networking.istio.io",
-        kind: "ServiceEntry",
-        plural: "serviceentries",
-        short_names: &["se"],
-        versions: NETWORKING_VERSIONS,
-    },
-    IstioKind {
-        group: "networking.istio.io",
-        kind: "Sidecar",
-        plural: "sidecars",
-        short_names: &[],
-        versions: NETWORKING_VERSIONS,
-    },
-    IstioKind {
-        group: "networking.istio.io",
-        kind: "VirtualService",
-        plural: "virtualservices",
-        short_names: &["vs"],
-        versions: NETWORKING_VERSIONS,
-    },
-    IstioKind {
-        group: "networking.istio.io",
-        kind: "WorkloadEntry",
-        plural: "workloadentries",
-        short_names: &["we"],
-        versions: NETWORKING_VERSIONS,
-    },
-    IstioKind {
-        group: "networking.istio.io",
-        kind: "WorkloadGroup",
-        plural: "workloadgroups",
-        short_names: &["wg"],
-        versions: NETWORKING_VERSIONS,
-    },
-    IstioKind {
-        group: "security.istio.io",
-        kind: "AuthorizationPolicy",
-        plural: "authorizationpolicies",
-        short_names: &["ap"],
-        versions: &["v1beta1", "v1"],
-    },
-    IstioKind {
-        group: "security.istio.io",
-        kind: "PeerAuthentication",
-        plural: "peerauthentications",
-        short_names: &["pa"],
-        versions: &["v1beta1", "v1"],
-    },
-    IstioKind {
-        group: "security.istio.io",
-        kind: "RequestAuthentication",
-        plural: "requestauthentications",
-        short_names: &["ra"],
-        versions: &["v1beta1", "v1"],
-    },
-    IstioKind {
-        group: "telemetry.istio.io",
-        kind: "Telemetry",
-        plural: "telemetries",
-        short_names: &["telemetry"],
-        versions: &["v1alpha1", "v1"],
-    },
-    IstioKind {
-        group: "extensions.istio.io",
-        kind: "WasmPlugin",
-        plural: "wasmplugins",
-        short_names: &[],
-        versions: &["v1alpha1"],
-    },
-];
+fn crd_name(crd: &CustomResourceDefinition) -> String {
+    crd.metadata.name.clone().unwrap_or_default()
+}
 
 fn native_objects(context: &ComponentContext<'_>) -> Vec<NativeObject> {
-    let mut objects: Vec<NativeObject> = Vec::new();
-    if context.enabled {
-        objects.extend(
-            ISTIO_KINDS
-                .iter()
-                .map(|kind| NativeObject::present(&crd(kind))),
-        );
+    if !context.enabled {
+        return Vec::new();
     }
-    objects.extend(reader_rbac(context.namespace, context.enabled));
-    objects
-}
-
-/// The object schema accepts any spec and status: istiod validates Istio's APIs itself (through
-/// its validating webhook), and a loose schema never rejects a field a newer Istio adds.
-fn crd(kind: &IstioKind) -> CustomResourceDefinition {
-    let open_object = || JSONSchemaProps {
-        type_: Some("object".to_owned()),
-        x_kubernetes_preserve_unknown_fields: Some(true),
-        ..JSONSchemaProps::default()
-    };
-    let schema = JSONSchemaProps {
-        type_: Some("object".to_owned()),
-        properties: Some(
-            [
-                ("spec".to_owned(), open_object()),
-                ("status".to_owned(), open_object()),
-            ]
-            .into(),
-        ),
-        ..JSONSchemaProps::default()
-    };
-    let versions = kind
-        .versions
+    ISTIO_CRDS
         .iter()
-        .enumerate()
-        .map(|(index, version)| CustomResourceDefinitionVersion {
-            name: (*version).to_owned(),
-            served: true,
-            storage: index == 0,
-            schema: Some(CustomResourceValidation {
-                open_api_v3_schema: Some(schema.clone()),
-            }),
-            subresources: Some(CustomResourceSubresources {
-                status: Some(Default::default()),
-                ..Default::default()
-            }),
-            ..Default::default()
+        .map(|crd| {
+            let mut crd = crd.clone();
+            // smm's labels beside Istio's, so smm's objects are found as one set.
+            let ours = native_metadata(crd_name(&crd), "base").labels;
+            crd.metadata
+                .labels
+                .get_or_insert_default()
+                .extend(ours.into_iter().flatten());
+            NativeObject::present(&crd)
         })
-        .collect();
-    CustomResourceDefinition {
-        metadata: native_metadata(format!("{}.{}", kind.plural, kind.group), "base"),
-        spec: CustomResourceDefinitionSpec {
-            group: kind.group.to_owned(),
-            names: CustomResourceDefinitionNames {
-                kind: kind.kind.to_owned(),
-                list_kind: Some(format!("{}List", kind.kind)),
-                plural: kind.plural.to_owned(),
-                singular: Some(kind.kind.to_lowercase()),
-                short_names: (!kind.short_names.is_empty())
-                    .then(|| kind.short_names.iter().map(|s| (*s).to_owned()).collect()),
-                categories: Some(vec![
-                    "istio-io".to_owned(),
-                    kind.group.split('.').next().unwrap_or_default().to_owned() + "-istio-io",
-                ]),
-            },
-            scope: "Namespaced".to_owned(),
-            versions,
-            ..Default::default()
-        },
-        status: None,
-    }
-}
-
-/// Read access to the mesh's configuration for `istio-reader-service-account` (created by the
-/// chart), which multi-cluster peers and tooling use.
-fn reader_rbac(namespace: &str, enabled: bool) -> [NativeObject; 2] {
-    let rules = vec![
-        rule(
-            &[
-                "config.istio.io",
-                "security.istio.io",
-                "networking.istio.io",
-                "telemetry.istio.io",
-                "extensions.istio.io",
-            ],
-            &["*"],
-            READ,
-        ),
-        rule(
-            &[""],
-            &[
-                "endpoints",
-                "pods",
-                "services",
-                "nodes",
-                "replicationcontrollers",
-                "namespaces",
-                "secrets",
-            ],
-            READ,
-        ),
-        rule(&["discovery.k8s.io"], &["endpointslices"], READ),
-        rule(&["apps"], &["replicasets"], READ),
-    ];
-    cluster_role_for(
-        &format!("istio-reader-{namespace}"),
-        "base",
-        rules,
-        ("istio-reader-service-account", namespace),
-        presence(enabled),
-    )
+        .collect()
 }
 
 #[cfg(test)]
@@ -275,7 +100,7 @@ mod tests {
     use crate::cluster::objects::Presence;
 
     #[test]
-    fn crds_are_kept_when_disabled_but_rbac_goes() {
+    fn crds_are_kept_when_disabled() {
         let spec = ControlPlaneSpec::default();
         let placements = crate::mesh::components::test_placements(&spec);
         let context = |enabled| ComponentContext {
@@ -285,20 +110,15 @@ mod tests {
             placements: &placements,
         };
         let enabled = native_objects(&context(true));
-        assert_eq!(enabled.len(), ISTIO_KINDS.len() + 2);
+        assert_eq!(enabled.len(), ISTIO_CRDS.len());
         assert!(enabled.iter().all(|o| o.presence == Presence::Present));
-        let disabled = native_objects(&context(false));
-        assert_eq!(
-            disabled
+        assert!(
+            enabled
                 .iter()
-                .map(NativeObject::describe)
-                .collect::<Vec<_>>(),
-            [
-                "ClusterRole/istio-reader-istio-system",
-                "ClusterRoleBinding/istio-reader-istio-system"
-            ]
+                .all(|o| o.object.metadata.labels.as_ref().unwrap()["smm.dev/component"] == "base")
         );
-        assert!(disabled.iter().all(|o| o.presence == Presence::Absent));
+        // Disabled: no CRD is returned at all, so none is deleted.
+        assert!(native_objects(&context(false)).is_empty());
     }
 
     #[test]
@@ -321,26 +141,48 @@ mod tests {
             enabled: true,
             placements: &crate::mesh::components::test_placements(&spec),
         });
-        assert_eq!(
-            values,
-            json!({"global": {"istioNamespace": "control", "revision": "canary"}})
-        );
+        assert_eq!(values["global"], json!({"istioNamespace": "control"}));
+        assert_eq!(values["defaultRevision"], "canary");
+    }
+
+    #[test]
+    fn istios_fifteen_crds_are_applied_by_smm_and_left_out_of_the_chart() {
+        let names: Vec<String> = ISTIO_CRDS.iter().map(crd_name).collect();
+        assert_eq!(names.len(), 15, "{names:?}");
+        assert!(names.contains(&"virtualservices.networking.istio.io".to_owned()));
+        let spec = ControlPlaneSpec::default();
+        let values = (component().managed_values)(&ComponentContext {
+            spec: &spec,
+            namespace: "istio-system",
+            enabled: true,
+            placements: &crate::mesh::components::test_placements(&spec),
+        });
+        assert_eq!(values["base"]["excludedCRDs"], json!(names));
+        assert_eq!(values["defaultRevision"], "default");
     }
 
     #[test]
     fn each_crd_stores_exactly_one_version() {
-        for kind in ISTIO_KINDS {
-            let crd = crd(kind);
+        for crd in ISTIO_CRDS.iter() {
             assert_eq!(
                 crd.spec.versions.iter().filter(|v| v.storage).count(),
                 1,
                 "{}",
-                kind.kind
+                crd_name(crd)
             );
             assert_eq!(
-                crd.metadata.name.as_deref(),
-                Some(format!("{}.{}", kind.plural, kind.group).as_str())
+                crd_name(crd),
+                format!("{}.{}", crd.spec.names.plural, crd.spec.group)
             );
         }
+    }
+
+    #[test]
+    fn parse_crds_skips_empty_documents_and_reports_bad_ones() {
+        let two = "---\napiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n\
+                   metadata: {name: as.x.io}\nspec: {group: x.io, names: {kind: A, plural: as}, \
+                   scope: Namespaced, versions: []}\n---\n---\n";
+        assert_eq!(parse_crds(two).unwrap().len(), 1);
+        assert!(parse_crds("kind: [").is_err());
     }
 }

@@ -1,16 +1,13 @@
 //! `ingress-gateway` and `egress-gateway`: Envoy proxies at the mesh's edge, configured by
-//! istiod. Both are built here from one definition; their charts share every template and differ
-//! only in defaults (names, the `istio` label Gateway resources select, the Service type).
+//! istiod. Both are releases of Istio's gateway chart, differing in name (which the chart turns
+//! into the `istio` label Gateway resources select) and in smm's values layer (the Service type).
+//! Their pods get the proxy and its image from istiod's injector, so istiod's revision is the
+//! only value smm manages on them.
 
-use include_dir::{Dir, include_dir};
 use serde_json::json;
 
-use super::{image_registry, revision};
-use crate::helm::chart::EmbeddedChart;
+use super::{istio, revision};
 use crate::mesh::catalog::{Component, ComponentContext, DefaultNamespace};
-
-static INGRESS_CHART: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/charts/ingress-gateway");
-static EGRESS_CHART: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/charts/egress-gateway");
 
 /// Traffic into the mesh; on by default, behind a LoadBalancer Service.
 pub fn ingress() -> Component {
@@ -18,7 +15,8 @@ pub fn ingress() -> Component {
         "ingress-gateway",
         "istio-ingressgateway",
         true,
-        &INGRESS_CHART,
+        "Istio's ingress gateway, an Envoy proxy at the mesh's edge for traffic coming in, from \
+         Istio's gateway chart.",
         (
             "values/ingress-gateway.yaml",
             include_str!("../../../values/ingress-gateway.yaml"),
@@ -32,7 +30,8 @@ pub fn egress() -> Component {
         "egress-gateway",
         "istio-egressgateway",
         false,
-        &EGRESS_CHART,
+        "Istio's egress gateway, an Envoy proxy that traffic leaving the mesh can be routed \
+         through, from Istio's gateway chart.",
         (
             "values/egress-gateway.yaml",
             include_str!("../../../values/egress-gateway.yaml"),
@@ -44,7 +43,7 @@ fn gateway(
     name: &'static str,
     release_name: &'static str,
     enabled_by_default: bool,
-    chart: &'static Dir<'static>,
+    description: &'static str,
     values_layer: (&'static str, &'static str),
 ) -> Component {
     Component {
@@ -53,7 +52,7 @@ fn gateway(
         default_namespace: DefaultNamespace::Mesh,
         enabled_by_default,
         depends_on: &["istiod"],
-        chart: EmbeddedChart::new(name, chart),
+        chart: istio::chart(name, &istio::GATEWAY, description),
         values_layer,
         native_objects: |_| Vec::new(),
         managed_values,
@@ -61,21 +60,15 @@ fn gateway(
 }
 
 fn managed_values(context: &ComponentContext<'_>) -> serde_json::Value {
-    let spec = context.spec;
-    json!({
-        "global": {
-            "istioNamespace": super::istiod::istiod_namespace(context),
-            "imageRegistry": image_registry(spec),
-            "revision": revision(spec),
-        },
-        "discoveryAddress": super::istiod::discovery_address(context),
-    })
+    // The injector of exactly this revision must pick the pods up: under another one they would
+    // be created without a proxy (`image: auto`).
+    json!({"revision": revision(context.spec)})
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{ComponentSpec, ControlPlaneSpec};
+    use crate::api::ControlPlaneSpec;
 
     fn values_for(spec: &ControlPlaneSpec) -> serde_json::Value {
         managed_values(&ComponentContext {
@@ -87,37 +80,44 @@ mod tests {
     }
 
     #[test]
-    fn gateways_dial_istiod_of_their_revision_in_its_namespace() {
+    fn gateways_are_injected_by_istiod_of_their_revision() {
         let spec = ControlPlaneSpec {
             namespace: Some("mesh".to_owned()),
             revision: Some("canary".to_owned()),
             image_registry: Some("registry.local:5000".to_owned()),
             ..ControlPlaneSpec::default()
         };
-        let values = values_for(&spec);
-        assert_eq!(values["discoveryAddress"], "istiod-canary.mesh.svc:15012");
-        assert_eq!(values["global"]["istioNamespace"], "mesh");
-        assert_eq!(values["global"]["revision"], "canary");
-        assert_eq!(values["global"]["imageRegistry"], "registry.local:5000");
+        assert_eq!(values_for(&spec), json!({"revision": "canary"}));
+        assert_eq!(
+            values_for(&ControlPlaneSpec::default()),
+            json!({"revision": ""})
+        );
     }
 
     #[test]
-    fn gateways_follow_istiod_when_it_has_a_namespace_of_its_own() {
-        let spec = ControlPlaneSpec {
-            components: [(
-                "istiod".to_owned(),
-                ComponentSpec {
-                    namespace: Some("control".to_owned()),
-                    ..ComponentSpec::default()
-                },
-            )]
-            .into(),
-            ..ControlPlaneSpec::default()
-        };
-        let values = values_for(&spec);
-        assert_eq!(values["discoveryAddress"], "istiod.control.svc:15012");
-        assert_eq!(values["global"]["istioNamespace"], "control");
-        assert_eq!(values["global"]["imageRegistry"], "docker.io");
+    fn every_value_smm_passes_is_one_the_charts_schema_allows() {
+        // The chart's schema refuses unknown top-level keys.
+        let schema: serde_json::Value = serde_json::from_slice(
+            istio::GATEWAY
+                .get_file(istio::GATEWAY.path().join("values.schema.json"))
+                .unwrap()
+                .contents(),
+        )
+        .unwrap();
+        let allowed = schema["$defs"]["values"]["properties"].as_object().unwrap();
+        let spec = ControlPlaneSpec::default();
+        for component in [ingress(), egress()] {
+            let layer = component.values_layer().unwrap();
+            let managed = values_for(&spec);
+            for key in layer
+                .as_object()
+                .unwrap()
+                .keys()
+                .chain(managed.as_object().unwrap().keys())
+            {
+                assert!(allowed.contains_key(key), "{}: {key}", component.name);
+            }
+        }
     }
 
     #[test]
@@ -127,12 +127,20 @@ mod tests {
         assert_eq!(ingress.depends_on, egress.depends_on);
         assert_eq!(egress.values_layer.0, "values/egress-gateway.yaml");
         assert_eq!(
-            ingress.chart.default_values().unwrap()["service"]["type"],
-            "LoadBalancer"
+            ingress.chart.default_values().unwrap(),
+            egress.chart.default_values().unwrap()
         );
-        assert_eq!(
-            egress.chart.default_values().unwrap()["service"]["type"],
-            "ClusterIP"
-        );
+        // Istio's charts keep their defaults under one key and take user values at the top.
+        let service_type = |component: &Component| {
+            let layer = component.values_layer().unwrap();
+            match &layer["service"]["type"] {
+                serde_json::Value::Null => component.chart.default_values().unwrap()
+                    ["_internal_defaults_do_not_set"]["service"]["type"]
+                    .clone(),
+                set => set.clone(),
+            }
+        };
+        assert_eq!(service_type(&ingress), "LoadBalancer");
+        assert_eq!(service_type(&egress), "ClusterIP");
     }
 }

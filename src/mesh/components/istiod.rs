@@ -1,17 +1,10 @@
-//! `istiod`: the mesh's control plane (discovery, certificates, sidecar injection). Its cluster
-//! role is created natively so that it exists before the Deployment starts and is removed
-//! exactly when the component is disabled.
+//! `istiod`: Istio's control plane (discovery, certificates, sidecar injection, validation),
+//! from Istio's `istio-discovery` chart, which also brings istiod's RBAC and webhooks.
 
 use serde_json::json;
 
-use super::{READ, component_cluster_role, image_registry, revision, rule};
-use include_dir::{Dir, include_dir};
-
-use crate::cluster::objects::NativeObject;
-use crate::helm::chart::EmbeddedChart;
+use super::{image_registry, istio, revision};
 use crate::mesh::catalog::{Component, ComponentContext, DefaultNamespace};
-
-static CHART: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/charts/istiod");
 
 pub fn component() -> Component {
     Component {
@@ -20,12 +13,17 @@ pub fn component() -> Component {
         default_namespace: DefaultNamespace::Mesh,
         enabled_by_default: true,
         depends_on: &["base"],
-        chart: EmbeddedChart::new("istiod", &CHART),
+        chart: istio::chart(
+            "istiod",
+            &istio::DISCOVERY,
+            "Istio's control plane, istiod (discovery, certificates, sidecar injection, \
+             validation), from Istio's istio-discovery chart.",
+        ),
         values_layer: (
             "values/istiod.yaml",
             include_str!("../../../values/istiod.yaml"),
         ),
-        native_objects,
+        native_objects: |_| Vec::new(),
         managed_values,
     }
 }
@@ -33,11 +31,12 @@ pub fn component() -> Component {
 fn managed_values(context: &ComponentContext<'_>) -> serde_json::Value {
     let spec = context.spec;
     let mut values = json!({
+        // The chart requires istioNamespace to be the namespace it is installed in.
         "global": {
             "istioNamespace": context.namespace,
-            "imageRegistry": image_registry(spec),
-            "revision": revision(spec),
+            "hub": istio::hub(image_registry(spec)),
         },
+        "revision": revision(spec),
         "meshConfig": {
             "trustDomain": spec.trust_domain(),
             "rootNamespace": context.namespace,
@@ -52,6 +51,11 @@ fn managed_values(context: &ComponentContext<'_>) -> serde_json::Value {
             "tracing": {"zipkin": {"address": format!("tracing.{tracing_namespace}.svc:9411")}},
         });
     }
+    // Prometheus pulls (it needs no address); what it scrapes from the proxies are the metrics
+    // of Istio's `prometheus` provider, which must stay the default while it is enabled.
+    if context.placement_of("prometheus").enabled {
+        values["meshConfig"]["defaultProviders"] = json!({"metrics": ["prometheus"]});
+    }
     values
 }
 
@@ -59,72 +63,6 @@ fn managed_values(context: &ComponentContext<'_>) -> serde_json::Value {
 /// components (the root certificate, the sidecar injector and the metrics come from there).
 pub(super) fn istiod_namespace<'a>(context: &'a ComponentContext<'_>) -> &'a str {
     &context.placement_of("istiod").namespace
-}
-
-/// istiod's address for configuration and certificates (xDS over TLS), as proxies dial it.
-pub(super) fn discovery_address(context: &ComponentContext<'_>) -> String {
-    let service = match revision(context.spec) {
-        "" => "istiod".to_owned(),
-        revision => format!("istiod-{revision}"),
-    };
-    format!("{service}.{}.svc:15012", istiod_namespace(context))
-}
-
-fn native_objects(context: &ComponentContext<'_>) -> Vec<NativeObject> {
-    const ISTIO_GROUPS: &[&str] = &[
-        "config.istio.io",
-        "security.istio.io",
-        "networking.istio.io",
-        "telemetry.istio.io",
-        "extensions.istio.io",
-    ];
-    let rules = vec![
-        // Istio's own APIs: read config, write status.
-        rule(ISTIO_GROUPS, &["*"], READ),
-        rule(ISTIO_GROUPS, &["*/status"], &["get", "update", "patch"]),
-        // Service discovery.
-        rule(
-            &[""],
-            &[
-                "pods",
-                "nodes",
-                "services",
-                "endpoints",
-                "namespaces",
-                "serviceaccounts",
-            ],
-            READ,
-        ),
-        rule(&["discovery.k8s.io"], &["endpointslices"], READ),
-        // The root certificate published into every namespace.
-        rule(
-            &[""],
-            &["configmaps"],
-            &["get", "list", "watch", "create", "update", "delete"],
-        ),
-        // The injector and validator keep their webhooks' CA bundles current.
-        rule(
-            &["admissionregistration.k8s.io"],
-            &[
-                "mutatingwebhookconfigurations",
-                "validatingwebhookconfigurations",
-            ],
-            &["get", "list", "watch", "update", "patch"],
-        ),
-        // Workload certificates through the Kubernetes CA, when configured.
-        rule(
-            &["certificates.k8s.io"],
-            &["certificatesigningrequests"],
-            &["get", "list", "watch", "create", "delete"],
-        ),
-        rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
-        rule(
-            &["authorization.k8s.io"],
-            &["subjectaccessreviews"],
-            &["create"],
-        ),
-    ];
-    component_cluster_role(context, "istiod", rules)
 }
 
 #[cfg(test)]
@@ -185,23 +123,60 @@ mod tests {
     }
 
     #[test]
-    fn the_discovery_address_names_the_revision() {
-        let spec = ControlPlaneSpec::default();
-        let address = |spec: &ControlPlaneSpec| {
-            discovery_address(&ComponentContext {
-                spec,
-                namespace: spec.mesh_namespace(),
-                enabled: true,
-                placements: &crate::mesh::components::test_placements(spec),
-            })
-        };
-        assert_eq!(address(&spec), "istiod.istio-system.svc:15012");
+    fn the_revision_and_the_image_hub_are_istios_own_values() {
         let spec = ControlPlaneSpec {
             revision: Some("1-28".to_owned()),
             namespace: Some("mesh".to_owned()),
+            image_registry: Some("registry.local:5000".to_owned()),
             ..ControlPlaneSpec::default()
         };
-        assert_eq!(address(&spec), "istiod-1-28.mesh.svc:15012");
-        assert_eq!(values_for(&spec)["global"]["revision"], "1-28");
+        let values = values_for(&spec);
+        assert_eq!(values["revision"], "1-28");
+        assert_eq!(values["global"]["istioNamespace"], "mesh");
+        assert_eq!(values["global"]["hub"], "registry.local:5000/istio");
+        // The tag is a default in smm's layer, not managed: users may pick another release.
+        assert_eq!(values["global"].get("tag"), None);
+        assert_eq!(
+            values_for(&ControlPlaneSpec::default())["global"]["hub"],
+            "docker.io/istio"
+        );
+    }
+
+    #[test]
+    fn the_default_tag_is_the_charts_app_version() {
+        let layer = component().values_layer().unwrap();
+        assert_eq!(layer["global"]["tag"], istio::DEFAULT_TAG);
+        let metadata = component().chart.metadata().unwrap();
+        assert_eq!(metadata.app_version.as_deref(), Some(istio::DEFAULT_TAG));
+        assert_eq!(metadata.name, "istiod");
+        assert!(
+            metadata.version.starts_with("0.0.0-"),
+            "{}",
+            metadata.version
+        );
+    }
+
+    #[test]
+    fn prometheus_stays_the_default_metrics_provider_while_enabled() {
+        let values = values_for(&ControlPlaneSpec::default());
+        assert_eq!(
+            values["meshConfig"]["defaultProviders"]["metrics"],
+            json!(["prometheus"])
+        );
+        let spec = ControlPlaneSpec {
+            components: [(
+                "prometheus".to_owned(),
+                ComponentSpec {
+                    enabled: Some(false),
+                    ..ComponentSpec::default()
+                },
+            )]
+            .into(),
+            ..ControlPlaneSpec::default()
+        };
+        assert_eq!(
+            values_for(&spec)["meshConfig"].get("defaultProviders"),
+            None
+        );
     }
 }

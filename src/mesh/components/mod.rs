@@ -3,6 +3,7 @@
 mod base;
 mod gateways;
 mod grafana;
+mod istio;
 mod istiod;
 mod prometheus;
 mod tracing;

@@ -1,0 +1,73 @@
+//! Checks that Istio's charts, fetched by `scripts/istio/fetch.sh` into the git-ignored
+//! `.upstream/istio/`, are there and are the version `scripts/istio/versions.env` pins, and tells
+//! the crate where they are (`SMM_ISTIO_CHARTS`, for `include_dir!`) and which module version
+//! they come from (`SMM_ISTIO_CHART_VERSION`, that version without its `v`, which smm gives the
+//! embedded charts).
+//!
+//! A missing or stale fetch stops the build with one line naming the script: the charts are a
+//! dependency like a crate, but one cargo cannot download itself.
+
+use std::path::Path;
+
+const VERSIONS: &str = "scripts/istio/versions.env";
+const UPSTREAM: &str = ".upstream/istio";
+const CHARTS: &[&str] = &["base", "istio-discovery", "gateway"];
+
+fn main() {
+    let root = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let root = Path::new(&root);
+    let stamp = root.join(UPSTREAM).join("stamp");
+    // fetch.sh replaces the whole directory and writes the stamp last, so the stamp changing is
+    // the charts changing. include_dir does not tell cargo which files it read.
+    println!("cargo::rerun-if-changed={VERSIONS}");
+    println!("cargo::rerun-if-changed={}", stamp.display());
+    match check(root, &stamp) {
+        Ok(version) => {
+            let charts = root.join(UPSTREAM).join("charts");
+            println!("cargo::rustc-env=SMM_ISTIO_CHARTS={}", charts.display());
+            let version = version.strip_prefix('v').unwrap_or(&version);
+            println!("cargo::rustc-env=SMM_ISTIO_CHART_VERSION={version}");
+        }
+        Err(message) => {
+            println!("cargo::error={message}");
+        }
+    }
+}
+
+/// The pinned module version when the fetched charts match it; otherwise the one-line reason.
+fn check(root: &Path, stamp: &Path) -> Result<String, String> {
+    let versions = std::fs::read_to_string(root.join(VERSIONS))
+        .map_err(|error| format!("cannot read {VERSIONS}: {error}"))?;
+    let pinned = value_of(&versions, "ISTIO_MODULE_VERSION")
+        .ok_or_else(|| format!("{VERSIONS} sets no ISTIO_MODULE_VERSION"))?;
+    let missing =
+        || format!("Istio's charts are missing from {UPSTREAM}: run scripts/istio/fetch.sh");
+    let stamp = std::fs::read_to_string(stamp).map_err(|_| missing())?;
+    let fetched = stamp
+        .lines()
+        .find_map(|line| line.strip_prefix("version "))
+        .ok_or_else(missing)?;
+    if fetched != pinned {
+        return Err(format!(
+            "{UPSTREAM} holds istio.io/istio {fetched}, {VERSIONS} pins {pinned}: run scripts/istio/fetch.sh"
+        ));
+    }
+    if CHARTS.iter().any(|chart| {
+        !root
+            .join(UPSTREAM)
+            .join("charts")
+            .join(chart)
+            .join("Chart.yaml")
+            .is_file()
+    }) {
+        return Err(missing());
+    }
+    Ok(pinned.to_owned())
+}
+
+/// The value of `KEY=value` in a shell variables file.
+fn value_of<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|line| line.trim().strip_prefix(key)?.strip_prefix('='))
+        .map(str::trim)
+}
