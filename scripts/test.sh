@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command: installs the tools, starts a private local control plane, runs
-# formatting and lint checks, the unit tests and the end-to-end tests, and stops the plane again,
-# also when something fails. Extra arguments go to `cargo test` (e.g. a test name filter).
+# formatting and lint checks, builds and checks the operator image, runs the unit tests and the
+# end-to-end tests, and stops the plane again, also when something fails. Extra arguments go to
+# `cargo test` (e.g. a test name filter).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -11,7 +12,10 @@ scripts/tools.sh
 # A state directory of its own, so a developer's running plane is neither reused nor stopped.
 state_parent="$(mktemp -d)"
 export SMM_CLUSTER_DIR="$state_parent/cluster"
+image_pid=""
 stop_cluster() {
+	# The image build runs in a process group of its own (below): end it with its cargo.
+	if [[ -n "$image_pid" ]]; then kill -- "-$image_pid" 2>/dev/null || true; fi
 	scripts/cluster.sh down || true
 	rm -rf "$state_parent"
 }
@@ -25,6 +29,23 @@ wait "$build_pid"
 export KUBECONFIG="$kubeconfig"
 export PATH="$root/.tools:$PATH"
 
+# The operator image needs a release build of smm: run it while fmt and clippy run (the release
+# profile has its own build directory and lock), and check the image before the tests, so that
+# cargo test's summary stays the last thing printed. setsid gives it a process group to stop.
+setsid scripts/image.sh >"$state_parent/image.log" 2>&1 &
+image_pid=$!
+
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
+
+if ! wait "$image_pid"; then
+	image_pid=""
+	cat "$state_parent/image.log" >&2
+	echo "test: scripts/image.sh failed" >&2
+	exit 1
+fi
+image_pid=""
+grep '^image: ' "$state_parent/image.log" >&2
+scripts/image-check.sh
+
 cargo test --locked "$@"

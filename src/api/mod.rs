@@ -154,6 +154,19 @@ pub struct ComponentStatus {
     pub last_transition_time: Option<Time>,
     #[serde(default)]
     pub message: Option<String>,
+    /// The digests helm was started with and that are not yet recorded as applied: written
+    /// before helm runs, so a run interrupted between helm and the status write is detected
+    /// (the cluster may hold these, not the recorded ones) and the next run applies again.
+    #[serde(default)]
+    pub attempt: Option<Attempt>,
+}
+
+/// What a run set out to apply.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    pub chart_digest: String,
+    pub values_digest: String,
 }
 
 impl ComponentStatus {
@@ -167,6 +180,7 @@ impl ComponentStatus {
             release: None,
             last_transition_time: None,
             message: None,
+            attempt: None,
         }
     }
 }
@@ -189,6 +203,10 @@ pub enum ComponentPhase {
     Uninstalling,
     Removed,
     Failed,
+    /// A phase this version does not know (written by another version of smm): read, never
+    /// written, so one such ControlPlane does not stop the operator from reading the others.
+    #[serde(other)]
+    Unknown,
 }
 
 impl std::fmt::Display for ComponentPhase {

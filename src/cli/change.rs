@@ -104,7 +104,8 @@ pub async fn reconcile(
     } else {
         WaitPolicy::Until(global.timeout)
     })
-    .with_progress(Arc::new(CliProgress::new(global.no_color)));
+    .with_progress(Arc::new(CliProgress::new(global.no_color)))
+    .with_cancel(super::interrupted());
     let report = session
         .run(control_plane, request, |holder| {
             eprintln!(

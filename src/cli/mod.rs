@@ -20,6 +20,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;
 
@@ -139,6 +140,35 @@ impl Cli {
             Command::Version(args) => version::run(global, args).await,
         }
     }
+}
+
+/// Cancelled when smm gets SIGINT or SIGTERM: the running reconcile stops helm (SIGTERM, then
+/// SIGKILL after a grace period), releases its lease and smm exits non-zero.
+pub fn interrupted() -> CancellationToken {
+    static INTERRUPTED: std::sync::OnceLock<CancellationToken> = std::sync::OnceLock::new();
+    INTERRUPTED
+        .get_or_init(|| {
+            let token = CancellationToken::new();
+            let cancel = token.clone();
+            tokio::spawn(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let (Ok(mut int), Ok(mut term)) = (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) else {
+                    tracing::warn!("cannot listen for signals; SIGINT and SIGTERM end smm at once");
+                    return;
+                };
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+                eprintln!("smm: stopping (stopping helm, releasing the lease)");
+                cancel.cancel();
+            });
+            token
+        })
+        .clone()
 }
 
 /// Prints a serializable result as JSON or YAML; `Text` is each command's own business.

@@ -133,7 +133,8 @@ pub async fn run(
                 catalog.clone(),
                 holder_identity("smm-cli"),
                 global.timeout,
-            );
+            )
+            .with_cancel(super::interrupted());
             let leave = if args.purge {
                 Leave::Nothing { session: &session }
             } else {

@@ -7,19 +7,28 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::{Api, Client};
 use tokio::task::JoinHandle;
 
 /// Where reconcile leases live: a namespace every cluster has.
 pub const LEASE_NAMESPACE: &str = "kube-system";
-/// How long a lease stays valid without renewal.
-const LEASE_DURATION: Duration = Duration::from_secs(30);
-/// How often the holder renews.
-const RENEW_EVERY: Duration = Duration::from_secs(10);
-/// How often a waiter looks again.
-const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// How long a lease stays valid without renewal, as waiters judge it.
+const LEASE_DURATION: Duration = Duration::from_secs(15);
+/// How long a holder keeps trying to renew before it gives the lease up: shorter than the lease
+/// duration, so a holder always knows it lost the lease (and stops) before a waiter may take
+/// it (client-go's leader election uses the same 15 s / 10 s / 2 s).
+const RENEW_DEADLINE: Duration = Duration::from_secs(10);
+/// The longest any one API call may take: a hung call must not stall renewal past the deadline.
+const CALL_TIMEOUT: Duration = Duration::from_secs(4);
+// The holder gives up the lease before any waiter may take it over, and a hung call cannot make
+// it miss that.
+const _: () = assert!(RENEW_DEADLINE.as_secs() < LEASE_DURATION.as_secs());
+const _: () = assert!(CALL_TIMEOUT.as_secs() + RETRY_EVERY.as_secs() < RENEW_DEADLINE.as_secs());
+
+/// How often the holder renews, and a waiter looks again.
+const RETRY_EVERY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -108,19 +117,29 @@ impl LeaseLock {
         };
         let started = tokio::time::Instant::now();
         let mut on_wait = Some(on_wait);
+        let mut seen: Option<Seen> = None;
         loop {
-            let current = api.get_opt(&name).await.map_err(api_error)?;
-            let taken = match current {
-                None => create(&api, &name, holder).await,
-                Some(lease) => match busy_holder(&lease, holder, Timestamp::now()) {
-                    Some(other) => Err(TakeError::HeldBy(other)),
-                    None => take_over(&api, lease, holder).await,
-                },
+            let taken = match within_deadline(api.get_opt(&name)).await {
+                Err(err) => Err(TakeError::Api(err)),
+                Ok(None) => create(&api, &name, holder).await,
+                Ok(Some(lease)) => {
+                    let now = tokio::time::Instant::now();
+                    match busy_holder(&lease, holder, &mut seen, now) {
+                        Some(other) => Err(TakeError::HeldBy(other)),
+                        None => take_over(&api, lease, holder).await,
+                    }
+                }
             };
             match taken {
                 Ok(true) => break,
                 // Lost a race with another taker: look again at once.
                 Ok(false) => continue,
+                // Waiting for as long as it takes (a standby replica) outlasts an API server
+                // outage; a bounded wait reports it.
+                Err(TakeError::Api(source)) if wait.is_none() => {
+                    tracing::warn!(lease = %name, err = %source, "cannot read the lease; trying again");
+                    tokio::time::sleep(RETRY_EVERY).await;
+                }
                 Err(TakeError::Api(source)) => return Err(api_error(source)),
                 Err(TakeError::HeldBy(other)) => {
                     if let Some(wait) = wait.filter(|wait| started.elapsed() >= *wait) {
@@ -164,7 +183,7 @@ impl LeaseLock {
     /// Gives the lease up at once, so a waiter need not wait for it to expire.
     pub async fn release(self) {
         self.renewer.abort();
-        if let Ok(Some(lease)) = self.api.get_opt(&self.name).await {
+        if let Ok(Some(lease)) = within_deadline(self.api.get_opt(&self.name)).await {
             let ours = lease
                 .spec
                 .as_ref()
@@ -178,7 +197,7 @@ impl LeaseLock {
                     }),
                     ..DeleteParams::default()
                 };
-                if let Err(err) = self.api.delete(&self.name, &params).await {
+                if let Err(err) = within_deadline(self.api.delete(&self.name, &params)).await {
                     tracing::warn!(lease = %self.name, %err, "could not release the reconcile lease; it will expire");
                 }
             }
@@ -197,20 +216,57 @@ enum TakeError {
     Api(kube::Error),
 }
 
-/// The other holder of a lease that is still valid at `now`; `None` when it is free for us.
-fn busy_holder(lease: &Lease, us: &str, now: Timestamp) -> Option<String> {
+/// A lease record as a waiter last saw it, and when (by the waiter's own monotonic clock).
+struct Seen {
+    holder: String,
+    renew_time: Option<MicroTime>,
+    resource_version: Option<String>,
+    at: tokio::time::Instant,
+}
+
+/// The other holder of a lease that is still valid; `None` when it is free for us. Validity is
+/// judged as client-go judges it: by how long the record has stayed unchanged on the waiter's
+/// monotonic clock, never by comparing the holder's wall clock with ours (a skewed clock would
+/// let a lease be taken from a live holder, or keep a dead holder's lease valid).
+fn busy_holder(
+    lease: &Lease,
+    us: &str,
+    seen: &mut Option<Seen>,
+    now: tokio::time::Instant,
+) -> Option<String> {
     let spec = lease.spec.as_ref()?;
     let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty())?;
     if holder == us {
         return None;
     }
-    let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref())?;
-    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(0));
-    let expires = renewed
-        .0
-        .checked_add(SignedDuration::from_secs(duration))
-        .ok()?;
-    (expires > now).then(|| holder.to_owned())
+    let unchanged = seen.as_ref().is_some_and(|s| {
+        s.holder == holder
+            && s.renew_time == spec.renew_time
+            && s.resource_version == lease.metadata.resource_version
+    });
+    if !unchanged {
+        *seen = Some(Seen {
+            holder: holder.to_owned(),
+            renew_time: spec.renew_time.clone(),
+            resource_version: lease.metadata.resource_version.clone(),
+            at: now,
+        });
+    }
+    let valid_for = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(0).max(0) as u64);
+    let since = seen.as_ref().map(|s| s.at).unwrap_or(now);
+    (now.duration_since(since) < valid_for).then(|| holder.to_owned())
+}
+
+/// Runs one API call, failing it when it takes longer than [`CALL_TIMEOUT`].
+async fn within_deadline<T>(
+    call: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, kube::Error> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(result) => result,
+        Err(_) => Err(kube::Error::Service(
+            format!("no answer within {}s", CALL_TIMEOUT.as_secs()).into(),
+        )),
+    }
 }
 
 fn held_spec(holder: &str, transitions: i32) -> LeaseSpec {
@@ -230,7 +286,7 @@ async fn create(api: &Api<Lease>, name: &str, holder: &str) -> Result<bool, Take
     let mut lease = Lease::default();
     lease.metadata.name = Some(name.to_owned());
     lease.spec = Some(held_spec(holder, 0));
-    match api.create(&PostParams::default(), &lease).await {
+    match within_deadline(api.create(&PostParams::default(), &lease)).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
         Err(err) => Err(TakeError::Api(err)),
@@ -246,44 +302,48 @@ async fn take_over(api: &Api<Lease>, mut lease: Lease, holder: &str) -> Result<b
         .unwrap_or(0);
     lease.spec = Some(held_spec(holder, transitions + 1));
     let name = lease.metadata.name.clone().unwrap_or_default();
-    match api.replace(&name, &PostParams::default(), &lease).await {
+    match within_deadline(api.replace(&name, &PostParams::default(), &lease)).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
         Err(err) => Err(TakeError::Api(err)),
     }
 }
 
-/// Renews every [`RENEW_EVERY`] until the lease is lost, then says so and stops.
+/// Renews every [`RETRY_EVERY`] until the lease is lost, then says so and stops. The lease
+/// is lost when another holder took it, or when no renewal has succeeded within
+/// [`RENEW_DEADLINE`] of the start of the last one that did (measured from its start: the
+/// record it wrote is as old as that).
 async fn renew(
     api: Api<Lease>,
     name: String,
     holder: String,
     lost: tokio::sync::watch::Sender<bool>,
 ) {
-    let mut last_renewed = tokio::time::Instant::now();
+    let mut last_success_started = tokio::time::Instant::now();
     loop {
-        tokio::time::sleep(RENEW_EVERY).await;
+        tokio::time::sleep(RETRY_EVERY).await;
+        let attempt_started = tokio::time::Instant::now();
         let attempt = async {
-            let mut lease = api.get(&name).await?;
+            let mut lease = within_deadline(api.get(&name)).await?;
             let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
             if spec.holder_identity.as_deref() != Some(holder.as_str()) {
                 return Ok(false);
             }
             spec.renew_time = Some(MicroTime(Timestamp::now()));
-            api.replace(&name, &PostParams::default(), &lease).await?;
+            within_deadline(api.replace(&name, &PostParams::default(), &lease)).await?;
             Ok::<_, kube::Error>(true)
         };
         match attempt.await {
-            Ok(true) => last_renewed = tokio::time::Instant::now(),
+            Ok(true) => last_success_started = attempt_started,
             Ok(false) => {
                 tracing::warn!(lease = %name, %holder, "lease taken over by another holder");
                 break;
             }
-            Err(err) if last_renewed.elapsed() < LEASE_DURATION => {
+            Err(err) if last_success_started.elapsed() < RENEW_DEADLINE => {
                 tracing::warn!(lease = %name, %holder, %err, "could not renew the lease; retrying");
             }
             Err(err) => {
-                tracing::error!(lease = %name, %holder, %err, "lease expired while it could not be renewed");
+                tracing::error!(lease = %name, %holder, %err, "could not renew the lease in time; giving it up");
                 break;
             }
         }
@@ -295,16 +355,18 @@ async fn renew(
 mod tests {
     use super::*;
 
-    fn lease(holder: &str, renewed_at: i64, duration: i32) -> Lease {
-        Lease {
+    fn lease(holder: &str, renewed_at: i64, version: &str) -> Lease {
+        let mut lease = Lease {
             spec: Some(LeaseSpec {
                 holder_identity: Some(holder.to_owned()),
                 renew_time: Some(MicroTime(Timestamp::from_second(renewed_at).unwrap())),
-                lease_duration_seconds: Some(duration),
+                lease_duration_seconds: Some(15),
                 ..LeaseSpec::default()
             }),
             ..Lease::default()
-        }
+        };
+        lease.metadata.resource_version = Some(version.to_owned());
+        lease
     }
 
     #[test]
@@ -317,21 +379,49 @@ mod tests {
         assert_eq!(parts[2], std::process::id().to_string());
     }
 
+    /// Findings H1/M14: expiry is judged on the waiter's monotonic clock from the moment the
+    /// record last changed, whatever time the holder wrote into it.
     #[test]
-    fn a_lease_is_busy_only_while_another_holder_keeps_it_fresh() {
-        let at = |second| Timestamp::from_second(second).unwrap();
-        let held = lease("other", 1_000, 30);
+    fn a_lease_expires_by_the_waiters_clock_after_it_stops_changing() {
+        let start = tokio::time::Instant::now();
+        let at = |seconds| start + Duration::from_secs(seconds);
+        let mut seen = None;
+        // A renew time far in the past (a holder whose clock is behind) is still fresh: it was
+        // only just seen.
+        let held = lease("other", 1_000, "1");
         assert_eq!(
-            busy_holder(&held, "me", at(1_010)),
+            busy_holder(&held, "me", &mut seen, at(0)),
             Some("other".to_owned())
         );
-        assert_eq!(busy_holder(&held, "me", at(1_031)), None, "expired");
-        assert_eq!(busy_holder(&held, "other", at(1_010)), None, "our own");
         assert_eq!(
-            busy_holder(&lease("", 1_000, 30), "me", at(1_010)),
+            busy_holder(&held, "me", &mut seen, at(14)),
+            Some("other".to_owned())
+        );
+        // Renewed: the clock starts again.
+        let renewed = lease("other", 1_002, "2");
+        assert_eq!(
+            busy_holder(&renewed, "me", &mut seen, at(14)),
+            Some("other".to_owned())
+        );
+        assert_eq!(
+            busy_holder(&renewed, "me", &mut seen, at(28)),
+            Some("other".to_owned())
+        );
+        assert_eq!(
+            busy_holder(&renewed, "me", &mut seen, at(30)),
+            None,
+            "expired"
+        );
+        assert_eq!(
+            busy_holder(&renewed, "other", &mut None, at(0)),
+            None,
+            "our own"
+        );
+        assert_eq!(
+            busy_holder(&lease("", 1_000, "3"), "me", &mut None, at(0)),
             None,
             "released"
         );
-        assert_eq!(busy_holder(&Lease::default(), "me", at(1_010)), None);
+        assert_eq!(busy_holder(&Lease::default(), "me", &mut None, at(0)), None);
     }
 }

@@ -477,7 +477,7 @@ fn phase_of(enabled: bool, recorded: Option<&ComponentStatus>) -> (String, Tone)
             Tone::Busy
         }
         ComponentPhase::Failed => Tone::Bad,
-        ComponentPhase::Removed => Tone::Off,
+        ComponentPhase::Removed | ComponentPhase::Unknown => Tone::Off,
     };
     (recorded.phase.to_string(), tone)
 }

@@ -4,6 +4,8 @@
 //! stop the whole run (the status cannot be written, releases cannot be read) are
 //! [`EngineError`]s.
 
+use std::time::Duration;
+
 use tracing::Instrument;
 
 use super::decide::{Decision, Operation, Reason, decide};
@@ -17,7 +19,7 @@ use crate::cluster::workloads::{Readiness, WorkloadState};
 use crate::desired::resolve::DesiredComponent;
 use crate::helm::chart::ChartError;
 use crate::helm::release::{self, ObservedRelease, ObservedReleases, ReleaseRef, ReleaseState};
-use crate::helm::{Helm, HelmError};
+use crate::helm::{Helm, HelmError, STOP_GRACE};
 use crate::mesh::catalog::ComponentContext;
 
 /// Why one component's step failed; its message is what `smm status` shows.
@@ -76,8 +78,64 @@ impl Engine {
         })
     }
 
-    /// Runs one component's step and records how it ended.
+    /// A pending release is recovered only once no earlier helm can still be writing it. We
+    /// hold the ControlPlane's lease, so its earlier holder lost it; a holder that loses its
+    /// lease stops its helm (SIGTERM, SIGKILL after [`STOP_GRACE`]), and helm dies with a
+    /// holder that dies. So a record older than that grace (and a little more) is abandoned;
+    /// a younger one is left alone a moment longer.
+    async fn too_fresh_to_recover(
+        &self,
+        wanted: &DesiredComponent<'_>,
+        release: &ObservedRelease,
+    ) -> Result<Option<String>, EngineError> {
+        let quiet = STOP_GRACE + Duration::from_secs(5);
+        let written = release::written_at(&self.client, &wanted.release, release.revision)
+            .await
+            .map_err(EngineError::Record)?;
+        let Some(written) = written else {
+            return Ok(None);
+        };
+        let age = k8s_openapi::jiff::Timestamp::now().duration_since(written);
+        let age = age.unsigned_abs();
+        Ok((age < quiet).then(|| {
+            format!(
+                "release {} {} for {}s; recovering it once no earlier helm can still be writing it",
+                wanted.release,
+                release.state,
+                age.as_secs()
+            )
+        }))
+    }
+
+    /// Runs one component's step and records how it ended. An error that stops this step
+    /// (its status cannot be written, helm's records cannot be read) fails this component
+    /// only: the others go on and the run's conditions are still made current.
     pub(super) async fn step(
+        &self,
+        wanted: &DesiredComponent<'_>,
+        spec: &ControlPlaneSpec,
+        observed: &ObservedReleases,
+        writer: &StatusWriter,
+    ) -> ComponentReport {
+        match self.try_step(wanted, spec, observed, writer).await {
+            Ok(report) => report,
+            Err(err) => {
+                tracing::warn!(component = wanted.name(), %err, "step failed");
+                let outcome = Outcome::Failed(err.to_string());
+                if let Some(progress) = &self.progress {
+                    progress.finished(wanted.name(), &outcome);
+                }
+                ComponentReport {
+                    name: wanted.name().to_owned(),
+                    action: Operation::Nothing,
+                    reason: "error".to_owned(),
+                    outcome,
+                }
+            }
+        }
+    }
+
+    async fn try_step(
         &self,
         wanted: &DesiredComponent<'_>,
         spec: &ControlPlaneSpec,
@@ -109,6 +167,13 @@ impl Engine {
                 return Ok(Ok(Outcome::Waiting(format!(
                     "waiting for {dependency} to be available"
                 ))));
+            }
+            let resolves_pending =
+                matches!(decision.action, Operation::Recover | Operation::Uninstall);
+            if let Some(release) = release.filter(|r| resolves_pending && r.state.is_pending())
+                && let Some(wait) = self.too_fresh_to_recover(wanted, release).await?
+            {
+                return Ok(Ok(Outcome::Waiting(wait)));
             }
             if let Some(previous) = moved_release(recorded.as_ref(), wanted, observed) {
                 match self.remove_moved(wanted, spec, &previous, writer).await? {
@@ -210,7 +275,7 @@ impl Engine {
                 }
             };
         }
-        writer.progressing(name, phase, None).await?;
+        writer.attempting(wanted, phase).await?;
         let release_state = release.map(|r| &r.state);
         if let Err(err) = run_helm(&self.helm, wanted, operation, release_state).await {
             return Ok(Err(err));
@@ -362,10 +427,13 @@ async fn run_helm(
     release_state: Option<&ReleaseState>,
 ) -> Result<(), ComponentError> {
     if operation == Operation::Recover {
-        // A pending install has nothing to go back to; anything else returns to the last good
-        // revision. Either way helm accepts the release again afterwards.
+        // A pending install has nothing to go back to, and an interrupted uninstall is finished
+        // rather than undone (a rollback fails when no earlier revision is left); anything else
+        // returns to the last good revision.
         match release_state {
-            Some(ReleaseState::PendingInstall) => helm.uninstall(&wanted.release, false).await,
+            Some(ReleaseState::PendingInstall | ReleaseState::Uninstalling) => {
+                helm.uninstall(&wanted.release, false).await
+            }
             _ => helm.rollback(&wanted.release).await,
         }
         .map_err(ComponentError::Recover)?;

@@ -48,6 +48,9 @@ pub enum Reason {
     ValuesChanged,
     /// The release exists but smm has no record of what it applied (e.g. status was lost).
     NotRecorded,
+    /// A run started helm and stopped before recording the outcome: the release may hold what
+    /// that run applied, whatever the record says.
+    Interrupted,
     LastAttemptFailed,
     Stuck(ReleaseState),
     Disabled,
@@ -64,6 +67,7 @@ impl std::fmt::Display for Reason {
             Reason::ChartChanged => f.write_str("chart digest changed"),
             Reason::ValuesChanged => f.write_str("values changed"),
             Reason::NotRecorded => f.write_str("no record of the applied chart and values"),
+            Reason::Interrupted => f.write_str("an earlier run was interrupted while applying"),
             Reason::LastAttemptFailed => f.write_str("last attempt failed"),
             Reason::Stuck(state) => write!(f, "release stuck in {state}"),
             Reason::Disabled => f.write_str("disabled"),
@@ -135,6 +139,9 @@ pub fn decide(
             || status.is_some_and(|s| s.phase == ComponentPhase::Failed) =>
         {
             decision(Operation::Upgrade, Reason::LastAttemptFailed)
+        }
+        _ if status.is_some_and(|s| s.attempt.is_some()) => {
+            decision(Operation::Upgrade, Reason::Interrupted)
         }
         _ => decision(Operation::Nothing, Reason::UpToDate),
     }
@@ -246,6 +253,24 @@ mod tests {
         assert_eq!(
             (d.action, d.reason),
             (Operation::Nothing, Reason::AlreadyRemoved)
+        );
+    }
+
+    /// Finding H3: helm applied V2, the run died before recording it, the spec went back to
+    /// V1. The record says V1 and so does the spec, but the attempt left behind says the
+    /// cluster may hold V2: upgrade.
+    #[test]
+    fn an_interrupted_attempt_is_applied_again_even_when_the_spec_is_reverted() {
+        let mut interrupted = status(ComponentPhase::Upgrading, "sha256:c1", "sha256:v1");
+        interrupted.attempt = Some(crate::api::Attempt {
+            chart_digest: "sha256:c1".to_owned(),
+            values_digest: "sha256:v2".to_owned(),
+        });
+        let deployed = release(ReleaseState::Deployed);
+        let d = decide(WANTED, Some(&interrupted), Some(&deployed));
+        assert_eq!(
+            (d.action, d.reason),
+            (Operation::Upgrade, Reason::Interrupted)
         );
     }
 

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::{Api, Client};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub use component::ComponentError;
@@ -55,6 +56,8 @@ pub enum EngineError {
     Observe(#[source] kube::Error),
     #[error(transparent)]
     Record(release::RecordError),
+    #[error("reconcile of ControlPlane {name} stopped before it finished: {why}")]
+    Cancelled { name: String, why: String },
     #[error("cannot write the status of ControlPlane {name}: {source}")]
     Status {
         name: String,
@@ -90,6 +93,30 @@ impl Scope {
             Scope::All => true,
             Scope::Only(names) => names.contains(name),
         }
+    }
+}
+
+/// The component that keeps `wanted` from being acted on in this run: for an install, a
+/// dependency that failed; for a removal, a dependent whose removal failed (removing what it
+/// still uses would break it).
+fn blocker(
+    wanted: &DesiredComponent<'_>,
+    removing: bool,
+    in_scope: &[&DesiredComponent<'_>],
+    failed: &BTreeSet<&'static str>,
+) -> Option<&'static str> {
+    if removing {
+        in_scope
+            .iter()
+            .find(|d| failed.contains(d.name()) && d.component.depends_on.contains(&wanted.name()))
+            .map(|d| d.name())
+    } else {
+        wanted
+            .component
+            .depends_on
+            .iter()
+            .copied()
+            .find(|dependency| failed.contains(dependency))
     }
 }
 
@@ -129,12 +156,19 @@ impl Default for EngineSettings {
     }
 }
 
+#[derive(Clone)]
 pub struct Engine {
     client: Client,
     helm: Helm,
     catalog: Arc<Catalog>,
     settings: EngineSettings,
     progress: Option<Arc<dyn Progress>>,
+    /// Cancelled when the run must stop at once (the lease was lost, the CLI was interrupted):
+    /// helm is told to stop and the engine stops.
+    cancel: CancellationToken,
+    /// Cancelled when the run should stop at the next component boundary, letting a running
+    /// helm finish (the operator shutting down).
+    stop: CancellationToken,
 }
 
 impl Engine {
@@ -150,7 +184,38 @@ impl Engine {
             catalog,
             settings,
             progress: None,
+            cancel: CancellationToken::new(),
+            stop: CancellationToken::new(),
         }
+    }
+
+    /// Stops runs at once when `cancel` is cancelled: helm is stopped (see
+    /// [`Helm::with_cancel`]) and no further component is touched.
+    pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
+        self.helm = self.helm.with_cancel(cancel.clone());
+        self.cancel = cancel;
+        self
+    }
+
+    /// Stops runs at the next component boundary when `stop` is cancelled.
+    pub fn with_stop(mut self, stop: CancellationToken) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// Fails when the run must not go on.
+    fn check_going(&self, name: &str) -> Result<(), EngineError> {
+        let why = if self.cancel.is_cancelled() {
+            "told to stop at once"
+        } else if self.stop.is_cancelled() {
+            "shutting down"
+        } else {
+            return Ok(());
+        };
+        Err(EngineError::Cancelled {
+            name: name.to_owned(),
+            why: why.to_owned(),
+        })
     }
 
     pub fn with_progress(mut self, progress: Arc<dyn Progress>) -> Self {
@@ -257,8 +322,16 @@ impl Engine {
                 entry.values_override = None;
             }
         }
-        let desired = self.resolve(name, &spec)?;
         let writer = StatusWriter::new(api, &control_plane);
+        let desired = match self.resolve(name, &spec) {
+            Ok(desired) => desired,
+            Err(err) => {
+                // Visible where users look (kubectl, Argo CD), not only in a log: the operator
+                // has no terminal to print it to.
+                writer.rejected(&err.to_string()).await?;
+                return Err(err);
+            }
+        };
         let in_scope = scope.select(&desired);
 
         let mut report = ReconcileReport {
@@ -269,9 +342,20 @@ impl Engine {
         };
         let started = tokio::time::Instant::now();
         let mut rounds = 0;
+        // Components that failed in this run are not tried again in it (a retry would meet the
+        // same cause, each time holding the lease as long as helm's timeout), and what depends
+        // on them is blocked: reported failed, left untouched.
+        let mut failed: BTreeSet<&'static str> = BTreeSet::new();
+        let mut fatal = None;
         let end = loop {
             rounds += 1;
-            let observed = self.observe(&in_scope).await?;
+            let observed = match self.observe(&in_scope).await {
+                Ok(observed) => observed,
+                Err(err) => {
+                    fatal = Some(err);
+                    break RunEnd::Waiting;
+                }
+            };
             let mut waiting = false;
             let mut acted = false;
             // Dependents go before what they depend on when removing, after it when installing;
@@ -283,13 +367,39 @@ impl Engine {
                 .copied()
                 .collect();
             let installs: Vec<_> = in_scope.iter().filter(|d| d.enabled).copied().collect();
-            for wave in graph::waves(&removals, true)
+            let waves = graph::waves(&removals, true)
                 .into_iter()
-                .chain(graph::waves(&installs, false))
-            {
+                .map(|wave| (wave, true))
+                .chain(
+                    graph::waves(&installs, false)
+                        .into_iter()
+                        .map(|w| (w, false)),
+                );
+            for (wave, removing) in waves {
+                self.check_going(name)?;
+                let mut runnable = Vec::new();
+                for wanted in wave {
+                    if failed.contains(wanted.name()) {
+                        continue;
+                    }
+                    match blocker(wanted, removing, &in_scope, &failed) {
+                        Some(blocker) => {
+                            failed.insert(wanted.name());
+                            report.record(report::ComponentReport {
+                                name: wanted.name().to_owned(),
+                                action: Operation::Nothing,
+                                reason: format!("blocked by {blocker}"),
+                                outcome: Outcome::Failed(format!(
+                                    "blocked by {blocker}, which failed in this run"
+                                )),
+                            });
+                        }
+                        None => runnable.push(wanted),
+                    }
+                }
                 // Futures made up front: a mapping closure here trips the compiler's Send
                 // analysis of the operator's reconcile future.
-                let pending: Vec<_> = wave
+                let pending: Vec<_> = runnable
                     .into_iter()
                     .map(|wanted| self.step(wanted, &spec, &observed, &writer))
                     .collect();
@@ -298,9 +408,13 @@ impl Engine {
                     .collect()
                     .await;
                 for step in results {
-                    let step = step?;
                     waiting |= matches!(step.outcome, Outcome::Waiting(_));
                     acted |= step.action != Operation::Nothing;
+                    if matches!(step.outcome, Outcome::Failed(_))
+                        && let Some(wanted) = in_scope.iter().find(|d| d.name() == step.name)
+                    {
+                        failed.insert(wanted.name());
+                    }
                     report.record(step);
                 }
             }
@@ -326,8 +440,12 @@ impl Engine {
                 .unwrap_or(usize::MAX)
         });
         report.rounds = rounds;
+        // The conditions are made current whatever happened above.
         report.ready = writer.finish(&desired, end).await?;
-        Ok(report)
+        match fatal {
+            Some(err) => Err(err),
+            None => Ok(report),
+        }
     }
 
     /// The wait is over: every component still waiting is Failed, with what it waited for.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Client;
+use tokio_util::sync::CancellationToken;
 
 use super::report::{Progress, ReconcileReport};
 use super::{Engine, EngineError, EngineSettings, Scope, WaitPolicy};
@@ -35,6 +36,11 @@ pub enum SessionError {
     },
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(
+        "lost the reconcile lease of ControlPlane {name} (another holder took it, or it could \
+         not be renewed in time); stopped, helm included"
+    )]
+    LeaseLost { name: String },
 }
 
 /// An edit of the stored spec (or of a new one when none is stored) that returns the
@@ -66,6 +72,9 @@ pub struct Session {
     catalog: Arc<Catalog>,
     holder: String,
     lease_wait: Duration,
+    /// Cancelled to stop every run at once (the CLI interrupted); each run also stops at once
+    /// when it loses its lease.
+    cancel: CancellationToken,
 }
 
 impl Session {
@@ -90,7 +99,21 @@ impl Session {
             catalog,
             holder,
             lease_wait,
+            cancel: CancellationToken::new(),
         }
+    }
+
+    /// Runs stop at once, helm included, when `cancel` is cancelled.
+    pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// Runs stop at the next component boundary when `stop` is cancelled, letting a running
+    /// helm finish.
+    pub fn with_stop(mut self, stop: CancellationToken) -> Self {
+        self.engine = self.engine.with_stop(stop);
+        self
     }
 
     /// How runs wait for components to become ready (default: up to 5 minutes).
@@ -121,15 +144,29 @@ impl Session {
         if let Request::Replace(spec) = request {
             self.check(name, spec)?;
         }
-        let lock =
+        let mut lock =
             reconcile_lock(&self.client, name, &self.holder, self.lease_wait, on_wait).await?;
-        let result = self.run_locked(name, request).await;
+        // Losing the lease stops this run at once: another holder may already be at work.
+        let cancel = self.cancel.child_token();
+        let engine = self.engine.clone().with_cancel(cancel.clone());
+        let run = self.run_locked(&engine, name, request);
+        tokio::pin!(run);
+        let result = tokio::select! {
+            result = &mut run => result,
+            () = lock.lost() => {
+                cancel.cancel();
+                // Wait for helm to stop before returning: nothing of ours may go on writing.
+                let _ = run.await;
+                Err(SessionError::LeaseLost { name: name.to_owned() })
+            }
+        };
         lock.release().await;
         result
     }
 
     async fn run_locked(
         &self,
+        engine: &Engine,
         name: &str,
         request: Request<'_>,
     ) -> Result<ReconcileReport, SessionError> {
@@ -149,9 +186,9 @@ impl Session {
                 control_plane::store(&self.client, name, &spec).await?;
                 Scope::Only(scope)
             }
-            Request::RemoveAll => return Ok(self.engine.remove_all(name).await?),
+            Request::RemoveAll => return Ok(engine.remove_all(name).await?),
         };
-        Ok(self.engine.reconcile(name, &scope).await?)
+        Ok(engine.reconcile(name, &scope).await?)
     }
 
     fn check(&self, name: &str, spec: &ControlPlaneSpec) -> Result<(), SessionError> {

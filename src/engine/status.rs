@@ -15,8 +15,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::EngineError;
 use crate::api::{
-    ChartRef, ComponentPhase, ComponentStatus, ControlPlane, ControlPlaneStatus, ReleaseStatus,
-    condition, remove_condition, set_condition,
+    Attempt, ChartRef, ComponentPhase, ComponentStatus, ControlPlane, ControlPlaneStatus,
+    ReleaseStatus, condition, remove_condition, set_condition,
 };
 use crate::desired::resolve::DesiredComponent;
 
@@ -96,6 +96,25 @@ impl StatusWriter {
         status.phase = phase;
         status.message = message;
         self.set_component(name, status).await
+    }
+
+    /// helm is about to apply `wanted`'s chart and values: recorded first, so that a run
+    /// interrupted before [`Self::applied`] is detected by the next one.
+    pub async fn attempting(
+        &self,
+        wanted: &DesiredComponent<'_>,
+        phase: ComponentPhase,
+    ) -> Result<(), EngineError> {
+        let mut status = self
+            .component(wanted.name())
+            .unwrap_or_else(|| ComponentStatus::with_phase(phase));
+        status.phase = phase;
+        status.message = None;
+        status.attempt = Some(Attempt {
+            chart_digest: wanted.chart_digest.clone(),
+            values_digest: wanted.values_digest.clone(),
+        });
+        self.set_component(wanted.name(), status).await
     }
 
     /// helm applied `wanted`'s chart and values as `revision`: these digests are now the record
@@ -203,6 +222,34 @@ impl StatusWriter {
         };
         self.patch(json!({"status": {"conditions": conditions}}))
             .await
+    }
+
+    /// The spec cannot be applied: Ready=False and Stalled=True with reason InvalidSpec, for
+    /// this generation. Nothing else changes.
+    pub async fn rejected(&self, message: &str) -> Result<(), EngineError> {
+        let time = now();
+        let mut next = self.current().clone();
+        let conditions = &mut next.conditions;
+        for (type_, status) in [(condition::READY, false), (condition::STALLED, true)] {
+            set_condition(
+                conditions,
+                type_,
+                status,
+                "InvalidSpec",
+                message,
+                self.generation,
+                &time,
+            );
+        }
+        remove_condition(conditions, condition::RECONCILING);
+        next.observed_generation = self.generation;
+        self.patch(json!({"status": {
+            "conditions": next.conditions,
+            "observedGeneration": next.observed_generation,
+        }}))
+        .await?;
+        *self.current() = next;
+        Ok(())
     }
 
     /// Sets the final conditions and returns whether the ControlPlane is Ready.

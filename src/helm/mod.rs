@@ -6,4 +6,6 @@ pub mod release;
 pub mod render;
 mod runner;
 
-pub use runner::{HELM_ENV, Helm, HelmBinary, HelmError, HelmSource, HelmVersion};
+pub use runner::{
+    HELM_ENV, Helm, HelmBinary, HelmError, HelmSource, HelmVersion, KILL_GRACE, STOP_GRACE,
+};

@@ -186,6 +186,19 @@ pub async fn missing_objects(
     Ok(missing)
 }
 
+/// When helm last wrote a release revision's record (`info.last_deployed`, which helm sets when
+/// an operation starts), if it says.
+pub async fn written_at(
+    client: &Client,
+    release: &ReleaseRef,
+    revision: i64,
+) -> Result<Option<k8s_openapi::jiff::Timestamp>, RecordError> {
+    let record = read_record(client, release, revision).await?;
+    Ok(record["info"]["last_deployed"]
+        .as_str()
+        .and_then(|at| at.parse().ok()))
+}
+
 /// The Deployments, StatefulSets, DaemonSets and Jobs of a release revision's manifest: what a
 /// component waits for before it is Available. (Hooks are not in the manifest; helm itself
 /// waits for hook Jobs.)

@@ -16,6 +16,7 @@ use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
+use tokio_util::sync::CancellationToken;
 
 use super::events::EventProgress;
 use super::http::{self, Health};
@@ -23,7 +24,7 @@ use crate::api::ControlPlane;
 use crate::cluster::lease::{LeaseLock, LockError};
 use crate::dashboard::{self, Access, Dashboard};
 use crate::engine::session::{Request, Session, SessionError};
-use crate::engine::{Engine, EngineSettings, WaitPolicy};
+use crate::engine::{Engine, EngineError, EngineSettings, WaitPolicy};
 use crate::helm::Helm;
 use crate::mesh::catalog::Catalog;
 
@@ -46,8 +47,6 @@ pub enum OperatorError {
     Session(Box<SessionError>),
     #[error("component(s) failed: {0}")]
     ComponentsFailed(String),
-    #[error("lost the leader lease; stopping so that another replica takes over")]
-    LostLeadership,
     #[error("cannot serve the health and metrics endpoints on {address}: {source}")]
     Http {
         address: SocketAddr,
@@ -97,10 +96,16 @@ struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Engine progress as Events, per ControlPlane.
     progress: Mutex<HashMap<String, Arc<EventProgress>>>,
+    /// Cancelled when this replica's leadership ended: reconciles stop at once, helm included.
+    lost: CancellationToken,
+    /// Cancelled on shutdown: reconciles stop at the next component boundary.
+    stopping: CancellationToken,
 }
 
-/// Runs until a shutdown signal, or until leadership is lost (an error: the process should exit
-/// and be restarted as a standby).
+/// Runs until a shutdown signal (SIGTERM or SIGINT). A replica leads (a Lease) before it
+/// reconciles; one that loses the lease stops its reconciles at once, helm included, and stands
+/// by again. On shutdown it starts no further component and lets a running helm finish (the
+/// pod's termination grace period covers that).
 pub async fn run(
     client: Client,
     helm: Helm,
@@ -109,44 +114,84 @@ pub async fn run(
 ) -> Result<(), OperatorError> {
     let health = Arc::new(Health::default());
     let address = options.listen;
-    let server = tokio::spawn(http::serve(address, health.clone()));
+    let mut server = tokio::spawn(http::serve(address, health.clone()));
     if let Some(address) = options.dashboard {
         serve_dashboard(address, &client, &helm, &catalog).await?;
     }
-
-    tracing::info!(identity = %options.identity, "waiting to become the leader");
-    let mut leader = LeaseLock::acquire(
-        &client,
-        &options.leader_namespace,
-        LEADER_LEASE,
-        &options.identity,
-        None,
-        |holder| tracing::info!(%holder, "another replica leads; standing by"),
-    )
-    .await?;
-    tracing::info!("leading: reconciling ControlPlanes");
-    health.set_leading();
-
+    let stopping = shutdown_signal();
     let reporter = Reporter {
         controller: "smm-operator".to_owned(),
         instance: Some(options.identity.clone()),
     };
-    let context = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
-        client: client.clone(),
-        helm,
-        catalog,
-        health,
-        options,
-        failures: Mutex::default(),
-        progress: Mutex::default(),
-    });
+    let recorder = Recorder::new(client.clone(), reporter);
+    loop {
+        tracing::info!(identity = %options.identity, "waiting to become the leader");
+        let acquire = LeaseLock::acquire(
+            &client,
+            &options.leader_namespace,
+            LEADER_LEASE,
+            &options.identity,
+            None,
+            |holder| tracing::info!(%holder, "another replica leads; standing by"),
+        );
+        let mut leader = tokio::select! {
+            leader = acquire => leader?,
+            () = stopping.cancelled() => return Ok(()),
+            served = &mut server => return served_outcome(served, address),
+        };
+        tracing::info!("leading: reconciling ControlPlanes");
+        health.set_leading(true);
+        // Cancelled when this term of leadership ends without a shutdown: helm is stopped.
+        let lost = CancellationToken::new();
+        let context = Arc::new(Context {
+            recorder: recorder.clone(),
+            client: client.clone(),
+            helm: helm.clone(),
+            catalog: catalog.clone(),
+            health: health.clone(),
+            options: options.clone(),
+            failures: Mutex::default(),
+            progress: Mutex::default(),
+            lost: lost.clone(),
+            stopping: stopping.clone(),
+        });
+        let controller = controller(&client, context, stopping.clone(), lost.clone());
+        tokio::pin!(controller);
+        let lost_leadership = tokio::select! {
+            () = &mut controller => false,
+            () = leader.lost() => {
+                tracing::warn!("lost the leader lease; stopping reconciles");
+                lost.cancel();
+                controller.await;
+                true
+            }
+            served = &mut server => {
+                leader.release().await;
+                return served_outcome(served, address);
+            }
+        };
+        leader.release().await;
+        health.set_leading(false);
+        if !lost_leadership {
+            return Ok(());
+        }
+    }
+}
+
+/// The controller over ControlPlanes for one term of leadership; it ends on shutdown or when
+/// the term ends, once its running reconciles returned.
+fn controller(
+    client: &Client,
+    context: Arc<Context>,
+    stopping: CancellationToken,
+    lost: CancellationToken,
+) -> impl std::future::Future<Output = ()> {
     let control_planes: Api<ControlPlane> = Api::all(client.clone());
     let controller = Controller::new(control_planes, watcher::Config::default());
     let store = controller.store();
-    let controller = controller
+    controller
         .watches(
-            Api::<Deployment>::all(client),
+            Api::<Deployment>::all(client.clone()),
             watcher::Config::default().labels(WATCHED_LABEL),
             // Any change to a deployed workload may be drift in any ControlPlane.
             move |_| {
@@ -158,24 +203,51 @@ pub async fn run(
             },
         )
         .trigger_backoff(WatchRetry::default())
-        .shutdown_on_signal()
+        .graceful_shutdown_on(async move {
+            tokio::select! {
+                () = stopping.cancelled() => {}
+                () = lost.cancelled() => {}
+            }
+        })
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
             if let Err(err) = result {
                 tracing::warn!(%err, "reconcile failed");
             }
-        });
+        })
+}
 
-    let outcome = tokio::select! {
-        () = controller => Ok(()),
-        () = leader.lost() => Err(OperatorError::LostLeadership),
-        served = server => match served {
-            Ok(Err(source)) => Err(OperatorError::Http { address, source }),
-            _ => Ok(()),
-        },
-    };
-    leader.release().await;
-    outcome
+/// Cancelled on SIGTERM or SIGINT.
+fn shutdown_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            tracing::warn!("cannot listen for signals");
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down: no further component is started");
+        cancel.cancel();
+    });
+    token
+}
+
+fn served_outcome(
+    served: Result<std::io::Result<()>, tokio::task::JoinError>,
+    address: SocketAddr,
+) -> Result<(), OperatorError> {
+    match served {
+        Ok(Err(source)) => Err(OperatorError::Http { address, source }),
+        _ => Ok(()),
+    }
 }
 
 /// Serves the dashboard on every replica (it only reads, so standbys serve it too). Bound before
@@ -316,7 +388,9 @@ impl Context {
             Duration::from_secs(60),
         )
         .with_wait(WaitPolicy::Requeue)
-        .with_progress(progress);
+        .with_cancel(self.lost.clone())
+        .with_stop(self.stopping.clone())
+        .with_progress(progress.clone());
         let request = match goal {
             Goal::Apply => Request::Stored,
             Goal::Cleanup => Request::RemoveAll,
@@ -326,6 +400,9 @@ impl Context {
                 tracing::info!(control_plane = %name, %holder, "waiting for another reconcile")
             })
             .await;
+        if let Err(SessionError::Engine(err @ EngineError::Spec { .. })) = &result {
+            progress.rejected(&err.to_string());
+        }
 
         let metrics = &self.health.metrics;
         metrics.record_helm_processes(self.helm.processes_spawned());

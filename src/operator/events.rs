@@ -44,6 +44,13 @@ impl EventProgress {
     }
 }
 
+impl EventProgress {
+    /// The ControlPlane's spec was refused: a Warning Event that says why.
+    pub(super) fn rejected(&self, message: &str) {
+        self.publish(EventType::Warning, "InvalidSpec", message.to_owned());
+    }
+}
+
 impl Progress for EventProgress {
     fn started(&self, component: &str, action: Operation, reason: &str) {
         self.actions

@@ -23,8 +23,8 @@ pub struct Health {
 }
 
 impl Health {
-    pub fn set_leading(&self) {
-        self.leading.store(true, Ordering::Relaxed);
+    pub fn set_leading(&self, leading: bool) {
+        self.leading.store(leading, Ordering::Relaxed);
     }
 
     pub fn set_reconciled(&self) {

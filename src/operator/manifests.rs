@@ -25,6 +25,7 @@ use super::OPERATOR_LABEL;
 use super::rbac::{cluster_rules, lease_roles, role_for};
 use crate::api::ControlPlane;
 use crate::cluster::objects::{NativeObject, Presence, to_yaml_documents};
+use crate::helm::{KILL_GRACE, STOP_GRACE};
 use crate::mesh::components::cluster_role_for;
 
 /// The name of the operator's ServiceAccount, ClusterRole(Binding), Role(Binding)s and Deployment.
@@ -75,7 +76,19 @@ pub fn operator_args() -> Vec<String> {
         .into_iter()
         .map(str::to_owned)
         .chain([format!("0.0.0.0:{HTTP_PORT}")])
+        .chain(["--timeout".to_owned(), format!("{HELM_TIMEOUT_SECONDS}s")])
         .collect()
+}
+
+/// How long one helm operation may take in the operator (its `--timeout`).
+pub const HELM_TIMEOUT_SECONDS: u64 = 300;
+
+/// The pod's termination grace period: a shutting-down operator starts no further component
+/// but lets a running helm finish, which takes at most helm's timeout, the time smm gives helm
+/// to report past it, and the SIGTERM-to-SIGKILL grace; a few seconds more for the status write.
+pub fn termination_grace_seconds() -> i64 {
+    let seconds = HELM_TIMEOUT_SECONDS + KILL_GRACE.as_secs() + STOP_GRACE.as_secs() + 5;
+    seconds as i64
 }
 
 /// Every object of the operator's installation. Present: in apply order (namespace, CRD, then
@@ -264,7 +277,7 @@ fn deployment(options: &OperatorOptions) -> Deployment {
     };
     let pod = PodSpec {
         service_account_name: Some(OPERATOR_NAME.to_owned()),
-        termination_grace_period_seconds: Some(30),
+        termination_grace_period_seconds: Some(termination_grace_seconds()),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(RUN_AS),
@@ -436,7 +449,8 @@ mod tests {
         assert_eq!(spec["template"]["metadata"]["labels"][key], value);
         let pod = &spec["template"]["spec"];
         assert_eq!(pod["serviceAccountName"], OPERATOR_NAME);
-        assert_eq!(pod["terminationGracePeriodSeconds"], 30);
+        // Longer than helm's timeout, what smm gives helm past it and the SIGTERM grace.
+        assert_eq!(pod["terminationGracePeriodSeconds"], 330);
         assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
         assert_eq!(
             pod["securityContext"]["seccompProfile"]["type"],
@@ -448,7 +462,14 @@ mod tests {
         assert_eq!(container["imagePullPolicy"], "IfNotPresent");
         assert_eq!(
             container["args"],
-            serde_json::json!(["operator", "run", "--listen", "0.0.0.0:8080"])
+            serde_json::json!([
+                "operator",
+                "run",
+                "--listen",
+                "0.0.0.0:8080",
+                "--timeout",
+                "300s"
+            ])
         );
         let security = &container["securityContext"];
         assert_eq!(security["runAsUser"], 65532);

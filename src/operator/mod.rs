@@ -48,6 +48,11 @@ pub enum OperatorOpError {
         #[source]
         source: kube::Error,
     },
+    #[error(
+        "ControlPlane {name}: not every component could be uninstalled ({failures}); the \
+         ControlPlane and the CRD are kept so nothing is orphaned"
+    )]
+    PurgeIncomplete { name: String, failures: String },
     #[error("ControlPlane {name}: {source}")]
     Purge {
         name: String,
@@ -123,7 +128,7 @@ pub async fn uninstall(
         let name = control_plane.name_any();
         on_control_plane(&name);
         if let Leave::Nothing { session } = leave {
-            session
+            let report = session
                 .run(&name, Request::RemoveAll, |holder| {
                     tracing::info!(control_plane = %name, %holder, "waiting for another reconcile to finish")
                 })
@@ -132,6 +137,13 @@ pub async fn uninstall(
                     name: name.clone(),
                     source: Box::new(source),
                 })?;
+            // Deleting the ControlPlane (and later the CRD) would orphan what is left.
+            if !report.succeeded() {
+                return Err(OperatorOpError::PurgeIncomplete {
+                    name,
+                    failures: report.unfinished().join("; "),
+                });
+            }
         }
         let finalizers: Vec<String> = control_plane
             .finalizers()

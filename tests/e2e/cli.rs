@@ -318,14 +318,15 @@ async fn a_held_reconcile_lease_blocks_a_second_run() {
     assert!(stderr.contains("held by e2e-holder"), "{stderr}");
     held.release().await;
 
-    // A lease whose holder stopped renewing long ago is free.
+    // A lease whose holder stopped renewing is free once it stayed unchanged for its duration
+    // by the waiter's own clock, whatever time the holder wrote into it (here: years ago).
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(cluster.client.clone(), smm::cluster::lease::LEASE_NAMESPACE);
     let stale = json!({
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
         "metadata": {"name": smm::cluster::lease::lease_name(&cp)},
-        "spec": {"holderIdentity": "crashed", "leaseDurationSeconds": 30,
+        "spec": {"holderIdentity": "crashed", "leaseDurationSeconds": 3,
                  "renewTime": "2020-01-01T00:00:00.000000Z"},
     });
     leases
@@ -336,9 +337,22 @@ async fn a_held_reconcile_lease_blocks_a_second_run() {
         )
         .await
         .unwrap();
-    let taken = reconcile_lock(&cluster.client, &cp, "e2e-next", Duration::ZERO, |_| {})
-        .await
-        .expect("an expired lease is taken over at once");
+    let busy = reconcile_lock(&cluster.client, &cp, "e2e-next", Duration::ZERO, |_| {}).await;
+    assert!(
+        busy.is_err(),
+        "not before it stayed unchanged for its duration"
+    );
+    let started = std::time::Instant::now();
+    let taken = reconcile_lock(
+        &cluster.client,
+        &cp,
+        "e2e-next",
+        Duration::from_secs(20),
+        |_| {},
+    )
+    .await
+    .expect("an abandoned lease is taken over after its duration");
+    assert!(started.elapsed() >= Duration::from_secs(3));
     taken.release().await;
     let _ = Api::<ControlPlane>::all(cluster.client.clone())
         .delete(&cp, &DeleteParams::default())

@@ -399,7 +399,9 @@ async fn a_release_left_pending_install_is_recovered() {
     cp.delete(&cluster).await;
 }
 
-/// A bad spec is refused before anything is applied: no helm, no namespace, no status.
+/// A bad spec is refused before anything is applied: no helm, no namespace, no component
+/// status; the conditions say why (Ready=False, Stalled=True, reason InvalidSpec), so an
+/// operator's refusal is visible where users look.
 #[tokio::test]
 async fn a_bad_spec_changes_nothing() {
     let cluster = TestCluster::connect().await;
@@ -421,7 +423,16 @@ async fn a_bad_spec_changes_nothing() {
         let err = engine.reconcile(&cp.name, &Scope::All).await.unwrap_err();
         assert!(matches!(err, EngineError::Spec { .. }), "{err}");
         assert!(err.to_string().contains(expected), "{err}");
-        assert!(cp.get().await.status.is_none());
+        let status = cp.get().await.status.unwrap();
+        assert!(status.components.is_empty());
+        for (type_, value) in [(condition::READY, "False"), (condition::STALLED, "True")] {
+            let found = status.conditions.iter().find(|c| c.type_ == type_).unwrap();
+            assert_eq!(
+                (found.status.as_str(), found.reason.as_str()),
+                (value, "InvalidSpec")
+            );
+            assert!(found.message.contains(expected), "{}", found.message);
+        }
         assert!(namespaces.get_opt(&cp.namespace).await.unwrap().is_none());
         cp.delete(&cluster).await;
     }

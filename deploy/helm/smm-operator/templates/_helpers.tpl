@@ -23,8 +23,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 smm.dev/component: operator
 {{- end }}
 
+{{/* repository:tag, or repository@digest when a digest is given (a digest names one image for good). */}}
 {{- define "smm-operator.image" -}}
+{{- if .Values.image.digest -}}
+{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
 {{- end }}
 
 {{/* The namespace of the reconcile leases; fixed in smm (src/lock.rs). */}}
