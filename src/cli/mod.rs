@@ -5,6 +5,7 @@ mod change;
 mod completion;
 mod components;
 mod crd;
+mod dashboard;
 mod install;
 mod operator;
 mod progress;
@@ -105,6 +106,8 @@ pub enum Command {
     Completion(completion::CompletionArgs),
     /// Print the ControlPlane CustomResourceDefinition as YAML
     Crd,
+    /// Serve the web dashboard on 127.0.0.1 and open it in a browser
+    Dashboard(dashboard::DashboardArgs),
     /// Show the versions of smm, helm and the cluster's API server
     Version(version::VersionArgs),
 }
@@ -133,6 +136,7 @@ impl Cli {
             Command::SidecarProxy(command) => sidecar::run(global, command).await,
             Command::Completion(args) => completion::run(args),
             Command::Crd => crd::run(),
+            Command::Dashboard(args) => dashboard::run(global, &catalog, args).await,
             Command::Version(args) => version::run(global, args).await,
         }
     }

@@ -43,6 +43,10 @@ pub struct RunArgs {
     /// How often healthy ControlPlanes are reconciled anyway, to repair drift
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     resync: Duration,
+    /// Serve the read-only dashboard on this loopback address (e.g. 127.0.0.1:8081), reached
+    /// with `kubectl port-forward`; not served unless given
+    #[arg(long, value_name = "ADDRESS")]
+    dashboard_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +95,7 @@ pub async fn run(
                     .clone()
                     .unwrap_or_else(|| holder_identity("smm-operator")),
                 resync_every: args.resync,
+                dashboard: args.dashboard_listen,
             };
             let client = global.client().await?;
             controller::run(client, global.helm()?, catalog.clone(), options).await?;

@@ -22,8 +22,9 @@ use super::events::EventProgress;
 use super::http::{self, Health};
 use crate::api::ControlPlane;
 use crate::cluster::lease::{LeaseLock, LockError};
+use crate::dashboard::{self, Access, Dashboard};
 use crate::engine::session::{Request, Session, SessionError};
-use crate::engine::{EngineError, WaitPolicy};
+use crate::engine::{Engine, EngineError, EngineSettings, WaitPolicy};
 use crate::helm::Helm;
 use crate::mesh::catalog::Catalog;
 
@@ -52,6 +53,16 @@ pub enum OperatorError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the dashboard has no authentication in the operator and must listen on a loopback address (reached with kubectl port-forward), not {0}"
+    )]
+    DashboardNotLoopback(SocketAddr),
+    #[error("cannot serve the dashboard on {address}: {source}")]
+    Dashboard {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl From<SessionError> for OperatorError {
@@ -70,6 +81,8 @@ pub struct RunOptions {
     pub identity: String,
     /// How often a healthy ControlPlane is reconciled anyway, to repair drift.
     pub resync_every: Duration,
+    /// Where the read-only dashboard listens, a loopback address; none: not served.
+    pub dashboard: Option<SocketAddr>,
 }
 
 struct Context {
@@ -102,6 +115,9 @@ pub async fn run(
     let health = Arc::new(Health::default());
     let address = options.listen;
     let mut server = tokio::spawn(http::serve(address, health.clone()));
+    if let Some(address) = options.dashboard {
+        serve_dashboard(address, &client, &helm, &catalog).await?;
+    }
     let stopping = shutdown_signal();
     let reporter = Reporter {
         controller: "smm-operator".to_owned(),
@@ -232,6 +248,44 @@ fn served_outcome(
         Ok(Err(source)) => Err(OperatorError::Http { address, source }),
         _ => Ok(()),
     }
+}
+
+/// Serves the dashboard on every replica (it only reads, so standbys serve it too). Bound before
+/// anything else happens, so a wrong address stops the operator at once. Loopback only: whoever
+/// reaches it through `kubectl port-forward` may already port-forward into the operator's pod.
+async fn serve_dashboard(
+    address: SocketAddr,
+    client: &Client,
+    helm: &Helm,
+    catalog: &Arc<Catalog>,
+) -> Result<(), OperatorError> {
+    if !address.ip().is_loopback() {
+        return Err(OperatorError::DashboardNotLoopback(address));
+    }
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| OperatorError::Dashboard { address, source })?;
+    let engine = Engine::new(
+        client.clone(),
+        helm.clone(),
+        catalog.clone(),
+        EngineSettings::default(),
+    );
+    let view = Arc::new(Dashboard::new(
+        client.clone(),
+        engine,
+        catalog.clone(),
+        None,
+    ));
+    tracing::info!(%address, "serving the dashboard");
+    tokio::spawn(async move {
+        if let Err(err) =
+            dashboard::serve(listener, view, Access::Loopback, std::future::pending()).await
+        {
+            tracing::error!(%err, "the dashboard stopped");
+        }
+    });
+    Ok(())
 }
 
 /// Delays between attempts to re-establish a failed watch: 0.5 s doubling up to 5 s, back to

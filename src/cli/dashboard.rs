@@ -1,0 +1,115 @@
+//! `smm dashboard`: the web view served from the user's machine with the user's kubeconfig, on
+//! 127.0.0.1 at a free port, behind a random token that only the printed URL carries.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+
+use smm::api::DEFAULT_CONTROL_PLANE;
+use smm::dashboard::{self, Access, Dashboard, Token};
+use smm::engine::{Engine, EngineSettings};
+use smm::mesh::catalog::Catalog;
+
+use super::GlobalArgs;
+
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// The ControlPlane the page opens on (the others can be picked in the page)
+    #[arg(long = "control-plane", value_name = "NAME", default_value = DEFAULT_CONTROL_PLANE)]
+    control_plane: String,
+    /// Only print the URL; do not open a browser
+    #[arg(long)]
+    no_open: bool,
+    /// The local port to serve on (default: a free one)
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+}
+
+pub async fn run(
+    global: &GlobalArgs,
+    catalog: &Arc<Catalog>,
+    args: &DashboardArgs,
+) -> anyhow::Result<ExitCode> {
+    let client = global.client().await?;
+    let engine = Engine::new(
+        client.clone(),
+        global.helm()?,
+        catalog.clone(),
+        EngineSettings::default(),
+    );
+    let view = Arc::new(Dashboard::new(
+        client,
+        engine,
+        catalog.clone(),
+        Some(args.control_plane.clone()),
+    ));
+    // Loopback only: the token keeps other local users out, nothing keeps the network out.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))?;
+    let address = listener.local_addr()?;
+    let token = Token::generate(address.port())?;
+    let url = format!("http://{address}/?token={}", token.secret());
+    println!("{url}");
+    eprintln!(
+        "smm dashboard: serving ControlPlane {} at the URL above; Ctrl-C stops it",
+        args.control_plane
+    );
+    // Kept until the server stops: the browser may read the file late.
+    let launcher = if args.no_open {
+        None
+    } else {
+        open_browser(&url)
+    };
+    let shutdown = async {
+        // An error here means no signal handler could be installed: then only a kill stops us.
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("smm dashboard: stopped");
+    };
+    dashboard::serve(listener, view, Access::Token(token), shutdown).await?;
+    drop(launcher);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the URL with the desktop's opener, if there is one. The URL is not passed on the
+/// command line, where every local user could read the token in the process list: the opener
+/// gets a file only we can read that redirects to it. Returns the directory holding the file.
+fn open_browser(url: &str) -> Option<tempfile::TempDir> {
+    let Some(opener) = ["xdg-open", "open"]
+        .iter()
+        .find_map(|name| which::which(name).ok())
+    else {
+        eprintln!("smm dashboard: no xdg-open or open found; open the URL yourself");
+        return None;
+    };
+    match launch(&opener, url) {
+        Ok(dir) => Some(dir),
+        Err(err) => {
+            eprintln!("smm dashboard: could not open a browser ({err:#}); open the URL yourself");
+            None
+        }
+    }
+}
+
+fn launch(opener: &Path, url: &str) -> anyhow::Result<tempfile::TempDir> {
+    // tempfile creates the directory readable by its owner only.
+    let dir = tempfile::Builder::new().prefix("smm-dashboard").tempdir()?;
+    let page: PathBuf = dir.path().join("open.html");
+    std::fs::write(
+        &page,
+        format!(
+            "<!doctype html><meta http-equiv=\"refresh\" content=\"0; url={url}\"><a href=\"{url}\">smm dashboard</a>\n"
+        ),
+    )?;
+    std::process::Command::new(opener)
+        .arg(&page)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("running {}", opener.display()))?;
+    Ok(dir)
+}

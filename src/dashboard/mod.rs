@@ -1,0 +1,12 @@
+//! The dashboard: a read-only web view of the ControlPlanes, their components, the mesh and the
+//! next reconcile's plan, served by `smm dashboard` from the user's machine and by the operator
+//! in its pod. The server answers JSON under `/api/` and draws the dependency graph as SVG; a
+//! small page embedded in the binary renders them and polls every 2 s.
+
+mod mask;
+mod server;
+mod svg;
+mod view;
+
+pub use server::{Access, Token, TokenError, serve};
+pub use view::{Dashboard, DashboardError};

@@ -1,0 +1,693 @@
+//! What the dashboard shows, gathered from the cluster: each ControlPlane's conditions, its
+//! components (phase, chart, release, digests, masked values, live workloads, Events), the
+//! mesh (namespaces' injection, pods' proxies and their version skew) and the dry-run plan.
+//!
+//! A part that cannot be read (no right to list pods, a spec the engine rejects) is reported
+//! in its place as an error text, so the rest of the page still shows.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::ListParams;
+use kube::{Api, Client, ResourceExt};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::mask::mask_secrets;
+use super::svg::{self, GraphNode, Tone};
+use crate::api::{ComponentPhase, ComponentStatus, ControlPlane, condition};
+use crate::cluster::control_plane::{self, StoreError};
+use crate::cluster::workloads::{Readiness, WorkloadState};
+use crate::desired::resolve::{DesiredComponent, resolve};
+use crate::engine::report::PlannedComponent;
+use crate::engine::{Engine, Scope, readiness};
+use crate::mesh::catalog::Catalog;
+
+/// The container istiod's injector adds to a pod.
+const PROXY_CONTAINER: &str = "istio-proxy";
+/// The component whose version is the mesh's control plane version.
+const CONTROL_PLANE_COMPONENT: &str = "istiod";
+/// Events kept per component, newest first.
+const EVENTS_PER_COMPONENT: usize = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DashboardError {
+    #[error("ControlPlane {0} not found")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot list ControlPlanes: {0}")]
+    List(#[source] kube::Error),
+}
+
+/// A part of a view that may fail on its own: the value, or why it could not be read.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Part<T> {
+    Ok(T),
+    Error(String),
+}
+
+impl<T, E: std::fmt::Display> From<Result<T, E>> for Part<T> {
+    fn from(result: Result<T, E>) -> Self {
+        match result {
+            Ok(value) => Part::Ok(value),
+            Err(err) => Part::Error(err.to_string()),
+        }
+    }
+}
+
+/// Reads what the dashboard shows. The engine is only asked for plans, which spawn no helm.
+pub struct Dashboard {
+    client: Client,
+    engine: Engine,
+    catalog: Arc<Catalog>,
+    /// The ControlPlane the page opens on (`smm dashboard --control-plane`); the operator has
+    /// none and the page opens on the first.
+    preferred: Option<String>,
+}
+
+/// The list of ControlPlanes.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ControlPlaneList {
+    pub preferred: Option<String>,
+    pub items: Vec<Summary>,
+}
+
+/// One ControlPlane at a glance.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub name: String,
+    /// `Ready`, `Reconciling`, `Stalled`, `Not ready` or `Not reconciled yet`, from kstatus'
+    /// conditions; Stalled wins over Reconciling, which wins over Ready.
+    pub state: String,
+    pub tone: Tone,
+    pub generation: Option<i64>,
+    pub observed_generation: Option<i64>,
+    pub conditions: Vec<ConditionView>,
+    /// The latest transition recorded in the status, of a condition or a component.
+    pub last_reconcile: Option<String>,
+    pub reconciled_components: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConditionView {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    pub last_transition_time: String,
+}
+
+/// Everything about one ControlPlane.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Detail {
+    pub summary: Summary,
+    pub graph_svg: String,
+    pub components: Vec<ComponentView>,
+    pub mesh: Part<MeshView>,
+    pub plan: Part<Vec<PlannedComponent>>,
+    /// Why components show no values: the spec does not resolve.
+    pub spec_error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentView {
+    pub name: &'static str,
+    pub depends_on: &'static [&'static str],
+    pub enabled: bool,
+    pub phase: String,
+    pub tone: Tone,
+    pub message: Option<String>,
+    pub chart: String,
+    pub chart_version: String,
+    pub app_version: Option<String>,
+    pub release: Option<String>,
+    pub revision: Option<i64>,
+    pub chart_digest: Option<String>,
+    pub values_digest: Option<String>,
+    /// The merged values smm gives helm, secret-looking keys masked; none when disabled.
+    pub values: Option<Value>,
+    pub workloads: Part<Vec<WorkloadView>>,
+    pub events: Vec<EventView>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadView {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub ready: i32,
+    pub desired: i32,
+    pub state: &'static str,
+    pub tone: Tone,
+    pub message: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventView {
+    pub time: Option<String>,
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub reason: String,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshView {
+    /// istiod's version when this ControlPlane has it applied: what proxies should run.
+    pub control_plane_version: Option<String>,
+    pub revision: Option<String>,
+    pub namespaces: Vec<NamespaceView>,
+    pub pods: Vec<PodView>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceView {
+    pub name: String,
+    pub injection: bool,
+    /// The revision named by `istio.io/rev`; none for the default injector.
+    pub revision: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodView {
+    pub namespace: String,
+    pub name: String,
+    pub phase: Option<String>,
+    pub proxy_image: Option<String>,
+    pub proxy_version: Option<String>,
+    /// The proxy runs another version than the control plane.
+    pub skew: bool,
+}
+
+impl Dashboard {
+    pub fn new(
+        client: Client,
+        engine: Engine,
+        catalog: Arc<Catalog>,
+        preferred: Option<String>,
+    ) -> Self {
+        Self {
+            client,
+            engine,
+            catalog,
+            preferred,
+        }
+    }
+
+    pub async fn list(&self) -> Result<ControlPlaneList, DashboardError> {
+        let api: Api<ControlPlane> = Api::all(self.client.clone());
+        let items = match api.list(&ListParams::default()).await {
+            Ok(list) => list.items,
+            // No CRD yet: nothing was ever installed.
+            Err(kube::Error::Api(status)) if status.code == 404 => Vec::new(),
+            Err(err) => return Err(DashboardError::List(err)),
+        };
+        Ok(ControlPlaneList {
+            preferred: self.preferred.clone(),
+            items: items.iter().map(summarize).collect(),
+        })
+    }
+
+    pub async fn detail(&self, name: &str) -> Result<Detail, DashboardError> {
+        let control_plane = control_plane::load(&self.client, name)
+            .await?
+            .ok_or_else(|| DashboardError::NotFound(name.to_owned()))?;
+        let status = control_plane.status.clone().unwrap_or_default();
+        let desired = resolve(&self.catalog, &control_plane.spec);
+        let events = self.events(name).await;
+        let mut components = Vec::new();
+        for component in self.catalog.components() {
+            let wanted = desired
+                .as_ref()
+                .ok()
+                .and_then(|all| all.iter().find(|d| d.name() == component.name));
+            let recorded = status.components.get(component.name);
+            components.push(
+                self.component(component.name, wanted, recorded, &events)
+                    .await,
+            );
+        }
+        let graph_svg = svg::render(
+            &self
+                .catalog
+                .components()
+                .iter()
+                .zip(&components)
+                .map(|(component, view)| GraphNode {
+                    name: component.name,
+                    depends_on: component.depends_on,
+                    phase: view.phase.clone(),
+                    tone: view.tone,
+                })
+                .collect::<Vec<_>>(),
+        );
+        let control_plane_version = components
+            .iter()
+            .find(|c| c.name == CONTROL_PLANE_COMPONENT && c.release.is_some())
+            .and_then(|c| c.app_version.clone());
+        let mesh = self
+            .mesh(control_plane.spec.revision.clone(), control_plane_version)
+            .await
+            .into();
+        let plan = self
+            .engine
+            .plan(name, &control_plane.spec, Some(&status), &Scope::All)
+            .await
+            .into();
+        Ok(Detail {
+            summary: summarize(&control_plane),
+            graph_svg,
+            components,
+            mesh,
+            plan,
+            spec_error: desired.as_ref().err().map(ToString::to_string),
+        })
+    }
+
+    async fn component(
+        &self,
+        name: &'static str,
+        wanted: Option<&DesiredComponent<'_>>,
+        recorded: Option<&ComponentStatus>,
+        events: &Part<Vec<EventView>>,
+    ) -> ComponentView {
+        let catalog_entry = self.catalog.get(name).expect("a catalog component");
+        let metadata = catalog_entry.chart.metadata().ok();
+        let enabled = wanted.is_some_and(|w| w.enabled);
+        let (phase, tone) = phase_of(enabled, recorded);
+        let workloads = match recorded {
+            Some(recorded) => readiness::component_workloads(&self.client, recorded)
+                .await
+                .map(|states| states.iter().map(workload_view).collect())
+                .into(),
+            None => Part::Ok(Vec::new()),
+        };
+        let recorded_chart = recorded.and_then(|r| r.chart.as_ref());
+        ComponentView {
+            name,
+            depends_on: catalog_entry.depends_on,
+            enabled,
+            phase,
+            tone,
+            message: recorded.and_then(|r| r.message.clone()),
+            chart: recorded_chart
+                .map(|c| c.name.clone())
+                .or_else(|| metadata.as_ref().map(|m| m.name.clone()))
+                .unwrap_or_else(|| catalog_entry.chart.name().to_owned()),
+            chart_version: recorded_chart
+                .map(|c| c.version.clone())
+                .or_else(|| metadata.as_ref().map(|m| m.version.clone()))
+                .unwrap_or_default(),
+            app_version: metadata.and_then(|m| m.app_version),
+            release: recorded
+                .and_then(|r| r.release.as_ref())
+                .map(|r| format!("{}/{}", r.namespace, r.name)),
+            revision: recorded
+                .and_then(|r| r.release.as_ref())
+                .and_then(|r| r.revision),
+            chart_digest: recorded.and_then(|r| r.chart_digest.clone()),
+            values_digest: recorded.and_then(|r| r.values_digest.clone()),
+            values: wanted
+                .filter(|w| w.enabled)
+                .map(|w| mask_secrets(&w.values)),
+            workloads,
+            events: match events {
+                Part::Ok(events) => events
+                    .iter()
+                    .filter(|e| mentions(&e.message, name))
+                    .take(EVENTS_PER_COMPONENT)
+                    .cloned()
+                    .collect(),
+                Part::Error(_) => Vec::new(),
+            },
+        }
+    }
+
+    /// The ControlPlane's Events, newest first. They sit in `default`, where Events about
+    /// cluster-scoped objects go, but any namespace is searched.
+    async fn events(&self, name: &str) -> Part<Vec<EventView>> {
+        let api: Api<Event> = Api::all(self.client.clone());
+        let selector = format!("involvedObject.kind=ControlPlane,involvedObject.name={name}");
+        let listed = api.list(&ListParams::default().fields(&selector)).await;
+        listed
+            .map(|list| {
+                let mut events: Vec<(Option<Time>, EventView)> = list
+                    .items
+                    .into_iter()
+                    .map(|event| {
+                        let time = event
+                            .last_timestamp
+                            .clone()
+                            .or_else(|| event.event_time.as_ref().map(|t| Time(t.0)))
+                            .or_else(|| event.metadata.creation_timestamp.clone());
+                        let view = EventView {
+                            time: time.as_ref().map(|t| t.0.to_string()),
+                            type_: event.type_.unwrap_or_default(),
+                            reason: event.reason.unwrap_or_default(),
+                            message: event.message.unwrap_or_default(),
+                        };
+                        (time, view)
+                    })
+                    .collect();
+                events.sort_by(|a, b| b.0.cmp(&a.0));
+                events.into_iter().map(|(_, view)| view).collect()
+            })
+            .into()
+    }
+
+    async fn mesh(
+        &self,
+        revision: Option<String>,
+        control_plane_version: Option<String>,
+    ) -> Result<MeshView, kube::Error> {
+        let namespaces = Api::<Namespace>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await?;
+        let mut namespace_views: Vec<NamespaceView> =
+            namespaces.items.iter().map(namespace_view).collect();
+        // Injected namespaces first: they are what the mesh is about.
+        namespace_views.sort_by(|a, b| b.injection.cmp(&a.injection).then(a.name.cmp(&b.name)));
+        let pods = Api::<Pod>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await?;
+        let injected = |namespace: &str| {
+            namespace_views
+                .iter()
+                .any(|n| n.injection && n.name == namespace)
+        };
+        // Pods of injected namespaces with or without a proxy, and proxies anywhere else: the
+        // pods of an uninjected namespace are not the mesh's business.
+        let pod_views = pods
+            .items
+            .iter()
+            .map(|pod| pod_view(pod, control_plane_version.as_deref()))
+            .filter(|view| view.proxy_image.is_some() || injected(&view.namespace))
+            .collect();
+        Ok(MeshView {
+            control_plane_version,
+            revision,
+            namespaces: namespace_views,
+            pods: pod_views,
+        })
+    }
+}
+
+fn summarize(control_plane: &ControlPlane) -> Summary {
+    let status = control_plane.status.clone().unwrap_or_default();
+    let is_true = |type_: &str| {
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == "True")
+    };
+    let current = status.observed_generation.is_some()
+        && status.observed_generation == control_plane.metadata.generation;
+    let (state, tone) = if status.conditions.is_empty() {
+        ("Not reconciled yet", Tone::Off)
+    } else if is_true(condition::STALLED) {
+        ("Stalled", Tone::Bad)
+    } else if is_true(condition::RECONCILING) || !current {
+        ("Reconciling", Tone::Busy)
+    } else if is_true(condition::READY) {
+        ("Ready", Tone::Good)
+    } else {
+        ("Not ready", Tone::Bad)
+    };
+    let last_reconcile = status
+        .conditions
+        .iter()
+        .map(|c| c.last_transition_time.0)
+        .chain(
+            status
+                .components
+                .values()
+                .filter_map(|c| c.last_transition_time.as_ref().map(|t| t.0)),
+        )
+        .max()
+        .map(|t| t.to_string());
+    Summary {
+        name: control_plane.name_any(),
+        state: state.to_owned(),
+        tone,
+        generation: control_plane.metadata.generation,
+        observed_generation: status.observed_generation,
+        conditions: status
+            .conditions
+            .iter()
+            .map(|c| ConditionView {
+                type_: c.type_.clone(),
+                status: c.status.clone(),
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+                last_transition_time: c.last_transition_time.0.to_string(),
+            })
+            .collect(),
+        last_reconcile,
+        reconciled_components: status.reconciled_components,
+    }
+}
+
+/// The phase in words and its tone: the recorded phase, or what a component without a record
+/// is waiting for.
+fn phase_of(enabled: bool, recorded: Option<&ComponentStatus>) -> (String, Tone) {
+    let Some(recorded) = recorded else {
+        return if enabled {
+            ("Pending".to_owned(), Tone::Busy)
+        } else {
+            ("Not installed".to_owned(), Tone::Off)
+        };
+    };
+    let tone = match recorded.phase {
+        ComponentPhase::Available => Tone::Good,
+        ComponentPhase::Installing | ComponentPhase::Upgrading | ComponentPhase::Uninstalling => {
+            Tone::Busy
+        }
+        ComponentPhase::Failed => Tone::Bad,
+        ComponentPhase::Removed | ComponentPhase::Unknown => Tone::Off,
+    };
+    (recorded.phase.to_string(), tone)
+}
+
+fn workload_view(state: &WorkloadState) -> WorkloadView {
+    let (label, tone, message) = match &state.readiness {
+        Readiness::Ready => ("Ready", Tone::Good, None),
+        Readiness::Progressing(why) => ("Progressing", Tone::Busy, Some(why.clone())),
+        Readiness::Failed(why) => ("Failed", Tone::Bad, Some(why.clone())),
+    };
+    WorkloadView {
+        kind: format!("{:?}", state.workload.kind),
+        namespace: state.workload.namespace.clone(),
+        name: state.workload.name.clone(),
+        ready: state.ready,
+        desired: state.desired,
+        state: label,
+        tone,
+        message,
+    }
+}
+
+/// Whether an Event's message names `component` as a word of its own (`base` is not in
+/// `database`).
+fn mentions(message: &str, component: &str) -> bool {
+    message
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .any(|word| word == component)
+}
+
+/// Injection as istiod's injector selects namespaces: `istio-injection=enabled` for the
+/// default revision, else `istio.io/rev` names one; `istio-injection=disabled` turns both off.
+fn namespace_view(namespace: &Namespace) -> NamespaceView {
+    let labels = namespace.labels();
+    let injection_label = labels.get("istio-injection").map(String::as_str);
+    let revision = labels.get("istio.io/rev").cloned();
+    let injection = match injection_label {
+        Some("enabled") => true,
+        Some(_) => false,
+        None => revision.is_some(),
+    };
+    NamespaceView {
+        name: namespace.name_any(),
+        injection,
+        revision: revision.filter(|_| injection && injection_label.is_none()),
+    }
+}
+
+fn pod_view(pod: &Pod, control_plane_version: Option<&str>) -> PodView {
+    let spec = pod.spec.as_ref();
+    // Native sidecars (Kubernetes 1.28+) put the proxy among the init containers.
+    let proxy_image = spec
+        .into_iter()
+        .flat_map(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+        })
+        .find(|c| c.name == PROXY_CONTAINER)
+        .and_then(|c| c.image.clone());
+    let proxy_version = proxy_image.as_deref().and_then(image_tag);
+    let skew =
+        matches!((&proxy_version, control_plane_version), (Some(proxy), Some(cp)) if proxy != cp);
+    PodView {
+        namespace: pod.namespace().unwrap_or_default(),
+        name: pod.name_any(),
+        phase: pod.status.as_ref().and_then(|s| s.phase.clone()),
+        proxy_image,
+        proxy_version,
+        skew,
+    }
+}
+
+/// The tag of an image reference (`docker.io/istio/proxyv2:1.28.0@sha256:...` → `1.28.0`); a
+/// registry's port is not a tag.
+fn image_tag(image: &str) -> Option<String> {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last_segment = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    last_segment
+        .split_once(':')
+        .map(|(_, tag)| tag.to_owned())
+        .filter(|tag| !tag.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ControlPlaneSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+    #[test]
+    fn image_tags_ignore_registry_ports_and_digests() {
+        assert_eq!(
+            image_tag("docker.io/istio/proxyv2:1.28.0").as_deref(),
+            Some("1.28.0")
+        );
+        assert_eq!(
+            image_tag("registry.local:5000/istio/proxyv2:1.27.1@sha256:ab").as_deref(),
+            Some("1.27.1")
+        );
+        assert_eq!(image_tag("registry.local:5000/istio/proxyv2"), None);
+    }
+
+    fn namespace(labels: &[(&str, &str)]) -> Namespace {
+        let mut namespace = Namespace::default();
+        namespace.metadata.name = Some("apps".to_owned());
+        namespace.metadata.labels = Some(
+            labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        );
+        namespace
+    }
+
+    #[test]
+    fn injection_follows_the_injectors_labels() {
+        let on = namespace_view(&namespace(&[("istio-injection", "enabled")]));
+        assert!(on.injection && on.revision.is_none());
+        let revisioned = namespace_view(&namespace(&[("istio.io/rev", "canary")]));
+        assert!(revisioned.injection);
+        assert_eq!(revisioned.revision.as_deref(), Some("canary"));
+        let disabled = namespace_view(&namespace(&[
+            ("istio-injection", "disabled"),
+            ("istio.io/rev", "canary"),
+        ]));
+        assert!(!disabled.injection && disabled.revision.is_none());
+        assert!(!namespace_view(&namespace(&[])).injection);
+    }
+
+    #[test]
+    fn proxies_of_another_version_are_skewed() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "app", "namespace": "apps"},
+            "spec": {"containers": [
+                {"name": "app", "image": "app:1"},
+                {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.27.0"}
+            ]}
+        }))
+        .unwrap();
+        let view = pod_view(&pod, Some("1.28.0"));
+        assert_eq!(view.proxy_version.as_deref(), Some("1.27.0"));
+        assert!(view.skew);
+        assert!(!pod_view(&pod, Some("1.27.0")).skew);
+        assert!(!pod_view(&pod, None).skew);
+    }
+
+    #[test]
+    fn events_name_components_as_words() {
+        assert!(mentions("Installed grafana (chart 0.1.0)", "grafana"));
+        assert!(mentions("istiod: upgrade failed", "istiod"));
+        assert!(!mentions("database migrated", "base"));
+        assert!(!mentions("ingress-gateway ready", "gateway"));
+    }
+
+    fn with_conditions(
+        generation: i64,
+        observed: i64,
+        conditions: &[(&str, &str)],
+    ) -> ControlPlane {
+        let mut cp = ControlPlane::new("smm", ControlPlaneSpec::default());
+        cp.metadata.generation = Some(generation);
+        let time = Time(k8s_openapi::jiff::Timestamp::from_second(1_000).unwrap());
+        cp.status = Some(crate::api::ControlPlaneStatus {
+            observed_generation: Some(observed),
+            conditions: conditions
+                .iter()
+                .map(|(type_, status)| Condition {
+                    type_: (*type_).to_owned(),
+                    status: (*status).to_owned(),
+                    reason: "R".to_owned(),
+                    message: String::new(),
+                    observed_generation: Some(observed),
+                    last_transition_time: time.clone(),
+                })
+                .collect(),
+            ..Default::default()
+        });
+        cp
+    }
+
+    #[test]
+    fn state_follows_kstatus() {
+        let state = |cp: &ControlPlane| summarize(cp).state;
+        assert_eq!(state(&with_conditions(2, 2, &[("Ready", "True")])), "Ready");
+        assert_eq!(
+            state(&with_conditions(3, 2, &[("Ready", "True")])),
+            "Reconciling"
+        );
+        assert_eq!(
+            state(&with_conditions(
+                2,
+                2,
+                &[("Ready", "False"), ("Stalled", "True")]
+            )),
+            "Stalled"
+        );
+        assert_eq!(
+            state(&with_conditions(
+                2,
+                2,
+                &[("Ready", "False"), ("Reconciling", "True")]
+            )),
+            "Reconciling"
+        );
+        assert_eq!(state(&with_conditions(2, 2, &[])), "Not reconciled yet");
+        let summary = summarize(&with_conditions(2, 2, &[("Ready", "True")]));
+        assert_eq!(
+            summary.last_reconcile.as_deref(),
+            Some("1970-01-01T00:16:40Z")
+        );
+    }
+}

@@ -1,0 +1,374 @@
+//! `smm dashboard` end to end in a real browser (Debian's headless Chromium through
+//! chromedriver): components installed on the real plane, the page showing the graph, phases,
+//! the mesh and the plan, following a change without a reload, at desktop and phone width;
+//! requests without the token refused. Screenshots go to `target/dashboard-screenshots/`.
+//! Also the operator's dashboard: loopback only.
+//!
+//! A binary of its own: the operator test below runs an operator process, which must not see
+//! the ControlPlanes of the other end-to-end tests while they run.
+
+#[path = "../support/mod.rs"]
+mod support;
+mod webdriver;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use support::{
+    HelmTool, TestCluster, assert_success, fresh_control_plane, repo_root, smm, unique_name,
+};
+use webdriver::{Browser, free_port, http};
+
+/// A child process killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `smm dashboard` and returns it with the URL it printed.
+fn start_dashboard(control_plane: &str) -> (Running, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_smm"))
+        .args(["dashboard", "--no-open", "--control-plane", control_plane])
+        .env("SMM_HELM", HelmTool::Helm4.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("smm dashboard starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let running = Running(child);
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("smm dashboard prints its URL");
+    let url = line.trim().to_owned();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.contains("/?token="),
+        "printed {url:?}"
+    );
+    (running, url)
+}
+
+fn proxy_pod(name: &str, proxy_image: Option<&str>) -> Pod {
+    let mut containers = vec![json!({"name": "app", "image": "app:1"})];
+    if let Some(image) = proxy_image {
+        containers.push(json!({"name": "istio-proxy", "image": image}));
+    }
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"containers": containers}
+    }))
+    .unwrap()
+}
+
+/// A script that is true when the graph shows `component` as `phase`, in words in the node.
+fn graph_shows(component: &str, phase: &str) -> String {
+    format!(
+        r#"const n = document.querySelector('#graph-body g.node[data-component="{component}"]');
+           return !!n && n.getAttribute('data-phase') === '{phase}'
+               && n.querySelectorAll('text')[1].textContent === '{phase}';"#
+    )
+}
+
+#[tokio::test]
+async fn dashboard_in_a_real_browser_follows_the_control_plane() {
+    let cluster = TestCluster::connect().await;
+    let (name, _mesh_namespace) = fresh_control_plane(&cluster).await;
+    let cp_flag = ["--control-plane", name.as_str()];
+    assert_success(&smm(
+        &[&["install", "istiod", "prometheus"], &cp_flag[..]].concat()
+    ));
+
+    // An application namespace: pods made before it is labelled for injection, since the
+    // injector of any installed istiod would refuse new pods there (nothing answers it).
+    let istiod_version = smm::mesh::catalog::Catalog::builtin()
+        .unwrap()
+        .get("istiod")
+        .unwrap()
+        .chart
+        .metadata()
+        .unwrap()
+        .app_version
+        .expect("istiod's chart has an appVersion");
+    let apps = cluster.namespace("dash-apps").await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &apps.name);
+    for (pod, image) in [
+        (
+            "old-proxy",
+            Some("docker.io/istio/proxyv2:0.9.0".to_owned()),
+        ),
+        (
+            "current-proxy",
+            Some(format!("docker.io/istio/proxyv2:{istiod_version}")),
+        ),
+        ("no-proxy", None),
+    ] {
+        pods.create(&PostParams::default(), &proxy_pod(pod, image.as_deref()))
+            .await
+            .unwrap();
+    }
+    Api::<Namespace>::all(cluster.client.clone())
+        .patch(
+            &apps.name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"istio-injection": "enabled"}}})),
+        )
+        .await
+        .unwrap();
+    // An Event about the ControlPlane, as the operator records them.
+    let events: Api<Event> = Api::namespaced(cluster.client.clone(), "default");
+    let event_name = unique_name("dash-event");
+    events
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": event_name},
+                "involvedObject": {"apiVersion": "smm.dev/v1alpha1", "kind": "ControlPlane", "name": name},
+                "reason": "Installed",
+                "message": "prometheus installed (event from the dashboard test)",
+                "type": "Normal"
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+
+    let (_dashboard, url) = start_dashboard(&name);
+    let port: u16 = url["http://127.0.0.1:".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let token = url.split("token=").nth(1).unwrap().to_owned();
+
+    // Without the token: 401, for the page and the API alike; a wrong token too.
+    assert_eq!(http(port, "GET", "/", &[], None).status, 401);
+    assert_eq!(
+        http(port, "GET", "/api/controlplanes", &[], None).status,
+        401
+    );
+    assert_eq!(http(port, "GET", "/?token=0000", &[], None).status, 401);
+    let cookie = format!("smm_dashboard_{port}=wrong");
+    assert_eq!(
+        http(
+            port,
+            "GET",
+            "/api/controlplanes",
+            &[("Cookie", &cookie)],
+            None
+        )
+        .status,
+        401
+    );
+    // With it, the graph is also an SVG of its own.
+    let bearer = format!("Bearer {token}");
+    let svg = http(
+        port,
+        "GET",
+        &format!("/api/controlplanes/{name}/graph.svg"),
+        &[("Authorization", &bearer)],
+        None,
+    );
+    assert_eq!(svg.status, 200, "{}", svg.body);
+    assert!(
+        svg.head
+            .to_ascii_lowercase()
+            .contains("content-type: image/svg+xml")
+    );
+    assert!(
+        svg.body
+            .contains(r#"data-component="prometheus" data-phase="Available""#),
+        "{}",
+        svg.body
+    );
+
+    let browser = Browser::start(1280, 1000);
+    browser.goto(&url);
+    // The token was swapped for a cookie and left the address bar.
+    let location = browser.execute("return location.href;");
+    assert_eq!(location, json!(format!("http://127.0.0.1:{port}/")));
+    let wait = Duration::from_secs(60);
+    assert!(
+        browser.wait_for(wait, &graph_shows("prometheus", "Available")),
+        "the graph shows prometheus Available: {}",
+        browser.execute("return document.body.innerText;")
+    );
+    assert!(browser.wait_for(wait, &graph_shows("istiod", "Available")));
+    assert!(browser.wait_for(wait, &graph_shows("base", "Available")));
+    assert!(browser.wait_for(wait, &graph_shows("grafana", "Not installed")));
+    // An edge from each dependency to its dependent.
+    assert_eq!(
+        browser.execute(r#"return document.querySelectorAll('#graph-body line.edge[data-from="base"][data-to="istiod"]').length;"#),
+        json!(1)
+    );
+    assert_eq!(
+        browser
+            .execute("return document.querySelector('#overview-body .state .badge').textContent;"),
+        json!("Ready")
+    );
+    assert_eq!(
+        browser.execute("return document.getElementById('control-plane').value;"),
+        json!(name)
+    );
+    // Per component: workloads, the event that names it, values.
+    let prometheus = browser.execute(
+        r#"const d = document.querySelector('#components-body details[data-component="prometheus"]');
+           d.open = true; return d.innerText;"#,
+    );
+    let prometheus = prometheus.as_str().unwrap();
+    assert!(prometheus.contains("Deployment"), "{prometheus}");
+    assert!(prometheus.contains("1/1"), "{prometheus}");
+    assert!(
+        prometheus.contains("event from the dashboard test"),
+        "{prometheus}"
+    );
+    assert!(prometheus.contains("Merged values"), "{prometheus}");
+    // The mesh: the labelled namespace, each pod with or without its proxy, the skewed one marked.
+    let skewed = browser.execute(
+        "return [...document.querySelectorAll('#mesh-body tr.skew')].map(r => r.innerText).join('\\n');",
+    );
+    assert!(browser.wait_for(wait, "return document.querySelector('#mesh-body') !== null && document.querySelector('#mesh-body').innerText.includes('no-proxy');"));
+    let mesh = browser.execute("return document.getElementById('mesh-body').innerText;");
+    let mesh = mesh.as_str().unwrap();
+    assert!(mesh.contains(&apps.name), "{mesh}");
+    assert!(
+        mesh.contains("current-proxy") && mesh.contains("no sidecar"),
+        "{mesh}"
+    );
+    let skewed = skewed.as_str().unwrap();
+    assert!(
+        skewed.contains("old-proxy") && skewed.contains("skew"),
+        "{skewed}"
+    );
+    assert!(!skewed.contains("current-proxy"), "{skewed}");
+    // The plan: nothing to do.
+    let plan = browser.execute("return document.getElementById('plan-body').innerText;");
+    assert!(plan.as_str().unwrap().contains("Nothing to do"), "{plan}");
+
+    let screenshots = repo_root().join("target/dashboard-screenshots");
+    browser.execute(
+        "document.querySelectorAll('details').forEach(d => d.open = false); window.scrollTo(0, 0);",
+    );
+    browser.screenshot(&screenshots.join("dashboard-1280.png"));
+
+    // A change to the ControlPlane shows up without a reload: the marker set in this page
+    // survives.
+    browser.execute("window.smmTestMarker = 'same page';");
+    assert_success(&smm(&[&["install", "grafana"], &cp_flag[..]].concat()));
+    assert!(
+        browser.wait_for(wait, &graph_shows("grafana", "Available")),
+        "the page follows the install: {}",
+        browser.execute("return document.getElementById('graph-body').innerHTML;")
+    );
+    assert_eq!(
+        browser.execute("return window.smmTestMarker;"),
+        json!("same page")
+    );
+
+    // Phone width: one column, tables stacked into labelled lines, nothing wider than the screen.
+    browser.resize(390, 844);
+    assert!(browser.wait_for(
+        Duration::from_secs(5),
+        "return getComputedStyle(document.querySelector('table.stack thead')).position === 'absolute';"
+    ));
+    assert_eq!(
+        browser.execute("return document.documentElement.scrollWidth <= window.innerWidth;"),
+        json!(true),
+        "the page fits a phone's width"
+    );
+    browser.screenshot(&screenshots.join("dashboard-phone.png"));
+    drop(browser);
+
+    assert_success(&smm(&[&["uninstall", "-a"], &cp_flag[..]].concat()));
+    let _ = events.delete(&event_name, &DeleteParams::default()).await;
+    let _ = Api::<smm::api::ControlPlane>::all(cluster.client.clone())
+        .delete(&name, &DeleteParams::default())
+        .await;
+}
+
+/// The operator serves the dashboard without a token, so only on a loopback address: another
+/// address stops it at start; on loopback it answers the API. The operator here stands by (a
+/// lease held by someone else), so it reconciles nothing of the other tests'.
+#[tokio::test]
+async fn operator_serves_the_dashboard_on_loopback_only() {
+    let cluster = TestCluster::connect().await;
+    support::ensure_control_plane_crd(&cluster.client).await;
+    let lease_namespace = cluster.namespace("dash-op").await;
+    let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), &lease_namespace.name);
+    let now = k8s_openapi::jiff::Timestamp::now();
+    leases
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": smm::operator::controller::LEADER_LEASE},
+                "spec": {"holderIdentity": "another-replica", "leaseDurationSeconds": 3600,
+                         "acquireTime": now.to_string(), "renewTime": now.to_string()}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let operator = |dashboard: &str, stderr: Stdio| {
+        Command::new(env!("CARGO_BIN_EXE_smm"))
+            .args([
+                "operator",
+                "run",
+                "--listen",
+                &format!("127.0.0.1:{}", free_port()),
+            ])
+            .args([
+                "--leader-namespace",
+                &lease_namespace.name,
+                "--identity",
+                "dash-test",
+            ])
+            .args(["--dashboard-listen", dashboard])
+            .env("SMM_HELM", HelmTool::Helm4.path())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("the operator starts")
+    };
+
+    let refused = operator("0.0.0.0:0", Stdio::piped())
+        .wait_with_output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("must listen on a loopback address"),
+        "{stderr}"
+    );
+
+    let port = free_port();
+    let _running = Running(operator(&format!("127.0.0.1:{port}"), Stdio::inherit()));
+    let mut answer = None;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            answer = Some(http(port, "GET", "/api/controlplanes", &[], None));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let answer = answer.expect("the operator serves the dashboard");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let list: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    assert!(
+        list["items"].is_array() && list["preferred"].is_null(),
+        "{list}"
+    );
+    let page = http(port, "GET", "/", &[], None);
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("smm dashboard"));
+}
