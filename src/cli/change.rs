@@ -37,10 +37,21 @@ pub struct ChangeArgs {
     /// Format of the summary
     #[arg(short, long, value_enum, default_value_t)]
     pub output: OutputFormat,
+    #[command(flatten)]
+    pub run: RunFlags,
+}
+
+/// How a reconcile from the command line runs.
+#[derive(Clone, Copy, Debug, Args)]
+pub struct RunFlags {
     /// Return once everything is applied, without waiting for workloads to become ready
     /// (`smm status --watch` follows them)
     #[arg(long)]
     pub no_wait: bool,
+    /// Take over releases that belong to another ControlPlane or to nobody (e.g. installed
+    /// with helm by hand) instead of refusing
+    #[arg(long)]
+    pub adopt: bool,
 }
 
 /// Renders the enabled components in `scope` from `spec` with `helm template`; needs no cluster.
@@ -87,7 +98,7 @@ pub async fn reconcile(
     control_plane: &str,
     request: Request<'_>,
     output: OutputFormat,
-    no_wait: bool,
+    flags: RunFlags,
 ) -> anyhow::Result<ExitCode> {
     let client = global.client().await?;
     let helm = global.helm()?;
@@ -99,7 +110,8 @@ pub async fn reconcile(
         holder_identity("smm-cli"),
         global.timeout,
     )
-    .with_wait(if no_wait {
+    .with_adopt(flags.adopt)
+    .with_wait(if flags.no_wait {
         WaitPolicy::No
     } else {
         WaitPolicy::Until(global.timeout)

@@ -137,7 +137,7 @@ async fn change(
         &args.control_plane,
         Request::Edit(edit),
         args.output,
-        args.no_wait,
+        args.run,
     )
     .await
 }

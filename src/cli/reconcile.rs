@@ -19,7 +19,7 @@ use smm::engine::session::Request;
 use smm::engine::{Engine, EngineSettings, Scope};
 use smm::mesh::catalog::Catalog;
 
-use super::change::{dump, reconcile};
+use super::change::{RunFlags, dump, reconcile};
 use super::{GlobalArgs, OutputFormat, print_structured, table};
 
 #[derive(Debug, Args)]
@@ -39,9 +39,8 @@ pub struct ReconcileArgs {
     /// Format of the summary or plan
     #[arg(short, long, value_enum, default_value_t)]
     output: OutputFormat,
-    /// Return once everything is applied, without waiting for workloads to become ready
-    #[arg(long, conflicts_with_all = ["dry_run", "dump_resources"])]
-    no_wait: bool,
+    #[command(flatten)]
+    run: RunFlags,
 }
 
 pub async fn run(
@@ -86,7 +85,7 @@ pub async fn run(
         &name,
         Request::Replace(&control_plane.spec),
         args.output,
-        args.no_wait,
+        args.run,
     )
     .await
 }

@@ -18,7 +18,9 @@ use crate::cluster::objects::{self, NativeError};
 use crate::cluster::workloads::{Readiness, WorkloadState};
 use crate::desired::resolve::DesiredComponent;
 use crate::helm::chart::ChartError;
-use crate::helm::release::{self, ObservedRelease, ObservedReleases, ReleaseRef, ReleaseState};
+use crate::helm::release::{
+    self, OWNER_LABEL, ObservedRelease, ObservedReleases, ReleaseRef, ReleaseState,
+};
 use crate::helm::{Helm, HelmError, STOP_GRACE};
 use crate::mesh::catalog::ComponentContext;
 
@@ -39,6 +41,11 @@ pub enum ComponentError {
     Readiness(#[from] ReadinessError),
     #[error("{0}")]
     WorkloadFailed(String),
+    #[error(
+        "release {release} belongs to {owner}, not to this ControlPlane: refusing to take it \
+         over (--adopt takes it over knowingly)"
+    )]
+    NotOwned { release: String, owner: String },
 }
 
 /// helm's own error line when helm ran and failed; the whole error otherwise.
@@ -76,6 +83,37 @@ impl Engine {
             action: Operation::Upgrade,
             reason: Reason::Drift(missing),
         })
+    }
+
+    /// A release is ours when its record names this ControlPlane, or (written by an smm from
+    /// before the label) when our status records it. Anything else belongs to another
+    /// ControlPlane or to nobody (a hand-made `helm install`), and is left alone unless the
+    /// user adopts it knowingly.
+    fn check_owner(
+        &self,
+        wanted: &DesiredComponent<'_>,
+        release: &ObservedRelease,
+        recorded: Option<&ComponentStatus>,
+        writer: &StatusWriter,
+    ) -> Result<(), ComponentError> {
+        if release.state == ReleaseState::Uninstalled || self.settings.adopt {
+            return Ok(());
+        }
+        let ours = writer.control_plane_uid();
+        let recorded_here = recorded.and_then(|s| s.release.as_ref()).is_some_and(|r| {
+            r.name == wanted.release.name && r.namespace == wanted.release.namespace
+        });
+        match release.owner.as_deref() {
+            Some(owner) if owner == ours => Ok(()),
+            None if recorded_here => Ok(()),
+            owner => Err(ComponentError::NotOwned {
+                release: wanted.release.to_string(),
+                owner: match owner {
+                    Some(uid) => format!("the ControlPlane with uid {uid}"),
+                    None => "no ControlPlane (it was installed outside smm)".to_owned(),
+                },
+            }),
+        }
     }
 
     /// A pending release is recovered only once no earlier helm can still be writing it. We
@@ -167,6 +205,11 @@ impl Engine {
                 return Ok(Ok(Outcome::Waiting(format!(
                     "waiting for {dependency} to be available"
                 ))));
+            }
+            if let Some(release) = release
+                && let Err(err) = self.check_owner(wanted, release, recorded.as_ref(), writer)
+            {
+                return Ok(Err(err));
             }
             let resolves_pending =
                 matches!(decision.action, Operation::Recover | Operation::Uninstall);
@@ -277,7 +320,8 @@ impl Engine {
         }
         writer.attempting(wanted, phase).await?;
         let release_state = release.map(|r| &r.state);
-        if let Err(err) = run_helm(&self.helm, wanted, operation, release_state).await {
+        let owner = writer.control_plane_uid();
+        if let Err(err) = run_helm(&self.helm, wanted, operation, release_state, owner).await {
             return Ok(Err(err));
         }
         let applied = release::observe(&self.client, &[wanted.component.release_name])
@@ -425,6 +469,7 @@ async fn run_helm(
     wanted: &DesiredComponent<'_>,
     operation: Operation,
     release_state: Option<&ReleaseState>,
+    owner: &str,
 ) -> Result<(), ComponentError> {
     if operation == Operation::Recover {
         // A pending install has nothing to go back to, and an interrupted uninstall is finished
@@ -439,10 +484,26 @@ async fn run_helm(
         .map_err(ComponentError::Recover)?;
     }
     let prepared = wanted.chart.prepare(&wanted.values)?;
+    // The record says who owns the release and what it holds (label values are short: the
+    // digests' first 32 hex digits).
+    let short = |digest: &str| -> String {
+        digest
+            .trim_start_matches("sha256:")
+            .chars()
+            .take(32)
+            .collect()
+    };
+    let (chart, values) = (short(&wanted.chart_digest), short(&wanted.values_digest));
+    let labels = [
+        (OWNER_LABEL, owner),
+        ("smm.dev/chart-digest", chart.as_str()),
+        ("smm.dev/values-digest", values.as_str()),
+    ];
     helm.upgrade_install(
         &wanted.release,
         prepared.chart_path(),
         prepared.values_file(),
+        &labels,
     )
     .await
     .map_err(ComponentError::Helm)?;

@@ -56,6 +56,12 @@ pub enum Reason {
     Disabled,
     /// Objects of the release were deleted behind helm's back.
     Drift(Vec<String>),
+    /// The release moved on from the revision smm recorded: an upgrade or rollback made
+    /// outside smm (by hand with helm).
+    ChangedOutside {
+        recorded: i64,
+        found: i64,
+    },
     UpToDate,
     AlreadyRemoved,
 }
@@ -72,6 +78,10 @@ impl std::fmt::Display for Reason {
             Reason::Stuck(state) => write!(f, "release stuck in {state}"),
             Reason::Disabled => f.write_str("disabled"),
             Reason::Drift(missing) => write!(f, "drift: {} missing", missing.join(", ")),
+            Reason::ChangedOutside { recorded, found } => write!(
+                f,
+                "changed outside smm: revision {found} found, {recorded} applied by smm"
+            ),
             Reason::UpToDate => f.write_str("up to date"),
             Reason::AlreadyRemoved => f.write_str("disabled and not installed"),
         }
@@ -143,7 +153,16 @@ pub fn decide(
         _ if status.is_some_and(|s| s.attempt.is_some()) => {
             decision(Operation::Upgrade, Reason::Interrupted)
         }
-        _ => decision(Operation::Nothing, Reason::UpToDate),
+        _ => match status.and_then(|s| s.release.as_ref()?.revision) {
+            Some(recorded) if recorded != release.revision => decision(
+                Operation::Upgrade,
+                Reason::ChangedOutside {
+                    recorded,
+                    found: release.revision,
+                },
+            ),
+            _ => decision(Operation::Nothing, Reason::UpToDate),
+        },
     }
 }
 
@@ -166,7 +185,11 @@ mod tests {
     }
 
     fn release(state: ReleaseState) -> ObservedRelease {
-        ObservedRelease { revision: 3, state }
+        ObservedRelease {
+            revision: 3,
+            state,
+            owner: None,
+        }
     }
 
     #[test]
@@ -272,6 +295,33 @@ mod tests {
             (d.action, d.reason),
             (Operation::Upgrade, Reason::Interrupted)
         );
+    }
+
+    /// A `helm upgrade` or `helm rollback` by hand moves the release to a revision smm did not
+    /// record: detected and corrected by an upgrade.
+    #[test]
+    fn a_revision_smm_did_not_make_is_corrected() {
+        let mut available = status(ComponentPhase::Available, "sha256:c1", "sha256:v1");
+        available.release = Some(crate::api::ReleaseStatus {
+            name: "istiod".to_owned(),
+            namespace: "istio-system".to_owned(),
+            revision: Some(2),
+        });
+        let deployed = release(ReleaseState::Deployed);
+        let d = decide(WANTED, Some(&available), Some(&deployed));
+        assert_eq!(
+            (d.action, d.reason),
+            (
+                Operation::Upgrade,
+                Reason::ChangedOutside {
+                    recorded: 2,
+                    found: 3
+                }
+            )
+        );
+        available.release.as_mut().unwrap().revision = Some(3);
+        let d = decide(WANTED, Some(&available), Some(&deployed));
+        assert_eq!(d.action, Operation::Nothing);
     }
 
     #[test]

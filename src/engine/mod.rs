@@ -29,7 +29,7 @@ use report::{Outcome, PlannedComponent, Progress, ReconcileReport};
 use status::{RunEnd, StatusWriter};
 
 use crate::api::{ControlPlane, ControlPlaneSpec, ControlPlaneStatus};
-use crate::desired::resolve::{DesiredComponent, SpecError, resolve};
+use crate::desired::resolve::{DesiredComponent, SpecError, refuse_shared_releases, resolve};
 use crate::helm::Helm;
 use crate::helm::release::{self, ObservedReleases};
 use crate::mesh::catalog::Catalog;
@@ -96,6 +96,26 @@ impl Scope {
     }
 }
 
+/// Every other ControlPlane's name and spec, to refuse releases they manage too.
+pub(crate) async fn other_control_planes(
+    api: &Api<ControlPlane>,
+    name: &str,
+) -> Result<Vec<(String, ControlPlaneSpec)>, EngineError> {
+    let all = api
+        .list(&Default::default())
+        .await
+        .map_err(|source| EngineError::Get {
+            name: name.to_owned(),
+            source,
+        })?;
+    Ok(all
+        .items
+        .into_iter()
+        .filter(|cp| cp.metadata.name.as_deref() != Some(name))
+        .map(|cp| (cp.metadata.name.clone().unwrap_or_default(), cp.spec))
+        .collect())
+}
+
 /// The component that keeps `wanted` from being acted on in this run: for an install, a
 /// dependency that failed; for a removal, a dependent whose removal failed (removing what it
 /// still uses would break it).
@@ -140,6 +160,8 @@ pub enum WaitPolicy {
 #[derive(Clone, Debug)]
 pub struct EngineSettings {
     pub wait: WaitPolicy,
+    /// Take over releases that belong to another ControlPlane or to nobody (`--adopt`).
+    pub adopt: bool,
     /// Pause between rounds, so waiting components get a chance to become ready.
     pub round_delay: Duration,
     /// How many independent components are reconciled at once.
@@ -150,6 +172,7 @@ impl Default for EngineSettings {
     fn default() -> Self {
         Self {
             wait: WaitPolicy::Until(Duration::from_secs(300)),
+            adopt: false,
             round_delay: Duration::from_secs(1),
             parallelism: 4,
         }
@@ -322,8 +345,20 @@ impl Engine {
                 entry.values_override = None;
             }
         }
-        let writer = StatusWriter::new(api, &control_plane);
-        let desired = match self.resolve(name, &spec) {
+        let writer = StatusWriter::new(api.clone(), &control_plane);
+        let others = if intent == Intent::AsSpecified {
+            other_control_planes(&api, name).await?
+        } else {
+            Vec::new()
+        };
+        let desired = match self.resolve(name, &spec).and_then(|desired| {
+            refuse_shared_releases(&self.catalog, &spec, &others)
+                .map(|()| desired)
+                .map_err(|source| EngineError::Spec {
+                    name: name.to_owned(),
+                    source,
+                })
+        }) {
             Ok(desired) => desired,
             Err(err) => {
                 // Visible where users look (kubectl, Argo CD), not only in a log: the operator

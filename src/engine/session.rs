@@ -11,12 +11,12 @@ use kube::Client;
 use tokio_util::sync::CancellationToken;
 
 use super::report::{Progress, ReconcileReport};
-use super::{Engine, EngineError, EngineSettings, Scope, WaitPolicy};
-use crate::api::ControlPlaneSpec;
+use super::{Engine, EngineError, EngineSettings, Scope, WaitPolicy, other_control_planes};
+use crate::api::{ControlPlane, ControlPlaneSpec};
 use crate::cluster::control_plane::{self, StoreError};
 use crate::cluster::lease::{LockError, reconcile_lock};
 use crate::desired::edit::{self, EditError};
-use crate::desired::resolve::{SpecError, resolve};
+use crate::desired::resolve::{SpecError, refuse_shared_releases, resolve};
 use crate::helm::Helm;
 use crate::mesh::catalog::Catalog;
 
@@ -116,6 +116,12 @@ impl Session {
         self
     }
 
+    /// Runs take over releases that belong to another ControlPlane or to nobody.
+    pub fn with_adopt(mut self, adopt: bool) -> Self {
+        self.engine.settings.adopt = adopt;
+        self
+    }
+
     /// How runs wait for components to become ready (default: up to 5 minutes).
     pub fn with_wait(mut self, wait: WaitPolicy) -> Self {
         self.engine.settings.wait = wait;
@@ -173,6 +179,7 @@ impl Session {
         let scope = match request {
             Request::Stored => Scope::All,
             Request::Replace(spec) => {
+                self.check_shared(name, spec).await?;
                 control_plane::store(&self.client, name, spec).await?;
                 Scope::All
             }
@@ -183,12 +190,32 @@ impl Session {
                     .unwrap_or_else(|| edit::new_spec(&self.catalog));
                 let scope = apply_edit(&mut spec, &self.catalog)?;
                 self.check(name, &spec)?;
+                self.check_shared(name, &spec).await?;
                 control_plane::store(&self.client, name, &spec).await?;
                 Scope::Only(scope)
             }
             Request::RemoveAll => return Ok(engine.remove_all(name).await?),
         };
         Ok(engine.reconcile(name, &scope).await?)
+    }
+
+    /// Refuses, before it is stored, a spec that would manage releases another ControlPlane
+    /// manages.
+    async fn check_shared(&self, name: &str, spec: &ControlPlaneSpec) -> Result<(), SessionError> {
+        let api: kube::Api<ControlPlane> = kube::Api::all(self.client.clone());
+        let others = match other_control_planes(&api, name).await {
+            Ok(others) => others,
+            // No CRD yet: no other ControlPlane either.
+            Err(EngineError::Get {
+                source: kube::Error::Api(status),
+                ..
+            }) if status.code == 404 => Vec::new(),
+            Err(err) => return Err(err.into()),
+        };
+        refuse_shared_releases(&self.catalog, spec, &others).map_err(|source| SessionError::Spec {
+            name: name.to_owned(),
+            source,
+        })
     }
 
     fn check(&self, name: &str, spec: &ControlPlaneSpec) -> Result<(), SessionError> {

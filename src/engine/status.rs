@@ -34,6 +34,7 @@ pub(super) enum RunEnd {
 pub(super) struct StatusWriter {
     api: Api<ControlPlane>,
     name: String,
+    uid: String,
     generation: Option<i64>,
     status: Mutex<ControlPlaneStatus>,
     reconciling_marked: AtomicBool,
@@ -44,10 +45,16 @@ impl StatusWriter {
         Self {
             api,
             name: control_plane.name_any(),
+            uid: control_plane.uid().unwrap_or_default(),
             generation: control_plane.metadata.generation,
             status: Mutex::new(control_plane.status.clone().unwrap_or_default()),
             reconciling_marked: AtomicBool::new(false),
         }
+    }
+
+    /// The uid of the ControlPlane whose status this writes: what its releases are labelled with.
+    pub fn control_plane_uid(&self) -> &str {
+        &self.uid
     }
 
     /// The name of the ControlPlane whose status this writes.

@@ -85,7 +85,14 @@ impl std::fmt::Display for ReleaseState {
 pub struct ObservedRelease {
     pub revision: i64,
     pub state: ReleaseState,
+    /// The uid of the ControlPlane that owns the release ([`OWNER_LABEL`] on helm's record);
+    /// `None` for a release smm did not make (or an older smm made).
+    pub owner: Option<String>,
 }
+
+/// The label smm puts on every release record it writes (helm's `--labels`): the owning
+/// ControlPlane's uid.
+pub const OWNER_LABEL: &str = "smm.dev/owner";
 
 /// Latest revision per release, keyed by (namespace, name).
 pub type ObservedReleases = BTreeMap<(String, String), ObservedRelease>;
@@ -329,6 +336,7 @@ fn latest_revisions(
         let candidate = ObservedRelease {
             revision,
             state: ReleaseState::from_label(status),
+            owner: labels.get(OWNER_LABEL).cloned(),
         };
         match entry {
             std::collections::btree_map::Entry::Vacant(slot) => {

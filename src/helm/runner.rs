@@ -238,15 +238,21 @@ impl Helm {
         stdout.parse()
     }
 
-    /// Installs the release, or upgrades it when it exists, from a chart directory and a values file.
+    /// Installs the release, or upgrades it when it exists, from a chart directory and a values
+    /// file; `labels` go on helm's release record (`key=value`).
     pub async fn upgrade_install(
         &self,
         release: &ReleaseRef,
         chart_dir: &Path,
         values_file: &Path,
+        labels: &[(&str, &str)],
     ) -> Result<String, HelmError> {
         let mut args = release_args(&["upgrade", "--install"], release);
         args.extend([chart_dir.into(), "--values".into(), values_file.into()]);
+        if !labels.is_empty() {
+            let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            args.extend(["--labels".into(), labels.join(",").into()]);
+        }
         args.extend(["--history-max".into(), "10".into()]);
         args.extend(self.timeout_args());
         self.run("upgrade --install", &release.to_string(), args, true)

@@ -590,3 +590,73 @@ async fn components_and_the_engine_agree_on_enabled() {
         .await
         .unwrap();
 }
+
+/// Ownership (finding H4): a second ControlPlane whose spec would manage a release of the first
+/// is refused before it is stored, and a `helm rollback` made by hand is detected and corrected.
+#[tokio::test]
+async fn releases_have_one_owner_and_changes_by_hand_are_corrected() {
+    let cluster = TestCluster::connect().await;
+    let (first, namespace) = fresh_control_plane(&cluster).await;
+    assert_success(&smm(&["install", "prometheus", "--control-plane", &first]));
+
+    let second = unique_name("e2e-second");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let document = json!({
+        "apiVersion": "smm.dev/v1alpha1",
+        "kind": "ControlPlane",
+        "metadata": {"name": second},
+        "spec": {"namespace": namespace, "components": {
+            "base": {"enabled": false}, "prometheus": {"enabled": true}}},
+    });
+    std::fs::write(file.path(), serde_json::to_string(&document).unwrap()).unwrap();
+    let refused = smm(&["reconcile", "-f", file.path().to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{namespace}/prometheus is also managed by ControlPlane {first}"
+        )),
+        "{stderr}"
+    );
+    let control_planes: Api<ControlPlane> = Api::all(cluster.client.clone());
+    assert!(control_planes.get_opt(&second).await.unwrap().is_none());
+
+    // By hand: helm rolls the release back to revision 1, which makes revision 2.
+    let rolled = Command::new(crate::support::HelmTool::Helm4.path())
+        .args(["rollback", "prometheus", "1", "--namespace", &namespace])
+        .output()
+        .unwrap();
+    assert!(rolled.status.success(), "{rolled:?}");
+    let corrected = smm(&[
+        "install",
+        "prometheus",
+        "--control-plane",
+        &first,
+        "-o",
+        "json",
+    ]);
+    assert_success(&corrected);
+    let report: Value = serde_json::from_slice(&corrected.stdout).unwrap();
+    let prometheus = report["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "prometheus")
+        .unwrap();
+    assert_eq!(prometheus["action"], "Upgrade");
+    assert!(
+        prometheus["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("changed outside smm: revision 2 found, 1 applied by smm"),
+        "{prometheus}"
+    );
+    let stored = control_planes.get(&first).await.unwrap();
+    let recorded = stored.status.unwrap().components["prometheus"].clone();
+    assert_eq!(recorded.release.unwrap().revision, Some(3));
+
+    smm(&["uninstall", "-a", "--control-plane", &first]);
+    let _ = control_planes
+        .delete(&first, &DeleteParams::default())
+        .await;
+}

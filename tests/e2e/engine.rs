@@ -75,17 +75,20 @@ impl TestControlPlane {
     }
 }
 
-fn engine(cluster: &TestCluster, helm: &Helm, catalog: Catalog) -> Engine {
-    let settings = EngineSettings {
+fn test_settings() -> EngineSettings {
+    EngineSettings {
         wait: WaitPolicy::Until(Duration::from_secs(60)),
         round_delay: Duration::from_millis(500),
         ..EngineSettings::default()
-    };
+    }
+}
+
+fn engine(cluster: &TestCluster, helm: &Helm, catalog: Catalog) -> Engine {
     Engine::new(
         cluster.client.clone(),
         helm.clone(),
         std::sync::Arc::new(catalog),
-        settings,
+        test_settings(),
     )
 }
 
@@ -411,8 +414,32 @@ async fn a_release_left_pending_install_is_recovered() {
     interrupted.wait().unwrap();
     assert!(pending, "helm never recorded a pending-install release");
 
+    // helm made that release outside smm: it belongs to nobody, and is refused, naming it.
     let engine = engine(&cluster, &helm, tiny_catalog(&TINY));
     let report = engine.reconcile(&cp.name, &Scope::All).await.unwrap();
+    let Outcome::Failed(refused) = &report.components[0].outcome else {
+        panic!("{report:?}");
+    };
+    assert!(
+        refused.contains(&format!(
+            "release {}/tiny belongs to no ControlPlane",
+            cp.namespace
+        )),
+        "{refused}"
+    );
+    assert_eq!(helm.processes_spawned(), 0);
+
+    // Taken over knowingly, it is recovered.
+    let adopting = Engine::new(
+        cluster.client.clone(),
+        helm.clone(),
+        std::sync::Arc::new(tiny_catalog(&TINY)),
+        EngineSettings {
+            adopt: true,
+            ..test_settings()
+        },
+    );
+    let report = adopting.reconcile(&cp.name, &Scope::All).await.unwrap();
     assert_all_done(&report);
     assert_eq!(
         action_of(&report, "tiny"),

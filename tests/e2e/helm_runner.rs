@@ -31,7 +31,8 @@ async fn install_read_back_uninstall(tool: HelmTool) {
     };
     let dir = tempfile::tempdir().unwrap();
     let values = values_file(&dir, "greeting: from-the-test\n");
-    helm.upgrade_install(&release, &fixture_chart("tiny"), &values)
+    let owner = [("smm.dev/owner", "e2e-owner")];
+    helm.upgrade_install(&release, &fixture_chart("tiny"), &values, &owner)
         .await
         .unwrap();
 
@@ -52,6 +53,12 @@ async fn install_read_back_uninstall(tool: HelmTool) {
         .await
         .unwrap();
     assert_eq!(records.items.len(), 1, "one helm release record");
+    // What smm passes as labels lands on helm's record, where ownership is read from.
+    let labels = records.items[0].metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get("smm.dev/owner").map(String::as_str),
+        Some("e2e-owner")
+    );
 
     helm.uninstall(&release, true).await.unwrap();
     assert!(
@@ -98,7 +105,7 @@ async fn a_rejected_install_reports_helms_error_line() {
     // Upper case is not allowed in object names, so the API server refuses the ConfigMap.
     let values = values_file(&dir, "configMapName: Not_A_Valid_Name\n");
     let err = helm
-        .upgrade_install(&release, &fixture_chart("tiny"), &values)
+        .upgrade_install(&release, &fixture_chart("tiny"), &values, &[])
         .await
         .unwrap_err();
     let HelmError::Failed { message, .. } = &err else {
