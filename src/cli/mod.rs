@@ -75,7 +75,11 @@ impl GlobalArgs {
 
     pub fn helm(&self) -> anyhow::Result<Helm> {
         let binary = HelmBinary::locate(self.helm_binary.as_deref())?;
-        Ok(Helm::new(binary, self.cluster_target(), self.timeout))
+        Ok(Helm::new(
+            binary,
+            self.cluster_target().resolved(),
+            self.timeout,
+        ))
     }
 
     pub async fn client(&self) -> anyhow::Result<kube::Client> {

@@ -85,6 +85,32 @@ impl ClusterTarget {
         Client::try_from(self.config().await?).map_err(ClusterError::Client)
     }
 
+    /// This target with the kubeconfig file and context that discovery would pick written out
+    /// (a single `KUBECONFIG` path, the kubeconfig's current context), so helm is told exactly
+    /// what the client uses instead of making its own choice. In-cluster, nothing is added.
+    pub fn resolved(&self) -> Self {
+        let kubeconfig = self.kubeconfig.clone().or_else(|| {
+            let paths = std::env::var_os("KUBECONFIG")?;
+            let mut paths = std::env::split_paths(&paths).filter(|p| !p.as_os_str().is_empty());
+            match (paths.next(), paths.next()) {
+                (Some(only), None) => Some(only),
+                // Several files are merged; helm merges them the same way from KUBECONFIG.
+                _ => None,
+            }
+        });
+        let context = self.context.clone().or_else(|| {
+            let config = match &kubeconfig {
+                Some(path) => Kubeconfig::read_from(path).ok()?,
+                None => Kubeconfig::read().ok()?,
+            };
+            config.current_context
+        });
+        Self {
+            kubeconfig,
+            context,
+        }
+    }
+
     /// The flags that make a helm process target the same cluster.
     pub fn helm_args(&self) -> Vec<String> {
         let mut args = Vec::new();
@@ -115,5 +141,31 @@ mod tests {
             ["--kubeconfig", "/tmp/kc", "--kube-context", "prod"]
         );
         assert!(ClusterTarget::default().helm_args().is_empty());
+    }
+
+    /// Finding M8: helm is told the context the client uses, not left to pick one (from
+    /// HELM_KUBECONTEXT, say).
+    #[test]
+    fn resolving_writes_out_the_current_context() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        std::fs::write(
+            &path,
+            "apiVersion: v1\nkind: Config\ncurrent-context: staging\nclusters: []\n\
+             contexts: []\nusers: []\n",
+        )
+        .unwrap();
+        let target = ClusterTarget {
+            kubeconfig: Some(path.clone()),
+            context: None,
+        }
+        .resolved();
+        assert_eq!(target.context.as_deref(), Some("staging"));
+        let chosen = ClusterTarget {
+            kubeconfig: Some(path),
+            context: Some("prod".to_owned()),
+        }
+        .resolved();
+        assert_eq!(chosen.context.as_deref(), Some("prod"));
     }
 }
