@@ -660,3 +660,36 @@ async fn releases_have_one_owner_and_changes_by_hand_are_corrected() {
         .delete(&first, &DeleteParams::default())
         .await;
 }
+
+/// No lost update (finding M7): two `smm install` of different components at once both stick,
+/// because each edits the stored spec under the reconcile lease.
+#[tokio::test]
+async fn concurrent_installs_of_different_components_both_stick() {
+    let cluster = TestCluster::connect().await;
+    let (cp, _namespace) = fresh_control_plane(&cluster).await;
+    let install = |component: &str| {
+        crate::support::smm_command(&["install", component, "--control-plane", &cp], &[])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (tracing, prometheus) = (install("tracing"), install("prometheus"));
+    assert_success(&tracing.wait_with_output().unwrap());
+    assert_success(&prometheus.wait_with_output().unwrap());
+    let stored = Api::<ControlPlane>::all(cluster.client.clone())
+        .get(&cp)
+        .await
+        .unwrap();
+    for component in ["tracing", "prometheus"] {
+        assert_eq!(
+            stored.spec.components[component].enabled,
+            Some(true),
+            "{component}"
+        );
+    }
+    smm(&["uninstall", "-a", "--control-plane", &cp]);
+    let _ = Api::<ControlPlane>::all(cluster.client.clone())
+        .delete(&cp, &DeleteParams::default())
+        .await;
+}
