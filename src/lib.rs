@@ -16,7 +16,8 @@
 //!          /    \
 //!       helm    cluster                        charts, helm, releases | target, objects, leases
 //!          \    /
-//!        values    api                         values layering and digests | ControlPlane types
+//!        values    api    signals              values layering and digests | ControlPlane types |
+//!                                              SIGINT/SIGTERM as a cancellation token
 //! ```
 
 /// The ControlPlane custom resource: spec, status, kstatus conditions and their rules.
@@ -36,5 +37,7 @@ pub mod helm;
 pub mod mesh;
 /// Operator mode: install/uninstall operations, the controller, events, endpoints, manifests.
 pub mod operator;
+/// SIGINT and SIGTERM as a cancellation token (used by the CLI and the operator).
+pub mod signals;
 /// Helm values: parsing, layering with managed-value checks, diffs, canonical digests.
 pub mod values;

@@ -152,25 +152,7 @@ pub fn interrupted() -> CancellationToken {
     static INTERRUPTED: std::sync::OnceLock<CancellationToken> = std::sync::OnceLock::new();
     INTERRUPTED
         .get_or_init(|| {
-            let token = CancellationToken::new();
-            let cancel = token.clone();
-            tokio::spawn(async move {
-                use tokio::signal::unix::{SignalKind, signal};
-                let (Ok(mut int), Ok(mut term)) = (
-                    signal(SignalKind::interrupt()),
-                    signal(SignalKind::terminate()),
-                ) else {
-                    tracing::warn!("cannot listen for signals; SIGINT and SIGTERM end smm at once");
-                    return;
-                };
-                tokio::select! {
-                    _ = int.recv() => {}
-                    _ = term.recv() => {}
-                }
-                eprintln!("smm: stopping (stopping helm, releasing the lease)");
-                cancel.cancel();
-            });
-            token
+            smm::signals::stop_on_signal("stopping: stopping helm, releasing the lease")
         })
         .clone()
 }

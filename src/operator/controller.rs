@@ -118,7 +118,7 @@ pub async fn run(
     if let Some(address) = options.dashboard {
         serve_dashboard(address, &client, &helm, &catalog).await?;
     }
-    let stopping = shutdown_signal();
+    let stopping = crate::signals::stop_on_signal("shutting down: no further component is started");
     let reporter = Reporter {
         controller: "smm-operator".to_owned(),
         instance: Some(options.identity.clone()),
@@ -215,29 +215,6 @@ fn controller(
                 tracing::warn!(%err, "reconcile failed");
             }
         })
-}
-
-/// Cancelled on SIGTERM or SIGINT.
-fn shutdown_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let cancel = token.clone();
-    tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            tracing::warn!("cannot listen for signals");
-            return;
-        };
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("shutting down: no further component is started");
-        cancel.cancel();
-    });
-    token
 }
 
 fn served_outcome(
