@@ -148,17 +148,29 @@ fn stale(generation: Option<i64>, observed: Option<i64>) -> bool {
     observed.unwrap_or(0) < generation.unwrap_or(0)
 }
 
-fn replicas_judgement(
-    stale: bool,
+/// Replica counts as a workload's status reports them.
+struct Replicas {
     desired: i32,
+    /// All replicas, old ones included.
+    current: i32,
     updated: i32,
     available: i32,
-    selector: LabelSelector,
-) -> Judgement {
+}
+
+fn replicas_judgement(stale: bool, replicas: Replicas, selector: LabelSelector) -> Judgement {
+    let Replicas {
+        desired,
+        current,
+        updated,
+        available,
+    } = replicas;
     let readiness = if stale {
         Readiness::Progressing("its controller has not seen the latest change".to_owned())
     } else if updated < desired {
         Readiness::Progressing(format!("{updated}/{desired} updated"))
+    } else if current > updated {
+        // Old replicas still serve (and count as available) while new ones are not ready.
+        Readiness::Progressing(format!("{} old replicas still running", current - updated))
     } else if available < desired {
         Readiness::Progressing(format!("{available}/{desired} available"))
     } else {
@@ -171,38 +183,41 @@ fn deployment(object: &Deployment) -> Judgement {
     let spec = object.spec.clone().unwrap_or_default();
     let status = object.status.clone().unwrap_or_default();
     let desired = spec.replicas.unwrap_or(1);
-    replicas_judgement(
-        stale(object.metadata.generation, status.observed_generation),
+    let replicas = Replicas {
         desired,
-        status.updated_replicas.unwrap_or(0),
-        status.available_replicas.unwrap_or(0),
-        spec.selector,
-    )
+        current: status.replicas.unwrap_or(0),
+        updated: status.updated_replicas.unwrap_or(0),
+        available: status.available_replicas.unwrap_or(0),
+    };
+    let stale = stale(object.metadata.generation, status.observed_generation);
+    replicas_judgement(stale, replicas, spec.selector)
 }
 
 fn stateful_set(object: &StatefulSet) -> Judgement {
     let spec = object.spec.clone().unwrap_or_default();
     let status = object.status.clone().unwrap_or_default();
     let desired = spec.replicas.unwrap_or(1);
-    replicas_judgement(
-        stale(object.metadata.generation, status.observed_generation),
+    let replicas = Replicas {
         desired,
-        status.updated_replicas.unwrap_or(0),
-        status.available_replicas.unwrap_or(0),
-        spec.selector,
-    )
+        current: status.replicas,
+        updated: status.updated_replicas.unwrap_or(0),
+        available: status.available_replicas.unwrap_or(0),
+    };
+    let stale = stale(object.metadata.generation, status.observed_generation);
+    replicas_judgement(stale, replicas, spec.selector)
 }
 
 fn daemon_set(object: &DaemonSet) -> Judgement {
     let spec = object.spec.clone().unwrap_or_default();
     let status = object.status.clone().unwrap_or_default();
-    replicas_judgement(
-        stale(object.metadata.generation, status.observed_generation),
-        status.desired_number_scheduled,
-        status.updated_number_scheduled.unwrap_or(0),
-        status.number_available.unwrap_or(0),
-        spec.selector,
-    )
+    let replicas = Replicas {
+        desired: status.desired_number_scheduled,
+        current: status.current_number_scheduled,
+        updated: status.updated_number_scheduled.unwrap_or(0),
+        available: status.number_available.unwrap_or(0),
+    };
+    let stale = stale(object.metadata.generation, status.observed_generation);
+    replicas_judgement(stale, replicas, spec.selector)
 }
 
 fn job(object: &Job) -> Judgement {
@@ -282,6 +297,7 @@ mod tests {
     fn a_deployment_is_ready_when_current_updated_and_available() {
         let ready = DeploymentStatus {
             observed_generation: Some(3),
+            replicas: Some(2),
             updated_replicas: Some(2),
             available_replicas: Some(2),
             ..DeploymentStatus::default()
@@ -292,6 +308,16 @@ mod tests {
         );
         let (_, _, stale, _) = deployment(&deployment_with(4, ready.clone()));
         assert!(matches!(stale, Readiness::Progressing(_)), "{stale:?}");
+        // A rollout stuck behind old replicas: as many updated and available as wanted, but
+        // the available ones are old.
+        let stuck = DeploymentStatus {
+            replicas: Some(4),
+            ..ready.clone()
+        };
+        assert_eq!(
+            deployment(&deployment_with(3, stuck)).2,
+            Readiness::Progressing("2 old replicas still running".to_owned())
+        );
         let half = DeploymentStatus {
             available_replicas: Some(1),
             ..ready

@@ -38,8 +38,11 @@ async fn every_deployment_available(client: &kube::Client, namespace: &str) -> V
             let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
             let status = d.status.clone().unwrap_or_default();
             let current = status.observed_generation == d.metadata.generation;
+            let updated = status.updated_replicas.unwrap_or(0);
+            // No old replica left: the available ones are the updated ones.
             let available = status.available_replicas.unwrap_or(0) >= wanted
-                && status.updated_replicas.unwrap_or(0) >= wanted;
+                && updated >= wanted
+                && status.replicas.unwrap_or(0) <= updated;
             (!(current && available)).then_some(name)
         })
         .collect()
