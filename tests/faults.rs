@@ -276,12 +276,13 @@ fn plan(seed: u64, index: usize) -> Fault {
     let after_ms = rng.between(200, 4000);
     let gate_ms = rng.percent(70).then(|| rng.between(500, 5000));
     let replicas = rng.between(2, 3);
+    let hold = rng.next() % 64;
     let cli = |op| Fault::Cli {
         op,
         signal,
         after_ms,
         gate_ms,
-        hold: rng.next() % 64,
+        hold,
     };
     match kind {
         0 => cli(CliOp::InstallAll),
@@ -975,15 +976,21 @@ fn deployment_problems(want: &Value, have: &Deployment) -> Vec<String> {
     let status = have.status.clone().unwrap_or_default();
     let current = status.observed_generation >= have.metadata.generation;
     let wanted = i32::try_from(replicas).unwrap_or(i32::MAX);
+    // kstatus' rule: every replica updated and available, and no replica of an older
+    // ReplicaSet left (an old pod still serving while the new ones cannot run is no rollout).
     let available = status.available_replicas.unwrap_or(0) >= wanted
-        && status.updated_replicas.unwrap_or(0) >= wanted;
+        && status.updated_replicas.unwrap_or(0) >= wanted
+        && status.replicas.unwrap_or(0) <= wanted
+        && status.unavailable_replicas.unwrap_or(0) == 0;
     if !(current && available) {
         problems.push(format!(
-            "not available (generation {:?} observed {:?}, {}/{wanted} updated, {}/{wanted} available)",
+            "not rolled out (generation {:?} observed {:?}; of {wanted}: {} updated, {} available, {} in all, {} unavailable)",
             have.metadata.generation,
             status.observed_generation,
             status.updated_replicas.unwrap_or(0),
-            status.available_replicas.unwrap_or(0)
+            status.available_replicas.unwrap_or(0),
+            status.replicas.unwrap_or(0),
+            status.unavailable_replicas.unwrap_or(0)
         ));
     }
     problems
