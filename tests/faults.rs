@@ -203,7 +203,11 @@ impl fmt::Display for Fault {
                 gate_ms,
                 same_identity,
             } => {
-                write!(f, "{signal} the operator {} into its reconcile", secs(*after_ms))?;
+                write!(
+                    f,
+                    "{signal} the operator {} into its reconcile",
+                    secs(*after_ms)
+                )?;
                 if let Some(ms) = gate_ms {
                     write!(f, " (istiod's pods wait {} for a node)", secs(*ms))?;
                 }
@@ -516,11 +520,7 @@ impl<'a> Scene<'a> {
 
     fn spawn(&mut self, label: &str, args: &[String]) -> Proc {
         let log = self.log(label);
-        let child = self
-            .ctx
-            .command(args, &log)
-            .spawn()
-            .expect("smm starts");
+        let child = self.ctx.command(args, &log).spawn().expect("smm starts");
         Proc {
             child,
             log,
@@ -615,7 +615,9 @@ impl<'a> Scene<'a> {
             .await
         {
             Ok(_) => self.held.push((self.ns.clone(), name.to_owned())),
-            Err(err) => self.record.fail(format!("holding Deployment {name}: {err}")),
+            Err(err) => self
+                .record
+                .fail(format!("holding Deployment {name}: {err}")),
         }
     }
 
@@ -651,7 +653,8 @@ impl<'a> Scene<'a> {
         })
         .await;
         if !computed {
-            self.record.fail("the pod quota's usage was not computed within 20s");
+            self.record
+                .fail("the pod quota's usage was not computed within 20s");
         }
     }
 
@@ -777,22 +780,15 @@ impl<'a> Scene<'a> {
         // The live Deployments are the rendered ones, available and as rendered.
         let cp = self.cp.clone();
         if let Some(rendered) = self.rendered_deployments(&cp, intended).await {
-            let deployments: Api<Deployment> =
-                Api::namespaced(self.ctx.client.clone(), &self.ns);
-            let live: BTreeMap<String, Deployment> = match deployments
-                .list(&ListParams::default())
-                .await
-            {
-                Ok(list) => list
-                    .items
-                    .into_iter()
-                    .map(|d| (d.name_any(), d))
-                    .collect(),
-                Err(err) => {
-                    self.record.fail(format!("listing Deployments: {err}"));
-                    BTreeMap::new()
-                }
-            };
+            let deployments: Api<Deployment> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+            let live: BTreeMap<String, Deployment> =
+                match deployments.list(&ListParams::default()).await {
+                    Ok(list) => list.items.into_iter().map(|d| (d.name_any(), d)).collect(),
+                    Err(err) => {
+                        self.record.fail(format!("listing Deployments: {err}"));
+                        BTreeMap::new()
+                    }
+                };
             let mut expected = BTreeSet::new();
             for want in &rendered {
                 let name = want["metadata"]["name"].as_str().unwrap_or("").to_owned();
@@ -883,7 +879,11 @@ impl<'a> Scene<'a> {
             let nodes: Api<Node> = Api::all(client.clone());
             let patch = json!({"metadata": {"labels": {self.gate_key.as_str(): null}}});
             let _ = nodes
-                .patch(&self.ctx.node, &PatchParams::default(), &Patch::Merge(&patch))
+                .patch(
+                    &self.ctx.node,
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
                 .await;
         }
         let namespaces: Api<Namespace> = Api::all(client);
@@ -932,9 +932,9 @@ fn normalized(spec: &Value) -> Value {
         Value::Object(map) => Value::Object(
             map.iter()
                 .filter(|(key, value)| {
-                    !value.is_null()
-                        && !(key.as_str() == "valuesOverride"
-                            && value.as_object().is_some_and(|m| m.is_empty()))
+                    let empty_values = key.as_str() == "valuesOverride"
+                        && value.as_object().is_some_and(|m| m.is_empty());
+                    !(value.is_null() || empty_values)
                 })
                 .map(|(key, value)| (key.clone(), normalized(value)))
                 .collect(),
@@ -1057,6 +1057,9 @@ fn deployment_problems(want: &Value, have: &Deployment) -> Vec<String> {
 // ---------------------------------------------------------------------------------------------
 // Each kind of fault.
 
+/// What a command means to do to the spec it starts from.
+type SpecEdit = Box<dyn Fn(&Value) -> Value>;
+
 async fn cli_fault(
     s: &mut Scene<'_>,
     op: CliOp,
@@ -1070,7 +1073,7 @@ async fn cli_fault(
     let gate = json!({"nodeSelector": {s.gate_key.as_str(): "open"}});
     let all: Vec<&'static str> = catalog.names();
     // Set up, and what the fault's command is and means.
-    let (args, intended_by_command): (Vec<String>, Box<dyn Fn(&Value) -> Value>) = match op {
+    let (args, intended_by_command): (Vec<String>, SpecEdit) = match op {
         CliOp::InstallAll => {
             if gate_ms.is_some() {
                 s.merge_spec(json!({"components": {"istiod": {"valuesOverride": gate}}}))
@@ -1156,7 +1159,8 @@ async fn cli_fault(
         ));
     }
     let exit = proc.wait(Duration::from_secs(120)).await;
-    s.record.note(format!("faulted command: {}", describe(exit)));
+    s.record
+        .note(format!("faulted command: {}", describe(exit)));
     tokio::time::sleep(Duration::from_millis(500)).await;
     s.note_orphans().await;
     if let Some(task) = gate_task {
@@ -1400,11 +1404,13 @@ async fn apiserver_fault(s: &mut Scene<'_>, after_ms: u64, outage_s: u64, gate_m
     .ok()
     .flatten();
     if !restarted.is_some_and(|st| st.success()) {
-        s.record
-            .fail(format!("scripts/cluster.sh restart-apiserver {outage_s} failed"));
+        s.record.fail(format!(
+            "scripts/cluster.sh restart-apiserver {outage_s} failed"
+        ));
     }
     let exit = proc.wait(COMMAND_LIMIT).await;
-    s.record.note(format!("install during the outage: {}", describe(exit)));
+    s.record
+        .note(format!("install during the outage: {}", describe(exit)));
     if let Some(task) = gate_task {
         let _ = task.await;
     }
@@ -1414,7 +1420,8 @@ async fn apiserver_fault(s: &mut Scene<'_>, after_ms: u64, outage_s: u64, gate_m
     })
     .await
     {
-        s.record.fail("the API server did not answer within 60s of its restart");
+        s.record
+            .fail("the API server did not answer within 60s of its restart");
         return;
     }
     s.note_orphans().await;
@@ -1636,7 +1643,11 @@ async fn fault_campaign() {
     let only: Option<BTreeSet<usize>> = std::env::var("SMM_FAULT_ONLY").ok().map(|list| {
         list.split(',')
             .filter(|s| !s.trim().is_empty())
-            .map(|s| s.trim().parse().expect("SMM_FAULT_ONLY: numbers, comma-separated"))
+            .map(|s| {
+                s.trim()
+                    .parse()
+                    .expect("SMM_FAULT_ONLY: numbers, comma-separated")
+            })
             .collect()
     });
     let cluster = TestCluster::connect().await;
@@ -1752,9 +1763,7 @@ async fn fault_campaign() {
         started.elapsed().as_secs_f64()
     );
     if missed > 0 {
-        eprintln!(
-            "{missed} fault(s) came after their operation had ended (checked all the same)"
-        );
+        eprintln!("{missed} fault(s) came after their operation had ended (checked all the same)");
     }
     if !failures.is_empty() {
         eprintln!("failed: {}", failures.join("; "));
