@@ -22,7 +22,7 @@ stop_cluster() {
 trap stop_cluster EXIT
 
 # Compile while the plane starts: both take a while and neither needs the other.
-cargo build --locked --all-targets &
+cargo build --locked --all-targets --test faults &
 build_pid=$!
 kubeconfig="$(scripts/cluster.sh up | tail -n 1)"
 wait "$build_pid"
@@ -36,7 +36,8 @@ setsid scripts/image.sh >"$state_parent/image.log" 2>&1 &
 image_pid=$!
 
 cargo fmt --check
-cargo clippy --locked --all-targets -- -D warnings
+# --all-targets leaves out test = false targets: name the fault campaign too.
+cargo clippy --locked --all-targets --test faults -- -D warnings
 
 if ! wait "$image_pid"; then
 	image_pid=""
@@ -49,3 +50,11 @@ grep '^image: ' "$state_parent/image.log" >&2
 scripts/image-check.sh
 
 cargo test --locked "$@"
+
+# The fault campaign (tests/faults.rs, `test = false`) last and alone: it kills smm processes,
+# restarts the API server and counts helm processes. --nocapture so that every fault's line
+# reaches the log; it ends with `N passed, N failed`, then cargo's summary. Skipped when
+# arguments narrow the run to some tests.
+if [[ $# -eq 0 ]]; then
+	SMM_FAULTS="${SMM_FAULTS:-20}" cargo test --locked --test faults -- --nocapture
+fi
