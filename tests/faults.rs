@@ -1149,6 +1149,7 @@ async fn cli_fault(
     });
     let mut proc = s.spawn("faulted", &args);
     tokio::time::sleep(Duration::from_millis(after_ms)).await;
+    let signalled = Instant::now();
     if proc.running() {
         proc.signal(signal);
     } else {
@@ -1161,6 +1162,21 @@ async fn cli_fault(
     let exit = proc.wait(Duration::from_secs(120)).await;
     s.record
         .note(format!("faulted command: {}", describe(exit)));
+    // SIGTERM stops helm (with a grace period) and releases the lease: it must not take long.
+    let stopping = signalled.elapsed();
+    if signal == Signal::Term && !s.record.missed {
+        if stopping > Duration::from_secs(60) {
+            s.record.fail(format!(
+                "the CLI took {:.0}s to stop after SIGTERM",
+                stopping.as_secs_f64()
+            ));
+        } else {
+            s.record.note(format!(
+                "stopped {:.1}s after SIGTERM",
+                stopping.as_secs_f64()
+            ));
+        }
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     s.note_orphans().await;
     if let Some(task) = gate_task {
