@@ -25,8 +25,9 @@ trap stop_cluster EXIT
 
 # Compile while the plane starts: they take a while and none needs the others. The e2e tests run
 # Istio's istiod (pilot-discovery) as a local process; build.sh caches it by version, so only the
-# first run (or a version bump) pays for its build.
-cargo build --locked --all-targets &
+# first run (or a version bump) pays for its build. The fault campaign is not among
+# --all-targets (`test = false`), so it is named.
+cargo build --locked --all-targets --test faults &
 build_pid=$!
 scripts/istio/build.sh >/dev/null &
 istiod_pid=$!
@@ -43,7 +44,8 @@ setsid scripts/image.sh >"$state_parent/image.log" 2>&1 &
 image_pid=$!
 
 cargo fmt --check
-cargo clippy --locked --all-targets -- -D warnings
+# --all-targets leaves out test = false targets: name the fault campaign too.
+cargo clippy --locked --all-targets --test faults -- -D warnings
 
 if ! wait "$image_pid"; then
 	image_pid=""
@@ -56,3 +58,11 @@ grep '^image: ' "$state_parent/image.log" >&2
 scripts/image-check.sh
 
 cargo test --locked "$@"
+
+# The fault campaign (tests/faults.rs, `test = false`) last and alone: it kills smm processes,
+# restarts the API server and counts helm processes. --nocapture so that every fault's line
+# reaches the log; it ends with `N passed, N failed`, then cargo's summary. Skipped when
+# arguments narrow the run to some tests.
+if [[ $# -eq 0 ]]; then
+	SMM_FAULTS="${SMM_FAULTS:-20}" cargo test --locked --test faults -- --nocapture
+fi
