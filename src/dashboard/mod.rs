@@ -4,6 +4,7 @@
 //! small page embedded in the binary renders them and polls every 2 s.
 
 mod mask;
+mod mesh;
 mod server;
 mod svg;
 mod view;

@@ -4,24 +4,21 @@
 //! stop the whole run (the status cannot be written, releases cannot be read) are
 //! [`EngineError`]s.
 
-use std::time::Duration;
-
 use tracing::Instrument;
 
 use super::decide::{Decision, Operation, Reason, decide};
-use super::readiness::{self, ReadinessError};
+use super::readiness::ReadinessError;
 use super::report::{ComponentReport, Outcome};
 use super::status::StatusWriter;
 use super::{Engine, EngineError, WaitPolicy};
 use crate::api::{ComponentPhase, ComponentStatus, ControlPlaneSpec};
 use crate::cluster::objects::{self, NativeError};
-use crate::cluster::workloads::{Readiness, WorkloadState};
 use crate::desired::resolve::DesiredComponent;
 use crate::helm::chart::ChartError;
 use crate::helm::release::{
     self, OWNER_LABEL, ObservedRelease, ObservedReleases, ReleaseRef, ReleaseState,
 };
-use crate::helm::{Helm, HelmError, STOP_GRACE};
+use crate::helm::{Helm, HelmError};
 use crate::mesh::catalog::ComponentContext;
 
 /// Why one component's step failed; its message is what `smm status` shows.
@@ -57,7 +54,7 @@ fn helm_message(err: &HelmError) -> String {
 }
 
 /// A step either ends (done or waiting) or fails with a component error; `EngineError`s go out.
-type StepResult = Result<Result<Outcome, ComponentError>, EngineError>;
+pub(super) type StepResult = Result<Result<Outcome, ComponentError>, EngineError>;
 
 impl Engine {
     /// What to do with one component: the pure decision, plus drift (an up-to-date release whose
@@ -83,66 +80,6 @@ impl Engine {
             action: Operation::Upgrade,
             reason: Reason::Drift(missing),
         })
-    }
-
-    /// A release is ours when its record names this ControlPlane, or (written by an smm from
-    /// before the label) when our status records it. Anything else belongs to another
-    /// ControlPlane or to nobody (a hand-made `helm install`), and is left alone unless the
-    /// user adopts it knowingly.
-    fn check_owner(
-        &self,
-        wanted: &DesiredComponent<'_>,
-        release: &ObservedRelease,
-        recorded: Option<&ComponentStatus>,
-        writer: &StatusWriter,
-    ) -> Result<(), ComponentError> {
-        if release.state == ReleaseState::Uninstalled || self.settings.adopt {
-            return Ok(());
-        }
-        let ours = writer.control_plane_uid();
-        let recorded_here = recorded.and_then(|s| s.release.as_ref()).is_some_and(|r| {
-            r.name == wanted.release.name && r.namespace == wanted.release.namespace
-        });
-        match release.owner.as_deref() {
-            Some(owner) if owner == ours => Ok(()),
-            None if recorded_here => Ok(()),
-            owner => Err(ComponentError::NotOwned {
-                release: wanted.release.to_string(),
-                owner: match owner {
-                    Some(uid) => format!("the ControlPlane with uid {uid}"),
-                    None => "no ControlPlane (it was installed outside smm)".to_owned(),
-                },
-            }),
-        }
-    }
-
-    /// A pending release is recovered only once no earlier helm can still be writing it. We
-    /// hold the ControlPlane's lease, so its earlier holder lost it; a holder that loses its
-    /// lease stops its helm (SIGTERM, SIGKILL after [`STOP_GRACE`]), and helm dies with a
-    /// holder that dies. So a record older than that grace (and a little more) is abandoned;
-    /// a younger one is left alone a moment longer.
-    async fn too_fresh_to_recover(
-        &self,
-        wanted: &DesiredComponent<'_>,
-        release: &ObservedRelease,
-    ) -> Result<Option<String>, EngineError> {
-        let quiet = STOP_GRACE + Duration::from_secs(5);
-        let written = release::written_at(&self.client, &wanted.release, release.revision)
-            .await
-            .map_err(EngineError::Record)?;
-        let Some(written) = written else {
-            return Ok(None);
-        };
-        let age = k8s_openapi::jiff::Timestamp::now().duration_since(written);
-        let age = age.unsigned_abs();
-        Ok((age < quiet).then(|| {
-            format!(
-                "release {} {} for {}s; recovering it once no earlier helm can still be writing it",
-                wanted.release,
-                release.state,
-                age.as_secs()
-            )
-        }))
     }
 
     /// Runs one component's step and records how it ended. An error that stops this step
@@ -337,52 +274,6 @@ impl Engine {
         writer.applied(wanted, phase, Some(revision)).await?;
         tracing::info!(component = name, ?operation, revision, "applied");
         self.await_workloads(wanted, phase, revision, writer).await
-    }
-
-    /// Available once every workload of the release is ready; until then Progressing, with
-    /// what it waits for as the message. A workload that cannot get ready without a change (a
-    /// failed Job) fails the component.
-    async fn await_workloads(
-        &self,
-        wanted: &DesiredComponent<'_>,
-        phase: ComponentPhase,
-        revision: i64,
-        writer: &StatusWriter,
-    ) -> StepResult {
-        let name = wanted.name();
-        let states =
-            match readiness::release_workloads(&self.client, &wanted.release, revision).await {
-                Ok(states) => states,
-                Err(err) => return Ok(Err(err.into())),
-            };
-        if let Some(failed) = states
-            .iter()
-            .find(|s| matches!(s.readiness, Readiness::Failed(_)))
-        {
-            return Ok(Err(ComponentError::WorkloadFailed(failed.describe())));
-        }
-        let waiting_for: Vec<String> = states
-            .iter()
-            .filter(|s| s.readiness != Readiness::Ready)
-            .map(WorkloadState::describe)
-            .collect();
-        if waiting_for.is_empty() {
-            writer.available(name).await?;
-            tracing::info!(component = name, "available");
-            return Ok(Ok(Outcome::Done));
-        }
-        let message = waiting_for.join("; ");
-        writer
-            .progressing(name, phase, Some(message.clone()))
-            .await?;
-        if let Some(progress) = &self.progress {
-            progress.waiting(name, &message);
-        }
-        Ok(Ok(match self.settings.wait {
-            // Applied is all that was asked; the status says what is still on its way.
-            WaitPolicy::No => Outcome::Done,
-            _ => Outcome::Waiting(message),
-        }))
     }
 
     /// The component's namespace changed: its release (and native objects) in the old namespace

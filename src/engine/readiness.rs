@@ -1,11 +1,16 @@
-//! Whether components are ready: their release's workloads judged live, and the rule that says
-//! when a whole ControlPlane is Ready. The engine's wait and `smm status` both read it here, so
+//! Whether components are ready: their release's workloads judged live (and the engine's wait
+//! for them), and the rule that says when a whole ControlPlane is Ready. The engine's wait and `smm status` both read it here, so
 //! `smm status` says what the engine would.
 
 use kube::{Client, ResourceExt};
 
+use super::component::{ComponentError, StepResult};
+use super::report::Outcome;
+use super::status::StatusWriter;
+use super::{Engine, WaitPolicy};
 use crate::api::{ComponentPhase, ComponentStatus, ControlPlane, condition};
 use crate::cluster::workloads::{self, Readiness, WorkloadState};
+use crate::desired::resolve::DesiredComponent;
 use crate::helm::release::{self, RecordError, ReleaseRef};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +23,53 @@ pub enum ReadinessError {
         #[source]
         source: kube::Error,
     },
+}
+
+impl Engine {
+    /// Available once every workload of the release is ready; until then Progressing, with
+    /// what it waits for as the message. A workload that cannot get ready without a change (a
+    /// failed Job) fails the component.
+    pub(super) async fn await_workloads(
+        &self,
+        wanted: &DesiredComponent<'_>,
+        phase: ComponentPhase,
+        revision: i64,
+        writer: &StatusWriter,
+    ) -> StepResult {
+        let name = wanted.name();
+        let states = match release_workloads(&self.client, &wanted.release, revision).await {
+            Ok(states) => states,
+            Err(err) => return Ok(Err(err.into())),
+        };
+        if let Some(failed) = states
+            .iter()
+            .find(|s| matches!(s.readiness, Readiness::Failed(_)))
+        {
+            return Ok(Err(ComponentError::WorkloadFailed(failed.describe())));
+        }
+        let waiting_for: Vec<String> = states
+            .iter()
+            .filter(|s| s.readiness != Readiness::Ready)
+            .map(WorkloadState::describe)
+            .collect();
+        if waiting_for.is_empty() {
+            writer.available(name).await?;
+            tracing::info!(component = name, "available");
+            return Ok(Ok(Outcome::Done));
+        }
+        let message = waiting_for.join("; ");
+        writer
+            .progressing(name, phase, Some(message.clone()))
+            .await?;
+        if let Some(progress) = &self.progress {
+            progress.waiting(name, &message);
+        }
+        Ok(Ok(match self.settings.wait {
+            // Applied is all that was asked; the status says what is still on its way.
+            WaitPolicy::No => Outcome::Done,
+            _ => Outcome::Waiting(message),
+        }))
+    }
 }
 
 /// The workloads of `release` at `revision`, judged now.

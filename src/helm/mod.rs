@@ -2,10 +2,10 @@
 //! records read straight from the cluster, and rendering for `--dump-resources`.
 
 pub mod chart;
+mod process;
 pub mod release;
 pub mod render;
 mod runner;
 
-pub use runner::{
-    HELM_ENV, Helm, HelmBinary, HelmError, HelmSource, HelmVersion, KILL_GRACE, STOP_GRACE,
-};
+pub use process::STOP_GRACE;
+pub use runner::{HELM_ENV, Helm, HelmBinary, HelmError, HelmSource, HelmVersion, KILL_GRACE};

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
+use super::process;
 use crate::cluster::target::ClusterTarget;
 use crate::helm::release::ReleaseRef;
 
@@ -169,35 +170,12 @@ pub struct Helm {
     /// Passed to helm as `--timeout`; the process itself is stopped a little after it.
     timeout: Duration,
     spawned: Arc<AtomicU64>,
-    /// Cancelled when smm must stop: a running helm is then told to stop (see [`STOP_GRACE`]).
+    /// Cancelled when smm must stop: a running helm is then told to stop (see [`STOP_GRACE`](super::STOP_GRACE)).
     cancel: CancellationToken,
 }
 
 /// Time helm gets beyond its own `--timeout` to report before smm stops it.
 pub const KILL_GRACE: Duration = Duration::from_secs(15);
-/// How long a helm told to stop (SIGTERM) gets before it is killed. helm cancels the operation
-/// on SIGTERM and records the release as failed, which the next run upgrades; a SIGKILL would
-/// leave it pending. The operator's termination grace period covers helm's timeout plus this.
-pub const STOP_GRACE: Duration = Duration::from_secs(10);
-
-/// Environment variables through which helm would pick another cluster, namespace or storage
-/// driver than the one smm reads releases from and locks; they are removed from helm's
-/// environment, and smm passes what it means explicitly.
-const HELM_TARGETING_ENV: &[&str] = &[
-    "HELM_DRIVER",
-    "HELM_DRIVER_SQL_CONNECTION_STRING",
-    "HELM_KUBECONTEXT",
-    "HELM_KUBEAPISERVER",
-    "HELM_KUBETOKEN",
-    "HELM_KUBEASUSER",
-    "HELM_KUBEASGROUPS",
-    "HELM_KUBECAFILE",
-    "HELM_KUBEINSECURE_SKIP_TLS_VERIFY",
-    "HELM_KUBETLS_SERVER_NAME",
-    "HELM_NAMESPACE",
-    "HELM_BURST_LIMIT",
-    "HELM_QPS",
-];
 
 impl Helm {
     pub fn new(binary: HelmBinary, target: ClusterTarget, timeout: Duration) -> Self {
@@ -211,7 +189,7 @@ impl Helm {
     }
 
     /// Stops running helm processes when `cancel` is cancelled: SIGTERM to helm's process
-    /// group, SIGKILL after [`STOP_GRACE`].
+    /// group, SIGKILL after [`STOP_GRACE`](super::STOP_GRACE).
     pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
         self.cancel = cancel;
         self
@@ -318,25 +296,9 @@ impl Helm {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            // A group of its own: a terminal's Ctrl-C reaches smm alone, which stops helm the
-            // way it chooses; and stopping helm reaches any process helm started.
-            .process_group(0)
             // The last resort for the case where smm dies without stopping helm.
             .kill_on_drop(true);
-        for name in HELM_TARGETING_ENV {
-            command.env_remove(name);
-        }
-        // SAFETY: prctl is async-signal-safe and touches only the child being set up.
-        unsafe {
-            command.pre_exec(|| {
-                // helm never outlives smm: it gets SIGTERM when the thread that started it ends,
-                // which for a tokio worker thread is when smm's runtime ends.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        process::isolate(&mut command);
         if targets_cluster {
             command.args(self.target.helm_args());
         }
@@ -347,8 +309,8 @@ impl Helm {
         })?;
         self.spawned.fetch_add(1, Ordering::Relaxed);
         let group = child.id().map(|pid| pid as i32);
-        let stdout = read_all(child.stdout.take());
-        let stderr = read_all(child.stderr.take());
+        let stdout = process::read_all(child.stdout.take());
+        let stderr = process::read_all(child.stderr.take());
 
         let limit = self.timeout + KILL_GRACE;
         let status = tokio::select! {
@@ -357,7 +319,7 @@ impl Helm {
                 source,
             })?,
             () = tokio::time::sleep(limit) => {
-                stop(&mut child, group).await;
+                process::stop(&mut child, group).await;
                 return Err(HelmError::TimedOut {
                     operation,
                     release: release.to_owned(),
@@ -366,7 +328,7 @@ impl Helm {
             }
             () = self.cancel.cancelled() => {
                 tracing::warn!(operation, release, "stopping helm");
-                stop(&mut child, group).await;
+                process::stop(&mut child, group).await;
                 return Err(HelmError::Stopped {
                     operation,
                     release: release.to_owned(),
@@ -387,44 +349,6 @@ impl Helm {
             status: output.status,
             message: error_line(&String::from_utf8_lossy(&output.stderr)),
         })
-    }
-}
-
-/// Collects a child's output pipe in the background, so a chatty helm never blocks on a full
-/// pipe while smm waits for it.
-fn read_all<R>(pipe: Option<R>) -> tokio::task::JoinHandle<Vec<u8>>
-where
-    R: tokio::io::AsyncRead + Unpin + Send + 'static,
-{
-    tokio::spawn(async move {
-        let mut buffer = Vec::new();
-        if let Some(mut pipe) = pipe {
-            let _ = tokio::io::AsyncReadExt::read_to_end(&mut pipe, &mut buffer).await;
-        }
-        buffer
-    })
-}
-
-/// Stops helm: SIGTERM to its process group, so it cancels and records the release as failed
-/// (not left pending), then SIGKILL after [`STOP_GRACE`].
-async fn stop(child: &mut tokio::process::Child, group: Option<i32>) {
-    if let Some(group) = group {
-        // SAFETY: kill(2) with a negative pid signals the process group helm leads.
-        unsafe {
-            libc::kill(-group, libc::SIGTERM);
-        }
-    }
-    if tokio::time::timeout(STOP_GRACE, child.wait())
-        .await
-        .is_err()
-    {
-        if let Some(group) = group {
-            // SAFETY: as above.
-            unsafe {
-                libc::kill(-group, libc::SIGKILL);
-            }
-        }
-        let _ = child.wait().await;
     }
 }
 

@@ -1,0 +1,136 @@
+//! The mesh as the dashboard shows it: namespaces with sidecar injection on or off (and for
+//! which revision), pods with and without a proxy, and proxies whose version differs from the
+//! control plane's.
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
+use serde::Serialize;
+
+use super::view::Dashboard;
+
+/// The container istiod's injector adds to a pod.
+const PROXY_CONTAINER: &str = "istio-proxy";
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshView {
+    /// istiod's version when this ControlPlane has it applied: what proxies should run.
+    pub control_plane_version: Option<String>,
+    pub revision: Option<String>,
+    pub namespaces: Vec<NamespaceView>,
+    pub pods: Vec<PodView>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceView {
+    pub name: String,
+    pub injection: bool,
+    /// The revision named by `istio.io/rev`; none for the default injector.
+    pub revision: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodView {
+    pub namespace: String,
+    pub name: String,
+    pub phase: Option<String>,
+    pub proxy_image: Option<String>,
+    pub proxy_version: Option<String>,
+    /// The proxy runs another version than the control plane.
+    pub skew: bool,
+}
+
+impl Dashboard {
+    pub(super) async fn mesh(
+        &self,
+        revision: Option<String>,
+        control_plane_version: Option<String>,
+    ) -> Result<MeshView, kube::Error> {
+        let namespaces = Api::<Namespace>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await?;
+        let mut namespace_views: Vec<NamespaceView> =
+            namespaces.items.iter().map(namespace_view).collect();
+        // Injected namespaces first: they are what the mesh is about.
+        namespace_views.sort_by(|a, b| b.injection.cmp(&a.injection).then(a.name.cmp(&b.name)));
+        let pods = Api::<Pod>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await?;
+        let injected = |namespace: &str| {
+            namespace_views
+                .iter()
+                .any(|n| n.injection && n.name == namespace)
+        };
+        // Pods of injected namespaces with or without a proxy, and proxies anywhere else: the
+        // pods of an uninjected namespace are not the mesh's business.
+        let pod_views = pods
+            .items
+            .iter()
+            .map(|pod| pod_view(pod, control_plane_version.as_deref()))
+            .filter(|view| view.proxy_image.is_some() || injected(&view.namespace))
+            .collect();
+        Ok(MeshView {
+            control_plane_version,
+            revision,
+            namespaces: namespace_views,
+            pods: pod_views,
+        })
+    }
+}
+
+/// Injection as istiod's injector selects namespaces: `istio-injection=enabled` for the
+/// default revision, else `istio.io/rev` names one; `istio-injection=disabled` turns both off.
+pub(super) fn namespace_view(namespace: &Namespace) -> NamespaceView {
+    let labels = namespace.labels();
+    let injection_label = labels.get("istio-injection").map(String::as_str);
+    let revision = labels.get("istio.io/rev").cloned();
+    let injection = match injection_label {
+        Some("enabled") => true,
+        Some(_) => false,
+        None => revision.is_some(),
+    };
+    NamespaceView {
+        name: namespace.name_any(),
+        injection,
+        revision: revision.filter(|_| injection && injection_label.is_none()),
+    }
+}
+
+pub(super) fn pod_view(pod: &Pod, control_plane_version: Option<&str>) -> PodView {
+    let spec = pod.spec.as_ref();
+    // Native sidecars (Kubernetes 1.28+) put the proxy among the init containers.
+    let proxy_image = spec
+        .into_iter()
+        .flat_map(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+        })
+        .find(|c| c.name == PROXY_CONTAINER)
+        .and_then(|c| c.image.clone());
+    let proxy_version = proxy_image.as_deref().and_then(image_tag);
+    let skew =
+        matches!((&proxy_version, control_plane_version), (Some(proxy), Some(cp)) if proxy != cp);
+    PodView {
+        namespace: pod.namespace().unwrap_or_default(),
+        name: pod.name_any(),
+        phase: pod.status.as_ref().and_then(|s| s.phase.clone()),
+        proxy_image,
+        proxy_version,
+        skew,
+    }
+}
+
+/// The tag of an image reference (`docker.io/istio/proxyv2:1.28.0@sha256:...` → `1.28.0`); a
+/// registry's port is not a tag.
+pub(super) fn image_tag(image: &str) -> Option<String> {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last_segment = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    last_segment
+        .split_once(':')
+        .map(|(_, tag)| tag.to_owned())
+        .filter(|tag| !tag.is_empty())
+}

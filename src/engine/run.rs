@@ -1,0 +1,266 @@
+//! A run: read the ControlPlane, resolve its spec (refusing a bad one, or one that shares
+//! releases with another ControlPlane), then rounds of waves until nothing waits, the wait's
+//! time is up, or the caller is to come back later; the conditions are always made current.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::Api;
+use tracing::Instrument;
+
+use super::decide::Operation;
+use super::report::{self, Outcome, ReconcileReport};
+use super::status::{RunEnd, StatusWriter};
+use super::{Engine, EngineError, Intent, Scope, WaitPolicy};
+use crate::api::{ControlPlane, ControlPlaneSpec};
+use crate::desired::resolve::{DesiredComponent, refuse_shared_releases};
+use crate::mesh::graph;
+
+impl Engine {
+    pub(super) async fn run(
+        &self,
+        name: &str,
+        scope: &Scope,
+        intent: Intent,
+    ) -> Result<ReconcileReport, EngineError> {
+        let span = tracing::info_span!("reconcile", control_plane = name, ?intent);
+        self.run_rounds(name, scope, intent).instrument(span).await
+    }
+
+    async fn run_rounds(
+        &self,
+        name: &str,
+        scope: &Scope,
+        intent: Intent,
+    ) -> Result<ReconcileReport, EngineError> {
+        let api: Api<ControlPlane> = Api::all(self.client.clone());
+        let control_plane = match api.get_opt(name).await {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                return Err(EngineError::NotFound {
+                    name: name.to_owned(),
+                });
+            }
+            Err(source) => {
+                return Err(EngineError::Get {
+                    name: name.to_owned(),
+                    source,
+                });
+            }
+        };
+        let mut spec = control_plane.spec.clone();
+        if intent == Intent::RemoveEverything {
+            // Removal must work even for a spec that could not be applied: values and unknown
+            // components do not matter once everything goes.
+            spec.components
+                .retain(|component, _| self.catalog.get(component).is_some());
+            for component in self.catalog.names() {
+                let entry = spec.components.entry(component.to_owned()).or_default();
+                entry.enabled = Some(false);
+                entry.values_override = None;
+            }
+        }
+        let writer = StatusWriter::new(api.clone(), &control_plane);
+        let others = if intent == Intent::AsSpecified {
+            other_control_planes(&api, name).await?
+        } else {
+            Vec::new()
+        };
+        let desired = match self.resolve(name, &spec).and_then(|desired| {
+            refuse_shared_releases(&self.catalog, &spec, &others)
+                .map(|()| desired)
+                .map_err(|source| EngineError::Spec {
+                    name: name.to_owned(),
+                    source,
+                })
+        }) {
+            Ok(desired) => desired,
+            Err(err) => {
+                // Visible where users look (kubectl, Argo CD), not only in a log: the operator
+                // has no terminal to print it to.
+                writer.rejected(&err.to_string()).await?;
+                return Err(err);
+            }
+        };
+        let in_scope = scope.select(&desired);
+
+        let mut report = ReconcileReport {
+            control_plane: name.to_owned(),
+            rounds: 0,
+            ready: false,
+            components: Vec::new(),
+        };
+        let started = tokio::time::Instant::now();
+        let mut rounds = 0;
+        // Components that failed in this run are not tried again in it (a retry would meet the
+        // same cause, each time holding the lease as long as helm's timeout), and what depends
+        // on them is blocked: reported failed, left untouched.
+        let mut failed: BTreeSet<&'static str> = BTreeSet::new();
+        let mut fatal = None;
+        let end = loop {
+            rounds += 1;
+            let observed = match self.observe(&in_scope).await {
+                Ok(observed) => observed,
+                Err(err) => {
+                    fatal = Some(err);
+                    break RunEnd::Waiting;
+                }
+            };
+            let mut waiting = false;
+            let mut acted = false;
+            // Dependents go before what they depend on when removing, after it when installing;
+            // components of one wave do not depend on each other and run side by side.
+            let removals: Vec<_> = in_scope
+                .iter()
+                .rev()
+                .filter(|d| !d.enabled)
+                .copied()
+                .collect();
+            let installs: Vec<_> = in_scope.iter().filter(|d| d.enabled).copied().collect();
+            let waves = graph::waves(&removals, true)
+                .into_iter()
+                .map(|wave| (wave, true))
+                .chain(
+                    graph::waves(&installs, false)
+                        .into_iter()
+                        .map(|w| (w, false)),
+                );
+            for (wave, removing) in waves {
+                self.check_going(name)?;
+                let mut runnable = Vec::new();
+                for wanted in wave {
+                    if failed.contains(wanted.name()) {
+                        continue;
+                    }
+                    match blocker(wanted, removing, &in_scope, &failed) {
+                        Some(blocker) => {
+                            failed.insert(wanted.name());
+                            report.record(report::ComponentReport {
+                                name: wanted.name().to_owned(),
+                                action: Operation::Nothing,
+                                reason: format!("blocked by {blocker}"),
+                                outcome: Outcome::Failed(format!(
+                                    "blocked by {blocker}, which failed in this run"
+                                )),
+                            });
+                        }
+                        None => runnable.push(wanted),
+                    }
+                }
+                // Futures made up front: a mapping closure here trips the compiler's Send
+                // analysis of the operator's reconcile future.
+                let pending: Vec<_> = runnable
+                    .into_iter()
+                    .map(|wanted| self.step(wanted, &spec, &observed, &writer))
+                    .collect();
+                let results: Vec<_> = futures::stream::iter(pending)
+                    .buffer_unordered(self.settings.parallelism.max(1))
+                    .collect()
+                    .await;
+                for step in results {
+                    waiting |= matches!(step.outcome, Outcome::Waiting(_));
+                    acted |= step.action != Operation::Nothing;
+                    if matches!(step.outcome, Outcome::Failed(_))
+                        && let Some(wanted) = in_scope.iter().find(|d| d.name() == step.name)
+                    {
+                        failed.insert(wanted.name());
+                    }
+                    report.record(step);
+                }
+            }
+            if !waiting {
+                break RunEnd::Settled;
+            }
+            match self.settings.wait {
+                WaitPolicy::Until(limit) if started.elapsed() >= limit => {
+                    self.time_out(&mut report, limit, &writer).await?;
+                    break RunEnd::TimedOut;
+                }
+                WaitPolicy::Until(_) => {}
+                WaitPolicy::Requeue | WaitPolicy::No if !acted => break RunEnd::Waiting,
+                WaitPolicy::Requeue | WaitPolicy::No => {}
+            }
+            tokio::time::sleep(self.settings.round_delay).await;
+        };
+        // Side by side work finishes in any order; the report follows the catalog.
+        report.components.sort_by_key(|component| {
+            in_scope
+                .iter()
+                .position(|d| d.name() == component.name)
+                .unwrap_or(usize::MAX)
+        });
+        report.rounds = rounds;
+        // The conditions are made current whatever happened above.
+        report.ready = writer.finish(&desired, end).await?;
+        match fatal {
+            Some(err) => Err(err),
+            None => Ok(report),
+        }
+    }
+
+    /// The wait is over: every component still waiting is Failed, with what it waited for.
+    async fn time_out(
+        &self,
+        report: &mut ReconcileReport,
+        limit: Duration,
+        writer: &StatusWriter,
+    ) -> Result<(), EngineError> {
+        for component in &mut report.components {
+            if let Outcome::Waiting(why) = &component.outcome {
+                let message = format!("not ready after {}s: {why}", limit.as_secs());
+                writer.failed(&component.name, message.clone()).await?;
+                let outcome = Outcome::Failed(message);
+                if let Some(progress) = &self.progress {
+                    progress.finished(&component.name, &outcome);
+                }
+                component.outcome = outcome;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every other ControlPlane's name and spec, to refuse releases they manage too.
+pub(crate) async fn other_control_planes(
+    api: &Api<ControlPlane>,
+    name: &str,
+) -> Result<Vec<(String, ControlPlaneSpec)>, EngineError> {
+    let all = api
+        .list(&Default::default())
+        .await
+        .map_err(|source| EngineError::Get {
+            name: name.to_owned(),
+            source,
+        })?;
+    Ok(all
+        .items
+        .into_iter()
+        .filter(|cp| cp.metadata.name.as_deref() != Some(name))
+        .map(|cp| (cp.metadata.name.clone().unwrap_or_default(), cp.spec))
+        .collect())
+}
+
+/// The component that keeps `wanted` from being acted on in this run: for an install, a
+/// dependency that failed; for a removal, a dependent whose removal failed (removing what it
+/// still uses would break it).
+fn blocker(
+    wanted: &DesiredComponent<'_>,
+    removing: bool,
+    in_scope: &[&DesiredComponent<'_>],
+    failed: &BTreeSet<&'static str>,
+) -> Option<&'static str> {
+    if removing {
+        in_scope
+            .iter()
+            .find(|d| failed.contains(d.name()) && d.component.depends_on.contains(&wanted.name()))
+            .map(|d| d.name())
+    } else {
+        wanted
+            .component
+            .depends_on
+            .iter()
+            .copied()
+            .find(|dependency| failed.contains(dependency))
+    }
+}

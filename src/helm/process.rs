@@ -1,0 +1,89 @@
+//! helm as a child process: isolated from smm's terminal and environment, never outliving smm,
+//! stopped gently (SIGTERM) before it is killed.
+
+use std::time::Duration;
+
+use tokio::process::Command;
+
+/// How long a helm told to stop (SIGTERM) gets before it is killed. helm cancels the operation
+/// on SIGTERM and records the release as failed, which the next run upgrades; a SIGKILL would
+/// leave it pending. The operator's termination grace period covers helm's timeout plus this.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Environment variables through which helm would pick another cluster, namespace or storage
+/// driver than the one smm reads releases from and locks; they are removed from helm's
+/// environment, and smm passes what it means explicitly.
+const HELM_TARGETING_ENV: &[&str] = &[
+    "HELM_DRIVER",
+    "HELM_DRIVER_SQL_CONNECTION_STRING",
+    "HELM_KUBECONTEXT",
+    "HELM_KUBEAPISERVER",
+    "HELM_KUBETOKEN",
+    "HELM_KUBEASUSER",
+    "HELM_KUBEASGROUPS",
+    "HELM_KUBECAFILE",
+    "HELM_KUBEINSECURE_SKIP_TLS_VERIFY",
+    "HELM_KUBETLS_SERVER_NAME",
+    "HELM_NAMESPACE",
+    "HELM_BURST_LIMIT",
+    "HELM_QPS",
+];
+
+/// Prepares `command` for helm: a process group of its own (a terminal's Ctrl-C reaches smm
+/// alone, which stops helm the way it chooses, and stopping helm reaches any process helm
+/// started), no [`HELM_TARGETING_ENV`] variable, and a parent-death signal.
+pub(super) fn isolate(command: &mut Command) {
+    command.process_group(0);
+    for name in HELM_TARGETING_ENV {
+        command.env_remove(name);
+    }
+    // SAFETY: prctl is async-signal-safe and touches only the child being set up.
+    unsafe {
+        command.pre_exec(|| {
+            // helm never outlives smm: it gets SIGTERM when the thread that started it ends,
+            // which for a tokio worker thread is when smm's runtime ends.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Collects a child's output pipe in the background, so a chatty helm never blocks on a full
+/// pipe while smm waits for it.
+pub(super) fn read_all<R>(pipe: Option<R>) -> tokio::task::JoinHandle<Vec<u8>>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut buffer = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut pipe, &mut buffer).await;
+        }
+        buffer
+    })
+}
+
+/// Stops helm: SIGTERM to its process group, so it cancels and records the release as failed
+/// (not left pending), then SIGKILL after [`STOP_GRACE`].
+pub(super) async fn stop(child: &mut tokio::process::Child, group: Option<i32>) {
+    if let Some(group) = group {
+        // SAFETY: kill(2) with a negative pid signals the process group helm leads.
+        unsafe {
+            libc::kill(-group, libc::SIGTERM);
+        }
+    }
+    if tokio::time::timeout(STOP_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        if let Some(group) = group {
+            // SAFETY: as above.
+            unsafe {
+                libc::kill(-group, libc::SIGKILL);
+            }
+        }
+        let _ = child.wait().await;
+    }
+}
