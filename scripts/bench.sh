@@ -30,9 +30,13 @@ log "work directory $work"
 "$root/scripts/tools.sh" >&2
 [[ -d "$root/.upstream/istio" ]] || "$root/scripts/istio/fetch.sh" >&2
 (cd "$root" && cargo build --release --bin smm --example bench_peer_inputs --example bench_growth >&2)
-peers="$("$root/scripts/bench/peers.sh")" || true
-eval "$peers"
-export HELM_PLUGINS
+# BENCH_HELMFILE=0 leaves helmfile out (reported as not measured).
+HELMFILE=""
+if [[ "${BENCH_HELMFILE:-1}" != 0 ]]; then
+	peers="$("$root/scripts/bench/peers.sh")" || true
+	eval "$peers"
+	export HELM_PLUGINS
+fi
 
 export SMM_CLUSTER_DIR="$work/plane"
 operator_pid=""
