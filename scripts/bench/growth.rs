@@ -22,8 +22,8 @@ use smm::cluster::target::ClusterTarget;
 use smm::engine::WaitPolicy;
 use smm::engine::session::{Request, Session};
 use smm::helm::Helm;
-use smm::helm::chart::EmbeddedChart;
 use smm::helm::HelmBinary;
+use smm::helm::chart::EmbeddedChart;
 use smm::mesh::catalog::{Catalog, Component, DefaultNamespace};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
@@ -71,7 +71,14 @@ fn proc_status_kib(key: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
-        .find_map(|line| line.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .find_map(|line| {
+            line.strip_prefix(key)?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
         .unwrap_or(0)
 }
 
@@ -98,7 +105,11 @@ fn catalog(n: usize) -> anyhow::Result<Catalog> {
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     let n = xs.len();
-    if n % 2 == 1 { xs[n / 2] } else { (xs[n / 2 - 1] + xs[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
 }
 
 #[tokio::main]
@@ -111,8 +122,11 @@ async fn main() -> anyhow::Result<()> {
     };
     let counter = RequestCounter::default();
     tracing::subscriber::set_global_default(
-        tracing_subscriber::registry()
-            .with(counter.clone().with_filter(EnvFilter::new("kube_client=debug"))),
+        tracing_subscriber::registry().with(
+            counter
+                .clone()
+                .with_filter(EnvFilter::new("kube_client=debug")),
+        ),
     )?;
 
     let target = ClusterTarget::default();
@@ -161,7 +175,11 @@ async fn main() -> anyhow::Result<()> {
         "components={n} cold_s={cold:.3} noop_median_s={:.4} noop_s={} helm_per_noop={} \
          api_per_noop={} lease_per_noop={} rss_kib={} hwm_kib={}",
         median(times.clone()),
-        times.iter().map(|t| format!("{t:.4}")).collect::<Vec<_>>().join(","),
+        times
+            .iter()
+            .map(|t| format!("{t:.4}"))
+            .collect::<Vec<_>>()
+            .join(","),
         (helm.processes_spawned() - helm_before) / runs_f,
         (api - lease) / runs_f,
         lease / runs_f,
