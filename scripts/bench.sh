@@ -1,0 +1,273 @@
+#!/usr/bin/env bash
+# Measures smm side by side with its peers on a private local control plane (scripts/cluster.sh,
+# its own SMM_CLUSTER_DIR, stopped at the end), every comparison in the same run, A and B
+# alternating, BENCH_RUNS (default 5) runs each; prints one table of medians and ratios.
+#
+#   scripts/bench.sh                   (BENCH_RUNS=5 BENCH_GROWTH="7 50 200" BENCH_IDLE_SECONDS=30)
+#
+# The mesh measured is base, istiod, prometheus, grafana and tracing. The ingress and egress
+# gateways are left out: their pods are admitted only through istiod's injection webhook, which
+# on this plane needs a local istiod process started mid-install (scripts/istio/istiod.sh); the
+# dump comparison covers all seven components. The peers get exactly smm's charts and merged
+# values (scripts/bench/peer_inputs.rs writes them) and apply smm's native objects (namespace,
+# Istio's CRDs) with kubectl before the chart. Everything is written under BENCH_DIR (default a
+# fresh temporary directory), results in BENCH_DIR/results.tsv.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+runs="${BENCH_RUNS:-5}"
+growth="${BENCH_GROWTH:-7 50 200}"
+idle_seconds="${BENCH_IDLE_SECONDS:-30}"
+work="${BENCH_DIR:-$(mktemp -d /tmp/smm-bench.XXXXXX)}"
+mkdir -p "$work"
+results="$work/results.tsv"
+: >"$results"
+helm_real="$root/.tools/helm"
+kubectl="$root/.tools/kubectl"
+smm="$root/target/release/smm"
+log() { echo "bench: $*" >&2; }
+
+log "work directory $work"
+"$root/scripts/tools.sh" >&2
+[[ -d "$root/.upstream/istio" ]] || "$root/scripts/istio/fetch.sh" >&2
+(cd "$root" && cargo build --release --bin smm --example bench_peer_inputs --example bench_growth >&2)
+# BENCH_HELMFILE=0 leaves helmfile out (reported as not measured).
+HELMFILE=""
+if [[ "${BENCH_HELMFILE:-1}" != 0 ]]; then
+	peers="$("$root/scripts/bench/peers.sh")" || true
+	eval "$peers"
+	export HELM_PLUGINS
+fi
+
+export SMM_CLUSTER_DIR="$work/plane"
+operator_pid=""
+cleanup() {
+	if [[ -n "$operator_pid" ]]; then kill "$operator_pid" 2>/dev/null || true; fi
+	"$root/scripts/cluster.sh" down >&2 || true
+}
+trap cleanup EXIT
+KUBECONFIG="$("$root/scripts/cluster.sh" up | tail -n 1)"
+export KUBECONFIG
+
+# Every helm process smm starts goes through this wrapper, which logs it with a timestamp.
+helm_log="$work/helm.log"
+: >"$helm_log"
+cat >"$work/helm" <<WRAP
+#!/usr/bin/env bash
+printf '%s %s\n' "\$EPOCHREALTIME" "\$*" >>"\${BENCH_HELM_LOG:-$helm_log}"
+exec "$helm_real" "\$@"
+WRAP
+chmod +x "$work/helm"
+export SMM_HELM="$work/helm"
+helm_count() { wc -l <"$helm_log"; }
+
+now_ns() { date +%s%N; }
+record() { printf '%s\t%s\n' "$1" "$2" >>"$results"; } # metric value
+# Runs a command, records its wall time in seconds under the metric; output goes to the log.
+timed() { # metric command...
+	local metric="$1" start end
+	shift
+	start="$(now_ns)"
+	"$@" >>"$work/commands.log" 2>&1 || {
+		log "failed: $* (see $work/commands.log)"
+		tail -n 20 "$work/commands.log" >&2
+		return 1
+	}
+	end="$(now_ns)"
+	record "$metric" "$(awk -v s="$start" -v e="$end" 'BEGIN{printf "%.4f", (e-s)/1e9}')"
+}
+
+# The mesh's spec: five components on, the gateways off; and every component on, for the dump.
+mesh=(base istiod prometheus grafana tracing)
+cat >"$work/cp.yaml" <<YAML
+apiVersion: smm.dev/v1alpha1
+kind: ControlPlane
+metadata:
+  name: smm
+spec:
+  components:
+    base: {enabled: true}
+    istiod: {enabled: true}
+    ingress-gateway: {enabled: false}
+    egress-gateway: {enabled: false}
+    prometheus: {enabled: true}
+    grafana: {enabled: true}
+    tracing: {enabled: true}
+YAML
+sed -e 's/enabled: false/enabled: true/' "$work/cp.yaml" >"$work/cp-all.yaml"
+example() { "$root/target/release/examples/$1" "${@:2}"; }
+example bench_peer_inputs "$work/cp.yaml" "$work/peer"
+example bench_peer_inputs "$work/cp-all.yaml" "$work/peer-all"
+
+# --- the peers -------------------------------------------------------------------------------
+helm_sequential() { # inputs-dir [helm flags...]
+	local dir="$1" name release namespace deps
+	shift
+	while read -r name release namespace deps; do
+		if [[ -s "$dir/$name/native.yaml" ]]; then
+			"$kubectl" apply --server-side --force-conflicts --field-manager bench -f "$dir/$name/native.yaml" >/dev/null
+		fi
+		"$helm_real" upgrade --install "$release" "$dir/$name/chart" -n "$namespace" \
+			-f "$dir/$name/values.yaml" "$@" >/dev/null
+	done <"$dir/components.tsv"
+}
+helm_sequential_noop() { # only helm: the natives are in place already
+	local dir="$1" name release namespace deps
+	while read -r name release namespace deps; do
+		"$helm_real" upgrade --install "$release" "$dir/$name/chart" -n "$namespace" \
+			-f "$dir/$name/values.yaml" >/dev/null
+	done <"$dir/components.tsv"
+}
+helm_template_all() {
+	local dir="$1" name release namespace deps
+	while read -r name release namespace deps; do
+		"$helm_real" template "$release" "$dir/$name/chart" -n "$namespace" \
+			-f "$dir/$name/values.yaml" >"$work/template-$name.yaml"
+	done <"$dir/components.tsv"
+}
+{
+	echo "releases:"
+	while read -r name release namespace deps; do
+		echo "  - name: $release"
+		echo "    namespace: $namespace"
+		echo "    chart: $work/peer/$name/chart"
+		echo "    values: [$work/peer/$name/values.yaml]"
+		if [[ "$deps" != - ]]; then
+			echo "    needs:"
+			for dep in ${deps//,/ }; do
+				echo "      - $(awk -v d="$dep" '$1==d{print $3"/"$2}' "$work/peer/components.tsv")"
+			done
+		fi
+	done <"$work/peer/components.tsv"
+} >"$work/helmfile.yaml"
+helmfile_run() { "$HELMFILE" --file "$work/helmfile.yaml" --helm-binary "$helm_real" "$@"; }
+
+# Back to no release of the mesh (CRDs and other cluster-scoped natives stay, as smm leaves them).
+teardown() {
+	local name release namespace deps
+	tac "$work/peer/components.tsv" | while read -r name release namespace deps; do
+		"$helm_real" uninstall "$release" -n "$namespace" --wait --ignore-not-found >/dev/null 2>&1 || true
+	done
+	"$kubectl" delete controlplanes.smm.dev --all --wait >/dev/null 2>&1 || true
+	for namespace in $(awk '{print $3}' "$work/peer/components.tsv" | sort -u); do
+		case "$namespace" in default | kube-*) continue ;; esac
+		"$kubectl" delete namespace "$namespace" --wait --ignore-not-found >/dev/null
+	done
+}
+
+# --- cold install with waits ------------------------------------------------------------------
+log "cold install: smm install ${mesh[*]} vs sequential helm upgrade --install --wait ($runs runs each)"
+for ((i = 1; i <= runs; i++)); do
+	timed cold.smm "$smm" install "${mesh[@]}" --no-color
+	teardown
+	timed cold.helm helm_sequential "$work/peer" --wait --timeout 5m
+	teardown
+done
+timed cold.smm.final "$smm" install "${mesh[@]}" --no-color
+
+# --- no-op ------------------------------------------------------------------------------------
+# A peer's upgrade leaves the releases as they were (same chart, same values), so smm's next
+# run is still a no-op; the helm processes smm starts are counted on every run to prove it.
+helmfile_ok=""
+if [[ -n "$HELMFILE" ]] && helmfile_run sync --skip-deps >>"$work/commands.log" 2>&1; then
+	helmfile_ok=sync
+	if helmfile_run apply --skip-deps >>"$work/commands.log" 2>&1; then helmfile_ok="sync apply"; fi
+fi
+log "no-op: smm install, smm reconcile -f vs sequential helm upgrade --install, helmfile ($helmfile_ok)"
+for ((i = 1; i <= runs; i++)); do
+	before="$(helm_count)"
+	timed noop.smm-install "$smm" install "${mesh[@]}" --no-color
+	timed noop.helm helm_sequential_noop "$work/peer"
+	timed noop.smm-reconcile "$smm" reconcile -f "$work/cp.yaml" --no-color
+	record noop.smm.helm-processes "$(($(helm_count) - before))"
+	if [[ " $helmfile_ok " == *" sync "* ]]; then timed noop.helmfile-sync helmfile_run sync --skip-deps; fi
+	if [[ " $helmfile_ok " == *" apply "* ]]; then timed noop.helmfile-apply helmfile_run apply --skip-deps; fi
+done
+# API requests of a no-op, counted from kube's client log (one "requesting" line per request).
+for cmd in install reconcile; do
+	if [[ "$cmd" == install ]]; then args=(install "${mesh[@]}"); else args=(reconcile -f "$work/cp.yaml"); fi
+	RUST_LOG=warn,kube_client=debug "$smm" "${args[@]}" --no-color 2>"$work/api-$cmd.log" >/dev/null
+	all="$(grep -c 'requesting' "$work/api-$cmd.log" || true)"
+	lease="$(grep 'requesting' "$work/api-$cmd.log" | grep -c '/leases/' || true)"
+	record "noop.smm-$cmd.api-requests" "$((all - lease))"
+	record "noop.smm-$cmd.lease-requests" "$lease"
+done
+for ((i = 1; i <= runs; i++)); do timed helm.version "$helm_real" version --short; done
+
+# --- one component changed --------------------------------------------------------------------
+log "one component changed: grafana's pod annotation"
+for ((i = 1; i <= runs; i++)); do
+	before="$(helm_count)"
+	timed change.smm "$smm" install grafana --set "podAnnotations.bench=smm-$i" --no-color
+	record change.smm.helm-processes "$(($(helm_count) - before))"
+	timed change.helm "$helm_real" upgrade --install grafana "$work/peer/grafana/chart" \
+		-n "$(awk '$1=="grafana"{print $3}' "$work/peer/components.tsv")" \
+		-f "$work/peer/grafana/values.yaml" --set "podAnnotations.bench=helm-$i" --wait --timeout 5m
+done
+
+# --- dump -------------------------------------------------------------------------------------
+log "dump: smm install -a --dump-resources vs helm template of each component"
+for ((i = 1; i <= runs; i++)); do
+	rm -rf "$work/dump"
+	timed dump.smm "$smm" install -a --dump-resources --output-dir "$work/dump"
+	timed dump.helm helm_template_all "$work/peer-all"
+done
+
+# --- operator -------------------------------------------------------------------------------
+log "operator: idle ${idle_seconds}s, then ControlPlane changes"
+"$kubectl" create namespace smm-system >/dev/null 2>&1 || true
+op_helm_log="$work/operator-helm.log"
+: >"$op_helm_log"
+BENCH_HELM_LOG="$op_helm_log" "$smm" operator run --listen 127.0.0.1:0 --leader-namespace smm-system \
+	--no-color >"$work/operator.log" 2>&1 &
+operator_pid=$!
+# Settled: leader, first reconcile done (the spec is reconciled already; it may upgrade grafana
+# once, whose release the helm peer changed last).
+sleep 20
+ticks="$(getconf CLK_TCK)"
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$operator_pid/stat"; }
+rss_kib() { awk '/^VmRSS:/{print $2}' "/proc/$operator_pid/status"; }
+helm_before="$(wc -l <"$op_helm_log")"
+t0="$(cpu_ticks)"
+sleep "$idle_seconds"
+t1="$(cpu_ticks)"
+record operator.idle-rss-mib "$(awk -v k="$(rss_kib)" 'BEGIN{printf "%.1f", k/1024}')"
+record operator.idle-cpu-percent "$(awk -v a="$t0" -v b="$t1" -v hz="$ticks" -v s="$idle_seconds" 'BEGIN{printf "%.2f", 100*(b-a)/hz/s}')"
+record operator.idle-helm-processes "$(($(wc -l <"$op_helm_log") - helm_before))"
+ready_generation() {
+	"$kubectl" get controlplane smm -o jsonpath='{.metadata.generation} {.status.observedGeneration} {.status.conditions[?(@.type=="Ready")].status}'
+}
+for ((i = 1; i <= runs; i++)); do
+	lines="$(wc -l <"$op_helm_log")"
+	start="$EPOCHREALTIME"
+	"$kubectl" patch controlplane smm --type merge \
+		-p "{\"spec\":{\"components\":{\"grafana\":{\"valuesOverride\":{\"podAnnotations\":{\"bench\":\"operator-$i\"}}}}}}" >/dev/null
+	patched="$EPOCHREALTIME"
+	first=""
+	while [[ -z "$first" ]]; do
+		if (($(wc -l <"$op_helm_log") > lines)); then first="$(sed -n "$((lines + 1))p" "$op_helm_log" | cut -d' ' -f1)"; fi
+		[[ -n "$first" ]] || sleep 0.01
+	done
+	while true; do
+		read -r gen observed ready <<<"$(ready_generation)" || true
+		if [[ "$gen" == "$observed" && "$ready" == True ]]; then break; fi
+		sleep 0.05
+	done
+	done_at="$EPOCHREALTIME"
+	record operator.patch-to-first-helm "$(awk -v a="$start" -v b="$first" 'BEGIN{printf "%.4f", b-a}')"
+	record operator.kubectl-patch "$(awk -v a="$start" -v b="$patched" 'BEGIN{printf "%.4f", b-a}')"
+	record operator.patch-to-ready "$(awk -v a="$start" -v b="$done_at" 'BEGIN{printf "%.4f", b-a}')"
+done
+record operator.change-helm-processes "$(($(wc -l <"$op_helm_log") - lines))"
+kill "$operator_pid"
+wait "$operator_pid" 2>/dev/null || true
+operator_pid=""
+
+# --- growth -----------------------------------------------------------------------------------
+for n in $growth; do
+	log "growth: $n components"
+	line="$(SMM_HELM="$helm_real" example bench_growth "$n" "$runs")"
+	echo "$line" >>"$work/growth.txt"
+	for kv in $line; do record "growth.$n.${kv%%=*}" "${kv#*=}"; done
+done
+
+python3 "$root/scripts/bench/table.py" "$results" "$runs" | tee "$work/table.md"
