@@ -64,5 +64,9 @@ cargo test --locked "$@"
 # reaches the log; it ends with `N passed, N failed`, then cargo's summary. Skipped when
 # arguments narrow the run to some tests.
 if [[ $# -eq 0 ]]; then
+	# A fresh plane: the operator faults reconcile every ControlPlane in the cluster, and Istio
+	# keeps some objects cluster-wide, so nothing the suite above left may be there.
+	scripts/cluster.sh down
+	export KUBECONFIG="$(scripts/cluster.sh up | tail -n 1)"
 	SMM_FAULTS="${SMM_FAULTS:-20}" cargo test --locked --test faults -- --nocapture
 fi
