@@ -1523,7 +1523,9 @@ async fn hand_helm_fault(s: &mut Scene<'_>, rollback: bool, replicas: u64) {
         .get("istiod")
         .map(|c| c.release_name)
         .unwrap_or("istiod");
-    let chart = repo_root().join("charts/istiod");
+    // Istio's istiod chart as scripts/istio/fetch.sh fetched it: what someone upgrading the
+    // release by hand would use.
+    let chart = repo_root().join(".upstream/istio/charts/istio-discovery");
     let mut helm_args: Vec<String> = if rollback {
         strings(&["rollback", release, "1"])
     } else {
@@ -1532,8 +1534,9 @@ async fn hand_helm_fault(s: &mut Scene<'_>, rollback: bool, replicas: u64) {
             release.to_owned(),
             chart.to_string_lossy().into_owned(),
             "--reuse-values".to_owned(),
+            // Istio's chart leaves the replica count to its autoscaler unless told otherwise.
             "--set".to_owned(),
-            format!("replicaCount={replicas}"),
+            format!("autoscaleEnabled=false,replicaCount={replicas}"),
         ]
     };
     helm_args.extend(strings(&[
