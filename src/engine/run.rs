@@ -264,3 +264,34 @@ fn blocker(
             .find(|dependency| failed.contains(dependency))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::catalog::Catalog;
+
+    /// Finding M5: what depends on a component that failed in this run is blocked, not tried;
+    /// and what a failed removal still uses is not removed (finding L16).
+    #[test]
+    fn a_failed_component_blocks_its_dependents_and_what_it_uses() {
+        let catalog = Catalog::builtin().unwrap();
+        let desired =
+            crate::desired::resolve::resolve(&catalog, &ControlPlaneSpec::default()).unwrap();
+        let in_scope: Vec<&DesiredComponent<'_>> = desired.iter().collect();
+        let named = |name: &str| *in_scope.iter().find(|d| d.name() == name).unwrap();
+        let failed: BTreeSet<&'static str> = ["istiod"].into();
+        assert_eq!(
+            blocker(named("ingress-gateway"), false, &in_scope, &failed),
+            Some("istiod")
+        );
+        assert_eq!(
+            blocker(named("prometheus"), false, &in_scope, &failed),
+            None
+        );
+        assert_eq!(
+            blocker(named("base"), true, &in_scope, &failed),
+            Some("istiod")
+        );
+        assert_eq!(blocker(named("base"), false, &in_scope, &failed), None);
+    }
+}
