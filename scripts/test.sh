@@ -67,6 +67,7 @@ if [[ $# -eq 0 ]]; then
 	# A fresh plane: the operator faults reconcile every ControlPlane in the cluster, and Istio
 	# keeps some objects cluster-wide, so nothing the suite above left may be there.
 	scripts/cluster.sh down
-	export KUBECONFIG="$(scripts/cluster.sh up | tail -n 1)"
+	kubeconfig="$(scripts/cluster.sh up | tail -n 1)"
+	export KUBECONFIG="$kubeconfig"
 	SMM_FAULTS="${SMM_FAULTS:-20}" cargo test --locked --test faults -- --nocapture
 fi
