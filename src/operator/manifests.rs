@@ -569,10 +569,11 @@ mod tests {
                 None
             ));
         }
-        assert!(
-            !allows(rules, "", "pods", "get", None),
-            "nothing reads pods"
-        );
+        // Readiness reads what workloads run, never changes it.
+        for (group, kind) in [("", "pods"), ("apps", "daemonsets"), ("batch", "jobs")] {
+            assert!(allows(rules, group, kind, "list", None), "{kind}");
+            assert!(!allows(rules, group, kind, "delete", None), "{kind}");
+        }
         assert!(
             !allows(rules, "coordination.k8s.io", "leases", "get", None),
             "leases are namespaced"

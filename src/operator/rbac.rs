@@ -47,8 +47,17 @@ pub fn cluster_rules() -> Vec<PolicyRule> {
             &["get", "list", "create", "update", "patch", "delete"],
         ),
         // Release namespaces are applied (server-side apply creates or patches them), never
-        // deleted.
-        rule(&[""], &["namespaces"], &["get", "create", "patch"]),
+        // deleted; the dashboard lists them to show sidecar injection.
+        rule(
+            &[""],
+            &["namespaces"],
+            &["get", "list", "watch", "create", "patch"],
+        ),
+        // Readiness: a workload's pods tell why it is not ready (one the scheduler cannot place);
+        // the dashboard shows pods' proxies and the ControlPlane's Events. Read only.
+        rule(&[""], &["pods", "events"], &["get", "list", "watch"]),
+        rule(&["apps"], &["daemonsets"], &["get", "list", "watch"]),
+        rule(&["batch"], &["jobs"], &["get", "list", "watch"]),
         // Namespaced kinds the charts render.
         rule(
             &[""],
