@@ -91,15 +91,7 @@ async fn dashboard_in_a_real_browser_follows_the_control_plane() {
 
     // An application namespace: pods made before it is labelled for injection, since the
     // injector of any installed istiod would refuse new pods there (nothing answers it).
-    let istiod_version = smm::mesh::catalog::Catalog::builtin()
-        .unwrap()
-        .get("istiod")
-        .unwrap()
-        .chart
-        .metadata()
-        .unwrap()
-        .app_version
-        .expect("istiod's chart has an appVersion");
+    let istiod_version = support::istiod_tag();
     let apps = cluster.namespace("dash-apps").await;
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &apps.name);
     for (pod, image) in [

@@ -179,15 +179,7 @@ async fn mesh_components_install_idle_upgrade_uninstall_and_return() {
     let image = deployment.spec.unwrap().template.spec.unwrap().containers[0]
         .image
         .clone();
-    let tag = engine
-        .catalog()
-        .get("istiod")
-        .unwrap()
-        .chart
-        .metadata()
-        .unwrap()
-        .app_version
-        .unwrap();
+    let tag = crate::support::istiod_tag();
     assert_eq!(image, Some(format!("docker.io/istio/pilot:{tag}")));
     let crds: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
     crds.get("virtualservices.networking.istio.io")

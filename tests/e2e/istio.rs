@@ -24,16 +24,7 @@ const REGISTRY: &str = "registry.local:5000";
 
 /// The proxy image smm's values make istiod inject: `<imageRegistry>/istio/proxyv2:<tag>`.
 fn proxy_image() -> String {
-    let tag = Catalog::builtin()
-        .unwrap()
-        .get("istiod")
-        .unwrap()
-        .chart
-        .metadata()
-        .unwrap()
-        .app_version
-        .unwrap();
-    format!("{REGISTRY}/istio/proxyv2:{tag}")
+    format!("{REGISTRY}/istio/proxyv2:{}", crate::support::istiod_tag())
 }
 
 fn assert_success(what: &str, output: &std::process::Output) {

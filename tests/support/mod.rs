@@ -319,3 +319,16 @@ impl Drop for LocalIstiod {
             .status();
     }
 }
+
+/// The istiod image tag smm installs by default: the app version of the istiod chart.
+pub fn istiod_tag() -> String {
+    smm::mesh::catalog::Catalog::builtin()
+        .unwrap()
+        .get("istiod")
+        .unwrap()
+        .chart
+        .metadata()
+        .unwrap()
+        .app_version
+        .expect("istiod's chart has an appVersion")
+}
