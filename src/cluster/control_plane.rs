@@ -22,6 +22,8 @@ pub enum StoreError {
         #[source]
         source: kube::Error,
     },
+    #[error("cannot list ControlPlanes: {0}")]
+    List(#[source] kube::Error),
     #[error("cannot install the ControlPlane CRD: {0}")]
     Crd(#[from] objects::NativeError),
     #[error("the ControlPlane CRD was applied but is not established yet; try again")]
@@ -38,6 +40,19 @@ pub async fn load(client: &Client, name: &str) -> Result<Option<ControlPlane>, S
             name: name.to_owned(),
             source,
         }),
+    }
+}
+
+/// Every ControlPlane in the cluster; none when their CRD is not installed.
+pub async fn list(client: &Client) -> Result<Vec<ControlPlane>, StoreError> {
+    match Api::<ControlPlane>::all(client.clone())
+        .list(&Default::default())
+        .await
+    {
+        Ok(list) => Ok(list.items),
+        // No CRD yet: nothing was ever installed.
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(Vec::new()),
+        Err(source) => Err(StoreError::List(source)),
     }
 }
 

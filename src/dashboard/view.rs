@@ -36,8 +36,6 @@ pub enum DashboardError {
     NotFound(String),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot list ControlPlanes: {0}")]
-    List(#[source] kube::Error),
 }
 
 /// A part of a view that may fail on its own: the value, or why it could not be read.
@@ -177,13 +175,7 @@ impl Dashboard {
     }
 
     pub async fn list(&self) -> Result<ControlPlaneList, DashboardError> {
-        let api: Api<ControlPlane> = Api::all(self.client.clone());
-        let items = match api.list(&ListParams::default()).await {
-            Ok(list) => list.items,
-            // No CRD yet: nothing was ever installed.
-            Err(kube::Error::Api(status)) if status.code == 404 => Vec::new(),
-            Err(err) => return Err(DashboardError::List(err)),
-        };
+        let items = control_plane::list(&self.client).await?;
         Ok(ControlPlaneList {
             preferred: self.preferred.clone(),
             items: items.iter().map(summarize).collect(),

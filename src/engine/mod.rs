@@ -51,6 +51,8 @@ pub enum EngineError {
         #[source]
         source: SpecError,
     },
+    #[error(transparent)]
+    Store(crate::cluster::control_plane::StoreError),
     #[error("cannot list helm releases: {0}")]
     Observe(#[source] kube::Error),
     #[error(transparent)]

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::Api;
+use kube::{Api, Client};
 use tracing::Instrument;
 
 use super::decide::Operation;
@@ -14,6 +14,7 @@ use super::report::{self, Outcome, ReconcileReport};
 use super::status::{RunEnd, StatusWriter};
 use super::{Engine, EngineError, Intent, Scope, WaitPolicy};
 use crate::api::{ControlPlane, ControlPlaneSpec};
+use crate::cluster::control_plane;
 use crate::desired::resolve::{DesiredComponent, refuse_shared_releases};
 use crate::mesh::graph;
 
@@ -63,7 +64,7 @@ impl Engine {
         }
         let writer = StatusWriter::new(api.clone(), &control_plane);
         let others = if intent == Intent::AsSpecified {
-            other_control_planes(&api, name).await?
+            other_control_planes(&self.client, name).await?
         } else {
             Vec::new()
         };
@@ -223,18 +224,12 @@ impl Engine {
 
 /// Every other ControlPlane's name and spec, to refuse releases they manage too.
 pub(crate) async fn other_control_planes(
-    api: &Api<ControlPlane>,
+    client: &Client,
     name: &str,
 ) -> Result<Vec<(String, ControlPlaneSpec)>, EngineError> {
-    let all = api
-        .list(&Default::default())
+    Ok(control_plane::list(client)
         .await
-        .map_err(|source| EngineError::Get {
-            name: name.to_owned(),
-            source,
-        })?;
-    Ok(all
-        .items
+        .map_err(EngineError::Store)?
         .into_iter()
         .filter(|cp| cp.metadata.name.as_deref() != Some(name))
         .map(|cp| (cp.metadata.name.clone().unwrap_or_default(), cp.spec))

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::report::{Progress, ReconcileReport};
 use super::{Engine, EngineError, EngineSettings, Scope, WaitPolicy, other_control_planes};
-use crate::api::{ControlPlane, ControlPlaneSpec};
+use crate::api::ControlPlaneSpec;
 use crate::cluster::control_plane::{self, StoreError};
 use crate::cluster::lease::{LockError, reconcile_lock};
 use crate::desired::edit::{self, EditError};
@@ -202,16 +202,7 @@ impl Session {
     /// Refuses, before it is stored, a spec that would manage releases another ControlPlane
     /// manages.
     async fn check_shared(&self, name: &str, spec: &ControlPlaneSpec) -> Result<(), SessionError> {
-        let api: kube::Api<ControlPlane> = kube::Api::all(self.client.clone());
-        let others = match other_control_planes(&api, name).await {
-            Ok(others) => others,
-            // No CRD yet: no other ControlPlane either.
-            Err(EngineError::Get {
-                source: kube::Error::Api(status),
-                ..
-            }) if status.code == 404 => Vec::new(),
-            Err(err) => return Err(err.into()),
-        };
+        let others = other_control_planes(&self.client, name).await?;
         refuse_shared_releases(&self.catalog, spec, &others).map_err(|source| SessionError::Spec {
             name: name.to_owned(),
             source,

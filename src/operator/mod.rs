@@ -16,6 +16,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use crate::api::ControlPlane;
+use crate::cluster::control_plane::{self, StoreError};
 use crate::cluster::objects::{self, NativeError, Presence};
 use crate::engine::session::{Request, Session, SessionError};
 use controller::FINALIZER;
@@ -39,8 +40,8 @@ pub enum OperatorOpError {
     Lookup(#[source] kube::Error),
     #[error(transparent)]
     Objects(#[from] NativeError),
-    #[error("cannot list ControlPlanes: {0}")]
-    List(#[source] kube::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("ControlPlane {name}: cannot {what}: {source}")]
     ControlPlane {
         name: String,
@@ -115,11 +116,7 @@ pub async fn uninstall(
     // Stop the operator first, so it does not reconcile what is being taken apart.
     objects::apply(client, &operator_objects(options, Presence::Absent, false)).await?;
     let control_planes: Api<ControlPlane> = Api::all(client.clone());
-    let existing = match control_planes.list(&Default::default()).await {
-        Ok(list) => list.items,
-        Err(kube::Error::Api(status)) if status.code == 404 => Vec::new(),
-        Err(err) => return Err(OperatorOpError::List(err)),
-    };
+    let existing = control_plane::list(client).await?;
     let failed = |name: &str, what| {
         let name = name.to_owned();
         move |source| OperatorOpError::ControlPlane { name, what, source }
