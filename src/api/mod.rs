@@ -185,6 +185,22 @@ impl ComponentStatus {
     }
 }
 
+impl ComponentStatus {
+    /// Whether helm applied what the record holds: Available, or on its way with its chart and
+    /// values recorded (workloads not ready yet, as `--no-wait` leaves it). The one rule for
+    /// "applied" that a dependent under `--no-wait` and `smm status` both follow.
+    pub fn is_applied(&self) -> bool {
+        match self.phase {
+            ComponentPhase::Available => true,
+            ComponentPhase::Installing | ComponentPhase::Upgrading => self.values_digest.is_some(),
+            ComponentPhase::Uninstalling
+            | ComponentPhase::Removed
+            | ComponentPhase::Failed
+            | ComponentPhase::Unknown => false,
+        }
+    }
+}
+
 impl ControlPlaneStatus {
     /// Whether the `Ready` condition is true: the one rule `smm status`, the operator's metrics
     /// and the tests read.

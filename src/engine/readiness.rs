@@ -136,11 +136,10 @@ pub fn ready_now(control_plane: &ControlPlane, live: &[(String, Vec<WorkloadStat
         .conditions
         .iter()
         .any(|c| c.type_ == condition::STALLED && c.status == "True");
-    let applied = status.components.values().all(|c| match c.phase {
-        ComponentPhase::Available | ComponentPhase::Removed => true,
-        ComponentPhase::Installing | ComponentPhase::Upgrading => c.values_digest.is_some(),
-        ComponentPhase::Uninstalling | ComponentPhase::Failed | ComponentPhase::Unknown => false,
-    });
+    let applied = status
+        .components
+        .values()
+        .all(|c| c.phase == ComponentPhase::Removed || c.is_applied());
     let workloads_ready = live.iter().all(|(_, states)| all_ready(states));
     tracing::debug!(control_plane = %control_plane.name_any(), current, stalled, applied, workloads_ready, "readiness");
     current && !stalled && applied && workloads_ready

@@ -47,22 +47,22 @@ impl ReconcileReport {
 
     /// `component: why` for every component that did not finish, for messages.
     pub fn unfinished(&self) -> Vec<String> {
-        self.components
-            .iter()
-            .filter_map(|c| match &c.outcome {
-                Outcome::Done => None,
-                Outcome::Waiting(why) | Outcome::Failed(why) => Some(format!("{}: {why}", c.name)),
-            })
-            .collect()
+        self.messages(|_| true)
     }
 
     /// `component: why` for every component that failed.
     pub fn failed(&self) -> Vec<String> {
+        self.messages(|outcome| matches!(outcome, Outcome::Failed(_)))
+    }
+
+    /// `component: why` for the components not done whose outcome `pick` accepts.
+    fn messages(&self, pick: impl Fn(&Outcome) -> bool) -> Vec<String> {
         self.components
             .iter()
+            .filter(|c| pick(&c.outcome))
             .filter_map(|c| match &c.outcome {
-                Outcome::Failed(why) => Some(format!("{}: {why}", c.name)),
-                _ => None,
+                Outcome::Done => None,
+                Outcome::Waiting(why) | Outcome::Failed(why) => Some(format!("{}: {why}", c.name)),
             })
             .collect()
     }

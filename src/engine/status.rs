@@ -78,15 +78,8 @@ impl StatusWriter {
     /// Whether helm applied the component's current chart and values (its workloads may still
     /// be on their way).
     pub fn is_applied(&self, name: &str) -> bool {
-        self.component(name).is_some_and(|status| {
-            status.values_digest.is_some()
-                && matches!(
-                    status.phase,
-                    ComponentPhase::Available
-                        | ComponentPhase::Installing
-                        | ComponentPhase::Upgrading
-                )
-        })
+        self.component(name)
+            .is_some_and(|status| status.is_applied())
     }
 
     /// The component is being changed (`Installing`, `Upgrading`, `Uninstalling`), optionally
