@@ -144,7 +144,7 @@ fn chart_matches_builders(namespace: &str) {
                 o.object.namespace().unwrap_or_else(|| "-".to_owned()),
                 o.object.name_any()
             );
-            (id, serde_json::to_value(&o.object).unwrap())
+            (id, serde_json::to_value(&*o.object).unwrap())
         })
         .collect();
     assert_eq!(

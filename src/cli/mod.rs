@@ -130,6 +130,12 @@ impl Cli {
         let global = &self.global;
         // Built once for the whole process; a broken catalog stops smm before it does anything.
         let catalog = Arc::new(Catalog::builtin()?);
+        if matches!(
+            self.command,
+            Command::Install(_) | Command::Uninstall(_) | Command::Reconcile(_)
+        ) {
+            std::thread::spawn(smm::mesh::components::warm_up);
+        }
         match &self.command {
             Command::Install(args) => install::run_install(global, &catalog, args).await,
             Command::Uninstall(args) => install::run_uninstall(global, &catalog, args).await,

@@ -73,13 +73,37 @@ pub async fn ensure_crd(client: &Client) -> Result<(), StoreError> {
     Err(StoreError::CrdNotEstablished)
 }
 
+/// The named ControlPlane and every other one, from one list.
+pub struct Listed {
+    pub this: Option<ControlPlane>,
+    pub others: Vec<ControlPlane>,
+}
+
+/// Every ControlPlane, split into the named one and the others.
+pub async fn list_around(client: &Client, name: &str) -> Result<Listed, StoreError> {
+    let (this, others) = list(client)
+        .await?
+        .into_iter()
+        .partition::<Vec<_>, _>(|cp| cp.metadata.name.as_deref() == Some(name));
+    Ok(Listed {
+        this: this.into_iter().next(),
+        others,
+    })
+}
+
 /// Stores `spec` as the ControlPlane's whole desired state (server-side apply, field manager
-/// `smm`, taking over fields another manager set) and returns the stored object.
+/// `smm`, taking over fields another manager set) and returns the stored object. `stored` is
+/// the ControlPlane as last read: when it already holds `spec`, nothing is written (a no-op
+/// `smm install` or `smm reconcile -f` makes no write).
 pub async fn store(
     client: &Client,
     name: &str,
     spec: &ControlPlaneSpec,
+    stored: Option<ControlPlane>,
 ) -> Result<ControlPlane, StoreError> {
+    if let Some(stored) = stored.filter(|stored| &stored.spec == spec) {
+        return Ok(stored);
+    }
     ensure_crd(client).await?;
     let object = ControlPlane::new(name, spec.clone());
     let params = PatchParams::apply(FIELD_MANAGER).force();

@@ -3,13 +3,14 @@
 //! Reconciles of one ControlPlane (CLI or operator) take its reconcile lease; operator replicas
 //! elect a leader with another.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, PostParams, Preconditions};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use tokio::task::JoinHandle;
 
 /// Where reconcile leases live: a namespace every cluster has.
@@ -95,6 +96,8 @@ pub struct LeaseLock {
     holder: String,
     renewer: JoinHandle<()>,
     lost: tokio::sync::watch::Receiver<bool>,
+    /// The resourceVersion of our last write of the lease.
+    written: Arc<Mutex<String>>,
 }
 
 impl LeaseLock {
@@ -118,22 +121,28 @@ impl LeaseLock {
         let started = tokio::time::Instant::now();
         let mut on_wait = Some(on_wait);
         let mut seen: Option<Seen> = None;
-        loop {
-            let taken = match within_deadline(api.get_opt(&name)).await {
-                Err(err) => Err(TakeError::Api(err)),
-                Ok(None) => create(&api, &name, holder).await,
-                Ok(Some(lease)) => {
-                    let now = tokio::time::Instant::now();
-                    match busy_holder(&lease, holder, &mut seen, now) {
-                        Some(other) => Err(TakeError::HeldBy(other)),
-                        None => take_over(&api, lease, holder).await,
+        // Most of the time nobody holds the lease: creating it straight away saves a read.
+        let mut first = true;
+        let written = loop {
+            let taken = if std::mem::take(&mut first) {
+                create(&api, &name, holder).await
+            } else {
+                match within_deadline(api.get_opt(&name)).await {
+                    Err(err) => Err(TakeError::Api(err)),
+                    Ok(None) => create(&api, &name, holder).await,
+                    Ok(Some(lease)) => {
+                        let now = tokio::time::Instant::now();
+                        match busy_holder(&lease, holder, &mut seen, now) {
+                            Some(other) => Err(TakeError::HeldBy(other)),
+                            None => take_over(&api, lease, holder).await,
+                        }
                     }
                 }
             };
             match taken {
-                Ok(true) => break,
-                // Lost a race with another taker: look again at once.
-                Ok(false) => continue,
+                Ok(Some(version)) => break version,
+                // Lost a race with another taker (or the lease exists): look again at once.
+                Ok(None) => continue,
                 // Waiting for as long as it takes (a standby replica) outlasts an API server
                 // outage; a bounded wait reports it.
                 Err(TakeError::Api(source)) if wait.is_none() => {
@@ -156,12 +165,14 @@ impl LeaseLock {
                     tokio::time::sleep(RETRY_EVERY).await;
                 }
             }
-        }
+        };
         let (lost_sender, lost) = tokio::sync::watch::channel(false);
+        let written = Arc::new(Mutex::new(written));
         let renewer = tokio::spawn(renew(
             api.clone(),
             name.clone(),
             holder.to_owned(),
+            written.clone(),
             lost_sender,
         ));
         Ok(Self {
@@ -170,6 +181,7 @@ impl LeaseLock {
             holder: holder.to_owned(),
             renewer,
             lost,
+            written,
         })
     }
 
@@ -180,9 +192,27 @@ impl LeaseLock {
         let _ = self.lost.wait_for(|lost| *lost).await;
     }
 
-    /// Gives the lease up at once, so a waiter need not wait for it to expire.
+    /// Gives the lease up at once, so a waiter need not wait for it to expire: deleted on the
+    /// condition that it is still the version we last wrote, or, when it is not (a renewal cut
+    /// short may have landed), after reading that it is still ours.
     pub async fn release(self) {
         self.renewer.abort();
+        let written = self.written.lock().expect("lease version lock").clone();
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: Some(written),
+                uid: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match within_deadline(self.api.delete(&self.name, &params)).await {
+            Ok(_) => return,
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(err) => {
+                tracing::warn!(lease = %self.name, %err, "could not release the reconcile lease; it will expire");
+                return;
+            }
+        }
         if let Ok(Some(lease)) = within_deadline(self.api.get_opt(&self.name)).await {
             let ours = lease
                 .spec
@@ -281,20 +311,24 @@ fn held_spec(holder: &str, transitions: i32) -> LeaseSpec {
     }
 }
 
-/// Ok(false) when someone else created it first.
-async fn create(api: &Api<Lease>, name: &str, holder: &str) -> Result<bool, TakeError> {
+/// The resourceVersion written when taken; `None` when the lease exists already.
+async fn create(api: &Api<Lease>, name: &str, holder: &str) -> Result<Option<String>, TakeError> {
     let mut lease = Lease::default();
     lease.metadata.name = Some(name.to_owned());
     lease.spec = Some(held_spec(holder, 0));
     match within_deadline(api.create(&PostParams::default(), &lease)).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Ok(created) => Ok(Some(created.resource_version().unwrap_or_default())),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(None),
         Err(err) => Err(TakeError::Api(err)),
     }
 }
 
 /// Replaces an expired or released lease; the resourceVersion makes a concurrent taker lose.
-async fn take_over(api: &Api<Lease>, mut lease: Lease, holder: &str) -> Result<bool, TakeError> {
+async fn take_over(
+    api: &Api<Lease>,
+    mut lease: Lease,
+    holder: &str,
+) -> Result<Option<String>, TakeError> {
     let transitions = lease
         .spec
         .as_ref()
@@ -303,8 +337,8 @@ async fn take_over(api: &Api<Lease>, mut lease: Lease, holder: &str) -> Result<b
     lease.spec = Some(held_spec(holder, transitions + 1));
     let name = lease.metadata.name.clone().unwrap_or_default();
     match within_deadline(api.replace(&name, &PostParams::default(), &lease)).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Ok(replaced) => Ok(Some(replaced.resource_version().unwrap_or_default())),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(None),
         Err(err) => Err(TakeError::Api(err)),
     }
 }
@@ -317,6 +351,7 @@ async fn renew(
     api: Api<Lease>,
     name: String,
     holder: String,
+    written: Arc<Mutex<String>>,
     lost: tokio::sync::watch::Sender<bool>,
 ) {
     let mut last_success_started = tokio::time::Instant::now();
@@ -330,7 +365,10 @@ async fn renew(
                 return Ok(false);
             }
             spec.renew_time = Some(MicroTime(Timestamp::now()));
-            within_deadline(api.replace(&name, &PostParams::default(), &lease)).await?;
+            let renewed =
+                within_deadline(api.replace(&name, &PostParams::default(), &lease)).await?;
+            *written.lock().expect("lease version lock") =
+                renewed.resource_version().unwrap_or_default();
             Ok::<_, kube::Error>(true)
         };
         match attempt.await {

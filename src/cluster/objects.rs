@@ -10,7 +10,12 @@ use kube::api::{
     ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, TypeMeta, ValidationDirective,
 };
 use kube::{Api, Client, Resource, ResourceExt};
+use std::sync::Arc;
+
 use serde::Serialize;
+
+use super::inventory::{APPLIED_DIGEST, Inventory, Kind, MANAGED_BY};
+use crate::values::digest::values_digest;
 
 /// The field manager of every server-side apply smm does.
 pub const FIELD_MANAGER: &str = "smm";
@@ -25,8 +30,12 @@ pub enum Presence {
 #[derive(Clone, Debug)]
 pub struct NativeObject {
     pub resource: ApiResource,
-    pub object: DynamicObject,
+    /// Shared: some objects are large (Istio's CRDs) and built once per process.
+    pub object: Arc<DynamicObject>,
     pub presence: Presence,
+    /// The digest of `object`, recorded on it when applied ([`APPLIED_DIGEST`]): an object
+    /// that still carries it needs no new apply.
+    digest: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,11 +83,45 @@ impl NativeObject {
             api_version: K::api_version(&()).into_owned(),
             kind: K::kind(&()).into_owned(),
         });
+        let digest = values_digest(
+            &serde_json::to_value(&dynamic).expect("dynamic objects serialize to JSON"),
+        );
         Self {
             resource: ApiResource::erase::<K>(&()),
-            object: dynamic,
+            object: Arc::new(dynamic),
             presence,
+            digest,
         }
+    }
+
+    /// The object as smm applies it: labelled as smm's and carrying its digest.
+    fn stamped(&self) -> DynamicObject {
+        let mut object = DynamicObject::clone(&self.object);
+        object
+            .labels_mut()
+            .insert(MANAGED_BY.to_owned(), FIELD_MANAGER.to_owned());
+        object
+            .annotations_mut()
+            .insert(APPLIED_DIGEST.to_owned(), self.digest.clone());
+        object
+    }
+
+    /// Whether the cluster already holds this object as it should be: present and applied by
+    /// smm as it is now, or absent.
+    fn holds(&self, inventory: &Inventory) -> bool {
+        let namespace = self.object.namespace().unwrap_or_default();
+        let kind = self.kind();
+        let seen = inventory.find(&kind, &namespace, &self.object.name_any());
+        match self.presence {
+            Presence::Present => seen
+                .is_some_and(|seen| seen.applied_digest.as_deref() == Some(self.digest.as_str())),
+            Presence::Absent => seen.is_none(),
+        }
+    }
+
+    /// The object's API kind.
+    pub fn kind(&self) -> Kind {
+        Kind::new(&self.resource.api_version, &self.resource.kind)
     }
 
     pub fn present<K: Resource<DynamicType = ()> + Serialize>(object: &K) -> Self {
@@ -128,6 +171,32 @@ pub async fn apply(
     client: &Client,
     objects: &[NativeObject],
 ) -> Result<NativeOutcome, NativeError> {
+    apply_each(client, objects.iter().collect()).await
+}
+
+/// Like [`apply`], for the objects `inventory` (which must have listed their kinds) does not
+/// show as they should be: an unchanged native object costs no request. A field changed by
+/// hand on an object that still carries smm's digest is put back the next time the object
+/// itself changes.
+pub async fn apply_changed(
+    client: &Client,
+    objects: &[NativeObject],
+    inventory: &Inventory,
+) -> Result<NativeOutcome, NativeError> {
+    apply_each(
+        client,
+        objects
+            .iter()
+            .filter(|native| !native.holds(inventory))
+            .collect(),
+    )
+    .await
+}
+
+async fn apply_each(
+    client: &Client,
+    objects: Vec<&NativeObject>,
+) -> Result<NativeOutcome, NativeError> {
     let mut outcome = NativeOutcome::default();
     let apply = PatchParams::apply(FIELD_MANAGER)
         .force()
@@ -144,7 +213,7 @@ pub async fn apply(
         match native.presence {
             Presence::Present => {
                 let applied = api
-                    .patch(&name, &apply, &Patch::Apply(&native.object))
+                    .patch(&name, &apply, &Patch::Apply(&native.stamped()))
                     .await
                     .map_err(|source| NativeError::Apply {
                         object: native.describe(),
@@ -227,7 +296,7 @@ pub fn to_yaml_documents(objects: &[NativeObject]) -> Vec<String> {
         .iter()
         .filter(|native| native.presence == Presence::Present)
         .map(|native| {
-            serde_yaml_ng::to_string(&native.object).expect("dynamic objects serialize to YAML")
+            serde_yaml_ng::to_string(&native.stamped()).expect("dynamic objects serialize to YAML")
         })
         .collect()
 }

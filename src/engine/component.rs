@@ -10,13 +10,14 @@ use super::decide::{Decision, Operation, Reason, decide};
 use super::readiness::ReadinessError;
 use super::report::{ComponentReport, Outcome};
 use super::status::StatusWriter;
-use super::{Engine, EngineError, WaitPolicy};
+use super::{Engine, EngineError, Observed, WaitPolicy};
 use crate::api::{ComponentPhase, ComponentStatus, ControlPlaneSpec};
+use crate::cluster::inventory::{Inventory, Kind};
 use crate::cluster::objects::{self, NativeError};
 use crate::desired::resolve::DesiredComponent;
 use crate::helm::chart::ChartError;
 use crate::helm::release::{
-    self, OWNER_LABEL, ObservedRelease, ObservedReleases, ReleaseRef, ReleaseState,
+    self, ManifestObject, OWNER_LABEL, ObservedRelease, ObservedReleases, ReleaseRef, ReleaseState,
 };
 use crate::helm::{Helm, HelmError};
 use crate::mesh::catalog::ComponentContext;
@@ -60,19 +61,33 @@ impl Engine {
     /// What to do with one component: the pure decision, plus drift (an up-to-date release whose
     /// objects were deleted is upgraded). The dry-run plan and the reconcile both decide here, so
     /// the plan shows what a reconcile does.
-    pub(super) async fn decide(
+    pub(super) fn decide(
         &self,
         wanted: &DesiredComponent<'_>,
         recorded: Option<&ComponentStatus>,
         release: Option<&ObservedRelease>,
+        inventory: &Inventory,
     ) -> Result<Decision, EngineError> {
         let decision = decide(wanted.into(), recorded, release);
         let (Reason::UpToDate, Some(release)) = (&decision.reason, release) else {
             return Ok(decision);
         };
-        let missing = release::missing_objects(&self.client, &wanted.release, release.revision)
-            .await
+        let record = release
+            .record(&wanted.release)
             .map_err(EngineError::Record)?;
+        let missing: Vec<String> = record
+            .objects
+            .iter()
+            .filter(|object| {
+                let kind = Kind::new(&object.api_version, &object.kind);
+                let namespace = object
+                    .namespace
+                    .as_deref()
+                    .unwrap_or(&wanted.release.namespace);
+                inventory.find(&kind, namespace, &object.name).is_none()
+            })
+            .map(ManifestObject::describe)
+            .collect();
         if missing.is_empty() {
             return Ok(decision);
         }
@@ -89,7 +104,7 @@ impl Engine {
         &self,
         wanted: &DesiredComponent<'_>,
         spec: &ControlPlaneSpec,
-        observed: &ObservedReleases,
+        observed: &Observed,
         writer: &StatusWriter,
     ) -> ComponentReport {
         match self.try_step(wanted, spec, observed, writer).await {
@@ -114,20 +129,21 @@ impl Engine {
         &self,
         wanted: &DesiredComponent<'_>,
         spec: &ControlPlaneSpec,
-        observed: &ObservedReleases,
+        observed: &Observed,
         writer: &StatusWriter,
     ) -> Result<ComponentReport, EngineError> {
         let name = wanted.name();
         let recorded = writer.component(name);
-        let release = release::lookup(observed, &wanted.release);
-        let decision = self.decide(wanted, recorded.as_ref(), release).await?;
+        let release = release::lookup(&observed.releases, &wanted.release);
+        let inventory = &observed.inventory;
+        let decision = self.decide(wanted, recorded.as_ref(), release, inventory)?;
         let span = tracing::info_span!(
             "component",
             control_plane = writer.control_plane(),
             component = name,
             action = ?decision.action,
         );
-        let outcome = async {
+        let outcome: StepResult = async {
             // Without waiting, what a component depends on need only be applied.
             let ready_enough = |dependency: &str| match self.settings.wait {
                 WaitPolicy::No => writer.is_applied(dependency),
@@ -151,11 +167,11 @@ impl Engine {
             let resolves_pending =
                 matches!(decision.action, Operation::Recover | Operation::Uninstall);
             if let Some(release) = release.filter(|r| resolves_pending && r.state.is_pending())
-                && let Some(wait) = self.too_fresh_to_recover(wanted, release).await?
+                && let Some(wait) = self.too_fresh_to_recover(wanted, release)?
             {
                 return Ok(Ok(Outcome::Waiting(wait)));
             }
-            if let Some(previous) = moved_release(recorded.as_ref(), wanted, observed) {
+            if let Some(previous) = moved_release(recorded.as_ref(), wanted, &observed.releases) {
                 match self.remove_moved(wanted, spec, &previous, writer).await? {
                     Ok(()) => {}
                     failed => return Ok(failed.map(|()| Outcome::Done)),
@@ -176,10 +192,13 @@ impl Engine {
             let outcome = match decision.action {
                 Operation::Uninstall => self.uninstall(wanted, writer).await?,
                 Operation::Nothing if !wanted.enabled => {
-                    self.finish_removal(wanted, recorded.as_ref(), writer)
+                    self.finish_removal(wanted, recorded.as_ref(), inventory, writer)
                         .await?
                 }
-                operation => self.apply(wanted, operation, release, writer).await?,
+                operation => {
+                    self.apply(wanted, operation, release, inventory, writer)
+                        .await?
+                }
             };
             // Also for a component that only waited this round: progress that shows it
             // waiting learns that the wait is over.
@@ -189,8 +208,8 @@ impl Engine {
             Ok(outcome)
         }
         .instrument(span)
-        .await?;
-        let outcome = match outcome {
+        .await;
+        let outcome = match outcome? {
             Ok(outcome) => outcome,
             Err(err) => {
                 let message = err.to_string();
@@ -210,17 +229,18 @@ impl Engine {
         })
     }
 
-    /// Native objects first, then the chart; `Nothing` still re-applies native objects, which
-    /// puts back a deleted cluster role without spawning helm.
+    /// Native objects first (those not as they should be), then the chart; `Nothing` still
+    /// looks at native objects, which puts back a deleted cluster role without spawning helm.
     async fn apply(
         &self,
         wanted: &DesiredComponent<'_>,
         operation: Operation,
         release: Option<&ObservedRelease>,
+        inventory: &Inventory,
         writer: &StatusWriter,
     ) -> StepResult {
         let name = wanted.name();
-        let native = match objects::apply(&self.client, &wanted.native).await {
+        let native = match objects::apply_changed(&self.client, &wanted.native, inventory).await {
             Ok(native) => native,
             Err(err) => return Ok(Err(err.into())),
         };
@@ -246,8 +266,7 @@ impl Engine {
                 .filter(|phase| *phase != ComponentPhase::Available);
             return match (waiting, release) {
                 (Some(phase), Some(release)) => {
-                    self.await_workloads(wanted, phase, release.revision, writer)
-                        .await
+                    self.await_workloads(wanted, phase, release, writer).await
                 }
                 _ => {
                     writer.available(name).await?;
@@ -264,16 +283,17 @@ impl Engine {
         let applied = release::observe(&self.client, &[wanted.component.release_name])
             .await
             .map_err(EngineError::Observe)?;
-        let Some(revision) = release::lookup(&applied, &wanted.release).map(|r| r.revision) else {
+        let Some(applied) = release::lookup(&applied, &wanted.release) else {
             // helm said it succeeded; its record not being there is someone else's doing.
             writer.applied(wanted, phase, None).await?;
             return Ok(Ok(Outcome::Waiting(
                 "waiting for helm's release record".to_owned(),
             )));
         };
+        let revision = applied.revision;
         writer.applied(wanted, phase, Some(revision)).await?;
         tracing::info!(component = name, ?operation, revision, "applied");
-        self.await_workloads(wanted, phase, revision, writer).await
+        self.await_workloads(wanted, phase, applied, writer).await
     }
 
     /// The component's namespace changed: its release (and native objects) in the old namespace
@@ -335,9 +355,10 @@ impl Engine {
         &self,
         wanted: &DesiredComponent<'_>,
         recorded: Option<&ComponentStatus>,
+        inventory: &Inventory,
         writer: &StatusWriter,
     ) -> StepResult {
-        if let Err(err) = objects::apply(&self.client, &wanted.native).await {
+        if let Err(err) = objects::apply_changed(&self.client, &wanted.native, inventory).await {
             return Ok(Err(err.into()));
         }
         if recorded.is_some_and(|s| s.phase != ComponentPhase::Removed) {

@@ -189,6 +189,7 @@ mod tests {
             revision: 3,
             state,
             owner: None,
+            record: Ok(Default::default()),
         }
     }
 

@@ -9,7 +9,7 @@ use super::{Engine, EngineError};
 use crate::api::ComponentStatus;
 use crate::desired::resolve::DesiredComponent;
 use crate::helm::STOP_GRACE;
-use crate::helm::release::{self, ObservedRelease, ReleaseState};
+use crate::helm::release::{ObservedRelease, ReleaseState};
 
 impl Engine {
     /// A release is ours when its record names this ControlPlane, or (written by an smm from
@@ -48,16 +48,16 @@ impl Engine {
     /// lease stops its helm (SIGTERM, SIGKILL after [`STOP_GRACE`]), and helm dies with a
     /// holder that dies. So a record older than that grace (and a little more) is abandoned;
     /// a younger one is left alone a moment longer.
-    pub(super) async fn too_fresh_to_recover(
+    pub(super) fn too_fresh_to_recover(
         &self,
         wanted: &DesiredComponent<'_>,
         release: &ObservedRelease,
     ) -> Result<Option<String>, EngineError> {
         let quiet = STOP_GRACE + Duration::from_secs(5);
-        let written = release::written_at(&self.client, &wanted.release, release.revision)
-            .await
+        let record = release
+            .record(&wanted.release)
             .map_err(EngineError::Record)?;
-        let Some(written) = written else {
+        let Some(written) = record.written_at else {
             return Ok(None);
         };
         let age = k8s_openapi::jiff::Timestamp::now().duration_since(written);

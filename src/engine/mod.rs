@@ -26,9 +26,9 @@ use tokio_util::sync::CancellationToken;
 pub use component::ComponentError;
 use decide::Operation;
 use report::{PlannedComponent, Progress, ReconcileReport};
-pub(crate) use run::other_control_planes;
 
-use crate::api::{ControlPlaneSpec, ControlPlaneStatus};
+use crate::api::{ControlPlane, ControlPlaneSpec, ControlPlaneStatus};
+use crate::cluster::inventory::{Inventory, InventoryError, Kind};
 use crate::desired::resolve::{DesiredComponent, SpecError, resolve};
 use crate::helm::Helm;
 use crate::helm::release::{self, ObservedReleases};
@@ -55,6 +55,8 @@ pub enum EngineError {
     Store(crate::cluster::control_plane::StoreError),
     #[error("cannot list helm releases: {0}")]
     Observe(#[source] kube::Error),
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
     #[error(transparent)]
     Record(release::RecordError),
     #[error("reconcile of ControlPlane {name} stopped before it finished: {why}")]
@@ -222,15 +224,14 @@ impl Engine {
         let mut planned = Vec::new();
         for wanted in in_scope {
             let recorded = status.and_then(|s| s.components.get(wanted.name()));
-            let release = release::lookup(&observed, &wanted.release);
-            let decision = self.decide(wanted, recorded, release).await?;
+            let release = release::lookup(&observed.releases, &wanted.release);
+            let decision = self.decide(wanted, recorded, release, &observed.inventory)?;
             let values_diff = match (decision.action, release) {
                 (Operation::Upgrade | Operation::Recover, Some(release)) => {
-                    let applied =
-                        release::applied_values(&self.client, &wanted.release, release.revision)
-                            .await
-                            .map_err(EngineError::Record)?;
-                    diff(&applied, &wanted.values)
+                    let applied = release
+                        .record(&wanted.release)
+                        .map_err(EngineError::Record)?;
+                    diff(&applied.config, &wanted.values)
                 }
                 _ => Vec::new(),
             };
@@ -244,19 +245,26 @@ impl Engine {
         Ok(planned)
     }
 
-    /// Brings the components in `scope` to the state the named ControlPlane asks for.
+    /// Brings the components in `scope` to the state `control_plane` (as just read) asks for;
+    /// `others` are the other ControlPlanes' names and specs, whose releases it must not manage.
     pub async fn reconcile(
         &self,
-        name: &str,
+        control_plane: &ControlPlane,
+        others: &[(String, ControlPlaneSpec)],
         scope: &Scope,
     ) -> Result<ReconcileReport, EngineError> {
-        self.run(name, scope, Intent::AsSpecified).await
+        self.run(control_plane, others, scope, Intent::AsSpecified)
+            .await
     }
 
     /// Uninstalls every component, dependents first, as deleting a ControlPlane asks. The CRDs
     /// stay (see the base component).
-    pub async fn remove_all(&self, name: &str) -> Result<ReconcileReport, EngineError> {
-        self.run(name, &Scope::All, Intent::RemoveEverything).await
+    pub async fn remove_all(
+        &self,
+        control_plane: &ControlPlane,
+    ) -> Result<ReconcileReport, EngineError> {
+        self.run(control_plane, &[], &Scope::All, Intent::RemoveEverything)
+            .await
     }
 
     /// Every component's desired state; a bad spec is an error naming the ControlPlane.
@@ -271,17 +279,42 @@ impl Engine {
         })
     }
 
-    /// The releases of `components` as helm recorded them, in one list call.
-    async fn observe(
-        &self,
-        components: &[&DesiredComponent<'_>],
-    ) -> Result<ObservedReleases, EngineError> {
+    /// The releases of `components` as helm recorded them (one list call), and what exists of
+    /// their objects and of the components' native objects (one list per kind).
+    async fn observe(&self, components: &[&DesiredComponent<'_>]) -> Result<Observed, EngineError> {
         let names: Vec<&str> = components
             .iter()
             .map(|d| d.component.release_name)
             .collect();
-        release::observe(&self.client, &names)
+        let releases = release::observe(&self.client, &names)
             .await
-            .map_err(EngineError::Observe)
+            .map_err(EngineError::Observe)?;
+        let mut kinds = BTreeSet::new();
+        for wanted in components {
+            kinds.extend(wanted.native.iter().map(|native| native.kind()));
+            if let Some(Ok(record)) =
+                release::lookup(&releases, &wanted.release).map(|release| &release.record)
+            {
+                kinds.extend(
+                    record
+                        .objects
+                        .iter()
+                        .map(|object| Kind::new(&object.api_version, &object.kind)),
+                );
+            }
+        }
+        let inventory = Inventory::take(&self.client, kinds).await?;
+        Ok(Observed {
+            releases,
+            inventory,
+        })
     }
+}
+
+/// What a round starts from.
+pub(super) struct Observed {
+    /// The latest revision of each release, with its record.
+    releases: ObservedReleases,
+    /// What exists of the releases' objects and the components' native objects.
+    inventory: Inventory,
 }

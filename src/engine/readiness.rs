@@ -9,9 +9,9 @@ use super::report::Outcome;
 use super::status::StatusWriter;
 use super::{Engine, WaitPolicy};
 use crate::api::{ComponentPhase, ComponentStatus, ControlPlane, condition};
-use crate::cluster::workloads::{self, Readiness, WorkloadState};
+use crate::cluster::workloads::{self, Readiness, WorkloadRef, WorkloadState};
 use crate::desired::resolve::DesiredComponent;
-use crate::helm::release::{self, RecordError, ReleaseRef};
+use crate::helm::release::{self, ObservedRelease, RecordError, ReleaseRef};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadinessError {
@@ -33,11 +33,15 @@ impl Engine {
         &self,
         wanted: &DesiredComponent<'_>,
         phase: ComponentPhase,
-        revision: i64,
+        release: &ObservedRelease,
         writer: &StatusWriter,
     ) -> StepResult {
         let name = wanted.name();
-        let states = match release_workloads(&self.client, &wanted.release, revision).await {
+        let refs = match release.record(&wanted.release) {
+            Ok(record) => record.workloads(&wanted.release),
+            Err(err) => return Ok(Err(ReadinessError::Record(err).into())),
+        };
+        let states = match observe_workloads(&self.client, &wanted.release, &refs).await {
             Ok(states) => states,
             Err(err) => return Ok(Err(err.into())),
         };
@@ -79,7 +83,16 @@ pub async fn release_workloads(
     revision: i64,
 ) -> Result<Vec<WorkloadState>, ReadinessError> {
     let refs = release::workloads(client, release, revision).await?;
-    workloads::observe(client, &refs)
+    observe_workloads(client, release, &refs).await
+}
+
+/// `refs`, the workloads of `release`, judged now.
+async fn observe_workloads(
+    client: &Client,
+    release: &ReleaseRef,
+    refs: &[WorkloadRef],
+) -> Result<Vec<WorkloadState>, ReadinessError> {
+    workloads::observe(client, refs)
         .await
         .map_err(|source| ReadinessError::Workloads {
             release: release.to_string(),

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::{Api, Client};
+use kube::{Api, ResourceExt};
 use tracing::Instrument;
 
 use super::decide::Operation;
@@ -14,42 +14,34 @@ use super::report::{self, Outcome, ReconcileReport};
 use super::status::{RunEnd, StatusWriter};
 use super::{Engine, EngineError, Intent, Scope, WaitPolicy};
 use crate::api::{ControlPlane, ControlPlaneSpec};
-use crate::cluster::control_plane;
 use crate::desired::resolve::{DesiredComponent, refuse_shared_releases};
 use crate::mesh::graph;
 
 impl Engine {
     pub(super) async fn run(
         &self,
-        name: &str,
+        control_plane: &ControlPlane,
+        others: &[(String, ControlPlaneSpec)],
         scope: &Scope,
         intent: Intent,
     ) -> Result<ReconcileReport, EngineError> {
+        let name = control_plane.name_any();
         let span = tracing::info_span!("reconcile", control_plane = name, ?intent);
-        self.run_rounds(name, scope, intent).instrument(span).await
+        self.run_rounds(control_plane, others, scope, intent)
+            .instrument(span)
+            .await
     }
 
     async fn run_rounds(
         &self,
-        name: &str,
+        control_plane: &ControlPlane,
+        others: &[(String, ControlPlaneSpec)],
         scope: &Scope,
         intent: Intent,
     ) -> Result<ReconcileReport, EngineError> {
         let api: Api<ControlPlane> = Api::all(self.client.clone());
-        let control_plane = match api.get_opt(name).await {
-            Ok(Some(found)) => found,
-            Ok(None) => {
-                return Err(EngineError::NotFound {
-                    name: name.to_owned(),
-                });
-            }
-            Err(source) => {
-                return Err(EngineError::Get {
-                    name: name.to_owned(),
-                    source,
-                });
-            }
-        };
+        let name = control_plane.name_any();
+        let name = name.as_str();
         let mut spec = control_plane.spec.clone();
         if intent == Intent::RemoveEverything {
             // Removal must work even for a spec that could not be applied: values and unknown
@@ -62,14 +54,9 @@ impl Engine {
                 entry.values_override = None;
             }
         }
-        let writer = StatusWriter::new(api.clone(), &control_plane);
-        let others = if intent == Intent::AsSpecified {
-            other_control_planes(&self.client, name).await?
-        } else {
-            Vec::new()
-        };
+        let writer = StatusWriter::new(api.clone(), control_plane);
         let desired = match self.resolve(name, &spec).and_then(|desired| {
-            refuse_shared_releases(&self.catalog, &spec, &others)
+            refuse_shared_releases(&self.catalog, &spec, others)
                 .map(|()| desired)
                 .map_err(|source| EngineError::Spec {
                     name: name.to_owned(),
@@ -220,20 +207,6 @@ impl Engine {
         }
         Ok(())
     }
-}
-
-/// Every other ControlPlane's name and spec, to refuse releases they manage too.
-pub(crate) async fn other_control_planes(
-    client: &Client,
-    name: &str,
-) -> Result<Vec<(String, ControlPlaneSpec)>, EngineError> {
-    Ok(control_plane::list(client)
-        .await
-        .map_err(EngineError::Store)?
-        .into_iter()
-        .filter(|cp| cp.metadata.name.as_deref() != Some(name))
-        .map(|cp| (cp.metadata.name.clone().unwrap_or_default(), cp.spec))
-        .collect())
 }
 
 /// The component that keeps `wanted` from being acted on in this run: for an install, a

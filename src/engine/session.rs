@@ -11,9 +11,9 @@ use kube::Client;
 use tokio_util::sync::CancellationToken;
 
 use super::report::{Progress, ReconcileReport};
-use super::{Engine, EngineError, EngineSettings, Scope, WaitPolicy, other_control_planes};
+use super::{Engine, EngineError, EngineSettings, Scope, WaitPolicy};
 use crate::api::ControlPlaneSpec;
-use crate::cluster::control_plane::{self, StoreError};
+use crate::cluster::control_plane::{self, Listed, StoreError};
 use crate::cluster::lease::{LockError, reconcile_lock};
 use crate::desired::edit::{self, EditError};
 use crate::desired::resolve::{SpecError, refuse_shared_releases, resolve};
@@ -176,34 +176,51 @@ impl Session {
         name: &str,
         request: Request<'_>,
     ) -> Result<ReconcileReport, SessionError> {
-        let scope = match request {
-            Request::Stored => Scope::All,
+        // One read of every ControlPlane: this one (its spec, status and uid) and the others,
+        // whose releases this one must not manage.
+        let Listed { this, others } = control_plane::list_around(&self.client, name).await?;
+        let others: Vec<(String, ControlPlaneSpec)> = others
+            .into_iter()
+            .map(|cp| (cp.metadata.name.clone().unwrap_or_default(), cp.spec))
+            .collect();
+        let not_found = || EngineError::NotFound {
+            name: name.to_owned(),
+        };
+        let (control_plane, scope) = match request {
+            Request::Stored => (this.ok_or_else(not_found)?, Scope::All),
             Request::Replace(spec) => {
-                self.check_shared(name, spec).await?;
-                control_plane::store(&self.client, name, spec).await?;
-                Scope::All
+                self.check_shared(name, spec, &others)?;
+                let stored = control_plane::store(&self.client, name, spec, this).await?;
+                (stored, Scope::All)
             }
             Request::Edit(apply_edit) => {
-                let stored = control_plane::load(&self.client, name).await?;
-                let mut spec = stored
-                    .map(|cp| cp.spec)
+                let mut spec = this
+                    .as_ref()
+                    .map(|cp| cp.spec.clone())
                     .unwrap_or_else(|| edit::new_spec(&self.catalog));
                 let scope = apply_edit(&mut spec, &self.catalog)?;
                 self.check(name, &spec)?;
-                self.check_shared(name, &spec).await?;
-                control_plane::store(&self.client, name, &spec).await?;
-                Scope::Only(scope)
+                self.check_shared(name, &spec, &others)?;
+                let stored = control_plane::store(&self.client, name, &spec, this).await?;
+                (stored, Scope::Only(scope))
             }
-            Request::RemoveAll => return Ok(engine.remove_all(name).await?),
+            Request::RemoveAll => {
+                let this = this.ok_or_else(not_found)?;
+                return Ok(engine.remove_all(&this).await?);
+            }
         };
-        Ok(engine.reconcile(name, &scope).await?)
+        Ok(engine.reconcile(&control_plane, &others, &scope).await?)
     }
 
     /// Refuses, before it is stored, a spec that would manage releases another ControlPlane
     /// manages.
-    async fn check_shared(&self, name: &str, spec: &ControlPlaneSpec) -> Result<(), SessionError> {
-        let others = other_control_planes(&self.client, name).await?;
-        refuse_shared_releases(&self.catalog, spec, &others).map_err(|source| SessionError::Spec {
+    fn check_shared(
+        &self,
+        name: &str,
+        spec: &ControlPlaneSpec,
+        others: &[(String, ControlPlaneSpec)],
+    ) -> Result<(), SessionError> {
+        refuse_shared_releases(&self.catalog, spec, others).map_err(|source| SessionError::Spec {
             name: name.to_owned(),
             source,
         })

@@ -1,5 +1,6 @@
 //! Helm releases as they are in the cluster, read from helm's own storage records (Secrets
-//! labelled `owner=helm`) in one metadata-only list call, so deciding what to do spawns no helm.
+//! labelled `owner=helm`) in one list call (the latest records only, not the superseded
+//! history), so deciding what to do spawns no helm and reads no record twice.
 
 use std::collections::BTreeMap;
 
@@ -88,6 +89,71 @@ pub struct ObservedRelease {
     /// The uid of the ControlPlane that owns the release ([`OWNER_LABEL`] on helm's record);
     /// `None` for a release smm did not make (or an older smm made).
     pub owner: Option<String>,
+    /// What the revision's record holds, or why it could not be decoded.
+    pub record: Result<ReleaseRecord, String>,
+}
+
+impl ObservedRelease {
+    /// The decoded record; a record that cannot be decoded is an error naming the release.
+    pub fn record(&self, release: &ReleaseRef) -> Result<&ReleaseRecord, RecordError> {
+        self.record.as_ref().map_err(|problem| RecordError::Decode {
+            release: release.to_string(),
+            revision: self.revision,
+            problem: problem.clone(),
+        })
+    }
+}
+
+/// The parts of helm's record of a release revision that smm reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReleaseRecord {
+    /// The objects of the revision's manifest.
+    pub objects: Vec<ManifestObject>,
+    /// The values the revision was installed with (`config`).
+    pub config: serde_json::Value,
+    /// When helm wrote the record (`info.last_deployed`, set when an operation starts).
+    pub written_at: Option<k8s_openapi::jiff::Timestamp>,
+}
+
+/// One object of a release's manifest, by identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestObject {
+    pub api_version: String,
+    pub kind: String,
+    /// As the manifest gives it; helm puts namespaced objects without one in the release's.
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl ManifestObject {
+    /// `Kind/name`, for messages.
+    pub fn describe(&self) -> String {
+        format!("{}/{}", self.kind, self.name)
+    }
+}
+
+impl ReleaseRecord {
+    /// The Deployments, StatefulSets, DaemonSets and Jobs of the manifest: what a component
+    /// waits for before it is Available. (Hooks are not in the manifest; helm itself waits for
+    /// hook Jobs.)
+    pub fn workloads(&self, release: &ReleaseRef) -> Vec<WorkloadRef> {
+        let mut workloads: Vec<WorkloadRef> = self
+            .objects
+            .iter()
+            .filter_map(|object| {
+                Some(WorkloadRef {
+                    kind: WorkloadKind::of(&object.api_version, &object.kind)?,
+                    namespace: object
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| release.namespace.clone()),
+                    name: object.name.clone(),
+                })
+            })
+            .collect();
+        workloads.sort();
+        workloads
+    }
 }
 
 /// The label smm puts on every release record it writes (helm's `--labels`): the owning
@@ -121,142 +187,13 @@ pub enum RecordError {
     },
 }
 
-/// The values a release revision was installed with (the `config` helm stores in its record),
-/// read without spawning helm.
-pub async fn applied_values(
-    client: &Client,
-    release: &ReleaseRef,
-    revision: i64,
-) -> Result<serde_json::Value, RecordError> {
-    let mut record = read_record(client, release, revision).await?;
-    let config = record["config"].take();
-    Ok(if config.is_null() {
-        serde_json::json!({})
-    } else {
-        config
-    })
-}
-
-/// Objects of the release's manifest that are no longer in the cluster (someone deleted them),
-/// as `Kind/name`. helm upgrade puts them back; finding them needs no helm.
-pub async fn missing_objects(
-    client: &Client,
-    release: &ReleaseRef,
-    revision: i64,
-) -> Result<Vec<String>, RecordError> {
-    use kube::api::{DynamicObject, GroupVersionKind};
-    use kube::discovery::{self, Scope};
-
-    let objects = manifest_objects(client, release, revision).await?;
-    let read_error = |source| RecordError::Read {
-        release: release.to_string(),
-        revision,
-        source,
-    };
-    let mut kinds = BTreeMap::new();
-    let mut missing = Vec::new();
-    for object in &objects {
-        let (Some(api_version), Some(kind), Some(name)) = (
-            object["apiVersion"].as_str(),
-            object["kind"].as_str(),
-            object["metadata"]["name"].as_str(),
-        ) else {
-            continue;
-        };
-        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        let gvk = GroupVersionKind::gvk(group, version, kind);
-        let (resource, capabilities) = match kinds.get(&(api_version.to_owned(), kind.to_owned())) {
-            Some(found) => found,
-            None => {
-                let found = discovery::pinned_kind(client, &gvk)
-                    .await
-                    .map_err(read_error)?;
-                kinds
-                    .entry((api_version.to_owned(), kind.to_owned()))
-                    .or_insert(found)
-            }
-        };
-        let api: Api<DynamicObject> = match capabilities.scope {
-            Scope::Namespaced => {
-                let namespace = object["metadata"]["namespace"]
-                    .as_str()
-                    .unwrap_or(&release.namespace);
-                Api::namespaced_with(client.clone(), namespace, resource)
-            }
-            Scope::Cluster => Api::all_with(client.clone(), resource),
-        };
-        let found = api.get_opt(name).await.map_err(read_error)?;
-        if found.is_none() {
-            missing.push(format!("{kind}/{name}"));
-        }
-    }
-    Ok(missing)
-}
-
-/// When helm last wrote a release revision's record (`info.last_deployed`, which helm sets when
-/// an operation starts), if it says.
-pub async fn written_at(
-    client: &Client,
-    release: &ReleaseRef,
-    revision: i64,
-) -> Result<Option<k8s_openapi::jiff::Timestamp>, RecordError> {
-    let record = read_record(client, release, revision).await?;
-    Ok(record["info"]["last_deployed"]
-        .as_str()
-        .and_then(|at| at.parse().ok()))
-}
-
-/// The Deployments, StatefulSets, DaemonSets and Jobs of a release revision's manifest: what a
-/// component waits for before it is Available. (Hooks are not in the manifest; helm itself
-/// waits for hook Jobs.)
+/// The workloads of a release revision, read from its record (one read, for `smm status` and
+/// the dashboard, which know the revision from the ControlPlane's status).
 pub async fn workloads(
     client: &Client,
     release: &ReleaseRef,
     revision: i64,
 ) -> Result<Vec<WorkloadRef>, RecordError> {
-    let objects = manifest_objects(client, release, revision).await?;
-    let mut workloads: Vec<WorkloadRef> = objects
-        .iter()
-        .filter_map(|object| {
-            let kind = WorkloadKind::of(object["apiVersion"].as_str()?, object["kind"].as_str()?)?;
-            Some(WorkloadRef {
-                kind,
-                namespace: object["metadata"]["namespace"]
-                    .as_str()
-                    .unwrap_or(&release.namespace)
-                    .to_owned(),
-                name: object["metadata"]["name"].as_str()?.to_owned(),
-            })
-        })
-        .collect();
-    workloads.sort();
-    Ok(workloads)
-}
-
-/// The objects of a release revision's manifest, parsed.
-async fn manifest_objects(
-    client: &Client,
-    release: &ReleaseRef,
-    revision: i64,
-) -> Result<Vec<serde_json::Value>, RecordError> {
-    let record = read_record(client, release, revision).await?;
-    let manifest = record["manifest"].as_str().unwrap_or_default();
-    serde_yaml_ng::Deserializer::from_str(manifest)
-        .map(serde_json::Value::deserialize)
-        .filter(|object| !matches!(object, Ok(serde_json::Value::Null)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| RecordError::Decode {
-            release: release.to_string(),
-            revision,
-            problem: format!("manifest is not YAML: {err}"),
-        })
-}
-
-async fn read_record(
-    client: &Client,
-    release: &ReleaseRef,
-    revision: i64,
-) -> Result<serde_json::Value, RecordError> {
     let secret_name = format!("sh.helm.release.v1.{}.v{revision}", release.name);
     let secret = Api::<Secret>::namespaced(client.clone(), &release.namespace)
         .get(&secret_name)
@@ -266,21 +203,86 @@ async fn read_record(
             revision,
             source,
         })?;
+    let record = parse_record(&secret).map_err(|problem| RecordError::Decode {
+        release: release.to_string(),
+        revision,
+        problem,
+    })?;
+    Ok(record.workloads(release))
+}
+
+/// The parts smm reads of the record a storage Secret holds.
+fn parse_record(secret: &Secret) -> Result<ReleaseRecord, String> {
+    #[derive(Deserialize)]
+    struct Raw {
+        #[serde(default)]
+        manifest: String,
+        #[serde(default)]
+        config: Option<serde_json::Value>,
+        #[serde(default)]
+        info: Info,
+    }
+    #[derive(Default, Deserialize)]
+    struct Info {
+        #[serde(default)]
+        last_deployed: Option<String>,
+    }
     let encoded = secret
         .data
         .as_ref()
         .and_then(|data| data.get("release"))
         .map(|bytes| bytes.0.as_slice())
         .unwrap_or_default();
-    decode_record(encoded).map_err(|problem| RecordError::Decode {
-        release: release.to_string(),
-        revision,
-        problem,
+    let json = decode_record(encoded)?;
+    // The chart (templates, files) is most of a record: skipped, not built.
+    let raw: Raw = serde_json::from_slice(&json).map_err(|err| format!("not JSON: {err}"))?;
+    Ok(ReleaseRecord {
+        objects: manifest_objects(&raw.manifest)?,
+        config: raw
+            .config
+            .filter(|config| !config.is_null())
+            .unwrap_or_else(|| serde_json::json!({})),
+        written_at: raw.info.last_deployed.and_then(|at| at.parse().ok()),
     })
 }
 
+/// The identities of a manifest's objects.
+fn manifest_objects(manifest: &str) -> Result<Vec<ManifestObject>, String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Head {
+        #[serde(default)]
+        api_version: String,
+        #[serde(default)]
+        kind: String,
+        #[serde(default)]
+        metadata: Meta,
+    }
+    #[derive(Default, Deserialize)]
+    struct Meta {
+        #[serde(default)]
+        name: String,
+        #[serde(default)]
+        namespace: Option<String>,
+    }
+    let mut objects = Vec::new();
+    for document in serde_yaml_ng::Deserializer::from_str(manifest) {
+        let head = Option::<Head>::deserialize(document)
+            .map_err(|err| format!("manifest is not YAML: {err}"))?;
+        if let Some(head) = head.filter(|h| !h.kind.is_empty() && !h.metadata.name.is_empty()) {
+            objects.push(ManifestObject {
+                api_version: head.api_version,
+                kind: head.kind,
+                namespace: head.metadata.namespace,
+                name: head.metadata.name,
+            });
+        }
+    }
+    Ok(objects)
+}
+
 /// helm stores a release as base64 text of gzipped JSON (older records may be plain JSON).
-fn decode_record(encoded: &[u8]) -> Result<serde_json::Value, String> {
+fn decode_record(encoded: &[u8]) -> Result<Vec<u8>, String> {
     use base64::Engine as _;
     use std::io::Read as _;
     let raw = base64::engine::general_purpose::STANDARD
@@ -295,10 +297,11 @@ fn decode_record(encoded: &[u8]) -> Result<serde_json::Value, String> {
     } else {
         raw
     };
-    serde_json::from_slice(&json).map_err(|err| format!("not JSON: {err}"))
+    Ok(json)
 }
 
-/// Reads the latest revision of each named release across all namespaces in one call.
+/// Reads the latest revision of each named release across all namespaces, records included, in
+/// one call: superseded revisions (the history) are left out by the selector.
 pub async fn observe(
     client: &Client,
     release_names: &[&str],
@@ -306,25 +309,48 @@ pub async fn observe(
     if release_names.is_empty() {
         return Ok(ObservedReleases::new());
     }
-    let selector = format!("owner=helm,name in ({})", release_names.join(","));
+    let selector = format!(
+        "owner=helm,status!=superseded,name in ({})",
+        release_names.join(",")
+    );
     let records = Api::<Secret>::all(client.clone())
-        .list_metadata(&ListParams::default().labels(&selector))
+        .list(&ListParams::default().labels(&selector))
         .await?;
-    Ok(latest_revisions(records.items.iter().map(|record| {
+    let latest = latest_revisions(records.items.iter().map(|record| {
         (
             record.namespace().unwrap_or_default(),
             record.labels().clone(),
         )
-    })))
+    }));
+    // Only the latest record of each release is decoded.
+    Ok(latest
+        .into_iter()
+        .map(|(key, (at, head))| {
+            let observed = ObservedRelease {
+                revision: head.revision,
+                state: head.state,
+                owner: head.owner,
+                record: parse_record(&records.items[at]),
+            };
+            (key, observed)
+        })
+        .collect())
 }
 
-/// Picks each release's highest revision from its records' labels; records with labels helm
-/// would never write are skipped rather than guessed at.
+/// What a record's labels say of its revision.
+struct RecordHead {
+    revision: i64,
+    state: ReleaseState,
+    owner: Option<String>,
+}
+
+/// Picks each release's highest revision (and its position in `records`) from the records'
+/// labels; records with labels helm would never write are skipped rather than guessed at.
 fn latest_revisions(
     records: impl Iterator<Item = (String, BTreeMap<String, String>)>,
-) -> ObservedReleases {
-    let mut latest = ObservedReleases::new();
-    for (namespace, labels) in records {
+) -> BTreeMap<(String, String), (usize, RecordHead)> {
+    let mut latest: BTreeMap<(String, String), (usize, RecordHead)> = BTreeMap::new();
+    for (at, (namespace, labels)) in records.enumerate() {
         let (Some(name), Some(status), Some(revision)) = (
             labels.get("name"),
             labels.get("status"),
@@ -332,19 +358,18 @@ fn latest_revisions(
         ) else {
             continue;
         };
-        let entry = latest.entry((namespace, name.clone()));
-        let candidate = ObservedRelease {
+        let candidate = RecordHead {
             revision,
             state: ReleaseState::from_label(status),
             owner: labels.get(OWNER_LABEL).cloned(),
         };
-        match entry {
+        match latest.entry((namespace, name.clone())) {
             std::collections::btree_map::Entry::Vacant(slot) => {
-                slot.insert(candidate);
+                slot.insert((at, candidate));
             }
             std::collections::btree_map::Entry::Occupied(mut slot) => {
-                if slot.get().revision < revision {
-                    slot.insert(candidate);
+                if slot.get().1.revision < revision {
+                    slot.insert((at, candidate));
                 }
             }
         }
@@ -374,18 +399,67 @@ mod tests {
         (namespace.to_owned(), labels)
     }
 
+    /// A storage Secret as helm writes it: base64 of gzipped JSON.
+    fn storage_secret(record: &serde_json::Value) -> Secret {
+        use base64::Engine as _;
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(record.to_string().as_bytes()).unwrap();
+        let encoded = base64::engine::general_purpose::STANDARD.encode(gz.finish().unwrap());
+        Secret {
+            data: Some(
+                [(
+                    "release".to_owned(),
+                    k8s_openapi::ByteString(encoded.into_bytes()),
+                )]
+                .into(),
+            ),
+            ..Secret::default()
+        }
+    }
+
     #[test]
     fn records_decode_from_base64_gzip_and_plain_json() {
         use base64::Engine as _;
-        use std::io::Write as _;
         let record = br#"{"name":"x","config":{"a":1}}"#;
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        gz.write_all(record).unwrap();
-        let zipped = base64::engine::general_purpose::STANDARD.encode(gz.finish().unwrap());
-        assert_eq!(decode_record(zipped.as_bytes()).unwrap()["config"]["a"], 1);
         let plain = base64::engine::general_purpose::STANDARD.encode(record);
-        assert_eq!(decode_record(plain.as_bytes()).unwrap()["name"], "x");
+        assert_eq!(decode_record(plain.as_bytes()).unwrap(), record);
         assert!(decode_record(b"%%%").unwrap_err().starts_with("not base64"));
+        let secret = storage_secret(&serde_json::json!({
+            "config": {"a": 1},
+            "info": {"last_deployed": "2026-11-29T10:00:00.5Z"},
+            "chart": {"templates": [{"name": "big", "data": "..."}]},
+            "manifest": "---\n# Source: x/templates/a.yaml\napiVersion: apps/v1\nkind: Deployment\n\
+                metadata:\n  name: web\n---\n# only a comment\n---\napiVersion: v1\nkind: Service\n\
+                metadata:\n  name: web\n  namespace: elsewhere\n",
+        }));
+        let parsed = parse_record(&secret).unwrap();
+        assert_eq!(parsed.config["a"], 1);
+        assert_eq!(
+            parsed.written_at.unwrap().to_string(),
+            "2026-11-29T10:00:00.5Z"
+        );
+        let described: Vec<_> = parsed
+            .objects
+            .iter()
+            .map(ManifestObject::describe)
+            .collect();
+        assert_eq!(described, ["Deployment/web", "Service/web"]);
+        assert_eq!(parsed.objects[1].namespace.as_deref(), Some("elsewhere"));
+        let release = ReleaseRef {
+            name: "x".to_owned(),
+            namespace: "mine".to_owned(),
+        };
+        let workloads = parsed.workloads(&release);
+        assert_eq!(workloads.len(), 1, "a Service is no workload");
+        assert_eq!(
+            (workloads[0].namespace.as_str(), workloads[0].name.as_str()),
+            ("mine", "web")
+        );
+        // A record without config means no values.
+        let bare = parse_record(&storage_secret(&serde_json::json!({"manifest": ""}))).unwrap();
+        assert_eq!(bare.config, serde_json::json!({}));
+        assert!(bare.objects.is_empty());
     }
 
     #[test]
@@ -401,10 +475,13 @@ mod tests {
             .into_iter(),
         );
         assert_eq!(observed.len(), 2);
-        let a = &observed[&("a".to_owned(), "istiod".to_owned())];
-        assert_eq!((a.revision, &a.state), (10, &ReleaseState::PendingUpgrade));
+        let (at, a) = &observed[&("a".to_owned(), "istiod".to_owned())];
+        assert_eq!(
+            (*at, a.revision, &a.state),
+            (1, 10, &ReleaseState::PendingUpgrade)
+        );
         assert!(a.state.is_pending());
-        let b = &observed[&("b".to_owned(), "istiod".to_owned())];
+        let (_, b) = &observed[&("b".to_owned(), "istiod".to_owned())];
         assert_eq!(b.state, ReleaseState::Failed);
         assert!(!b.state.is_pending());
     }

@@ -62,14 +62,16 @@ pub enum OperatorOpError {
     },
 }
 
-/// The operator Deployment as `namespace/name`, if one is installed.
+/// The operator Deployment as `namespace/name`, if one is installed. Read from the API
+/// server's cache (`resourceVersion=0`): an operator is installed minutes before it matters,
+/// and a consistent list waits for the cache to catch up with every write in the cluster.
 pub async fn installed(client: &Client) -> Result<Option<String>, kube::Error> {
     let (key, value) = OPERATOR_LABEL;
     let found = Api::<Deployment>::all(client.clone())
         .list_metadata(
             &ListParams::default()
                 .labels(&format!("{key}={value}"))
-                .limit(1),
+                .match_any(),
         )
         .await?;
     Ok(found

@@ -555,7 +555,7 @@ async fn components_and_the_engine_agree_on_enabled() {
         ..Default::default()
     }
     .with_enabled("base", false);
-    smm::cluster::control_plane::store(&cluster.client, &name, &spec)
+    smm::cluster::control_plane::store(&cluster.client, &name, &spec, None)
         .await
         .unwrap();
 

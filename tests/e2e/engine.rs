@@ -43,6 +43,31 @@ impl TestControlPlane {
         control_plane
     }
 
+    /// The engine's reconcile of this ControlPlane as stored, given every other one, as a
+    /// session runs it (without the lease).
+    async fn reconciled_by(&self, engine: &Engine) -> Result<ReconcileReport, EngineError> {
+        let (this, others): (Vec<_>, Vec<_>) = self
+            .api
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .partition(|cp| cp.name_any() == self.name);
+        let others: Vec<_> = others
+            .into_iter()
+            .map(|cp| (cp.name_any(), cp.spec))
+            .collect();
+        engine.reconcile(&this[0], &others, &Scope::All).await
+    }
+
+    /// The engine's removal of everything this ControlPlane installed.
+    async fn removed_by(&self, engine: &Engine) -> Result<ReconcileReport, EngineError> {
+        engine
+            .remove_all(&self.api.get(&self.name).await.unwrap())
+            .await
+    }
+
     /// Stores the spec as the user's intent, with `namespace` set to the test's own.
     async fn apply(&self, mut spec: serde_json::Value) {
         spec["namespace"] = json!(self.namespace);
@@ -138,7 +163,7 @@ async fn mesh_components_install_idle_upgrade_uninstall_and_return() {
         .iter()
         .filter(|c| c.enabled_by_default && c.name != "ingress-gateway")
         .count() as u64;
-    let report = engine.reconcile(&cp.name, &Scope::All).await.unwrap();
+    let report = cp.reconciled_by(&engine).await.unwrap();
     assert_all_done(&report);
     assert_eq!(action_of(&report, "base").0, Operation::Install);
     assert_eq!(action_of(&report, "istiod").0, Operation::Install);
@@ -193,7 +218,7 @@ async fn mesh_components_install_idle_upgrade_uninstall_and_return() {
         .unwrap();
 
     // No-op: zero helm processes, and the status is not even rewritten.
-    let report = engine.reconcile(&cp.name, &Scope::All).await.unwrap();
+    let report = cp.reconciled_by(&engine).await.unwrap();
     assert_all_done(&report);
     assert!(
         report
@@ -212,7 +237,7 @@ async fn mesh_components_install_idle_upgrade_uninstall_and_return() {
         .delete(&format!("prometheus-{ns}"), &DeleteParams::default())
         .await
         .unwrap();
-    engine.reconcile(&cp.name, &Scope::All).await.unwrap();
+    cp.reconciled_by(&engine).await.unwrap();
     roles.get(&format!("prometheus-{ns}")).await.unwrap();
     assert_eq!(helm.processes_spawned(), defaults);
 
@@ -223,7 +248,7 @@ async fn mesh_components_install_idle_upgrade_uninstall_and_return() {
         json!({"components": {"istiod": {"valuesOverride": two_replicas}}}),
     ))
     .await;
-    let report = engine.reconcile(&cp.name, &Scope::All).await.unwrap();
+    let report = cp.reconciled_by(&engine).await.unwrap();
     assert_all_done(&report);
     assert_eq!(
         action_of(&report, "istiod"),
@@ -254,7 +279,7 @@ async fn mesh_components_install_idle_upgrade_uninstall_and_return() {
         .collect();
     cp.apply(no_gateway(json!({ "components": istiod_and_dependents })))
         .await;
-    let report = engine.reconcile(&cp.name, &Scope::All).await.unwrap();
+    let report = cp.reconciled_by(&engine).await.unwrap();
     assert_all_done(&report);
     assert_eq!(
         action_of(&report, "istiod"),
@@ -275,7 +300,7 @@ async fn mesh_components_install_idle_upgrade_uninstall_and_return() {
 
     // Re-enable.
     cp.apply(no_gateway(json!({}))).await;
-    let report = engine.reconcile(&cp.name, &Scope::All).await.unwrap();
+    let report = cp.reconciled_by(&engine).await.unwrap();
     assert_all_done(&report);
     assert_eq!(
         action_of(&report, "istiod"),
@@ -291,7 +316,7 @@ async fn mesh_components_install_idle_upgrade_uninstall_and_return() {
         .map(|name| (name.to_owned(), json!({"enabled": false})))
         .collect();
     cp.apply(json!({ "components": everything_off })).await;
-    let report = engine.reconcile(&cp.name, &Scope::All).await.unwrap();
+    let report = cp.reconciled_by(&engine).await.unwrap();
     assert_all_done(&report);
     for role in [
         format!("istio-reader-clusterrole-{ns}"),
@@ -330,7 +355,7 @@ async fn changed_chart_is_upgraded(tool: HelmTool) {
     let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &cp.namespace);
 
     let v1 = engine(&cluster, &helm, tiny_catalog(&TINY));
-    let report = v1.reconcile(&cp.name, &Scope::All).await.unwrap();
+    let report = cp.reconciled_by(&v1).await.unwrap();
     assert_all_done(&report);
     let data = config_maps
         .get("tiny-settings")
@@ -342,7 +367,7 @@ async fn changed_chart_is_upgraded(tool: HelmTool) {
     assert!(!data.contains_key("revision"));
 
     let v2 = engine(&cluster, &helm, tiny_catalog(&TINY_V2));
-    let report = v2.reconcile(&cp.name, &Scope::All).await.unwrap();
+    let report = cp.reconciled_by(&v2).await.unwrap();
     assert_all_done(&report);
     assert_eq!(
         action_of(&report, "tiny"),
@@ -408,7 +433,7 @@ async fn a_release_left_pending_install_is_recovered() {
 
     // helm made that release outside smm: it belongs to nobody, and is refused, naming it.
     let engine = engine(&cluster, &helm, tiny_catalog(&TINY));
-    let report = engine.reconcile(&cp.name, &Scope::All).await.unwrap();
+    let report = cp.reconciled_by(&engine).await.unwrap();
     let Outcome::Failed(refused) = &report.components[0].outcome else {
         panic!("{report:?}");
     };
@@ -431,7 +456,7 @@ async fn a_release_left_pending_install_is_recovered() {
             ..test_settings()
         },
     );
-    let report = adopting.reconcile(&cp.name, &Scope::All).await.unwrap();
+    let report = cp.reconciled_by(&adopting).await.unwrap();
     assert_all_done(&report);
     assert_eq!(
         action_of(&report, "tiny"),
@@ -469,7 +494,7 @@ async fn a_bad_spec_changes_nothing() {
         (unknown, "spec.components.istio-d: unknown component"),
     ] {
         let cp = TestControlPlane::create(&cluster, spec).await;
-        let err = engine.reconcile(&cp.name, &Scope::All).await.unwrap_err();
+        let err = cp.reconciled_by(&engine).await.unwrap_err();
         assert!(matches!(err, EngineError::Spec { .. }), "{err}");
         assert!(err.to_string().contains(expected), "{err}");
         let status = cp.get().await.status.unwrap();
@@ -497,12 +522,12 @@ async fn hook_jobs_complete_or_fail_with_helms_message() {
     let engine = engine(&cluster, &helm, tiny_catalog(&TINY));
     let completes = json!({"components": {"tiny": {"valuesOverride": {"hook": "completes"}}}});
     let cp = TestControlPlane::create(&cluster, completes).await;
-    let report = engine.reconcile(&cp.name, &Scope::All).await.unwrap();
+    let report = cp.reconciled_by(&engine).await.unwrap();
     assert!(report.succeeded(), "{report:?}");
 
     cp.apply(json!({"components": {"tiny": {"valuesOverride": {"hook": "fails"}}}}))
         .await;
-    let report = engine.reconcile(&cp.name, &Scope::All).await.unwrap();
+    let report = cp.reconciled_by(&engine).await.unwrap();
     let Outcome::Failed(message) = &report.components[0].outcome else {
         panic!("{report:?}");
     };
@@ -540,7 +565,7 @@ async fn reconciling_shows_while_working() {
         }
         seen
     });
-    engine.reconcile(&cp.name, &Scope::All).await.unwrap();
+    cp.reconciled_by(&engine).await.unwrap();
     let seen = watcher.await.unwrap();
     assert!(seen.contains("Reconciling=True"), "{seen:?}");
     assert!(seen.contains("Ready=False"), "{seen:?}");
@@ -567,11 +592,11 @@ async fn a_component_moved_to_another_namespace_leaves_nothing_behind() {
         json!({"components": {"tiny": {"namespace": first.name}}}),
     )
     .await;
-    assert_all_done(&engine.reconcile(&cp.name, &Scope::All).await.unwrap());
+    assert_all_done(&cp.reconciled_by(&engine).await.unwrap());
 
     cp.apply(json!({"components": {"tiny": {"namespace": second.name}}}))
         .await;
-    let report = engine.reconcile(&cp.name, &Scope::All).await.unwrap();
+    let report = cp.reconciled_by(&engine).await.unwrap();
     assert_all_done(&report);
     assert_eq!(action_of(&report, "tiny").0, Operation::Install);
     let in_namespace =
@@ -603,8 +628,8 @@ async fn a_component_moved_to_another_namespace_leaves_nothing_behind() {
     // Removing everything works even for a spec that could no longer be applied.
     cp.apply(json!({"components": {"tiny": {"namespace": second.name}, "no-such-component": {}}}))
         .await;
-    assert!(engine.reconcile(&cp.name, &Scope::All).await.is_err());
-    assert_all_done(&engine.remove_all(&cp.name).await.unwrap());
+    assert!(cp.reconciled_by(&engine).await.is_err());
+    assert_all_done(&cp.removed_by(&engine).await.unwrap());
     assert!(
         in_namespace(&second.name)
             .get_opt("tiny-settings")

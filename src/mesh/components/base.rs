@@ -6,6 +6,7 @@
 use std::sync::LazyLock;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::ResourceExt;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -43,7 +44,7 @@ pub fn component() -> Component {
                     revision => revision,
                 },
                 // smm applies the CRDs itself; the chart leaves out exactly those it names here.
-                "base": {"excludedCRDs": ISTIO_CRDS.iter().map(crd_name).collect::<Vec<_>>()},
+                "base": {"excludedCRDs": CRD_OBJECTS.iter().map(|crd| crd.object.name_any()).collect::<Vec<_>>()},
             })
         },
     }
@@ -51,9 +52,29 @@ pub fn component() -> Component {
 
 /// Istio's CRDs as the embedded base chart ships them. The file is fixed at build time and a
 /// unit test parses it, so failing here means a build from a broken fetch.
-static ISTIO_CRDS: LazyLock<Vec<CustomResourceDefinition>> = LazyLock::new(|| {
+fn istio_crds() -> Vec<CustomResourceDefinition> {
     parse_crds(crd_file()).expect("the embedded base chart's CRDs parse (a unit test checks)")
+}
+
+/// Istio's CRDs as smm applies them, with smm's labels beside Istio's (so smm's objects are
+/// found as one set): built once per process, as parsing them is most of resolving a spec.
+static CRD_OBJECTS: LazyLock<Vec<NativeObject>> = LazyLock::new(|| {
+    istio_crds()
+        .into_iter()
+        .map(|mut crd| {
+            let ours = native_metadata(crd_name(&crd), "base").labels;
+            crd.metadata
+                .labels
+                .get_or_insert_default()
+                .extend(ours.into_iter().flatten());
+            NativeObject::present(&crd)
+        })
+        .collect()
 });
+
+pub(super) fn warm_up() {
+    LazyLock::force(&CRD_OBJECTS);
+}
 
 fn crd_file() -> &'static str {
     istio::BASE
@@ -78,19 +99,7 @@ fn native_objects(context: &ComponentContext<'_>) -> Vec<NativeObject> {
     if !context.enabled {
         return Vec::new();
     }
-    ISTIO_CRDS
-        .iter()
-        .map(|crd| {
-            let mut crd = crd.clone();
-            // smm's labels beside Istio's, so smm's objects are found as one set.
-            let ours = native_metadata(crd_name(&crd), "base").labels;
-            crd.metadata
-                .labels
-                .get_or_insert_default()
-                .extend(ours.into_iter().flatten());
-            NativeObject::present(&crd)
-        })
-        .collect()
+    CRD_OBJECTS.clone()
 }
 
 #[cfg(test)]
@@ -110,7 +119,7 @@ mod tests {
             placements: &placements,
         };
         let enabled = native_objects(&context(true));
-        assert_eq!(enabled.len(), ISTIO_CRDS.len());
+        assert_eq!(enabled.len(), istio_crds().len());
         assert!(enabled.iter().all(|o| o.presence == Presence::Present));
         assert!(
             enabled
@@ -147,7 +156,7 @@ mod tests {
 
     #[test]
     fn istios_fifteen_crds_are_applied_by_smm_and_left_out_of_the_chart() {
-        let names: Vec<String> = ISTIO_CRDS.iter().map(crd_name).collect();
+        let names: Vec<String> = istio_crds().iter().map(crd_name).collect();
         assert_eq!(names.len(), 15, "{names:?}");
         assert!(names.contains(&"virtualservices.networking.istio.io".to_owned()));
         let spec = ControlPlaneSpec::default();
@@ -163,7 +172,7 @@ mod tests {
 
     #[test]
     fn each_crd_stores_exactly_one_version() {
-        for crd in ISTIO_CRDS.iter() {
+        for crd in &istio_crds() {
             assert_eq!(
                 crd.spec.versions.iter().filter(|v| v.storage).count(),
                 1,

@@ -30,6 +30,13 @@ pub fn all() -> Vec<Component> {
     ]
 }
 
+/// Builds ahead of need what the builtin components build once per process (Istio's CRDs as
+/// smm applies them): a command that will resolve a spec starts it beside its first API
+/// requests rather than after them.
+pub fn warm_up() {
+    base::warm_up();
+}
+
 /// Where images come from when the ControlPlane names no registry.
 pub const DEFAULT_IMAGE_REGISTRY: &str = "docker.io";
 
