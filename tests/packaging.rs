@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kube::ResourceExt;
 use serde_json::Value;
 
 use smm::api::ControlPlane;
@@ -141,10 +140,10 @@ fn chart_matches_builders(namespace: &str) {
             let id = format!(
                 "{}/{}/{}",
                 o.resource.kind,
-                o.object.namespace().unwrap_or_else(|| "-".to_owned()),
-                o.object.name_any()
+                o.namespace().unwrap_or("-"),
+                o.name()
             );
-            (id, serde_json::to_value(&*o.object).unwrap())
+            (id, serde_json::to_value(o.object()).unwrap())
         })
         .collect();
     assert_eq!(

@@ -30,10 +30,13 @@ pub enum Presence {
 #[derive(Clone, Debug)]
 pub struct NativeObject {
     pub resource: ApiResource,
-    /// Shared: some objects are large (Istio's CRDs) and built once per process.
-    pub object: Arc<DynamicObject>,
     pub presence: Presence,
-    /// The digest of `object`, recorded on it when applied ([`APPLIED_DIGEST`]): an object
+    name: String,
+    namespace: Option<String>,
+    /// The object as compact JSON, shared: Istio's CRDs, built once per process, are about a
+    /// megabyte as text and several times that parsed, and most reconciles only compare digests.
+    json: Arc<str>,
+    /// The digest of the object, recorded on it when applied ([`APPLIED_DIGEST`]): an object
     /// that still carries it needs no new apply.
     digest: String,
 }
@@ -83,20 +86,34 @@ impl NativeObject {
             api_version: K::api_version(&()).into_owned(),
             kind: K::kind(&()).into_owned(),
         });
-        let digest = values_digest(
-            &serde_json::to_value(&dynamic).expect("dynamic objects serialize to JSON"),
-        );
+        let value = serde_json::to_value(&dynamic).expect("dynamic objects serialize to JSON");
         Self {
             resource: ApiResource::erase::<K>(&()),
-            object: Arc::new(dynamic),
             presence,
-            digest,
+            name: dynamic.name_any(),
+            namespace: dynamic.namespace(),
+            json: value.to_string().into(),
+            digest: values_digest(&value),
         }
+    }
+
+    /// The object, parsed.
+    pub fn object(&self) -> DynamicObject {
+        serde_json::from_str(&self.json).expect("native objects are JSON smm wrote")
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `None` for a cluster-scoped object.
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
     }
 
     /// The object as smm applies it: labelled as smm's and carrying its digest.
     fn stamped(&self) -> DynamicObject {
-        let mut object = DynamicObject::clone(&self.object);
+        let mut object = self.object();
         object
             .labels_mut()
             .insert(MANAGED_BY.to_owned(), FIELD_MANAGER.to_owned());
@@ -109,9 +126,11 @@ impl NativeObject {
     /// Whether the cluster already holds this object as it should be: present and applied by
     /// smm as it is now, or absent.
     fn holds(&self, inventory: &Inventory) -> bool {
-        let namespace = self.object.namespace().unwrap_or_default();
-        let kind = self.kind();
-        let seen = inventory.find(&kind, &namespace, &self.object.name_any());
+        let seen = inventory.find(
+            &self.kind(),
+            self.namespace().unwrap_or_default(),
+            &self.name,
+        );
         match self.presence {
             Presence::Present => seen
                 .is_some_and(|seen| seen.applied_digest.as_deref() == Some(self.digest.as_str())),
@@ -134,19 +153,15 @@ impl NativeObject {
 
     /// `Kind/name` or `Kind/namespace/name`, for messages.
     pub fn describe(&self) -> String {
-        match self.object.namespace() {
-            Some(namespace) => format!(
-                "{}/{namespace}/{}",
-                self.resource.kind,
-                self.object.name_any()
-            ),
-            None => format!("{}/{}", self.resource.kind, self.object.name_any()),
+        match self.namespace() {
+            Some(namespace) => format!("{}/{namespace}/{}", self.resource.kind, self.name),
+            None => format!("{}/{}", self.resource.kind, self.name),
         }
     }
 
     fn api(&self, client: &Client) -> Api<DynamicObject> {
-        match self.object.namespace() {
-            Some(namespace) => Api::namespaced_with(client.clone(), &namespace, &self.resource),
+        match self.namespace() {
+            Some(namespace) => Api::namespaced_with(client.clone(), namespace, &self.resource),
             None => Api::all_with(client.clone(), &self.resource),
         }
     }
@@ -209,11 +224,11 @@ async fn apply_each(
     }
     for native in objects {
         let api = native.api(client);
-        let name = native.object.name_any();
+        let name = native.name();
         match native.presence {
             Presence::Present => {
                 let applied = api
-                    .patch(&name, &apply, &Patch::Apply(&native.stamped()))
+                    .patch(name, &apply, &Patch::Apply(&native.stamped()))
                     .await
                     .map_err(|source| NativeError::Apply {
                         object: native.describe(),
@@ -223,7 +238,7 @@ async fn apply_each(
                     outcome.not_ready.push(native.describe());
                 }
             }
-            Presence::Absent => match api.delete(&name, &DeleteParams::background()).await {
+            Presence::Absent => match api.delete(name, &DeleteParams::background()).await {
                 Ok(_) => tracing::info!(object = %native.describe(), "deleted"),
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
                 Err(source) => {
@@ -246,14 +261,14 @@ async fn refuse_dropping_stored_versions(
     native: &NativeObject,
 ) -> Result<(), NativeError> {
     let live = api
-        .get_opt(&native.object.name_any())
+        .get_opt(native.name())
         .await
         .map_err(|source| NativeError::Read {
             object: native.describe(),
             source,
         })?;
     let dropped = live
-        .map(|live| dropped_stored_versions(&live, &native.object))
+        .map(|live| dropped_stored_versions(&live, &native.object()))
         .unwrap_or_default();
     if dropped.is_empty() {
         Ok(())

@@ -116,12 +116,17 @@ pub enum WaitPolicy {
     No,
 }
 
+/// The longest pause between rounds: workloads that take long to get ready are looked at this
+/// often.
+pub const MAX_ROUND_DELAY: Duration = Duration::from_secs(2);
+
 #[derive(Clone, Debug)]
 pub struct EngineSettings {
     pub wait: WaitPolicy,
     /// Take over releases that belong to another ControlPlane or to nobody (`--adopt`).
     pub adopt: bool,
-    /// Pause between rounds, so waiting components get a chance to become ready.
+    /// Pause after a round in which something still waits, so it gets a chance to become
+    /// ready; it doubles after every round that changed nothing, up to [`MAX_ROUND_DELAY`].
     pub round_delay: Duration,
     /// How many independent components are reconciled at once.
     pub parallelism: usize,
@@ -132,7 +137,7 @@ impl Default for EngineSettings {
         Self {
             wait: WaitPolicy::Until(Duration::from_secs(300)),
             adopt: false,
-            round_delay: Duration::from_secs(1),
+            round_delay: Duration::from_millis(100),
             parallelism: 4,
         }
     }

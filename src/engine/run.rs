@@ -12,7 +12,7 @@ use tracing::Instrument;
 use super::decide::Operation;
 use super::report::{self, Outcome, ReconcileReport};
 use super::status::{RunEnd, StatusWriter};
-use super::{Engine, EngineError, Intent, Scope, WaitPolicy};
+use super::{Engine, EngineError, Intent, MAX_ROUND_DELAY, Scope, WaitPolicy};
 use crate::api::{ControlPlane, ControlPlaneSpec};
 use crate::desired::resolve::{DesiredComponent, refuse_shared_releases};
 use crate::mesh::graph;
@@ -86,6 +86,7 @@ impl Engine {
         // on them is blocked: reported failed, left untouched.
         let mut failed: BTreeSet<&'static str> = BTreeSet::new();
         let mut fatal = None;
+        let mut pause = self.settings.round_delay;
         let end = loop {
             rounds += 1;
             let observed = match self.observe(&in_scope).await {
@@ -169,7 +170,14 @@ impl Engine {
                 WaitPolicy::Requeue | WaitPolicy::No if !acted => break RunEnd::Waiting,
                 WaitPolicy::Requeue | WaitPolicy::No => {}
             }
-            tokio::time::sleep(self.settings.round_delay).await;
+            tokio::time::sleep(pause).await;
+            // Look again soon after a change (a rollout just started, a dependency just became
+            // available), less and less often while nothing changes.
+            pause = if acted {
+                self.settings.round_delay
+            } else {
+                (pause * 2).min(MAX_ROUND_DELAY.max(self.settings.round_delay))
+            };
         };
         // Side by side work finishes in any order; the report follows the catalog.
         report.components.sort_by_key(|component| {

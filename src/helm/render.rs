@@ -43,42 +43,52 @@ pub struct RenderRequest<'a> {
     pub release: &'a ReleaseRef,
 }
 
-/// Renders `components` in the order given (dependency order).
+/// How many `helm template` processes run at once.
+const CONCURRENT_RENDERS: usize = 4;
+
+/// Renders `components`, side by side (each is independent of the others: nothing is applied),
+/// returned in the order given (dependency order).
 pub async fn render(
     helm: &Helm,
     components: &[RenderRequest<'_>],
 ) -> Result<Vec<RenderedComponent>, RenderError> {
-    let mut rendered = Vec::new();
-    for wanted in components {
-        let name = wanted.name;
-        let mut documents = objects::to_yaml_documents(wanted.native);
-        let prepared =
-            wanted
-                .chart
-                .prepare(wanted.values)
-                .map_err(|source| RenderError::Chart {
-                    component: name,
-                    source,
-                })?;
-        let templated = helm
-            .template(
-                wanted.release,
-                prepared.chart_path(),
-                prepared.values_file(),
-            )
-            .await
-            .map_err(|source| RenderError::Helm {
-                component: name,
-                source,
-            })?;
-        documents.extend(split_documents(&templated));
-        let yaml = documents
-            .iter()
-            .map(|document| format!("---\n# smm component: {name}\n{}\n", document.trim_end()))
-            .collect();
-        rendered.push(RenderedComponent { name, yaml });
-    }
-    Ok(rendered)
+    use futures::{StreamExt, TryStreamExt};
+    futures::stream::iter(components.iter().map(|wanted| render_one(helm, wanted)))
+        .buffered(CONCURRENT_RENDERS)
+        .try_collect()
+        .await
+}
+
+async fn render_one(
+    helm: &Helm,
+    wanted: &RenderRequest<'_>,
+) -> Result<RenderedComponent, RenderError> {
+    let name = wanted.name;
+    let mut documents = objects::to_yaml_documents(wanted.native);
+    let prepared = wanted
+        .chart
+        .prepare(wanted.values)
+        .map_err(|source| RenderError::Chart {
+            component: name,
+            source,
+        })?;
+    let templated = helm
+        .template(
+            wanted.release,
+            prepared.chart_path(),
+            prepared.values_file(),
+        )
+        .await
+        .map_err(|source| RenderError::Helm {
+            component: name,
+            source,
+        })?;
+    documents.extend(split_documents(&templated));
+    let yaml = documents
+        .iter()
+        .map(|document| format!("---\n# smm component: {name}\n{}\n", document.trim_end()))
+        .collect();
+    Ok(RenderedComponent { name, yaml })
 }
 
 /// Splits multi-document YAML at `---` lines, dropping documents that hold only comments (helm

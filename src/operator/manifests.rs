@@ -364,7 +364,7 @@ mod tests {
     fn find<'a>(objects: &'a [NativeObject], kind: &str, name: &str) -> &'a NativeObject {
         objects
             .iter()
-            .find(|o| o.resource.kind == kind && o.object.name_any() == name)
+            .find(|o| o.resource.kind == kind && o.name() == name)
             .unwrap_or_else(|| panic!("no {kind}/{name} in {:?}", kinds(objects)))
     }
 
@@ -436,7 +436,7 @@ mod tests {
             ..OperatorOptions::default()
         };
         let objects = operator_objects(&options, Presence::Present, false);
-        let deployment = &find(&objects, "Deployment", OPERATOR_NAME).object;
+        let deployment = &find(&objects, "Deployment", OPERATOR_NAME).object();
         let (key, value) = OPERATOR_LABEL;
         assert_eq!(deployment.labels()[key], value);
         assert_eq!(deployment.namespace().as_deref(), Some("ops"));
@@ -505,7 +505,7 @@ mod tests {
             let value = env[home]["value"].as_str().unwrap();
             assert!(value.starts_with("/tmp"), "{home}={value} is not writable");
         }
-        let service = &find(&objects, "Service", METRICS_SERVICE).object;
+        let service = &find(&objects, "Service", METRICS_SERVICE).object();
         assert_eq!(service.annotations()["prometheus.io/scrape"], "true");
         assert_eq!(service.data["spec"]["ports"][0]["name"], HTTP_PORT_NAME);
         assert_eq!(service.data["spec"]["selector"][key], value);
@@ -530,7 +530,7 @@ mod tests {
     #[test]
     fn the_cluster_role_covers_what_the_operator_does() {
         let objects = operator_objects(&OperatorOptions::default(), Presence::Present, false);
-        let rules = &find(&objects, "ClusterRole", OPERATOR_NAME).object.data["rules"];
+        let rules = &find(&objects, "ClusterRole", OPERATOR_NAME).object().data["rules"];
         for verb in ["get", "list", "watch", "patch"] {
             assert!(allows(rules, GROUP, "controlplanes", verb, None), "{verb}");
         }
@@ -579,7 +579,7 @@ mod tests {
             "leases are namespaced"
         );
         let binding = &find(&objects, "ClusterRoleBinding", OPERATOR_NAME)
-            .object
+            .object()
             .data;
         assert_eq!(binding["subjects"][0]["name"], OPERATOR_NAME);
         assert_eq!(binding["subjects"][0]["namespace"], DEFAULT_NAMESPACE);
@@ -591,10 +591,8 @@ mod tests {
         let role_rules = |namespace: &str| {
             objects
                 .iter()
-                .find(|o| {
-                    o.resource.kind == "Role" && o.object.namespace().as_deref() == Some(namespace)
-                })
-                .map(|o| o.object.data["rules"].clone())
+                .find(|o| o.resource.kind == "Role" && o.namespace() == Some(namespace))
+                .map(|o| o.object().data["rules"].clone())
                 .unwrap_or_else(|| panic!("no Role in {namespace}"))
         };
         let leader = role_rules(DEFAULT_NAMESPACE);

@@ -6,7 +6,6 @@
 use std::sync::LazyLock;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::ResourceExt;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -44,7 +43,7 @@ pub fn component() -> Component {
                     revision => revision,
                 },
                 // smm applies the CRDs itself; the chart leaves out exactly those it names here.
-                "base": {"excludedCRDs": CRD_OBJECTS.iter().map(|crd| crd.object.name_any()).collect::<Vec<_>>()},
+                "base": {"excludedCRDs": CRD_OBJECTS.iter().map(NativeObject::name).collect::<Vec<_>>()},
             })
         },
     }
@@ -122,9 +121,9 @@ mod tests {
         assert_eq!(enabled.len(), istio_crds().len());
         assert!(enabled.iter().all(|o| o.presence == Presence::Present));
         assert!(
-            enabled
-                .iter()
-                .all(|o| o.object.metadata.labels.as_ref().unwrap()["smm.dev/component"] == "base")
+            enabled.iter().all(
+                |o| o.object().metadata.labels.as_ref().unwrap()["smm.dev/component"] == "base"
+            )
         );
         // Disabled: no CRD is returned at all, so none is deleted.
         assert!(native_objects(&context(false)).is_empty());

@@ -92,7 +92,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            objects[1].object.data["subjects"][0]["namespace"],
+            objects[1].object().data["subjects"][0]["namespace"],
             "monitoring"
         );
         assert!(
