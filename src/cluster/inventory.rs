@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::{Api, Client, ResourceExt};
 
@@ -55,58 +55,67 @@ pub struct Seen {
     pub applied_digest: Option<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("cannot list {kind} objects: {source}")]
+/// A kind that could not be listed (for example, smm may not list it): what needs it fails,
+/// the rest of the run goes on.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("cannot list {kind} objects: {message}")]
 pub struct InventoryError {
     kind: String,
-    #[source]
-    source: kube::Error,
+    message: String,
 }
+
+/// Per kind, the objects listed by namespace ("" for cluster-scoped ones) and name.
+type Listing = BTreeMap<(String, String), Seen>;
 
 /// The managed objects of some kinds, as listed once.
 #[derive(Debug, Default)]
 pub struct Inventory {
-    /// Per kind, objects by namespace ("" for cluster-scoped ones) and name.
-    kinds: BTreeMap<Kind, BTreeMap<(String, String), Seen>>,
+    kinds: BTreeMap<Kind, Result<Listing, InventoryError>>,
 }
 
 impl Inventory {
     /// Lists the managed objects of `kinds`, a few lists at a time. A kind the API server does
     /// not serve has no objects.
-    pub async fn take(client: &Client, kinds: BTreeSet<Kind>) -> Result<Self, InventoryError> {
+    pub async fn take(client: &Client, kinds: BTreeSet<Kind>) -> Self {
         let listings: Vec<_> = futures::stream::iter(kinds.into_iter().map(|kind| async move {
             let objects = list_kind(client, &kind)
                 .await
                 .map_err(|source| InventoryError {
                     kind: format!("{}/{}", kind.api_version, kind.kind),
-                    source,
-                })?;
-            Ok::<_, InventoryError>((kind, objects))
+                    message: source.to_string(),
+                });
+            (kind, objects)
         }))
         .buffer_unordered(CONCURRENT_LISTS)
-        .try_collect()
-        .await?;
-        Ok(Self {
+        .collect()
+        .await;
+        Self {
             kinds: listings.into_iter().collect(),
-        })
+        }
     }
 
     /// The managed object of `kind` called `name`, in `namespace` or (a cluster-scoped kind)
-    /// in none. Kinds that were not listed hold nothing.
-    pub fn find(&self, kind: &Kind, namespace: &str, name: &str) -> Option<&Seen> {
-        let objects = self.kinds.get(kind)?;
-        objects
+    /// in none; an error when its kind could not be listed. Kinds that were not asked for hold
+    /// nothing.
+    pub fn find(
+        &self,
+        kind: &Kind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<&Seen>, InventoryError> {
+        let Some(listed) = self.kinds.get(kind) else {
+            return Ok(None);
+        };
+        let objects = listed.as_ref().map_err(Clone::clone)?;
+        Ok(objects
             .get(&(namespace.to_owned(), name.to_owned()))
-            .or_else(|| objects.get(&(String::new(), name.to_owned())))
+            .or_else(|| objects.get(&(String::new(), name.to_owned()))))
     }
 }
 
 /// One kind's managed objects. The plural is guessed from the kind (as kube does) and looked up
 /// only when the guess is not served.
-async fn list_kind(
-    client: &Client,
-    kind: &Kind,
-) -> Result<BTreeMap<(String, String), Seen>, kube::Error> {
+async fn list_kind(client: &Client, kind: &Kind) -> Result<Listing, kube::Error> {
     let gvk = kind.gvk();
     let listed = match list_resource(client, &ApiResource::from_gvk(&gvk)).await {
         Err(kube::Error::Api(status)) if status.code == 404 => {
@@ -153,32 +162,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn namespaced_and_cluster_scoped_objects_are_found_by_name() {
+    fn objects_are_found_by_name_and_an_unlisted_kind_is_an_error() {
         let deployment = Kind::new("apps/v1", "Deployment");
         let role = Kind::new("rbac.authorization.k8s.io/v1", "ClusterRole");
+        let forbidden = Kind::new("v1", "Secret");
         let seen = Seen {
             applied_digest: None,
         };
+        let listing = |namespace: &str, name: &str| {
+            Ok(BTreeMap::from([(
+                (namespace.to_owned(), name.to_owned()),
+                seen.clone(),
+            )]))
+        };
         let inventory = Inventory {
             kinds: BTreeMap::from([
+                (deployment.clone(), listing("mesh", "web")),
+                (role.clone(), listing("", "reader")),
                 (
-                    deployment.clone(),
-                    BTreeMap::from([(("mesh".to_owned(), "web".to_owned()), seen.clone())]),
-                ),
-                (
-                    role.clone(),
-                    BTreeMap::from([((String::new(), "reader".to_owned()), seen.clone())]),
+                    forbidden.clone(),
+                    Err(InventoryError {
+                        kind: "v1/Secret".to_owned(),
+                        message: "forbidden".to_owned(),
+                    }),
                 ),
             ]),
         };
-        assert_eq!(inventory.find(&deployment, "mesh", "web"), Some(&seen));
-        assert_eq!(inventory.find(&deployment, "other", "web"), None);
+        let find = |kind: &Kind, namespace: &str, name: &str| {
+            inventory.find(kind, namespace, name).unwrap().cloned()
+        };
+        assert_eq!(find(&deployment, "mesh", "web"), Some(seen.clone()));
+        assert_eq!(find(&deployment, "other", "web"), None);
         // A manifest names a cluster-scoped object without a namespace; the release's is given.
-        assert_eq!(inventory.find(&role, "mesh", "reader"), Some(&seen));
-        assert_eq!(
-            inventory.find(&Kind::new("v1", "Service"), "mesh", "web"),
-            None
-        );
+        assert_eq!(find(&role, "mesh", "reader"), Some(seen.clone()));
+        assert_eq!(find(&Kind::new("v1", "Service"), "mesh", "web"), None);
+        // A kind that could not be listed answers nothing about its objects.
+        let err = inventory.find(&forbidden, "mesh", "web").unwrap_err();
+        assert_eq!(err.to_string(), "cannot list v1/Secret objects: forbidden");
         assert_eq!(deployment.gvk().group, "apps");
         assert_eq!(Kind::new("v1", "Service").gvk().group, "");
     }

@@ -124,13 +124,15 @@ impl NativeObject {
     }
 
     /// Whether the cluster already holds this object as it should be: present and applied by
-    /// smm as it is now, or absent.
+    /// smm as it is now, or absent. Not known (its kind could not be listed) counts as no.
     fn holds(&self, inventory: &Inventory) -> bool {
-        let seen = inventory.find(
+        let Ok(seen) = inventory.find(
             &self.kind(),
             self.namespace().unwrap_or_default(),
             &self.name,
-        );
+        ) else {
+            return false;
+        };
         match self.presence {
             Presence::Present => seen
                 .is_some_and(|seen| seen.applied_digest.as_deref() == Some(self.digest.as_str())),

@@ -17,7 +17,7 @@ use crate::cluster::objects::{self, NativeError};
 use crate::desired::resolve::DesiredComponent;
 use crate::helm::chart::ChartError;
 use crate::helm::release::{
-    self, ManifestObject, OWNER_LABEL, ObservedRelease, ObservedReleases, ReleaseRef, ReleaseState,
+    self, OWNER_LABEL, ObservedRelease, ObservedReleases, ReleaseRef, ReleaseState,
 };
 use crate::helm::{Helm, HelmError};
 use crate::mesh::catalog::ComponentContext;
@@ -75,19 +75,17 @@ impl Engine {
         let record = release
             .record(&wanted.release)
             .map_err(EngineError::Record)?;
-        let missing: Vec<String> = record
-            .objects
-            .iter()
-            .filter(|object| {
-                let kind = Kind::new(&object.api_version, &object.kind);
-                let namespace = object
-                    .namespace
-                    .as_deref()
-                    .unwrap_or(&wanted.release.namespace);
-                inventory.find(&kind, namespace, &object.name).is_none()
-            })
-            .map(ManifestObject::describe)
-            .collect();
+        let mut missing = Vec::new();
+        for object in &record.objects {
+            let kind = Kind::new(&object.api_version, &object.kind);
+            let namespace = object
+                .namespace
+                .as_deref()
+                .unwrap_or(&wanted.release.namespace);
+            if inventory.find(&kind, namespace, &object.name)?.is_none() {
+                missing.push(object.describe());
+            }
+        }
         if missing.is_empty() {
             return Ok(decision);
         }
@@ -111,6 +109,10 @@ impl Engine {
             Ok(report) => report,
             Err(err) => {
                 tracing::warn!(component = wanted.name(), %err, "step failed");
+                // The conditions the run ends with are read from the status: it must say so.
+                if let Err(status_err) = writer.failed(wanted.name(), err.to_string()).await {
+                    tracing::warn!(component = wanted.name(), %status_err, "cannot record the failure");
+                }
                 let outcome = Outcome::Failed(err.to_string());
                 if let Some(progress) = &self.progress {
                     progress.finished(wanted.name(), &outcome);

@@ -308,7 +308,7 @@ impl Engine {
                 );
             }
         }
-        let inventory = Inventory::take(&self.client, kinds).await?;
+        let inventory = Inventory::take(&self.client, kinds).await;
         Ok(Observed {
             releases,
             inventory,

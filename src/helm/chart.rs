@@ -523,7 +523,7 @@ mod tests {
     fn default_values_of_fixture() {
         assert_eq!(
             TINY.default_values().unwrap(),
-            json!({"greeting": "hello", "configMapName": "", "hook": ""})
+            json!({"greeting": "hello", "configMapName": "", "hook": "", "hookNode": ""})
         );
     }
 

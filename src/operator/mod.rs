@@ -18,6 +18,7 @@ use serde_json::json;
 use crate::api::ControlPlane;
 use crate::cluster::control_plane::{self, StoreError};
 use crate::cluster::objects::{self, NativeError, Presence};
+use crate::engine::report::ReconcileReport;
 use crate::engine::session::{Request, Session, SessionError};
 use controller::FINALIZER;
 use manifests::{OperatorOptions, operator_objects};
@@ -60,6 +61,19 @@ pub enum OperatorOpError {
         #[source]
         source: Box<SessionError>,
     },
+}
+
+/// A purge goes on to delete the ControlPlane (and later the CRD) only when its removal
+/// finished: deleting them otherwise would orphan what is left, with nothing recording it.
+fn removed_entirely(name: &str, report: &ReconcileReport) -> Result<(), OperatorOpError> {
+    if report.succeeded() {
+        Ok(())
+    } else {
+        Err(OperatorOpError::PurgeIncomplete {
+            name: name.to_owned(),
+            failures: report.unfinished().join("; "),
+        })
+    }
 }
 
 /// The operator Deployment as `namespace/name`, if one is installed. Read from the API
@@ -136,13 +150,7 @@ pub async fn uninstall(
                     name: name.clone(),
                     source: Box::new(source),
                 })?;
-            // Deleting the ControlPlane (and later the CRD) would orphan what is left.
-            if !report.succeeded() {
-                return Err(OperatorOpError::PurgeIncomplete {
-                    name,
-                    failures: report.unfinished().join("; "),
-                });
-            }
+            removed_entirely(&name, &report)?;
         }
         let finalizers: Vec<String> = control_plane
             .finalizers()
@@ -166,4 +174,36 @@ pub async fn uninstall(
         objects::apply(client, &operator_objects(options, Presence::Absent, true)).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::decide::Operation;
+    use crate::engine::report::{ComponentReport, Outcome};
+
+    /// Finding M6: a purge whose removal left a component behind keeps the ControlPlane (and
+    /// so the CRD), and says which component and why.
+    #[test]
+    fn a_purge_stops_before_deleting_what_a_failed_removal_left() {
+        let removal = |outcome: Outcome| ReconcileReport {
+            control_plane: "mesh".to_owned(),
+            rounds: 1,
+            ready: false,
+            components: vec![ComponentReport {
+                name: "istiod".to_owned(),
+                action: Operation::Uninstall,
+                reason: "disabled".to_owned(),
+                outcome,
+            }],
+        };
+        assert!(removed_entirely("mesh", &removal(Outcome::Done)).is_ok());
+        let err = removed_entirely("mesh", &removal(Outcome::Failed("timed out".to_owned())))
+            .unwrap_err();
+        assert!(
+            matches!(err, OperatorOpError::PurgeIncomplete { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("istiod: timed out"), "{err}");
+    }
 }

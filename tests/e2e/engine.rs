@@ -329,9 +329,14 @@ async fn mesh_components_install_idle_upgrade_uninstall_and_return() {
 
 /// A component backed by a test chart, so the chart itself can change between reconciles.
 fn tiny_catalog(chart: &'static include_dir::Dir<'static>) -> Catalog {
-    Catalog::new(vec![Component {
-        name: "tiny",
-        release_name: "tiny",
+    Catalog::new(vec![tiny_component("tiny", chart)]).unwrap()
+}
+
+/// A component made of the tiny test chart, released under its own name.
+fn tiny_component(name: &'static str, chart: &'static include_dir::Dir<'static>) -> Component {
+    Component {
+        name,
+        release_name: name,
         default_namespace: DefaultNamespace::Mesh,
         enabled_by_default: true,
         depends_on: &[],
@@ -339,8 +344,7 @@ fn tiny_catalog(chart: &'static include_dir::Dir<'static>) -> Catalog {
         values_layer: ("values/tiny.yaml", "greeting: from-the-values-layer\n"),
         native_objects: |_| Vec::new(),
         managed_values: |_| json!({}),
-    }])
-    .unwrap()
+    }
 }
 
 static TINY: include_dir::Dir<'static> =
@@ -392,6 +396,143 @@ async fn a_changed_chart_is_upgraded_with_helm4() {
 #[tokio::test]
 async fn a_changed_chart_is_upgraded_with_helm3() {
     changed_chart_is_upgraded(HelmTool::Helm3).await;
+}
+
+/// Finding M9: an uninstall interrupted while its pre-delete hook runs leaves the release
+/// `uninstalling`. It is finished by uninstalling and then installed again, not rolled back
+/// (helm has no revision before the first to roll back to).
+#[tokio::test]
+async fn a_release_left_uninstalling_is_finished_then_installed() {
+    let cluster = TestCluster::connect().await;
+    let helm = cluster.helm(HelmTool::Helm4);
+    let hook_node = unique_name("hook");
+    let cp = TestControlPlane::create(
+        &cluster,
+        json!({"components": {"tiny": {"valuesOverride": {"hook": "on-delete", "hookNode": hook_node}}}}),
+    )
+    .await;
+    let engine = engine(&cluster, &helm, tiny_catalog(&TINY));
+    assert_all_done(&cp.reconciled_by(&engine).await.unwrap());
+
+    // helm uninstall waits for the pre-delete hook, whose pod fits no node yet.
+    let mut interrupted = std::process::Command::new(HelmTool::Helm4.path())
+        .args(["uninstall", "tiny", "--namespace", &cp.namespace])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &cp.namespace);
+    let uninstalling = eventually(Duration::from_secs(60), || async {
+        let selector = "owner=helm,name=tiny,status=uninstalling";
+        secrets
+            .list(&ListParams::default().labels(selector))
+            .await
+            .is_ok_and(|list| !list.items.is_empty())
+    })
+    .await;
+    interrupted.kill().unwrap();
+    interrupted.wait().unwrap();
+    assert!(uninstalling, "helm never recorded an uninstalling release");
+
+    // The hook can run now; the next reconcile waits out the record's age, then finishes the
+    // uninstall (hook included) and installs again.
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(cluster.client.clone());
+    let label = |value: Option<&str>| json!({"metadata": {"labels": {"smm.dev/hook-node": value}}});
+    nodes
+        .patch(
+            "kwok-node-1",
+            &PatchParams::default(),
+            &Patch::Merge(&label(Some(&hook_node))),
+        )
+        .await
+        .unwrap();
+    let report = cp.reconciled_by(&engine).await;
+    nodes
+        .patch(
+            "kwok-node-1",
+            &PatchParams::default(),
+            &Patch::Merge(&label(None)),
+        )
+        .await
+        .unwrap();
+    let report = report.unwrap();
+    assert_all_done(&report);
+    assert_eq!(
+        action_of(&report, "tiny"),
+        (
+            Operation::Recover,
+            "release stuck in uninstalling".to_owned()
+        )
+    );
+    let deployed = secrets
+        .list(&ListParams::default().labels("owner=helm,name=tiny,status=deployed"))
+        .await
+        .unwrap();
+    assert_eq!(deployed.items.len(), 1, "installed again: {deployed:?}");
+    cp.delete(&cluster).await;
+}
+
+/// Finding M13: an error in one component's step (here, helm's record of its release cannot
+/// be decoded) fails that component only. The others are reconciled, and the run still ends
+/// with its conditions and statuses saying so.
+#[tokio::test]
+async fn an_error_in_one_step_fails_that_component_only() {
+    let cluster = TestCluster::connect().await;
+    let helm = cluster.helm(HelmTool::Helm4);
+    let cp = TestControlPlane::create(&cluster, json!({})).await;
+    let engine = engine(
+        &cluster,
+        &helm,
+        Catalog::new(vec![
+            tiny_component("tiny", &TINY),
+            tiny_component("tiny-two", &TINY),
+        ])
+        .unwrap(),
+    );
+    assert_all_done(&cp.reconciled_by(&engine).await.unwrap());
+
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &cp.namespace);
+    let broken = json!({"data": {"release": "bm90IGEgcmVjb3Jk"}}); // "not a record"
+    secrets
+        .patch(
+            "sh.helm.release.v1.tiny.v1",
+            &PatchParams::default(),
+            &Patch::Merge(&broken),
+        )
+        .await
+        .unwrap();
+    let report = cp.reconciled_by(&engine).await.unwrap();
+    assert!(!report.ready, "{report:?}");
+    let outcome = |name: &str| {
+        report
+            .components
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.outcome.clone())
+            .unwrap()
+    };
+    let Outcome::Failed(message) = outcome("tiny") else {
+        panic!("{report:?}");
+    };
+    assert!(message.contains("cannot be decoded"), "{message}");
+    assert_eq!(outcome("tiny-two"), Outcome::Done);
+
+    let status = cp.get().await.status.unwrap();
+    assert_eq!(status.components["tiny"].phase, ComponentPhase::Failed);
+    assert_eq!(
+        status.components["tiny-two"].phase,
+        ComponentPhase::Available
+    );
+    let condition = |type_: &str| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| c.status.clone())
+    };
+    assert_eq!(condition(condition::READY).as_deref(), Some("False"));
+    assert_ne!(condition(condition::RECONCILING).as_deref(), Some("True"));
+    cp.delete(&cluster).await;
 }
 
 /// helm killed mid-install leaves the release `pending-install`, which helm then refuses to
