@@ -187,9 +187,12 @@ for cmd in install reconcile; do
 	if [[ "$cmd" == install ]]; then args=(install "${mesh[@]}"); else args=(reconcile -f "$work/cp.yaml"); fi
 	RUST_LOG=warn,kube_client=debug "$smm" "${args[@]}" --no-color 2>"$work/api-$cmd.log" >/dev/null
 	all="$(grep -c 'requesting' "$work/api-$cmd.log" || true)"
-	lease="$(grep 'requesting' "$work/api-$cmd.log" | grep -c '/leases/' || true)"
+	lease="$(grep 'requesting' "$work/api-$cmd.log" | grep -c '/leases' || true)"
+	# The drift check's metadata lists, one per kind (selector app.kubernetes.io/managed-by in ...).
+	kinds="$(grep 'requesting' "$work/api-$cmd.log" | grep -c 'managed-by+in' || true)"
 	record "noop.smm-$cmd.api-requests" "$((all - lease))"
 	record "noop.smm-$cmd.lease-requests" "$lease"
+	record "noop.smm-$cmd.kind-lists" "$kinds"
 done
 for ((i = 1; i <= runs; i++)); do timed helm.version "$helm_real" version --short; done
 

@@ -70,15 +70,25 @@ impl Default for OperatorOptions {
     }
 }
 
-/// The arguments the operator's container runs `smm` with.
+/// The arguments the operator's container runs `smm` with: metrics and probes on every
+/// address, the read-only dashboard on the pod's loopback only (reached with
+/// `kubectl port-forward`, so only whoever may port-forward into the pod sees it).
 pub fn operator_args() -> Vec<String> {
-    ["operator", "run", "--listen"]
-        .into_iter()
-        .map(str::to_owned)
-        .chain([format!("0.0.0.0:{HTTP_PORT}")])
-        .chain(["--timeout".to_owned(), format!("{HELM_TIMEOUT_SECONDS}s")])
-        .collect()
+    [
+        "operator".to_owned(),
+        "run".to_owned(),
+        "--listen".to_owned(),
+        format!("0.0.0.0:{HTTP_PORT}"),
+        "--dashboard-listen".to_owned(),
+        format!("127.0.0.1:{DASHBOARD_PORT}"),
+        "--timeout".to_owned(),
+        format!("{HELM_TIMEOUT_SECONDS}s"),
+    ]
+    .into()
 }
+
+/// The pod-local port of the dashboard.
+pub const DASHBOARD_PORT: u16 = 8081;
 
 /// How long one helm operation may take in the operator (its `--timeout`).
 pub const HELM_TIMEOUT_SECONDS: u64 = 300;
@@ -467,6 +477,8 @@ mod tests {
                 "run",
                 "--listen",
                 "0.0.0.0:8080",
+                "--dashboard-listen",
+                "127.0.0.1:8081",
                 "--timeout",
                 "300s"
             ])
