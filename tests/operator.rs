@@ -22,14 +22,44 @@ use smm::api::{ComponentPhase, ControlPlane};
 use smm::operator::controller::FINALIZER;
 use support::{HelmTool, TestCluster, eventually, smm, unique_name};
 
-/// An operator process, stopped when dropped.
+/// An operator process, stopped when dropped. It runs as the operator's ServiceAccount in
+/// `namespace` (the kubeconfig impersonates it, for smm and for helm alike), so the RBAC the
+/// manifests grant is what it works with, as in the cluster.
 struct OperatorProcess {
     child: Child,
     port: u16,
+    _kubeconfig: tempfile::NamedTempFile,
+}
+
+/// The test's kubeconfig, with every user impersonating the operator's ServiceAccount.
+fn operator_kubeconfig(namespace: &str) -> tempfile::NamedTempFile {
+    let path = std::env::var("KUBECONFIG").expect("KUBECONFIG names the test cluster");
+    let mut config: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let account = format!("system:serviceaccount:{namespace}:smm-operator");
+    let groups = [
+        "system:serviceaccounts".to_owned(),
+        format!("system:serviceaccounts:{namespace}"),
+        "system:authenticated".to_owned(),
+    ];
+    for user in config["users"].as_sequence_mut().expect("kubeconfig users") {
+        user["user"]["as"] = account.clone().into();
+        user["user"]["as-groups"] = serde_yaml_ng::Value::Sequence(
+            groups
+                .iter()
+                .cloned()
+                .map(serde_yaml_ng::Value::String)
+                .collect(),
+        );
+    }
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), serde_yaml_ng::to_string(&config).unwrap()).unwrap();
+    file
 }
 
 impl OperatorProcess {
     fn start(identity: &str, leader_namespace: &str) -> Self {
+        let kubeconfig = operator_kubeconfig(leader_namespace);
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
@@ -44,12 +74,17 @@ impl OperatorProcess {
                 identity,
             ])
             .env("SMM_HELM", HelmTool::Helm4.path())
+            .env("KUBECONFIG", kubeconfig.path())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("the operator starts");
-        Self { child, port }
+        Self {
+            child,
+            port,
+            _kubeconfig: kubeconfig,
+        }
     }
 
     /// Status code and body of GET `path`, or None while nothing listens.

@@ -185,6 +185,9 @@ impl Engine {
                 .filter(|_| decision.action != Operation::Nothing);
             if let Some(progress) = progress {
                 progress.started(name, decision.action, &decision.reason.to_string());
+                if decision.reason.is_change_outside_smm() {
+                    progress.changed_outside(name, &decision.reason.to_string());
+                }
             }
             if decision.action != Operation::Nothing {
                 writer

@@ -66,6 +66,13 @@ pub enum Reason {
     AlreadyRemoved,
 }
 
+impl Reason {
+    /// Whether someone other than smm changed what smm applied.
+    pub fn is_change_outside_smm(&self) -> bool {
+        matches!(self, Reason::Drift(_) | Reason::ChangedOutside { .. })
+    }
+}
+
 impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -311,7 +318,7 @@ mod tests {
         let deployed = release(ReleaseState::Deployed);
         let d = decide(WANTED, Some(&available), Some(&deployed));
         assert_eq!(
-            (d.action, d.reason),
+            (d.action, d.reason.clone()),
             (
                 Operation::Upgrade,
                 Reason::ChangedOutside {
@@ -320,6 +327,10 @@ mod tests {
                 }
             )
         );
+        // Reported as a change made outside smm (the operator publishes a Warning Event).
+        assert!(d.reason.is_change_outside_smm());
+        assert!(Reason::Drift(vec!["Deployment/istiod".to_owned()]).is_change_outside_smm());
+        assert!(!Reason::ValuesChanged.is_change_outside_smm());
         available.release.as_mut().unwrap().revision = Some(3);
         let d = decide(WANTED, Some(&available), Some(&deployed));
         assert_eq!(d.action, Operation::Nothing);

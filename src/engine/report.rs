@@ -100,6 +100,9 @@ pub trait Progress: Send + Sync {
     fn finished(&self, component: &str, outcome: &Outcome);
     /// The component was applied and waits for its workloads, `message` saying which.
     fn waiting(&self, component: &str, message: &str);
+    /// What smm applied was changed by someone else (`what`: a helm upgrade or rollback by
+    /// hand, objects deleted); the step that [`Progress::started`] announced corrects it.
+    fn changed_outside(&self, _component: &str, _what: &str) {}
 }
 
 #[cfg(test)]

@@ -60,6 +60,14 @@ impl Progress for EventProgress {
         tracing::info!(component, ?action, reason, "reconciling");
     }
 
+    fn changed_outside(&self, component: &str, what: &str) {
+        self.publish(
+            EventType::Warning,
+            "ChangedOutsideSmm",
+            format!("{component}: {what}; putting back what the ControlPlane asks for"),
+        );
+    }
+
     fn waiting(&self, component: &str, message: &str) {
         tracing::info!(component, message, "waiting for workloads");
     }

@@ -78,10 +78,11 @@ pub fn cluster_rules() -> Vec<PolicyRule> {
             MANAGE,
         ),
         // Istio's CRDs come from a native builder that applies them and never deletes them.
+        // list: whether the CRDs are as smm last applied them is read in one list.
         rule(
             &["apiextensions.k8s.io"],
             &["customresourcedefinitions"],
-            &["get", "create", "patch"],
+            &["get", "list", "create", "patch"],
         ),
         // Bindings that the charts and native builders create.
         rule(
