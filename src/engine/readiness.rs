@@ -25,6 +25,10 @@ pub enum ReadinessError {
     },
 }
 
+/// How long a step that waits for its workloads keeps looking before the round moves on.
+const LOOK_AGAIN_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+const LOOK_AGAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl Engine {
     /// Available once every workload of the release is ready; until then Progressing, with
     /// what it waits for as the message. A workload that cannot get ready without a change (a
@@ -41,21 +45,34 @@ impl Engine {
             Ok(record) => record.workloads(&wanted.release),
             Err(err) => return Ok(Err(ReadinessError::Record(err).into())),
         };
-        let states = match observe_workloads(&self.client, &wanted.release, &refs).await {
-            Ok(states) => states,
-            Err(err) => return Ok(Err(err.into())),
+        // Workloads are often ready a moment after helm returns: a waiting run looks again a
+        // few times before it gives the slot up, so what depends on this component starts
+        // without waiting for the round's end.
+        let looked_since = tokio::time::Instant::now();
+        let waiting_for = loop {
+            let states = match observe_workloads(&self.client, &wanted.release, &refs).await {
+                Ok(states) => states,
+                Err(err) => return Ok(Err(err.into())),
+            };
+            if let Some(failed) = states
+                .iter()
+                .find(|s| matches!(s.readiness, Readiness::Failed(_)))
+            {
+                return Ok(Err(ComponentError::WorkloadFailed(failed.describe())));
+            }
+            let waiting_for: Vec<String> = states
+                .iter()
+                .filter(|s| s.readiness != Readiness::Ready)
+                .map(WorkloadState::describe)
+                .collect();
+            let look_again = matches!(self.settings.wait, WaitPolicy::Until(_))
+                && looked_since.elapsed() < LOOK_AGAIN_FOR
+                && !self.cancel.is_cancelled();
+            if waiting_for.is_empty() || !look_again {
+                break waiting_for;
+            }
+            tokio::time::sleep(LOOK_AGAIN_EVERY).await;
         };
-        if let Some(failed) = states
-            .iter()
-            .find(|s| matches!(s.readiness, Readiness::Failed(_)))
-        {
-            return Ok(Err(ComponentError::WorkloadFailed(failed.describe())));
-        }
-        let waiting_for: Vec<String> = states
-            .iter()
-            .filter(|s| s.readiness != Readiness::Ready)
-            .map(WorkloadState::describe)
-            .collect();
         if waiting_for.is_empty() {
             writer.available(name).await?;
             tracing::info!(component = name, "available");

@@ -98,8 +98,10 @@ impl Engine {
             };
             let mut waiting = false;
             let mut acted = false;
-            // Dependents go before what they depend on when removing, after it when installing;
-            // components of one wave do not depend on each other and run side by side.
+            // Removals first, dependents before what they depend on; then installs, after what
+            // they depend on. A component starts as soon as everything it must follow has
+            // finished in this round (no wave waits for its slowest member), up to
+            // `parallelism` at once.
             let removals: Vec<_> = in_scope
                 .iter()
                 .rev()
@@ -107,56 +109,61 @@ impl Engine {
                 .copied()
                 .collect();
             let installs: Vec<_> = in_scope.iter().filter(|d| d.enabled).copied().collect();
-            let waves = graph::waves(&removals, true)
-                .into_iter()
-                .map(|wave| (wave, true))
-                .chain(
-                    graph::waves(&installs, false)
-                        .into_iter()
-                        .map(|w| (w, false)),
-                );
-            for (wave, removing) in waves {
-                self.check_going(name)?;
-                let mut runnable = Vec::new();
-                for wanted in wave {
-                    if failed.contains(wanted.name()) {
+            let order: Vec<(&DesiredComponent<'_>, bool)> = removals
+                .iter()
+                .map(|d| (*d, true))
+                .chain(installs.iter().map(|d| (*d, false)))
+                .collect();
+            let mut follows = graph::must_follow(&removals, true);
+            follows.extend(graph::must_follow(&installs, false).into_iter().map(|earlier| {
+                (0..removals.len())
+                    .chain(earlier.into_iter().map(|i| i + removals.len()))
+                    .collect()
+            }));
+            let mut begun = vec![false; order.len()];
+            let mut finished = vec![false; order.len()];
+            let mut running = futures::stream::FuturesUnordered::new();
+            loop {
+                for index in 0..order.len() {
+                    if begun[index] || !follows[index].iter().all(|&earlier| finished[earlier]) {
                         continue;
                     }
-                    match blocker(wanted, removing, &in_scope, &failed) {
-                        Some(blocker) => {
-                            failed.insert(wanted.name());
-                            report.record(report::ComponentReport {
-                                name: wanted.name().to_owned(),
-                                action: Operation::Nothing,
-                                reason: format!("blocked by {blocker}"),
-                                outcome: Outcome::Failed(format!(
-                                    "blocked by {blocker}, which failed in this run"
-                                )),
-                            });
-                        }
-                        None => runnable.push(wanted),
+                    if running.len() >= self.settings.parallelism.max(1) {
+                        break;
                     }
-                }
-                // Futures made up front: a mapping closure here trips the compiler's Send
-                // analysis of the operator's reconcile future.
-                let pending: Vec<_> = runnable
-                    .into_iter()
-                    .map(|wanted| self.step(wanted, &spec, &observed, &writer))
-                    .collect();
-                let results: Vec<_> = futures::stream::iter(pending)
-                    .buffer_unordered(self.settings.parallelism.max(1))
-                    .collect()
-                    .await;
-                for step in results {
-                    waiting |= matches!(step.outcome, Outcome::Waiting(_));
-                    acted |= step.action != Operation::Nothing;
-                    if matches!(step.outcome, Outcome::Failed(_))
-                        && let Some(wanted) = in_scope.iter().find(|d| d.name() == step.name)
-                    {
+                    begun[index] = true;
+                    let (wanted, removing) = order[index];
+                    if failed.contains(wanted.name()) {
+                        finished[index] = true;
+                        continue;
+                    }
+                    if let Some(blocker) = blocker(wanted, removing, &in_scope, &failed) {
                         failed.insert(wanted.name());
+                        finished[index] = true;
+                        report.record(report::ComponentReport {
+                            name: wanted.name().to_owned(),
+                            action: Operation::Nothing,
+                            reason: format!("blocked by {blocker}"),
+                            outcome: Outcome::Failed(format!(
+                                "blocked by {blocker}, which failed in this run"
+                            )),
+                        });
+                        continue;
                     }
-                    report.record(step);
+                    self.check_going(name)?;
+                    let step = self.step(wanted, &spec, &observed, &writer);
+                    running.push(async move { (index, step.await) });
                 }
+                let Some((index, step)) = running.next().await else {
+                    break;
+                };
+                finished[index] = true;
+                waiting |= matches!(step.outcome, Outcome::Waiting(_));
+                acted |= step.action != Operation::Nothing;
+                if matches!(step.outcome, Outcome::Failed(_)) {
+                    failed.insert(order[index].0.name());
+                }
+                report.record(step);
             }
             if !waiting {
                 break RunEnd::Settled;

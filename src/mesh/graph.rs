@@ -106,24 +106,36 @@ pub fn with_dependencies<N: Node>(ordered: &[N], names: &[&'static str]) -> BTre
     found
 }
 
+/// For each of `nodes` (in dependency order), the positions of the earlier nodes it must
+/// follow: its dependencies among `nodes`. When `removing`, `nodes` come in reverse order and a
+/// node follows its dependents instead, so they go first.
+pub fn must_follow<N: Node>(nodes: &[N], removing: bool) -> Vec<Vec<usize>> {
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(index, node)| {
+            (0..index)
+                .filter(|&earlier| {
+                    let earlier = &nodes[earlier];
+                    if removing {
+                        earlier.depends_on().contains(&node.name())
+                    } else {
+                        node.depends_on().contains(&earlier.name())
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// Splits `nodes` (in dependency order) into waves that can run side by side: a node joins the
-/// wave after the last of its dependencies among `nodes`. When `removing`, `nodes` come in
-/// reverse order and a node waits for its dependents instead, so they go first.
+/// wave after the last of the nodes it must follow ([`must_follow`]).
 pub fn waves<N: Node + Copy>(nodes: &[N], removing: bool) -> Vec<Vec<N>> {
     let mut wave_of: Vec<usize> = Vec::with_capacity(nodes.len());
-    for (index, node) in nodes.iter().enumerate() {
-        let must_follow = |earlier: &N| {
-            if removing {
-                earlier.depends_on().contains(&node.name())
-            } else {
-                node.depends_on().contains(&earlier.name())
-            }
-        };
-        let wave = nodes[..index]
+    for follows in must_follow(nodes, removing) {
+        let wave = follows
             .iter()
-            .zip(&wave_of)
-            .filter(|(earlier, _)| must_follow(earlier))
-            .map(|(_, wave)| wave + 1)
+            .map(|&earlier| wave_of[earlier] + 1)
             .max()
             .unwrap_or(0);
         wave_of.push(wave);
