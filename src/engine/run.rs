@@ -115,11 +115,15 @@ impl Engine {
                 .chain(installs.iter().map(|d| (*d, false)))
                 .collect();
             let mut follows = graph::must_follow(&removals, true);
-            follows.extend(graph::must_follow(&installs, false).into_iter().map(|earlier| {
-                (0..removals.len())
-                    .chain(earlier.into_iter().map(|i| i + removals.len()))
-                    .collect()
-            }));
+            follows.extend(
+                graph::must_follow(&installs, false)
+                    .into_iter()
+                    .map(|earlier| {
+                        (0..removals.len())
+                            .chain(earlier.into_iter().map(|i| i + removals.len()))
+                            .collect()
+                    }),
+            );
             let mut begun = vec![false; order.len()];
             let mut finished = vec![false; order.len()];
             let mut running = futures::stream::FuturesUnordered::new();

@@ -35,9 +35,12 @@ pub const LEADER_LEASE: &str = "smm-operator-leader";
 /// How soon a ControlPlane whose components wait for their workloads is looked at again (a
 /// change of their Deployments triggers a reconcile sooner).
 const WAITING_RECHECK: Duration = Duration::from_secs(5);
-/// Objects whose deletion or change should trigger a reconcile: what our charts deploy (not the
-/// operator's own Deployment, which carries the same part-of label).
-const WATCHED_LABEL: &str = "app.kubernetes.io/part-of=smm,app.kubernetes.io/name!=smm-operator";
+/// Deployments whose deletion or change should trigger a reconcile: those helm deployed (helm
+/// labels whatever it applies), narrowed to the catalog's releases by helm's release annotation.
+/// Istio's charts label their workloads `part-of: istio`, not smm's.
+const WATCHED_LABEL: &str = "app.kubernetes.io/managed-by=Helm";
+/// The annotation helm puts on every object of a release, naming the release.
+const RELEASE_ANNOTATION: &str = "meta.helm.sh/release-name";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
@@ -92,8 +95,8 @@ struct Context {
     health: Arc<Health>,
     recorder: Recorder,
     options: RunOptions,
-    /// Consecutive failures per ControlPlane, for exponential backoff.
-    failures: Mutex<HashMap<String, u32>>,
+    /// Failing ControlPlanes, for exponential backoff.
+    failures: Mutex<HashMap<String, Failing>>,
     /// Engine progress as Events, per ControlPlane.
     progress: Mutex<HashMap<String, Arc<EventProgress>>>,
     /// Cancelled when this replica's leadership ended: reconciles stop at once, helm included.
@@ -189,15 +192,27 @@ fn controller(
     let control_planes: Api<ControlPlane> = Api::all(client.clone());
     let controller = Controller::new(control_planes, watcher::Config::default());
     let store = controller.store();
+    let releases: std::collections::BTreeSet<&'static str> = context
+        .catalog
+        .components()
+        .iter()
+        .map(|component| component.release_name)
+        .collect();
     controller
         .watches(
             Api::<Deployment>::all(client.clone()),
             watcher::Config::default().labels(WATCHED_LABEL),
-            // Any change to a deployed workload may be drift in any ControlPlane.
-            move |_| {
+            // Any change to a workload of one of the catalog's releases (deleted, rolled out,
+            // ready) may concern any ControlPlane.
+            move |deployment| {
+                let ours = deployment
+                    .annotations()
+                    .get(RELEASE_ANNOTATION)
+                    .is_some_and(|release| releases.contains(release.as_str()));
                 store
                     .state()
                     .iter()
+                    .filter(|_| ours)
                     .map(|cp| ObjectRef::from_obj(cp.as_ref()))
                     .collect::<Vec<_>>()
             },
@@ -314,17 +329,40 @@ async fn reconcile(
     .await
 }
 
+/// A ControlPlane whose last reconcile failed.
+#[derive(Default)]
+struct Failing {
+    /// Consecutive failures.
+    count: u32,
+    /// Not tried again before this, unless its spec changes.
+    retry_at: Option<Instant>,
+    /// The generation that failed.
+    generation: Option<i64>,
+}
+
+impl Failing {
+    /// How long a watch event (the status write of the failed run itself, a workload
+    /// changing) must still wait: a failing ControlPlane is tried again after its backoff, not
+    /// on every event, unless its spec changed.
+    fn holds_back(&self, generation: Option<i64>, now: Instant) -> Option<Duration> {
+        let retry_at = self.retry_at?;
+        (self.generation == generation && retry_at > now).then(|| retry_at - now)
+    }
+}
+
 fn error_policy(
     control_plane: Arc<ControlPlane>,
     error: &kube::runtime::finalizer::Error<OperatorError>,
     context: Arc<Context>,
 ) -> Action {
     let mut failures = context.failures.lock().expect("failures lock");
-    let count = failures.entry(control_plane.name_any()).or_default();
-    *count += 1;
+    let failing = failures.entry(control_plane.name_any()).or_default();
+    failing.count += 1;
     // 5s, 10s, 20s, ... up to 5 minutes.
     let delay =
-        Duration::from_secs(5 * 2u64.pow((*count - 1).min(6))).min(Duration::from_secs(300));
+        Duration::from_secs(5 * 2u64.pow((failing.count - 1).min(6))).min(Duration::from_secs(300));
+    failing.retry_at = Some(Instant::now() + delay);
+    failing.generation = control_plane.metadata.generation;
     tracing::warn!(control_plane = %control_plane.name_any(), %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
@@ -343,6 +381,15 @@ impl Context {
     ) -> Result<Action, OperatorError> {
         let name = control_plane.name_any();
         let started = Instant::now();
+        let held_back = self
+            .failures
+            .lock()
+            .expect("failures lock")
+            .get(&name)
+            .and_then(|failing| failing.holds_back(control_plane.metadata.generation, started));
+        if let (Goal::Apply, Some(wait)) = (goal, held_back) {
+            return Ok(Action::requeue(wait));
+        }
         // One per ControlPlane for the operator's life: an action started in one reconcile
         // may finish (its workloads ready) in a later one, and its Event is published then.
         let progress = self
@@ -434,6 +481,31 @@ fn give_back_freed_memory() {
 mod tests {
     use super::*;
     use kube::runtime::utils::Backoff;
+
+    /// A failing ControlPlane is held back until its retry time, unless its spec changed.
+    #[test]
+    fn a_failing_control_plane_waits_out_its_backoff_unless_its_spec_changes() {
+        let now = Instant::now();
+        let failing = Failing {
+            count: 1,
+            retry_at: Some(now + Duration::from_secs(5)),
+            generation: Some(3),
+        };
+        assert_eq!(
+            failing.holds_back(Some(3), now),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            failing.holds_back(Some(4), now),
+            None,
+            "a new spec goes at once"
+        );
+        assert_eq!(
+            failing.holds_back(Some(3), now + Duration::from_secs(6)),
+            None
+        );
+        assert_eq!(Failing::default().holds_back(Some(3), now), None);
+    }
 
     #[test]
     fn watch_retries_double_up_to_five_seconds_and_reset() {
