@@ -285,7 +285,13 @@ fn plan(seed: u64, index: usize) -> Fault {
         Signal::Term
     };
     let after_ms = rng.between(200, 4000);
-    let gate_ms = rng.percent(70).then(|| rng.between(500, 5000));
+    // Most faults hold the operation past the moment they strike (new pods wait on a quota, a
+    // deletion on a finalizer), so it is still running when hit: smm itself finishes in well
+    // under a second once the cluster is ready. A few let it finish first.
+    let outlast = |rng: &mut SplitMix64, after_ms: u64| {
+        rng.percent(85).then(|| after_ms + rng.between(500, 3000))
+    };
+    let gate_ms = outlast(&mut rng, after_ms);
     let replicas = rng.between(2, 3);
     let hold = rng.next() % 64;
     let cli = |op| Fault::Cli {
@@ -300,18 +306,24 @@ fn plan(seed: u64, index: usize) -> Fault {
         1 => cli(CliOp::Upgrade { replicas }),
         2 => cli(CliOp::UpgradeReverted { replicas }),
         3 => cli(CliOp::UninstallAll),
-        4 => Fault::Operator {
-            signal,
-            after_ms: rng.between(500, 5000),
-            gate_ms,
-            // Alternating between blocks, so that 18 faults see both.
-            same_identity: (block + (seed & 1)).is_multiple_of(2),
-        },
-        5 => Fault::ApiServerRestart {
-            after_ms: rng.between(200, 3000),
-            outage_s: rng.between(3, 6),
-            gate_ms,
-        },
+        4 => {
+            let after_ms = rng.between(500, 5000);
+            Fault::Operator {
+                signal,
+                after_ms,
+                gate_ms: outlast(&mut rng, after_ms),
+                // Alternating between blocks, so that 18 faults see both.
+                same_identity: (block + (seed & 1)).is_multiple_of(2),
+            }
+        }
+        5 => {
+            let after_ms = rng.between(200, 3000);
+            Fault::ApiServerRestart {
+                after_ms,
+                outage_s: rng.between(3, 6),
+                gate_ms: outlast(&mut rng, after_ms),
+            }
+        }
         6 => {
             let pairs = [
                 ("grafana", "tracing"),
@@ -1093,7 +1105,7 @@ async fn cli_fault(
     let catalog = &s.ctx.catalog;
     let cp_flag = s.cp_flag();
     let gate = json!({"nodeSelector": {s.gate_key.as_str(): "open"}});
-    let all: Vec<&'static str> = campaign_components(&catalog);
+    let all: Vec<&'static str> = campaign_components(catalog);
     // Set up, and what the fault's command is and means.
     let (args, intended_by_command): (Vec<String>, SpecEdit) = match op {
         CliOp::InstallAll => {
