@@ -112,7 +112,7 @@ impl fmt::Display for Signal {
 enum CliOp {
     /// `smm install` of every component but the gateways on a ControlPlane with everything off.
     InstallAll,
-    /// `smm install istiod --set replicaCount=R` on an installed istiod; the next run repeats it.
+    /// `smm install istiod --set autoscaleEnabled=false,replicaCount=R` on an installed istiod; the next run repeats it.
     Upgrade { replicas: u64 },
     /// The same upgrade, but the user then goes back to the spec before it (`smm reconcile -f`).
     UpgradeReverted { replicas: u64 },
@@ -179,7 +179,9 @@ impl fmt::Display for Fault {
                         "smm install (every component but the gateways)".to_owned()
                     }
                     CliOp::Upgrade { replicas } | CliOp::UpgradeReverted { replicas } => {
-                        format!("the upgrade smm install istiod --set replicaCount={replicas}")
+                        format!(
+                            "the upgrade smm install istiod --set autoscaleEnabled=false,replicaCount={replicas}"
+                        )
                     }
                     CliOp::UninstallAll => "smm uninstall -a".to_owned(),
                 };
@@ -1132,7 +1134,12 @@ async fn cli_fault(
                 s.quota().await;
             }
             let mut args = strings(&["install", "istiod"]);
-            args.extend(strings(&["--set", &format!("replicaCount={replicas}")]));
+            // Istio's chart leaves the replica count to its autoscaler unless told otherwise:
+            // without this the upgrade makes no new pod, and the quota holds nothing.
+            args.extend(strings(&[
+                "--set",
+                &format!("autoscaleEnabled=false,replicaCount={replicas}"),
+            ]));
             (
                 args,
                 Box::new(move |before: &Value| {
@@ -1141,6 +1148,7 @@ async fn cli_fault(
                     if !values.is_object() {
                         *values = json!({});
                     }
+                    values["autoscaleEnabled"] = json!(false);
                     values["replicaCount"] = json!(replicas);
                     spec
                 }),
