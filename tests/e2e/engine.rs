@@ -398,6 +398,49 @@ async fn a_changed_chart_is_upgraded_with_helm3() {
     changed_chart_is_upgraded(HelmTool::Helm3).await;
 }
 
+/// The reconcile recovered `tiny`'s release stuck in `state`, and one revision is deployed.
+async fn assert_recovered(report: &ReconcileReport, secrets: &Api<Secret>, state: &str) {
+    assert_all_done(report);
+    assert_eq!(
+        action_of(report, "tiny"),
+        (Operation::Recover, format!("release stuck in {state}"))
+    );
+    let deployed = secrets
+        .list(&ListParams::default().labels("owner=helm,name=tiny,status=deployed"))
+        .await
+        .unwrap();
+    assert_eq!(deployed.items.len(), 1, "{deployed:?}");
+}
+
+/// Runs helm with `args` on the release `tiny` in `namespace` and kills it once its record says
+/// `status`: an operation interrupted where it waits (for a hook that cannot run).
+async fn interrupt_helm(
+    cluster: &TestCluster,
+    namespace: &str,
+    args: &[std::ffi::OsString],
+    status: &str,
+) {
+    let mut helm = std::process::Command::new(HelmTool::Helm4.path())
+        .args(args)
+        .args(["--namespace", namespace])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), namespace);
+    let selector = format!("owner=helm,name=tiny,status={status}");
+    let reached = eventually(Duration::from_secs(60), || async {
+        secrets
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .is_ok_and(|list| !list.items.is_empty())
+    })
+    .await;
+    helm.kill().unwrap();
+    helm.wait().unwrap();
+    assert!(reached, "helm never recorded a {status} release");
+}
+
 /// Finding M9: an uninstall interrupted while its pre-delete hook runs leaves the release
 /// `uninstalling`. It is finished by uninstalling and then installed again, not rolled back
 /// (helm has no revision before the first to roll back to).
@@ -415,24 +458,14 @@ async fn a_release_left_uninstalling_is_finished_then_installed() {
     assert_all_done(&cp.reconciled_by(&engine).await.unwrap());
 
     // helm uninstall waits for the pre-delete hook, whose pod fits no node yet.
-    let mut interrupted = std::process::Command::new(HelmTool::Helm4.path())
-        .args(["uninstall", "tiny", "--namespace", &cp.namespace])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &cp.namespace);
-    let uninstalling = eventually(Duration::from_secs(60), || async {
-        let selector = "owner=helm,name=tiny,status=uninstalling";
-        secrets
-            .list(&ListParams::default().labels(selector))
-            .await
-            .is_ok_and(|list| !list.items.is_empty())
-    })
+    interrupt_helm(
+        &cluster,
+        &cp.namespace,
+        &["uninstall".into(), "tiny".into()],
+        "uninstalling",
+    )
     .await;
-    interrupted.kill().unwrap();
-    interrupted.wait().unwrap();
-    assert!(uninstalling, "helm never recorded an uninstalling release");
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &cp.namespace);
 
     // The hook can run now; the next reconcile waits out the record's age, then finishes the
     // uninstall (hook included) and installs again.
@@ -455,20 +488,7 @@ async fn a_release_left_uninstalling_is_finished_then_installed() {
         )
         .await
         .unwrap();
-    let report = report.unwrap();
-    assert_all_done(&report);
-    assert_eq!(
-        action_of(&report, "tiny"),
-        (
-            Operation::Recover,
-            "release stuck in uninstalling".to_owned()
-        )
-    );
-    let deployed = secrets
-        .list(&ListParams::default().labels("owner=helm,name=tiny,status=deployed"))
-        .await
-        .unwrap();
-    assert_eq!(deployed.items.len(), 1, "installed again: {deployed:?}");
+    assert_recovered(&report.unwrap(), &secrets, "uninstalling").await;
     cp.delete(&cluster).await;
 }
 
@@ -551,26 +571,15 @@ async fn a_release_left_pending_install_is_recovered() {
         .unwrap();
 
     // The hook Job never completes (its pod fits no node), so helm waits in pending-install.
-    let mut interrupted = std::process::Command::new(HelmTool::Helm4.path())
-        .args(["install", "tiny"])
-        .arg(crate::support::fixture_chart("tiny"))
-        .args(["--namespace", &cp.namespace, "--set", "hook=hangs"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let install = [
+        "install".into(),
+        "tiny".into(),
+        crate::support::fixture_chart("tiny").into(),
+        "--set".into(),
+        "hook=hangs".into(),
+    ];
+    interrupt_helm(&cluster, &cp.namespace, &install, "pending-install").await;
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &cp.namespace);
-    let pending = eventually(Duration::from_secs(60), || async {
-        let selector = "owner=helm,name=tiny,status=pending-install";
-        secrets
-            .list(&ListParams::default().labels(selector))
-            .await
-            .is_ok_and(|list| !list.items.is_empty())
-    })
-    .await;
-    interrupted.kill().unwrap();
-    interrupted.wait().unwrap();
-    assert!(pending, "helm never recorded a pending-install release");
 
     // helm made that release outside smm: it belongs to nobody, and is refused, naming it.
     let engine = engine(&cluster, &helm, tiny_catalog(&TINY));
@@ -598,19 +607,7 @@ async fn a_release_left_pending_install_is_recovered() {
         },
     );
     let report = cp.reconciled_by(&adopting).await.unwrap();
-    assert_all_done(&report);
-    assert_eq!(
-        action_of(&report, "tiny"),
-        (
-            Operation::Recover,
-            "release stuck in pending-install".to_owned()
-        )
-    );
-    let deployed = secrets
-        .list(&ListParams::default().labels("owner=helm,name=tiny,status=deployed"))
-        .await
-        .unwrap();
-    assert_eq!(deployed.items.len(), 1);
+    assert_recovered(&report, &secrets, "pending-install").await;
     cp.delete(&cluster).await;
 }
 
