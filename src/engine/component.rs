@@ -12,7 +12,7 @@ use super::report::{ComponentReport, Outcome};
 use super::status::StatusWriter;
 use super::{Engine, EngineError, Observed, WaitPolicy};
 use crate::api::{ComponentPhase, ComponentStatus, ControlPlaneSpec};
-use crate::cluster::inventory::{Inventory, Kind};
+use crate::cluster::inventory::Inventory;
 use crate::cluster::objects::{self, NativeError};
 use crate::desired::resolve::DesiredComponent;
 use crate::helm::chart::ChartError;
@@ -77,12 +77,14 @@ impl Engine {
             .map_err(EngineError::Record)?;
         let mut missing = Vec::new();
         for object in &record.objects {
-            let kind = Kind::new(&object.api_version, &object.kind);
             let namespace = object
                 .namespace
                 .as_deref()
                 .unwrap_or(&wanted.release.namespace);
-            if inventory.find(&kind, namespace, &object.name)?.is_none() {
+            if inventory
+                .find(&object.kind(), namespace, &object.name)?
+                .is_none()
+            {
                 missing.push(object.describe());
             }
         }

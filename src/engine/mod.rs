@@ -28,10 +28,10 @@ use decide::Operation;
 use report::{PlannedComponent, Progress, ReconcileReport};
 
 use crate::api::{ControlPlane, ControlPlaneSpec, ControlPlaneStatus};
-use crate::cluster::inventory::{Inventory, InventoryError, Kind};
+use crate::cluster::inventory::{Inventory, InventoryError};
 use crate::desired::resolve::{DesiredComponent, SpecError, resolve};
 use crate::helm::Helm;
-use crate::helm::release::{self, ObservedReleases};
+use crate::helm::release::{self, ManifestObject, ObservedReleases};
 use crate::mesh::catalog::Catalog;
 use crate::values::diff;
 
@@ -300,12 +300,7 @@ impl Engine {
             if let Some(Ok(record)) =
                 release::lookup(&releases, &wanted.release).map(|release| &release.record)
             {
-                kinds.extend(
-                    record
-                        .objects
-                        .iter()
-                        .map(|object| Kind::new(&object.api_version, &object.kind)),
-                );
+                kinds.extend(record.objects.iter().map(ManifestObject::kind));
             }
         }
         let inventory = Inventory::take(&self.client, kinds).await;

@@ -9,6 +9,7 @@ use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 use serde::Deserialize;
 
+use crate::cluster::inventory::Kind;
 use crate::cluster::workloads::{WorkloadKind, WorkloadRef};
 
 /// A helm release: its name and the namespace its records live in.
@@ -126,6 +127,11 @@ pub struct ManifestObject {
 }
 
 impl ManifestObject {
+    /// Its API kind, as the inventory lists kinds.
+    pub fn kind(&self) -> Kind {
+        Kind::new(&self.api_version, &self.kind)
+    }
+
     /// `Kind/name`, for messages.
     pub fn describe(&self) -> String {
         format!("{}/{}", self.kind, self.name)

@@ -209,10 +209,12 @@ fn controller(
                     .annotations()
                     .get(RELEASE_ANNOTATION)
                     .is_some_and(|release| releases.contains(release.as_str()));
+                if !ours {
+                    return Vec::new();
+                }
                 store
                     .state()
                     .iter()
-                    .filter(|_| ours)
                     .map(|cp| ObjectRef::from_obj(cp.as_ref()))
                     .collect::<Vec<_>>()
             },
