@@ -370,6 +370,68 @@ start_apiserver() {
 	wait_for kube-apiserver 60 "/readyz" api_get /readyz
 }
 
+# Starts kube-controller-manager, kube-scheduler and kwok against the running apiserver and waits
+# until each is healthy; `up` and `restart-apiserver` share it.
+start_controllers() {
+	local pki="$dir/pki"
+	# --use-service-account-credentials=true: each controller then runs as its own kube-system
+	# ServiceAccount, which the bootstrap RBAC policy grants what that controller needs. With
+	# false every controller runs as system:kube-controller-manager, whose role covers only the
+	# manager itself: namespace deletion, the root-CA ConfigMap publisher and ClusterRole
+	# aggregation are then all forbidden and a deleted namespace hangs in Terminating.
+	# The raised client QPS: at start-up every controller fetches discovery and a token for its
+	# ServiceAccount, and the default limit (20/s) throttles that into ~5s before the namespaces
+	# get their `default` ServiceAccount; a lone local apiserver takes the burst easily.
+	start kube-controller-manager \
+		--kubeconfig="$dir/controller-manager.kubeconfig" \
+		--leader-elect=false \
+		--bind-address=127.0.0.1 \
+		--secure-port="$kcm_port" \
+		--root-ca-file="$pki/ca.crt" \
+		--service-account-private-key-file="$pki/sa.key" \
+		--use-service-account-credentials=true \
+		--cluster-signing-cert-file="$pki/ca.crt" \
+		--cluster-signing-key-file="$pki/ca.key" \
+		--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics \
+		--controllers='*' \
+		--kube-api-qps=200 \
+		--kube-api-burst=400
+	wait_for kube-controller-manager 30 "/healthz" \
+		curl -fsSk --max-time 2 "https://127.0.0.1:$kcm_port/healthz"
+	# The ServiceAccount admission plugin rejects pods in a namespace until the controller-manager
+	# has created its `default` ServiceAccount; wait for it so a test can create pods right away.
+	wait_for kube-controller-manager 30 "default ServiceAccount" \
+		api_get /api/v1/namespaces/default/serviceaccounts/default
+
+	# Leader election only matters with replicas; the same always-allowed health paths as the
+	# controller-manager, so /healthz answers without delegated authentication.
+	start kube-scheduler \
+		--kubeconfig="$dir/scheduler.kubeconfig" \
+		--leader-elect=false \
+		--bind-address=127.0.0.1 \
+		--secure-port="$sched_port" \
+		--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics
+	wait_for kube-scheduler 30 "/healthz" \
+		curl -fsSk --max-time 2 "https://127.0.0.1:$sched_port/healthz"
+
+	# KWOK_WORKDIR: kwok also loads ~/.kwok/kwok.yaml if it exists; a work directory inside the
+	# state directory keeps a user's own kwok setup out of this plane. --cidr serves only a node
+	# without a podCIDR (one a test adds); it must not be kwok's default, the service range.
+	# --node-lease-duration-seconds: the kwok command's default is 0, no Leases at all; then
+	# nothing would renew a heartbeat and the node lifecycle controller would mark every node
+	# NotReady after its grace period and later evict the pods. With 40 (a kubelet's default)
+	# kwok renews each node's Lease every 10s, as a kubelet does.
+	KWOK_WORKDIR="$dir/kwok" start kwok \
+		--kubeconfig="$dir/kwok.kubeconfig" \
+		--config="$here/cluster/kwok/stages.yaml" \
+		--manage-all-nodes=false \
+		--manage-nodes-with-label-selector=type=kwok \
+		--cidr=10.244.0.0/24 \
+		--node-lease-duration-seconds=40 \
+		--server-address="127.0.0.1:$kwok_port"
+	wait_for kwok 30 "/healthz" curl -fsS --max-time 2 "http://127.0.0.1:$kwok_port/healthz"
+}
+
 cmd_up() {
 	local started=$SECONDS
 	bin_dir="$("$here/cluster/build.sh")"
@@ -437,7 +499,6 @@ EOF
 	write_kubeconfig "$dir/controller-manager.kubeconfig" controller-manager
 	write_kubeconfig "$dir/scheduler.kubeconfig" scheduler
 	write_kubeconfig "$dir/kwok.kubeconfig" kwok
-	local pki="$dir/pki"
 
 	# fsync buys nothing for a throwaway cluster and costs seconds on slow disks; the quota keeps
 	# a runaway test from filling the disk (etcd's default is 2 GiB).
@@ -456,62 +517,7 @@ EOF
 
 	start_apiserver
 
-	# --use-service-account-credentials=true: each controller then runs as its own kube-system
-	# ServiceAccount, which the bootstrap RBAC policy grants what that controller needs. With
-	# false every controller runs as system:kube-controller-manager, whose role covers only the
-	# manager itself: namespace deletion, the root-CA ConfigMap publisher and ClusterRole
-	# aggregation are then all forbidden and a deleted namespace hangs in Terminating.
-	# The raised client QPS: at start-up every controller fetches discovery and a token for its
-	# ServiceAccount, and the default limit (20/s) throttles that into ~5s before the namespaces
-	# get their `default` ServiceAccount; a lone local apiserver takes the burst easily.
-	start kube-controller-manager \
-		--kubeconfig="$dir/controller-manager.kubeconfig" \
-		--leader-elect=false \
-		--bind-address=127.0.0.1 \
-		--secure-port="$kcm_port" \
-		--root-ca-file="$pki/ca.crt" \
-		--service-account-private-key-file="$pki/sa.key" \
-		--use-service-account-credentials=true \
-		--cluster-signing-cert-file="$pki/ca.crt" \
-		--cluster-signing-key-file="$pki/ca.key" \
-		--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics \
-		--controllers='*' \
-		--kube-api-qps=200 \
-		--kube-api-burst=400
-	wait_for kube-controller-manager 30 "/healthz" \
-		curl -fsSk --max-time 2 "https://127.0.0.1:$kcm_port/healthz"
-	# The ServiceAccount admission plugin rejects pods in a namespace until the controller-manager
-	# has created its `default` ServiceAccount; wait for it so a test can create pods right away.
-	wait_for kube-controller-manager 30 "default ServiceAccount" \
-		api_get /api/v1/namespaces/default/serviceaccounts/default
-
-	# Leader election only matters with replicas; the same always-allowed health paths as the
-	# controller-manager, so /healthz answers without delegated authentication.
-	start kube-scheduler \
-		--kubeconfig="$dir/scheduler.kubeconfig" \
-		--leader-elect=false \
-		--bind-address=127.0.0.1 \
-		--secure-port="$sched_port" \
-		--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics
-	wait_for kube-scheduler 30 "/healthz" \
-		curl -fsSk --max-time 2 "https://127.0.0.1:$sched_port/healthz"
-
-	# KWOK_WORKDIR: kwok also loads ~/.kwok/kwok.yaml if it exists; a work directory inside the
-	# state directory keeps a user's own kwok setup out of this plane. --cidr serves only a node
-	# without a podCIDR (one a test adds); it must not be kwok's default, the service range.
-	# --node-lease-duration-seconds: the kwok command's default is 0, no Leases at all; then
-	# nothing would renew a heartbeat and the node lifecycle controller would mark every node
-	# NotReady after its grace period and later evict the pods. With 40 (a kubelet's default)
-	# kwok renews each node's Lease every 10s, as a kubelet does.
-	KWOK_WORKDIR="$dir/kwok" start kwok \
-		--kubeconfig="$dir/kwok.kubeconfig" \
-		--config="$here/cluster/kwok/stages.yaml" \
-		--manage-all-nodes=false \
-		--manage-nodes-with-label-selector=type=kwok \
-		--cidr=10.244.0.0/24 \
-		--node-lease-duration-seconds=40 \
-		--server-address="127.0.0.1:$kwok_port"
-	wait_for kwok 30 "/healthz" curl -fsS --max-time 2 "http://127.0.0.1:$kwok_port/healthz"
+	start_controllers
 	create_fake_nodes
 	wait_for kwok 30 "$fake_nodes Ready nodes" all_nodes_ready
 
@@ -522,6 +528,14 @@ EOF
 
 # Stops the apiserver at once (as a crash would, without its graceful drain), waits, starts it
 # again: for tests of how clients survive an outage of a known length.
+#
+# The controllers are restarted with it, as they would be in a real control plane: there they run
+# with leader election, an outage longer than its renew deadline (10s by default) makes them exit,
+# and the kubelet starts them again. Here they run without leader election and would stay up,
+# waiting out client-go's watch backoff instead (up to a minute with jitter; a restarted apiserver
+# also answers 403 until its RBAC cache is filled, which counts as one more failure), so a
+# Deployment created just after the outage would get its pods only a minute later. That is the
+# plane's recovery, not what a test of smm measures.
 cmd_restart_apiserver() { # [seconds-down]
 	local down="${1:-10}"
 	lock
@@ -529,10 +543,16 @@ cmd_restart_apiserver() { # [seconds-down]
 	# shellcheck source=/dev/null
 	source "$dir/env"
 	bin_dir="$SMM_CLUSTER_BIN_DIR" etcd_port="$ETCD_CLIENT_PORT" api_port="$APISERVER_PORT"
+	kcm_port="$CONTROLLER_MANAGER_PORT" sched_port="$SCHEDULER_PORT" kwok_port="$KWOK_PORT"
 	stop kube-apiserver now
+	stop kwok now
+	stop kube-scheduler now
+	stop kube-controller-manager now
 	log "kube-apiserver down for ${down}s"
 	sleep "$down"
 	start_apiserver
+	start_controllers
+	wait_for kwok 30 "$fake_nodes Ready nodes" all_nodes_ready
 	log "kube-apiserver back"
 }
 
