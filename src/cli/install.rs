@@ -29,7 +29,7 @@ pub struct InstallArgs {
     /// Namespace for the component's release (one component only)
     #[arg(short, long)]
     namespace: Option<String>,
-    /// A value for the component's chart, as with helm: KEY=VALUE with a dotted KEY (repeatable)
+    /// Values for the component's chart in helm's --set syntax: KEY=VALUE[,KEY=VALUE...] with dotted KEYs, a[0] indexes and {x,y} lists (repeatable)
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
     /// A YAML file of values for the component's chart (repeatable; --set wins over files)

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::api::{ComponentSpec, ControlPlaneSpec};
 use crate::mesh::catalog::Catalog;
+use crate::values::set::{self, SetError};
 use crate::values::{merge, parse_yaml_values};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -25,8 +26,8 @@ pub enum EditError {
         component: String,
         dependents: Vec<&'static str>,
     },
-    #[error("--set {0:?}: expected KEY=VALUE with a dotted KEY, e.g. resources.requests.cpu=200m")]
-    BadSet(String),
+    #[error(transparent)]
+    BadSet(#[from] SetError),
     #[error("{0}")]
     Values(String),
     #[error(
@@ -147,22 +148,9 @@ pub fn uninstall(
     Ok(named.into_iter().map(str::to_owned).collect())
 }
 
-/// Turns `--set a.b.c=value` into `{"a": {"b": {"c": value}}}`; the value is read as a YAML
-/// scalar, so `true`, `3` and `null` keep their types as with helm's `--set`.
-pub fn parse_set(assignment: &str) -> Result<Value, EditError> {
-    let bad = || EditError::BadSet(assignment.to_owned());
-    let (path, raw) = assignment.split_once('=').ok_or_else(bad)?;
-    if path.is_empty() || path.split('.').any(str::is_empty) {
-        return Err(bad());
-    }
-    let value: Value = if raw.is_empty() {
-        Value::String(String::new())
-    } else {
-        serde_yaml_ng::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()))
-    };
-    Ok(path.rsplit('.').fold(value, |inner, key| {
-        Value::Object([(key.to_owned(), inner)].into_iter().collect())
-    }))
+/// The values one `--set` argument sets, in helm's syntax (see [`crate::values::set`]).
+pub fn parse_set(assignments: &str) -> Result<Value, EditError> {
+    Ok(Value::Object(set::parse(assignments)?))
 }
 
 /// Reads a `-f values.yaml` file.
@@ -264,12 +252,13 @@ mod tests {
     }
 
     #[test]
-    fn set_keeps_yaml_scalar_types() {
+    fn set_is_read_as_helm_reads_it() {
         assert_eq!(parse_set("a.b=true").unwrap(), json!({"a": {"b": true}}));
         assert_eq!(parse_set("n=3").unwrap(), json!({"n": 3}));
         assert_eq!(parse_set("s=200m").unwrap(), json!({"s": "200m"}));
         assert_eq!(parse_set("e=").unwrap(), json!({"e": ""}));
         assert_eq!(parse_set("z=null").unwrap(), json!({"z": null}));
+        assert_eq!(parse_set("a=b,c=d").unwrap(), json!({"a": "b", "c": "d"}));
         for bad in ["novalue", "=1", "a..b=1", ".a=1"] {
             assert!(parse_set(bad).is_err(), "{bad}");
         }

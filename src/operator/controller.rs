@@ -321,14 +321,39 @@ async fn reconcile(
     control_plane: Arc<ControlPlane>,
     context: Arc<Context>,
 ) -> Result<Action, kube::runtime::finalizer::Error<OperatorError>> {
+    use kube::runtime::finalizer::Error as FinalizerError;
     let api: Api<ControlPlane> = Api::all(context.client.clone());
-    finalizer(&api, FINALIZER, control_plane, |event| async {
+    let name = control_plane.name_any();
+    let result = finalizer(&api, FINALIZER, control_plane, |event| async {
         match event {
             FinalizerEvent::Apply(cp) => context.reconcile(&cp, Goal::Apply).await,
             FinalizerEvent::Cleanup(cp) => context.reconcile(&cp, Goal::Cleanup).await,
         }
     })
-    .await
+    .await;
+    // The watch can hand over a deleted ControlPlane once more after its finalizer let it go
+    // (the cached copy still carries the finalizer): it is gone, nothing is left to clean up.
+    let gone = match &result {
+        Err(FinalizerError::CleanupFailed(OperatorError::Session(err))) => {
+            matches!(**err, SessionError::Engine(EngineError::NotFound { .. }))
+        }
+        Err(FinalizerError::RemoveFinalizer(kube::Error::Api(status))) => status.code == 404,
+        _ => false,
+    };
+    if !gone {
+        return result;
+    }
+    context
+        .progress
+        .lock()
+        .expect("progress lock")
+        .remove(&name);
+    context
+        .failures
+        .lock()
+        .expect("failures lock")
+        .remove(&name);
+    Ok(Action::await_change())
 }
 
 /// A ControlPlane whose last reconcile failed.
