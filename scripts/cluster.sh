@@ -274,6 +274,11 @@ api_get() { # path
 		--key "$dir/pki/admin.key" "https://127.0.0.1:$api_port$1"
 }
 
+api_delete() { # path
+	curl -fsS --max-time 5 --cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" \
+		--key "$dir/pki/admin.key" -X DELETE "https://127.0.0.1:$api_port$1" >/dev/null
+}
+
 api_post() { # path json-body
 	curl -fsS --max-time 5 --cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" \
 		--key "$dir/pki/admin.key" -H 'Content-Type: application/json' --data-binary "$2" \
@@ -551,6 +556,13 @@ cmd_restart_apiserver() { # [seconds-down]
 	log "kube-apiserver down for ${down}s"
 	sleep "$down"
 	start_apiserver
+	# kwok holds each node's Lease under an identity of its own per process, and manages a node's
+	# pods only once it holds its Lease: a new kwok would wait for the old one's to expire (40s),
+	# where a restarted kubelet (whose identity is its node) goes on at once.
+	local i
+	for ((i = 1; i <= fake_nodes; i++)); do
+		api_delete "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/kwok-node-$i" || true
+	done
 	start_controllers
 	wait_for kwok 30 "$fake_nodes Ready nodes" all_nodes_ready
 	log "kube-apiserver back"
