@@ -112,7 +112,7 @@ impl fmt::Display for Signal {
 enum CliOp {
     /// `smm install` of every component but the gateways on a ControlPlane with everything off.
     InstallAll,
-    /// `smm install istiod --set replicaCount=R` on an installed istiod; the next run repeats it.
+    /// `smm install istiod --set autoscaleEnabled=false,replicaCount=R` on an installed istiod; the next run repeats it.
     Upgrade { replicas: u64 },
     /// The same upgrade, but the user then goes back to the spec before it (`smm reconcile -f`).
     UpgradeReverted { replicas: u64 },
@@ -179,7 +179,9 @@ impl fmt::Display for Fault {
                         "smm install (every component but the gateways)".to_owned()
                     }
                     CliOp::Upgrade { replicas } | CliOp::UpgradeReverted { replicas } => {
-                        format!("the upgrade smm install istiod --set replicaCount={replicas}")
+                        format!(
+                            "the upgrade smm install istiod --set autoscaleEnabled=false,replicaCount={replicas}"
+                        )
                     }
                     CliOp::UninstallAll => "smm uninstall -a".to_owned(),
                 };
@@ -285,7 +287,13 @@ fn plan(seed: u64, index: usize) -> Fault {
         Signal::Term
     };
     let after_ms = rng.between(200, 4000);
-    let gate_ms = rng.percent(70).then(|| rng.between(500, 5000));
+    // Most faults hold the operation past the moment they strike (new pods wait on a quota, a
+    // deletion on a finalizer), so it is still running when hit: smm itself finishes in well
+    // under a second once the cluster is ready. A few let it finish first.
+    let outlast = |rng: &mut SplitMix64, after_ms: u64| {
+        rng.percent(85).then(|| after_ms + rng.between(500, 3000))
+    };
+    let gate_ms = outlast(&mut rng, after_ms);
     let replicas = rng.between(2, 3);
     let hold = rng.next() % 64;
     let cli = |op| Fault::Cli {
@@ -300,18 +308,24 @@ fn plan(seed: u64, index: usize) -> Fault {
         1 => cli(CliOp::Upgrade { replicas }),
         2 => cli(CliOp::UpgradeReverted { replicas }),
         3 => cli(CliOp::UninstallAll),
-        4 => Fault::Operator {
-            signal,
-            after_ms: rng.between(500, 5000),
-            gate_ms,
-            // Alternating between blocks, so that 18 faults see both.
-            same_identity: (block + (seed & 1)).is_multiple_of(2),
-        },
-        5 => Fault::ApiServerRestart {
-            after_ms: rng.between(200, 3000),
-            outage_s: rng.between(3, 6),
-            gate_ms,
-        },
+        4 => {
+            let after_ms = rng.between(500, 5000);
+            Fault::Operator {
+                signal,
+                after_ms,
+                gate_ms: outlast(&mut rng, after_ms),
+                // Alternating between blocks, so that 18 faults see both.
+                same_identity: (block + (seed & 1)).is_multiple_of(2),
+            }
+        }
+        5 => {
+            let after_ms = rng.between(200, 3000);
+            Fault::ApiServerRestart {
+                after_ms,
+                outage_s: rng.between(3, 6),
+                gate_ms: outlast(&mut rng, after_ms),
+            }
+        }
         6 => {
             let pairs = [
                 ("grafana", "tracing"),
@@ -1120,7 +1134,12 @@ async fn cli_fault(
                 s.quota().await;
             }
             let mut args = strings(&["install", "istiod"]);
-            args.extend(strings(&["--set", &format!("replicaCount={replicas}")]));
+            // Istio's chart leaves the replica count to its autoscaler unless told otherwise:
+            // without this the upgrade makes no new pod, and the quota holds nothing.
+            args.extend(strings(&[
+                "--set",
+                &format!("autoscaleEnabled=false,replicaCount={replicas}"),
+            ]));
             (
                 args,
                 Box::new(move |before: &Value| {
@@ -1129,6 +1148,7 @@ async fn cli_fault(
                     if !values.is_object() {
                         *values = json!({});
                     }
+                    values["autoscaleEnabled"] = json!(false);
                     values["replicaCount"] = json!(replicas);
                     spec
                 }),
