@@ -15,8 +15,9 @@
 //! Seeded and repeatable: `SMM_FAULT_SEED` (default below; decimal or 0x-hex), `SMM_FAULTS` (how
 //! many, default 20) and `SMM_FAULT_ONLY=3,7` (run only those numbers of the seed's sequence).
 //! Fault `i` of a seed is the same whatever `SMM_FAULTS` is. Logs of every process go to
-//! `target/tmp/faults/`. A binary of its own with `test = false`: `scripts/test.sh` runs it after
-//! the rest of the suite with `cargo test --test faults -- --nocapture`.
+//! `target/tmp/faults/` (`SMM_FAULT_RUST_LOG=info` gives the commands that `RUST_LOG`). A binary
+//! of its own with `test = false`: `scripts/test.sh` runs it after the rest of the suite with
+//! `cargo test --test faults -- --nocapture`.
 
 mod support;
 
@@ -470,6 +471,10 @@ impl Ctx {
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("a log file"))
             .stderr(file);
+        // Verbose logs of the commands, to look into one fault.
+        if let Ok(filter) = std::env::var("SMM_FAULT_RUST_LOG") {
+            command.env("RUST_LOG", filter);
+        }
         command
     }
 }

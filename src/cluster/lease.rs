@@ -98,6 +98,7 @@ pub struct LeaseLock {
     lost: tokio::sync::watch::Receiver<bool>,
     /// The resourceVersion of our last write of the lease.
     written: Arc<Mutex<String>>,
+    found_free: bool,
 }
 
 impl LeaseLock {
@@ -123,24 +124,25 @@ impl LeaseLock {
         let mut seen: Option<Seen> = None;
         // Most of the time nobody holds the lease: creating it straight away saves a read.
         let mut first = true;
-        let written = loop {
-            let taken = if std::mem::take(&mut first) {
-                create(&api, &name, holder).await
+        let (written, found_free) = loop {
+            // Whether the lease was absent (given back, or never taken) rather than taken over.
+            let (taken, free) = if std::mem::take(&mut first) {
+                (create(&api, &name, holder).await, true)
             } else {
                 match within_deadline(api.get_opt(&name)).await {
-                    Err(err) => Err(TakeError::Api(err)),
-                    Ok(None) => create(&api, &name, holder).await,
+                    Err(err) => (Err(TakeError::Api(err)), false),
+                    Ok(None) => (create(&api, &name, holder).await, true),
                     Ok(Some(lease)) => {
                         let now = tokio::time::Instant::now();
                         match busy_holder(&lease, holder, &mut seen, now) {
-                            Some(other) => Err(TakeError::HeldBy(other)),
-                            None => take_over(&api, lease, holder).await,
+                            Some(other) => (Err(TakeError::HeldBy(other)), false),
+                            None => (take_over(&api, lease, holder).await, false),
                         }
                     }
                 }
             };
             match taken {
-                Ok(Some(version)) => break version,
+                Ok(Some(version)) => break (version, free),
                 // Lost a race with another taker (or the lease exists): look again at once.
                 Ok(None) => continue,
                 // Waiting for as long as it takes (a standby replica) outlasts an API server
@@ -182,7 +184,15 @@ impl LeaseLock {
             renewer,
             lost,
             written,
+            found_free,
         })
+    }
+
+    /// Whether the lease did not exist when it was taken: its earlier holder, if any, gave it
+    /// back, and a holder gives it back only once its helm has stopped. A lease taken over
+    /// after it expired says nothing of the kind: its holder's helm may still be stopping.
+    pub fn found_free(&self) -> bool {
+        self.found_free
     }
 
     /// Resolves when the lease is lost: another holder took it, or renewal kept failing until

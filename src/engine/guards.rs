@@ -44,15 +44,19 @@ impl Engine {
     }
 
     /// A pending release is recovered only once no earlier helm can still be writing it. We
-    /// hold the ControlPlane's lease, so its earlier holder lost it; a holder that loses its
-    /// lease stops its helm (SIGTERM, SIGKILL after [`STOP_GRACE`]), and helm dies with a
-    /// holder that dies. So a record older than that grace (and a little more) is abandoned;
-    /// a younger one is left alone a moment longer.
+    /// hold the ControlPlane's lease. When its earlier holder gave it back, that holder's helm
+    /// had stopped first. When we took it over after it expired, its holder lost it; a holder
+    /// that loses its lease stops its helm (SIGTERM, SIGKILL after [`STOP_GRACE`]), and helm
+    /// dies with a holder that dies. So a record older than that grace (and a little more) is
+    /// abandoned; a younger one is left alone a moment longer.
     pub(super) fn too_fresh_to_recover(
         &self,
         wanted: &DesiredComponent<'_>,
         release: &ObservedRelease,
     ) -> Result<Option<String>, EngineError> {
+        if self.earlier_holder_done {
+            return Ok(None);
+        }
         let quiet = STOP_GRACE + Duration::from_secs(5);
         let record = release
             .record(&wanted.release)

@@ -156,6 +156,9 @@ pub struct Engine {
     /// Cancelled when the run should stop at the next component boundary, letting a running
     /// helm finish (the operator shutting down).
     stop: CancellationToken,
+    /// Whoever ran before this run gave the lease back, after its helm had stopped (see
+    /// [`Engine::with_earlier_holder_done`]).
+    earlier_holder_done: bool,
 }
 
 impl Engine {
@@ -173,7 +176,17 @@ impl Engine {
             progress: None,
             cancel: CancellationToken::new(),
             stop: CancellationToken::new(),
+            earlier_holder_done: false,
         }
+    }
+
+    /// Says whether the lease this run holds was given back by its earlier holder (rather than
+    /// taken over once it expired). A holder gives it back only after its helm stopped, so a
+    /// release it left pending has no writer left and is recovered at once; otherwise the
+    /// engine waits until the record is older than a stopping helm can live.
+    pub fn with_earlier_holder_done(mut self, done: bool) -> Self {
+        self.earlier_holder_done = done;
+        self
     }
 
     /// Stops runs at once when `cancel` is cancelled: helm is stopped (see

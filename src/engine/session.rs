@@ -154,7 +154,11 @@ impl Session {
             reconcile_lock(&self.client, name, &self.holder, self.lease_wait, on_wait).await?;
         // Losing the lease stops this run at once: another holder may already be at work.
         let cancel = self.cancel.child_token();
-        let engine = self.engine.clone().with_cancel(cancel.clone());
+        let engine = self
+            .engine
+            .clone()
+            .with_cancel(cancel.clone())
+            .with_earlier_holder_done(lock.found_free());
         let run = self.run_locked(&engine, name, request);
         tokio::pin!(run);
         let result = tokio::select! {

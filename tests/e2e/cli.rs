@@ -343,7 +343,7 @@ fn kubectl_server_dry_run(yaml: &str) {
 }
 
 /// Two runs never reconcile at once: a held lease makes smm wait, then give up clearly; a
-/// crashed holder's lease expires and is taken over.
+/// crashed holder's lease expires and is taken over; a lease given back is found free.
 #[tokio::test]
 async fn a_held_reconcile_lease_blocks_a_second_run() {
     let cluster = TestCluster::connect().await;
@@ -351,6 +351,7 @@ async fn a_held_reconcile_lease_blocks_a_second_run() {
     let held = reconcile_lock(&cluster.client, &cp, "e2e-holder", Duration::ZERO, |_| {})
         .await
         .unwrap();
+    assert!(held.found_free(), "no one held it before");
     let blocked = smm(&[
         "install",
         "istiod",
@@ -400,7 +401,15 @@ async fn a_held_reconcile_lease_blocks_a_second_run() {
     .await
     .expect("an abandoned lease is taken over after its duration");
     assert!(started.elapsed() >= Duration::from_secs(3));
+    // Its holder may still be stopping its helm: a release it left pending must wait.
+    assert!(!taken.found_free());
     taken.release().await;
+    // Given back, it is free again.
+    let given_back = reconcile_lock(&cluster.client, &cp, "e2e-last", Duration::ZERO, |_| {})
+        .await
+        .unwrap();
+    assert!(given_back.found_free());
+    given_back.release().await;
     let _ = Api::<ControlPlane>::all(cluster.client.clone())
         .delete(&cp, &DeleteParams::default())
         .await;
