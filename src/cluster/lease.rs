@@ -81,12 +81,32 @@ pub fn lease_name(control_plane: &str) -> String {
 pub async fn reconcile_lock(
     client: &Client,
     control_plane: &str,
-    holder: &str,
+    holder: &Holder<'_>,
     wait: Duration,
     on_wait: impl FnOnce(&str),
 ) -> Result<LeaseLock, LockError> {
     let name = lease_name(control_plane);
     LeaseLock::acquire(client, LEASE_NAMESPACE, &name, holder, Some(wait), on_wait).await
+}
+
+/// Who takes a lease.
+#[derive(Clone, Copy, Debug)]
+pub struct Holder<'a> {
+    /// The identity written into the lease.
+    pub identity: &'a str,
+    /// A holder known to be gone, whose leases are taken at once rather than after they
+    /// expire: the operator leader this one took over from once its lease expired. That
+    /// leader stopped its reconciles when it could no longer renew, as it stopped leading.
+    pub successor_of: Option<&'a str>,
+}
+
+impl<'a> Holder<'a> {
+    pub fn new(identity: &'a str) -> Self {
+        Self {
+            identity,
+            successor_of: None,
+        }
+    }
 }
 
 /// A held lease; `release` gives it up (dropping it stops renewal and lets it expire).
@@ -99,6 +119,7 @@ pub struct LeaseLock {
     /// The resourceVersion of our last write of the lease.
     written: Arc<Mutex<String>>,
     found_free: bool,
+    taken_from: Option<String>,
 }
 
 impl LeaseLock {
@@ -108,10 +129,11 @@ impl LeaseLock {
         client: &Client,
         namespace: &str,
         name: &str,
-        holder: &str,
+        claimant: &Holder<'_>,
         wait: Option<Duration>,
         on_wait: impl FnOnce(&str),
     ) -> Result<Self, LockError> {
+        let holder = claimant.identity;
         let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
         let name = name.to_owned();
         let api_error = |source| LockError::Api {
@@ -124,6 +146,7 @@ impl LeaseLock {
         let mut seen: Option<Seen> = None;
         // Most of the time nobody holds the lease: creating it straight away saves a read.
         let mut first = true;
+        let mut taken_from = None;
         let (written, found_free) = loop {
             // Whether the lease was absent (given back, or never taken) rather than taken over.
             let (taken, free) = if std::mem::take(&mut first) {
@@ -134,9 +157,14 @@ impl LeaseLock {
                     Ok(None) => (create(&api, &name, holder).await, true),
                     Ok(Some(lease)) => {
                         let now = tokio::time::Instant::now();
-                        match busy_holder(&lease, holder, &mut seen, now) {
+                        match busy_holder(&lease, claimant, &mut seen, now) {
                             Some(other) => (Err(TakeError::HeldBy(other)), false),
-                            None => (take_over(&api, lease, holder).await, false),
+                            None => {
+                                taken_from = lease.spec.as_ref().and_then(|s| {
+                                    s.holder_identity.clone().filter(|h| h != holder)
+                                });
+                                (take_over(&api, lease, holder).await, false)
+                            }
                         }
                     }
                 }
@@ -185,7 +213,13 @@ impl LeaseLock {
             lost,
             written,
             found_free,
+            taken_from: taken_from.filter(|_| !found_free),
         })
+    }
+
+    /// The other holder whose lease was taken over once it expired.
+    pub fn taken_from(&self) -> Option<&str> {
+        self.taken_from.as_deref()
     }
 
     /// Whether the lease did not exist when it was taken: its earlier holder, if any, gave it
@@ -270,13 +304,13 @@ struct Seen {
 /// let a lease be taken from a live holder, or keep a dead holder's lease valid).
 fn busy_holder(
     lease: &Lease,
-    us: &str,
+    us: &Holder<'_>,
     seen: &mut Option<Seen>,
     now: tokio::time::Instant,
 ) -> Option<String> {
     let spec = lease.spec.as_ref()?;
     let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty())?;
-    if holder == us {
+    if holder == us.identity || Some(holder) == us.successor_of {
         return None;
     }
     let unchanged = seen.as_ref().is_some_and(|s| {
@@ -434,42 +468,62 @@ mod tests {
         let start = tokio::time::Instant::now();
         let at = |seconds| start + Duration::from_secs(seconds);
         let mut seen = None;
+        let me = Holder::new("me");
         // A renew time far in the past (a holder whose clock is behind) is still fresh: it was
         // only just seen.
         let held = lease("other", 1_000, "1");
         assert_eq!(
-            busy_holder(&held, "me", &mut seen, at(0)),
+            busy_holder(&held, &me, &mut seen, at(0)),
             Some("other".to_owned())
         );
         assert_eq!(
-            busy_holder(&held, "me", &mut seen, at(14)),
+            busy_holder(&held, &me, &mut seen, at(14)),
             Some("other".to_owned())
         );
         // Renewed: the clock starts again.
         let renewed = lease("other", 1_002, "2");
         assert_eq!(
-            busy_holder(&renewed, "me", &mut seen, at(14)),
+            busy_holder(&renewed, &me, &mut seen, at(14)),
             Some("other".to_owned())
         );
         assert_eq!(
-            busy_holder(&renewed, "me", &mut seen, at(28)),
+            busy_holder(&renewed, &me, &mut seen, at(28)),
             Some("other".to_owned())
         );
         assert_eq!(
-            busy_holder(&renewed, "me", &mut seen, at(30)),
+            busy_holder(&renewed, &me, &mut seen, at(30)),
             None,
             "expired"
         );
         assert_eq!(
-            busy_holder(&renewed, "other", &mut None, at(0)),
+            busy_holder(&renewed, &Holder::new("other"), &mut None, at(0)),
             None,
             "our own"
         );
         assert_eq!(
-            busy_holder(&lease("", 1_000, "3"), "me", &mut None, at(0)),
+            busy_holder(&lease("", 1_000, "3"), &me, &mut None, at(0)),
             None,
             "released"
         );
-        assert_eq!(busy_holder(&Lease::default(), "me", &mut None, at(0)), None);
+        assert_eq!(busy_holder(&Lease::default(), &me, &mut None, at(0)), None);
+    }
+
+    /// The operator leader that took over from an expired leader takes that leader's reconcile
+    /// leases at once, however freshly they were renewed; anyone else's it waits for.
+    #[test]
+    fn a_successor_takes_its_former_leaders_leases_at_once() {
+        let now = tokio::time::Instant::now();
+        let successor = Holder {
+            identity: "new",
+            successor_of: Some("old"),
+        };
+        assert_eq!(
+            busy_holder(&lease("old", 1_000, "1"), &successor, &mut None, now),
+            None
+        );
+        assert_eq!(
+            busy_holder(&lease("cli", 1_000, "1"), &successor, &mut None, now),
+            Some("cli".to_owned())
+        );
     }
 }

@@ -14,7 +14,7 @@ use super::report::{Progress, ReconcileReport};
 use super::{Engine, EngineError, EngineSettings, Scope, WaitPolicy};
 use crate::api::ControlPlaneSpec;
 use crate::cluster::control_plane::{self, Listed, StoreError};
-use crate::cluster::lease::{LockError, reconcile_lock};
+use crate::cluster::lease::{Holder, LockError, reconcile_lock};
 use crate::desired::edit::{self, EditError};
 use crate::desired::resolve::{SpecError, refuse_shared_releases, resolve};
 use crate::helm::Helm;
@@ -71,6 +71,9 @@ pub struct Session {
     client: Client,
     catalog: Arc<Catalog>,
     holder: String,
+    /// A former holder known to be gone, whose leases are taken at once (see
+    /// [`Holder::successor_of`]).
+    successor_of: Option<String>,
     lease_wait: Duration,
     /// Cancelled to stop every run at once (the CLI interrupted); each run also stops at once
     /// when it loses its lease.
@@ -98,9 +101,17 @@ impl Session {
             client,
             catalog,
             holder,
+            successor_of: None,
             lease_wait,
             cancel: CancellationToken::new(),
         }
+    }
+
+    /// Runs take the leases `former` holds at once: it is known to be gone (the operator leader
+    /// this one took over from once its lease expired).
+    pub fn with_successor_of(mut self, former: Option<String>) -> Self {
+        self.successor_of = former;
+        self
     }
 
     /// Runs stop at once, helm included, when `cancel` is cancelled.
@@ -150,8 +161,12 @@ impl Session {
         if let Request::Replace(spec) = request {
             self.check(name, spec)?;
         }
+        let holder = Holder {
+            identity: &self.holder,
+            successor_of: self.successor_of.as_deref(),
+        };
         let mut lock =
-            reconcile_lock(&self.client, name, &self.holder, self.lease_wait, on_wait).await?;
+            reconcile_lock(&self.client, name, &holder, self.lease_wait, on_wait).await?;
         // Losing the lease stops this run at once: another holder may already be at work.
         let cancel = self.cancel.child_token();
         let engine = self

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use smm::api::ControlPlane;
-use smm::cluster::lease::reconcile_lock;
+use smm::cluster::lease::{Holder, reconcile_lock};
 use smm::mesh::catalog::Catalog;
 
 use crate::support::{
@@ -348,9 +348,15 @@ fn kubectl_server_dry_run(yaml: &str) {
 async fn a_held_reconcile_lease_blocks_a_second_run() {
     let cluster = TestCluster::connect().await;
     let (cp, _namespace) = fresh_control_plane(&cluster).await;
-    let held = reconcile_lock(&cluster.client, &cp, "e2e-holder", Duration::ZERO, |_| {})
-        .await
-        .unwrap();
+    let held = reconcile_lock(
+        &cluster.client,
+        &cp,
+        &Holder::new("e2e-holder"),
+        Duration::ZERO,
+        |_| {},
+    )
+    .await
+    .unwrap();
     assert!(held.found_free(), "no one held it before");
     let blocked = smm(&[
         "install",
@@ -385,7 +391,14 @@ async fn a_held_reconcile_lease_blocks_a_second_run() {
         )
         .await
         .unwrap();
-    let busy = reconcile_lock(&cluster.client, &cp, "e2e-next", Duration::ZERO, |_| {}).await;
+    let busy = reconcile_lock(
+        &cluster.client,
+        &cp,
+        &Holder::new("e2e-next"),
+        Duration::ZERO,
+        |_| {},
+    )
+    .await;
     assert!(
         busy.is_err(),
         "not before it stayed unchanged for its duration"
@@ -394,7 +407,7 @@ async fn a_held_reconcile_lease_blocks_a_second_run() {
     let taken = reconcile_lock(
         &cluster.client,
         &cp,
-        "e2e-next",
+        &Holder::new("e2e-next"),
         Duration::from_secs(20),
         |_| {},
     )
@@ -403,12 +416,20 @@ async fn a_held_reconcile_lease_blocks_a_second_run() {
     assert!(started.elapsed() >= Duration::from_secs(3));
     // Its holder may still be stopping its helm: a release it left pending must wait.
     assert!(!taken.found_free());
+    assert_eq!(taken.taken_from(), Some("crashed"));
     taken.release().await;
     // Given back, it is free again.
-    let given_back = reconcile_lock(&cluster.client, &cp, "e2e-last", Duration::ZERO, |_| {})
-        .await
-        .unwrap();
+    let given_back = reconcile_lock(
+        &cluster.client,
+        &cp,
+        &Holder::new("e2e-last"),
+        Duration::ZERO,
+        |_| {},
+    )
+    .await
+    .unwrap();
     assert!(given_back.found_free());
+    assert_eq!(given_back.taken_from(), None);
     given_back.release().await;
     let _ = Api::<ControlPlane>::all(cluster.client.clone())
         .delete(&cp, &DeleteParams::default())
