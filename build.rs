@@ -6,12 +6,19 @@
 //!
 //! A missing or stale fetch stops the build with one line naming the script: the charts are a
 //! dependency like a crate, but one cargo cannot download itself.
+//!
+//! It also writes Istio's CRDs (the base chart's `files/crd-all.gen.yaml`) to
+//! `$OUT_DIR/istio-crds.json` as one JSON array: smm applies them itself, and reading them as JSON
+//! at run time costs a fraction of parsing the YAML.
 
 use std::path::Path;
 
 const VERSIONS: &str = "scripts/istio/versions.env";
 const UPSTREAM: &str = ".upstream/istio";
 const CHARTS: &[&str] = &["base", "istio-discovery", "gateway"];
+/// Istio's CRDs in the base chart, and the JSON build.rs makes of them in `$OUT_DIR`.
+const CRD_FILE: &str = "files/crd-all.gen.yaml";
+const CRDS_JSON: &str = "istio-crds.json";
 
 fn main() {
     let root = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
@@ -27,6 +34,10 @@ fn main() {
             println!("cargo::rustc-env=SMM_ISTIO_CHARTS={}", charts.display());
             let version = version.strip_prefix('v').unwrap_or(&version);
             println!("cargo::rustc-env=SMM_ISTIO_CHART_VERSION={version}");
+            let out = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
+            if let Err(message) = crds_to_json(&charts, &Path::new(&out).join(CRDS_JSON)) {
+                println!("cargo::error={message}");
+            }
         }
         Err(message) => {
             println!("cargo::error={message}");
@@ -63,6 +74,21 @@ fn check(root: &Path, stamp: &Path) -> Result<String, String> {
         return Err(missing());
     }
     Ok(pinned.to_owned())
+}
+
+/// Istio's CRD file, as one JSON array of its non-empty documents.
+fn crds_to_json(charts: &Path, out: &Path) -> Result<(), String> {
+    use serde::Deserialize;
+    let file = charts.join("base").join(CRD_FILE);
+    let text = std::fs::read_to_string(&file)
+        .map_err(|error| format!("cannot read {}: {error}", file.display()))?;
+    let documents = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(Option::<serde_json::Value>::deserialize)
+        .filter_map(Result::transpose)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| format!("{}: invalid YAML: {error}", file.display()))?;
+    let json = serde_json::to_string(&documents).expect("JSON values serialize");
+    std::fs::write(out, json).map_err(|error| format!("cannot write {}: {error}", out.display()))
 }
 
 /// The value of `KEY=value` in a shell variables file.

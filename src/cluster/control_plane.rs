@@ -2,7 +2,7 @@
 //! with server-side apply. The engine then reads it from there, so every mode works from the
 //! same stored object.
 
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
 
 use crate::api::{ControlPlane, ControlPlaneSpec};
@@ -79,15 +79,27 @@ pub struct Listed {
     pub others: Vec<ControlPlane>,
 }
 
-/// Every ControlPlane, split into the named one and the others.
+/// The named ControlPlane, read from etcd itself (its spec and status must be the latest: a
+/// run decides from them), and the others from the API server's cache. A consistent list would
+/// wait for that cache to catch up with the lease just written (about 45 ms here), and the
+/// others are only checked for releases they would share with this one, which a moment's lag
+/// does not change. One after the other: a second connection would cost more than the read
+/// (see `inventory::CONCURRENT_LISTS`).
 pub async fn list_around(client: &Client, name: &str) -> Result<Listed, StoreError> {
-    let (this, others) = list(client)
-        .await?
-        .into_iter()
-        .partition::<Vec<_>, _>(|cp| cp.metadata.name.as_deref() == Some(name));
+    let this = load(client, name).await?;
+    let cached = ListParams::default().match_any();
+    let all = Api::<ControlPlane>::all(client.clone()).list(&cached).await;
+    let others = match all {
+        Ok(list) => list.items,
+        Err(kube::Error::Api(status)) if status.code == 404 => Vec::new(),
+        Err(source) => return Err(StoreError::List(source)),
+    };
     Ok(Listed {
-        this: this.into_iter().next(),
-        others,
+        this,
+        others: others
+            .into_iter()
+            .filter(|cp| cp.metadata.name.as_deref() != Some(name))
+            .collect(),
     })
 }
 

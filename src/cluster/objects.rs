@@ -87,11 +87,23 @@ impl NativeObject {
             kind: K::kind(&()).into_owned(),
         });
         let value = serde_json::to_value(&dynamic).expect("dynamic objects serialize to JSON");
+        Self::from_json::<K>(value, presence)
+    }
+
+    /// Wraps an object of kind `K` that is JSON already, `apiVersion` and `kind` included (as
+    /// Istio's CRDs are, converted at build time).
+    pub fn from_json<K: Resource<DynamicType = ()>>(
+        value: serde_json::Value,
+        presence: Presence,
+    ) -> Self {
+        let metadata = &value["metadata"];
+        let name = metadata["name"].as_str().unwrap_or_default().to_owned();
+        let namespace = metadata["namespace"].as_str().map(str::to_owned);
         Self {
             resource: ApiResource::erase::<K>(&()),
             presence,
-            name: dynamic.name_any(),
-            namespace: dynamic.namespace(),
+            name,
+            namespace,
             json: value.to_string().into(),
             digest: values_digest(&value),
         }
@@ -109,6 +121,11 @@ impl NativeObject {
     /// `None` for a cluster-scoped object.
     pub fn namespace(&self) -> Option<&str> {
         self.namespace.as_deref()
+    }
+
+    /// The digest of the object as built, which smm stamps on it when it applies it.
+    pub fn digest(&self) -> &str {
+        &self.digest
     }
 
     /// The object as smm applies it: labelled as smm's and carrying its digest.

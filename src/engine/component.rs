@@ -287,9 +287,13 @@ impl Engine {
         if let Err(err) = run_helm(&self.helm, wanted, operation, release_state, owner).await {
             return Ok(Err(err));
         }
-        let applied = release::observe(&self.client, &[wanted.component.release_name])
-            .await
-            .map_err(EngineError::Observe)?;
+        let applied = release::observe(
+            &self.client,
+            &[wanted.component.release_name],
+            release::Freshness::Latest,
+        )
+        .await
+        .map_err(EngineError::Observe)?;
         let Some(applied) = release::lookup(&applied, &wanted.release) else {
             // helm said it succeeded; its record not being there is someone else's doing.
             writer.applied(wanted, phase, None).await?;

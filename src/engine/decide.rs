@@ -3,7 +3,7 @@
 
 use crate::api::{ComponentPhase, ComponentStatus};
 use crate::desired::resolve::DesiredComponent;
-use crate::helm::release::{ObservedRelease, ReleaseState};
+use crate::helm::release::{self, ObservedRelease, ObservedReleases, ReleaseRef, ReleaseState};
 
 /// What the engine does with a component this round.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -173,9 +173,107 @@ pub fn decide(
     }
 }
 
+/// Whether helm's records as read from the API server's cache are exactly what the status
+/// recorded (read from etcd itself), for every component: the same revision, deployed, no
+/// attempt left unrecorded; and no record where none was recorded. The cache may lag the
+/// latest writes by a moment, but a cache that agrees with the status holds everything the
+/// last run wrote. Any difference (an interrupted run, a change made by hand, or just a
+/// lagging cache) is read again from etcd before anything is decided.
+pub(super) fn cache_agrees<'a>(
+    recorded: impl IntoIterator<Item = (&'a ReleaseRef, Option<&'a ComponentStatus>)>,
+    cached: &ObservedReleases,
+) -> bool {
+    recorded.into_iter().all(|(wanted, status)| {
+        let found = release::lookup(cached, wanted);
+        match status {
+            Some(status) if status.attempt.is_some() => false,
+            Some(ComponentStatus {
+                release: Some(recorded),
+                ..
+            }) => {
+                recorded.name == wanted.name
+                    && recorded.namespace == wanted.namespace
+                    && found.is_some_and(|found| {
+                        recorded.revision == Some(found.revision)
+                            && found.state == ReleaseState::Deployed
+                    })
+            }
+            _ => found.is_none(),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{Attempt, ReleaseStatus};
+
+    fn reference() -> ReleaseRef {
+        ReleaseRef {
+            name: "istiod".to_owned(),
+            namespace: "istio-system".to_owned(),
+        }
+    }
+
+    fn recorded_at(revision: i64) -> ComponentStatus {
+        ComponentStatus {
+            release: Some(ReleaseStatus {
+                name: "istiod".to_owned(),
+                namespace: "istio-system".to_owned(),
+                revision: Some(revision),
+            }),
+            ..ComponentStatus::with_phase(ComponentPhase::Available)
+        }
+    }
+
+    fn cached(state: ReleaseState) -> ObservedReleases {
+        [(
+            ("istio-system".to_owned(), "istiod".to_owned()),
+            release(state),
+        )]
+        .into()
+    }
+
+    #[test]
+    fn the_cache_is_trusted_only_when_it_holds_exactly_what_was_recorded() {
+        let wanted = reference();
+        let at_3 = recorded_at(3);
+        let agrees = |status: Option<&ComponentStatus>, found: &ObservedReleases| {
+            cache_agrees([(&wanted, status)], found)
+        };
+        assert!(agrees(Some(&at_3), &cached(ReleaseState::Deployed)));
+        assert!(agrees(None, &ObservedReleases::new()));
+        let removed = ComponentStatus::with_phase(ComponentPhase::Removed);
+        assert!(agrees(Some(&removed), &ObservedReleases::new()));
+
+        // A revision the status does not hold (a lagging cache, or a hand-made upgrade).
+        assert!(!agrees(
+            Some(&recorded_at(4)),
+            &cached(ReleaseState::Deployed)
+        ));
+        // Not deployed, missing, or there where nothing was recorded.
+        assert!(!agrees(Some(&at_3), &cached(ReleaseState::PendingUpgrade)));
+        assert!(!agrees(Some(&at_3), &ObservedReleases::new()));
+        assert!(!agrees(None, &cached(ReleaseState::Deployed)));
+        // A run that set out to apply something and did not record the outcome.
+        let attempted = ComponentStatus {
+            attempt: Some(Attempt {
+                chart_digest: "sha256:c".to_owned(),
+                values_digest: "sha256:v".to_owned(),
+            }),
+            ..recorded_at(3)
+        };
+        assert!(!agrees(Some(&attempted), &cached(ReleaseState::Deployed)));
+        // Recorded in another namespace than the one wanted now (a move).
+        let elsewhere = ReleaseRef {
+            namespace: "mesh".to_owned(),
+            ..reference()
+        };
+        assert!(!cache_agrees(
+            [(&elsewhere, Some(&at_3))],
+            &cached(ReleaseState::Deployed)
+        ));
+    }
 
     const WANTED: Desired<'static> = Desired {
         enabled: true,

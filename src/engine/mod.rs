@@ -31,7 +31,7 @@ use crate::api::{ControlPlane, ControlPlaneSpec, ControlPlaneStatus};
 use crate::cluster::inventory::{Inventory, InventoryError};
 use crate::desired::resolve::{DesiredComponent, SpecError, resolve};
 use crate::helm::Helm;
-use crate::helm::release::{self, ManifestObject, ObservedReleases};
+use crate::helm::release::{self, Freshness, ManifestObject, ObservedReleases};
 use crate::mesh::catalog::Catalog;
 use crate::values::diff;
 
@@ -238,7 +238,7 @@ impl Engine {
     ) -> Result<Vec<PlannedComponent>, EngineError> {
         let desired = self.resolve(name, spec)?;
         let in_scope = scope.select(&desired);
-        let observed = self.observe(&in_scope).await?;
+        let observed = self.observe(&in_scope, status).await?;
         let mut planned = Vec::new();
         for wanted in in_scope {
             let recorded = status.and_then(|s| s.components.get(wanted.name()));
@@ -298,15 +298,39 @@ impl Engine {
     }
 
     /// The releases of `components` as helm recorded them (one list call), and what exists of
-    /// their objects and of the components' native objects (one list per kind).
-    async fn observe(&self, components: &[&DesiredComponent<'_>]) -> Result<Observed, EngineError> {
+    /// their objects and of the components' native objects (one list per kind). Given what
+    /// the status `recorded` (read from etcd), helm's records are read from the API server's
+    /// cache first, and again from etcd only when the two differ (see
+    /// [`decide::cache_agrees`]).
+    async fn observe(
+        &self,
+        components: &[&DesiredComponent<'_>],
+        recorded: Option<&ControlPlaneStatus>,
+    ) -> Result<Observed, EngineError> {
         let names: Vec<&str> = components
             .iter()
             .map(|d| d.component.release_name)
             .collect();
-        let releases = release::observe(&self.client, &names)
-            .await
-            .map_err(EngineError::Observe)?;
+        let names = &names;
+        let read = |freshness| async move {
+            release::observe(&self.client, names, freshness)
+                .await
+                .map_err(EngineError::Observe)
+        };
+        let releases = match recorded {
+            Some(status) => {
+                let cached = read(Freshness::Cached).await?;
+                let expected = components
+                    .iter()
+                    .map(|d| (&d.release, status.components.get(d.name())));
+                if decide::cache_agrees(expected, &cached) {
+                    cached
+                } else {
+                    read(Freshness::Latest).await?
+                }
+            }
+            None => read(Freshness::Latest).await?,
+        };
         let mut kinds = BTreeSet::new();
         for wanted in components {
             kinds.extend(wanted.native.iter().map(|native| native.kind()));

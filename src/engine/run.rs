@@ -89,7 +89,12 @@ impl Engine {
         let mut pause = self.settings.round_delay;
         let end = loop {
             rounds += 1;
-            let observed = match self.observe(&in_scope).await {
+            // The status as read holds what the last run wrote; once this run has written,
+            // helm's records are read from etcd.
+            let recorded = (rounds == 1)
+                .then_some(control_plane.status.as_ref())
+                .flatten();
+            let observed = match self.observe(&in_scope, recorded).await {
                 Ok(observed) => observed,
                 Err(err) => {
                     fatal = Some(err);

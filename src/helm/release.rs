@@ -169,6 +169,17 @@ pub const OWNER_LABEL: &str = "smm.dev/owner";
 /// Latest revision per release, keyed by (namespace, name).
 pub type ObservedReleases = BTreeMap<(String, String), ObservedRelease>;
 
+/// How fresh a read of helm's records must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    /// Everything written before the read (a consistent list). Right after any write in the
+    /// cluster, the API server makes such a list wait until its cache has caught up (about
+    /// 45 ms here).
+    Latest,
+    /// The API server's cache as it is, which may lag the latest writes by a moment.
+    Cached,
+}
+
 pub fn lookup<'a>(
     observed: &'a ObservedReleases,
     release: &ReleaseRef,
@@ -311,6 +322,7 @@ fn decode_record(encoded: &[u8]) -> Result<Vec<u8>, String> {
 pub async fn observe(
     client: &Client,
     release_names: &[&str],
+    freshness: Freshness,
 ) -> Result<ObservedReleases, kube::Error> {
     if release_names.is_empty() {
         return Ok(ObservedReleases::new());
@@ -319,9 +331,12 @@ pub async fn observe(
         "owner=helm,status!=superseded,name in ({})",
         release_names.join(",")
     );
-    let records = Api::<Secret>::all(client.clone())
-        .list(&ListParams::default().labels(&selector))
-        .await?;
+    let params = ListParams::default().labels(&selector);
+    let params = match freshness {
+        Freshness::Latest => params,
+        Freshness::Cached => params.match_any(),
+    };
+    let records = Api::<Secret>::all(client.clone()).list(&params).await?;
     let latest = latest_revisions(records.items.iter().map(|record| {
         (
             record.namespace().unwrap_or_default(),

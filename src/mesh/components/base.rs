@@ -6,15 +6,11 @@
 use std::sync::LazyLock;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::{istio, native_metadata, revision};
-use crate::cluster::objects::NativeObject;
+use crate::cluster::objects::{NativeObject, Presence};
 use crate::mesh::catalog::{Component, ComponentContext, DefaultNamespace};
-
-/// Where the base chart keeps Istio's CRDs.
-const CRD_FILE: &str = "files/crd-all.gen.yaml";
 
 pub fn component() -> Component {
     Component {
@@ -49,49 +45,36 @@ pub fn component() -> Component {
     }
 }
 
-/// Istio's CRDs as the embedded base chart ships them. The file is fixed at build time and a
-/// unit test parses it, so failing here means a build from a broken fetch.
-fn istio_crds() -> Vec<CustomResourceDefinition> {
-    parse_crds(crd_file()).expect("the embedded base chart's CRDs parse (a unit test checks)")
-}
+/// Istio's CRDs as the embedded base chart ships them, turned into one JSON array by build.rs.
+const CRDS_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/istio-crds.json"));
 
 /// Istio's CRDs as smm applies them, with smm's labels beside Istio's (so smm's objects are
-/// found as one set): built once per process, as parsing them is most of resolving a spec.
+/// found as one set): built once per process, on a thread of their own beside the first
+/// requests (see [`warm_up`]).
 static CRD_OBJECTS: LazyLock<Vec<NativeObject>> = LazyLock::new(|| {
-    istio_crds()
-        .into_iter()
+    let crds: Vec<Value> = serde_json::from_str(CRDS_JSON)
+        .expect("build.rs wrote the CRDs as a JSON array (a unit test reads them as CRDs)");
+    crds.into_iter()
         .map(|mut crd| {
-            let ours = native_metadata(crd_name(&crd), "base").labels;
-            crd.metadata
-                .labels
-                .get_or_insert_default()
-                .extend(ours.into_iter().flatten());
-            NativeObject::present(&crd)
+            let name = crd["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let labels = &mut crd["metadata"]["labels"];
+            if !labels.is_object() {
+                *labels = Value::Object(Default::default());
+            }
+            let labels = labels.as_object_mut().expect("made an object above");
+            for (key, value) in native_metadata(name, "base").labels.into_iter().flatten() {
+                labels.insert(key, Value::String(value));
+            }
+            NativeObject::from_json::<CustomResourceDefinition>(crd, Presence::Present)
         })
         .collect()
 });
 
 pub(super) fn warm_up() {
     LazyLock::force(&CRD_OBJECTS);
-}
-
-fn crd_file() -> &'static str {
-    istio::BASE
-        .get_file(istio::BASE.path().join(CRD_FILE))
-        .and_then(|file| file.contents_utf8())
-        .expect("the base chart has its CRD file (build.rs checked the fetch)")
-}
-
-/// Every CRD of a multi-document YAML stream, skipping empty documents.
-fn parse_crds(text: &str) -> Result<Vec<CustomResourceDefinition>, serde_yaml_ng::Error> {
-    serde_yaml_ng::Deserializer::from_str(text)
-        .map(Option::<CustomResourceDefinition>::deserialize)
-        .filter_map(Result::transpose)
-        .collect()
-}
-
-fn crd_name(crd: &CustomResourceDefinition) -> String {
-    crd.metadata.name.clone().unwrap_or_default()
 }
 
 fn native_objects(context: &ComponentContext<'_>) -> Vec<NativeObject> {
@@ -105,7 +88,55 @@ fn native_objects(context: &ComponentContext<'_>) -> Vec<NativeObject> {
 mod tests {
     use super::*;
     use crate::api::ControlPlaneSpec;
-    use crate::cluster::objects::Presence;
+    use serde::Deserialize;
+
+    /// Where the base chart keeps Istio's CRDs (build.rs reads the same file).
+    const CRD_FILE: &str = "files/crd-all.gen.yaml";
+
+    /// Istio's CRDs read from the embedded chart's YAML, typed.
+    fn istio_crds() -> Vec<CustomResourceDefinition> {
+        let text = istio::BASE
+            .get_file(istio::BASE.path().join(CRD_FILE))
+            .and_then(|file| file.contents_utf8())
+            .expect("the base chart has its CRD file");
+        parse_crds(text).unwrap()
+    }
+
+    /// Every CRD of a multi-document YAML stream, skipping empty documents.
+    fn parse_crds(text: &str) -> Result<Vec<CustomResourceDefinition>, serde_yaml_ng::Error> {
+        serde_yaml_ng::Deserializer::from_str(text)
+            .map(Option::<CustomResourceDefinition>::deserialize)
+            .filter_map(Result::transpose)
+            .collect()
+    }
+
+    fn crd_name(crd: &CustomResourceDefinition) -> String {
+        crd.metadata.name.clone().unwrap_or_default()
+    }
+
+    /// The CRDs smm applies (from build.rs's JSON) are the chart's, object for object, with
+    /// smm's labels. (Their digests differ from those of the CRDs as k8s-openapi types them,
+    /// which write `minimum: 1` as `1.0`: the CRDs are applied once more after an upgrade.)
+    #[test]
+    fn the_crds_from_build_time_json_are_the_charts() {
+        let from_chart: Vec<CustomResourceDefinition> = istio_crds()
+            .into_iter()
+            .map(|mut crd| {
+                let ours = native_metadata(crd_name(&crd), "base").labels;
+                crd.metadata
+                    .labels
+                    .get_or_insert_default()
+                    .extend(ours.into_iter().flatten());
+                crd
+            })
+            .collect();
+        let applied: Vec<CustomResourceDefinition> = CRD_OBJECTS
+            .iter()
+            .map(|object| serde_json::to_value(object.object()).unwrap())
+            .map(|value| serde_json::from_value(value).unwrap())
+            .collect();
+        assert_eq!(applied, from_chart);
+    }
 
     #[test]
     fn crds_are_kept_when_disabled() {
@@ -183,14 +214,5 @@ mod tests {
                 format!("{}.{}", crd.spec.names.plural, crd.spec.group)
             );
         }
-    }
-
-    #[test]
-    fn parse_crds_skips_empty_documents_and_reports_bad_ones() {
-        let two = "---\napiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n\
-                   metadata: {name: as.x.io}\nspec: {group: x.io, names: {kind: A, plural: as}, \
-                   scope: Namespaced, versions: []}\n---\n---\n";
-        assert_eq!(parse_crds(two).unwrap().len(), 1);
-        assert!(parse_crds("kind: [").is_err());
     }
 }
