@@ -58,7 +58,7 @@ for cmd in ("install", "reconcile"):
     kinds = med(f"noop.smm-{cmd}.kind-lists")
     row(f"no-op `smm {cmd}`: API requests beyond the lease (lease requests)",
         "n/a" if api is None else f"{api:g} ({lease:g})",
-        "" if kinds is None else f"{api - kinds:g} reads + {kinds:g} drift-check lists, one per kind, side by side",
+        "" if kinds is None else f"{api - kinds:g} reads + {kinds:g} drift-check lists, one per kind",
         "", "≤4", None if api is None else api <= 4)
 hp = values.get("noop.smm.helm-processes", [])
 row("no-op: helm processes smm started (per pair of runs, every run)",

@@ -342,21 +342,29 @@ fn kubectl_server_dry_run(yaml: &str) {
     );
 }
 
+/// Takes `control_plane`'s reconcile lease as `holder` if it is free now.
+async fn lock_now(
+    cluster: &TestCluster,
+    control_plane: &str,
+    holder: &str,
+) -> Result<smm::cluster::lease::LeaseLock, smm::cluster::lease::LockError> {
+    reconcile_lock(
+        &cluster.client,
+        control_plane,
+        &Holder::new(holder),
+        Duration::ZERO,
+        |_| {},
+    )
+    .await
+}
+
 /// Two runs never reconcile at once: a held lease makes smm wait, then give up clearly; a
 /// crashed holder's lease expires and is taken over; a lease given back is found free.
 #[tokio::test]
 async fn a_held_reconcile_lease_blocks_a_second_run() {
     let cluster = TestCluster::connect().await;
     let (cp, _namespace) = fresh_control_plane(&cluster).await;
-    let held = reconcile_lock(
-        &cluster.client,
-        &cp,
-        &Holder::new("e2e-holder"),
-        Duration::ZERO,
-        |_| {},
-    )
-    .await
-    .unwrap();
+    let held = lock_now(&cluster, &cp, "e2e-holder").await.unwrap();
     assert!(held.found_free(), "no one held it before");
     let blocked = smm(&[
         "install",
@@ -391,14 +399,7 @@ async fn a_held_reconcile_lease_blocks_a_second_run() {
         )
         .await
         .unwrap();
-    let busy = reconcile_lock(
-        &cluster.client,
-        &cp,
-        &Holder::new("e2e-next"),
-        Duration::ZERO,
-        |_| {},
-    )
-    .await;
+    let busy = lock_now(&cluster, &cp, "e2e-next").await;
     assert!(
         busy.is_err(),
         "not before it stayed unchanged for its duration"
@@ -419,15 +420,7 @@ async fn a_held_reconcile_lease_blocks_a_second_run() {
     assert_eq!(taken.taken_from(), Some("crashed"));
     taken.release().await;
     // Given back, it is free again.
-    let given_back = reconcile_lock(
-        &cluster.client,
-        &cp,
-        &Holder::new("e2e-last"),
-        Duration::ZERO,
-        |_| {},
-    )
-    .await
-    .unwrap();
+    let given_back = lock_now(&cluster, &cp, "e2e-last").await.unwrap();
     assert!(given_back.found_free());
     assert_eq!(given_back.taken_from(), None);
     given_back.release().await;
