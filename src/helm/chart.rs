@@ -92,11 +92,52 @@ pub struct EmbeddedChart {
 /// source whose metadata is a placeholder that a release process would have filled in (Istio's
 /// charts say `1.0.0`). helm sees it too: the chart is written out with it, and it counts in the
 /// chart's digest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MetadataOverride {
     pub version: &'static str,
     pub app_version: &'static str,
     pub description: &'static str,
+}
+
+/// An embedded chart as the caches of [`ReadOnce`] tell charts apart: its directory in the
+/// binary and the metadata smm gives it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct ChartKey {
+    dir: usize,
+    metadata: Option<MetadataOverride>,
+}
+
+/// What is read from embedded charts, once per chart for the life of the process: their files
+/// are in the binary and never change, and every run (the check before the lease, the run
+/// itself, each of the operator's reconciles) resolves every chart again. Errors are not kept:
+/// they are bugs of the build, reported each time.
+struct ReadOnce<T> {
+    read: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<ChartKey, T>>>,
+}
+
+impl<T: Clone> ReadOnce<T> {
+    const fn new() -> Self {
+        Self {
+            read: std::sync::LazyLock::new(Default::default),
+        }
+    }
+
+    fn get(
+        &self,
+        chart: &EmbeddedChart,
+        read: impl FnOnce() -> Result<T, ChartError>,
+    ) -> Result<T, ChartError> {
+        let key = chart.key();
+        if let Some(known) = self.read.lock().expect("chart cache lock").get(&key) {
+            return Ok(known.clone());
+        }
+        let value = read()?;
+        self.read
+            .lock()
+            .expect("chart cache lock")
+            .insert(key, value.clone());
+        Ok(value)
+    }
 }
 
 /// A chart written out to a private temporary directory, removed when this is dropped.
@@ -136,7 +177,19 @@ impl EmbeddedChart {
 
     /// The chart's `Chart.yaml`, with the override if there is one.
     pub fn metadata(&self) -> Result<ChartMetadata, ChartError> {
-        serde_yaml_ng::from_slice(&self.chart_file()?).map_err(|source| self.bad_metadata(source))
+        static READ: ReadOnce<ChartMetadata> = ReadOnce::new();
+        READ.get(self, || {
+            serde_yaml_ng::from_slice(&self.chart_file()?)
+                .map_err(|source| self.bad_metadata(source))
+        })
+    }
+
+    /// Identifies the chart in the caches of [`ReadOnce`].
+    fn key(&self) -> ChartKey {
+        ChartKey {
+            dir: std::ptr::from_ref(self.dir) as usize,
+            metadata: self.metadata,
+        }
     }
 
     /// The text of `Chart.yaml` as helm gets it: the embedded file, or with the override's
@@ -186,7 +239,8 @@ impl EmbeddedChart {
 
     /// The chart's default values from its `values.yaml`; an empty object if it has none.
     pub fn default_values(&self) -> Result<Value, ChartError> {
-        match self.text_file(VALUES_FILE)? {
+        static READ: ReadOnce<Value> = ReadOnce::new();
+        READ.get(self, || match self.text_file(VALUES_FILE)? {
             None => Ok(Value::Object(Map::new())),
             Some(text) => {
                 parse_yaml_values(VALUES_FILE, text).map_err(|source| ChartError::Values {
@@ -194,12 +248,13 @@ impl EmbeddedChart {
                     source,
                 })
             }
-        }
+        })
     }
 
     /// The digest of all the chart's files as helm gets them (see [`chart_digest`]).
     pub fn digest(&self) -> Result<String, ChartError> {
-        Ok(files_digest(&self.files()?))
+        static READ: ReadOnce<String> = ReadOnce::new();
+        READ.get(self, || Ok(files_digest(&self.files()?)))
     }
 
     /// Writes the chart's files into a fresh temporary directory only the current user can
