@@ -13,8 +13,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::{Api, Client, ResourceExt};
+
+use super::objects::FIELD_MANAGER;
 
 /// The label helm and smm put on what they apply.
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -52,10 +55,51 @@ impl Kind {
 }
 
 /// A managed object seen in a listing.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Seen {
     /// [`APPLIED_DIGEST`], on objects smm applied natively.
     pub applied_digest: Option<String>,
+    /// Another field manager (`kubectl edit`, `kubectl apply`, a controller) wrote the object
+    /// after smm last applied it; writes of its status do not count.
+    pub edited_since_applied: bool,
+}
+
+impl Seen {
+    fn of(meta: &ObjectMeta) -> Self {
+        Self {
+            applied_digest: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(APPLIED_DIGEST))
+                .cloned(),
+            edited_since_applied: edited_since_applied(
+                meta.managed_fields.as_deref().unwrap_or_default(),
+            ),
+        }
+    }
+}
+
+/// Whether a manager other than smm wrote the object's fields (not its status) later than smm
+/// last applied it, as its managed fields record (to the second).
+fn edited_since_applied(entries: &[ManagedFieldsEntry]) -> bool {
+    let by_smm = |entry: &&ManagedFieldsEntry| entry.manager.as_deref() == Some(FIELD_MANAGER);
+    let main =
+        |entry: &&ManagedFieldsEntry| entry.subresource.as_deref().unwrap_or_default().is_empty();
+    let Some(applied) = entries
+        .iter()
+        .filter(main)
+        .filter(by_smm)
+        .filter_map(|e| e.time.as_ref())
+        .max()
+    else {
+        return false;
+    };
+    entries
+        .iter()
+        .filter(main)
+        .filter(|entry| !by_smm(entry))
+        .filter_map(|entry| entry.time.as_ref())
+        .any(|written| written > applied)
 }
 
 /// A kind that could not be listed (for example, smm may not list it): what needs it fails,
@@ -149,9 +193,7 @@ async fn list_resource(
         .items
         .into_iter()
         .map(|object| {
-            let seen = Seen {
-                applied_digest: object.annotations().get(APPLIED_DIGEST).cloned(),
-            };
+            let seen = Seen::of(&object.metadata);
             (
                 (object.namespace().unwrap_or_default(), object.name_any()),
                 seen,
@@ -163,15 +205,50 @@ async fn list_resource(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn entry(manager: &str, subresource: Option<&str>, second: i64) -> ManagedFieldsEntry {
+        ManagedFieldsEntry {
+            manager: Some(manager.to_owned()),
+            subresource: subresource.map(str::to_owned),
+            time: Some(Time(
+                k8s_openapi::jiff::Timestamp::from_second(1_800_000_000 + second).unwrap(),
+            )),
+            ..ManagedFieldsEntry::default()
+        }
+    }
+
+    #[test]
+    fn an_object_written_by_another_manager_after_smm_applied_it_is_edited() {
+        let applied = entry("smm", None, 10);
+        assert!(!edited_since_applied(std::slice::from_ref(&applied)));
+        // Written before smm applied it, at the same second, or only its status: not edited.
+        assert!(!edited_since_applied(&[
+            entry("kubectl-edit", None, 9),
+            applied.clone()
+        ]));
+        assert!(!edited_since_applied(&[
+            applied.clone(),
+            entry("kubectl-edit", None, 10)
+        ]));
+        assert!(!edited_since_applied(&[
+            applied.clone(),
+            entry("kube-apiserver", Some("status"), 20),
+        ]));
+        assert!(edited_since_applied(&[
+            applied.clone(),
+            entry("kubectl-edit", None, 11)
+        ]));
+        // Never applied by smm: nothing to compare with.
+        assert!(!edited_since_applied(&[entry("kubectl-edit", None, 11)]));
+    }
 
     #[test]
     fn objects_are_found_by_name_and_an_unlisted_kind_is_an_error() {
         let deployment = Kind::new("apps/v1", "Deployment");
         let role = Kind::new("rbac.authorization.k8s.io/v1", "ClusterRole");
         let forbidden = Kind::new("v1", "Secret");
-        let seen = Seen {
-            applied_digest: None,
-        };
+        let seen = Seen::default();
         let listing = |namespace: &str, name: &str| {
             Ok(BTreeMap::from([(
                 (namespace.to_owned(), name.to_owned()),

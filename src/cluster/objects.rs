@@ -140,8 +140,9 @@ impl NativeObject {
         object
     }
 
-    /// Whether the cluster already holds this object as it should be: present and applied by
-    /// smm as it is now, or absent. Not known (its kind could not be listed) counts as no.
+    /// Whether the cluster already holds this object as it should be: present, applied by smm
+    /// as it is now and not written by anyone else since, or absent. Not known (its kind could
+    /// not be listed) counts as no.
     fn holds(&self, inventory: &Inventory) -> bool {
         let Ok(seen) = inventory.find(
             &self.kind(),
@@ -151,8 +152,10 @@ impl NativeObject {
             return false;
         };
         match self.presence {
-            Presence::Present => seen
-                .is_some_and(|seen| seen.applied_digest.as_deref() == Some(self.digest.as_str())),
+            Presence::Present => seen.is_some_and(|seen| {
+                seen.applied_digest.as_deref() == Some(self.digest.as_str())
+                    && !seen.edited_since_applied
+            }),
             Presence::Absent => seen.is_none(),
         }
     }

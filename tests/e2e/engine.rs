@@ -238,7 +238,27 @@ async fn mesh_components_install_idle_upgrade_uninstall_and_return() {
         .await
         .unwrap();
     cp.reconciled_by(&engine).await.unwrap();
-    roles.get(&format!("prometheus-{ns}")).await.unwrap();
+    let role = format!("prometheus-{ns}");
+    let restored = roles.get(&role).await.unwrap();
+    assert_eq!(helm.processes_spawned(), defaults);
+
+    // A native object edited by hand (another field manager empties its rules) is put back,
+    // then left alone. Managed fields record times to the second: the edit comes a second later.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let by_hand = PatchParams {
+        field_manager: Some("kubectl-edit".to_owned()),
+        ..PatchParams::default()
+    };
+    roles
+        .patch(&role, &by_hand, &Patch::Merge(json!({"rules": []})))
+        .await
+        .unwrap();
+    cp.reconciled_by(&engine).await.unwrap();
+    let put_back = roles.get(&role).await.unwrap();
+    assert_eq!(put_back.rules, restored.rules);
+    cp.reconciled_by(&engine).await.unwrap();
+    let after = roles.get(&role).await.unwrap();
+    assert_eq!(after.resource_version(), put_back.resource_version());
     assert_eq!(helm.processes_spawned(), defaults);
 
     // A values change upgrades only that component.
