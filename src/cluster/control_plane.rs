@@ -45,10 +45,11 @@ pub async fn load(client: &Client, name: &str) -> Result<Option<ControlPlane>, S
 
 /// Every ControlPlane in the cluster; none when their CRD is not installed.
 pub async fn list(client: &Client) -> Result<Vec<ControlPlane>, StoreError> {
-    match Api::<ControlPlane>::all(client.clone())
-        .list(&Default::default())
-        .await
-    {
+    list_with(client, &ListParams::default()).await
+}
+
+async fn list_with(client: &Client, params: &ListParams) -> Result<Vec<ControlPlane>, StoreError> {
+    match Api::<ControlPlane>::all(client.clone()).list(params).await {
         Ok(list) => Ok(list.items),
         // No CRD yet: nothing was ever installed.
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(Vec::new()),
@@ -84,23 +85,15 @@ pub struct Listed {
 /// wait for that cache to catch up with the lease just written (about 45 ms here), and the
 /// others are only checked for releases they would share with this one, which a moment's lag
 /// does not change. One after the other: a second connection would cost more than the read
-/// (see `inventory::CONCURRENT_LISTS`).
+/// (see [`Inventory::take`](crate::cluster::inventory::Inventory::take)).
 pub async fn list_around(client: &Client, name: &str) -> Result<Listed, StoreError> {
     let this = load(client, name).await?;
-    let cached = ListParams::default().match_any();
-    let all = Api::<ControlPlane>::all(client.clone()).list(&cached).await;
-    let others = match all {
-        Ok(list) => list.items,
-        Err(kube::Error::Api(status)) if status.code == 404 => Vec::new(),
-        Err(source) => return Err(StoreError::List(source)),
-    };
-    Ok(Listed {
-        this,
-        others: others
-            .into_iter()
-            .filter(|cp| cp.metadata.name.as_deref() != Some(name))
-            .collect(),
-    })
+    let others = list_with(client, &ListParams::default().match_any())
+        .await?
+        .into_iter()
+        .filter(|cp| cp.metadata.name.as_deref() != Some(name))
+        .collect();
+    Ok(Listed { this, others })
 }
 
 /// Stores `spec` as the ControlPlane's whole desired state (server-side apply, field manager

@@ -12,7 +12,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::{Api, Client, ResourceExt};
@@ -24,11 +23,6 @@ pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// The annotation holding the digest of a native object as smm last applied it.
 pub const APPLIED_DIGEST: &str = "smm.dev/applied-digest";
 const MANAGED_BY_HELM_OR_SMM: &str = "app.kubernetes.io/managed-by in (Helm,smm)";
-/// Lists run one after another, on the connection the run already has. kube's client leaves
-/// Nagle's algorithm on (TCP_NODELAY off), so the first request on each new connection waits for
-/// the API server's delayed ACK of the TLS handshake, 40 ms; lists side by side open a connection
-/// each and paid that, where one after another they cost about a millisecond each here.
-const CONCURRENT_LISTS: usize = 1;
 
 /// An API kind, as objects name it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -121,24 +115,26 @@ pub struct Inventory {
 }
 
 impl Inventory {
-    /// Lists the managed objects of `kinds` (see [`CONCURRENT_LISTS`]). A kind the API server
-    /// does not serve has no objects.
+    /// Lists the managed objects of `kinds`. A kind the API server does not serve has no
+    /// objects.
+    ///
+    /// One list after another, on the connection the run already has. kube's client leaves
+    /// Nagle's algorithm on (TCP_NODELAY off), so the first request on each new connection waits
+    /// for the API server's delayed ACK of the TLS handshake, 40 ms; lists side by side opened a
+    /// connection each and paid that, where one after another they cost about a millisecond each
+    /// here.
     pub async fn take(client: &Client, kinds: BTreeSet<Kind>) -> Self {
-        let listings: Vec<_> = futures::stream::iter(kinds.into_iter().map(|kind| async move {
+        let mut listed = BTreeMap::new();
+        for kind in kinds {
             let objects = list_kind(client, &kind)
                 .await
                 .map_err(|source| InventoryError {
                     kind: format!("{}/{}", kind.api_version, kind.kind),
                     message: source.to_string(),
                 });
-            (kind, objects)
-        }))
-        .buffer_unordered(CONCURRENT_LISTS)
-        .collect()
-        .await;
-        Self {
-            kinds: listings.into_iter().collect(),
+            listed.insert(kind, objects);
         }
+        Self { kinds: listed }
     }
 
     /// The managed object of `kind` called `name`, in `namespace` or (a cluster-scoped kind)

@@ -118,8 +118,15 @@ pub struct LeaseLock {
     lost: tokio::sync::watch::Receiver<bool>,
     /// The resourceVersion of our last write of the lease.
     written: Arc<Mutex<String>>,
-    found_free: bool,
-    taken_from: Option<String>,
+    how: Taken,
+}
+
+/// How a lease was taken.
+enum Taken {
+    /// It did not exist: given back, or never held.
+    Free,
+    /// It had expired; `from` is its holder, unless that was our own identity.
+    Over { from: Option<String> },
 }
 
 impl LeaseLock {
@@ -146,31 +153,33 @@ impl LeaseLock {
         let mut seen: Option<Seen> = None;
         // Most of the time nobody holds the lease: creating it straight away saves a read.
         let mut first = true;
-        let mut taken_from = None;
-        let (written, found_free) = loop {
-            // Whether the lease was absent (given back, or never taken) rather than taken over.
-            let (taken, free) = if std::mem::take(&mut first) {
-                (create(&api, &name, holder).await, true)
+        // The resourceVersion written, and how the lease was taken.
+        let created = |version: Option<String>| version.map(|v| (v, Taken::Free));
+        let (written, how) = loop {
+            let taken = if std::mem::take(&mut first) {
+                create(&api, &name, holder).await.map(created)
             } else {
                 match within_deadline(api.get_opt(&name)).await {
-                    Err(err) => (Err(TakeError::Api(err)), false),
-                    Ok(None) => (create(&api, &name, holder).await, true),
+                    Err(err) => Err(TakeError::Api(err)),
+                    Ok(None) => create(&api, &name, holder).await.map(created),
                     Ok(Some(lease)) => {
                         let now = tokio::time::Instant::now();
                         match busy_holder(&lease, claimant, &mut seen, now) {
-                            Some(other) => (Err(TakeError::HeldBy(other)), false),
+                            Some(other) => Err(TakeError::HeldBy(other)),
                             None => {
-                                taken_from = lease.spec.as_ref().and_then(|s| {
+                                let from = lease.spec.as_ref().and_then(|s| {
                                     s.holder_identity.clone().filter(|h| h != holder)
                                 });
-                                (take_over(&api, lease, holder).await, false)
+                                take_over(&api, lease, holder)
+                                    .await
+                                    .map(|version| version.map(|v| (v, Taken::Over { from })))
                             }
                         }
                     }
                 }
             };
             match taken {
-                Ok(Some(version)) => break (version, free),
+                Ok(Some(written)) => break written,
                 // Lost a race with another taker (or the lease exists): look again at once.
                 Ok(None) => continue,
                 // Waiting for as long as it takes (a standby replica) outlasts an API server
@@ -212,21 +221,23 @@ impl LeaseLock {
             renewer,
             lost,
             written,
-            found_free,
-            taken_from: taken_from.filter(|_| !found_free),
+            how,
         })
     }
 
     /// The other holder whose lease was taken over once it expired.
     pub fn taken_from(&self) -> Option<&str> {
-        self.taken_from.as_deref()
+        match &self.how {
+            Taken::Over { from } => from.as_deref(),
+            Taken::Free => None,
+        }
     }
 
     /// Whether the lease did not exist when it was taken: its earlier holder, if any, gave it
     /// back, and a holder gives it back only once its helm has stopped. A lease taken over
     /// after it expired says nothing of the kind: its holder's helm may still be stopping.
     pub fn found_free(&self) -> bool {
-        self.found_free
+        matches!(self.how, Taken::Free)
     }
 
     /// Resolves when the lease is lost: another holder took it, or renewal kept failing until
