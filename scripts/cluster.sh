@@ -269,20 +269,20 @@ current-context: smm-local
 EOF
 }
 
-api_get() { # path
+# A request to the apiserver as the admin: the path, then curl's own arguments.
+api() { # path curl-args...
+	local path="$1"
+	shift
 	curl -fsS --max-time 5 --cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" \
-		--key "$dir/pki/admin.key" "https://127.0.0.1:$api_port$1"
+		--key "$dir/pki/admin.key" "$@" "https://127.0.0.1:$api_port$path"
 }
 
-api_delete() { # path
-	curl -fsS --max-time 5 --cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" \
-		--key "$dir/pki/admin.key" -X DELETE "https://127.0.0.1:$api_port$1" >/dev/null
-}
+api_get() { api "$1"; }
+
+api_delete() { api "$1" -X DELETE >/dev/null; }
 
 api_post() { # path json-body
-	curl -fsS --max-time 5 --cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" \
-		--key "$dir/pki/admin.key" -H 'Content-Type: application/json' --data-binary "$2" \
-		"https://127.0.0.1:$api_port$1" >/dev/null
+	api "$1" -H 'Content-Type: application/json' --data-binary "$2" >/dev/null
 }
 
 # Prints how many of the fake nodes (label type=kwok) have the Ready condition True.
