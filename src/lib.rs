@@ -4,14 +4,16 @@
 //! The crate is layered; a module imports only from layers below it:
 //!
 //! ```text
-//!   cli (the binary)      operator            parse and print | watch ControlPlanes, serve endpoints
-//!        |      \         /      |
-//!        |      dashboard       |              the web view: JSON, the graph as SVG, the page
-//!         \         |         /
+//!   cli (the binary)                           parse, call one operation, print
+//!        |
+//!       ops             operator               the client's operations | watch ControlPlanes,
+//!        |    \        /      |                serve endpoints
+//!        |     dashboard      |                the web view: JSON, the graph as SVG, the page
+//!         \        |        /
 //!           engine                             sessions, rounds, one component's step, status
 //!             |
-//!           desired                            spec -> desired components; imperative edits
-//!             |
+//!           desired                            spec -> desired components (resolved once a
+//!             |                                run); imperative edits
 //!           mesh                               catalog, dependency graph, the components
 //!          /    \
 //!       helm    cluster                        charts, helm, releases | target, objects, leases
@@ -37,6 +39,9 @@ pub mod helm;
 pub mod mesh;
 /// Operator mode: install/uninstall operations, the controller, events, endpoints, manifests.
 pub mod operator;
+/// The client's operations, one per command that changes or previews the mesh: reconcile
+/// (unless the operator owns it), plan, dump.
+pub mod ops;
 /// SIGINT and SIGTERM as a cancellation token (used by the CLI and the operator).
 pub mod signals;
 /// Helm values: parsing, layering with managed-value checks, diffs, canonical digests.

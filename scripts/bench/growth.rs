@@ -19,6 +19,7 @@ use serde_json::json;
 use smm::api::ControlPlaneSpec;
 use smm::cluster::lease::holder_identity;
 use smm::cluster::target::ClusterTarget;
+use smm::desired::resolved::Resolved;
 use smm::engine::WaitPolicy;
 use smm::engine::session::{Request, Session};
 use smm::helm::Helm;
@@ -139,17 +140,26 @@ async fn main() -> anyhow::Result<()> {
     );
     let name = format!("bench-growth-{n}");
     let spec: ControlPlaneSpec = serde_json::from_value(json!({ "namespace": name }))?;
+    let catalog = Arc::new(catalog(n)?);
+    // Resolved once per run, as `smm reconcile -f` does before it takes the lease.
+    let replace = || -> anyhow::Result<Request<'_>> {
+        Ok(Request::Replace(Resolved::new(
+            &catalog,
+            &name,
+            spec.clone(),
+        )?))
+    };
     let session = Session::new(
         client,
         helm.clone(),
-        Arc::new(catalog(n)?),
+        catalog.clone(),
         holder_identity("smm-bench"),
         Duration::from_secs(60),
     )
     .with_wait(WaitPolicy::Until(Duration::from_secs(900)));
 
     let started = Instant::now();
-    let report = session.run(&name, Request::Replace(&spec), |_| {}).await?;
+    let report = session.run(&name, replace()?, |_| {}).await?;
     let cold = started.elapsed().as_secs_f64();
     if !report.ready {
         bail!("the cold install of {n} components did not become ready: {report:?}");
@@ -162,7 +172,7 @@ async fn main() -> anyhow::Result<()> {
     let mut times = Vec::new();
     for _ in 0..runs {
         let started = Instant::now();
-        let report = session.run(&name, Request::Replace(&spec), |_| {}).await?;
+        let report = session.run(&name, replace()?, |_| {}).await?;
         times.push(started.elapsed().as_secs_f64());
         if !report.ready {
             bail!("a no-op of {n} components was not ready: {report:?}");

@@ -2,12 +2,16 @@
 //! engine reports back. These Rust types are the source of truth; `smm crd` prints the CRD that
 //! is generated from them, and `deploy/crds/` holds a committed copy.
 
+mod document;
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+pub use document::DocumentError;
 
 /// The API group of smm's resources.
 pub const GROUP: &str = "smm.dev";

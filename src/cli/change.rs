@@ -1,6 +1,6 @@
-//! What the commands that change the mesh share: their flags, dumping instead of applying, and
-//! running a reconcile session with progress and printing what happened. The decisions (refuse
-//! while the operator is installed, the lease, storing, the engine) are the library's.
+//! What the commands that change the mesh share: their flags, printing a dump instead of
+//! applying, and running a reconcile (`smm::ops::reconcile`) with progress and printing what
+//! happened.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,18 +9,18 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 
-use smm::api::{ControlPlaneSpec, DEFAULT_CONTROL_PLANE};
-use smm::cluster::lease::holder_identity;
-use smm::desired::resolve::resolve;
+use smm::api::DEFAULT_CONTROL_PLANE;
+use smm::engine::WaitPolicy;
 use smm::engine::report::{Outcome, ReconcileReport};
-use smm::engine::session::{Request, Session};
-use smm::engine::{Scope, WaitPolicy};
-use smm::helm::render;
+use smm::engine::session::Request;
+use smm::helm::render::RenderedComponent;
 use smm::mesh::catalog::Catalog;
-use smm::operator;
+use smm::ops::{self, Reach, ReconcileOptions};
 
+use super::args::GlobalArgs;
+use super::output::{OutputFormat, print_structured};
 use super::progress::CliProgress;
-use super::{GlobalArgs, OutputFormat, print_structured, table};
+use super::table;
 
 /// Flags of every command that changes the mesh.
 #[derive(Debug, Args)]
@@ -54,25 +54,15 @@ pub struct RunFlags {
     pub adopt: bool,
 }
 
-/// Renders the enabled components in `scope` from `spec` with `helm template`; needs no cluster.
-pub async fn dump(
-    global: &GlobalArgs,
-    catalog: &Catalog,
-    spec: &ControlPlaneSpec,
-    scope: &Scope,
+/// Prints what `ops::dump` rendered, or writes one file per component into `output_dir`.
+pub fn print_dump(
+    rendered: &[RenderedComponent],
     output_dir: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
-    let desired = resolve(catalog, spec)?;
-    let requests: Vec<_> = desired
-        .iter()
-        .filter(|d| d.enabled && scope.includes(d.name()))
-        .map(|d| d.render_request())
-        .collect();
-    let rendered = render::render(&global.helm()?, &requests).await?;
     match output_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            for component in &rendered {
+            for component in rendered {
                 let path = dir.join(format!("{}.yaml", component.name));
                 std::fs::write(&path, &component.yaml)
                     .with_context(|| format!("writing {}", path.display()))?;
@@ -89,9 +79,8 @@ pub async fn dump(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs `request` on the ControlPlane in a reconcile session, unless the operator owns
-/// reconciliation, and prints the summary. Succeeds when every component in scope reached its
-/// desired state.
+/// Runs `request` on the ControlPlane with progress on the terminal and prints the summary.
+/// Succeeds when every component in scope reached its desired state.
 pub async fn reconcile(
     global: &GlobalArgs,
     catalog: &Arc<Catalog>,
@@ -100,31 +89,26 @@ pub async fn reconcile(
     output: OutputFormat,
     flags: RunFlags,
 ) -> anyhow::Result<ExitCode> {
-    let client = global.client().await?;
-    let helm = global.helm()?;
-    operator::ensure_absent(&client, control_plane).await?;
-    let session = Session::new(
-        client,
-        helm,
-        catalog.clone(),
-        holder_identity("smm-cli"),
-        global.timeout,
-    )
-    .with_adopt(flags.adopt)
-    .with_wait(if flags.no_wait {
-        WaitPolicy::No
-    } else {
-        WaitPolicy::Until(global.timeout)
+    let reach = Reach {
+        client: global.client().await?,
+        helm: global.helm()?,
+        catalog: catalog.clone(),
+    };
+    let options = ReconcileOptions {
+        adopt: flags.adopt,
+        wait: if flags.no_wait {
+            WaitPolicy::No
+        } else {
+            WaitPolicy::Until(global.timeout)
+        },
+        lease_wait: global.timeout,
+        progress: Some(Arc::new(CliProgress::new(global.no_color))),
+        cancel: super::args::interrupted(),
+    };
+    let report = ops::reconcile(reach, control_plane, request, options, |holder| {
+        eprintln!("waiting for another reconcile of {control_plane} to finish (held by {holder})")
     })
-    .with_progress(Arc::new(CliProgress::new(global.no_color)))
-    .with_cancel(super::interrupted());
-    let report = session
-        .run(control_plane, request, |holder| {
-            eprintln!(
-                "waiting for another reconcile of {control_plane} to finish (held by {holder})"
-            )
-        })
-        .await?;
+    .await?;
     print_report(&report, output)?;
     Ok(if report.succeeded() {
         ExitCode::SUCCESS

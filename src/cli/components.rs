@@ -9,7 +9,9 @@ use smm::api::{ControlPlane, DEFAULT_CONTROL_PLANE};
 use smm::cluster::control_plane;
 use smm::mesh::catalog::{Catalog, DefaultNamespace};
 
-use super::{GlobalArgs, OutputFormat, print_structured, table};
+use super::args::GlobalArgs;
+use super::output::{OutputFormat, print_structured};
+use super::table;
 
 #[derive(Debug, Args)]
 pub struct ComponentsArgs {

@@ -13,7 +13,7 @@ use smm::dashboard::{self, Access, Dashboard, Token};
 use smm::engine::{Engine, EngineSettings};
 use smm::mesh::catalog::Catalog;
 
-use super::GlobalArgs;
+use super::args::GlobalArgs;
 
 #[derive(Debug, Args)]
 pub struct DashboardArgs {

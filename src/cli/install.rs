@@ -9,14 +9,15 @@ use clap::Args;
 use std::sync::Arc;
 
 use smm::api::ControlPlaneSpec;
-use smm::cluster::control_plane;
 use smm::desired::edit::{self, InstallOptions, Selection};
+use smm::desired::resolved::Resolved;
 use smm::engine::Scope;
 use smm::engine::session::{Edit, Request};
 use smm::mesh::catalog::Catalog;
+use smm::ops;
 
-use super::GlobalArgs;
-use super::change::{ChangeArgs, dump, reconcile};
+use super::args::GlobalArgs;
+use super::change::{ChangeArgs, print_dump, reconcile};
 
 #[derive(Debug, Args)]
 pub struct InstallArgs {
@@ -107,29 +108,12 @@ async fn change(
     // is contacted.
     edit(&mut edit::new_spec(catalog), catalog)?;
     if args.dump_resources {
-        let mut spec = match global.client().await {
-            Ok(client) => match control_plane::load(&client, &args.control_plane).await {
-                Ok(stored) => stored
-                    .map(|cp| cp.spec)
-                    .unwrap_or_else(|| edit::new_spec(catalog)),
-                Err(err) => {
-                    tracing::warn!(
-                        "rendering from defaults: cannot read the ControlPlane: {err:#}"
-                    );
-                    ControlPlaneSpec::default()
-                }
-            },
-            Err(_) => ControlPlaneSpec::default(),
-        };
-        let scope = edit(&mut spec, catalog)?;
-        return dump(
-            global,
-            catalog,
-            &spec,
-            &Scope::Only(scope),
-            args.output_dir.as_deref(),
-        )
-        .await;
+        let client = global.client().await.ok();
+        let mut spec = ops::spec_to_dump(client.as_ref(), catalog, &args.control_plane).await;
+        let scope = Scope::Only(edit(&mut spec, catalog)?);
+        let resolved = Resolved::new(catalog, &args.control_plane, spec)?;
+        let rendered = ops::dump(&global.helm()?, &resolved, &scope).await?;
+        return print_dump(&rendered, args.output_dir.as_deref());
     }
     reconcile(
         global,

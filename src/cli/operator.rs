@@ -17,7 +17,7 @@ use smm::operator::controller::{self, RunOptions};
 use smm::operator::manifests::{OperatorOptions, operator_yaml};
 use smm::operator::{self, Leave};
 
-use super::{GlobalArgs, parse_duration};
+use super::args::{GlobalArgs, parse_duration};
 
 #[derive(Debug, Subcommand)]
 pub enum OperatorCommand {
@@ -134,7 +134,7 @@ pub async fn run(
                 holder_identity("smm-cli"),
                 global.timeout,
             )
-            .with_cancel(super::interrupted());
+            .with_cancel(super::args::interrupted());
             let leave = if args.purge {
                 Leave::Nothing { session: &session }
             } else {

@@ -5,22 +5,24 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use std::sync::Arc;
+
+use anyhow::Context;
 use clap::Args;
 use kube::ResourceExt;
 
-use std::sync::Arc;
-
-use smm::api::{ControlPlane, DEFAULT_CONTROL_PLANE, GROUP};
-use smm::cluster::control_plane;
-use smm::desired::resolve::resolve;
+use smm::api::ControlPlane;
+use smm::desired::resolved::Resolved;
+use smm::engine::Scope;
 use smm::engine::report::PlannedComponent;
 use smm::engine::session::Request;
-use smm::engine::{Engine, EngineSettings, Scope};
 use smm::mesh::catalog::Catalog;
+use smm::ops::{self, Reach};
 
-use super::change::{RunFlags, dump, reconcile};
-use super::{GlobalArgs, OutputFormat, print_structured, table};
+use super::args::GlobalArgs;
+use super::change::{RunFlags, print_dump, reconcile};
+use super::output::{OutputFormat, print_structured};
+use super::table;
 
 #[derive(Debug, Args)]
 pub struct ReconcileArgs {
@@ -48,85 +50,43 @@ pub async fn run(
     catalog: &Arc<Catalog>,
     args: &ReconcileArgs,
 ) -> anyhow::Result<ExitCode> {
-    let control_plane = read_control_plane(&args.from_file)?;
+    let (source, text) = read_file(&args.from_file)?;
+    let control_plane = ControlPlane::from_yaml(&source, &text)?;
     let name = control_plane.name_any();
-    let source = args.from_file.display();
-    // Every check that needs no cluster happens before the cluster is touched.
-    resolve(catalog, &control_plane.spec).with_context(|| format!("{source}"))?;
+    // Every check that needs no cluster happens before the cluster is touched; the spec is
+    // resolved here, once, for whichever of the three this run does.
+    let resolved =
+        Resolved::new(catalog, &name, control_plane.spec).with_context(|| source.clone())?;
     if args.dump_resources {
-        return dump(
-            global,
-            catalog,
-            &control_plane.spec,
-            &Scope::All,
-            args.output_dir.as_deref(),
-        )
-        .await;
+        let rendered = ops::dump(&global.helm()?, &resolved, &Scope::All).await?;
+        return print_dump(&rendered, args.output_dir.as_deref());
     }
     if args.dry_run {
-        let client = global.client().await?;
-        let stored = control_plane::load(&client, &name).await?;
-        let engine = Engine::new(
-            client,
-            global.helm()?,
-            catalog.clone(),
-            EngineSettings::default(),
-        );
-        let status = stored.as_ref().and_then(|cp| cp.status.as_ref());
-        let plan = engine
-            .plan(&name, &control_plane.spec, status, &Scope::All)
-            .await?;
+        let reach = Reach {
+            client: global.client().await?,
+            helm: global.helm()?,
+            catalog: catalog.clone(),
+        };
+        let plan = ops::plan(reach, &resolved).await?;
         print_plan(&name, &plan, args.output)?;
         return Ok(ExitCode::SUCCESS);
     }
-    reconcile(
-        global,
-        catalog,
-        &name,
-        Request::Replace(&control_plane.spec),
-        args.output,
-        args.run,
-    )
-    .await
+    let request = Request::Replace(resolved);
+    reconcile(global, catalog, &name, request, args.output, args.run).await
 }
 
-/// Parses and checks the file's ControlPlane. Errors name the file and, from the parser, the
-/// field and line.
-fn read_control_plane(path: &Path) -> anyhow::Result<ControlPlane> {
-    let (source, text) = if path == Path::new("-") {
+/// The file's text and the name errors give it (`<stdin>` for `-`).
+fn read_file(path: &Path) -> anyhow::Result<(String, String)> {
+    if path == Path::new("-") {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
             .context("reading the ControlPlane from standard input")?;
-        ("<stdin>".to_owned(), text)
-    } else {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        (path.display().to_string(), text)
-    };
-    let document: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(&text).with_context(|| format!("{source}: not valid YAML"))?;
-    let expected_api_version = format!("{GROUP}/v1alpha1");
-    let field = |name: &str| {
-        document
-            .get(name)
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-    };
-    if field("apiVersion") != expected_api_version || field("kind") != "ControlPlane" {
-        bail!(
-            "{source}: expected apiVersion: {expected_api_version} and kind: ControlPlane, found apiVersion: {:?} and kind: {:?}",
-            field("apiVersion"),
-            field("kind")
-        );
+        return Ok(("<stdin>".to_owned(), text));
     }
-    // Parsed again as the typed resource, so errors carry the field path and line.
-    let mut control_plane: ControlPlane = serde_yaml_ng::from_str(&text)
-        .with_context(|| format!("{source}: not a valid ControlPlane"))?;
-    if control_plane.metadata.name.is_none() {
-        control_plane.metadata.name = Some(DEFAULT_CONTROL_PLANE.to_owned());
-    }
-    Ok(control_plane)
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok((path.display().to_string(), text))
 }
 
 fn print_plan(name: &str, plan: &[PlannedComponent], output: OutputFormat) -> anyhow::Result<()> {

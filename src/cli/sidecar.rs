@@ -9,7 +9,7 @@ use smm::api::DEFAULT_CONTROL_PLANE;
 use smm::cluster::control_plane;
 use smm::mesh::injection::set_auto_injection;
 
-use super::GlobalArgs;
+use super::args::GlobalArgs;
 
 #[derive(Debug, Subcommand)]
 pub enum SidecarCommand {

@@ -16,7 +16,9 @@ use smm::api::{ControlPlaneStatus, DEFAULT_CONTROL_PLANE, condition};
 use smm::cluster::control_plane;
 use smm::engine::readiness;
 
-use super::{GlobalArgs, OutputFormat, table};
+use super::args::GlobalArgs;
+use super::output::OutputFormat;
+use super::table;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {

@@ -6,7 +6,8 @@ use serde::Serialize;
 
 use std::process::ExitCode;
 
-use super::{GlobalArgs, OutputFormat, print_structured};
+use super::args::GlobalArgs;
+use super::output::{OutputFormat, print_structured};
 
 #[derive(Debug, Args)]
 pub struct VersionArgs {

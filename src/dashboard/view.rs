@@ -20,7 +20,8 @@ use super::svg::{self, GraphNode, Tone};
 use crate::api::{ComponentPhase, ComponentStatus, ControlPlane, condition};
 use crate::cluster::control_plane::{self, StoreError};
 use crate::cluster::workloads::{Readiness, WorkloadState};
-use crate::desired::resolve::{DesiredComponent, resolve};
+use crate::desired::resolve::DesiredComponent;
+use crate::desired::resolved::Resolved;
 use crate::engine::report::PlannedComponent;
 use crate::engine::{Engine, Scope, readiness};
 use crate::mesh::catalog::Catalog;
@@ -187,14 +188,16 @@ impl Dashboard {
             .await?
             .ok_or_else(|| DashboardError::NotFound(name.to_owned()))?;
         let status = control_plane.status.clone().unwrap_or_default();
-        let desired = resolve(&self.catalog, &control_plane.spec);
+        let resolved = Resolved::new(&self.catalog, name, control_plane.spec.clone());
         let events = self.events(name).await;
         let mut components = Vec::new();
         for component in self.catalog.components() {
-            let wanted = desired
-                .as_ref()
-                .ok()
-                .and_then(|all| all.iter().find(|d| d.name() == component.name));
+            let wanted = resolved.as_ref().ok().and_then(|resolved| {
+                resolved
+                    .components()
+                    .iter()
+                    .find(|d| d.name() == component.name)
+            });
             let recorded = status.components.get(component.name);
             components.push(
                 self.component(component.name, wanted, recorded, &events)
@@ -223,18 +226,24 @@ impl Dashboard {
             .mesh(control_plane.spec.revision.clone(), control_plane_version)
             .await
             .into();
-        let plan = self
-            .engine
-            .plan(name, &control_plane.spec, Some(&status), &Scope::All)
-            .await
-            .into();
+        let plan = match &resolved {
+            Ok(resolved) => self
+                .engine
+                .plan(resolved, Some(&status), &Scope::All)
+                .await
+                .into(),
+            Err(rejected) => Part::Error(rejected.to_string()),
+        };
         Ok(Detail {
             summary: summarize(&control_plane),
             graph_svg,
             components,
             mesh,
             plan,
-            spec_error: desired.as_ref().err().map(ToString::to_string),
+            spec_error: resolved
+                .as_ref()
+                .err()
+                .map(|rejected| rejected.source.to_string()),
         })
     }
 

@@ -3,3 +3,4 @@
 
 pub mod edit;
 pub mod resolve;
+pub mod resolved;

@@ -385,9 +385,9 @@ mod tests {
         );
     }
 
-    /// Finding H3: helm applied V2, the run died before recording it, the spec went back to
-    /// V1. The record says V1 and so does the spec, but the attempt left behind says the
-    /// cluster may hold V2: upgrade.
+    /// helm applied V2, the run died before recording it, the spec went back to V1. The record
+    /// says V1 and so does the spec, but the attempt left behind says the cluster may hold V2:
+    /// upgrade, or the cluster would keep V2 with a status claiming V1.
     #[test]
     fn an_interrupted_attempt_is_applied_again_even_when_the_spec_is_reverted() {
         let mut interrupted = status(ComponentPhase::Upgrading, "sha256:c1", "sha256:v1");

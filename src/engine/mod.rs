@@ -7,73 +7,60 @@
 //! changes. A component that must wait (CRDs not yet established, a dependency not yet
 //! available) asks for another round; rounds stop when none asks or the limit is reached.
 
-mod component;
+mod apply;
 pub mod decide;
 mod guards;
 pub mod readiness;
 pub mod report;
 mod run;
+mod schedule;
 pub mod session;
 mod status;
+mod step;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::Client;
+use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-pub use component::ComponentError;
 use decide::Operation;
 use report::{PlannedComponent, Progress, ReconcileReport};
+pub use status::StatusError;
+use status::StatusWriter;
+pub use step::ComponentError;
 
 use crate::api::{ControlPlane, ControlPlaneSpec, ControlPlaneStatus};
-use crate::cluster::inventory::{Inventory, InventoryError};
-use crate::desired::resolve::{DesiredComponent, SpecError, resolve};
+use crate::cluster::inventory::Inventory;
+use crate::desired::resolve::DesiredComponent;
+use crate::desired::resolved::{Rejected, Resolved};
 use crate::helm::Helm;
 use crate::helm::release::{self, Freshness, ManifestObject, ObservedReleases};
 use crate::mesh::catalog::Catalog;
 use crate::values::diff;
 
+/// What stops a whole run (or a plan); a component's own failure is a [`ComponentError`].
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("ControlPlane {name} not found")]
     NotFound { name: String },
-    #[error("cannot read ControlPlane {name}: {source}")]
-    Get {
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
-    #[error("ControlPlane {name} rejected, nothing was changed: {source}")]
-    Spec {
-        name: String,
-        #[source]
-        source: SpecError,
-    },
     #[error(transparent)]
-    Store(crate::cluster::control_plane::StoreError),
+    Rejected(#[from] Rejected),
     #[error("cannot list helm releases: {0}")]
     Observe(#[source] kube::Error),
     #[error(transparent)]
-    Inventory(#[from] InventoryError),
-    #[error(transparent)]
     Record(release::RecordError),
+    #[error("cannot plan {component}: {source}")]
+    Plan {
+        component: String,
+        #[source]
+        source: Box<ComponentError>,
+    },
     #[error("reconcile of ControlPlane {name} stopped before it finished: {why}")]
     Cancelled { name: String, why: String },
-    #[error("cannot write the status of ControlPlane {name}: {source}")]
-    Status {
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
-}
-
-/// Whether a run follows the spec or removes everything (the ControlPlane is being deleted).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Intent {
-    AsSpecified,
-    RemoveEverything,
+    #[error(transparent)]
+    Status(#[from] StatusError),
 }
 
 /// Which components a reconcile may act on. The imperative CLI narrows it to the components a
@@ -223,27 +210,26 @@ impl Engine {
         self
     }
 
-    pub fn catalog(&self) -> &Catalog {
-        &self.catalog
-    }
-
-    /// What a reconcile of `spec` would do, given the recorded `status` and the releases in the
-    /// cluster, without changing anything: no helm process is spawned.
+    /// What a reconcile of `resolved` would do, given the recorded `status` and the releases
+    /// in the cluster, without changing anything: no helm process is spawned.
     pub async fn plan(
         &self,
-        name: &str,
-        spec: &ControlPlaneSpec,
+        resolved: &Resolved<'_>,
         status: Option<&ControlPlaneStatus>,
         scope: &Scope,
     ) -> Result<Vec<PlannedComponent>, EngineError> {
-        let desired = self.resolve(name, spec)?;
-        let in_scope = scope.select(&desired);
+        let in_scope = scope.select(resolved.components());
         let observed = self.observe(&in_scope, status).await?;
         let mut planned = Vec::new();
         for wanted in in_scope {
             let recorded = status.and_then(|s| s.components.get(wanted.name()));
             let release = release::lookup(&observed.releases, &wanted.release);
-            let decision = self.decide(wanted, recorded, release, &observed.inventory)?;
+            let decision = self
+                .decide_with_drift(wanted, recorded, release, &observed.inventory)
+                .map_err(|source| EngineError::Plan {
+                    component: wanted.name().to_owned(),
+                    source: Box::new(source),
+                })?;
             let values_diff = match (decision.action, release) {
                 (Operation::Upgrade | Operation::Recover, Some(release)) => {
                     let applied = release
@@ -263,16 +249,16 @@ impl Engine {
         Ok(planned)
     }
 
-    /// Brings the components in `scope` to the state `control_plane` (as just read) asks for;
-    /// `others` are the other ControlPlanes' names and specs, whose releases it must not manage.
+    /// Brings the components in `scope` to the state `resolved` asks for; `control_plane` is
+    /// the stored ControlPlane as just read (its status and generation), whose spec `resolved`
+    /// was made from and checked against the other ControlPlanes' releases.
     pub async fn reconcile(
         &self,
         control_plane: &ControlPlane,
-        others: &[(String, ControlPlaneSpec)],
+        resolved: &Resolved<'_>,
         scope: &Scope,
     ) -> Result<ReconcileReport, EngineError> {
-        self.run(control_plane, others, scope, Intent::AsSpecified)
-            .await
+        self.run(control_plane, resolved, scope).await
     }
 
     /// Uninstalls every component, dependents first, as deleting a ControlPlane asks. The CRDs
@@ -281,20 +267,47 @@ impl Engine {
         &self,
         control_plane: &ControlPlane,
     ) -> Result<ReconcileReport, EngineError> {
-        self.run(control_plane, &[], &Scope::All, Intent::RemoveEverything)
-            .await
+        let name = control_plane.name_any();
+        let removal = Resolved::removal(&self.catalog, &name, &control_plane.spec);
+        let removal = self.accept(control_plane, removal).await?;
+        self.run(control_plane, &removal, &Scope::All).await
     }
 
-    /// Every component's desired state; a bad spec is an error naming the ControlPlane.
-    fn resolve(
+    /// The stored ControlPlane's spec resolved for a run, and checked against the releases of
+    /// `others` (the other ControlPlanes' names and specs).
+    pub async fn resolve_stored(
         &self,
-        name: &str,
-        spec: &ControlPlaneSpec,
-    ) -> Result<Vec<DesiredComponent<'_>>, EngineError> {
-        resolve(&self.catalog, spec).map_err(|source| EngineError::Spec {
-            name: name.to_owned(),
-            source,
-        })
+        control_plane: &ControlPlane,
+        others: &[(String, ControlPlaneSpec)],
+    ) -> Result<Resolved<'_>, EngineError> {
+        let name = control_plane.name_any();
+        let resolved = Resolved::new(&self.catalog, &name, control_plane.spec.clone())
+            .and_then(|resolved| resolved.refuse_shared_releases(others).map(|()| resolved));
+        self.accept(control_plane, resolved).await
+    }
+
+    /// `resolved` as the run's desired state; a spec that was rejected is recorded on the
+    /// stored ControlPlane (Ready=False, Stalled=True, InvalidSpec for its generation), visible
+    /// where users look (kubectl, Argo CD), not only in a log: the operator has no terminal.
+    async fn accept<'c>(
+        &self,
+        control_plane: &ControlPlane,
+        resolved: Result<Resolved<'c>, Rejected>,
+    ) -> Result<Resolved<'c>, EngineError> {
+        match resolved {
+            Ok(resolved) => Ok(resolved),
+            Err(rejected) => {
+                let api: Api<ControlPlane> = Api::all(self.client.clone());
+                StatusWriter::new(api, control_plane)
+                    .rejected(&rejected.to_string())
+                    .await?;
+                Err(rejected.into())
+            }
+        }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 
     /// The releases of `components` as helm recorded them (one list call), and what exists of

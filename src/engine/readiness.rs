@@ -4,9 +4,8 @@
 
 use kube::{Client, ResourceExt};
 
-use super::component::{ComponentError, StepResult};
-use super::report::Outcome;
 use super::status::StatusWriter;
+use super::step::{ComponentError, StepEnd};
 use super::{Engine, WaitPolicy};
 use crate::api::{ComponentPhase, ComponentStatus, ControlPlane, condition};
 use crate::cluster::workloads::{self, Readiness, WorkloadRef, WorkloadState};
@@ -39,26 +38,23 @@ impl Engine {
         phase: ComponentPhase,
         release: &ObservedRelease,
         writer: &StatusWriter,
-    ) -> StepResult {
+    ) -> Result<StepEnd, ComponentError> {
         let name = wanted.name();
-        let refs = match release.record(&wanted.release) {
-            Ok(record) => record.workloads(&wanted.release),
-            Err(err) => return Ok(Err(ReadinessError::Record(err).into())),
-        };
+        let refs = release
+            .record(&wanted.release)
+            .map_err(ReadinessError::Record)?
+            .workloads(&wanted.release);
         // Workloads are often ready a moment after helm returns: a waiting run looks again a
         // few times before it gives the slot up, so what depends on this component starts
         // without waiting for the round's end.
         let looked_since = tokio::time::Instant::now();
         let waiting_for = loop {
-            let states = match observe_workloads(&self.client, &wanted.release, &refs).await {
-                Ok(states) => states,
-                Err(err) => return Ok(Err(err.into())),
-            };
+            let states = observe_workloads(&self.client, &wanted.release, &refs).await?;
             if let Some(failed) = states
                 .iter()
                 .find(|s| matches!(s.readiness, Readiness::Failed(_)))
             {
-                return Ok(Err(ComponentError::WorkloadFailed(failed.describe())));
+                return Err(ComponentError::WorkloadFailed(failed.describe()));
             }
             let waiting_for: Vec<String> = states
                 .iter()
@@ -76,7 +72,7 @@ impl Engine {
         if waiting_for.is_empty() {
             writer.available(name).await?;
             tracing::info!(component = name, "available");
-            return Ok(Ok(Outcome::Done));
+            return Ok(StepEnd::Done);
         }
         let message = waiting_for.join("; ");
         writer
@@ -85,11 +81,11 @@ impl Engine {
         if let Some(progress) = &self.progress {
             progress.waiting(name, &message);
         }
-        Ok(Ok(match self.settings.wait {
+        Ok(match self.settings.wait {
             // Applied is all that was asked; the status says what is still on its way.
-            WaitPolicy::No => Outcome::Done,
-            _ => Outcome::Waiting(message),
-        }))
+            WaitPolicy::No => StepEnd::Done,
+            _ => StepEnd::Waiting(message),
+        })
     }
 }
 

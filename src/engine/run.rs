@@ -1,33 +1,54 @@
-//! A run: read the ControlPlane, resolve its spec (refusing a bad one, or one that shares
-//! releases with another ControlPlane), then rounds of waves until nothing waits, the wait's
-//! time is up, or the caller is to come back later; the conditions are always made current.
+//! A run: rounds over the components in scope until nothing waits, the wait's time is up, or
+//! the caller is to come back later; then the conditions are made current, whatever happened.
+//! A round observes the releases once, then steps through the components in the order
+//! [`Schedule`] gives, up to `parallelism` at once.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use kube::{Api, ResourceExt};
 use tracing::Instrument;
 
 use super::decide::Operation;
-use super::report::{self, Outcome, ReconcileReport};
+use super::report::{ComponentReport, Outcome, ReconcileReport};
+use super::schedule::{Entry, Schedule};
 use super::status::{RunEnd, StatusWriter};
-use super::{Engine, EngineError, Intent, MAX_ROUND_DELAY, Scope, WaitPolicy};
-use crate::api::{ControlPlane, ControlPlaneSpec};
-use crate::desired::resolve::{DesiredComponent, refuse_shared_releases};
-use crate::mesh::graph;
+use super::{Engine, EngineError, MAX_ROUND_DELAY, Scope, WaitPolicy};
+use crate::api::{ControlPlane, ControlPlaneStatus};
+use crate::desired::resolve::DesiredComponent;
+use crate::desired::resolved::Resolved;
+
+/// What a run shares between its rounds.
+struct Run<'a, 'c> {
+    resolved: &'a Resolved<'c>,
+    in_scope: Vec<&'a DesiredComponent<'c>>,
+    writer: StatusWriter,
+    report: ReconcileReport,
+    /// Components that failed in this run are not tried again in it (a retry would meet the
+    /// same cause, each time holding the lease as long as helm's timeout), and what depends on
+    /// them is blocked: reported failed, left untouched.
+    failed: BTreeSet<&'static str>,
+}
+
+/// What one round did.
+struct Round {
+    /// Something waits: another round may bring it further.
+    waiting: bool,
+    /// Something was changed (not only looked at).
+    acted: bool,
+}
 
 impl Engine {
     pub(super) async fn run(
         &self,
         control_plane: &ControlPlane,
-        others: &[(String, ControlPlaneSpec)],
+        resolved: &Resolved<'_>,
         scope: &Scope,
-        intent: Intent,
     ) -> Result<ReconcileReport, EngineError> {
-        let name = control_plane.name_any();
-        let span = tracing::info_span!("reconcile", control_plane = name, ?intent);
-        self.run_rounds(control_plane, others, scope, intent)
+        let span = tracing::info_span!("reconcile", control_plane = control_plane.name_any());
+        self.run_rounds(control_plane, resolved, scope)
             .instrument(span)
             .await
     }
@@ -35,166 +56,66 @@ impl Engine {
     async fn run_rounds(
         &self,
         control_plane: &ControlPlane,
-        others: &[(String, ControlPlaneSpec)],
+        resolved: &Resolved<'_>,
         scope: &Scope,
-        intent: Intent,
     ) -> Result<ReconcileReport, EngineError> {
         let api: Api<ControlPlane> = Api::all(self.client.clone());
-        let name = control_plane.name_any();
-        let name = name.as_str();
-        let mut spec = control_plane.spec.clone();
-        if intent == Intent::RemoveEverything {
-            // Removal must work even for a spec that could not be applied: values and unknown
-            // components do not matter once everything goes.
-            spec.components
-                .retain(|component, _| self.catalog.get(component).is_some());
-            for component in self.catalog.names() {
-                let entry = spec.components.entry(component.to_owned()).or_default();
-                entry.enabled = Some(false);
-                entry.values_override = None;
-            }
-        }
-        let writer = StatusWriter::new(api.clone(), control_plane);
-        let desired = match self.resolve(name, &spec).and_then(|desired| {
-            refuse_shared_releases(&self.catalog, &spec, others)
-                .map(|()| desired)
-                .map_err(|source| EngineError::Spec {
-                    name: name.to_owned(),
-                    source,
-                })
-        }) {
-            Ok(desired) => desired,
-            Err(err) => {
-                // Visible where users look (kubectl, Argo CD), not only in a log: the operator
-                // has no terminal to print it to.
-                writer.rejected(&err.to_string()).await?;
-                return Err(err);
-            }
-        };
-        let in_scope = scope.select(&desired);
-
-        let mut report = ReconcileReport {
-            control_plane: name.to_owned(),
-            rounds: 0,
-            ready: false,
-            components: Vec::new(),
+        let mut run = Run {
+            resolved,
+            in_scope: scope.select(resolved.components()),
+            writer: StatusWriter::new(api, control_plane),
+            report: ReconcileReport {
+                control_plane: resolved.name().to_owned(),
+                rounds: 0,
+                ready: false,
+                components: Vec::new(),
+            },
+            failed: BTreeSet::new(),
         };
         let started = tokio::time::Instant::now();
-        let mut rounds = 0;
-        // Components that failed in this run are not tried again in it (a retry would meet the
-        // same cause, each time holding the lease as long as helm's timeout), and what depends
-        // on them is blocked: reported failed, left untouched.
-        let mut failed: BTreeSet<&'static str> = BTreeSet::new();
-        let mut fatal = None;
         let mut pause = self.settings.round_delay;
+        let mut fatal = None;
         let end = loop {
-            rounds += 1;
+            run.report.rounds += 1;
             // The status as read holds what the last run wrote; once this run has written,
             // helm's records are read from etcd.
-            let recorded = (rounds == 1)
+            let recorded = (run.report.rounds == 1)
                 .then_some(control_plane.status.as_ref())
                 .flatten();
-            let observed = match self.observe(&in_scope, recorded).await {
-                Ok(observed) => observed,
+            let round = match self.round(&mut run, recorded).await {
+                Ok(round) => round,
                 Err(err) => {
                     fatal = Some(err);
                     break RunEnd::Waiting;
                 }
             };
-            let mut waiting = false;
-            let mut acted = false;
-            // Removals first, dependents before what they depend on; then installs, after what
-            // they depend on. A component starts as soon as everything it must follow has
-            // finished in this round (no wave waits for its slowest member), up to
-            // `parallelism` at once.
-            let removals: Vec<_> = in_scope
-                .iter()
-                .rev()
-                .filter(|d| !d.enabled)
-                .copied()
-                .collect();
-            let installs: Vec<_> = in_scope.iter().filter(|d| d.enabled).copied().collect();
-            let order: Vec<(&DesiredComponent<'_>, bool)> = removals
-                .iter()
-                .map(|d| (*d, true))
-                .chain(installs.iter().map(|d| (*d, false)))
-                .collect();
-            let mut follows = graph::must_follow(&removals, true);
-            follows.extend(
-                graph::must_follow(&installs, false)
-                    .into_iter()
-                    .map(|earlier| {
-                        (0..removals.len())
-                            .chain(earlier.into_iter().map(|i| i + removals.len()))
-                            .collect()
-                    }),
-            );
-            let mut begun = vec![false; order.len()];
-            let mut finished = vec![false; order.len()];
-            let mut running = futures::stream::FuturesUnordered::new();
-            loop {
-                for index in 0..order.len() {
-                    if begun[index] || !follows[index].iter().all(|&earlier| finished[earlier]) {
-                        continue;
-                    }
-                    if running.len() >= self.settings.parallelism.max(1) {
-                        break;
-                    }
-                    begun[index] = true;
-                    let (wanted, removing) = order[index];
-                    if failed.contains(wanted.name()) {
-                        finished[index] = true;
-                        continue;
-                    }
-                    if let Some(blocker) = blocker(wanted, removing, &in_scope, &failed) {
-                        failed.insert(wanted.name());
-                        finished[index] = true;
-                        report.record(report::ComponentReport {
-                            name: wanted.name().to_owned(),
-                            action: Operation::Nothing,
-                            reason: format!("blocked by {blocker}"),
-                            outcome: Outcome::Failed(format!(
-                                "blocked by {blocker}, which failed in this run"
-                            )),
-                        });
-                        continue;
-                    }
-                    self.check_going(name)?;
-                    let step = self.step(wanted, &spec, &observed, &writer);
-                    running.push(async move { (index, step.await) });
-                }
-                let Some((index, step)) = running.next().await else {
-                    break;
-                };
-                finished[index] = true;
-                waiting |= matches!(step.outcome, Outcome::Waiting(_));
-                acted |= step.action != Operation::Nothing;
-                if matches!(step.outcome, Outcome::Failed(_)) {
-                    failed.insert(order[index].0.name());
-                }
-                report.record(step);
-            }
-            if !waiting {
+            if !round.waiting {
                 break RunEnd::Settled;
             }
             match self.settings.wait {
                 WaitPolicy::Until(limit) if started.elapsed() >= limit => {
-                    self.time_out(&mut report, limit, &writer).await?;
+                    self.time_out(&mut run, limit).await;
                     break RunEnd::TimedOut;
                 }
                 WaitPolicy::Until(_) => {}
-                WaitPolicy::Requeue | WaitPolicy::No if !acted => break RunEnd::Waiting,
+                WaitPolicy::Requeue | WaitPolicy::No if !round.acted => break RunEnd::Waiting,
                 WaitPolicy::Requeue | WaitPolicy::No => {}
             }
             tokio::time::sleep(pause).await;
             // Look again soon after a change (a rollout just started, a dependency just became
             // available), less and less often while nothing changes.
-            pause = if acted {
+            pause = if round.acted {
                 self.settings.round_delay
             } else {
                 (pause * 2).min(MAX_ROUND_DELAY.max(self.settings.round_delay))
             };
         };
+        let Run {
+            in_scope,
+            writer,
+            mut report,
+            ..
+        } = run;
         // Side by side work finishes in any order; the report follows the catalog.
         report.components.sort_by_key(|component| {
             in_scope
@@ -202,34 +123,79 @@ impl Engine {
                 .position(|d| d.name() == component.name)
                 .unwrap_or(usize::MAX)
         });
-        report.rounds = rounds;
         // The conditions are made current whatever happened above.
-        report.ready = writer.finish(&desired, end).await?;
+        report.ready = writer.finish(resolved.components(), end).await?;
         match fatal {
             Some(err) => Err(err),
             None => Ok(report),
         }
     }
 
-    /// The wait is over: every component still waiting is Failed, with what it waited for.
-    async fn time_out(
+    /// One round: observe, then every component's step as soon as what it must follow has
+    /// finished, up to `parallelism` at once. Stops at once, leaving the steps running now,
+    /// when the run must not go on (see [`Engine::check_going`]).
+    async fn round(
         &self,
-        report: &mut ReconcileReport,
-        limit: Duration,
-        writer: &StatusWriter,
-    ) -> Result<(), EngineError> {
-        for component in &mut report.components {
+        run: &mut Run<'_, '_>,
+        recorded: Option<&ControlPlaneStatus>,
+    ) -> Result<Round, EngineError> {
+        let observed = self.observe(&run.in_scope, recorded).await?;
+        let mut schedule = Schedule::new(&run.in_scope, |d| d.enabled);
+        let mut round = Round {
+            waiting: false,
+            acted: false,
+        };
+        let mut running = FuturesUnordered::new();
+        loop {
+            while running.len() < self.settings.parallelism.max(1)
+                && let Some((index, Entry { node, removing })) = schedule.begin_next()
+            {
+                let wanted: &DesiredComponent<'_> = node;
+                if run.failed.contains(wanted.name()) {
+                    schedule.finish(index);
+                } else if let Some(blocker) = blocker(wanted, removing, &run.in_scope, &run.failed)
+                {
+                    run.failed.insert(wanted.name());
+                    run.report.record(blocked(wanted, blocker));
+                    schedule.finish(index);
+                } else {
+                    self.check_going(run.resolved.name())?;
+                    let step = self.step(wanted, run.resolved, &observed, &run.writer);
+                    let name = wanted.name();
+                    running.push(async move { (index, name, step.await) });
+                }
+            }
+            let Some((index, name, step)) = running.next().await else {
+                return Ok(round);
+            };
+            schedule.finish(index);
+            round.waiting |= matches!(step.outcome, Outcome::Waiting(_));
+            round.acted |= step.action != Operation::Nothing;
+            if matches!(step.outcome, Outcome::Failed(_)) {
+                run.failed.insert(name);
+            }
+            run.report.record(step);
+        }
+    }
+
+    /// The wait is over: every component still waiting is Failed, with what it waited for.
+    async fn time_out(&self, run: &mut Run<'_, '_>, limit: Duration) {
+        for component in &mut run.report.components {
             if let Outcome::Waiting(why) = &component.outcome {
                 let message = format!("not ready after {}s: {why}", limit.as_secs());
-                writer.failed(&component.name, message.clone()).await?;
-                let outcome = Outcome::Failed(message);
-                if let Some(progress) = &self.progress {
-                    progress.finished(&component.name, &outcome);
-                }
-                component.outcome = outcome;
+                component.outcome = self.fail(&run.writer, &component.name, message).await;
             }
         }
-        Ok(())
+    }
+}
+
+/// The report of a component left untouched because `blocker` failed in this run.
+fn blocked(wanted: &DesiredComponent<'_>, blocker: &str) -> ComponentReport {
+    ComponentReport {
+        name: wanted.name().to_owned(),
+        action: Operation::Nothing,
+        reason: format!("blocked by {blocker}"),
+        outcome: Outcome::Failed(format!("blocked by {blocker}, which failed in this run")),
     }
 }
 
@@ -260,10 +226,12 @@ fn blocker(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::ControlPlaneSpec;
     use crate::mesh::catalog::Catalog;
 
-    /// Finding M5: what depends on a component that failed in this run is blocked, not tried;
-    /// and what a failed removal still uses is not removed (finding L16).
+    /// What depends on a component that failed in this run is blocked, not tried: it would
+    /// wait on (or break against) what failed. And what a failed removal still uses is not
+    /// removed: the component whose removal failed is still there and uses it.
     #[test]
     fn a_failed_component_blocks_its_dependents_and_what_it_uses() {
         let catalog = Catalog::builtin().unwrap();

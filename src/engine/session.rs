@@ -16,7 +16,7 @@ use crate::api::ControlPlaneSpec;
 use crate::cluster::control_plane::{self, Listed, StoreError};
 use crate::cluster::lease::{Holder, LockError, reconcile_lock};
 use crate::desired::edit::{self, EditError};
-use crate::desired::resolve::{SpecError, refuse_shared_releases, resolve};
+use crate::desired::resolved::{Rejected, Resolved};
 use crate::helm::Helm;
 use crate::mesh::catalog::Catalog;
 
@@ -28,12 +28,8 @@ pub enum SessionError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Edit(#[from] EditError),
-    #[error("ControlPlane {name} rejected, nothing was changed: {source}")]
-    Spec {
-        name: String,
-        #[source]
-        source: SpecError,
-    },
+    #[error(transparent)]
+    Rejected(#[from] Rejected),
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(
@@ -54,9 +50,9 @@ pub type Edit<'a> = dyn Fn(&mut ControlPlaneSpec, &Catalog) -> Result<BTreeSet<S
 pub enum Request<'a> {
     /// Reconcile the stored ControlPlane as it is (the operator).
     Stored,
-    /// Store `spec` as the whole desired state, then reconcile every component
-    /// (`smm reconcile -f`).
-    Replace(&'a ControlPlaneSpec),
+    /// Store the resolved spec as the whole desired state, then reconcile every component
+    /// (`smm reconcile -f`). It was resolved, and so checked, before anything was locked.
+    Replace(Resolved<'a>),
     /// Apply an imperative edit to the stored spec, store it, and reconcile the components the
     /// edit names (`smm install`, `smm uninstall`). The edit runs under the lease, so two
     /// commands editing one ControlPlane never lose each other's change.
@@ -144,11 +140,6 @@ impl Session {
         self
     }
 
-    /// The engine, for work that needs no lease (a dry-run plan).
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     /// Runs `request` on the ControlPlane `name` under its reconcile lease. `on_wait` is told
     /// once who holds the lease when another run has it.
     pub async fn run(
@@ -157,10 +148,6 @@ impl Session {
         request: Request<'_>,
         on_wait: impl FnOnce(&str),
     ) -> Result<ReconcileReport, SessionError> {
-        // A spec that cannot be applied is refused before anything is locked or stored.
-        if let Request::Replace(spec) = request {
-            self.check(name, spec)?;
-        }
         let holder = Holder {
             identity: &self.holder,
             successor_of: self.successor_of.as_deref(),
@@ -205,12 +192,19 @@ impl Session {
         let not_found = || EngineError::NotFound {
             name: name.to_owned(),
         };
-        let (control_plane, scope) = match request {
-            Request::Stored => (this.ok_or_else(not_found)?, Scope::All),
-            Request::Replace(spec) => {
-                self.check_shared(name, spec, &others)?;
-                let stored = control_plane::store(&self.client, name, spec, this).await?;
-                (stored, Scope::All)
+        // The spec is resolved once, checked against the other ControlPlanes' releases before
+        // it is stored, and handed to the engine as it is.
+        let (control_plane, resolved, scope) = match request {
+            Request::Stored => {
+                let this = this.ok_or_else(not_found)?;
+                let resolved = engine.resolve_stored(&this, &others).await?;
+                (this, resolved, Scope::All)
+            }
+            Request::Replace(resolved) => {
+                resolved.refuse_shared_releases(&others)?;
+                let stored =
+                    control_plane::store(&self.client, name, resolved.spec(), this).await?;
+                (stored, resolved, Scope::All)
             }
             Request::Edit(apply_edit) => {
                 let mut spec = this
@@ -218,39 +212,17 @@ impl Session {
                     .map(|cp| cp.spec.clone())
                     .unwrap_or_else(|| edit::new_spec(&self.catalog));
                 let scope = apply_edit(&mut spec, &self.catalog)?;
-                self.check(name, &spec)?;
-                self.check_shared(name, &spec, &others)?;
-                let stored = control_plane::store(&self.client, name, &spec, this).await?;
-                (stored, Scope::Only(scope))
+                let resolved = Resolved::new(&self.catalog, name, spec)?;
+                resolved.refuse_shared_releases(&others)?;
+                let stored =
+                    control_plane::store(&self.client, name, resolved.spec(), this).await?;
+                (stored, resolved, Scope::Only(scope))
             }
             Request::RemoveAll => {
                 let this = this.ok_or_else(not_found)?;
                 return Ok(engine.remove_all(&this).await?);
             }
         };
-        Ok(engine.reconcile(&control_plane, &others, &scope).await?)
-    }
-
-    /// Refuses, before it is stored, a spec that would manage releases another ControlPlane
-    /// manages.
-    fn check_shared(
-        &self,
-        name: &str,
-        spec: &ControlPlaneSpec,
-        others: &[(String, ControlPlaneSpec)],
-    ) -> Result<(), SessionError> {
-        refuse_shared_releases(&self.catalog, spec, others).map_err(|source| SessionError::Spec {
-            name: name.to_owned(),
-            source,
-        })
-    }
-
-    fn check(&self, name: &str, spec: &ControlPlaneSpec) -> Result<(), SessionError> {
-        resolve(&self.catalog, spec)
-            .map(drop)
-            .map_err(|source| SessionError::Spec {
-                name: name.to_owned(),
-                source,
-            })
+        Ok(engine.reconcile(&control_plane, &resolved, &scope).await?)
     }
 }

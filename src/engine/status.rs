@@ -13,7 +13,6 @@ use serde_json::json;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::EngineError;
 use crate::api::{
     Attempt, ChartRef, ComponentPhase, ComponentStatus, ControlPlane, ControlPlaneStatus,
     ReleaseStatus, condition, remove_condition, set_condition,
@@ -29,6 +28,15 @@ pub(super) enum RunEnd {
     Waiting,
     /// The wait's time limit passed.
     TimedOut,
+}
+
+/// The ControlPlane's status could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the status of ControlPlane {name}: {source}")]
+pub struct StatusError {
+    name: String,
+    #[source]
+    source: kube::Error,
 }
 
 pub(super) struct StatusWriter {
@@ -89,7 +97,7 @@ impl StatusWriter {
         name: &str,
         phase: ComponentPhase,
         message: Option<String>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<(), StatusError> {
         let mut status = self
             .component(name)
             .unwrap_or_else(|| ComponentStatus::with_phase(phase));
@@ -104,7 +112,7 @@ impl StatusWriter {
         &self,
         wanted: &DesiredComponent<'_>,
         phase: ComponentPhase,
-    ) -> Result<(), EngineError> {
+    ) -> Result<(), StatusError> {
         let mut status = self
             .component(wanted.name())
             .unwrap_or_else(|| ComponentStatus::with_phase(phase));
@@ -125,7 +133,7 @@ impl StatusWriter {
         wanted: &DesiredComponent<'_>,
         phase: ComponentPhase,
         revision: Option<i64>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<(), StatusError> {
         let status = ComponentStatus {
             chart: Some(ChartRef {
                 name: wanted.chart_metadata.name.clone(),
@@ -144,7 +152,7 @@ impl StatusWriter {
     }
 
     /// Up to date and no longer waiting: Available with its record unchanged.
-    pub async fn available(&self, name: &str) -> Result<(), EngineError> {
+    pub async fn available(&self, name: &str) -> Result<(), StatusError> {
         match self.component(name) {
             Some(mut status) if status.phase != ComponentPhase::Available => {
                 status.phase = ComponentPhase::Available;
@@ -157,13 +165,13 @@ impl StatusWriter {
 
     /// The step failed with `message`. The digests stay those of the last success, so the next
     /// reconcile tries again.
-    pub async fn failed(&self, name: &str, message: String) -> Result<(), EngineError> {
+    pub async fn failed(&self, name: &str, message: String) -> Result<(), StatusError> {
         self.progressing(name, ComponentPhase::Failed, Some(message))
             .await
     }
 
     /// Uninstalled: nothing of the component is left, nor recorded.
-    pub async fn removed(&self, name: &str) -> Result<(), EngineError> {
+    pub async fn removed(&self, name: &str) -> Result<(), StatusError> {
         self.set_component(name, ComponentStatus::with_phase(ComponentPhase::Removed))
             .await
     }
@@ -173,7 +181,7 @@ impl StatusWriter {
         &self,
         name: &str,
         mut status: ComponentStatus,
-    ) -> Result<(), EngineError> {
+    ) -> Result<(), StatusError> {
         {
             let current = self.current();
             let previous = current.components.get(name);
@@ -195,7 +203,7 @@ impl StatusWriter {
 
     /// kstatus: `Reconciling` while the engine changes something, `Ready` false meanwhile.
     /// Written once per reconcile, before the first change.
-    pub async fn mark_reconciling(&self, message: &str) -> Result<(), EngineError> {
+    pub async fn mark_reconciling(&self, message: &str) -> Result<(), StatusError> {
         if self.reconciling_marked.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
@@ -226,7 +234,7 @@ impl StatusWriter {
 
     /// The spec cannot be applied: Ready=False and Stalled=True with reason InvalidSpec, for
     /// this generation. Nothing else changes.
-    pub async fn rejected(&self, message: &str) -> Result<(), EngineError> {
+    pub async fn rejected(&self, message: &str) -> Result<(), StatusError> {
         let time = now();
         let mut next = self.current().clone();
         let conditions = &mut next.conditions;
@@ -257,121 +265,195 @@ impl StatusWriter {
         &self,
         desired: &[DesiredComponent<'_>],
         end: RunEnd,
-    ) -> Result<bool, EngineError> {
+    ) -> Result<bool, StatusError> {
         let status = self.current().clone();
-        let in_desired_state = |wanted: &DesiredComponent<'_>| {
-            let phase = status.components.get(wanted.name()).map(|s| s.phase);
-            if wanted.enabled {
-                phase == Some(ComponentPhase::Available)
-            } else {
-                matches!(phase, None | Some(ComponentPhase::Removed))
-            }
-        };
-        let settled = desired.iter().filter(|d| in_desired_state(d)).count();
-        let failed: Vec<String> = desired
-            .iter()
-            .filter_map(|d| {
-                let status = status.components.get(d.name())?;
-                (status.phase == ComponentPhase::Failed).then(|| {
-                    format!(
-                        "{}: {}",
-                        d.name(),
-                        status.message.as_deref().unwrap_or("failed")
-                    )
-                })
-            })
-            .collect();
-        let unsettled: Vec<&str> = desired
-            .iter()
-            .filter(|d| !in_desired_state(d))
-            .map(DesiredComponent::name)
-            .collect();
-
-        let mut next = status.clone();
-        let time = now();
-        let conditions = &mut next.conditions;
-        let generation = self.generation;
-        // kstatus: Stalled when the wait gave up; Reconciling while components are on their way
-        // and nothing failed (the operator comes back, or `smm status --watch` follows them).
-        let progressing = end != RunEnd::TimedOut && failed.is_empty() && !unsettled.is_empty();
-        if end == RunEnd::TimedOut {
-            let message = format!("gave up waiting for: {}", unsettled.join(", "));
-            set_condition(
-                conditions,
-                condition::STALLED,
-                true,
-                "WaitTimedOut",
-                &message,
-                generation,
-                &time,
-            );
-        } else {
-            remove_condition(conditions, condition::STALLED);
-        }
-        if progressing {
-            let message = format!("waiting for: {}", unsettled.join(", "));
-            set_condition(
-                conditions,
-                condition::RECONCILING,
-                true,
-                "Progressing",
-                &message,
-                generation,
-                &time,
-            );
-        } else {
-            remove_condition(conditions, condition::RECONCILING);
-        }
-        let ready = failed.is_empty() && unsettled.is_empty() && end == RunEnd::Settled;
-        let (reason, message) = if ready {
-            (
-                "Reconciled",
-                format!("{settled} components in their desired state"),
-            )
-        } else if !failed.is_empty() {
-            ("ComponentFailed", failed.join("; "))
-        } else {
-            (
-                "ComponentsNotReady",
-                format!("not in their desired state: {}", unsettled.join(", ")),
-            )
-        };
-        set_condition(
-            conditions,
-            condition::READY,
-            ready,
-            reason,
-            &message,
-            generation,
-            &time,
-        );
-        next.observed_generation = generation;
-        next.reconciled_components = Some(format!("{settled}/{}", desired.len()));
-
-        if next != status {
+        let settled = settle(&status, desired, end, self.generation, &now());
+        if settled.status != status {
             self.patch(json!({"status": {
-                "conditions": next.conditions,
-                "observedGeneration": next.observed_generation,
-                "reconciledComponents": next.reconciled_components,
+                "conditions": settled.status.conditions,
+                "observedGeneration": settled.status.observed_generation,
+                "reconciledComponents": settled.status.reconciled_components,
             }}))
             .await?;
-            *self.current() = next;
+            *self.current() = settled.status;
         }
-        Ok(ready)
+        Ok(settled.ready)
     }
 
-    async fn patch(&self, patch: serde_json::Value) -> Result<(), EngineError> {
+    async fn patch(&self, patch: serde_json::Value) -> Result<(), StatusError> {
         self.api
             .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map(drop)
-            .map_err(|source| EngineError::Status {
+            .map_err(|source| StatusError {
                 name: self.name.clone(),
                 source,
             })
     }
 }
 
+/// The status a run ends with, and whether it says Ready.
+#[derive(Debug)]
+struct Settled {
+    status: ControlPlaneStatus,
+    ready: bool,
+}
+
+/// The kstatus conditions a run ends with, from each component's recorded phase: Ready when
+/// every component is in its desired state (enabled ones Available, disabled ones gone) and
+/// the run settled; Stalled when the wait gave up; Reconciling while components are on their
+/// way and nothing failed (the operator comes back, or `smm status --watch` follows them).
+fn settle(
+    status: &ControlPlaneStatus,
+    desired: &[DesiredComponent<'_>],
+    end: RunEnd,
+    generation: Option<i64>,
+    time: &Time,
+) -> Settled {
+    let phase =
+        |wanted: &DesiredComponent<'_>| status.components.get(wanted.name()).map(|s| s.phase);
+    let in_desired_state = |wanted: &DesiredComponent<'_>| match phase(wanted) {
+        Some(ComponentPhase::Available) => wanted.enabled,
+        None | Some(ComponentPhase::Removed) => !wanted.enabled,
+        Some(_) => false,
+    };
+    let settled = desired.iter().filter(|d| in_desired_state(d)).count();
+    let failed: Vec<String> = desired
+        .iter()
+        .filter_map(|d| {
+            let status = status.components.get(d.name())?;
+            (status.phase == ComponentPhase::Failed).then(|| {
+                let message = status.message.as_deref().unwrap_or("failed");
+                format!("{}: {message}", d.name())
+            })
+        })
+        .collect();
+    let unsettled: Vec<&str> = desired
+        .iter()
+        .filter(|d| !in_desired_state(d))
+        .map(DesiredComponent::name)
+        .collect();
+
+    let mut next = status.clone();
+    let conditions = &mut next.conditions;
+    let mut set = |type_, reason, message: &str, holds: bool| {
+        set_condition(conditions, type_, holds, reason, message, generation, time);
+    };
+    if end == RunEnd::TimedOut {
+        let message = format!("gave up waiting for: {}", unsettled.join(", "));
+        set(condition::STALLED, "WaitTimedOut", &message, true);
+    }
+    let progressing = end != RunEnd::TimedOut && failed.is_empty() && !unsettled.is_empty();
+    if progressing {
+        let message = format!("waiting for: {}", unsettled.join(", "));
+        set(condition::RECONCILING, "Progressing", &message, true);
+    }
+    let ready = failed.is_empty() && unsettled.is_empty() && end == RunEnd::Settled;
+    let (reason, message) = if ready {
+        (
+            "Reconciled",
+            format!("{settled} components in their desired state"),
+        )
+    } else if !failed.is_empty() {
+        ("ComponentFailed", failed.join("; "))
+    } else {
+        let waiting = unsettled.join(", ");
+        (
+            "ComponentsNotReady",
+            format!("not in their desired state: {waiting}"),
+        )
+    };
+    set(condition::READY, reason, &message, ready);
+    if end != RunEnd::TimedOut {
+        remove_condition(conditions, condition::STALLED);
+    }
+    if !progressing {
+        remove_condition(conditions, condition::RECONCILING);
+    }
+    next.observed_generation = generation;
+    next.reconciled_components = Some(format!("{settled}/{}", desired.len()));
+    Settled {
+        status: next,
+        ready,
+    }
+}
+
 fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ControlPlaneSpec;
+    use crate::desired::resolve::resolve;
+    use crate::mesh::catalog::Catalog;
+
+    fn condition_of<'a>(status: &'a ControlPlaneStatus, type_: &str) -> Option<(&'a str, &'a str)> {
+        let found = status.conditions.iter().find(|c| c.type_ == type_)?;
+        Some((found.status.as_str(), found.reason.as_str()))
+    }
+
+    #[test]
+    fn a_run_ends_ready_stalled_or_reconciling_as_its_components_stand() {
+        let catalog = Catalog::builtin().unwrap();
+        let spec = ControlPlaneSpec::default().with_enabled("tracing", false);
+        let desired = resolve(&catalog, &spec).unwrap();
+        let mut status = ControlPlaneStatus::default();
+        for wanted in desired.iter().filter(|d| d.enabled) {
+            let available = ComponentStatus::with_phase(ComponentPhase::Available);
+            status
+                .components
+                .insert(wanted.name().to_owned(), available);
+        }
+        let time = now();
+
+        let ready = settle(&status, &desired, RunEnd::Settled, Some(3), &time);
+        assert!(ready.ready);
+        assert_eq!(
+            condition_of(&ready.status, condition::READY),
+            Some(("True", "Reconciled"))
+        );
+        assert_eq!(condition_of(&ready.status, condition::RECONCILING), None);
+        assert_eq!(ready.status.observed_generation, Some(3));
+        assert_eq!(ready.status.reconciled_components.as_deref(), Some("7/7"));
+
+        status.components.get_mut("istiod").unwrap().phase = ComponentPhase::Installing;
+        let waiting = settle(&status, &desired, RunEnd::Waiting, Some(3), &time);
+        assert!(!waiting.ready);
+        assert_eq!(
+            condition_of(&waiting.status, condition::RECONCILING),
+            Some(("True", "Progressing"))
+        );
+        assert_eq!(
+            condition_of(&waiting.status, condition::READY),
+            Some(("False", "ComponentsNotReady"))
+        );
+
+        let timed_out = settle(&status, &desired, RunEnd::TimedOut, Some(3), &time);
+        assert_eq!(
+            condition_of(&timed_out.status, condition::STALLED),
+            Some(("True", "WaitTimedOut"))
+        );
+        assert_eq!(
+            condition_of(&timed_out.status, condition::RECONCILING),
+            None
+        );
+
+        let failed = ComponentStatus {
+            message: Some("helm said no".to_owned()),
+            ..ComponentStatus::with_phase(ComponentPhase::Failed)
+        };
+        let mut retried = timed_out.status;
+        retried.components.insert("istiod".to_owned(), failed);
+        let failing = settle(&retried, &desired, RunEnd::Settled, Some(4), &time);
+        let ready = failing
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition::READY);
+        assert_eq!(ready.unwrap().message, "istiod: helm said no");
+        assert_eq!(condition_of(&failing.status, condition::STALLED), None);
+        assert_eq!(condition_of(&failing.status, condition::RECONCILING), None);
+    }
 }

@@ -459,8 +459,8 @@ impl Context {
                 tracing::info!(control_plane = %name, %holder, "waiting for another reconcile")
             })
             .await;
-        if let Err(SessionError::Engine(err @ EngineError::Spec { .. })) = &result {
-            progress.rejected(&err.to_string());
+        if let Err(SessionError::Engine(EngineError::Rejected(rejected))) = &result {
+            progress.rejected(&rejected.to_string());
         }
 
         let metrics = &self.health.metrics;

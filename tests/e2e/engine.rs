@@ -58,7 +58,8 @@ impl TestControlPlane {
             .into_iter()
             .map(|cp| (cp.name_any(), cp.spec))
             .collect();
-        engine.reconcile(&this[0], &others, &Scope::All).await
+        let resolved = engine.resolve_stored(&this[0], &others).await?;
+        engine.reconcile(&this[0], &resolved, &Scope::All).await
     }
 
     /// The engine's removal of everything this ControlPlane installed.
@@ -653,7 +654,7 @@ async fn a_bad_spec_changes_nothing() {
     ] {
         let cp = TestControlPlane::create(&cluster, spec).await;
         let err = cp.reconciled_by(&engine).await.unwrap_err();
-        assert!(matches!(err, EngineError::Spec { .. }), "{err}");
+        assert!(matches!(err, EngineError::Rejected(_)), "{err}");
         assert!(err.to_string().contains(expected), "{err}");
         let status = cp.get().await.status.unwrap();
         assert!(status.components.is_empty());

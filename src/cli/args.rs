@@ -1,0 +1,108 @@
+//! Flags every command accepts, and what they give the library: the cluster target, helm, a
+//! client, and the token that an interruption cancels.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use smm::cluster::target::ClusterTarget;
+use smm::helm::{Helm, HelmBinary};
+
+/// Flags every command accepts, named as kubectl and helm name them.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Path to the kubeconfig file (default: KUBECONFIG, then ~/.kube/config, then in-cluster)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current context)
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+    /// The helm binary to run (default: SMM_HELM, then helm on PATH)
+    #[arg(long, global = true, value_name = "PATH")]
+    pub helm_binary: Option<PathBuf>,
+    /// How long one helm operation, a wait for the reconcile lease, or the wait for components to become ready may take, e.g. 90s, 5m
+    #[arg(long, global = true, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides it
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Never color the output
+    #[arg(long, global = true)]
+    pub no_color: bool,
+}
+
+impl GlobalArgs {
+    pub fn cluster_target(&self) -> ClusterTarget {
+        ClusterTarget {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+        }
+    }
+
+    pub fn helm(&self) -> anyhow::Result<Helm> {
+        let binary = HelmBinary::locate(self.helm_binary.as_deref())?;
+        Ok(Helm::new(
+            binary,
+            self.cluster_target().resolved(),
+            self.timeout,
+        ))
+    }
+
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        Ok(self.cluster_target().client().await?)
+    }
+}
+
+/// Cancelled when smm gets SIGINT or SIGTERM: the running reconcile stops helm (SIGTERM, then
+/// SIGKILL after a grace period), releases its lease and smm exits non-zero.
+pub fn interrupted() -> CancellationToken {
+    static INTERRUPTED: std::sync::OnceLock<CancellationToken> = std::sync::OnceLock::new();
+    INTERRUPTED
+        .get_or_init(|| {
+            smm::signals::stop_on_signal("stopping: stopping helm, releasing the lease")
+        })
+        .clone()
+}
+
+/// Parses durations the way kubectl and helm users write them: `90s`, `5m`, `1h`, `1m30s`.
+pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("{text:?} is not a duration; expected e.g. 90s, 5m, 1h or 1m30s");
+    let mut total = 0u64;
+    let mut digits = String::new();
+    for ch in text.chars() {
+        if ch.is_ascii_digit() {
+            digits.push(ch);
+            continue;
+        }
+        let value: u64 = digits.parse().map_err(|_| invalid())?;
+        digits.clear();
+        total += value
+            * match ch {
+                's' => 1,
+                'm' => 60,
+                'h' => 3600,
+                _ => return Err(invalid()),
+            };
+    }
+    if !digits.is_empty() || total == 0 {
+        return Err(invalid());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_helm_timeouts() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        for bad in ["", "5", "5x", "m", "0s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+}

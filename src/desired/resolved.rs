@@ -1,0 +1,139 @@
+//! A ControlPlane's spec resolved once for a run: every component's desired state, checked
+//! before anything is locked, stored or applied, then handed down to the engine as it is. A
+//! spec that cannot be applied is one error, [`Rejected`], wherever it is found.
+
+use crate::api::ControlPlaneSpec;
+use crate::mesh::catalog::Catalog;
+
+use super::resolve::{DesiredComponent, SpecError, refuse_shared_releases, resolve};
+
+/// The spec of ControlPlane `name` cannot be applied; nothing was changed because of it.
+#[derive(Debug, thiserror::Error)]
+#[error("ControlPlane {name} rejected, nothing was changed: {source}")]
+pub struct Rejected {
+    pub name: String,
+    #[source]
+    pub source: SpecError,
+}
+
+/// What a run brings the cluster to: the spec as it will be stored and every catalog
+/// component's desired state, in dependency order.
+#[derive(Debug)]
+pub struct Resolved<'c> {
+    catalog: &'c Catalog,
+    name: String,
+    spec: ControlPlaneSpec,
+    components: Vec<DesiredComponent<'c>>,
+}
+
+impl<'c> Resolved<'c> {
+    /// Resolves `spec`, the spec of the ControlPlane `name`.
+    pub fn new(catalog: &'c Catalog, name: &str, spec: ControlPlaneSpec) -> Result<Self, Rejected> {
+        let rejected = |source| Rejected {
+            name: name.to_owned(),
+            source,
+        };
+        let components = resolve(catalog, &spec).map_err(rejected)?;
+        Ok(Self {
+            catalog,
+            name: name.to_owned(),
+            spec,
+            components,
+        })
+    }
+
+    /// Every component disabled, as deleting the ControlPlane asks. Removal works even for a
+    /// spec that could not be applied: values and unknown components do not matter once
+    /// everything goes.
+    pub fn removal(
+        catalog: &'c Catalog,
+        name: &str,
+        spec: &ControlPlaneSpec,
+    ) -> Result<Self, Rejected> {
+        let mut spec = spec.clone();
+        spec.components
+            .retain(|component, _| catalog.get(component).is_some());
+        for component in catalog.names() {
+            let entry = spec.components.entry(component.to_owned()).or_default();
+            entry.enabled = Some(false);
+            entry.values_override = None;
+        }
+        Self::new(catalog, name, spec)
+    }
+
+    /// Refuses a spec that would manage a release that one of `others` (the other
+    /// ControlPlanes' names and specs) manages too.
+    pub fn refuse_shared_releases(
+        &self,
+        others: &[(String, ControlPlaneSpec)],
+    ) -> Result<(), Rejected> {
+        refuse_shared_releases(self.catalog, &self.spec, others).map_err(|source| Rejected {
+            name: self.name.clone(),
+            source,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn spec(&self) -> &ControlPlaneSpec {
+        &self.spec
+    }
+
+    /// Every catalog component's desired state, dependencies first.
+    pub fn components(&self) -> &[DesiredComponent<'c>] {
+        &self.components
+    }
+
+    pub fn catalog(&self) -> &'c Catalog {
+        self.catalog
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_rejected_spec_names_its_control_plane() {
+        let catalog = Catalog::builtin().unwrap();
+        let spec = ControlPlaneSpec::default().with_component("istio-d", |_| {});
+        let err = Resolved::new(&catalog, "mesh", spec).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "ControlPlane mesh rejected, nothing was changed: spec.components.istio-d: \
+                 unknown component"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn removal_disables_everything_even_of_a_spec_that_cannot_be_applied() {
+        let catalog = Catalog::builtin().unwrap();
+        let spec = ControlPlaneSpec::default()
+            .with_component("istio-d", |_| {})
+            .with_values("istiod", json!({"global": {"istioNamespace": "mine"}}));
+        let removal = Resolved::removal(&catalog, "mesh", &spec).unwrap();
+        assert_eq!(removal.components().len(), catalog.names().len());
+        assert!(removal.components().iter().all(|d| !d.enabled));
+    }
+
+    #[test]
+    fn shared_releases_are_refused_naming_the_control_plane() {
+        let catalog = Catalog::builtin().unwrap();
+        let mesh = ControlPlaneSpec::default();
+        let resolved = Resolved::new(&catalog, "second", mesh.clone()).unwrap();
+        let err = resolved
+            .refuse_shared_releases(&[("first".to_owned(), mesh)])
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "ControlPlane second rejected, nothing was changed: spec.components.base"
+            ),
+            "{err}"
+        );
+    }
+}

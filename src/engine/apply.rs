@@ -1,0 +1,222 @@
+//! What a step does to the cluster once it may act: native objects and helm's install, upgrade
+//! or recovery; an uninstall; finishing a removal; moving a release out of its old namespace.
+
+use super::decide::Operation;
+use super::report::Outcome;
+use super::status::StatusWriter;
+use super::step::{ComponentError, StepEnd};
+use super::{Engine, WaitPolicy};
+use crate::api::{ComponentPhase, ComponentStatus, ControlPlaneSpec};
+use crate::cluster::inventory::Inventory;
+use crate::cluster::objects;
+use crate::desired::resolve::DesiredComponent;
+use crate::helm::Helm;
+use crate::helm::release::{
+    self, OWNER_LABEL, ObservedRelease, ObservedReleases, ReleaseRef, ReleaseState,
+};
+use crate::mesh::catalog::ComponentContext;
+
+impl Engine {
+    /// Native objects first (those not as they should be), then the chart; `Nothing` still
+    /// looks at native objects, which puts back a deleted cluster role without spawning helm.
+    pub(super) async fn apply(
+        &self,
+        wanted: &DesiredComponent<'_>,
+        operation: Operation,
+        release: Option<&ObservedRelease>,
+        inventory: &Inventory,
+        writer: &StatusWriter,
+    ) -> Result<StepEnd, ComponentError> {
+        let name = wanted.name();
+        let native = objects::apply_changed(&self.client, &wanted.native, inventory).await?;
+        let phase = match operation {
+            Operation::Install => ComponentPhase::Installing,
+            _ => ComponentPhase::Upgrading,
+        };
+        if !native.not_ready.is_empty() {
+            let waiting = native.not_ready.join(", ");
+            let message = format!("waiting for {waiting} to be established");
+            writer
+                .progressing(name, phase, Some(message.clone()))
+                .await?;
+            return Ok(StepEnd::Waiting(message));
+        }
+        if operation == Operation::Nothing {
+            // Up to date; still waiting for its workloads when last seen.
+            let waiting = writer
+                .component(name)
+                .map(|s| s.phase)
+                .filter(|phase| *phase != ComponentPhase::Available);
+            return match (waiting, release) {
+                (Some(phase), Some(release)) => {
+                    self.await_workloads(wanted, phase, release, writer).await
+                }
+                _ => {
+                    writer.available(name).await?;
+                    Ok(StepEnd::Done)
+                }
+            };
+        }
+        writer.attempting(wanted, phase).await?;
+        let release_state = release.map(|r| &r.state);
+        let owner = writer.control_plane_uid();
+        run_helm(&self.helm, wanted, operation, release_state, owner).await?;
+        let applied = release::observe(
+            &self.client,
+            &[wanted.component.release_name],
+            release::Freshness::Latest,
+        )
+        .await
+        .map_err(ComponentError::Observe)?;
+        let Some(applied) = release::lookup(&applied, &wanted.release) else {
+            // helm said it succeeded; its record not being there is someone else's doing.
+            writer.applied(wanted, phase, None).await?;
+            return Ok(StepEnd::Waiting(
+                "waiting for helm's release record".to_owned(),
+            ));
+        };
+        let revision = applied.revision;
+        writer.applied(wanted, phase, Some(revision)).await?;
+        tracing::info!(component = name, ?operation, revision, "applied");
+        self.await_workloads(wanted, phase, applied, writer).await
+    }
+
+    /// The component's namespace changed: its release (and native objects) in the old namespace
+    /// go before anything happens in the new one, so two copies never run side by side.
+    pub(super) async fn remove_moved(
+        &self,
+        wanted: &DesiredComponent<'_>,
+        spec: &ControlPlaneSpec,
+        previous: &ReleaseRef,
+        writer: &StatusWriter,
+    ) -> Result<(), ComponentError> {
+        let name = wanted.name();
+        let reason = format!("moved from namespace {}", previous.namespace);
+        if let Some(progress) = &self.progress {
+            progress.started(name, Operation::Uninstall, &reason);
+        }
+        writer
+            .mark_reconciling(&format!("{name}: {reason}"))
+            .await?;
+        self.helm
+            .uninstall(previous, self.waits())
+            .await
+            .map_err(ComponentError::RemoveMoved)?;
+        let placements = self.catalog.placements(spec);
+        let old_natives = (wanted.component.native_objects)(&ComponentContext {
+            spec,
+            namespace: &previous.namespace,
+            enabled: false,
+            placements: &placements,
+        });
+        objects::apply(&self.client, &old_natives).await?;
+        if let Some(progress) = &self.progress {
+            progress.finished(name, &Outcome::Done);
+        }
+        tracing::info!(component = name, from = %previous, to = %wanted.release, "moved");
+        Ok(())
+    }
+
+    pub(super) async fn uninstall(
+        &self,
+        wanted: &DesiredComponent<'_>,
+        writer: &StatusWriter,
+    ) -> Result<StepEnd, ComponentError> {
+        let name = wanted.name();
+        writer
+            .progressing(name, ComponentPhase::Uninstalling, None)
+            .await?;
+        self.helm
+            .uninstall(&wanted.release, self.waits())
+            .await
+            .map_err(ComponentError::Helm)?;
+        objects::apply(&self.client, &wanted.native).await?;
+        writer.removed(name).await?;
+        tracing::info!(component = name, "uninstalled");
+        Ok(StepEnd::Done)
+    }
+
+    /// A disabled component with no release: native objects may outlive a release (a failed
+    /// earlier removal), so finish the job.
+    pub(super) async fn finish_removal(
+        &self,
+        wanted: &DesiredComponent<'_>,
+        recorded: Option<&ComponentStatus>,
+        inventory: &Inventory,
+        writer: &StatusWriter,
+    ) -> Result<StepEnd, ComponentError> {
+        objects::apply_changed(&self.client, &wanted.native, inventory).await?;
+        if recorded.is_some_and(|s| s.phase != ComponentPhase::Removed) {
+            writer.removed(wanted.name()).await?;
+        }
+        Ok(StepEnd::Done)
+    }
+
+    /// Whether helm should wait for what it removes to be gone.
+    fn waits(&self) -> bool {
+        self.settings.wait != WaitPolicy::No
+    }
+}
+
+/// Runs helm for an install, upgrade or recovery.
+async fn run_helm(
+    helm: &Helm,
+    wanted: &DesiredComponent<'_>,
+    operation: Operation,
+    release_state: Option<&ReleaseState>,
+    owner: &str,
+) -> Result<(), ComponentError> {
+    if operation == Operation::Recover {
+        // A pending install has nothing to go back to, and an interrupted uninstall is finished
+        // rather than undone (a rollback fails when no earlier revision is left); anything else
+        // returns to the last good revision.
+        match release_state {
+            Some(ReleaseState::PendingInstall | ReleaseState::Uninstalling) => {
+                helm.uninstall(&wanted.release, false).await
+            }
+            _ => helm.rollback(&wanted.release).await,
+        }
+        .map_err(ComponentError::Recover)?;
+    }
+    let prepared = wanted.chart.prepare(&wanted.values)?;
+    // The record says who owns the release and what it holds (label values are short: the
+    // digests' first 32 hex digits).
+    let short = |digest: &str| -> String {
+        digest
+            .trim_start_matches("sha256:")
+            .chars()
+            .take(32)
+            .collect()
+    };
+    let (chart, values) = (short(&wanted.chart_digest), short(&wanted.values_digest));
+    let labels = [
+        (OWNER_LABEL, owner),
+        ("smm.dev/chart-digest", chart.as_str()),
+        ("smm.dev/values-digest", values.as_str()),
+    ];
+    helm.upgrade_install(
+        &wanted.release,
+        prepared.chart_path(),
+        prepared.values_file(),
+        &labels,
+    )
+    .await
+    .map_err(ComponentError::Helm)?;
+    Ok(())
+}
+
+/// Where the component's release was installed, when that is no longer where it should be and a
+/// release is still there.
+pub(super) fn moved_release(
+    recorded: Option<&ComponentStatus>,
+    wanted: &DesiredComponent<'_>,
+    observed: &ObservedReleases,
+) -> Option<ReleaseRef> {
+    let previous = recorded?.release.as_ref()?;
+    let previous = ReleaseRef {
+        name: previous.name.clone(),
+        namespace: previous.namespace.clone(),
+    };
+    (previous != wanted.release && release::lookup(observed, &previous).is_some())
+        .then_some(previous)
+}

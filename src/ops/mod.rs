@@ -1,0 +1,141 @@
+//! The operations behind the commands that change or preview the mesh from the client, one
+//! each, as cargo's `ops` serve its `commands`: a command parses its flags, calls one of these
+//! and prints what it returns. The decisions (refusing while the operator owns reconciliation,
+//! where a dump starts from, the lease, storing, the engine) are made here and below, never in
+//! the command line.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Client;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::ControlPlaneSpec;
+use crate::cluster::control_plane::{self, StoreError};
+use crate::cluster::lease::holder_identity;
+use crate::desired::edit;
+use crate::desired::resolved::Resolved;
+use crate::engine::report::{PlannedComponent, Progress, ReconcileReport};
+use crate::engine::session::{Request, Session, SessionError};
+use crate::engine::{Engine, EngineError, EngineSettings, Scope, WaitPolicy};
+use crate::helm::Helm;
+use crate::helm::render::{self, RenderError, RenderedComponent};
+use crate::mesh::catalog::Catalog;
+use crate::operator::{self, OperatorOpError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    #[error(transparent)]
+    OperatorPresent(#[from] OperatorOpError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Plan(#[from] EngineError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
+}
+
+/// What a reconcile from the client needs to reach the cluster and its charts.
+#[derive(Clone)]
+pub struct Reach {
+    pub client: Client,
+    pub helm: Helm,
+    pub catalog: Arc<Catalog>,
+}
+
+/// How a reconcile from the client runs.
+pub struct ReconcileOptions {
+    /// Take over releases that belong to another ControlPlane or to nobody.
+    pub adopt: bool,
+    pub wait: WaitPolicy,
+    /// How long a lease held by another run is waited for.
+    pub lease_wait: Duration,
+    pub progress: Option<Arc<dyn Progress>>,
+    /// Cancelled to stop at once (the user interrupted): helm is stopped, the lease released.
+    pub cancel: CancellationToken,
+}
+
+/// Runs `request` on the ControlPlane `name` in a reconcile session, as `smm install`,
+/// `smm uninstall` and `smm reconcile -f` do; refused while the operator is installed, since it
+/// owns reconciliation and a run from the client would compete with it. `on_wait` is told who
+/// holds the lease when another run has it.
+pub async fn reconcile(
+    reach: Reach,
+    name: &str,
+    request: Request<'_>,
+    options: ReconcileOptions,
+    on_wait: impl FnOnce(&str),
+) -> Result<ReconcileReport, OpsError> {
+    operator::ensure_absent(&reach.client, name).await?;
+    let holder = holder_identity("smm-cli");
+    let mut session = Session::new(
+        reach.client,
+        reach.helm,
+        reach.catalog,
+        holder,
+        options.lease_wait,
+    )
+    .with_adopt(options.adopt)
+    .with_wait(options.wait)
+    .with_cancel(options.cancel);
+    if let Some(progress) = options.progress {
+        session = session.with_progress(progress);
+    }
+    Ok(session.run(name, request, on_wait).await?)
+}
+
+/// What reconciling `resolved` would do, against the status stored for its ControlPlane (none
+/// when it is not stored yet); changes nothing and spawns no helm.
+pub async fn plan(
+    reach: Reach,
+    resolved: &Resolved<'_>,
+) -> Result<Vec<PlannedComponent>, OpsError> {
+    let stored = control_plane::load(&reach.client, resolved.name()).await?;
+    let engine = Engine::new(
+        reach.client,
+        reach.helm,
+        reach.catalog,
+        EngineSettings::default(),
+    );
+    let status = stored.as_ref().and_then(|cp| cp.status.as_ref());
+    Ok(engine.plan(resolved, status, &Scope::All).await?)
+}
+
+/// The objects the enabled components of `resolved` in `scope` would apply, rendered with
+/// `helm template`: needs no cluster.
+pub async fn dump(
+    helm: &Helm,
+    resolved: &Resolved<'_>,
+    scope: &Scope,
+) -> Result<Vec<RenderedComponent>, OpsError> {
+    let requests: Vec<_> = resolved
+        .components()
+        .iter()
+        .filter(|d| d.enabled && scope.includes(d.name()))
+        .map(|d| d.render_request())
+        .collect();
+    Ok(render::render(helm, &requests).await?)
+}
+
+/// The spec an imperative command's `--dump-resources` edits: the stored ControlPlane's when a
+/// cluster answers, otherwise the defaults, so a machine with no cluster at all can still dump.
+pub async fn spec_to_dump(
+    client: Option<&Client>,
+    catalog: &Catalog,
+    name: &str,
+) -> ControlPlaneSpec {
+    let Some(client) = client else {
+        return ControlPlaneSpec::default();
+    };
+    match control_plane::load(client, name).await {
+        Ok(stored) => stored
+            .map(|cp| cp.spec)
+            .unwrap_or_else(|| edit::new_spec(catalog)),
+        Err(err) => {
+            tracing::warn!("rendering from defaults: cannot read the ControlPlane: {err:#}");
+            ControlPlaneSpec::default()
+        }
+    }
+}
