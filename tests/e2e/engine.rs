@@ -461,9 +461,9 @@ async fn interrupt_helm(
     assert!(reached, "helm never recorded a {status} release");
 }
 
-/// Finding M9: an uninstall interrupted while its pre-delete hook runs leaves the release
-/// `uninstalling`. It is finished by uninstalling and then installed again, not rolled back
-/// (helm has no revision before the first to roll back to).
+/// A release must not stay stuck after an interrupted uninstall: one interrupted while its
+/// pre-delete hook runs leaves the release `uninstalling`. It is finished by uninstalling and
+/// then installed again, not rolled back (helm has no revision before the first to roll back to).
 #[tokio::test]
 async fn a_release_left_uninstalling_is_finished_then_installed() {
     let cluster = TestCluster::connect().await;
@@ -512,9 +512,9 @@ async fn a_release_left_uninstalling_is_finished_then_installed() {
     cp.delete(&cluster).await;
 }
 
-/// Finding M13: an error in one component's step (here, helm's record of its release cannot
-/// be decoded) fails that component only. The others are reconciled, and the run still ends
-/// with its conditions and statuses saying so.
+/// One broken component must not hold back the rest of the mesh: an error in one component's
+/// step (here, helm's record of its release cannot be decoded) fails that component only. The
+/// others are reconciled, and the run still ends with its conditions and statuses saying so.
 #[tokio::test]
 async fn an_error_in_one_step_fails_that_component_only() {
     let cluster = TestCluster::connect().await;
