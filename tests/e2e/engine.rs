@@ -17,8 +17,7 @@ use smm::engine::decide::Operation;
 use smm::engine::report::{Outcome, ReconcileReport};
 use smm::engine::{Engine, EngineError, EngineSettings, Scope, WaitPolicy};
 use smm::helm::Helm;
-use smm::helm::chart::EmbeddedChart;
-use smm::mesh::catalog::{Catalog, Component, DefaultNamespace};
+use smm::mesh::catalog::{Catalog, Component};
 
 use crate::support::{HelmTool, TestCluster, ensure_control_plane_crd, eventually, unique_name};
 
@@ -354,17 +353,7 @@ fn tiny_catalog(chart: &'static include_dir::Dir<'static>) -> Catalog {
 
 /// A component made of the tiny test chart, released under its own name.
 fn tiny_component(name: &'static str, chart: &'static include_dir::Dir<'static>) -> Component {
-    Component {
-        name,
-        release_name: name,
-        default_namespace: DefaultNamespace::Mesh,
-        enabled_by_default: true,
-        depends_on: &[],
-        chart: EmbeddedChart::new("tiny", chart),
-        values_layer: ("values/tiny.yaml", "greeting: from-the-values-layer\n"),
-        native_objects: |_| Vec::new(),
-        managed_values: |_| json!({}),
-    }
+    crate::tiny_component::tiny_component(name, chart, "greeting: from-the-values-layer\n")
 }
 
 static TINY: include_dir::Dir<'static> =
