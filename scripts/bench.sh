@@ -9,7 +9,7 @@
 # gateways are left out: their pods are admitted only through istiod's injection webhook, which
 # on this plane needs a local istiod process started mid-install (scripts/istio/istiod.sh); the
 # dump comparison covers all seven components. The peers get exactly smm's charts and merged
-# values (scripts/bench/peer_inputs.rs writes them) and apply smm's native objects (namespace,
+# values (examples/bench_peer_inputs.rs writes them) and apply smm's native objects (namespace,
 # Istio's CRDs) with kubectl before the chart. Everything is written under BENCH_DIR (default a
 # fresh temporary directory), results in BENCH_DIR/results.tsv.
 set -euo pipefail

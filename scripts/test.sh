@@ -59,7 +59,7 @@ scripts/image-check.sh
 
 cargo test --locked "$@"
 
-# The fault campaign (tests/faults.rs, `test = false`) last and alone: it kills smm processes,
+# The fault campaign (tests/faults/, `test = false`) last and alone: it kills smm processes,
 # restarts the API server and counts helm processes. --nocapture so that every fault's line
 # reaches the log; it ends with `N passed, N failed`, then cargo's summary. Skipped when
 # arguments narrow the run to some tests.

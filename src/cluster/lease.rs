@@ -472,8 +472,9 @@ mod tests {
         assert_eq!(parts[2], std::process::id().to_string());
     }
 
-    /// Findings H1/M14: expiry is judged on the waiter's monotonic clock from the moment the
-    /// record last changed, whatever time the holder wrote into it.
+    /// Expiry is judged on the waiter's monotonic clock from the moment the record last changed,
+    /// whatever time the holder wrote into it: a holder whose clock is skewed must neither lose a
+    /// lease it still renews nor keep one it stopped renewing.
     #[test]
     fn a_lease_expires_by_the_waiters_clock_after_it_stops_changing() {
         let start = tokio::time::Instant::now();

@@ -143,8 +143,8 @@ mod tests {
         assert!(ClusterTarget::default().helm_args().is_empty());
     }
 
-    /// Finding M8: helm is told the context the client uses, not left to pick one (from
-    /// HELM_KUBECONTEXT, say).
+    /// helm is told the context the client uses, not left to pick one (from HELM_KUBECONTEXT,
+    /// say): otherwise helm could install into another cluster than the one smm reads.
     #[test]
     fn resolving_writes_out_the_current_context() {
         let dir = tempfile::tempdir().unwrap();

@@ -328,7 +328,8 @@ mod tests {
         );
     }
 
-    /// Finding H4: two ControlPlanes on one namespace would share releases.
+    /// Two ControlPlanes on one namespace would share releases, each undoing the other's
+    /// changes (and removing one would remove the other's), so the second is refused.
     #[test]
     fn a_release_managed_by_another_control_plane_is_refused() {
         let catalog = Catalog::builtin().unwrap();

@@ -1,5 +1,6 @@
 //! The dependency graph between components: every walk over dependencies (ordering, cycles,
-//! closures, dependents, the waves the engine runs side by side) lives here, once.
+//! closures, dependents, which earlier components each one must follow, as the engine schedules
+//! them, and the waves the dashboard draws as columns) lives here, once.
 //!
 //! The functions take anything that names its dependencies ([`Node`]): catalog components and
 //! the engine's desired components alike. Inputs called `ordered` must already be in

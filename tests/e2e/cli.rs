@@ -614,8 +614,9 @@ async fn components_and_the_engine_agree_on_enabled() {
         .unwrap();
 }
 
-/// Ownership (finding H4): a second ControlPlane whose spec would manage a release of the first
-/// is refused before it is stored, and a `helm rollback` made by hand is detected and corrected.
+/// Ownership (two ControlPlanes managing one release would undo each other's changes): a second
+/// ControlPlane whose spec would manage a release of the first is refused before it is stored,
+/// and a `helm rollback` made by hand is detected and corrected.
 #[tokio::test]
 async fn releases_have_one_owner_and_changes_by_hand_are_corrected() {
     let cluster = TestCluster::connect().await;
@@ -684,8 +685,9 @@ async fn releases_have_one_owner_and_changes_by_hand_are_corrected() {
         .await;
 }
 
-/// No lost update (finding M7): two `smm install` of different components at once both stick,
-/// because each edits the stored spec under the reconcile lease.
+/// No lost update (one command's edit of the stored spec must not overwrite another's): two
+/// `smm install` of different components at once both stick, because each edits the stored spec
+/// under the reconcile lease.
 #[tokio::test]
 async fn concurrent_installs_of_different_components_both_stick() {
     let cluster = TestCluster::connect().await;

@@ -17,8 +17,7 @@ use smm::engine::decide::Operation;
 use smm::engine::report::{Outcome, ReconcileReport};
 use smm::engine::{Engine, EngineError, EngineSettings, Scope, WaitPolicy};
 use smm::helm::Helm;
-use smm::helm::chart::EmbeddedChart;
-use smm::mesh::catalog::{Catalog, Component, DefaultNamespace};
+use smm::mesh::catalog::{Catalog, Component};
 
 use crate::support::{HelmTool, TestCluster, ensure_control_plane_crd, eventually, unique_name};
 
@@ -355,17 +354,7 @@ fn tiny_catalog(chart: &'static include_dir::Dir<'static>) -> Catalog {
 
 /// A component made of the tiny test chart, released under its own name.
 fn tiny_component(name: &'static str, chart: &'static include_dir::Dir<'static>) -> Component {
-    Component {
-        name,
-        release_name: name,
-        default_namespace: DefaultNamespace::Mesh,
-        enabled_by_default: true,
-        depends_on: &[],
-        chart: EmbeddedChart::new("tiny", chart),
-        values_layer: ("values/tiny.yaml", "greeting: from-the-values-layer\n"),
-        native_objects: |_| Vec::new(),
-        managed_values: |_| json!({}),
-    }
+    crate::tiny_component::tiny_component(name, chart, "greeting: from-the-values-layer\n")
 }
 
 static TINY: include_dir::Dir<'static> =
@@ -462,9 +451,9 @@ async fn interrupt_helm(
     assert!(reached, "helm never recorded a {status} release");
 }
 
-/// Finding M9: an uninstall interrupted while its pre-delete hook runs leaves the release
-/// `uninstalling`. It is finished by uninstalling and then installed again, not rolled back
-/// (helm has no revision before the first to roll back to).
+/// A release must not stay stuck after an interrupted uninstall: one interrupted while its
+/// pre-delete hook runs leaves the release `uninstalling`. It is finished by uninstalling and
+/// then installed again, not rolled back (helm has no revision before the first to roll back to).
 #[tokio::test]
 async fn a_release_left_uninstalling_is_finished_then_installed() {
     let cluster = TestCluster::connect().await;
@@ -513,9 +502,9 @@ async fn a_release_left_uninstalling_is_finished_then_installed() {
     cp.delete(&cluster).await;
 }
 
-/// Finding M13: an error in one component's step (here, helm's record of its release cannot
-/// be decoded) fails that component only. The others are reconciled, and the run still ends
-/// with its conditions and statuses saying so.
+/// One broken component must not hold back the rest of the mesh: an error in one component's
+/// step (here, helm's record of its release cannot be decoded) fails that component only. The
+/// others are reconciled, and the run still ends with its conditions and statuses saying so.
 #[tokio::test]
 async fn an_error_in_one_step_fails_that_component_only() {
     let cluster = TestCluster::connect().await;

@@ -11,3 +11,5 @@ mod set_syntax;
 mod smm_binary;
 #[path = "../support/mod.rs"]
 mod support;
+#[path = "../fixtures/tiny_component.rs"]
+mod tiny_component;

@@ -24,11 +24,14 @@ use smm::engine::WaitPolicy;
 use smm::engine::session::{Request, Session};
 use smm::helm::Helm;
 use smm::helm::HelmBinary;
-use smm::helm::chart::EmbeddedChart;
-use smm::mesh::catalog::{Catalog, Component, DefaultNamespace};
+use smm::mesh::catalog::Catalog;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
 use tracing_subscriber::{EnvFilter, Layer};
+
+#[path = "../tests/fixtures/tiny_component.rs"]
+mod tiny_component;
+use tiny_component::tiny_component;
 
 static TINY: include_dir::Dir<'static> =
     include_dir::include_dir!("$CARGO_MANIFEST_DIR/tests/fixtures/charts/tiny");
@@ -87,17 +90,7 @@ fn catalog(n: usize) -> anyhow::Result<Catalog> {
     let components = (0..n)
         .map(|i| {
             let name: &'static str = Box::leak(format!("tiny{i:03}").into_boxed_str());
-            Component {
-                name,
-                release_name: name,
-                default_namespace: DefaultNamespace::Mesh,
-                enabled_by_default: true,
-                depends_on: &[],
-                chart: EmbeddedChart::new("tiny", &TINY),
-                values_layer: ("values/tiny.yaml", "greeting: from-the-benchmark\n"),
-                native_objects: |_| Vec::new(),
-                managed_values: |_| json!({}),
-            }
+            tiny_component(name, &TINY, "greeting: from-the-benchmark\n")
         })
         .collect();
     Ok(Catalog::new(components)?)

@@ -1,0 +1,262 @@
+//! Whether a fault passed: its next normal run converges, and the cluster then holds exactly
+//! what the intended spec renders (see the campaign's doc in main.rs).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::ListParams;
+use kube::{Api, Client, ResourceExt};
+use serde_json::Value;
+
+use crate::process::{describe, helm_processes};
+use crate::scene::Scene;
+use crate::spec::{enabled_components, normalized, strings};
+
+impl Scene<'_> {
+    /// The Deployments `smm --dump-resources` renders for `spec` (which must be stored under
+    /// `name`'s file), by name.
+    pub async fn rendered_deployments(&mut self, name: &str, spec: &Value) -> Option<Vec<Value>> {
+        let file = self.write_control_plane("rendered.json", name, spec);
+        let args = strings(&["reconcile", "-f", &file, "--dump-resources"]);
+        let (status, proc) = self.run("render", &args).await;
+        if !status.is_some_and(|s| s.success()) {
+            self.record.fail(format!(
+                "smm reconcile --dump-resources of the intended spec failed: {}",
+                proc.tail(8)
+            ));
+            return None;
+        }
+        let text = std::fs::read_to_string(&proc.log).unwrap_or_default();
+        let mut deployments = Vec::new();
+        for document in serde_yaml_ng::Deserializer::from_str(&text) {
+            // The log also holds stderr lines (none on success); skip what is not an object.
+            let Ok(value) = <Value as serde::Deserialize>::deserialize(document) else {
+                continue;
+            };
+            if value["kind"] == "Deployment" {
+                deployments.push(value);
+            }
+        }
+        Some(deployments)
+    }
+
+    /// Whether the fault's next normal run converged to `intended` (see the campaign's doc).
+    pub async fn verify(&mut self, recovery: &[String], intended: &Value) {
+        let (status, proc) = self.run("recovery", recovery).await;
+        if !status.is_some_and(|s| s.success()) {
+            self.record.fail(format!(
+                "the next run `smm {}` did not converge ({}):\n    {}",
+                recovery.join(" "),
+                describe(status),
+                proc.tail(14)
+            ));
+        }
+        let elapsed = proc.started.elapsed().as_secs_f64();
+        self.record.note(format!("next run {elapsed:.1}s"));
+        self.check_state(intended).await;
+    }
+
+    /// [`Scene::verify`] with `smm reconcile -f` of `intended` as the next normal run.
+    pub async fn verify_reconciled(&mut self, intended: &Value) {
+        let file = self.write_control_plane("intended.json", &self.cp.clone(), intended);
+        self.verify(&strings(&["reconcile", "-f", &file]), intended)
+            .await;
+    }
+
+    /// The checks after the next run, also used for the first ControlPlane of a
+    /// second-ControlPlane fault.
+    pub async fn check_state(&mut self, intended: &Value) {
+        let status_args = self.on_cp(&["status"]);
+        self.run_checked("status", &status_args, "smm status: ", 12)
+            .await;
+        self.check_releases(intended).await;
+
+        // No helm left running.
+        let helms = helm_processes(&self.ctx.helm);
+        if !helms.is_empty() {
+            self.record
+                .fail(format!("helm processes still running: {helms:?}"));
+        }
+
+        self.check_deployments(intended).await;
+
+        // The stored spec is the intended one.
+        let stored = self.spec().await;
+        if normalized(&stored) != normalized(intended) {
+            self.record.fail(format!(
+                "stored spec {} is not the intended {}",
+                normalized(&stored),
+                normalized(intended)
+            ));
+        }
+    }
+
+    /// Helm's release records: none pending or uninstalling, every enabled component's latest
+    /// one deployed, none of a disabled component.
+    async fn check_releases(&mut self, intended: &Value) {
+        let enabled = enabled_components(intended);
+        let releases = release_records(&self.ctx.client, &self.ns).await;
+        for (release, versions) in &releases {
+            for (version, state) in versions {
+                if state.starts_with("pending-") || state == "uninstalling" {
+                    self.record
+                        .fail(format!("release {release} v{version} is {state}"));
+                }
+            }
+        }
+        for component in self.ctx.catalog.components() {
+            let latest = releases
+                .get(component.release_name)
+                .and_then(|versions| versions.last_key_value());
+            match (enabled.contains(component.name), latest) {
+                (true, Some((_, state))) if state == "deployed" => {}
+                (true, Some((version, state))) => self.record.fail(format!(
+                    "{}: latest release v{version} is {state}, not deployed",
+                    component.name
+                )),
+                (true, None) => self
+                    .record
+                    .fail(format!("{}: enabled but no helm release", component.name)),
+                (false, Some((version, state))) => self.record.fail(format!(
+                    "{}: disabled but release v{version} ({state}) is left",
+                    component.name
+                )),
+                (false, None) => {}
+            }
+        }
+    }
+
+    /// The live Deployments are the rendered ones, available and as rendered.
+    async fn check_deployments(&mut self, intended: &Value) {
+        let cp = self.cp.clone();
+        let Some(rendered) = self.rendered_deployments(&cp, intended).await else {
+            return;
+        };
+        let deployments: Api<Deployment> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+        let live: BTreeMap<String, Deployment> =
+            match deployments.list(&ListParams::default()).await {
+                Ok(list) => list.items.into_iter().map(|d| (d.name_any(), d)).collect(),
+                Err(err) => {
+                    self.record.fail(format!("listing Deployments: {err}"));
+                    BTreeMap::new()
+                }
+            };
+        let mut expected = BTreeSet::new();
+        for want in &rendered {
+            let name = want["metadata"]["name"].as_str().unwrap_or("").to_owned();
+            expected.insert(name.clone());
+            let Some(have) = live.get(&name) else {
+                self.record
+                    .fail(format!("Deployment {name} of the spec is missing"));
+                continue;
+            };
+            for problem in deployment_problems(want, have) {
+                self.record.fail(format!("Deployment {name}: {problem}"));
+            }
+        }
+        for name in live.keys().filter(|name| !expected.contains(*name)) {
+            self.record.fail(format!(
+                "Deployment {name} is left although the spec does not render it"
+            ));
+        }
+    }
+
+    /// The spec right after the fault may only be the one before it or the one its command meant.
+    pub async fn check_spec_after_fault(&mut self, allowed: &[&Value]) {
+        let stored = normalized(&self.spec().await);
+        if !allowed.iter().any(|spec| normalized(spec) == stored) {
+            self.record.fail(format!(
+                "after the fault the stored spec is {stored}, expected one of {}",
+                allowed
+                    .iter()
+                    .map(|spec| normalized(spec).to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ));
+        }
+    }
+}
+
+/// helm's release records in `namespace`: release name → version → status.
+pub async fn release_records(client: &Client, ns: &str) -> BTreeMap<String, BTreeMap<u64, String>> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let mut releases: BTreeMap<String, BTreeMap<u64, String>> = BTreeMap::new();
+    let Ok(list) = secrets
+        .list(&ListParams::default().labels("owner=helm"))
+        .await
+    else {
+        return releases;
+    };
+    for secret in list.items {
+        let labels = secret.labels();
+        let (Some(name), Some(version), Some(status)) = (
+            labels.get("name"),
+            labels.get("version").and_then(|v| v.parse().ok()),
+            labels.get("status"),
+        ) else {
+            continue;
+        };
+        releases
+            .entry(name.clone())
+            .or_default()
+            .insert(version, status.clone());
+    }
+    releases
+}
+
+/// What is wrong with a live Deployment against its rendering: not available, or replicas or
+/// node selector not as rendered.
+fn deployment_problems(want: &Value, have: &Deployment) -> Vec<String> {
+    let mut problems = Vec::new();
+    let spec = have.spec.clone().unwrap_or_default();
+    let replicas = i64::from(spec.replicas.unwrap_or(1));
+    if let Some(rendered) = want["spec"]["replicas"].as_i64()
+        && rendered != replicas
+    {
+        problems.push(format!("{replicas} replicas, the spec renders {rendered}"));
+    }
+    let selector = spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|pod| pod.node_selector.clone())
+        .unwrap_or_default();
+    let rendered: BTreeMap<String, String> = want["spec"]["template"]["spec"]["nodeSelector"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if selector != rendered {
+        problems.push(format!(
+            "node selector {selector:?}, the spec renders {rendered:?}"
+        ));
+    }
+    if have.metadata.deletion_timestamp.is_some() {
+        problems.push("being deleted".to_owned());
+    }
+    let status = have.status.clone().unwrap_or_default();
+    let current = status.observed_generation >= have.metadata.generation;
+    let wanted = i32::try_from(replicas).unwrap_or(i32::MAX);
+    // kstatus' rule: every replica updated and available, and no replica of an older
+    // ReplicaSet left (an old pod still serving while the new ones cannot run is no rollout).
+    let available = status.available_replicas.unwrap_or(0) >= wanted
+        && status.updated_replicas.unwrap_or(0) >= wanted
+        && status.replicas.unwrap_or(0) <= wanted
+        && status.unavailable_replicas.unwrap_or(0) == 0;
+    if !(current && available) {
+        problems.push(format!(
+            "not rolled out (generation {:?} observed {:?}; of {wanted}: {} updated, {} available, {} in all, {} unavailable)",
+            have.metadata.generation,
+            status.observed_generation,
+            status.updated_replicas.unwrap_or(0),
+            status.available_replicas.unwrap_or(0),
+            status.replicas.unwrap_or(0),
+            status.unavailable_replicas.unwrap_or(0)
+        ));
+    }
+    problems
+}

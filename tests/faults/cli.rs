@@ -1,0 +1,179 @@
+//! A signal to the CLI in the middle of an install, an upgrade or an uninstall.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use smm::mesh::catalog::Catalog;
+
+use crate::plan::{CliOp, Signal};
+use crate::process::{Proc, describe};
+use crate::scene::Scene;
+use crate::spec::{campaign_components, install_args, strings, with_enabled};
+
+/// What a command means to do to the spec it starts from.
+type SpecEdit = Box<dyn Fn(&Value) -> Value>;
+
+pub async fn cli_fault(
+    s: &mut Scene<'_>,
+    op: CliOp,
+    signal: Signal,
+    after_ms: u64,
+    gate_ms: Option<u64>,
+    hold: u64,
+) {
+    // Set up, and what the fault's command is and means.
+    let all = campaign_components(&s.ctx.catalog);
+    let set_up = match op {
+        CliOp::InstallAll => Some(set_up_install(s, all, gate_ms).await),
+        CliOp::Upgrade { replicas } | CliOp::UpgradeReverted { replicas } => {
+            set_up_upgrade(s, replicas, gate_ms).await
+        }
+        CliOp::UninstallAll => set_up_uninstall(s, all, gate_ms, hold).await,
+    };
+    let Some((mut args, intended_by_command)) = set_up else {
+        return;
+    };
+    args.extend(s.cp_flag());
+    let before = s.spec().await;
+    let meant = intended_by_command(&before);
+
+    let gate_task = gate_ms.map(|ms| match op {
+        CliOp::UninstallAll => s.release_holds_after(ms),
+        CliOp::InstallAll => s.open_gate_after(ms),
+        CliOp::Upgrade { .. } | CliOp::UpgradeReverted { .. } => s.remove_quota_after(ms),
+    });
+    let proc = s.spawn("faulted", &args);
+    interrupt(s, proc, signal, after_ms).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.note_orphans().await;
+    if let Some(task) = gate_task {
+        let _ = task.await;
+    }
+    s.check_spec_after_fault(&[&before, &meant]).await;
+
+    // The next normal run: the same command again, or the spec before the upgrade.
+    match op {
+        CliOp::UpgradeReverted { .. } => s.verify_reconciled(&before).await,
+        _ => s.verify(&args, &meant).await,
+    }
+}
+
+/// `smm install` of `all`, istiod's pods held back by a node selector when there is a gate.
+async fn set_up_install(
+    s: &mut Scene<'_>,
+    all: Vec<&'static str>,
+    gate_ms: Option<u64>,
+) -> (Vec<String>, SpecEdit) {
+    if gate_ms.is_some() {
+        let gate = json!({"nodeSelector": {s.gate_key.as_str(): "open"}});
+        s.merge_spec(json!({"components": {"istiod": {"valuesOverride": gate}}}))
+            .await;
+    }
+    let catalog = Catalog::builtin().unwrap();
+    (
+        install_args(&all),
+        Box::new(move |before: &Value| with_enabled(&catalog, before, &all, true)),
+    )
+}
+
+/// istiod installed, then the upgrade to `replicas`, new pods held back by a quota when there
+/// is a gate; None when istiod's install failed.
+async fn set_up_upgrade(
+    s: &mut Scene<'_>,
+    replicas: u64,
+    gate_ms: Option<u64>,
+) -> Option<(Vec<String>, SpecEdit)> {
+    if !s.setup(&s.on_cp(&["install", "istiod"])).await {
+        return None;
+    }
+    if gate_ms.is_some() {
+        // New pods cannot even be created until the quota goes, so the upgrade waits
+        // however the engine judges a rollout.
+        s.quota().await;
+    }
+    let mut args = strings(&["install", "istiod"]);
+    // Istio's chart leaves the replica count to its autoscaler unless told otherwise:
+    // without this the upgrade makes no new pod, and the quota holds nothing.
+    args.extend(strings(&[
+        "--set",
+        &format!("autoscaleEnabled=false,replicaCount={replicas}"),
+    ]));
+    Some((
+        args,
+        Box::new(move |before: &Value| {
+            let mut spec = before.clone();
+            let values = &mut spec["components"]["istiod"]["valuesOverride"];
+            if !values.is_object() {
+                *values = json!({});
+            }
+            values["autoscaleEnabled"] = json!(false);
+            values["replicaCount"] = json!(replicas);
+            spec
+        }),
+    ))
+}
+
+/// `all` installed, then `smm uninstall -a`, one rendered Deployment's deletion held when there
+/// is a gate; None when the install failed.
+async fn set_up_uninstall(
+    s: &mut Scene<'_>,
+    all: Vec<&'static str>,
+    gate_ms: Option<u64>,
+    hold: u64,
+) -> Option<(Vec<String>, SpecEdit)> {
+    let mut setup = install_args(&all);
+    setup.extend(s.cp_flag());
+    if !s.setup(&setup).await {
+        return None;
+    }
+    if gate_ms.is_some() {
+        let intended = s.spec().await;
+        let cp = s.cp.clone();
+        if let Some(rendered) = s.rendered_deployments(&cp, &intended).await
+            && !rendered.is_empty()
+        {
+            let pick = &rendered[(hold % rendered.len() as u64) as usize];
+            let name = pick["metadata"]["name"].as_str().unwrap_or("").to_owned();
+            s.hold(&name).await;
+        }
+    }
+    let catalog = Catalog::builtin().unwrap();
+    Some((
+        strings(&["uninstall", "-a"]),
+        Box::new(move |before: &Value| with_enabled(&catalog, before, &all, false)),
+    ))
+}
+
+/// Signals the command `after_ms` in (or notes that it had ended first), waits for its exit,
+/// and fails the fault when SIGTERM took long to stop it.
+async fn interrupt(s: &mut Scene<'_>, mut proc: Proc, signal: Signal, after_ms: u64) {
+    tokio::time::sleep(Duration::from_millis(after_ms)).await;
+    let signalled = Instant::now();
+    if proc.running() {
+        proc.signal(signal);
+    } else {
+        s.record.missed = true;
+        s.record.note(format!(
+            "missed: the command had ended ({}) before the signal",
+            describe(proc.child.try_wait().ok().flatten())
+        ));
+    }
+    let exit = proc.wait(Duration::from_secs(120)).await;
+    s.record
+        .note(format!("faulted command: {}", describe(exit)));
+    // SIGTERM stops helm (with a grace period) and releases the lease: it must not take long.
+    let stopping = signalled.elapsed();
+    if signal == Signal::Term && !s.record.missed {
+        if stopping > Duration::from_secs(60) {
+            s.record.fail(format!(
+                "the CLI took {:.0}s to stop after SIGTERM",
+                stopping.as_secs_f64()
+            ));
+        } else {
+            s.record.note(format!(
+                "stopped {:.1}s after SIGTERM",
+                stopping.as_secs_f64()
+            ));
+        }
+    }
+}

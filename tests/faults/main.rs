@@ -1,0 +1,266 @@
+//! The fault campaign: smm under signals, operator deaths, an API server outage, concurrent
+//! writers, hand-made helm commands and a second ControlPlane on one mesh namespace, against the
+//! real local plane (`scripts/cluster.sh`) and the real helm.
+//!
+//! Every fault runs on a ControlPlane and mesh namespace of its own, one after another (a fault
+//! kills processes, restarts the API server and counts helm processes, so nothing may run
+//! alongside it). A fault *passes* when the next normal run of the intended spec converges:
+//! it exits 0, `smm status` exits 0, no helm release is `pending-*` or `uninstalling`, every
+//! enabled component's latest release is `deployed` and no disabled one has a release, no helm
+//! process is left running, the live Deployments of the mesh namespace are exactly the ones
+//! `--dump-resources` renders for the spec, each available with the rendered replicas and node
+//! selector, and the stored spec is the intended one (before the next run it may only be the
+//! spec before the fault or the one the fault's command meant to store).
+//!
+//! Seeded and repeatable: `SMM_FAULT_SEED` (default below; decimal or 0x-hex), `SMM_FAULTS` (how
+//! many, default 20) and `SMM_FAULT_ONLY=3,7` (run only those numbers of the seed's sequence).
+//! Fault `i` of a seed is the same whatever `SMM_FAULTS` is. Logs of every process go to
+//! `target/tmp/faults/` (`SMM_FAULT_RUST_LOG=info` gives the commands that `RUST_LOG`). A binary
+//! of its own with `test = false`: `scripts/test.sh` runs it after the rest of the suite with
+//! `cargo test --test faults -- --nocapture`.
+//!
+//! The files: `plan.rs` the faults and the seeded plan; `scene.rs` one fault's ControlPlane,
+//! processes, gates and clean-up (`process.rs` the processes, `spec.rs` specs as JSON);
+//! `checks.rs` whether a fault passed; one file per family of faults: `cli.rs`, `operator.rs`,
+//! `apiserver.rs` and `writers.rs` (concurrent installs, hand-made helm, a second ControlPlane).
+
+mod apiserver;
+mod checks;
+mod cli;
+mod operator;
+mod plan;
+mod process;
+mod scene;
+mod spec;
+#[path = "../support/mod.rs"]
+mod support;
+mod writers;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{ApiResource, ListParams};
+use kube::{Api, ResourceExt};
+
+use plan::{Fault, plan};
+use process::helm_processes;
+use scene::{Ctx, Record, Scene};
+use smm::api::ControlPlane;
+use smm::mesh::catalog::Catalog;
+use support::{HelmTool, TestCluster};
+
+const DEFAULT_SEED: u64 = 0x5EED_FA17;
+const DEFAULT_FAULTS: usize = 20;
+
+fn env_number(name: &str) -> Option<u64> {
+    let text = std::env::var(name).ok()?;
+    let text = text.trim();
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    Some(parsed.unwrap_or_else(|_| panic!("{name}={text:?} is not a number")))
+}
+
+/// Which faults to run: the seed, how many, and (`SMM_FAULT_ONLY`) only which numbers.
+struct Selection {
+    seed: u64,
+    count: usize,
+    only: Option<BTreeSet<usize>>,
+}
+
+impl Selection {
+    fn from_env() -> Selection {
+        let seed = env_number("SMM_FAULT_SEED").unwrap_or(DEFAULT_SEED);
+        let count = env_number("SMM_FAULTS").map_or(DEFAULT_FAULTS, |n| n as usize);
+        let only: Option<BTreeSet<usize>> = std::env::var("SMM_FAULT_ONLY").ok().map(|list| {
+            list.split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| {
+                    s.trim()
+                        .parse()
+                        .expect("SMM_FAULT_ONLY: numbers, comma-separated")
+                })
+                .collect()
+        });
+        Selection { seed, count, only }
+    }
+
+    /// Whether fault `number` runs: every one unless `SMM_FAULT_ONLY` names some.
+    fn runs(&self, number: usize) -> bool {
+        self.only.as_ref().is_none_or(|only| only.contains(&number))
+    }
+}
+
+/// The campaign's context: the plane, the binaries, a node to gate pods on, the log directory.
+async fn context(cluster: &TestCluster, seed: u64) -> Ctx {
+    let kubeconfig = std::env::var("KUBECONFIG").expect("KUBECONFIG");
+    let helm = std::fs::canonicalize(HelmTool::Helm4.path()).expect(".tools/helm");
+    let nodes: Api<Node> = Api::all(cluster.client.clone());
+    let node = nodes
+        .list(&ListParams::default())
+        .await
+        .expect("listing nodes")
+        .items
+        .first()
+        .map(|n| n.name_any())
+        .expect("a node to schedule on");
+    let logs = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("faults")
+        .join(format!("seed-{seed:#x}-{}", std::process::id()));
+    std::fs::create_dir_all(&logs).expect("the log directory");
+    Ctx {
+        client: cluster.client.clone(),
+        kubeconfig,
+        helm,
+        smm: PathBuf::from(env!("CARGO_BIN_EXE_smm")),
+        catalog: Catalog::builtin().unwrap(),
+        node,
+        logs,
+        control_planes: Api::all_with(
+            cluster.client.clone(),
+            &ApiResource::erase::<ControlPlane>(&()),
+        ),
+    }
+}
+
+/// helm processes of this helm that run already would be taken for leftovers.
+async fn assert_helm_idle(helm: &Path) {
+    let idle = support::eventually(Duration::from_secs(30), async || {
+        helm_processes(helm).is_empty()
+    })
+    .await;
+    assert!(
+        idle,
+        "{} runs already ({:?}): the campaign counts helm processes and must run alone",
+        helm.display(),
+        helm_processes(helm)
+    );
+}
+
+/// Injects `fault` into `scene` and runs its next normal run and checks.
+async fn inject(scene: &mut Scene<'_>, fault: Fault) {
+    match fault {
+        Fault::Cli {
+            op,
+            signal,
+            after_ms,
+            gate_ms,
+            hold,
+        } => cli::cli_fault(scene, op, signal, after_ms, gate_ms, hold).await,
+        Fault::Operator {
+            signal,
+            after_ms,
+            gate_ms,
+            same_identity,
+        } => operator::operator_fault(scene, signal, after_ms, gate_ms, same_identity).await,
+        Fault::ApiServerRestart {
+            after_ms,
+            outage_s,
+            gate_ms,
+        } => apiserver::apiserver_fault(scene, after_ms, outage_s, gate_ms).await,
+        Fault::ConcurrentInstalls {
+            first,
+            second,
+            offset_ms,
+        } => writers::concurrent_fault(scene, first, second, offset_ms).await,
+        Fault::HandHelm { rollback, replicas } => {
+            writers::hand_helm_fault(scene, rollback, replicas).await
+        }
+        Fault::SecondControlPlane { replicas } => {
+            writers::second_control_plane_fault(scene, replicas).await
+        }
+    }
+}
+
+/// The campaign's counts so far (of `count` faults), and the faults that failed.
+#[derive(Default)]
+struct Tally {
+    count: usize,
+    passed: usize,
+    failed: usize,
+    missed: usize,
+    failures: Vec<String>,
+}
+
+impl Tally {
+    /// Counts fault `number`, which took `took` seconds and logged into `dir`, and prints its
+    /// line.
+    fn add(&mut self, number: usize, fault: &Fault, record: Record, took: f64, dir: &Path) {
+        let count = self.count;
+        self.missed += usize::from(record.missed);
+        let notes = if record.notes.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", record.notes.join("; "))
+        };
+        if record.failures.is_empty() {
+            self.passed += 1;
+            eprintln!("fault {number}/{count}: {fault}: passed in {took:.0}s{notes}");
+        } else {
+            self.failed += 1;
+            eprintln!(
+                "fault {number}/{count}: {fault}: FAILED in {took:.0}s{notes} (logs: {})\n  - {}",
+                dir.display(),
+                record.failures.join("\n  - ")
+            );
+            self.failures.push(format!("fault {number}: {fault}"));
+        }
+    }
+
+    /// The campaign's last lines; fails unless every fault passed (and one ran at all).
+    fn report(&self, seed: u64, started: Instant) {
+        eprintln!(
+            "fault campaign: seed {seed:#x}, {:.0}s; rerun one with SMM_FAULT_SEED={seed:#x} SMM_FAULT_ONLY=<number>",
+            started.elapsed().as_secs_f64()
+        );
+        if self.missed > 0 {
+            eprintln!(
+                "{} fault(s) came after their operation had ended (checked all the same)",
+                self.missed
+            );
+        }
+        if !self.failures.is_empty() {
+            eprintln!("failed: {}", self.failures.join("; "));
+        }
+        let (passed, failed) = (self.passed, self.failed);
+        eprintln!("{passed} passed, {failed} failed");
+        assert!(
+            failed == 0 && passed > 0,
+            "{failed} of {} faults failed (listed above)",
+            passed + failed
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_campaign() {
+    let selection = Selection::from_env();
+    let (seed, count) = (selection.seed, selection.count);
+    let cluster = TestCluster::connect().await;
+    let ctx = context(&cluster, seed).await;
+    eprintln!(
+        "fault campaign: seed {seed:#x}, {count} faults (SMM_FAULT_SEED={seed:#x} SMM_FAULTS={count}); logs in {}",
+        ctx.logs.display()
+    );
+    assert_helm_idle(&ctx.helm).await;
+
+    let started = Instant::now();
+    let mut tally = Tally {
+        count,
+        ..Tally::default()
+    };
+    for number in (1..=count).filter(|&number| selection.runs(number)) {
+        let fault = plan(seed, number - 1);
+        let fault_started = Instant::now();
+        let mut scene = Scene::new(&ctx, &cluster, number).await;
+        inject(&mut scene, fault.clone()).await;
+        scene.clean_up().await;
+        let record = std::mem::take(&mut scene.record);
+        let took = fault_started.elapsed().as_secs_f64();
+        tally.add(number, &fault, record, took, &scene.dir);
+    }
+    tally.report(seed, started);
+}
