@@ -12,9 +12,11 @@ use clap::Args;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use smm::api::{ControlPlaneStatus, DEFAULT_CONTROL_PLANE, condition};
+use smm::api::{self, ControlPlaneStatus, DEFAULT_CONTROL_PLANE, condition};
 use smm::cluster::control_plane;
-use smm::engine::readiness;
+use smm::cluster::workloads::{all_ready, summary};
+use smm::helm::release::ReleaseRef;
+use smm::helm::workloads::component_workloads;
 
 use super::{GlobalArgs, OutputFormat, table};
 
@@ -91,15 +93,18 @@ async fn observe(client: &kube::Client, name: &str) -> anyhow::Result<Report> {
     for (component, recorded) in &status.components {
         live.push((
             component.clone(),
-            readiness::component_workloads(client, recorded).await?,
+            component_workloads(client, recorded).await?,
         ));
     }
     Ok(Report {
-        ready: readiness::ready_now(&control_plane, &live),
+        ready: api::ready_now(
+            &control_plane,
+            live.iter().all(|(_, states)| all_ready(states)),
+        ),
         workloads: live
             .iter()
             .filter(|(_, states)| !states.is_empty())
-            .map(|(component, states)| (component.clone(), readiness::summary(states)))
+            .map(|(component, states)| (component.clone(), summary(states)))
             .collect(),
         status,
     })
@@ -135,7 +140,7 @@ fn text(name: &str, report: &Report) -> String {
                     .unwrap_or_default(),
                 s.release
                     .as_ref()
-                    .map(|r| format!("{}/{}", r.namespace, r.name))
+                    .map(|r| ReleaseRef::from(r).to_string())
                     .unwrap_or_default(),
                 s.release
                     .as_ref()
@@ -162,11 +167,7 @@ fn text(name: &str, report: &Report) -> String {
         ],
         &rows,
     );
-    let recorded = match status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == condition::READY)
-    {
+    let recorded = match status.condition(condition::READY) {
         Some(ready) => format!(
             "last reconcile: Ready={} ({}: {})",
             ready.status, ready.reason, ready.message

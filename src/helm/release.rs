@@ -9,6 +9,7 @@ use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 use serde::Deserialize;
 
+use crate::api::ReleaseStatus;
 use crate::cluster::inventory::Kind;
 use crate::cluster::workloads::{WorkloadKind, WorkloadRef};
 
@@ -22,6 +23,15 @@ pub struct ReleaseRef {
 impl std::fmt::Display for ReleaseRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+impl From<&ReleaseStatus> for ReleaseRef {
+    fn from(recorded: &ReleaseStatus) -> Self {
+        Self {
+            name: recorded.name.clone(),
+            namespace: recorded.namespace.clone(),
+        }
     }
 }
 
