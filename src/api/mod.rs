@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 mod conditions;
+pub mod objects;
 
 pub use conditions::{Health, condition, ready_now, remove_condition, set_condition};
 

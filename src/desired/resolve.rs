@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use crate::api::ControlPlaneSpec;
-use crate::cluster::objects::NativeObject;
+use crate::api::objects::NativeObject;
 use crate::helm::chart::{ChartError, ChartMetadata, EmbeddedChart};
 use crate::helm::release::ReleaseRef;
 use crate::helm::render::RenderRequest;
@@ -365,7 +365,7 @@ mod tests {
             desired[1]
                 .native
                 .iter()
-                .all(|object| object.presence == crate::cluster::objects::Presence::Absent)
+                .all(|object| object.presence == crate::api::objects::Presence::Absent)
         );
     }
 }

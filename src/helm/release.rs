@@ -10,7 +10,7 @@ use kube::{Api, Client, ResourceExt};
 use serde::Deserialize;
 
 use crate::api::ReleaseStatus;
-use crate::cluster::inventory::Kind;
+use crate::api::objects::Kind;
 use crate::cluster::workloads::{WorkloadKind, WorkloadRef};
 
 /// A helm release: its name and the namespace its records live in.

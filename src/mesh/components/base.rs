@@ -9,7 +9,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use serde_json::{Value, json};
 
 use super::{istio, native_metadata, revision};
-use crate::cluster::objects::{NativeObject, Presence};
+use crate::api::objects::{NativeObject, Presence};
 use crate::mesh::catalog::{Component, ComponentContext, DefaultNamespace};
 
 pub fn component() -> Component {

@@ -14,7 +14,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Ro
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::api::ControlPlaneSpec;
-use crate::cluster::objects::{NativeObject, Presence};
+use crate::api::objects::{MANAGED_BY, NativeObject, Presence};
 use crate::mesh::catalog::Component;
 
 /// Every component, in declaration order (the catalog sorts them by dependency).
@@ -99,7 +99,7 @@ fn native_metadata(name: impl Into<String>, component: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.into()),
         labels: Some(BTreeMap::from([
-            ("app.kubernetes.io/managed-by".to_owned(), "smm".to_owned()),
+            (MANAGED_BY.to_owned(), "smm".to_owned()),
             ("app.kubernetes.io/part-of".to_owned(), "smm".to_owned()),
             ("smm.dev/component".to_owned(), component.to_owned()),
         ])),

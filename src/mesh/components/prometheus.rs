@@ -7,7 +7,7 @@ use k8s_openapi::api::rbac::v1::PolicyRule;
 use serde_json::json;
 
 use super::{READ, component_cluster_role, image_registry, rule};
-use crate::cluster::objects::NativeObject;
+use crate::api::objects::NativeObject;
 use crate::helm::chart::EmbeddedChart;
 use crate::mesh::catalog::{Component, ComponentContext, DefaultNamespace};
 
@@ -68,7 +68,7 @@ fn native_objects(context: &ComponentContext<'_>) -> Vec<NativeObject> {
 mod tests {
     use super::*;
     use crate::api::ControlPlaneSpec;
-    use crate::cluster::objects::Presence;
+    use crate::api::objects::Presence;
 
     #[test]
     fn the_cluster_role_carries_the_namespace_and_goes_when_disabled() {
