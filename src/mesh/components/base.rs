@@ -21,7 +21,7 @@ pub fn component() -> Component {
         depends_on: &[],
         chart: istio::chart(
             "base",
-            &istio::BASE,
+            istio::upstream("base"),
             "Istio's CRDs (applied by smm) and the mesh-wide validation webhook of the default \
              revision, from Istio's base chart.",
         ),
@@ -95,8 +95,9 @@ mod tests {
 
     /// Istio's CRDs read from the embedded chart's YAML, typed.
     fn istio_crds() -> Vec<CustomResourceDefinition> {
-        let text = istio::BASE
-            .get_file(istio::BASE.path().join(CRD_FILE))
+        let chart = istio::upstream("base");
+        let text = chart
+            .get_file(chart.path().join(CRD_FILE))
             .and_then(|file| file.contents_utf8())
             .expect("the base chart has its CRD file");
         parse_crds(text).unwrap()

@@ -52,7 +52,7 @@ fn gateway(
         default_namespace: DefaultNamespace::Mesh,
         enabled_by_default,
         depends_on: &["istiod"],
-        chart: istio::chart(name, &istio::GATEWAY, description),
+        chart: istio::chart(name, istio::upstream("gateway"), description),
         values_layer,
         native_objects: |_| Vec::new(),
         managed_values,
@@ -98,8 +98,8 @@ mod tests {
     fn every_value_smm_passes_is_one_the_charts_schema_allows() {
         // The chart's schema refuses unknown top-level keys.
         let schema: serde_json::Value = serde_json::from_slice(
-            istio::GATEWAY
-                .get_file(istio::GATEWAY.path().join("values.schema.json"))
+            istio::upstream("gateway")
+                .get_file(istio::upstream("gateway").path().join("values.schema.json"))
                 .unwrap()
                 .contents(),
         )

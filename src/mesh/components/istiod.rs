@@ -15,7 +15,7 @@ pub fn component() -> Component {
         depends_on: &["base"],
         chart: istio::chart(
             "istiod",
-            &istio::DISCOVERY,
+            istio::upstream("istio-discovery"),
             "Istio's control plane, istiod (discovery, certificates, sidecar injection, \
              validation), from Istio's istio-discovery chart.",
         ),
