@@ -17,6 +17,7 @@ use smm::cluster::control_plane;
 use smm::cluster::workloads::{all_ready, summary};
 use smm::helm::release::ReleaseRef;
 use smm::helm::workloads::component_workloads;
+use smm::values::digest::short_digest;
 
 use super::{GlobalArgs, OutputFormat, table};
 
@@ -119,9 +120,7 @@ fn structured(format: OutputFormat, report: &Report) -> anyhow::Result<String> {
 
 /// The digest without its algorithm, shortened as git shortens hashes.
 fn short(digest: Option<&str>) -> String {
-    digest
-        .map(|d| d.trim_start_matches("sha256:").chars().take(12).collect())
-        .unwrap_or_default()
+    digest.map(|d| short_digest(d, 12)).unwrap_or_default()
 }
 
 fn text(name: &str, report: &Report) -> String {
