@@ -25,10 +25,7 @@ pub fn component() -> Component {
             "Istio's CRDs (applied by smm) and the mesh-wide validation webhook of the default \
              revision, from Istio's base chart.",
         ),
-        values_layer: (
-            "values/base.yaml",
-            include_str!("../../../values/base.yaml"),
-        ),
+        values_layer: values_layer!("base"),
         native_objects,
         managed_values: |context| {
             json!({

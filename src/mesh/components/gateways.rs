@@ -17,10 +17,7 @@ pub fn ingress() -> Component {
         true,
         "Istio's ingress gateway, an Envoy proxy at the mesh's edge for traffic coming in, from \
          Istio's gateway chart.",
-        (
-            "values/ingress-gateway.yaml",
-            include_str!("../../../values/ingress-gateway.yaml"),
-        ),
+        values_layer!("ingress-gateway"),
     )
 }
 
@@ -32,10 +29,7 @@ pub fn egress() -> Component {
         false,
         "Istio's egress gateway, an Envoy proxy that traffic leaving the mesh can be routed \
          through, from Istio's gateway chart.",
-        (
-            "values/egress-gateway.yaml",
-            include_str!("../../../values/egress-gateway.yaml"),
-        ),
+        values_layer!("egress-gateway"),
     )
 }
 

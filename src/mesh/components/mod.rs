@@ -1,5 +1,21 @@
 //! The mesh's components as the catalog declares them, one module each.
 
+/// The values layer of the file `values/<name>.yaml`: its path, for messages, and its text,
+/// embedded.
+macro_rules! values_layer {
+    ($name:literal) => {
+        (
+            concat!("values/", $name, ".yaml"),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/values/",
+                $name,
+                ".yaml"
+            )),
+        )
+    };
+}
+
 mod base;
 mod gateways;
 mod grafana;

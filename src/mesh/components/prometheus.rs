@@ -21,10 +21,7 @@ pub fn component() -> Component {
         enabled_by_default: true,
         depends_on: &[],
         chart: EmbeddedChart::new("prometheus", &CHART),
-        values_layer: (
-            "values/prometheus.yaml",
-            include_str!("../../../values/prometheus.yaml"),
-        ),
+        values_layer: values_layer!("prometheus"),
         native_objects,
         managed_values,
     }
