@@ -107,11 +107,6 @@ impl ControlPlaneSpec {
         self.with_component(component, |c| c.values_override = Some(values))
     }
 
-    /// This spec with `component`'s release in `namespace`.
-    pub fn with_namespace(self, component: &str, namespace: &str) -> Self {
-        self.with_component(component, |c| c.namespace = Some(namespace.to_owned()))
-    }
-
     pub fn mesh_namespace(&self) -> &str {
         self.namespace.as_deref().unwrap_or(DEFAULT_MESH_NAMESPACE)
     }
