@@ -1,6 +1,7 @@
 //! Checks that Istio's charts, fetched by `scripts/istio/fetch.sh` into the git-ignored
-//! `.upstream/istio/`, are there and are the version `scripts/istio/versions.env` pins, and tells
-//! the crate where they are (`SMM_ISTIO_CHARTS`, for `include_dir!`) and which module version
+//! `.upstream/istio/`, are there (every chart `scripts/istio/charts.txt` lists) and are the
+//! version `scripts/istio/versions.env` pins, and tells the crate where they are
+//! (`SMM_ISTIO_CHARTS`, the directory holding exactly those charts, for `include_dir!`) and which module version
 //! they come from (`SMM_ISTIO_CHART_VERSION`, that version without its `v`, which smm gives the
 //! embedded charts).
 //!
@@ -14,8 +15,9 @@
 use std::path::Path;
 
 const VERSIONS: &str = "scripts/istio/versions.env";
+/// The charts fetch.sh fetches, one `name path-in-module` line each.
+const CHART_LIST: &str = "scripts/istio/charts.txt";
 const UPSTREAM: &str = ".upstream/istio";
-const CHARTS: &[&str] = &["base", "istio-discovery", "gateway"];
 /// Istio's CRDs in the base chart, and the JSON build.rs makes of them in `$OUT_DIR`.
 const CRD_FILE: &str = "files/crd-all.gen.yaml";
 const CRDS_JSON: &str = "istio-crds.json";
@@ -27,6 +29,7 @@ fn main() {
     // fetch.sh replaces the whole directory and writes the stamp last, so the stamp changing is
     // the charts changing. include_dir does not tell cargo which files it read.
     println!("cargo::rerun-if-changed={VERSIONS}");
+    println!("cargo::rerun-if-changed={CHART_LIST}");
     println!("cargo::rerun-if-changed={}", stamp.display());
     match check(root, &stamp) {
         Ok(version) => {
@@ -63,7 +66,9 @@ fn check(root: &Path, stamp: &Path) -> Result<String, String> {
             "{UPSTREAM} holds istio.io/istio {fetched}, {VERSIONS} pins {pinned}: run scripts/istio/fetch.sh"
         ));
     }
-    if CHARTS.iter().any(|chart| {
+    let charts = std::fs::read_to_string(root.join(CHART_LIST))
+        .map_err(|error| format!("cannot read {CHART_LIST}: {error}"))?;
+    if chart_names(&charts).any(|chart| {
         !root
             .join(UPSTREAM)
             .join("charts")
@@ -89,6 +94,14 @@ fn crds_to_json(charts: &Path, out: &Path) -> Result<(), String> {
         .map_err(|error| format!("{}: invalid YAML: {error}", file.display()))?;
     let json = serde_json::to_string(&documents).expect("JSON values serialize");
     std::fs::write(out, json).map_err(|error| format!("cannot write {}: {error}", out.display()))
+}
+
+/// The chart names of the chart list: each line's first word, skipping comments and blank lines.
+fn chart_names(list: &str) -> impl Iterator<Item = &str> {
+    list.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| line.split_whitespace().next())
 }
 
 /// The value of `KEY=value` in a shell variables file.

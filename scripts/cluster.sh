@@ -24,7 +24,9 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # KUBERNETES_VERSION and KWOK_VERSION, which the fake nodes report as their versions.
 # shellcheck source=cluster/versions.env
 source "$here/cluster/versions.env"
-dir="${SMM_CLUSTER_DIR:-${SMM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/smm}/cluster/run}"
+# shellcheck source=cluster/dir.sh
+source "$here/cluster/dir.sh"
+dir="$plane_dir"
 # Marks a directory as ours: `up` wipes and `down` deletes the state directory, which must never
 # happen to an unrelated directory that SMM_CLUSTER_DIR happens to point at.
 marker="$dir/.smm-cluster"

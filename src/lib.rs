@@ -15,17 +15,24 @@
 //!           desired                            spec -> desired components (resolved once a
 //!             |                                run); imperative edits
 //!           mesh                               catalog, dependency graph, the components
-//!          /    \
-//!       helm    cluster                        charts, helm, releases | target, objects, leases
-//!          \    /
-//!        values    api    signals              values layering and digests | ControlPlane types |
-//!                                              SIGINT/SIGTERM as a cancellation token
+//!             |
+//!           helm                               charts, helm, releases and their live workloads
+//!             |
+//!          cluster                             target, applying objects, inventory, leases
+//!             |
+//!            api      signals                  ControlPlane types, conditions and the Ready rule,
+//!             |                                native objects as data | SIGINT/SIGTERM as a
+//!           values                             cancellation token; values layering and digests
 //! ```
+//!
+//! mesh and desired never import cluster: they build plain data (`api::objects`), and the
+//! engine applies it.
 
-/// The ControlPlane custom resource: spec, status, kstatus conditions and their rules.
+/// The ControlPlane custom resource: spec, status, kstatus conditions and their rules; native
+/// objects as plain data.
 pub mod api;
-/// Reaching the cluster: target (kubeconfig), natively applied objects, the stored ControlPlane,
-/// leases.
+/// Reaching the cluster: target (kubeconfig), applying native objects, the stored ControlPlane,
+/// namespaces' labels, leases.
 pub mod cluster;
 /// The dashboard: a read-only web view of ControlPlanes, components, the mesh and the plan.
 pub mod dashboard;

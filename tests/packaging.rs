@@ -9,8 +9,8 @@ use std::process::Command;
 use serde_json::Value;
 
 use smm::api::ControlPlane;
+use smm::api::objects::Presence;
 use smm::cluster::lease::LEASE_NAMESPACE;
-use smm::cluster::objects::Presence;
 use smm::operator::OPERATOR_LABEL;
 use smm::operator::manifests::{
     DEFAULT_NAMESPACE, OPERATOR_NAME, OperatorOptions, operator_args, operator_objects,

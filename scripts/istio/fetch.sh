@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# Fetches Istio's own Helm charts (base, istiod, gateway) from the istio.io/istio module version
-# pinned in versions.env into the git-ignored .upstream/istio/ of the repository, where the Rust
-# build embeds them. Prints that directory as the last line on stdout.
+# Fetches Istio's own Helm charts (those charts.txt lists: base, istiod, gateway) from the
+# istio.io/istio module version pinned in versions.env into the git-ignored .upstream/istio/ of
+# the repository, where the Rust build embeds them. Prints that directory as the last line on
+# stdout.
 #
-#   .upstream/istio/charts/base              manifests/charts/base (with files/crd-all.gen.yaml)
-#   .upstream/istio/charts/istio-discovery   manifests/charts/istio-control/istio-discovery
-#   .upstream/istio/charts/gateway           manifests/charts/gateway
-#   .upstream/istio/stamp                    what was fetched (version and module checksum)
+#   .upstream/istio/charts/<name>   each chart of charts.txt (base with files/crd-all.gen.yaml)
+#   .upstream/istio/stamp           what was fetched (version, module checksum, chart names)
 #
 # The charts are copied unchanged: nothing of upstream is committed or edited; the values smm
 # sets (global.hub, global.tag, ...) are passed at install time. Idempotent: when the stamp
@@ -20,12 +19,8 @@ source "$here/versions.env"
 export GOTOOLCHAIN=local GOFLAGS=-mod=readonly
 
 dest="$root/.upstream/istio"
-# chart name in smm  <-  path inside the module
-charts=(
-	"base            manifests/charts/base"
-	"istio-discovery manifests/charts/istio-control/istio-discovery"
-	"gateway         manifests/charts/gateway"
-)
+# "chart name in smm   path inside the module", one per chart (build.rs reads the same file).
+mapfile -t charts < <(grep -Ev '^[[:space:]]*(#|$)' "$here/charts.txt")
 
 # The module's checksum as our go.sum records it: the stamp names exactly what was verified, and
 # a go.sum change (a re-pinned hash) invalidates the fetched copy even at the same version.

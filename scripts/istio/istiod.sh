@@ -15,7 +15,9 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-plane="${SMM_CLUSTER_DIR:-${SMM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/smm}/cluster/run}"
+# shellcheck source=../cluster/dir.sh
+source "$root/scripts/cluster/dir.sh"
+plane="$plane_dir"
 kubectl="${KUBECTL:-$root/.tools/kubectl}"
 
 log() { echo "istiod: $*" >&2; }

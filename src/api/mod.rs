@@ -2,8 +2,6 @@
 //! engine reports back. These Rust types are the source of truth; `smm crd` prints the CRD that
 //! is generated from them, and `deploy/crds/` holds a committed copy.
 
-mod document;
-
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -11,6 +9,11 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod conditions;
+mod document;
+pub mod objects;
+
+pub use conditions::{Health, condition, ready_now, remove_condition, set_condition};
 pub use document::DocumentError;
 
 /// The API group of smm's resources.
@@ -104,11 +107,6 @@ impl ControlPlaneSpec {
     /// This spec with `values` as `component`'s `valuesOverride`.
     pub fn with_values(self, component: &str, values: serde_json::Value) -> Self {
         self.with_component(component, |c| c.values_override = Some(values))
-    }
-
-    /// This spec with `component`'s release in `namespace`.
-    pub fn with_namespace(self, component: &str, namespace: &str) -> Self {
-        self.with_component(component, |c| c.namespace = Some(namespace.to_owned()))
     }
 
     pub fn mesh_namespace(&self) -> &str {
@@ -205,16 +203,6 @@ impl ComponentStatus {
     }
 }
 
-impl ControlPlaneStatus {
-    /// Whether the `Ready` condition is true: the one rule `smm status`, the operator's metrics
-    /// and the tests read.
-    pub fn is_ready(&self) -> bool {
-        self.conditions
-            .iter()
-            .any(|c| c.type_ == condition::READY && c.status == "True")
-    }
-}
-
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 pub enum ComponentPhase {
     Installing,
@@ -249,49 +237,6 @@ pub struct ReleaseStatus {
     pub namespace: String,
     #[serde(default)]
     pub revision: Option<i64>,
-}
-
-/// The kstatus condition types smm sets.
-pub mod condition {
-    pub const READY: &str = "Ready";
-    pub const RECONCILING: &str = "Reconciling";
-    pub const STALLED: &str = "Stalled";
-}
-
-/// Sets a condition, keeping its `lastTransitionTime` when the status does not change, as
-/// Kubernetes API conventions ask.
-pub fn set_condition(
-    conditions: &mut Vec<Condition>,
-    type_: &str,
-    status: bool,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-    now: &Time,
-) {
-    let status = if status { "True" } else { "False" };
-    let existing = conditions.iter_mut().find(|c| c.type_ == type_);
-    let transition = match &existing {
-        Some(c) if c.status == status => c.last_transition_time.clone(),
-        _ => now.clone(),
-    };
-    let condition = Condition {
-        type_: type_.to_owned(),
-        status: status.to_owned(),
-        reason: reason.to_owned(),
-        message: message.to_owned(),
-        observed_generation: generation,
-        last_transition_time: transition,
-    };
-    match existing {
-        Some(slot) => *slot = condition,
-        None => conditions.push(condition),
-    }
-}
-
-/// Removes a condition: kstatus treats an absent `Reconciling`/`Stalled` as False.
-pub fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) {
-    conditions.retain(|c| c.type_ != type_);
 }
 
 /// The CRD as YAML, exactly as `smm crd` prints it and `deploy/crds/` stores it.
@@ -342,37 +287,5 @@ mod tests {
         assert_eq!(values["x-kubernetes-preserve-unknown-fields"], true);
         assert_eq!(crd["spec"]["scope"], "Cluster");
         assert!(crd["spec"]["versions"][0]["subresources"]["status"].is_object());
-    }
-
-    #[test]
-    fn conditions_keep_transition_time_while_status_holds() {
-        let t1 = Time(k8s_openapi::jiff::Timestamp::from_second(1_000).unwrap());
-        let t2 = Time(k8s_openapi::jiff::Timestamp::from_second(2_000).unwrap());
-        let mut conditions = Vec::new();
-        set_condition(
-            &mut conditions,
-            "Ready",
-            false,
-            "Working",
-            "a",
-            Some(1),
-            &t1,
-        );
-        set_condition(
-            &mut conditions,
-            "Ready",
-            false,
-            "Working",
-            "b",
-            Some(2),
-            &t2,
-        );
-        assert_eq!(conditions.len(), 1);
-        assert_eq!(conditions[0].last_transition_time, t1);
-        assert_eq!(conditions[0].message, "b");
-        set_condition(&mut conditions, "Ready", true, "Done", "c", Some(2), &t2);
-        assert_eq!(conditions[0].last_transition_time, t2);
-        remove_condition(&mut conditions, "Ready");
-        assert!(conditions.is_empty());
     }
 }

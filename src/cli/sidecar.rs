@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::{Subcommand, ValueEnum};
 
 use smm::api::DEFAULT_CONTROL_PLANE;
-use smm::cluster::control_plane;
-use smm::mesh::injection::set_auto_injection;
+use smm::cluster::{control_plane, namespaces};
+use smm::mesh::injection::injection_labels;
 
 use super::args::GlobalArgs;
 
@@ -43,7 +43,12 @@ pub async fn run(global: &GlobalArgs, command: &SidecarCommand) -> anyhow::Resul
         .and_then(|cp| cp.spec.revision);
     let on = *state == Switch::On;
     for namespace in namespaces {
-        set_auto_injection(&client, namespace, on, revision.as_deref()).await?;
+        namespaces::merge_labels(
+            &client,
+            namespace,
+            injection_labels(on, revision.as_deref()),
+        )
+        .await?;
         let word = if on { "on" } else { "off" };
         println!("namespace/{namespace}: sidecar auto-injection {word}");
     }

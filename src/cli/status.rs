@@ -12,9 +12,12 @@ use clap::Args;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use smm::api::{ControlPlaneStatus, DEFAULT_CONTROL_PLANE, condition};
+use smm::api::{self, ControlPlaneStatus, DEFAULT_CONTROL_PLANE, condition};
 use smm::cluster::control_plane;
-use smm::engine::readiness;
+use smm::cluster::workloads::{all_ready, summary};
+use smm::helm::release::ReleaseRef;
+use smm::helm::workloads::component_workloads;
+use smm::values::digest::short_digest;
 
 use super::args::GlobalArgs;
 use super::output::OutputFormat;
@@ -93,15 +96,18 @@ async fn observe(client: &kube::Client, name: &str) -> anyhow::Result<Report> {
     for (component, recorded) in &status.components {
         live.push((
             component.clone(),
-            readiness::component_workloads(client, recorded).await?,
+            component_workloads(client, recorded).await?,
         ));
     }
     Ok(Report {
-        ready: readiness::ready_now(&control_plane, &live),
+        ready: api::ready_now(
+            &control_plane,
+            live.iter().all(|(_, states)| all_ready(states)),
+        ),
         workloads: live
             .iter()
             .filter(|(_, states)| !states.is_empty())
-            .map(|(component, states)| (component.clone(), readiness::summary(states)))
+            .map(|(component, states)| (component.clone(), summary(states)))
             .collect(),
         status,
     })
@@ -116,9 +122,7 @@ fn structured(format: OutputFormat, report: &Report) -> anyhow::Result<String> {
 
 /// The digest without its algorithm, shortened as git shortens hashes.
 fn short(digest: Option<&str>) -> String {
-    digest
-        .map(|d| d.trim_start_matches("sha256:").chars().take(12).collect())
-        .unwrap_or_default()
+    digest.map(|d| short_digest(d, 12)).unwrap_or_default()
 }
 
 fn text(name: &str, report: &Report) -> String {
@@ -137,7 +141,7 @@ fn text(name: &str, report: &Report) -> String {
                     .unwrap_or_default(),
                 s.release
                     .as_ref()
-                    .map(|r| format!("{}/{}", r.namespace, r.name))
+                    .map(|r| ReleaseRef::from(r).to_string())
                     .unwrap_or_default(),
                 s.release
                     .as_ref()
@@ -164,11 +168,7 @@ fn text(name: &str, report: &Report) -> String {
         ],
         &rows,
     );
-    let recorded = match status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == condition::READY)
-    {
+    let recorded = match status.condition(condition::READY) {
         Some(ready) => format!(
             "last reconcile: Ready={} ({}: {})",
             ready.status, ready.reason, ready.message

@@ -5,8 +5,9 @@
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
 
+use crate::api::objects::NativeObject;
 use crate::api::{ControlPlane, ControlPlaneSpec};
-use crate::cluster::objects::{self, FIELD_MANAGER, NativeObject};
+use crate::cluster::objects::{self, FIELD_MANAGER};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -13,40 +13,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::{Api, Client, ResourceExt};
 
 use super::objects::FIELD_MANAGER;
+use crate::api::objects::Kind;
 
-/// The label helm and smm put on what they apply.
-pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// The annotation holding the digest of a native object as smm last applied it.
 pub const APPLIED_DIGEST: &str = "smm.dev/applied-digest";
 const MANAGED_BY_HELM_OR_SMM: &str = "app.kubernetes.io/managed-by in (Helm,smm)";
-
-/// An API kind, as objects name it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Kind {
-    pub api_version: String,
-    pub kind: String,
-}
-
-impl Kind {
-    pub fn new(api_version: &str, kind: &str) -> Self {
-        Self {
-            api_version: api_version.to_owned(),
-            kind: kind.to_owned(),
-        }
-    }
-
-    fn gvk(&self) -> GroupVersionKind {
-        let (group, version) = self
-            .api_version
-            .rsplit_once('/')
-            .unwrap_or(("", &self.api_version));
-        GroupVersionKind::gvk(group, version, &self.kind)
-    }
-}
 
 /// A managed object seen in a listing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

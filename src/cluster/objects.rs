@@ -1,45 +1,21 @@
-//! Native resource builders: objects smm creates itself rather than through helm, because helm
-//! handles them badly (it never upgrades CRDs) or because they must exist before any chart.
+//! Applying native objects (`api::objects`): objects smm creates itself rather than through
+//! helm, because helm handles them badly (it never upgrades CRDs) or because they must exist
+//! before any chart.
 //!
 //! A builder returns each object it manages marked present or absent. Present objects go through
 //! server-side apply as field manager `smm`; absent ones are deleted if they exist. An object a
 //! builder does not return is left alone (which is how CRDs survive an uninstall).
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, TypeMeta, ValidationDirective,
-};
-use kube::{Api, Client, Resource, ResourceExt};
-use std::sync::Arc;
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, ValidationDirective};
+use kube::{Api, Client, ResourceExt};
 
-use serde::Serialize;
-
-use super::inventory::{APPLIED_DIGEST, Inventory, Kind, MANAGED_BY};
-use crate::values::digest::values_digest;
+use super::inventory::{APPLIED_DIGEST, Inventory};
+use crate::api::objects::MANAGED_BY;
+/// What [`apply`] takes, re-exported for callers that name it beside `apply`.
+pub use crate::api::objects::{NativeObject, Presence};
 
 /// The field manager of every server-side apply smm does.
 pub const FIELD_MANAGER: &str = "smm";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Presence {
-    Present,
-    Absent,
-}
-
-/// One object a builder wants present or absent.
-#[derive(Clone, Debug)]
-pub struct NativeObject {
-    pub resource: ApiResource,
-    pub presence: Presence,
-    name: String,
-    namespace: Option<String>,
-    /// The object as compact JSON, shared: Istio's CRDs, built once per process, are about a
-    /// megabyte as text and several times that parsed, and most reconciles only compare digests.
-    json: Arc<str>,
-    /// The digest of the object, recorded on it when applied ([`APPLIED_DIGEST`]): an object
-    /// that still carries it needs no new apply.
-    digest: String,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NativeError {
@@ -73,124 +49,42 @@ pub enum NativeError {
     },
 }
 
-impl NativeObject {
-    /// Wraps a typed object. Builders construct objects, so a failure to convert is a bug.
-    pub fn new<K>(object: &K, presence: Presence) -> Self
-    where
-        K: Resource<DynamicType = ()> + Serialize,
-    {
-        let value = serde_json::to_value(object).expect("Kubernetes objects serialize to JSON");
-        let mut dynamic: DynamicObject = serde_json::from_value(value)
-            .expect("Kubernetes objects deserialize as dynamic objects");
-        dynamic.types = Some(TypeMeta {
-            api_version: K::api_version(&()).into_owned(),
-            kind: K::kind(&()).into_owned(),
-        });
-        let value = serde_json::to_value(&dynamic).expect("dynamic objects serialize to JSON");
-        Self::from_json::<K>(value, presence)
-    }
+/// The object as smm applies it: labelled as smm's and carrying its digest.
+fn stamped(native: &NativeObject) -> DynamicObject {
+    let mut object = native.object();
+    object
+        .labels_mut()
+        .insert(MANAGED_BY.to_owned(), FIELD_MANAGER.to_owned());
+    object
+        .annotations_mut()
+        .insert(APPLIED_DIGEST.to_owned(), native.digest().to_owned());
+    object
+}
 
-    /// Wraps an object of kind `K` that is JSON already, `apiVersion` and `kind` included (as
-    /// Istio's CRDs are, converted at build time).
-    pub fn from_json<K: Resource<DynamicType = ()>>(
-        value: serde_json::Value,
-        presence: Presence,
-    ) -> Self {
-        let metadata = &value["metadata"];
-        let name = metadata["name"].as_str().unwrap_or_default().to_owned();
-        let namespace = metadata["namespace"].as_str().map(str::to_owned);
-        Self {
-            resource: ApiResource::erase::<K>(&()),
-            presence,
-            name,
-            namespace,
-            json: value.to_string().into(),
-            digest: values_digest(&value),
-        }
+/// Whether the cluster already holds this object as it should be: present, applied by smm
+/// as it is now and not written by anyone else since, or absent. Not known (its kind could
+/// not be listed) counts as no.
+fn holds(native: &NativeObject, inventory: &Inventory) -> bool {
+    let Ok(seen) = inventory.find(
+        &native.kind(),
+        native.namespace().unwrap_or_default(),
+        native.name(),
+    ) else {
+        return false;
+    };
+    match native.presence {
+        Presence::Present => seen.is_some_and(|seen| {
+            seen.applied_digest.as_deref() == Some(native.digest()) && !seen.edited_since_applied
+        }),
+        Presence::Absent => seen.is_none(),
     }
+}
 
-    /// The object, parsed.
-    pub fn object(&self) -> DynamicObject {
-        serde_json::from_str(&self.json).expect("native objects are JSON smm wrote")
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// `None` for a cluster-scoped object.
-    pub fn namespace(&self) -> Option<&str> {
-        self.namespace.as_deref()
-    }
-
-    /// The digest of the object as built, which smm stamps on it when it applies it.
-    pub fn digest(&self) -> &str {
-        &self.digest
-    }
-
-    /// The object as smm applies it: labelled as smm's and carrying its digest.
-    fn stamped(&self) -> DynamicObject {
-        let mut object = self.object();
-        object
-            .labels_mut()
-            .insert(MANAGED_BY.to_owned(), FIELD_MANAGER.to_owned());
-        object
-            .annotations_mut()
-            .insert(APPLIED_DIGEST.to_owned(), self.digest.clone());
-        object
-    }
-
-    /// Whether the cluster already holds this object as it should be: present, applied by smm
-    /// as it is now and not written by anyone else since, or absent. Not known (its kind could
-    /// not be listed) counts as no.
-    fn holds(&self, inventory: &Inventory) -> bool {
-        let Ok(seen) = inventory.find(
-            &self.kind(),
-            self.namespace().unwrap_or_default(),
-            &self.name,
-        ) else {
-            return false;
-        };
-        match self.presence {
-            Presence::Present => seen.is_some_and(|seen| {
-                seen.applied_digest.as_deref() == Some(self.digest.as_str())
-                    && !seen.edited_since_applied
-            }),
-            Presence::Absent => seen.is_none(),
-        }
-    }
-
-    /// The object's API kind.
-    pub fn kind(&self) -> Kind {
-        Kind::new(&self.resource.api_version, &self.resource.kind)
-    }
-
-    pub fn present<K: Resource<DynamicType = ()> + Serialize>(object: &K) -> Self {
-        Self::new(object, Presence::Present)
-    }
-
-    pub fn absent<K: Resource<DynamicType = ()> + Serialize>(object: &K) -> Self {
-        Self::new(object, Presence::Absent)
-    }
-
-    /// `Kind/name` or `Kind/namespace/name`, for messages.
-    pub fn describe(&self) -> String {
-        match self.namespace() {
-            Some(namespace) => format!("{}/{namespace}/{}", self.resource.kind, self.name),
-            None => format!("{}/{}", self.resource.kind, self.name),
-        }
-    }
-
-    fn api(&self, client: &Client) -> Api<DynamicObject> {
-        match self.namespace() {
-            Some(namespace) => Api::namespaced_with(client.clone(), namespace, &self.resource),
-            None => Api::all_with(client.clone(), &self.resource),
-        }
-    }
-
-    fn is_crd(&self) -> bool {
-        self.resource.kind == <CustomResourceDefinition as k8s_openapi::Resource>::KIND
-            && self.resource.group == <CustomResourceDefinition as k8s_openapi::Resource>::GROUP
+/// The API of `native`'s kind, in its namespace when it has one.
+fn api(native: &NativeObject, client: &Client) -> Api<DynamicObject> {
+    match native.namespace() {
+        Some(namespace) => Api::namespaced_with(client.clone(), namespace, &native.resource),
+        None => Api::all_with(client.clone(), &native.resource),
     }
 }
 
@@ -224,7 +118,7 @@ pub async fn apply_changed(
         client,
         objects
             .iter()
-            .filter(|native| !native.holds(inventory))
+            .filter(|native| !holds(native, inventory))
             .collect(),
     )
     .await
@@ -242,15 +136,15 @@ async fn apply_each(
         .iter()
         .filter(|native| native.is_crd() && native.presence == Presence::Present)
     {
-        refuse_dropping_stored_versions(&crd.api(client), crd).await?;
+        refuse_dropping_stored_versions(&api(crd, client), crd).await?;
     }
     for native in objects {
-        let api = native.api(client);
+        let api = api(native, client);
         let name = native.name();
         match native.presence {
             Presence::Present => {
                 let applied = api
-                    .patch(name, &apply, &Patch::Apply(&native.stamped()))
+                    .patch(name, &apply, &Patch::Apply(&stamped(native)))
                     .await
                     .map_err(|source| NativeError::Apply {
                         object: native.describe(),
@@ -333,7 +227,7 @@ pub fn to_yaml_documents(objects: &[NativeObject]) -> Vec<String> {
         .iter()
         .filter(|native| native.presence == Presence::Present)
         .map(|native| {
-            serde_yaml_ng::to_string(&native.stamped()).expect("dynamic objects serialize to YAML")
+            serde_yaml_ng::to_string(&stamped(native)).expect("dynamic objects serialize to YAML")
         })
         .collect()
 }
@@ -342,6 +236,8 @@ pub fn to_yaml_documents(objects: &[NativeObject]) -> Vec<String> {
 mod tests {
     use super::*;
     use k8s_openapi::api::rbac::v1::ClusterRole;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::ApiResource;
 
     #[test]
     fn typed_objects_keep_their_type_and_identity() {

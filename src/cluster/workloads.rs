@@ -80,6 +80,19 @@ impl WorkloadState {
     }
 }
 
+/// Ready and desired replicas summed over `states`, as `1/1`.
+pub fn summary(states: &[WorkloadState]) -> String {
+    let (ready, desired) = states
+        .iter()
+        .fold((0, 0), |(r, d), s| (r + s.ready, d + s.desired));
+    format!("{ready}/{desired}")
+}
+
+/// Whether every workload is ready.
+pub fn all_ready(states: &[WorkloadState]) -> bool {
+    states.iter().all(|s| s.readiness == Readiness::Ready)
+}
+
 /// Reads each workload and judges it. A workload that does not exist is progressing (helm just
 /// created it, or someone deleted it and drift repair will put it back).
 pub async fn observe(
@@ -291,6 +304,24 @@ mod tests {
         };
         object.metadata.generation = Some(generation);
         object
+    }
+
+    #[test]
+    fn summary_sums_replicas_and_all_ready_needs_every_workload() {
+        let state = |readiness: Readiness| WorkloadState {
+            workload: WorkloadRef {
+                kind: WorkloadKind::Deployment,
+                namespace: "istio-system".to_owned(),
+                name: "istiod".to_owned(),
+            },
+            ready: i32::from(readiness == Readiness::Ready),
+            desired: 1,
+            readiness,
+        };
+        let waiting = state(Readiness::Progressing("0/1 available".to_owned()));
+        assert_eq!(summary(std::slice::from_ref(&waiting)), "0/1");
+        assert!(all_ready(&[state(Readiness::Ready)]));
+        assert!(!all_ready(&[state(Readiness::Ready), waiting]));
     }
 
     #[test]

@@ -17,13 +17,15 @@ use serde_json::Value;
 use super::mask::mask_secrets;
 use super::mesh::MeshView;
 use super::svg::{self, GraphNode, Tone};
-use crate::api::{ComponentPhase, ComponentStatus, ControlPlane, condition};
+use crate::api::{ComponentPhase, ComponentStatus, ControlPlane, Health};
 use crate::cluster::control_plane::{self, StoreError};
 use crate::cluster::workloads::{Readiness, WorkloadState};
 use crate::desired::resolve::DesiredComponent;
 use crate::desired::resolved::Resolved;
 use crate::engine::report::PlannedComponent;
-use crate::engine::{Engine, Scope, readiness};
+use crate::engine::{Engine, Scope};
+use crate::helm::release::ReleaseRef;
+use crate::helm::workloads::component_workloads;
 use crate::mesh::catalog::Catalog;
 
 /// The component whose version is the mesh's control plane version.
@@ -259,7 +261,7 @@ impl Dashboard {
         let enabled = wanted.is_some_and(|w| w.enabled);
         let (phase, tone) = phase_of(enabled, recorded);
         let workloads = match recorded {
-            Some(recorded) => readiness::component_workloads(&self.client, recorded)
+            Some(recorded) => component_workloads(&self.client, recorded)
                 .await
                 .map(|states| states.iter().map(workload_view).collect())
                 .into(),
@@ -284,7 +286,7 @@ impl Dashboard {
             app_version: metadata.and_then(|m| m.app_version),
             release: recorded
                 .and_then(|r| r.release.as_ref())
-                .map(|r| format!("{}/{}", r.namespace, r.name)),
+                .map(|r| ReleaseRef::from(r).to_string()),
             revision: recorded
                 .and_then(|r| r.release.as_ref())
                 .and_then(|r| r.revision),
@@ -341,24 +343,12 @@ impl Dashboard {
 
 fn summarize(control_plane: &ControlPlane) -> Summary {
     let status = control_plane.status.clone().unwrap_or_default();
-    let is_true = |type_: &str| {
-        status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == type_ && c.status == "True")
-    };
-    let current = status.observed_generation.is_some()
-        && status.observed_generation == control_plane.metadata.generation;
-    let (state, tone) = if status.conditions.is_empty() {
-        ("Not reconciled yet", Tone::Off)
-    } else if is_true(condition::STALLED) {
-        ("Stalled", Tone::Bad)
-    } else if is_true(condition::RECONCILING) || !current {
-        ("Reconciling", Tone::Busy)
-    } else if is_true(condition::READY) {
-        ("Ready", Tone::Good)
-    } else {
-        ("Not ready", Tone::Bad)
+    let (state, tone) = match status.health(control_plane.metadata.generation) {
+        Health::NotReconciled => ("Not reconciled yet", Tone::Off),
+        Health::Stalled => ("Stalled", Tone::Bad),
+        Health::Reconciling => ("Reconciling", Tone::Busy),
+        Health::Ready => ("Ready", Tone::Good),
+        Health::NotReady => ("Not ready", Tone::Bad),
     };
     let last_reconcile = status
         .conditions

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use crate::api::ControlPlaneSpec;
-use crate::cluster::objects::NativeObject;
+use crate::api::objects::NativeObject;
 use crate::helm::chart::{ChartError, ChartMetadata, EmbeddedChart};
 use crate::helm::release::ReleaseRef;
 use crate::helm::render::RenderRequest;
@@ -126,17 +126,14 @@ pub fn refuse_shared_releases(
     spec: &ControlPlaneSpec,
     others: &[(String, ControlPlaneSpec)],
 ) -> Result<(), SpecError> {
-    let releases = |spec: &ControlPlaneSpec| -> Vec<(&'static str, String)> {
+    let releases = |spec: &ControlPlaneSpec| -> Vec<(&'static str, ReleaseRef)> {
         catalog
             .placements(spec)
             .into_iter()
             .filter(|(_, placement)| placement.enabled)
             .filter_map(|(name, placement)| {
                 let component = catalog.get(name)?;
-                Some((
-                    name,
-                    format!("{}/{}", placement.namespace, component.release_name),
-                ))
+                Some((name, release_of(component, &placement.namespace)))
             })
             .collect()
     };
@@ -149,12 +146,20 @@ pub fn refuse_shared_releases(
         {
             return Err(SpecError::SharedRelease {
                 component,
-                release: release.clone(),
+                release: release.to_string(),
                 other: other.clone(),
             });
         }
     }
     Ok(())
+}
+
+/// The release of `component` placed in `namespace`.
+fn release_of(component: &Component, namespace: &str) -> ReleaseRef {
+    ReleaseRef {
+        name: component.release_name.to_owned(),
+        namespace: namespace.to_owned(),
+    }
 }
 
 fn resolve_one<'c>(
@@ -190,10 +195,7 @@ fn resolve_one<'c>(
     Ok(DesiredComponent {
         component,
         enabled,
-        release: ReleaseRef {
-            name: component.release_name.to_owned(),
-            namespace: namespace.to_owned(),
-        },
+        release: release_of(component, namespace),
         chart_digest: chart.digest()?,
         chart,
         chart_metadata,
@@ -366,7 +368,7 @@ mod tests {
             desired[1]
                 .native
                 .iter()
-                .all(|object| object.presence == crate::cluster::objects::Presence::Absent)
+                .all(|object| object.presence == crate::api::objects::Presence::Absent)
         );
     }
 }

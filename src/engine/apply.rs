@@ -12,7 +12,8 @@ use crate::cluster::objects;
 use crate::desired::resolve::DesiredComponent;
 use crate::helm::Helm;
 use crate::helm::release::{
-    self, OWNER_LABEL, ObservedRelease, ObservedReleases, ReleaseRef, ReleaseState,
+    self, CHART_DIGEST_LABEL, OWNER_LABEL, ObservedRelease, ObservedReleases, ReleaseRef,
+    ReleaseState, VALUES_DIGEST_LABEL, digest_label_value,
 };
 use crate::mesh::catalog::ComponentContext;
 
@@ -179,20 +180,13 @@ async fn run_helm(
         .map_err(ComponentError::Recover)?;
     }
     let prepared = wanted.chart.prepare(&wanted.values)?;
-    // The record says who owns the release and what it holds (label values are short: the
-    // digests' first 32 hex digits).
-    let short = |digest: &str| -> String {
-        digest
-            .trim_start_matches("sha256:")
-            .chars()
-            .take(32)
-            .collect()
-    };
-    let (chart, values) = (short(&wanted.chart_digest), short(&wanted.values_digest));
+    // The record says who owns the release and what it holds.
+    let chart = digest_label_value(&wanted.chart_digest);
+    let values = digest_label_value(&wanted.values_digest);
     let labels = [
         (OWNER_LABEL, owner),
-        ("smm.dev/chart-digest", chart.as_str()),
-        ("smm.dev/values-digest", values.as_str()),
+        (CHART_DIGEST_LABEL, chart.as_str()),
+        (VALUES_DIGEST_LABEL, values.as_str()),
     ];
     helm.upgrade_install(
         &wanted.release,
@@ -212,11 +206,7 @@ pub(super) fn moved_release(
     wanted: &DesiredComponent<'_>,
     observed: &ObservedReleases,
 ) -> Option<ReleaseRef> {
-    let previous = recorded?.release.as_ref()?;
-    let previous = ReleaseRef {
-        name: previous.name.clone(),
-        namespace: previous.namespace.clone(),
-    };
+    let previous = ReleaseRef::from(recorded?.release.as_ref()?);
     (previous != wanted.release && release::lookup(observed, &previous).is_some())
         .then_some(previous)
 }

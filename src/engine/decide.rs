@@ -191,8 +191,7 @@ pub(super) fn cache_agrees<'a>(
                 release: Some(recorded),
                 ..
             }) => {
-                recorded.name == wanted.name
-                    && recorded.namespace == wanted.namespace
+                ReleaseRef::from(recorded) == *wanted
                     && found.is_some_and(|found| {
                         recorded.revision == Some(found.revision)
                             && found.state == ReleaseState::Deployed

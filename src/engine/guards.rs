@@ -11,7 +11,7 @@ use super::{Engine, WaitPolicy};
 use crate::api::ComponentStatus;
 use crate::desired::resolve::DesiredComponent;
 use crate::helm::STOP_GRACE;
-use crate::helm::release::{ObservedRelease, ReleaseState};
+use crate::helm::release::{ObservedRelease, ReleaseRef, ReleaseState};
 
 impl Engine {
     /// What the step must wait for before it touches anything, if anything; an error when the
@@ -63,9 +63,9 @@ impl Engine {
             return Ok(());
         }
         let ours = writer.control_plane_uid();
-        let recorded_here = recorded.and_then(|s| s.release.as_ref()).is_some_and(|r| {
-            r.name == wanted.release.name && r.namespace == wanted.release.namespace
-        });
+        let recorded_here = recorded
+            .and_then(|s| s.release.as_ref())
+            .is_some_and(|r| ReleaseRef::from(r) == wanted.release);
         match release.owner.as_deref() {
             Some(owner) if owner == ours => Ok(()),
             None if recorded_here => Ok(()),

@@ -9,8 +9,10 @@ use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 use serde::Deserialize;
 
-use crate::cluster::inventory::Kind;
+use crate::api::ReleaseStatus;
+use crate::api::objects::Kind;
 use crate::cluster::workloads::{WorkloadKind, WorkloadRef};
+use crate::values::digest::short_digest;
 
 /// A helm release: its name and the namespace its records live in.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +24,15 @@ pub struct ReleaseRef {
 impl std::fmt::Display for ReleaseRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+impl From<&ReleaseStatus> for ReleaseRef {
+    fn from(recorded: &ReleaseStatus) -> Self {
+        Self {
+            name: recorded.name.clone(),
+            namespace: recorded.namespace.clone(),
+        }
     }
 }
 
@@ -165,6 +176,15 @@ impl ReleaseRecord {
 /// The label smm puts on every release record it writes (helm's `--labels`): the owning
 /// ControlPlane's uid.
 pub const OWNER_LABEL: &str = "smm.dev/owner";
+/// The labels beside [`OWNER_LABEL`] that say which chart and values the record holds, as
+/// [`digest_label_value`] shortens their digests.
+pub const CHART_DIGEST_LABEL: &str = "smm.dev/chart-digest";
+pub const VALUES_DIGEST_LABEL: &str = "smm.dev/values-digest";
+
+/// A digest as a label value: its first 32 hex digits (label values are short).
+pub fn digest_label_value(digest: &str) -> String {
+    short_digest(digest, 32)
+}
 
 /// Latest revision per release, keyed by (namespace, name).
 pub type ObservedReleases = BTreeMap<(String, String), ObservedRelease>;

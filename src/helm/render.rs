@@ -4,7 +4,8 @@
 
 use serde_json::Value;
 
-use crate::cluster::objects::{self, NativeObject};
+use crate::api::objects::NativeObject;
+use crate::cluster::objects;
 use crate::helm::chart::{ChartError, EmbeddedChart};
 use crate::helm::release::ReleaseRef;
 use crate::helm::{Helm, HelmError};

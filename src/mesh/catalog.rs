@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::graph;
 use crate::api::ControlPlaneSpec;
-use crate::cluster::objects::NativeObject;
+use crate::api::objects::NativeObject;
 use crate::helm::chart::EmbeddedChart;
 use crate::values::{ValuesError, parse_yaml_values};
 

@@ -24,6 +24,7 @@ use kube::CustomResourceExt;
 use super::OPERATOR_LABEL;
 use super::rbac::{cluster_rules, lease_roles, role_for};
 use crate::api::ControlPlane;
+use crate::api::objects::MANAGED_BY;
 use crate::cluster::objects::{NativeObject, Presence, to_yaml_documents};
 use crate::helm::{KILL_GRACE, STOP_GRACE};
 use crate::mesh::components::cluster_role_for;
@@ -163,7 +164,7 @@ fn labels() -> BTreeMap<String, String> {
     BTreeMap::from([
         (key.to_owned(), value.to_owned()),
         ("app.kubernetes.io/part-of".to_owned(), "smm".to_owned()),
-        ("app.kubernetes.io/managed-by".to_owned(), "smm".to_owned()),
+        (MANAGED_BY.to_owned(), "smm".to_owned()),
         (
             "app.kubernetes.io/version".to_owned(),
             env!("CARGO_PKG_VERSION").to_owned(),

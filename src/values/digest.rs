@@ -22,6 +22,16 @@ pub fn format_digest(hash: &[u8]) -> String {
     format!("sha256:{}", hex::encode(hash))
 }
 
+/// The first `hex_digits` of a digest's hash, without its `sha256:`: short enough for a label
+/// value or a table column, as git shortens hashes.
+pub fn short_digest(digest: &str, hex_digits: usize) -> String {
+    digest
+        .trim_start_matches("sha256:")
+        .chars()
+        .take(hex_digits)
+        .collect()
+}
+
 /// Writes `value` as canonical JSON. The keys are sorted here rather than trusting the order
 /// of serde_json's `Map`, which another crate enabling `preserve_order` would change.
 fn write_canonical_json(value: &Value, out: &mut Vec<u8>) {
@@ -64,6 +74,13 @@ fn write_json_token<T: Serialize + ?Sized>(token: &T, out: &mut Vec<u8>) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_short_digest_is_the_hash_prefix() {
+        let digest = values_digest(&json!({}));
+        assert_eq!(short_digest(&digest, 12), digest["sha256:".len()..][..12]);
+        assert_eq!(short_digest(&digest, 100).len(), 64);
+    }
 
     fn canonical(value: &Value) -> String {
         let mut out = Vec::new();

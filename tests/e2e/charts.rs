@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use smm::api::objects::{NativeObject, Presence};
 use smm::api::{ComponentSpec, ControlPlaneSpec};
-use smm::cluster::objects::{NativeObject, Presence};
 use smm::desired::resolve::{DesiredComponent, resolve};
 use smm::mesh::catalog::Catalog;
 

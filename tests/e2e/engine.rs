@@ -171,18 +171,8 @@ async fn mesh_components_install_idle_upgrade_uninstall_and_return() {
     let installed = cp.get().await;
     let status = installed.status.clone().unwrap();
     assert_eq!(status.observed_generation, installed.metadata.generation);
-    let ready = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == condition::READY)
-        .unwrap();
-    assert_eq!(ready.status, "True");
-    assert!(
-        status
-            .conditions
-            .iter()
-            .all(|c| c.type_ != condition::RECONCILING)
-    );
+    assert!(status.is_true(condition::READY));
+    assert!(status.condition(condition::RECONCILING).is_none());
     let known = engine.catalog().components().len();
     assert_eq!(
         status.reconciled_components,
@@ -553,15 +543,9 @@ async fn an_error_in_one_step_fails_that_component_only() {
         status.components["tiny-two"].phase,
         ComponentPhase::Available
     );
-    let condition = |type_: &str| {
-        status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == type_)
-            .map(|c| c.status.clone())
-    };
-    assert_eq!(condition(condition::READY).as_deref(), Some("False"));
-    assert_ne!(condition(condition::RECONCILING).as_deref(), Some("True"));
+    let ready = status.condition(condition::READY);
+    assert_eq!(ready.map(|c| c.status.as_str()), Some("False"));
+    assert!(!status.is_true(condition::RECONCILING));
     cp.delete(&cluster).await;
 }
 
@@ -648,7 +632,7 @@ async fn a_bad_spec_changes_nothing() {
         let status = cp.get().await.status.unwrap();
         assert!(status.components.is_empty());
         for (type_, value) in [(condition::READY, "False"), (condition::STALLED, "True")] {
-            let found = status.conditions.iter().find(|c| c.type_ == type_).unwrap();
+            let found = status.condition(type_).unwrap();
             assert_eq!(
                 (found.status.as_str(), found.reason.as_str()),
                 (value, "InvalidSpec")
@@ -718,12 +702,7 @@ async fn reconciling_shows_while_working() {
     assert!(seen.contains("Reconciling=True"), "{seen:?}");
     assert!(seen.contains("Ready=False"), "{seen:?}");
     let status = cp.get().await.status.unwrap();
-    assert!(
-        status
-            .conditions
-            .iter()
-            .all(|c| c.type_ != condition::RECONCILING)
-    );
+    assert!(status.condition(condition::RECONCILING).is_none());
     cp.delete(&cluster).await;
 }
 

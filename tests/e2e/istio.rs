@@ -297,7 +297,8 @@ async fn a_canary_control_plane_injects_namespaces_of_its_revision() {
 #[tokio::test]
 async fn a_crd_dropping_a_stored_version_is_refused() {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    use smm::cluster::objects::{NativeError, NativeObject, apply};
+    use smm::api::objects::NativeObject;
+    use smm::cluster::objects::{NativeError, apply};
 
     let cluster = TestCluster::connect().await;
     let group = format!("{}.e2e.smm.dev", unique_name("crd"));

@@ -129,13 +129,8 @@ async fn a_workload_that_cannot_run_fails_after_the_timeout_and_a_fixed_spec_con
     let tracing = &status.components["tracing"];
     assert_eq!(tracing.phase, ComponentPhase::Failed);
     assert!(tracing.message.as_deref().unwrap().contains(&deployment));
-    let is = |type_: &str, value: &str| {
-        status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == type_ && c.status == value)
-    };
-    assert!(is(condition::READY, "False") && is(condition::STALLED, "True"));
+    let ready = status.condition(condition::READY);
+    assert!(ready.is_some_and(|c| c.status == "False") && status.is_true(condition::STALLED));
     assert_eq!(
         smm(&[&["status"], &cp_flag[..]].concat()).status.code(),
         Some(1)

@@ -9,7 +9,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use serde_json::{Value, json};
 
 use super::{istio, native_metadata, revision};
-use crate::cluster::objects::{NativeObject, Presence};
+use crate::api::objects::{NativeObject, Presence};
 use crate::mesh::catalog::{Component, ComponentContext, DefaultNamespace};
 
 pub fn component() -> Component {
@@ -21,14 +21,11 @@ pub fn component() -> Component {
         depends_on: &[],
         chart: istio::chart(
             "base",
-            &istio::BASE,
+            istio::upstream("base"),
             "Istio's CRDs (applied by smm) and the mesh-wide validation webhook of the default \
              revision, from Istio's base chart.",
         ),
-        values_layer: (
-            "values/base.yaml",
-            include_str!("../../../values/base.yaml"),
-        ),
+        values_layer: values_layer!("base"),
         native_objects,
         managed_values: |context| {
             json!({
@@ -95,8 +92,9 @@ mod tests {
 
     /// Istio's CRDs read from the embedded chart's YAML, typed.
     fn istio_crds() -> Vec<CustomResourceDefinition> {
-        let text = istio::BASE
-            .get_file(istio::BASE.path().join(CRD_FILE))
+        let chart = istio::upstream("base");
+        let text = chart
+            .get_file(chart.path().join(CRD_FILE))
             .and_then(|file| file.contents_utf8())
             .expect("the base chart has its CRD file");
         parse_crds(text).unwrap()

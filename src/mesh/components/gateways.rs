@@ -17,10 +17,7 @@ pub fn ingress() -> Component {
         true,
         "Istio's ingress gateway, an Envoy proxy at the mesh's edge for traffic coming in, from \
          Istio's gateway chart.",
-        (
-            "values/ingress-gateway.yaml",
-            include_str!("../../../values/ingress-gateway.yaml"),
-        ),
+        values_layer!("ingress-gateway"),
     )
 }
 
@@ -32,10 +29,7 @@ pub fn egress() -> Component {
         false,
         "Istio's egress gateway, an Envoy proxy that traffic leaving the mesh can be routed \
          through, from Istio's gateway chart.",
-        (
-            "values/egress-gateway.yaml",
-            include_str!("../../../values/egress-gateway.yaml"),
-        ),
+        values_layer!("egress-gateway"),
     )
 }
 
@@ -52,7 +46,7 @@ fn gateway(
         default_namespace: DefaultNamespace::Mesh,
         enabled_by_default,
         depends_on: &["istiod"],
-        chart: istio::chart(name, &istio::GATEWAY, description),
+        chart: istio::chart(name, istio::upstream("gateway"), description),
         values_layer,
         native_objects: |_| Vec::new(),
         managed_values,
@@ -98,8 +92,8 @@ mod tests {
     fn every_value_smm_passes_is_one_the_charts_schema_allows() {
         // The chart's schema refuses unknown top-level keys.
         let schema: serde_json::Value = serde_json::from_slice(
-            istio::GATEWAY
-                .get_file(istio::GATEWAY.path().join("values.schema.json"))
+            istio::upstream("gateway")
+                .get_file(istio::upstream("gateway").path().join("values.schema.json"))
                 .unwrap()
                 .contents(),
         )

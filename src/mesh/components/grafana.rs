@@ -18,10 +18,7 @@ pub fn component() -> Component {
         enabled_by_default: false,
         depends_on: &["prometheus"],
         chart: EmbeddedChart::new("grafana", &CHART),
-        values_layer: (
-            "values/grafana.yaml",
-            include_str!("../../../values/grafana.yaml"),
-        ),
+        values_layer: values_layer!("grafana"),
         native_objects: |_| Vec::new(),
         managed_values,
     }

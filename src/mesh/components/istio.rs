@@ -8,9 +8,15 @@ use include_dir::{Dir, include_dir};
 
 use crate::helm::chart::{EmbeddedChart, MetadataOverride};
 
-pub(super) static BASE: Dir<'static> = include_dir!("$SMM_ISTIO_CHARTS/base");
-pub(super) static DISCOVERY: Dir<'static> = include_dir!("$SMM_ISTIO_CHARTS/istio-discovery");
-pub(super) static GATEWAY: Dir<'static> = include_dir!("$SMM_ISTIO_CHARTS/gateway");
+/// Every chart of `scripts/istio/charts.txt`, each in the directory named after it.
+static CHARTS: Dir<'static> = include_dir!("$SMM_ISTIO_CHARTS");
+
+/// The embedded files of Istio's chart `dir_name` (its name in `scripts/istio/charts.txt`).
+pub(super) fn upstream(dir_name: &str) -> &'static Dir<'static> {
+    CHARTS
+        .get_dir(dir_name)
+        .unwrap_or_else(|| panic!("{dir_name} is not in scripts/istio/charts.txt"))
+}
 
 /// The pinned `istio.io/istio` module version without its `v`: a valid semver that names exactly
 /// the source the charts come from.
@@ -23,7 +29,7 @@ const CHART_VERSION: &str = env!("SMM_ISTIO_CHART_VERSION");
 pub const DEFAULT_TAG: &str = "1.31.4";
 
 /// One of Istio's charts, embedded as component `name`, described in smm's words.
-pub(super) const fn chart(
+pub(super) fn chart(
     name: &'static str,
     dir: &'static Dir<'static>,
     description: &'static str,

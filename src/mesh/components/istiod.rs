@@ -15,14 +15,11 @@ pub fn component() -> Component {
         depends_on: &["base"],
         chart: istio::chart(
             "istiod",
-            &istio::DISCOVERY,
+            istio::upstream("istio-discovery"),
             "Istio's control plane, istiod (discovery, certificates, sidecar injection, \
              validation), from Istio's istio-discovery chart.",
         ),
-        values_layer: (
-            "values/istiod.yaml",
-            include_str!("../../../values/istiod.yaml"),
-        ),
+        values_layer: values_layer!("istiod"),
         native_objects: |_| Vec::new(),
         managed_values,
     }

@@ -1,5 +1,21 @@
 //! The mesh's components as the catalog declares them, one module each.
 
+/// The values layer of the file `values/<name>.yaml`: its path, for messages, and its text,
+/// embedded.
+macro_rules! values_layer {
+    ($name:literal) => {
+        (
+            concat!("values/", $name, ".yaml"),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/values/",
+                $name,
+                ".yaml"
+            )),
+        )
+    };
+}
+
 mod base;
 mod gateways;
 mod grafana;
@@ -14,7 +30,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Ro
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::api::ControlPlaneSpec;
-use crate::cluster::objects::{NativeObject, Presence};
+use crate::api::objects::{MANAGED_BY, NativeObject, Presence};
 use crate::mesh::catalog::Component;
 
 /// Every component, in declaration order (the catalog sorts them by dependency).
@@ -99,7 +115,7 @@ fn native_metadata(name: impl Into<String>, component: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.into()),
         labels: Some(BTreeMap::from([
-            ("app.kubernetes.io/managed-by".to_owned(), "smm".to_owned()),
+            (MANAGED_BY.to_owned(), "smm".to_owned()),
             ("app.kubernetes.io/part-of".to_owned(), "smm".to_owned()),
             ("smm.dev/component".to_owned(), component.to_owned()),
         ])),

@@ -7,7 +7,7 @@ use k8s_openapi::api::rbac::v1::PolicyRule;
 use serde_json::json;
 
 use super::{READ, component_cluster_role, image_registry, rule};
-use crate::cluster::objects::NativeObject;
+use crate::api::objects::NativeObject;
 use crate::helm::chart::EmbeddedChart;
 use crate::mesh::catalog::{Component, ComponentContext, DefaultNamespace};
 
@@ -21,10 +21,7 @@ pub fn component() -> Component {
         enabled_by_default: true,
         depends_on: &[],
         chart: EmbeddedChart::new("prometheus", &CHART),
-        values_layer: (
-            "values/prometheus.yaml",
-            include_str!("../../../values/prometheus.yaml"),
-        ),
+        values_layer: values_layer!("prometheus"),
         native_objects,
         managed_values,
     }
@@ -68,7 +65,7 @@ fn native_objects(context: &ComponentContext<'_>) -> Vec<NativeObject> {
 mod tests {
     use super::*;
     use crate::api::ControlPlaneSpec;
-    use crate::cluster::objects::Presence;
+    use crate::api::objects::Presence;
 
     #[test]
     fn the_cluster_role_carries_the_namespace_and_goes_when_disabled() {

@@ -16,10 +16,7 @@ pub fn component() -> Component {
         enabled_by_default: false,
         depends_on: &[],
         chart: EmbeddedChart::new("tracing", &CHART),
-        values_layer: (
-            "values/tracing.yaml",
-            include_str!("../../../values/tracing.yaml"),
-        ),
+        values_layer: values_layer!("tracing"),
         native_objects: |_| Vec::new(),
         managed_values: super::registry_only,
     }
