@@ -20,6 +20,9 @@
 //!                                              SIGINT/SIGTERM as a cancellation token
 //! ```
 
+// Unsafe code is allowed only where it is marked, each place with the reason it is sound.
+#![deny(unsafe_code)]
+
 /// The ControlPlane custom resource: spec, status, kstatus conditions and their rules.
 pub mod api;
 /// Reaching the cluster: target (kubeconfig), natively applied objects, the stored ControlPlane,

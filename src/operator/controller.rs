@@ -507,6 +507,7 @@ impl Context {
 fn give_back_freed_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only returns free memory to the system; no pointer is touched.
+    #[allow(unsafe_code)]
     unsafe {
         libc::malloc_trim(0);
     }
