@@ -19,7 +19,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use super::events::EventProgress;
-use super::http::{self, Health};
+use super::http::{self, EndpointState};
 use crate::api::ControlPlane;
 use crate::cluster::lease::{Holder, LeaseLock, LockError};
 use crate::dashboard::{self, Access, Dashboard};
@@ -42,8 +42,9 @@ const WATCHED_LABEL: &str = "app.kubernetes.io/managed-by=Helm";
 /// The annotation helm puts on every object of a release, naming the release.
 const RELEASE_ANNOTATION: &str = "meta.helm.sh/release-name";
 
+/// Why `smm operator run` stopped, or why one reconcile of a ControlPlane failed.
 #[derive(Debug, thiserror::Error)]
-pub enum OperatorError {
+pub enum ControllerError {
     #[error(transparent)]
     Lock(#[from] LockError),
     #[error(transparent)]
@@ -68,7 +69,7 @@ pub enum OperatorError {
     },
 }
 
-impl From<SessionError> for OperatorError {
+impl From<SessionError> for ControllerError {
     fn from(err: SessionError) -> Self {
         Self::Session(Box::new(err))
     }
@@ -92,7 +93,7 @@ struct Context {
     client: Client,
     helm: Helm,
     catalog: Arc<Catalog>,
-    health: Arc<Health>,
+    endpoints: Arc<EndpointState>,
     recorder: Recorder,
     options: RunOptions,
     /// Failing ControlPlanes, for exponential backoff.
@@ -118,10 +119,10 @@ pub async fn run(
     helm: Helm,
     catalog: Arc<Catalog>,
     options: RunOptions,
-) -> Result<(), OperatorError> {
-    let health = Arc::new(Health::default());
+) -> Result<(), ControllerError> {
+    let endpoints = Arc::new(EndpointState::default());
     let address = options.listen;
-    let mut server = tokio::spawn(http::serve(address, health.clone()));
+    let mut server = tokio::spawn(http::serve(address, endpoints.clone()));
     if let Some(address) = options.dashboard {
         serve_dashboard(address, &client, &helm, &catalog).await?;
     }
@@ -149,7 +150,7 @@ pub async fn run(
         };
         let former_leader = leader.taken_from().map(str::to_owned);
         tracing::info!(former_leader, "leading: reconciling ControlPlanes");
-        health.set_leading(true);
+        endpoints.set_leading(true);
         // Cancelled when this term of leadership ends without a shutdown: helm is stopped.
         let lost = CancellationToken::new();
         let context = Arc::new(Context {
@@ -157,7 +158,7 @@ pub async fn run(
             client: client.clone(),
             helm: helm.clone(),
             catalog: catalog.clone(),
-            health: health.clone(),
+            endpoints: endpoints.clone(),
             options: options.clone(),
             failures: Mutex::default(),
             progress: Mutex::default(),
@@ -181,7 +182,7 @@ pub async fn run(
             }
         };
         leader.release().await;
-        health.set_leading(false);
+        endpoints.set_leading(false);
         if !lost_leadership {
             return Ok(());
         }
@@ -244,9 +245,9 @@ fn controller(
 fn served_outcome(
     served: Result<std::io::Result<()>, tokio::task::JoinError>,
     address: SocketAddr,
-) -> Result<(), OperatorError> {
+) -> Result<(), ControllerError> {
     match served {
-        Ok(Err(source)) => Err(OperatorError::Http { address, source }),
+        Ok(Err(source)) => Err(ControllerError::Http { address, source }),
         _ => Ok(()),
     }
 }
@@ -259,13 +260,13 @@ async fn serve_dashboard(
     client: &Client,
     helm: &Helm,
     catalog: &Arc<Catalog>,
-) -> Result<(), OperatorError> {
+) -> Result<(), ControllerError> {
     if !address.ip().is_loopback() {
-        return Err(OperatorError::DashboardNotLoopback(address));
+        return Err(ControllerError::DashboardNotLoopback(address));
     }
     let listener = tokio::net::TcpListener::bind(address)
         .await
-        .map_err(|source| OperatorError::Dashboard { address, source })?;
+        .map_err(|source| ControllerError::Dashboard { address, source })?;
     let engine = Engine::new(
         client.clone(),
         helm.clone(),
@@ -327,7 +328,7 @@ impl kube::runtime::utils::Backoff for WatchRetry {
 async fn reconcile(
     control_plane: Arc<ControlPlane>,
     context: Arc<Context>,
-) -> Result<Action, kube::runtime::finalizer::Error<OperatorError>> {
+) -> Result<Action, kube::runtime::finalizer::Error<ControllerError>> {
     use kube::runtime::finalizer::Error as FinalizerError;
     let api: Api<ControlPlane> = Api::all(context.client.clone());
     let name = control_plane.name_any();
@@ -341,7 +342,7 @@ async fn reconcile(
     // The watch can hand over a deleted ControlPlane once more after its finalizer let it go
     // (the cached copy still carries the finalizer): it is gone, nothing is left to clean up.
     let gone = match &result {
-        Err(FinalizerError::CleanupFailed(OperatorError::Session(err))) => {
+        Err(FinalizerError::CleanupFailed(ControllerError::Session(err))) => {
             matches!(**err, SessionError::Engine(EngineError::NotFound { .. }))
         }
         Err(FinalizerError::RemoveFinalizer(kube::Error::Api(status))) => status.code == 404,
@@ -386,7 +387,7 @@ impl Failing {
 
 fn error_policy(
     control_plane: Arc<ControlPlane>,
-    error: &kube::runtime::finalizer::Error<OperatorError>,
+    error: &kube::runtime::finalizer::Error<ControllerError>,
     context: Arc<Context>,
 ) -> Action {
     let mut failures = context.failures.lock().expect("failures lock");
@@ -412,7 +413,7 @@ impl Context {
         &self,
         control_plane: &ControlPlane,
         goal: Goal,
-    ) -> Result<Action, OperatorError> {
+    ) -> Result<Action, ControllerError> {
         let name = control_plane.name_any();
         let started = Instant::now();
         let held_back = self
@@ -463,17 +464,19 @@ impl Context {
             progress.rejected(&err.to_string());
         }
 
-        let metrics = &self.health.metrics;
+        let metrics = &self.endpoints.metrics;
         metrics.record_helm_processes(self.helm.processes_spawned());
         // Components waiting for their workloads are no failure: look again soon, without
         // the error backoff and without holding the lease meanwhile.
-        let outcome = result.map_err(OperatorError::from).and_then(|report| {
+        let outcome = result.map_err(ControllerError::from).and_then(|report| {
             if report.succeeded() {
                 Ok(None)
             } else if report.failed().is_empty() {
                 Ok(Some(report.unfinished().join("; ")))
             } else {
-                Err(OperatorError::ComponentsFailed(report.failed().join("; ")))
+                Err(ControllerError::ComponentsFailed(
+                    report.failed().join("; "),
+                ))
             }
         });
         metrics.record_reconcile(outcome.is_ok(), started.elapsed().as_secs_f64());
@@ -486,7 +489,7 @@ impl Context {
         }
         let waiting = outcome?;
         self.failures.lock().expect("failures lock").remove(&name);
-        self.health.set_reconciled();
+        self.endpoints.set_reconciled();
         Ok(match (goal, waiting) {
             (_, Some(waiting_for)) => {
                 tracing::info!(control_plane = %name, %waiting_for, "waiting; looking again soon");
