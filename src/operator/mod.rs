@@ -4,11 +4,15 @@
 //! the controller, its events and endpoints live in the submodules.
 
 pub mod controller;
+mod dashboard;
 mod events;
+mod failure_backoff;
 mod http;
 pub mod manifests;
 mod metrics;
 mod rbac;
+mod reconcile;
+mod watch_retry;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{ListParams, Patch, PatchParams};
