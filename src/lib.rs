@@ -34,6 +34,8 @@ pub mod dashboard;
 pub mod desired;
 /// The reconcile engine: sessions, the round loop, the pure decision, component steps, status.
 pub mod engine;
+#[cfg(test)]
+mod generated_docs;
 /// Helm: embedded charts, the helm runner, release records, `--dump-resources` rendering.
 pub mod helm;
 /// The mesh: the component catalog, the dependency graph, one module per component.

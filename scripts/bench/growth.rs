@@ -94,6 +94,7 @@ fn catalog(n: usize) -> anyhow::Result<Catalog> {
                 depends_on: &[],
                 chart: EmbeddedChart::new("tiny", &TINY),
                 values_layer: ("values/tiny.yaml", "greeting: from-the-benchmark\n"),
+                chart_kinds: &[],
                 native_objects: |_| Vec::new(),
                 managed_values: |_| json!({}),
             }

@@ -362,6 +362,7 @@ fn tiny_component(name: &'static str, chart: &'static include_dir::Dir<'static>)
         depends_on: &[],
         chart: EmbeddedChart::new("tiny", chart),
         values_layer: ("values/tiny.yaml", "greeting: from-the-values-layer\n"),
+        chart_kinds: &[],
         native_objects: |_| Vec::new(),
         managed_values: |_| json!({}),
     }
