@@ -1,6 +1,8 @@
 //! The `smm` binary: parses the command line, sets up logging, runs the command and maps the
 //! outcome to an exit code (0 success, 1 failure, 2 usage error from clap).
 
+#![deny(unsafe_code)]
+
 mod cli;
 
 use std::process::ExitCode;

@@ -2,15 +2,17 @@
 //! the Helm chart (linted and rendered by the real helm) and the example ControlPlane. These
 //! read repository files and run helm, so they live here rather than among the unit tests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use smm::api::ControlPlane;
 use smm::api::objects::Presence;
+use smm::api::{ComponentSpec, ControlPlane, ControlPlaneSpec};
 use smm::cluster::lease::LEASE_NAMESPACE;
+use smm::desired::resolve::resolve;
+use smm::mesh::catalog::Catalog;
 use smm::operator::OPERATOR_LABEL;
 use smm::operator::manifests::{
     DEFAULT_NAMESPACE, OPERATOR_NAME, OperatorOptions, operator_args, operator_objects,
@@ -189,6 +191,135 @@ fn chart_matches_builders(namespace: &str) {
         got["template"]["spec"]["containers"][0]["args"],
         serde_json::json!(operator_args())
     );
+}
+
+/// Values that turn on every optional kind of a component's chart. Some charts render one kind
+/// or another (a gateway's proxy is a Deployment or a DaemonSet), so each component is rendered
+/// twice: `alternative` picks the other of each choice.
+fn every_feature(component: &str, alternative: bool) -> Value {
+    let istiod_features = json!({
+        "experimental": {"stableValidationPolicy": true},
+        "global": {"networkPolicy": {"enabled": true}},
+        "autoscaleMin": 2,
+        "revisionTags": ["stable"],
+    });
+    match (component, alternative) {
+        ("base", _) => json!({"experimental": {"stableValidationPolicy": true}}),
+        ("istiod", false) => istiod_features,
+        // A local injector for a remote istiod, reached through an EndpointSlice.
+        ("istiod", true) => json!({
+            "istiodRemote": {"enabled": true, "enabledLocalInjectorIstiod": true},
+            "global": {"remotePilotAddress": "10.0.0.1"},
+        }),
+        ("ingress-gateway" | "egress-gateway", false) => json!({
+            "global": {"networkPolicy": {"enabled": true}},
+            "autoscaling": {"enabled": true, "minReplicas": 2},
+            "podDisruptionBudget": {"minAvailable": 1},
+        }),
+        ("ingress-gateway" | "egress-gateway", true) => json!({"kind": "DaemonSet"}),
+        ("prometheus", true) => json!({"kind": "StatefulSet", "replicaCount": 2}),
+        ("prometheus" | "grafana" | "tracing", _) => json!({"replicaCount": 2}),
+        (other, _) => panic!("{other}: say which values turn on every kind its chart renders"),
+    }
+}
+
+/// The kinds (API group, kind) `helm template` renders for each builtin component with
+/// `values` from `every_feature`.
+fn rendered_kinds(alternative: bool) -> BTreeMap<&'static str, BTreeSet<(String, String)>> {
+    let catalog = Catalog::builtin().unwrap();
+    let spec = ControlPlaneSpec {
+        components: catalog
+            .components()
+            .iter()
+            .map(|component| {
+                let spec = ComponentSpec {
+                    enabled: Some(true),
+                    values_override: Some(every_feature(component.name, alternative)),
+                    ..ComponentSpec::default()
+                };
+                (component.name.to_owned(), spec)
+            })
+            .collect(),
+        ..ControlPlaneSpec::default()
+    };
+    let mut kinds = BTreeMap::new();
+    for desired in resolve(&catalog, &spec).unwrap() {
+        let prepared = desired.chart.prepare(&desired.values).unwrap();
+        let rendered = run_helm(&[
+            "template",
+            &desired.release.name,
+            prepared.chart_path().to_str().unwrap(),
+            "--namespace",
+            &desired.release.namespace,
+            "--values",
+            prepared.values_file().to_str().unwrap(),
+        ]);
+        let found: &mut BTreeSet<(String, String)> = kinds.entry(desired.name()).or_default();
+        for document in serde_yaml_ng::Deserializer::from_str(&rendered) {
+            let object = <Value as serde::Deserialize>::deserialize(document).unwrap();
+            let (Some(api_version), Some(kind)) =
+                (object["apiVersion"].as_str(), object["kind"].as_str())
+            else {
+                continue;
+            };
+            let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
+            found.insert((group.to_owned(), kind.to_owned()));
+        }
+    }
+    kinds
+}
+
+/// Every kind a chart renders, optional features on, is one its component declares, and the
+/// operator's cluster role lets helm manage it: a chart cannot leave the operator forbidden.
+/// Every declared kind is rendered too, so the operator holds no right it does not need.
+#[test]
+fn every_kind_the_charts_render_is_declared_and_granted() {
+    let mut rendered = rendered_kinds(false);
+    for (component, kinds) in rendered_kinds(true) {
+        rendered.entry(component).or_default().extend(kinds);
+    }
+    let objects = operator_objects(&OperatorOptions::default(), Presence::Present, false);
+    let cluster_role = objects
+        .iter()
+        .find(|o| o.resource.kind == "ClusterRole")
+        .unwrap();
+    let rules = cluster_role.object().data["rules"].clone();
+    let grants = |group: &str, resource: &str, verb: &str| {
+        rules.as_array().unwrap().iter().any(|rule| {
+            let has = |field: &str, item: &str| {
+                rule[field]
+                    .as_array()
+                    .is_some_and(|items| items.iter().any(|i| i == item))
+            };
+            has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
+        })
+    };
+    for component in smm::mesh::components::all() {
+        let declared: BTreeSet<(String, String)> = component
+            .chart_kinds
+            .iter()
+            .map(|kind| (kind.group.to_owned(), kind.kind.to_owned()))
+            .collect();
+        let rendered = &rendered[component.name];
+        assert_eq!(
+            rendered, &declared,
+            "{}: the kinds its chart renders differ from its chart_kinds \
+             (src/mesh/components/)",
+            component.name
+        );
+        for kind in component.chart_kinds {
+            for verb in [
+                "get", "list", "watch", "create", "update", "patch", "delete",
+            ] {
+                assert!(
+                    grants(kind.group, kind.resource, verb),
+                    "{}: the operator may not {verb} {}",
+                    component.name,
+                    kind.resource
+                );
+            }
+        }
+    }
 }
 
 /// The example must stay a valid ControlPlane that names builtin components and overrides

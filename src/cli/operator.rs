@@ -15,7 +15,7 @@ use smm::engine::session::Session;
 use smm::mesh::catalog::Catalog;
 use smm::operator::controller::{self, RunOptions};
 use smm::operator::manifests::{OperatorOptions, operator_yaml};
-use smm::operator::{self, Leave};
+use smm::operator::{self, UninstallMode};
 
 use super::args::{GlobalArgs, parse_duration};
 
@@ -135,12 +135,12 @@ pub async fn run(
                 global.timeout,
             )
             .with_cancel(super::args::interrupted());
-            let leave = if args.purge {
-                Leave::Nothing { session: &session }
+            let mode = if args.purge {
+                UninstallMode::Purge { session: &session }
             } else {
-                Leave::Components
+                UninstallMode::KeepComponents
             };
-            operator::uninstall(&client, &options, leave, |name| {
+            operator::uninstall(&client, &options, mode, |name| {
                 if args.purge {
                     eprintln!("ControlPlane {name}: uninstalling its components");
                 }

@@ -10,9 +10,7 @@ use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, ValidationDirec
 use kube::{Api, Client, ResourceExt};
 
 use super::inventory::{APPLIED_DIGEST, Inventory};
-use crate::api::objects::MANAGED_BY;
-/// What [`apply`] takes, re-exported for callers that name it beside `apply`.
-pub use crate::api::objects::{NativeObject, Presence};
+use crate::api::objects::{MANAGED_BY, NativeObject, Presence};
 
 /// The field manager of every server-side apply smm does.
 pub const FIELD_MANAGER: &str = "smm";

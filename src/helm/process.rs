@@ -38,6 +38,7 @@ pub(super) fn isolate(command: &mut Command) {
         command.env_remove(name);
     }
     // SAFETY: prctl is async-signal-safe and touches only the child being set up.
+    #[allow(unsafe_code)]
     unsafe {
         command.pre_exec(|| {
             // helm never outlives smm: it gets SIGTERM when the thread that started it ends,
@@ -70,6 +71,7 @@ where
 pub(super) async fn stop(child: &mut tokio::process::Child, group: Option<i32>) {
     if let Some(group) = group {
         // SAFETY: kill(2) with a negative pid signals the process group helm leads.
+        #[allow(unsafe_code)]
         unsafe {
             libc::kill(-group, libc::SIGTERM);
         }
@@ -80,6 +82,7 @@ pub(super) async fn stop(child: &mut tokio::process::Child, group: Option<i32>) 
     {
         if let Some(group) = group {
             // SAFETY: as above.
+            #[allow(unsafe_code)]
             unsafe {
                 libc::kill(-group, libc::SIGKILL);
             }

@@ -50,6 +50,26 @@ pub struct Placement {
 /// the namespace defaults are applied, read by the engine, `smm components` and the builders.
 pub type Placements = BTreeMap<&'static str, Placement>;
 
+/// A kind of object, named as RBAC names it (API group and resource) and as manifests do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ChartKind {
+    pub group: &'static str,
+    pub kind: &'static str,
+    /// The resource, plural and lower case, as RBAC rules and API paths name it.
+    pub resource: &'static str,
+}
+
+impl ChartKind {
+    /// The kind of `K`, as k8s-openapi types it.
+    pub const fn of<K: k8s_openapi::Resource>() -> Self {
+        Self {
+            group: K::GROUP,
+            kind: K::KIND,
+            resource: K::URL_PATH_SEGMENT,
+        }
+    }
+}
+
 /// One mesh component.
 pub struct Component {
     pub name: &'static str,
@@ -61,6 +81,10 @@ pub struct Component {
     pub chart: EmbeddedChart,
     /// smm's values layer for the chart: (file name for messages, YAML text).
     pub values_layer: (&'static str, &'static str),
+    /// Every kind of object the chart can render, optional features included: the operator is
+    /// granted what helm needs on each (`operator/rbac.rs`), and `tests/packaging.rs` renders
+    /// the chart with its features on and fails on a kind missing here.
+    pub chart_kinds: &'static [ChartKind],
     /// Objects created natively before the chart (CRDs, RBAC), each marked present or absent.
     pub native_objects: fn(&ComponentContext<'_>) -> Vec<NativeObject>,
     /// Values computed from the ControlPlane that the user may not override.
@@ -344,30 +368,8 @@ mod tests {
     /// readme` rewrites it.
     #[test]
     fn readme_components_table_is_current() {
-        const START: &str = "<!-- components:start -->\n";
-        const END: &str = "<!-- components:end -->";
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
-        let readme = std::fs::read_to_string(path).unwrap();
-        let (Some(start), Some(end)) = (readme.find(START), readme.find(END)) else {
-            panic!("README.md lacks the {START:?} / {END:?} markers");
-        };
         let table = Catalog::builtin().unwrap().markdown_table().unwrap();
-        let current = &readme[start + START.len()..end];
-        if current == table {
-            return;
-        }
-        if std::env::var_os("SMM_UPDATE_README").is_some() {
-            let updated = format!(
-                "{}{table}{}",
-                &readme[..start + START.len()],
-                &readme[end..]
-            );
-            std::fs::write(path, updated).unwrap();
-        } else {
-            panic!(
-                "README.md's component table is stale; run SMM_UPDATE_README=1 cargo test --lib readme"
-            );
-        }
+        crate::generated_docs::assert_section_current("README.md", "components", &table);
     }
 
     #[test]

@@ -14,15 +14,16 @@ use axum::routing::get;
 
 use super::metrics::Metrics;
 
-/// What the endpoints report, shared with the controller.
+/// What the endpoints serve, shared with the controller: whether this replica leads and has
+/// reconciled once (for `/readyz`), and the metrics (for `/metrics`).
 #[derive(Default)]
-pub struct Health {
+pub struct EndpointState {
     pub metrics: Metrics,
     leading: AtomicBool,
     first_reconcile_done: AtomicBool,
 }
 
-impl Health {
+impl EndpointState {
     pub fn set_leading(&self, leading: bool) {
         self.leading.store(leading, Ordering::Relaxed);
     }
@@ -36,19 +37,19 @@ impl Health {
     }
 }
 
-pub async fn serve(address: SocketAddr, health: Arc<Health>) -> std::io::Result<()> {
+pub async fn serve(address: SocketAddr, state: Arc<EndpointState>) -> std::io::Result<()> {
     let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(health);
+        .with_state(state);
     let listener = tokio::net::TcpListener::bind(address).await?;
     tracing::info!(%address, "serving /healthz, /readyz and /metrics");
     axum::serve(listener, router).await
 }
 
-async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
-    if health.ready() {
+async fn readyz(State(state): State<Arc<EndpointState>>) -> impl IntoResponse {
+    if state.ready() {
         (StatusCode::OK, "ok")
     } else {
         (
@@ -58,12 +59,12 @@ async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(health): State<Arc<Health>>) -> impl IntoResponse {
+async fn metrics(State(state): State<Arc<EndpointState>>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        health.metrics.encode(),
+        state.metrics.encode(),
     )
 }

@@ -25,7 +25,8 @@ use super::OPERATOR_LABEL;
 use super::rbac::{cluster_rules, lease_roles, role_for};
 use crate::api::ControlPlane;
 use crate::api::objects::MANAGED_BY;
-use crate::cluster::objects::{NativeObject, Presence, to_yaml_documents};
+use crate::api::objects::{NativeObject, Presence};
+use crate::cluster::objects::to_yaml_documents;
 use crate::helm::{KILL_GRACE, STOP_GRACE};
 use crate::mesh::components::cluster_role_for;
 
@@ -231,9 +232,31 @@ fn quantities(cpu: &str, memory: &str) -> BTreeMap<String, Quantity> {
 }
 
 fn deployment(options: &OperatorOptions) -> Deployment {
-    // The root filesystem is read-only: helm's cache, config and data, smm's temporary chart
-    // and values files, and HOME all live in an emptyDir at /tmp.
-    let env = vec![
+    Deployment {
+        metadata: namespaced_metadata(OPERATOR_NAME, &options.namespace),
+        spec: Some(DeploymentSpec {
+            replicas: Some(options.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels()),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels()),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(operator_pod(options)),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The container's environment. The root filesystem is read-only: helm's cache, config and
+/// data, smm's temporary chart and values files, and HOME all live in an emptyDir at /tmp.
+fn operator_env() -> Vec<EnvVar> {
+    vec![
         env_field("POD_NAMESPACE", "metadata.namespace"),
         env_field("POD_NAME", "metadata.name"),
         env_value("SMM_HELM", HELM_PATH),
@@ -243,13 +266,17 @@ fn deployment(options: &OperatorOptions) -> Deployment {
         env_value("HELM_DATA_HOME", "/tmp/helm/data"),
         // smm logs warnings only by default; an operator's reconciles belong in its log.
         env_value("RUST_LOG", "info"),
-    ];
-    let container = Container {
+    ]
+}
+
+/// The one container, locked down to the `restricted` Pod Security Standard.
+fn operator_container(options: &OperatorOptions) -> Container {
+    Container {
         name: "operator".to_owned(),
         image: Some(options.image.clone()),
         image_pull_policy: Some(options.image_pull_policy.clone()),
         args: Some(operator_args()),
-        env: Some(env),
+        env: Some(operator_env()),
         ports: Some(vec![ContainerPort {
             name: Some(HTTP_PORT_NAME.to_owned()),
             container_port: HTTP_PORT,
@@ -273,10 +300,7 @@ fn deployment(options: &OperatorOptions) -> Deployment {
                 drop: Some(vec!["ALL".to_owned()]),
                 add: None,
             }),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".to_owned(),
-                localhost_profile: None,
-            }),
+            seccomp_profile: Some(runtime_default_seccomp()),
             ..SecurityContext::default()
         }),
         volume_mounts: Some(vec![VolumeMount {
@@ -285,8 +309,13 @@ fn deployment(options: &OperatorOptions) -> Deployment {
             ..VolumeMount::default()
         }]),
         ..Container::default()
-    };
-    let pod = PodSpec {
+    }
+}
+
+/// The pod: the operator's ServiceAccount, a grace period that lets a running helm finish, and
+/// the writable /tmp.
+fn operator_pod(options: &OperatorOptions) -> PodSpec {
+    PodSpec {
         service_account_name: Some(OPERATOR_NAME.to_owned()),
         termination_grace_period_seconds: Some(termination_grace_seconds()),
         security_context: Some(PodSecurityContext {
@@ -294,13 +323,10 @@ fn deployment(options: &OperatorOptions) -> Deployment {
             run_as_user: Some(RUN_AS),
             run_as_group: Some(RUN_AS),
             fs_group: Some(RUN_AS),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".to_owned(),
-                localhost_profile: None,
-            }),
+            seccomp_profile: Some(runtime_default_seccomp()),
             ..PodSecurityContext::default()
         }),
-        containers: vec![container],
+        containers: vec![operator_container(options)],
         volumes: Some(vec![Volume {
             name: "tmp".to_owned(),
             empty_dir: Some(EmptyDirVolumeSource {
@@ -310,25 +336,14 @@ fn deployment(options: &OperatorOptions) -> Deployment {
             ..Volume::default()
         }]),
         ..PodSpec::default()
-    };
-    Deployment {
-        metadata: namespaced_metadata(OPERATOR_NAME, &options.namespace),
-        spec: Some(DeploymentSpec {
-            replicas: Some(options.replicas),
-            selector: LabelSelector {
-                match_labels: Some(selector_labels()),
-                ..LabelSelector::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels()),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(pod),
-            },
-            ..DeploymentSpec::default()
-        }),
-        status: None,
+    }
+}
+
+/// The container runtime's default seccomp profile, for the pod and its container.
+fn runtime_default_seccomp() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".to_owned(),
+        localhost_profile: None,
     }
 }
 
@@ -582,8 +597,9 @@ mod tests {
                 None
             ));
         }
-        // Readiness reads what workloads run, never changes it.
-        for (group, kind) in [("", "pods"), ("apps", "daemonsets"), ("batch", "jobs")] {
+        // Readiness reads what workloads run, never changes it. (DaemonSets are managed: the
+        // gateway chart renders its proxy as one with `kind: DaemonSet`.)
+        for (group, kind) in [("", "pods"), ("batch", "jobs")] {
             assert!(allows(rules, group, kind, "list", None), "{kind}");
             assert!(!allows(rules, group, kind, "delete", None), "{kind}");
         }

@@ -4,11 +4,15 @@
 //! the controller, its events and endpoints live in the submodules.
 
 pub mod controller;
+mod dashboard;
 mod events;
+mod failure_backoff;
 mod http;
 pub mod manifests;
 mod metrics;
 mod rbac;
+mod reconcile;
+mod watch_retry;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -16,8 +20,9 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use crate::api::ControlPlane;
+use crate::api::objects::Presence;
 use crate::cluster::control_plane::{self, StoreError};
-use crate::cluster::objects::{self, NativeError, Presence};
+use crate::cluster::objects::{self, NativeError};
 use crate::engine::report::ReconcileReport;
 use crate::engine::session::{Request, Session, SessionError};
 use controller::FINALIZER;
@@ -26,8 +31,10 @@ use manifests::{OperatorOptions, operator_objects};
 /// The label every operator Deployment carries, in whatever namespace it was installed.
 pub const OPERATOR_LABEL: (&str, &str) = ("app.kubernetes.io/name", "smm-operator");
 
+/// Why the operator could not be looked up, installed or uninstalled (with or without a purge),
+/// or why the CLI may not reconcile while the operator is installed.
 #[derive(Debug, thiserror::Error)]
-pub enum OperatorOpError {
+pub enum OperatorLifecycleError {
     #[error(
         "the smm operator is installed ({deployment}) and reconciles ControlPlanes itself: \
          change the ControlPlane instead (kubectl edit controlplane {control_plane}), or \
@@ -65,11 +72,11 @@ pub enum OperatorOpError {
 
 /// A purge goes on to delete the ControlPlane (and later the CRD) only when its removal
 /// finished: deleting them otherwise would orphan what is left, with nothing recording it.
-fn removed_entirely(name: &str, report: &ReconcileReport) -> Result<(), OperatorOpError> {
+fn removed_entirely(name: &str, report: &ReconcileReport) -> Result<(), OperatorLifecycleError> {
     if report.succeeded() {
         Ok(())
     } else {
-        Err(OperatorOpError::PurgeIncomplete {
+        Err(OperatorLifecycleError::PurgeIncomplete {
             name: name.to_owned(),
             failures: report.unfinished().join("; "),
         })
@@ -96,9 +103,15 @@ pub async fn installed(client: &Client) -> Result<Option<String>, kube::Error> {
 
 /// Fails when the operator is installed: it owns reconciliation, and a client-side reconcile
 /// of `control_plane` would compete with it.
-pub async fn ensure_absent(client: &Client, control_plane: &str) -> Result<(), OperatorOpError> {
-    match installed(client).await.map_err(OperatorOpError::Lookup)? {
-        Some(deployment) => Err(OperatorOpError::Installed {
+pub async fn ensure_absent(
+    client: &Client,
+    control_plane: &str,
+) -> Result<(), OperatorLifecycleError> {
+    match installed(client)
+        .await
+        .map_err(OperatorLifecycleError::Lookup)?
+    {
+        Some(deployment) => Err(OperatorLifecycleError::Installed {
             deployment,
             control_plane: control_plane.to_owned(),
         }),
@@ -107,46 +120,49 @@ pub async fn ensure_absent(client: &Client, control_plane: &str) -> Result<(), O
 }
 
 /// Puts the operator into the cluster: CRD, RBAC, Deployment, metrics Service.
-pub async fn install(client: &Client, options: &OperatorOptions) -> Result<(), OperatorOpError> {
+pub async fn install(
+    client: &Client,
+    options: &OperatorOptions,
+) -> Result<(), OperatorLifecycleError> {
     objects::apply(client, &operator_objects(options, Presence::Present, true)).await?;
     Ok(())
 }
 
 /// What `uninstall` does to the ControlPlanes the operator managed.
-pub enum Leave<'a> {
+pub enum UninstallMode<'a> {
     /// Components stay installed; only the operator's finalizer goes, so ControlPlanes can
     /// still be deleted.
-    Components,
+    KeepComponents,
     /// Everything goes: each ControlPlane's components (dependents first, through `session`),
     /// the ControlPlanes, then the CRD.
-    Nothing { session: &'a Session },
+    Purge { session: &'a Session },
 }
 
 /// Removes the operator. `on_control_plane` is told of each ControlPlane as it is handled.
 pub async fn uninstall(
     client: &Client,
     options: &OperatorOptions,
-    leave: Leave<'_>,
+    mode: UninstallMode<'_>,
     on_control_plane: impl Fn(&str),
-) -> Result<(), OperatorOpError> {
+) -> Result<(), OperatorLifecycleError> {
     // Stop the operator first, so it does not reconcile what is being taken apart.
     objects::apply(client, &operator_objects(options, Presence::Absent, false)).await?;
     let control_planes: Api<ControlPlane> = Api::all(client.clone());
     let existing = control_plane::list(client).await?;
     let failed = |name: &str, what| {
         let name = name.to_owned();
-        move |source| OperatorOpError::ControlPlane { name, what, source }
+        move |source| OperatorLifecycleError::ControlPlane { name, what, source }
     };
     for control_plane in existing {
         let name = control_plane.name_any();
         on_control_plane(&name);
-        if let Leave::Nothing { session } = leave {
+        if let UninstallMode::Purge { session } = mode {
             let report = session
                 .run(&name, Request::RemoveAll, |holder| {
                     tracing::info!(control_plane = %name, %holder, "waiting for another reconcile to finish")
                 })
                 .await
-                .map_err(|source| OperatorOpError::Purge {
+                .map_err(|source| OperatorLifecycleError::Purge {
                     name: name.clone(),
                     source: Box::new(source),
                 })?;
@@ -163,14 +179,14 @@ pub async fn uninstall(
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(failed(&name, "remove its finalizer"))?;
-        if let Leave::Nothing { .. } = leave {
+        if let UninstallMode::Purge { .. } = mode {
             control_planes
                 .delete(&name, &Default::default())
                 .await
                 .map_err(failed(&name, "delete it"))?;
         }
     }
-    if let Leave::Nothing { .. } = leave {
+    if let UninstallMode::Purge { .. } = mode {
         objects::apply(client, &operator_objects(options, Presence::Absent, true)).await?;
     }
     Ok(())
@@ -182,8 +198,9 @@ mod tests {
     use crate::engine::decide::Operation;
     use crate::engine::report::{ComponentReport, Outcome};
 
-    /// Finding M6: a purge whose removal left a component behind keeps the ControlPlane (and
-    /// so the CRD), and says which component and why.
+    /// A purge whose removal left a component behind keeps the ControlPlane (and so the CRD):
+    /// deleting them would orphan the component with nothing recording it. The error says
+    /// which component and why.
     #[test]
     fn a_purge_stops_before_deleting_what_a_failed_removal_left() {
         let removal = |outcome: Outcome| ReconcileReport {
@@ -201,7 +218,7 @@ mod tests {
         let err = removed_entirely("mesh", &removal(Outcome::Failed("timed out".to_owned())))
             .unwrap_err();
         assert!(
-            matches!(err, OperatorOpError::PurgeIncomplete { .. }),
+            matches!(err, OperatorLifecycleError::PurgeIncomplete { .. }),
             "{err}"
         );
         assert!(err.to_string().contains("istiod: timed out"), "{err}");

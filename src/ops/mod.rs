@@ -21,12 +21,12 @@ use crate::engine::{Engine, EngineError, EngineSettings, Scope, WaitPolicy};
 use crate::helm::Helm;
 use crate::helm::render::{self, RenderError, RenderedComponent};
 use crate::mesh::catalog::Catalog;
-use crate::operator::{self, OperatorOpError};
+use crate::operator::{self, OperatorLifecycleError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
     #[error(transparent)]
-    OperatorPresent(#[from] OperatorOpError),
+    OperatorPresent(#[from] OperatorLifecycleError),
     #[error(transparent)]
     Session(#[from] SessionError),
     #[error(transparent)]

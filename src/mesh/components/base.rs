@@ -3,6 +3,8 @@
 //! native builder instead of helm, because helm never upgrades CRDs; they stay when `base` is
 //! disabled, since deleting a CRD deletes every object of its kind.
 
+use k8s_openapi::api::admissionregistration::v1 as admission;
+use k8s_openapi::api::core::v1 as core;
 use std::sync::LazyLock;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -10,7 +12,17 @@ use serde_json::{Value, json};
 
 use super::{istio, native_metadata, revision};
 use crate::api::objects::{NativeObject, Presence};
-use crate::mesh::catalog::{Component, ComponentContext, DefaultNamespace};
+use crate::mesh::catalog::{ChartKind, Component, ComponentContext, DefaultNamespace};
+
+/// What Istio's base chart renders (its CRDs go through the native builder instead): the
+/// default revision's validator, as a webhook or, with `experimental.stableValidationPolicy`, an
+/// admission policy, and the reader's ServiceAccount.
+const CHART_KINDS: &[ChartKind] = &[
+    ChartKind::of::<core::ServiceAccount>(),
+    ChartKind::of::<admission::ValidatingWebhookConfiguration>(),
+    ChartKind::of::<admission::ValidatingAdmissionPolicy>(),
+    ChartKind::of::<admission::ValidatingAdmissionPolicyBinding>(),
+];
 
 pub fn component() -> Component {
     Component {
@@ -26,6 +38,7 @@ pub fn component() -> Component {
              revision, from Istio's base chart.",
         ),
         values_layer: values_layer!("base"),
+        chart_kinds: CHART_KINDS,
         native_objects,
         managed_values: |context| {
             json!({

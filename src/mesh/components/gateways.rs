@@ -4,12 +4,31 @@
 //! Their pods get the proxy and its image from istiod's injector, so istiod's revision is the
 //! only value smm manages on them.
 
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::{apps::v1 as apps, core::v1 as core, rbac::v1 as rbac};
 use serde_json::json;
 
 use super::{istio, revision};
-use crate::mesh::catalog::{Component, ComponentContext, DefaultNamespace};
+use crate::mesh::catalog::{ChartKind, Component, ComponentContext, DefaultNamespace};
 
 /// Traffic into the mesh; on by default, behind a LoadBalancer Service.
+/// What Istio's gateway chart renders: the proxy as a Deployment or (`kind: DaemonSet`) a
+/// DaemonSet, its Service, account and Role, and with optional values an autoscaler, a
+/// disruption budget and a NetworkPolicy.
+const CHART_KINDS: &[ChartKind] = &[
+    ChartKind::of::<core::Service>(),
+    ChartKind::of::<core::ServiceAccount>(),
+    ChartKind::of::<apps::Deployment>(),
+    ChartKind::of::<apps::DaemonSet>(),
+    ChartKind::of::<rbac::Role>(),
+    ChartKind::of::<rbac::RoleBinding>(),
+    ChartKind::of::<HorizontalPodAutoscaler>(),
+    ChartKind::of::<PodDisruptionBudget>(),
+    ChartKind::of::<NetworkPolicy>(),
+];
+
 pub fn ingress() -> Component {
     gateway(
         "ingress-gateway",
@@ -48,6 +67,7 @@ fn gateway(
         depends_on: &["istiod"],
         chart: istio::chart(name, istio::upstream("gateway"), description),
         values_layer,
+        chart_kinds: CHART_KINDS,
         native_objects: |_| Vec::new(),
         managed_values,
     }

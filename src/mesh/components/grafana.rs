@@ -2,13 +2,25 @@
 //! source.
 
 use include_dir::{Dir, include_dir};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::{apps::v1 as apps, core::v1 as core};
 use serde_json::json;
 
 use super::image_registry;
 use crate::helm::chart::EmbeddedChart;
-use crate::mesh::catalog::{Component, ComponentContext, DefaultNamespace};
+use crate::mesh::catalog::{ChartKind, Component, ComponentContext, DefaultNamespace};
 
 static CHART: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/charts/grafana");
+
+/// What the grafana chart renders: grafana, its provisioning, Service and account, and a
+/// disruption budget with more than one replica.
+const CHART_KINDS: &[ChartKind] = &[
+    ChartKind::of::<core::ConfigMap>(),
+    ChartKind::of::<core::Service>(),
+    ChartKind::of::<core::ServiceAccount>(),
+    ChartKind::of::<apps::Deployment>(),
+    ChartKind::of::<PodDisruptionBudget>(),
+];
 
 pub fn component() -> Component {
     Component {
@@ -19,6 +31,7 @@ pub fn component() -> Component {
         depends_on: &["prometheus"],
         chart: EmbeddedChart::new("grafana", &CHART),
         values_layer: values_layer!("grafana"),
+        chart_kinds: CHART_KINDS,
         native_objects: |_| Vec::new(),
         managed_values,
     }

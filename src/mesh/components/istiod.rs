@@ -1,10 +1,38 @@
 //! `istiod`: Istio's control plane (discovery, certificates, sidecar injection, validation),
 //! from Istio's `istio-discovery` chart, which also brings istiod's RBAC and webhooks.
 
+use k8s_openapi::api::admissionregistration::v1 as admission;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::{apps::v1 as apps, core::v1 as core, rbac::v1 as rbac};
 use serde_json::json;
 
 use super::{image_registry, istio, revision};
-use crate::mesh::catalog::{Component, ComponentContext, DefaultNamespace};
+use crate::mesh::catalog::{ChartKind, Component, ComponentContext, DefaultNamespace};
+
+/// What the istio-discovery chart renders: istiod and its RBAC and webhooks, and with optional
+/// values an autoscaler and disruption budget, a NetworkPolicy, the stable validation policy,
+/// revision tags and a remote istiod's address (EndpointSlice).
+const CHART_KINDS: &[ChartKind] = &[
+    ChartKind::of::<core::ConfigMap>(),
+    ChartKind::of::<core::Service>(),
+    ChartKind::of::<core::ServiceAccount>(),
+    ChartKind::of::<apps::Deployment>(),
+    ChartKind::of::<rbac::ClusterRole>(),
+    ChartKind::of::<rbac::ClusterRoleBinding>(),
+    ChartKind::of::<rbac::Role>(),
+    ChartKind::of::<rbac::RoleBinding>(),
+    ChartKind::of::<admission::MutatingWebhookConfiguration>(),
+    ChartKind::of::<admission::ValidatingWebhookConfiguration>(),
+    ChartKind::of::<admission::ValidatingAdmissionPolicy>(),
+    ChartKind::of::<admission::ValidatingAdmissionPolicyBinding>(),
+    ChartKind::of::<HorizontalPodAutoscaler>(),
+    ChartKind::of::<PodDisruptionBudget>(),
+    ChartKind::of::<NetworkPolicy>(),
+    ChartKind::of::<EndpointSlice>(),
+];
 
 pub fn component() -> Component {
     Component {
@@ -20,6 +48,7 @@ pub fn component() -> Component {
              validation), from Istio's istio-discovery chart.",
         ),
         values_layer: values_layer!("istiod"),
+        chart_kinds: CHART_KINDS,
         native_objects: |_| Vec::new(),
         managed_values,
     }

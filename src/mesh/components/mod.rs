@@ -104,6 +104,7 @@ pub(crate) fn test_component(
         depends_on,
         chart: TEST_CHART,
         values_layer: ("values/test.yaml", "{}"),
+        chart_kinds: &[],
         native_objects: |_| Vec::new(),
         managed_values: |_| serde_json::Value::Null,
     }

@@ -3,15 +3,29 @@
 //! istiod's.
 
 use include_dir::{Dir, include_dir};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::PolicyRule;
+use k8s_openapi::api::{apps::v1 as apps, core::v1 as core};
 use serde_json::json;
 
 use super::{READ, component_cluster_role, image_registry, rule};
 use crate::api::objects::NativeObject;
 use crate::helm::chart::EmbeddedChart;
-use crate::mesh::catalog::{Component, ComponentContext, DefaultNamespace};
+use crate::mesh::catalog::{ChartKind, Component, ComponentContext, DefaultNamespace};
 
 static CHART: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/charts/prometheus");
+
+/// What the prometheus chart renders: the server as a Deployment or (`kind: StatefulSet`) a
+/// StatefulSet, its configuration, Services and account, and a disruption budget with more than
+/// one replica.
+const CHART_KINDS: &[ChartKind] = &[
+    ChartKind::of::<core::ConfigMap>(),
+    ChartKind::of::<core::Service>(),
+    ChartKind::of::<core::ServiceAccount>(),
+    ChartKind::of::<apps::Deployment>(),
+    ChartKind::of::<apps::StatefulSet>(),
+    ChartKind::of::<PodDisruptionBudget>(),
+];
 
 pub fn component() -> Component {
     Component {
@@ -22,6 +36,7 @@ pub fn component() -> Component {
         depends_on: &[],
         chart: EmbeddedChart::new("prometheus", &CHART),
         values_layer: values_layer!("prometheus"),
+        chart_kinds: CHART_KINDS,
         native_objects,
         managed_values,
     }

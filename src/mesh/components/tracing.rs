@@ -2,11 +2,22 @@
 //! turn tracing on in the mesh configuration and point proxies at it (see `istiod.rs`).
 
 use include_dir::{Dir, include_dir};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::{apps::v1 as apps, core::v1 as core};
 
 use crate::helm::chart::EmbeddedChart;
-use crate::mesh::catalog::{Component, DefaultNamespace};
+use crate::mesh::catalog::{ChartKind, Component, DefaultNamespace};
 
 static CHART: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/charts/tracing");
+
+/// What the tracing chart renders: the collector, its Services and account, and a disruption
+/// budget with more than one replica.
+const CHART_KINDS: &[ChartKind] = &[
+    ChartKind::of::<core::Service>(),
+    ChartKind::of::<core::ServiceAccount>(),
+    ChartKind::of::<apps::Deployment>(),
+    ChartKind::of::<PodDisruptionBudget>(),
+];
 
 pub fn component() -> Component {
     Component {
@@ -17,6 +28,7 @@ pub fn component() -> Component {
         depends_on: &[],
         chart: EmbeddedChart::new("tracing", &CHART),
         values_layer: values_layer!("tracing"),
+        chart_kinds: CHART_KINDS,
         native_objects: |_| Vec::new(),
         managed_values: super::registry_only,
     }
