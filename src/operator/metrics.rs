@@ -7,11 +7,16 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::api::ControlPlaneStatus;
+use crate::api::{ControlPlane, Health};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControlPlaneLabels {
+    pub control_plane: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -26,6 +31,7 @@ pub struct Metrics {
     reconcile_duration: Histogram,
     helm_processes: Counter,
     components: Family<PhaseLabels, Gauge>,
+    ready: Family<ControlPlaneLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -56,12 +62,19 @@ impl Default for Metrics {
             "Components of each ControlPlane by phase",
             components.clone(),
         );
+        let ready = Family::<ControlPlaneLabels, Gauge>::default();
+        registry.register(
+            "controlplane_ready",
+            "1 when the ControlPlane's Ready condition is true for its current spec, else 0",
+            ready.clone(),
+        );
         Self {
             registry,
             reconciles,
             reconcile_duration,
             helm_processes,
             components,
+            ready,
         }
     }
 }
@@ -85,8 +98,20 @@ impl Metrics {
         }
     }
 
-    /// Replaces the per-phase component counts of one ControlPlane.
-    pub fn record_components(&self, control_plane: &str, status: &ControlPlaneStatus) {
+    /// Replaces one ControlPlane's figures: whether it is Ready (by the rule `smm status` and
+    /// the dashboard follow) and its components' counts per phase.
+    pub fn record_control_plane(&self, name: &str, control_plane: &ControlPlane) {
+        let status = control_plane.status.clone().unwrap_or_default();
+        let ready = status.health(control_plane.metadata.generation) == Health::Ready;
+        self.ready
+            .get_or_create(&ControlPlaneLabels {
+                control_plane: name.to_owned(),
+            })
+            .set(i64::from(ready));
+        self.record_components(name, &status);
+    }
+
+    fn record_components(&self, control_plane: &str, status: &crate::api::ControlPlaneStatus) {
         for phase in [
             "Installing",
             "Upgrading",
@@ -143,5 +168,46 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn a_control_plane_counts_as_ready_only_when_ready_for_its_current_spec() {
+        use crate::api::{ControlPlaneSpec, ControlPlaneStatus, condition, set_condition};
+        let metrics = Metrics::default();
+        let mut control_plane = ControlPlane::new("mesh", ControlPlaneSpec::default());
+        control_plane.metadata.generation = Some(2);
+        let mut status = ControlPlaneStatus {
+            observed_generation: Some(2),
+            ..ControlPlaneStatus::default()
+        };
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        );
+        let reconciled = "Reconciled";
+        set_condition(
+            &mut status.conditions,
+            condition::READY,
+            true,
+            reconciled,
+            "",
+            Some(2),
+            &now,
+        );
+        control_plane.status = Some(status);
+        metrics.record_control_plane("mesh", &control_plane);
+        let ready = "smm_controlplane_ready{control_plane=\"mesh\"}";
+        assert!(
+            metrics.encode().contains(&format!("{ready} 1")),
+            "{}",
+            metrics.encode()
+        );
+        // The spec changed since: Ready no longer speaks for it.
+        control_plane.metadata.generation = Some(3);
+        metrics.record_control_plane("mesh", &control_plane);
+        assert!(
+            metrics.encode().contains(&format!("{ready} 0")),
+            "{}",
+            metrics.encode()
+        );
     }
 }

@@ -196,16 +196,14 @@ impl Context {
         result
     }
 
-    /// The per-component metrics, from the status the run stored (read back: the report does
+    /// The ControlPlane's metrics, from the status the run stored (read back: the report does
     /// not carry every field the status has).
     async fn record_components(&self, name: &str) {
         if let Ok(Some(stored)) = Api::<ControlPlane>::all(self.client.clone())
             .get_opt(name)
             .await
         {
-            self.endpoints
-                .metrics
-                .record_components(name, &stored.status.unwrap_or_default());
+            self.endpoints.metrics.record_control_plane(name, &stored);
         }
     }
 
