@@ -10,7 +10,6 @@ use clap::Args;
 
 use smm::api::DEFAULT_CONTROL_PLANE;
 use smm::dashboard::{self, Access, Dashboard, Token};
-use smm::engine::{Engine, EngineSettings};
 use smm::mesh::catalog::Catalog;
 
 use super::args::GlobalArgs;
@@ -34,15 +33,9 @@ pub async fn run(
     args: &DashboardArgs,
 ) -> anyhow::Result<ExitCode> {
     let client = global.client().await?;
-    let engine = Engine::new(
-        client.clone(),
-        global.helm()?,
-        catalog.clone(),
-        EngineSettings::default(),
-    );
     let view = Arc::new(Dashboard::new(
         client,
-        engine,
+        global.helm()?,
         catalog.clone(),
         Some(args.control_plane.clone()),
     ));

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 
 use smm::cluster::lease::holder_identity;
-use smm::engine::session::Session;
 use smm::mesh::catalog::Catalog;
+use smm::operator;
 use smm::operator::controller::{self, RunOptions};
 use smm::operator::manifests::{OperatorOptions, operator_yaml};
-use smm::operator::{self, UninstallMode};
+use smm::ops::{self, Reach};
 
 use super::args::{GlobalArgs, parse_duration};
 
@@ -122,26 +122,19 @@ pub async fn run(
             Ok(ExitCode::SUCCESS)
         }
         OperatorCommand::Uninstall(args) => {
-            let client = global.client().await?;
             let options = OperatorOptions {
                 namespace: args.placement.namespace.clone(),
                 ..OperatorOptions::default()
             };
-            let session = Session::new(
-                client.clone(),
-                global.helm()?,
-                catalog.clone(),
-                holder_identity("smm-cli"),
-                global.timeout,
-            )
-            .with_cancel(super::args::interrupted());
-            let mode = if args.purge {
-                UninstallMode::Purge { session: &session }
-            } else {
-                UninstallMode::KeepComponents
+            let reach = Reach {
+                client: global.client().await?,
+                helm: global.helm()?,
+                catalog: catalog.clone(),
             };
-            operator::uninstall(&client, &options, mode, |name| {
-                if args.purge {
+            let cancel = super::args::interrupted();
+            let purge = args.purge;
+            ops::uninstall_operator(reach, &options, purge, global.timeout, cancel, |name| {
+                if purge {
                     eprintln!("ControlPlane {name}: uninstalling its components");
                 }
             })

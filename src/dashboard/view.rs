@@ -23,7 +23,8 @@ use crate::cluster::workloads::{Readiness, WorkloadState};
 use crate::desired::resolve::DesiredComponent;
 use crate::desired::resolved::Resolved;
 use crate::engine::report::PlannedComponent;
-use crate::engine::{Engine, Scope};
+use crate::engine::{Engine, EngineSettings, Scope};
+use crate::helm::Helm;
 use crate::helm::release::ReleaseRef;
 use crate::helm::workloads::component_workloads;
 use crate::mesh::catalog::Catalog;
@@ -163,12 +164,20 @@ pub struct EventView {
 }
 
 impl Dashboard {
+    /// A view of the cluster `client` reaches; `helm` and `catalog` make its plans (a plan
+    /// spawns no helm). The page opens on `preferred` when it exists.
     pub fn new(
         client: Client,
-        engine: Engine,
+        helm: Helm,
         catalog: Arc<Catalog>,
         preferred: Option<String>,
     ) -> Self {
+        let engine = Engine::new(
+            client.clone(),
+            helm,
+            catalog.clone(),
+            EngineSettings::default(),
+        );
         Self {
             client,
             engine,

@@ -7,7 +7,6 @@ use kube::Client;
 
 use super::controller::ControllerError;
 use crate::dashboard::{self, Access, Dashboard};
-use crate::engine::{Engine, EngineSettings};
 use crate::helm::Helm;
 use crate::mesh::catalog::Catalog;
 
@@ -26,15 +25,9 @@ pub(super) async fn serve(
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|source| ControllerError::Dashboard { address, source })?;
-    let engine = Engine::new(
-        client.clone(),
-        helm.clone(),
-        catalog.clone(),
-        EngineSettings::default(),
-    );
     let view = Arc::new(Dashboard::new(
         client.clone(),
-        engine,
+        helm.clone(),
         catalog.clone(),
         None,
     ));

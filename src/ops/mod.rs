@@ -21,7 +21,8 @@ use crate::engine::{Engine, EngineError, EngineSettings, Scope, WaitPolicy};
 use crate::helm::Helm;
 use crate::helm::render::{self, RenderError, RenderedComponent};
 use crate::mesh::catalog::Catalog;
-use crate::operator::{self, OperatorLifecycleError};
+use crate::operator::manifests::OperatorOptions;
+use crate::operator::{self, OperatorLifecycleError, UninstallMode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
@@ -84,6 +85,30 @@ pub async fn reconcile(
         session = session.with_progress(progress);
     }
     Ok(session.run(name, request, on_wait).await?)
+}
+
+/// Removes the operator from the cluster. With `purge`, every ControlPlane's components go too
+/// (each under its reconcile lease, waited for up to `lease_wait`; `cancel` stops helm at
+/// once), then the ControlPlanes and their CRD; without it the components stay. Told of each
+/// ControlPlane as it is handled, through `on_control_plane`.
+pub async fn uninstall_operator(
+    reach: Reach,
+    options: &OperatorOptions,
+    purge: bool,
+    lease_wait: Duration,
+    cancel: CancellationToken,
+    on_control_plane: impl Fn(&str),
+) -> Result<(), OpsError> {
+    let client = reach.client.clone();
+    let holder = holder_identity("smm-cli");
+    let session = Session::new(reach.client, reach.helm, reach.catalog, holder, lease_wait)
+        .with_cancel(cancel);
+    let mode = if purge {
+        UninstallMode::Purge { session: &session }
+    } else {
+        UninstallMode::KeepComponents
+    };
+    Ok(operator::uninstall(&client, options, mode, on_control_plane).await?)
 }
 
 /// What reconciling `resolved` would do, against the status stored for its ControlPlane (none
