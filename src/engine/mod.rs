@@ -10,7 +10,7 @@
 mod apply;
 pub mod decide;
 mod guards;
-pub mod readiness;
+mod readiness;
 pub mod report;
 mod run;
 mod schedule;

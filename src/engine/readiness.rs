@@ -2,24 +2,14 @@
 //! workloads are judged as `smm status` judges them (`helm::workloads`), so `smm status` says
 //! what the engine would.
 
-use kube::Client;
-
 use super::status::StatusWriter;
 use super::step::{ComponentError, StepEnd};
 use super::{Engine, WaitPolicy};
 use crate::api::ComponentPhase;
-use crate::cluster::workloads::{Readiness, WorkloadRef, WorkloadState};
+use crate::cluster::workloads::{Readiness, WorkloadState};
 use crate::desired::resolve::DesiredComponent;
-use crate::helm::release::{ObservedRelease, RecordError, ReleaseRef};
-use crate::helm::workloads::{self, ObserveError};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReadinessError {
-    #[error(transparent)]
-    Record(#[from] RecordError),
-    #[error(transparent)]
-    Workloads(#[from] ObserveError),
-}
+use crate::helm::release::ObservedRelease;
+use crate::helm::workloads;
 
 /// How long a step that waits for its workloads keeps looking before the round moves on.
 const LOOK_AGAIN_FOR: std::time::Duration = std::time::Duration::from_secs(2);
@@ -37,16 +27,13 @@ impl Engine {
         writer: &StatusWriter,
     ) -> Result<StepEnd, ComponentError> {
         let name = wanted.name();
-        let refs = release
-            .record(&wanted.release)
-            .map_err(ReadinessError::Record)?
-            .workloads(&wanted.release);
+        let refs = release.record(&wanted.release)?.workloads(&wanted.release);
         // Workloads are often ready a moment after helm returns: a waiting run looks again a
         // few times before it gives the slot up, so what depends on this component starts
         // without waiting for the round's end.
         let looked_since = tokio::time::Instant::now();
         let waiting_for = loop {
-            let states = observe_workloads(&self.client, &wanted.release, &refs).await?;
+            let states = workloads::observe(&self.client, &wanted.release, &refs).await?;
             if let Some(failed) = states
                 .iter()
                 .find(|s| matches!(s.readiness, Readiness::Failed(_)))
@@ -84,13 +71,4 @@ impl Engine {
             _ => StepEnd::Waiting(message),
         })
     }
-}
-
-/// `refs`, the workloads of `release`, judged now.
-async fn observe_workloads(
-    client: &Client,
-    release: &ReleaseRef,
-    refs: &[WorkloadRef],
-) -> Result<Vec<WorkloadState>, ReadinessError> {
-    Ok(workloads::observe(client, release, refs).await?)
 }

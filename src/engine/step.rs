@@ -13,7 +13,6 @@ use tracing::Instrument;
 use super::Engine;
 use super::Observed;
 use super::decide::{Decision, Operation, Reason, decide};
-use super::readiness::ReadinessError;
 use super::report::{ComponentReport, Outcome};
 use super::status::{StatusError, StatusWriter};
 use crate::api::ComponentStatus;
@@ -24,6 +23,7 @@ use crate::desired::resolved::Resolved;
 use crate::helm::HelmError;
 use crate::helm::chart::ChartError;
 use crate::helm::release::{self, ObservedRelease, RecordError};
+use crate::helm::workloads::ObserveError;
 
 /// Why one component's step failed; its message is what `smm status` shows.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +39,7 @@ pub enum ComponentError {
     #[error(transparent)]
     Chart(#[from] ChartError),
     #[error(transparent)]
-    Readiness(#[from] ReadinessError),
+    Workloads(#[from] ObserveError),
     #[error("{0}")]
     WorkloadFailed(String),
     #[error(
