@@ -15,7 +15,7 @@ use smm::desired::resolve::resolve;
 use smm::mesh::catalog::Catalog;
 use smm::operator::OPERATOR_LABEL;
 use smm::operator::manifests::{
-    DEFAULT_NAMESPACE, OPERATOR_NAME, OperatorOptions, operator_args, operator_objects,
+    DEFAULT_NAMESPACE, NO_SIDECAR, OPERATOR_NAME, OperatorOptions, operator_args, operator_objects,
     operator_yaml,
 };
 
@@ -187,6 +187,11 @@ fn chart_matches_builders(namespace: &str) {
     let (key, value) = OPERATOR_LABEL;
     assert_eq!(chart[&id]["metadata"]["labels"][key], value);
     assert_eq!(got["template"]["metadata"]["labels"][key], value);
+    // Both forms keep the operator's pods out of sidecar injection.
+    let (no_sidecar, off) = NO_SIDECAR;
+    for form in [got, want] {
+        assert_eq!(form["template"]["metadata"]["labels"][no_sidecar], off);
+    }
     assert_eq!(
         got["template"]["spec"]["containers"][0]["args"],
         serde_json::json!(operator_args())

@@ -6,8 +6,7 @@ use std::process::ExitCode;
 use clap::{Subcommand, ValueEnum};
 
 use smm::api::DEFAULT_CONTROL_PLANE;
-use smm::cluster::{control_plane, namespaces};
-use smm::mesh::injection::injection_labels;
+use smm::ops;
 
 use super::args::GlobalArgs;
 
@@ -37,19 +36,10 @@ pub async fn run(global: &GlobalArgs, command: &SidecarCommand) -> anyhow::Resul
         namespaces,
         control_plane,
     } = command;
-    let client = global.client().await?;
-    let revision = control_plane::load(&client, control_plane)
-        .await?
-        .and_then(|cp| cp.spec.revision);
     let on = *state == Switch::On;
+    ops::auto_inject(&global.client().await?, control_plane, namespaces, on).await?;
+    let word = if on { "on" } else { "off" };
     for namespace in namespaces {
-        namespaces::merge_labels(
-            &client,
-            namespace,
-            injection_labels(on, revision.as_deref()),
-        )
-        .await?;
-        let word = if on { "on" } else { "off" };
         println!("namespace/{namespace}: sidecar auto-injection {word}");
     }
     Ok(ExitCode::SUCCESS)

@@ -173,6 +173,18 @@ fn labels() -> BTreeMap<String, String> {
     ])
 }
 
+/// The operator's pods opt out of sidecar injection whatever their namespace says: injected,
+/// a restart while istiod is down would be refused by the injector's webhook (it fails
+/// closed), and the operator could not come back to repair istiod.
+pub const NO_SIDECAR: (&str, &str) = ("sidecar.istio.io/inject", "false");
+
+fn pod_labels() -> BTreeMap<String, String> {
+    let (key, value) = NO_SIDECAR;
+    let mut labels = labels();
+    labels.insert(key.to_owned(), value.to_owned());
+    labels
+}
+
 /// The labels that select the operator's pods: stable across versions, since a Deployment's
 /// selector cannot change.
 fn selector_labels() -> BTreeMap<String, String> {
@@ -242,7 +254,7 @@ fn deployment(options: &OperatorOptions) -> Deployment {
             },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels()),
+                    labels: Some(pod_labels()),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(operator_pod(options)),
@@ -473,6 +485,8 @@ mod tests {
             serde_json::json!({key: value})
         );
         assert_eq!(spec["template"]["metadata"]["labels"][key], value);
+        let (no_sidecar, off) = NO_SIDECAR;
+        assert_eq!(spec["template"]["metadata"]["labels"][no_sidecar], off);
         let pod = &spec["template"]["spec"];
         assert_eq!(pod["serviceAccountName"], OPERATOR_NAME);
         // Longer than helm's timeout, what smm gives helm past it and the SIGTERM grace.

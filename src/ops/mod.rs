@@ -10,9 +10,10 @@ use std::time::Duration;
 use kube::Client;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::ControlPlaneSpec;
+use crate::api::{ControlPlaneSpec, DEFAULT_MESH_NAMESPACE};
 use crate::cluster::control_plane::{self, StoreError};
 use crate::cluster::lease::holder_identity;
+use crate::cluster::namespaces::{self, LabelError};
 use crate::desired::edit;
 use crate::desired::resolved::Resolved;
 use crate::engine::report::{PlannedComponent, Progress, ReconcileReport};
@@ -21,11 +22,16 @@ use crate::engine::{Engine, EngineError, EngineSettings, Scope, WaitPolicy};
 use crate::helm::Helm;
 use crate::helm::render::{self, RenderError, RenderedComponent};
 use crate::mesh::catalog::Catalog;
+use crate::mesh::injection::{ProtectedNamespace, check_injectable, injection_labels};
 use crate::operator::manifests::OperatorOptions;
 use crate::operator::{self, OperatorLifecycleError, UninstallMode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
+    #[error(transparent)]
+    ProtectedNamespace(#[from] ProtectedNamespace),
+    #[error(transparent)]
+    Label(#[from] LabelError),
     #[error(transparent)]
     OperatorPresent(#[from] OperatorLifecycleError),
     #[error(transparent)]
@@ -109,6 +115,39 @@ pub async fn uninstall_operator(
         UninstallMode::KeepComponents
     };
     Ok(operator::uninstall(&client, options, mode, on_control_plane).await?)
+}
+
+/// Turns sidecar auto-injection on or off for `namespaces`, for the revision of the
+/// ControlPlane `control_plane` (none stored: the default injector). Switching it on for a
+/// namespace whose pods must restart while istiod is down (Kubernetes', istiod's, the
+/// operator's) is refused before any namespace is changed.
+pub async fn auto_inject(
+    client: &Client,
+    control_plane: &str,
+    namespaces: &[String],
+    on: bool,
+) -> Result<(), OpsError> {
+    let spec = control_plane::load(client, control_plane)
+        .await?
+        .map(|cp| cp.spec)
+        .unwrap_or_default();
+    if on {
+        let mesh_namespace = spec.namespace.as_deref().unwrap_or(DEFAULT_MESH_NAMESPACE);
+        let installed = operator::installed(client)
+            .await
+            .map_err(OperatorLifecycleError::Lookup)?;
+        let installed_in = installed.as_deref().and_then(|d| d.split_once('/'));
+        let mut operator_namespaces = vec![operator::manifests::DEFAULT_NAMESPACE];
+        operator_namespaces.extend(installed_in.map(|(namespace, _)| namespace));
+        for namespace in namespaces {
+            check_injectable(namespace, mesh_namespace, &operator_namespaces)?;
+        }
+    }
+    let labels = injection_labels(on, spec.revision.as_deref());
+    for namespace in namespaces {
+        namespaces::merge_labels(client, namespace, labels.clone()).await?;
+    }
+    Ok(())
 }
 
 /// What reconciling `resolved` would do, against the status stored for its ControlPlane (none

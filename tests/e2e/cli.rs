@@ -469,6 +469,25 @@ async fn sidecar_auto_injection_labels_namespaces() {
         "e2e-no-such-namespace",
     ]);
     assert_eq!(missing.status.code(), Some(1));
+    // A namespace whose pods must restart while istiod is down is refused, and nothing of the
+    // list is labelled, not even the namespace named before it.
+    let third = cluster.namespace("e2e-inject").await;
+    let protected = smm(&[
+        "sidecar-proxy",
+        "auto-inject",
+        "on",
+        &third.name,
+        "kube-system",
+    ]);
+    assert_eq!(protected.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&protected.stderr);
+    assert!(
+        stderr.contains("refusing to turn sidecar injection on for namespace kube-system"),
+        "{stderr}"
+    );
+    for name in [third.name.as_str(), "kube-system"] {
+        assert_eq!(label(namespaces.get(name).await.unwrap()), None, "{name}");
+    }
 }
 
 /// An air-gapped install: with `imageRegistry` set, the dump names no image outside it.
