@@ -13,13 +13,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use smm::api::{ComponentPhase, ControlPlane};
+use smm::operator::OPERATOR_LABEL;
 use smm::operator::controller::FINALIZER;
+use smm::operator::manifests::OPERATOR_NAME;
 use support::{HelmTool, TestCluster, eventually, smm, unique_name};
 
 /// An operator process, stopped when dropped. It runs as the operator's ServiceAccount in
@@ -370,4 +373,52 @@ async fn operator_mode_end_to_end() {
     assert!(releases.items.is_empty(), "helm releases left behind");
     drop(standby);
     drop(leader);
+    uninstall_waits_for_the_operators_pods(&cluster, &operator_namespace).await;
+}
+
+/// `smm operator uninstall` keeps the operator's rights while its pods stop (a stopping pod
+/// lets a running helm finish, which needs them): with the operator's pod held by a finalizer,
+/// its ClusterRole stays; once the pod goes, so does the rest.
+async fn uninstall_waits_for_the_operators_pods(cluster: &TestCluster, namespace: &str) {
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), namespace);
+    let (key, value) = OPERATOR_LABEL;
+    let selector = ListParams::default().labels(&format!("{key}={value}"));
+    let mut held = None;
+    wait_for("the operator's pod", 60, async || {
+        held = pods
+            .list(&selector)
+            .await
+            .ok()
+            .and_then(|list| list.items.into_iter().next());
+        held.is_some()
+    })
+    .await;
+    let held = held.unwrap().name_any();
+    let hold = json!({"metadata": {"finalizers": ["e2e.smm.dev/hold"]}});
+    pods.patch(&held, &PatchParams::default(), &Patch::Merge(&hold))
+        .await
+        .unwrap();
+    let uninstalling = {
+        let namespace = namespace.to_owned();
+        std::thread::spawn(move || smm(&["operator", "uninstall", "--namespace", &namespace]))
+    };
+    wait_for("the held pod to be terminating", 60, async || {
+        pods.get(&held)
+            .await
+            .is_ok_and(|pod| pod.metadata.deletion_timestamp.is_some())
+    })
+    .await;
+    let roles: Api<ClusterRole> = Api::all(cluster.client.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        roles.get_opt(OPERATOR_NAME).await.unwrap().is_some(),
+        "the operator's rights went while its pod was still stopping"
+    );
+    let release = json!({"metadata": {"finalizers": null}});
+    pods.patch(&held, &PatchParams::default(), &Patch::Merge(&release))
+        .await
+        .unwrap();
+    let uninstalled = uninstalling.join().unwrap();
+    assert!(uninstalled.status.success(), "{uninstalled:?}");
+    assert!(roles.get_opt(OPERATOR_NAME).await.unwrap().is_none());
 }

@@ -243,7 +243,7 @@ fn quantities(cpu: &str, memory: &str) -> BTreeMap<String, Quantity> {
     ])
 }
 
-fn deployment(options: &OperatorOptions) -> Deployment {
+pub(super) fn deployment(options: &OperatorOptions) -> Deployment {
     Deployment {
         metadata: namespaced_metadata(OPERATOR_NAME, &options.namespace),
         spec: Some(DeploymentSpec {

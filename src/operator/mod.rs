@@ -14,13 +14,16 @@ mod rbac;
 mod reconcile;
 mod watch_retry;
 
+use std::time::Duration;
+
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use crate::api::ControlPlane;
-use crate::api::objects::Presence;
+use crate::api::objects::{NativeObject, Presence};
 use crate::cluster::control_plane::{self, StoreError};
 use crate::cluster::objects::{self, NativeError};
 use crate::engine::report::ReconcileReport;
@@ -46,6 +49,17 @@ pub enum OperatorLifecycleError {
     },
     #[error("cannot look for an installed smm operator: {0}")]
     Lookup(#[source] kube::Error),
+    #[error("cannot list the smm operator's pods: {0}")]
+    Pods(#[source] kube::Error),
+    #[error(
+        "{left} smm operator pod(s) in namespace {namespace} still running after {waited}s; its \
+         rights and the rest are kept until they stop (run the uninstall again)"
+    )]
+    PodsStillRunning {
+        namespace: String,
+        left: usize,
+        waited: u64,
+    },
     #[error(transparent)]
     Objects(#[from] NativeError),
     #[error(transparent)]
@@ -128,6 +142,38 @@ pub async fn install(
     Ok(())
 }
 
+/// Waits for the operator's pods in `namespace` to be gone, for at most their termination grace
+/// period and a little more.
+async fn wait_until_pods_gone(
+    client: &Client,
+    namespace: &str,
+) -> Result<(), OperatorLifecycleError> {
+    let (key, value) = OPERATOR_LABEL;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = ListParams::default().labels(&format!("{key}={value}"));
+    let limit = Duration::from_secs(manifests::termination_grace_seconds().unsigned_abs() + 30);
+    let started = tokio::time::Instant::now();
+    loop {
+        let left = pods
+            .list_metadata(&selector)
+            .await
+            .map_err(OperatorLifecycleError::Pods)?
+            .items
+            .len();
+        if left == 0 {
+            return Ok(());
+        }
+        if started.elapsed() >= limit {
+            return Err(OperatorLifecycleError::PodsStillRunning {
+                namespace: namespace.to_owned(),
+                left,
+                waited: limit.as_secs(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// What `uninstall` does to the ControlPlanes the operator managed.
 pub enum UninstallMode<'a> {
     /// Components stay installed; only the operator's finalizer goes, so ControlPlanes can
@@ -145,7 +191,13 @@ pub async fn uninstall(
     mode: UninstallMode<'_>,
     on_control_plane: impl Fn(&str),
 ) -> Result<(), OperatorLifecycleError> {
-    // Stop the operator first, so it does not reconcile what is being taken apart.
+    // Stop the operator first, so it does not reconcile what is being taken apart. Its rights
+    // go only once its pods are gone: a stopping pod lets a running helm finish, and cut off
+    // mid-upgrade that helm would leave its release pending, with a lease that can be neither
+    // renewed nor given back.
+    let deployment = NativeObject::absent(&manifests::deployment(options));
+    objects::apply(client, std::slice::from_ref(&deployment)).await?;
+    wait_until_pods_gone(client, &options.namespace).await?;
     objects::apply(client, &operator_objects(options, Presence::Absent, false)).await?;
     let control_planes: Api<ControlPlane> = Api::all(client.clone());
     let existing = control_plane::list(client).await?;
