@@ -14,7 +14,6 @@ use kube::{Api, Client, ResourceExt};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::mask::mask_secrets;
 use super::mesh::MeshView;
 use super::svg::{self, GraphNode, Tone};
 use crate::api::{ComponentPhase, ComponentStatus, ControlPlane, Health};
@@ -28,6 +27,7 @@ use crate::helm::Helm;
 use crate::helm::release::ReleaseRef;
 use crate::helm::workloads::component_workloads;
 use crate::mesh::catalog::Catalog;
+use crate::values::mask::mask_secrets;
 
 /// The component whose version is the mesh's control plane version.
 const CONTROL_PLANE_COMPONENT: &str = "istiod";
