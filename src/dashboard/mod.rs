@@ -5,6 +5,7 @@
 
 mod mesh;
 mod server;
+mod snapshot;
 mod svg;
 mod view;
 

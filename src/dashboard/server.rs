@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
@@ -18,12 +19,18 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use super::view::{Dashboard, DashboardError};
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const STYLE_CSS: &str = include_str!("assets/style.css");
+
+/// Requests answered at once: a page makes two per poll.
+const CONCURRENT_REQUESTS: usize = 4;
+/// How long a request may take, waiting for its turn included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The host names a request may give: what a browser on the same machine calls loopback.
 const LOOPBACK_NAMES: &[&str] = &["127.0.0.1", "localhost", "[::1]"];
@@ -140,8 +147,31 @@ fn router(dashboard: Arc<Dashboard>, access: Access) -> Router {
         .route("/api/controlplanes/{name}", get(detail))
         .route("/api/controlplanes/{name}/graph.svg", get(graph))
         .with_state(dashboard)
+        .layer(middleware::from_fn_with_state(
+            Arc::new(Semaphore::new(CONCURRENT_REQUESTS)),
+            limit,
+        ))
         .layer(middleware::from_fn_with_state(Arc::new(access), guard))
         .layer(middleware::from_fn(security_headers))
+}
+
+/// Answers at most [`CONCURRENT_REQUESTS`] requests at once, each within [`REQUEST_TIMEOUT`]
+/// (waiting for its turn included): the operator serving the page shares its memory and its
+/// runtime with the reconciler and its lease renewals, so a flood of requests must queue, and
+/// a slow API server must not pile them up.
+async fn limit(State(permits): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
+    let answer = async {
+        let _permit = permits.acquire().await;
+        next.run(request).await
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
+        Ok(response) => response,
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the dashboard is busy or the API server is slow; the page retries\n",
+        )
+            .into_response(),
+    }
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -157,14 +187,18 @@ async fn list(State(dashboard): State<Arc<Dashboard>>) -> Response {
 
 async fn detail(State(dashboard): State<Arc<Dashboard>>, Path(name): Path<String>) -> Response {
     match dashboard.detail(&name).await {
-        Ok(detail) => Json(detail).into_response(),
+        Ok(detail) => Json(&*detail).into_response(),
         Err(err) => error(err),
     }
 }
 
 async fn graph(State(dashboard): State<Arc<Dashboard>>, Path(name): Path<String>) -> Response {
     match dashboard.detail(&name).await {
-        Ok(detail) => ([(header::CONTENT_TYPE, "image/svg+xml")], detail.graph_svg).into_response(),
+        Ok(detail) => (
+            [(header::CONTENT_TYPE, "image/svg+xml")],
+            detail.graph_svg.clone(),
+        )
+            .into_response(),
         Err(err) => error(err),
     }
 }
