@@ -62,7 +62,7 @@ pub async fn run(
         let _ = tokio::signal::ctrl_c().await;
         eprintln!("smm dashboard: stopped");
     };
-    dashboard::serve(listener, view, Access::Token(token), shutdown).await?;
+    dashboard::serve(listener, view, Access::Direct(token), shutdown).await?;
     drop(launcher);
     Ok(ExitCode::SUCCESS)
 }

@@ -49,6 +49,12 @@ pub async fn list(client: &Client) -> Result<Vec<ControlPlane>, StoreError> {
     list_with(client, &ListParams::default()).await
 }
 
+/// Every ControlPlane as the API server's cache holds them (they may lag a write by a moment),
+/// which costs etcd nothing: for views that poll.
+pub async fn list_cached(client: &Client) -> Result<Vec<ControlPlane>, StoreError> {
+    list_with(client, &ListParams::default().match_any()).await
+}
+
 async fn list_with(client: &Client, params: &ListParams) -> Result<Vec<ControlPlane>, StoreError> {
     match Api::<ControlPlane>::all(client.clone()).list(params).await {
         Ok(list) => Ok(list.items),

@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::ListParams;
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 
 use super::view::Dashboard;
@@ -49,15 +49,18 @@ impl Dashboard {
         revision: Option<String>,
         control_plane_version: Option<String>,
     ) -> Result<MeshView, kube::Error> {
+        // From the API server's cache, not etcd (the page polls), and the namespaces' metadata
+        // only: their labels say all there is to show.
+        let everything_cached = ListParams::default().match_any();
         let namespaces = Api::<Namespace>::all(self.client.clone())
-            .list(&ListParams::default())
+            .list_metadata(&everything_cached)
             .await?;
         let mut namespace_views: Vec<NamespaceView> =
             namespaces.items.iter().map(namespace_view).collect();
         // Injected namespaces first: they are what the mesh is about.
         namespace_views.sort_by(|a, b| b.injection.cmp(&a.injection).then(a.name.cmp(&b.name)));
         let pods = Api::<Pod>::all(self.client.clone())
-            .list(&ListParams::default())
+            .list(&everything_cached)
             .await?;
         let injected = |namespace: &str| {
             namespace_views
@@ -83,7 +86,7 @@ impl Dashboard {
 
 /// Injection as istiod's injector selects namespaces: `istio-injection=enabled` for the
 /// default revision, else `istio.io/rev` names one; `istio-injection=disabled` turns both off.
-pub(super) fn namespace_view(namespace: &Namespace) -> NamespaceView {
+pub(super) fn namespace_view(namespace: &impl Resource) -> NamespaceView {
     let labels = namespace.labels();
     let injection_label = labels.get("istio-injection").map(String::as_str);
     let revision = labels.get("istio.io/rev").cloned();

@@ -3,9 +3,9 @@
 //! in its pod. The server answers JSON under `/api/` and draws the dependency graph as SVG; a
 //! small page embedded in the binary renders them and polls every 2 s.
 
-mod mask;
 mod mesh;
 mod server;
+mod snapshot;
 mod svg;
 mod view;
 

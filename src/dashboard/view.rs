@@ -14,11 +14,11 @@ use kube::{Api, Client, ResourceExt};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::mask::mask_secrets;
 use super::mesh::MeshView;
+use super::snapshot::{Fresh, ListedControlPlanes, ReadDetails};
 use super::svg::{self, GraphNode, Tone};
 use crate::api::{ComponentPhase, ComponentStatus, ControlPlane, Health};
-use crate::cluster::control_plane::{self, StoreError};
+use crate::cluster::control_plane::StoreError;
 use crate::cluster::workloads::{Readiness, WorkloadState};
 use crate::desired::resolve::DesiredComponent;
 use crate::desired::resolved::Resolved;
@@ -28,6 +28,7 @@ use crate::helm::Helm;
 use crate::helm::release::ReleaseRef;
 use crate::helm::workloads::component_workloads;
 use crate::mesh::catalog::Catalog;
+use crate::values::mask::mask_secrets;
 
 /// The component whose version is the mesh's control plane version.
 const CONTROL_PLANE_COMPONENT: &str = "istiod";
@@ -39,7 +40,7 @@ pub enum DashboardError {
     #[error("ControlPlane {0} not found")]
     NotFound(String),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] Arc<StoreError>),
 }
 
 /// A part of a view that may fail on its own: the value, or why it could not be read.
@@ -66,7 +67,9 @@ pub struct Dashboard {
     catalog: Arc<Catalog>,
     /// The ControlPlane the page opens on (`smm dashboard --control-plane`); the operator has
     /// none and the page opens on the first.
-    preferred: Option<String>,
+    pub(super) preferred: Option<String>,
+    pub(super) control_planes: ListedControlPlanes,
+    pub(super) details: ReadDetails,
 }
 
 /// The list of ControlPlanes.
@@ -183,21 +186,16 @@ impl Dashboard {
             engine,
             catalog,
             preferred,
+            control_planes: Fresh::new(),
+            details: ReadDetails::default(),
         }
     }
 
-    pub async fn list(&self) -> Result<ControlPlaneList, DashboardError> {
-        let items = control_plane::list(&self.client).await?;
-        Ok(ControlPlaneList {
-            preferred: self.preferred.clone(),
-            items: items.iter().map(summarize).collect(),
-        })
-    }
-
-    pub async fn detail(&self, name: &str) -> Result<Detail, DashboardError> {
-        let control_plane = control_plane::load(&self.client, name)
-            .await?
-            .ok_or_else(|| DashboardError::NotFound(name.to_owned()))?;
+    /// Everything about `control_plane`, read from the cluster now; a part that cannot be read
+    /// says why in its place.
+    pub(super) async fn read_detail(&self, control_plane: &ControlPlane) -> Detail {
+        let name = control_plane.name_any();
+        let name = name.as_str();
         let status = control_plane.status.clone().unwrap_or_default();
         let resolved = Resolved::new(&self.catalog, name, control_plane.spec.clone());
         let events = self.events(name).await;
@@ -245,8 +243,8 @@ impl Dashboard {
                 .into(),
             Err(rejected) => Part::Error(rejected.to_string()),
         };
-        Ok(Detail {
-            summary: summarize(&control_plane),
+        Detail {
+            summary: summarize(control_plane),
             graph_svg,
             components,
             mesh,
@@ -255,7 +253,7 @@ impl Dashboard {
                 .as_ref()
                 .err()
                 .map(|rejected| rejected.source.to_string()),
-        })
+        }
     }
 
     async fn component(
@@ -322,7 +320,10 @@ impl Dashboard {
     async fn events(&self, name: &str) -> Part<Vec<EventView>> {
         let api: Api<Event> = Api::all(self.client.clone());
         let selector = format!("involvedObject.kind=ControlPlane,involvedObject.name={name}");
-        let listed = api.list(&ListParams::default().fields(&selector)).await;
+        // From the API server's cache: the page polls, and Events may lag a moment.
+        let listed = api
+            .list(&ListParams::default().match_any().fields(&selector))
+            .await;
         listed
             .map(|list| {
                 let mut events: Vec<(Option<Time>, EventView)> = list
@@ -350,7 +351,7 @@ impl Dashboard {
     }
 }
 
-fn summarize(control_plane: &ControlPlane) -> Summary {
+pub(super) fn summarize(control_plane: &ControlPlane) -> Summary {
     let status = control_plane.status.clone().unwrap_or_default();
     let (state, tone) = match status.health(control_plane.metadata.generation) {
         Health::NotReconciled => ("Not reconciled yet", Tone::Off),

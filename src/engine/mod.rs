@@ -39,6 +39,7 @@ use crate::helm::Helm;
 use crate::helm::release::{self, Freshness, ManifestObject, ObservedReleases};
 use crate::mesh::catalog::Catalog;
 use crate::values::diff;
+use crate::values::mask::mask_change;
 
 /// What stops a whole run (or a plan); a component's own failure is a [`ComponentError`].
 #[derive(Debug, thiserror::Error)]
@@ -235,7 +236,12 @@ impl Engine {
                     let applied = release
                         .record(&wanted.release)
                         .map_err(EngineError::Record)?;
+                    // Masked here, for every reader of a plan: the dashboard, and the dry
+                    // run's print that ends up in CI logs.
                     diff(&applied.config, &wanted.values)
+                        .into_iter()
+                        .map(mask_change)
+                        .collect()
                 }
                 _ => Vec::new(),
             };

@@ -89,7 +89,8 @@ pub struct PlannedComponent {
     pub name: String,
     pub action: Operation,
     pub reason: String,
-    /// For upgrades: how the merged values differ from those of the installed release.
+    /// For upgrades: how the merged values differ from those of the installed release, secrets
+    /// masked.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub values_diff: Vec<ValueChange>,
 }

@@ -16,12 +16,13 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use super::dashboard;
+use super::dashboard::{self, TOKEN_SECRET};
 use super::http::{self, EndpointState};
 use super::reconcile::{Context, error_policy, reconcile};
 use super::watch_retry::WatchRetry;
 use crate::api::ControlPlane;
 use crate::cluster::lease::{Holder, LeaseLock, LockError};
+use crate::dashboard::TokenError;
 use crate::engine::session::SessionError;
 use crate::helm::Helm;
 use crate::mesh::catalog::Catalog;
@@ -53,9 +54,23 @@ pub enum ControllerError {
         source: std::io::Error,
     },
     #[error(
-        "the dashboard has no authentication in the operator and must listen on a loopback address (reached with kubectl port-forward), not {0}"
+        "the dashboard must listen on a loopback address (reached with kubectl port-forward), not {0}"
     )]
     DashboardNotLoopback(SocketAddr),
+    #[error(
+        "cannot read or create the dashboard's token, Secret {namespace}/{TOKEN_SECRET}: {source}"
+    )]
+    DashboardSecret {
+        namespace: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("the dashboard's token, Secret {namespace}/{TOKEN_SECRET}: {source}")]
+    DashboardToken {
+        namespace: String,
+        #[source]
+        source: TokenError,
+    },
     #[error("cannot serve the dashboard on {address}: {source}")]
     Dashboard {
         address: SocketAddr,
@@ -98,7 +113,7 @@ pub async fn run(
     let address = options.listen;
     let mut server = tokio::spawn(http::serve(address, endpoints.clone()));
     if let Some(address) = options.dashboard {
-        dashboard::serve(address, &client, &helm, &catalog).await?;
+        dashboard::serve(address, &options.leader_namespace, &client, &helm, &catalog).await?;
     }
     let stopping = crate::signals::stop_on_signal("shutting down: no further component is started");
     let reporter = Reporter {

@@ -5,6 +5,7 @@
 //! and compared exactly, and handed to helm as a values file.
 
 pub mod digest;
+pub mod mask;
 pub mod set;
 
 use serde_json::{Map, Value};

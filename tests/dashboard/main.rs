@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret};
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -184,6 +184,17 @@ async fn dashboard_in_a_real_browser_follows_the_control_plane() {
         "{}",
         svg.body
     );
+    // A page whose name was made to resolve to 127.0.0.1 (DNS rebinding), or another port.
+    for host in [
+        format!("rebind.attacker.example:{port}"),
+        "localhost:1".to_owned(),
+    ] {
+        let headers = [("Host", host.as_str()), ("Authorization", bearer.as_str())];
+        assert_eq!(
+            http(port, "GET", "/api/controlplanes", &headers, None).status,
+            421
+        );
+    }
 
     let browser = Browser::start(1280, 1000);
     browser.goto(&url);
@@ -268,6 +279,50 @@ async fn dashboard_in_a_real_browser_follows_the_control_plane() {
         json!("same page")
     );
 
+    // A changed password: the plan shows the upgrade and its values diff, the password masked
+    // in the page and in the JSON alike.
+    let password = "e2e-changed-password";
+    Api::<smm::api::ControlPlane>::all(cluster.client.clone())
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"components": {"grafana": {"valuesOverride": {
+                    "adminPassword": password,
+                    "env": [{"name": "GF_SECURITY_ADMIN_PASSWORD", "value": password}]
+                }}}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert!(
+        browser.wait_for(
+            wait,
+            "return document.getElementById('plan-body').innerText.includes('adminPassword');"
+        ),
+        "the plan shows the changed values: {}",
+        browser.execute("return document.getElementById('plan-body').innerText;")
+    );
+    let plan = browser.execute("return document.getElementById('plan-body').innerText;");
+    let plan = plan.as_str().unwrap();
+    assert!(
+        plan.contains("********") && !plan.contains(password),
+        "{plan}"
+    );
+    let detail = http(
+        port,
+        "GET",
+        &format!("/api/controlplanes/{name}"),
+        &[("Authorization", &bearer)],
+        None,
+    );
+    assert_eq!(detail.status, 200);
+    assert!(
+        detail.body.contains("valuesDiff") && !detail.body.contains(password),
+        "{}",
+        detail.body
+    );
+
     // Phone width: one column, tables stacked into labelled lines, nothing wider than the screen.
     browser.resize(390, 844);
     assert!(browser.wait_for(
@@ -289,9 +344,10 @@ async fn dashboard_in_a_real_browser_follows_the_control_plane() {
         .await;
 }
 
-/// The operator serves the dashboard without a token, so only on a loopback address: another
-/// address stops it at start; on loopback it answers the API. The operator here stands by (a
-/// lease held by someone else), so it reconciles nothing of the other tests'.
+/// The operator serves the dashboard only on a loopback address: another address stops it at
+/// start; on loopback it answers the API to the token of the Secret it made in its namespace,
+/// and to a loopback Host only. The operator here stands by (a lease held by someone else), so
+/// it reconciles nothing of the other tests'.
 #[tokio::test]
 async fn operator_serves_the_dashboard_on_loopback_only() {
     let cluster = TestCluster::connect().await;
@@ -354,13 +410,53 @@ async fn operator_serves_the_dashboard_on_loopback_only() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let answer = answer.expect("the operator serves the dashboard");
+    assert_eq!(answer.status, 401, "no token: {}", answer.body);
+    let secret = Api::<Secret>::namespaced(cluster.client.clone(), &lease_namespace.name)
+        .get("smm-operator-dashboard")
+        .await
+        .expect("the operator keeps its dashboard token in a Secret");
+    let token = String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap();
+    let bearer = format!("Bearer {token}");
+    let answer = http(
+        port,
+        "GET",
+        "/api/controlplanes",
+        &[("Authorization", &bearer)],
+        None,
+    );
     assert_eq!(answer.status, 200, "{}", answer.body);
     let list: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
     assert!(
         list["items"].is_array() && list["preferred"].is_null(),
         "{list}"
     );
-    let page = http(port, "GET", "/", &[], None);
+    // Through a port-forward the local port is another: any port of a loopback name will do.
+    let forwarded_host = [("Host", "localhost:18081"), ("Authorization", &bearer)];
+    let page = http(port, "GET", "/", &forwarded_host, None);
     assert_eq!(page.status, 200);
     assert!(page.body.contains("smm dashboard"));
+    // A page whose name was made to resolve to 127.0.0.1 (DNS rebinding) is refused, token or not.
+    let rebound = [
+        ("Host", "rebind.attacker.example:8081"),
+        ("Authorization", &bearer),
+    ];
+    assert_eq!(
+        http(port, "GET", "/api/controlplanes", &rebound, None).status,
+        421
+    );
+    // A redirect after the token is swapped for the cookie stays on this host.
+    let redirect = http(
+        port,
+        "GET",
+        &format!("//evil.example?token={token}"),
+        &[],
+        None,
+    );
+    assert_eq!(redirect.status, 303, "{}", redirect.head);
+    assert!(
+        redirect.head.contains("location: /evil.example")
+            || redirect.head.contains("Location: /evil.example"),
+        "{}",
+        redirect.head
+    );
 }

@@ -20,7 +20,8 @@ pub struct Answer {
     pub body: String,
 }
 
-/// One HTTP/1.1 request on a fresh connection (`Connection: close`).
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`), to `Host: 127.0.0.1:PORT`
+/// unless `headers` name another host.
 pub fn http(
     port: u16,
     method: &str,
@@ -33,8 +34,13 @@ pub fn http(
     stream
         .set_read_timeout(Some(Duration::from_secs(120)))
         .unwrap();
-    let mut request =
-        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        request.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
+    }
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
