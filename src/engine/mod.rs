@@ -36,7 +36,8 @@ use crate::cluster::inventory::Inventory;
 use crate::desired::resolve::DesiredComponent;
 use crate::desired::resolved::{Rejected, Resolved};
 use crate::helm::Helm;
-use crate::helm::release::{self, Freshness, ManifestObject, ObservedReleases};
+use crate::helm::record::ManifestObject;
+use crate::helm::release::{self, Freshness, ObservedReleases, ReleaseRef};
 use crate::mesh::catalog::Catalog;
 use crate::values::diff;
 
@@ -232,9 +233,7 @@ impl Engine {
                 })?;
             let values_diff = match (decision.action, release) {
                 (Operation::Upgrade | Operation::Recover, Some(release)) => {
-                    let applied = release
-                        .record(&wanted.release)
-                        .map_err(EngineError::Record)?;
+                    let applied = release.record().map_err(EngineError::Record)?;
                     diff(&applied.config, &wanted.values)
                 }
                 _ => Vec::new(),
@@ -310,23 +309,31 @@ impl Engine {
         &self.catalog
     }
 
-    /// The releases of `components` as helm recorded them (one list call), and what exists of
-    /// their objects and of the components' native objects (one list per kind). Given what
-    /// the status `recorded` (read from etcd), helm's records are read from the API server's
-    /// cache first, and again from etcd only when the two differ (see
-    /// [`decide::cache_agrees`]).
+    /// The releases of `components` as helm recorded them (one list call per namespace they
+    /// are in, or were in when the status recorded them), and what exists of their objects and
+    /// of the components' native objects (one list per kind). Given what the status `recorded`
+    /// (read from etcd), helm's records are read from the API server's cache first, and again
+    /// from etcd only when the two differ (see [`decide::cache_agrees`]).
     async fn observe(
         &self,
         components: &[&DesiredComponent<'_>],
         recorded: Option<&ControlPlaneStatus>,
     ) -> Result<Observed, EngineError> {
-        let names: Vec<&str> = components
-            .iter()
-            .map(|d| d.component.release_name)
-            .collect();
-        let names = &names;
+        // A component whose namespace changed still has its release in the old one, which
+        // goes first (see `apply::moved_release`).
+        let mut releases: Vec<ReleaseRef> = components.iter().map(|d| d.release.clone()).collect();
+        let moved_from = components.iter().filter_map(|d| {
+            let status = recorded?.components.get(d.name())?;
+            Some(ReleaseRef::from(status.release.as_ref()?))
+        });
+        for previous in moved_from {
+            if !releases.contains(&previous) {
+                releases.push(previous);
+            }
+        }
+        let releases = &releases;
         let read = |freshness| async move {
-            release::observe(&self.client, names, freshness)
+            release::observe(&self.client, releases, freshness)
                 .await
                 .map_err(EngineError::Observe)
         };
