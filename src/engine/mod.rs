@@ -31,7 +31,7 @@ pub use status::StatusError;
 use status::StatusWriter;
 pub use step::ComponentError;
 
-use crate::api::{ControlPlane, ControlPlaneSpec, ControlPlaneStatus};
+use crate::api::{ControlPlane, ControlPlaneStatus};
 use crate::cluster::inventory::Inventory;
 use crate::desired::resolve::DesiredComponent;
 use crate::desired::resolved::{Rejected, Resolved};
@@ -273,16 +273,50 @@ impl Engine {
     }
 
     /// The stored ControlPlane's spec resolved for a run, and checked against the releases of
-    /// `others` (the other ControlPlanes' names and specs).
+    /// `others` (the other ControlPlanes).
     pub async fn resolve_stored(
         &self,
         control_plane: &ControlPlane,
-        others: &[(String, ControlPlaneSpec)],
+        others: &[ControlPlane],
     ) -> Result<Resolved<'_>, EngineError> {
         let name = control_plane.name_any();
-        let resolved = Resolved::new(&self.catalog, &name, control_plane.spec.clone())
-            .and_then(|resolved| resolved.refuse_shared_releases(others).map(|()| resolved));
+        let resolved = match Resolved::new(&self.catalog, &name, control_plane.spec.clone()) {
+            Ok(resolved) => {
+                match self
+                    .refuse_shared_releases(&resolved, Some(control_plane), others)
+                    .await
+                {
+                    Ok(()) => Ok(resolved),
+                    Err(EngineError::Rejected(rejected)) => Err(rejected),
+                    Err(err) => return Err(err),
+                }
+            }
+            Err(rejected) => Err(rejected),
+        };
         self.accept(control_plane, resolved).await
+    }
+
+    /// Refuses `resolved` when it would manage a release that one of `others` keeps: the one
+    /// that owns the release, or the older before either does (see
+    /// [`keeps_shared_release`](crate::desired::shared::keeps_shared_release)). `stored` is the
+    /// ControlPlane as stored, none before it is first stored. helm's records are read only when
+    /// a release would be shared, to learn whose it is.
+    pub async fn refuse_shared_releases(
+        &self,
+        resolved: &Resolved<'_>,
+        stored: Option<&ControlPlane>,
+        others: &[ControlPlane],
+    ) -> Result<(), EngineError> {
+        let shared = resolved.shared_releases(others);
+        if shared.is_empty() {
+            return Ok(());
+        }
+        let releases: Vec<ReleaseRef> = shared.iter().map(|s| s.release.clone()).collect();
+        let observed = release::observe(&self.client, &releases, Freshness::Latest)
+            .await
+            .map_err(EngineError::Observe)?;
+        let owner_of = |release: &ReleaseRef| release::lookup(&observed, release)?.owner.as_deref();
+        Ok(resolved.refuse_newcomer(stored.map(|cp| &cp.metadata), &shared, owner_of)?)
     }
 
     /// `resolved` as the run's desired state; a spec that was rejected is recorded on the

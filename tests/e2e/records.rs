@@ -129,16 +129,18 @@ async fn fake_helm_records_are_not_read_elsewhere_and_bounded_where_smm_reads() 
     let records: Api<Secret> = Api::namespaced(cluster.client.clone(), &namespace);
     let secret_name = "sh.helm.release.v1.prometheus.v1";
     let original = records.get(secret_name).await.unwrap().data;
-    let with_data = |data| json!({"data": data});
+    let set_data = async |data: serde_json::Value| {
+        records
+            .patch(
+                secret_name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "data": data })),
+            )
+            .await
+            .unwrap();
+    };
     let planted = BTreeMap::from([("release", ByteString(bomb))]);
-    records
-        .patch(
-            secret_name,
-            &PatchParams::default(),
-            &Patch::Merge(with_data(serde_json::to_value(planted).unwrap())),
-        )
-        .await
-        .unwrap();
+    set_data(serde_json::to_value(planted).unwrap()).await;
     let named = format!(
         "(Secret {namespace}/{secret_name}) cannot be decoded: it decompresses to more than the \
          limit of {MAX_DECOMPRESSED_BYTES} bytes"
@@ -154,14 +156,7 @@ async fn fake_helm_records_are_not_read_elsewhere_and_bounded_where_smm_reads() 
     assert!(stderr.contains(&named), "{}{stderr}", stdout(&status));
     assert_bounded(peak, "smm status with an oversized record");
 
-    records
-        .patch(
-            secret_name,
-            &PatchParams::default(),
-            &Patch::Merge(with_data(serde_json::to_value(original).unwrap())),
-        )
-        .await
-        .unwrap();
+    set_data(serde_json::to_value(original).unwrap()).await;
     assert_success(&smm(&["uninstall", "-a", "--control-plane", &cp]));
     let _ = Api::<ControlPlane>::all(cluster.client.clone())
         .delete(&cp, &DeleteParams::default())
