@@ -4,3 +4,4 @@
 pub mod edit;
 pub mod resolve;
 pub mod resolved;
+pub mod shared;

@@ -119,43 +119,8 @@ pub fn resolve<'c>(
     Ok(desired)
 }
 
-/// Refuses a spec that would manage a release another ControlPlane manages too: two owners of
-/// one release would undo each other's changes, and removing one would remove the other's.
-pub fn refuse_shared_releases(
-    catalog: &Catalog,
-    spec: &ControlPlaneSpec,
-    others: &[(String, ControlPlaneSpec)],
-) -> Result<(), SpecError> {
-    let releases = |spec: &ControlPlaneSpec| -> Vec<(&'static str, ReleaseRef)> {
-        catalog
-            .placements(spec)
-            .into_iter()
-            .filter(|(_, placement)| placement.enabled)
-            .filter_map(|(name, placement)| {
-                let component = catalog.get(name)?;
-                Some((name, release_of(component, &placement.namespace)))
-            })
-            .collect()
-    };
-    let ours = releases(spec);
-    for (other, other_spec) in others {
-        let theirs = releases(other_spec);
-        if let Some((component, release)) = ours
-            .iter()
-            .find(|(_, release)| theirs.iter().any(|(_, r)| r == release))
-        {
-            return Err(SpecError::SharedRelease {
-                component,
-                release: release.to_string(),
-                other: other.clone(),
-            });
-        }
-    }
-    Ok(())
-}
-
 /// The release of `component` placed in `namespace`.
-fn release_of(component: &Component, namespace: &str) -> ReleaseRef {
+pub(super) fn release_of(component: &Component, namespace: &str) -> ReleaseRef {
     ReleaseRef {
         name: component.release_name.to_owned(),
         namespace: namespace.to_owned(),
@@ -328,32 +293,6 @@ mod tests {
             err.to_string(),
             "spec.components.istiod: enabled, but it depends on base, which is disabled"
         );
-    }
-
-    /// Two ControlPlanes on one namespace would share releases, each undoing the other's
-    /// changes (and removing one would remove the other's), so the second is refused.
-    #[test]
-    fn a_release_managed_by_another_control_plane_is_refused() {
-        let catalog = Catalog::builtin().unwrap();
-        let mesh = ControlPlaneSpec::default();
-        let err = refuse_shared_releases(&catalog, &mesh, &[("first".to_owned(), mesh.clone())])
-            .unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("spec.components.base: its release istio-system/istio-base is also managed by ControlPlane first"),
-            "{err}"
-        );
-        let elsewhere = ControlPlaneSpec {
-            namespace: Some("other-mesh".to_owned()),
-            ..ControlPlaneSpec::default()
-        };
-        refuse_shared_releases(&catalog, &elsewhere, &[("first".to_owned(), mesh.clone())])
-            .unwrap();
-        let off = ControlPlaneSpec::default().with_enabled("base", false);
-        let nothing_on = off
-            .with_enabled("prometheus", false)
-            .with_enabled("tracing", false);
-        refuse_shared_releases(&catalog, &nothing_on, &[("first".to_owned(), mesh)]).unwrap();
     }
 
     #[test]

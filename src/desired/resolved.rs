@@ -2,10 +2,14 @@
 //! before anything is locked, stored or applied, then handed down to the engine as it is. A
 //! spec that cannot be applied is one error, [`Rejected`], wherever it is found.
 
-use crate::api::ControlPlaneSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::api::{ControlPlane, ControlPlaneSpec};
+use crate::helm::release::ReleaseRef;
 use crate::mesh::catalog::Catalog;
 
-use super::resolve::{DesiredComponent, SpecError, refuse_shared_releases, resolve};
+use super::resolve::{DesiredComponent, SpecError, resolve};
+use super::shared::{SharedRelease, refuse_newcomer, shared_releases};
 
 /// The spec of ControlPlane `name` cannot be applied; nothing was changed because of it.
 #[derive(Debug, thiserror::Error)]
@@ -61,13 +65,22 @@ impl<'c> Resolved<'c> {
         Self::new(catalog, name, spec)
     }
 
-    /// Refuses a spec that would manage a release that one of `others` (the other
-    /// ControlPlanes' names and specs) manages too.
-    pub fn refuse_shared_releases(
+    /// The releases this spec would manage that one of `others` (the other ControlPlanes)
+    /// manages too.
+    pub fn shared_releases<'o>(&self, others: &'o [ControlPlane]) -> Vec<SharedRelease<'o>> {
+        shared_releases(self.catalog, &self.spec, others)
+    }
+
+    /// Refuses this spec when it would manage one of `shared` that the other ControlPlane keeps
+    /// (see [`keeps_shared_release`](super::shared::keeps_shared_release)); `stored` is this
+    /// ControlPlane's metadata, none before it is first stored.
+    pub fn refuse_newcomer<'r>(
         &self,
-        others: &[(String, ControlPlaneSpec)],
+        stored: Option<&ObjectMeta>,
+        shared: &[SharedRelease<'_>],
+        owner_of: impl Fn(&ReleaseRef) -> Option<&'r str>,
     ) -> Result<(), Rejected> {
-        refuse_shared_releases(self.catalog, &self.spec, others).map_err(|source| Rejected {
+        refuse_newcomer(stored, shared, owner_of).map_err(|source| Rejected {
             name: self.name.clone(),
             source,
         })
@@ -126,8 +139,9 @@ mod tests {
         let catalog = Catalog::builtin().unwrap();
         let mesh = ControlPlaneSpec::default();
         let resolved = Resolved::new(&catalog, "second", mesh.clone()).unwrap();
+        let others = [ControlPlane::new("first", mesh)];
         let err = resolved
-            .refuse_shared_releases(&[("first".to_owned(), mesh)])
+            .refuse_newcomer(None, &resolved.shared_releases(&others), |_| None)
             .unwrap_err();
         assert!(
             err.to_string().starts_with(

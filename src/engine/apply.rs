@@ -64,7 +64,7 @@ impl Engine {
         run_helm(&self.helm, wanted, operation, release_state, owner).await?;
         let applied = release::observe(
             &self.client,
-            &[wanted.component.release_name],
+            std::slice::from_ref(&wanted.release),
             release::Freshness::Latest,
         )
         .await

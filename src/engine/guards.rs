@@ -94,7 +94,7 @@ impl Engine {
             return Ok(None);
         }
         let quiet = STOP_GRACE + Duration::from_secs(5);
-        let Some(written) = release.record(&wanted.release)?.written_at else {
+        let Some(written) = release.record()?.written_at else {
             return Ok(None);
         };
         let age = k8s_openapi::jiff::Timestamp::now().duration_since(written);

@@ -31,12 +31,13 @@ pub use status::StatusError;
 use status::StatusWriter;
 pub use step::ComponentError;
 
-use crate::api::{ControlPlane, ControlPlaneSpec, ControlPlaneStatus};
+use crate::api::{ControlPlane, ControlPlaneStatus};
 use crate::cluster::inventory::Inventory;
 use crate::desired::resolve::DesiredComponent;
 use crate::desired::resolved::{Rejected, Resolved};
 use crate::helm::Helm;
-use crate::helm::release::{self, Freshness, ManifestObject, ObservedReleases};
+use crate::helm::record::ManifestObject;
+use crate::helm::release::{self, Freshness, ObservedReleases, ReleaseRef};
 use crate::mesh::catalog::Catalog;
 use crate::values::diff;
 use crate::values::mask::mask_change;
@@ -233,9 +234,7 @@ impl Engine {
                 })?;
             let values_diff = match (decision.action, release) {
                 (Operation::Upgrade | Operation::Recover, Some(release)) => {
-                    let applied = release
-                        .record(&wanted.release)
-                        .map_err(EngineError::Record)?;
+                    let applied = release.record().map_err(EngineError::Record)?;
                     // Masked here, for every reader of a plan: the dashboard, and the dry
                     // run's print that ends up in CI logs.
                     diff(&applied.config, &wanted.values)
@@ -280,16 +279,50 @@ impl Engine {
     }
 
     /// The stored ControlPlane's spec resolved for a run, and checked against the releases of
-    /// `others` (the other ControlPlanes' names and specs).
+    /// `others` (the other ControlPlanes).
     pub async fn resolve_stored(
         &self,
         control_plane: &ControlPlane,
-        others: &[(String, ControlPlaneSpec)],
+        others: &[ControlPlane],
     ) -> Result<Resolved<'_>, EngineError> {
         let name = control_plane.name_any();
-        let resolved = Resolved::new(&self.catalog, &name, control_plane.spec.clone())
-            .and_then(|resolved| resolved.refuse_shared_releases(others).map(|()| resolved));
+        let resolved = match Resolved::new(&self.catalog, &name, control_plane.spec.clone()) {
+            Ok(resolved) => {
+                match self
+                    .refuse_shared_releases(&resolved, Some(control_plane), others)
+                    .await
+                {
+                    Ok(()) => Ok(resolved),
+                    Err(EngineError::Rejected(rejected)) => Err(rejected),
+                    Err(err) => return Err(err),
+                }
+            }
+            Err(rejected) => Err(rejected),
+        };
         self.accept(control_plane, resolved).await
+    }
+
+    /// Refuses `resolved` when it would manage a release that one of `others` keeps: the one
+    /// that owns the release, or the older before either does (see
+    /// [`keeps_shared_release`](crate::desired::shared::keeps_shared_release)). `stored` is the
+    /// ControlPlane as stored, none before it is first stored. helm's records are read only when
+    /// a release would be shared, to learn whose it is.
+    pub async fn refuse_shared_releases(
+        &self,
+        resolved: &Resolved<'_>,
+        stored: Option<&ControlPlane>,
+        others: &[ControlPlane],
+    ) -> Result<(), EngineError> {
+        let shared = resolved.shared_releases(others);
+        if shared.is_empty() {
+            return Ok(());
+        }
+        let releases: Vec<ReleaseRef> = shared.iter().map(|s| s.release.clone()).collect();
+        let observed = release::observe(&self.client, &releases, Freshness::Latest)
+            .await
+            .map_err(EngineError::Observe)?;
+        let owner_of = |release: &ReleaseRef| release::lookup(&observed, release)?.owner.as_deref();
+        Ok(resolved.refuse_newcomer(stored.map(|cp| &cp.metadata), &shared, owner_of)?)
     }
 
     /// `resolved` as the run's desired state; a spec that was rejected is recorded on the
@@ -316,23 +349,31 @@ impl Engine {
         &self.catalog
     }
 
-    /// The releases of `components` as helm recorded them (one list call), and what exists of
-    /// their objects and of the components' native objects (one list per kind). Given what
-    /// the status `recorded` (read from etcd), helm's records are read from the API server's
-    /// cache first, and again from etcd only when the two differ (see
-    /// [`decide::cache_agrees`]).
+    /// The releases of `components` as helm recorded them (one list call per namespace they
+    /// are in, or were in when the status recorded them), and what exists of their objects and
+    /// of the components' native objects (one list per kind). Given what the status `recorded`
+    /// (read from etcd), helm's records are read from the API server's cache first, and again
+    /// from etcd only when the two differ (see [`decide::cache_agrees`]).
     async fn observe(
         &self,
         components: &[&DesiredComponent<'_>],
         recorded: Option<&ControlPlaneStatus>,
     ) -> Result<Observed, EngineError> {
-        let names: Vec<&str> = components
-            .iter()
-            .map(|d| d.component.release_name)
-            .collect();
-        let names = &names;
+        // A component whose namespace changed still has its release in the old one, which
+        // goes first (see `apply::moved_release`).
+        let mut releases: Vec<ReleaseRef> = components.iter().map(|d| d.release.clone()).collect();
+        let moved_from = components.iter().filter_map(|d| {
+            let status = recorded?.components.get(d.name())?;
+            Some(ReleaseRef::from(status.release.as_ref()?))
+        });
+        for previous in moved_from {
+            if !releases.contains(&previous) {
+                releases.push(previous);
+            }
+        }
+        let releases = &releases;
         let read = |freshness| async move {
-            release::observe(&self.client, names, freshness)
+            release::observe(&self.client, releases, freshness)
                 .await
                 .map_err(EngineError::Observe)
         };

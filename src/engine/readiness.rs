@@ -27,7 +27,7 @@ impl Engine {
         writer: &StatusWriter,
     ) -> Result<StepEnd, ComponentError> {
         let name = wanted.name();
-        let refs = release.record(&wanted.release)?.workloads(&wanted.release);
+        let refs = release.record()?.workloads(&wanted.release);
         // Workloads are often ready a moment after helm returns: a waiting run looks again a
         // few times before it gives the slot up, so what depends on this component starts
         // without waiting for the round's end.

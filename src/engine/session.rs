@@ -185,10 +185,6 @@ impl Session {
         // One read of every ControlPlane: this one (its spec, status and uid) and the others,
         // whose releases this one must not manage.
         let Listed { this, others } = control_plane::list_around(&self.client, name).await?;
-        let others: Vec<(String, ControlPlaneSpec)> = others
-            .into_iter()
-            .map(|cp| (cp.metadata.name.clone().unwrap_or_default(), cp.spec))
-            .collect();
         let not_found = || EngineError::NotFound {
             name: name.to_owned(),
         };
@@ -201,7 +197,9 @@ impl Session {
                 (this, resolved, Scope::All)
             }
             Request::Replace(resolved) => {
-                resolved.refuse_shared_releases(&others)?;
+                engine
+                    .refuse_shared_releases(&resolved, this.as_ref(), &others)
+                    .await?;
                 let stored =
                     control_plane::store(&self.client, name, resolved.spec(), this).await?;
                 (stored, resolved, Scope::All)
@@ -213,7 +211,9 @@ impl Session {
                     .unwrap_or_else(|| edit::new_spec(&self.catalog));
                 let scope = apply_edit(&mut spec, &self.catalog)?;
                 let resolved = Resolved::new(&self.catalog, name, spec)?;
-                resolved.refuse_shared_releases(&others)?;
+                engine
+                    .refuse_shared_releases(&resolved, this.as_ref(), &others)
+                    .await?;
                 let stored =
                     control_plane::store(&self.client, name, resolved.spec(), this).await?;
                 (stored, resolved, Scope::Only(scope))

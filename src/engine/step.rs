@@ -91,7 +91,7 @@ impl Engine {
             return Ok(decision);
         };
         let mut missing = Vec::new();
-        for object in &release.record(&wanted.release)?.objects {
+        for object in &release.record()?.objects {
             let namespace = object
                 .namespace
                 .as_deref()

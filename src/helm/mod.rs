@@ -3,6 +3,7 @@
 
 pub mod chart;
 mod process;
+pub mod record;
 pub mod release;
 pub mod render;
 mod runner;

@@ -1,17 +1,16 @@
 //! Helm releases as they are in the cluster, read from helm's own storage records (Secrets
-//! labelled `owner=helm`) in one list call (the latest records only, not the superseded
-//! history), so deciding what to do spawns no helm and reads no record twice.
+//! labelled `owner=helm`) in one list call per release namespace (the latest records only, not
+//! the superseded history), so deciding what to do spawns no helm and reads no record twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
-use serde::Deserialize;
 
+use super::record::{DecodeError, ReleaseRecord, parse_record};
 use crate::api::ReleaseStatus;
-use crate::api::objects::Kind;
-use crate::cluster::workloads::{WorkloadKind, WorkloadRef};
+use crate::cluster::workloads::WorkloadRef;
 use crate::values::digest::short_digest;
 
 /// A helm release: its name and the namespace its records live in.
@@ -94,7 +93,7 @@ impl std::fmt::Display for ReleaseState {
 }
 
 /// The latest revision of one release.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct ObservedRelease {
     pub revision: i64,
     pub state: ReleaseState,
@@ -102,74 +101,16 @@ pub struct ObservedRelease {
     /// `None` for a release smm did not make (or an older smm made).
     pub owner: Option<String>,
     /// What the revision's record holds, or why it could not be decoded.
-    pub record: Result<ReleaseRecord, String>,
+    pub record: Result<ReleaseRecord, UndecodableRecord>,
 }
 
 impl ObservedRelease {
-    /// The decoded record; a record that cannot be decoded is an error naming the release.
-    pub fn record(&self, release: &ReleaseRef) -> Result<&ReleaseRecord, RecordError> {
-        self.record.as_ref().map_err(|problem| RecordError::Decode {
-            release: release.to_string(),
-            revision: self.revision,
-            problem: problem.clone(),
-        })
-    }
-}
-
-/// The parts of helm's record of a release revision that smm reads.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ReleaseRecord {
-    /// The objects of the revision's manifest.
-    pub objects: Vec<ManifestObject>,
-    /// The values the revision was installed with (`config`).
-    pub config: serde_json::Value,
-    /// When helm wrote the record (`info.last_deployed`, set when an operation starts).
-    pub written_at: Option<k8s_openapi::jiff::Timestamp>,
-}
-
-/// One object of a release's manifest, by identity.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ManifestObject {
-    pub api_version: String,
-    pub kind: String,
-    /// As the manifest gives it; helm puts namespaced objects without one in the release's.
-    pub namespace: Option<String>,
-    pub name: String,
-}
-
-impl ManifestObject {
-    /// Its API kind, as the inventory lists kinds.
-    pub fn kind(&self) -> Kind {
-        Kind::new(&self.api_version, &self.kind)
-    }
-
-    /// `Kind/name`, for messages.
-    pub fn describe(&self) -> String {
-        format!("{}/{}", self.kind, self.name)
-    }
-}
-
-impl ReleaseRecord {
-    /// The Deployments, StatefulSets, DaemonSets and Jobs of the manifest: what a component
-    /// waits for before it is Available. (Hooks are not in the manifest; helm itself waits for
-    /// hook Jobs.)
-    pub fn workloads(&self, release: &ReleaseRef) -> Vec<WorkloadRef> {
-        let mut workloads: Vec<WorkloadRef> = self
-            .objects
-            .iter()
-            .filter_map(|object| {
-                Some(WorkloadRef {
-                    kind: WorkloadKind::of(&object.api_version, &object.kind)?,
-                    namespace: object
-                        .namespace
-                        .clone()
-                        .unwrap_or_else(|| release.namespace.clone()),
-                    name: object.name.clone(),
-                })
-            })
-            .collect();
-        workloads.sort();
-        workloads
+    /// The decoded record; a record that cannot be decoded is an error naming the release and
+    /// its Secret.
+    pub fn record(&self) -> Result<&ReleaseRecord, RecordError> {
+        self.record
+            .as_ref()
+            .map_err(|undecodable| RecordError::Decode(undecodable.clone()))
     }
 }
 
@@ -216,12 +157,37 @@ pub enum RecordError {
         #[source]
         source: kube::Error,
     },
-    #[error("helm's record of {release} revision {revision} cannot be decoded: {problem}")]
-    Decode {
-        release: String,
-        revision: i64,
-        problem: String,
-    },
+    #[error(transparent)]
+    Decode(#[from] UndecodableRecord),
+}
+
+/// A release revision whose storage Secret holds no record smm can read.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error(
+    "helm's record of {release} revision {revision} (Secret {secret}) cannot be decoded: \
+     {problem}"
+)]
+pub struct UndecodableRecord {
+    release: String,
+    revision: i64,
+    /// `namespace/name` of the Secret, which need not be the name helm would have given it.
+    secret: String,
+    #[source]
+    problem: DecodeError,
+}
+
+/// The record `secret` holds, of revision `revision` of `release`.
+fn decode(
+    secret: &Secret,
+    release: &ReleaseRef,
+    revision: i64,
+) -> Result<ReleaseRecord, UndecodableRecord> {
+    parse_record(secret).map_err(|problem| UndecodableRecord {
+        release: release.to_string(),
+        revision,
+        secret: format!("{}/{}", release.namespace, secret.name_any()),
+        problem,
+    })
 }
 
 /// The workloads of a release revision, read from its record (one read, for `smm status` and
@@ -240,142 +206,61 @@ pub async fn workloads(
             revision,
             source,
         })?;
-    let record = parse_record(&secret).map_err(|problem| RecordError::Decode {
-        release: release.to_string(),
-        revision,
-        problem,
-    })?;
-    Ok(record.workloads(release))
+    Ok(decode(&secret, release, revision)?.workloads(release))
 }
 
-/// The parts smm reads of the record a storage Secret holds.
-fn parse_record(secret: &Secret) -> Result<ReleaseRecord, String> {
-    #[derive(Deserialize)]
-    struct Raw {
-        #[serde(default)]
-        manifest: String,
-        #[serde(default)]
-        config: Option<serde_json::Value>,
-        #[serde(default)]
-        info: Info,
-    }
-    #[derive(Default, Deserialize)]
-    struct Info {
-        #[serde(default)]
-        last_deployed: Option<String>,
-    }
-    let encoded = secret
-        .data
-        .as_ref()
-        .and_then(|data| data.get("release"))
-        .map(|bytes| bytes.0.as_slice())
-        .unwrap_or_default();
-    let json = decode_record(encoded)?;
-    // The chart (templates, files) is most of a record: skipped, not built.
-    let raw: Raw = serde_json::from_slice(&json).map_err(|err| format!("not JSON: {err}"))?;
-    Ok(ReleaseRecord {
-        objects: manifest_objects(&raw.manifest)?,
-        config: raw
-            .config
-            .filter(|config| !config.is_null())
-            .unwrap_or_else(|| serde_json::json!({})),
-        written_at: raw.info.last_deployed.and_then(|at| at.parse().ok()),
-    })
-}
-
-/// The identities of a manifest's objects.
-fn manifest_objects(manifest: &str) -> Result<Vec<ManifestObject>, String> {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Head {
-        #[serde(default)]
-        api_version: String,
-        #[serde(default)]
-        kind: String,
-        #[serde(default)]
-        metadata: Meta,
-    }
-    #[derive(Default, Deserialize)]
-    struct Meta {
-        #[serde(default)]
-        name: String,
-        #[serde(default)]
-        namespace: Option<String>,
-    }
-    let mut objects = Vec::new();
-    for document in serde_yaml_ng::Deserializer::from_str(manifest) {
-        let head = Option::<Head>::deserialize(document)
-            .map_err(|err| format!("manifest is not YAML: {err}"))?;
-        if let Some(head) = head.filter(|h| !h.kind.is_empty() && !h.metadata.name.is_empty()) {
-            objects.push(ManifestObject {
-                api_version: head.api_version,
-                kind: head.kind,
-                namespace: head.metadata.namespace,
-                name: head.metadata.name,
-            });
-        }
-    }
-    Ok(objects)
-}
-
-/// helm stores a release as base64 text of gzipped JSON (older records may be plain JSON).
-fn decode_record(encoded: &[u8]) -> Result<Vec<u8>, String> {
-    use base64::Engine as _;
-    use std::io::Read as _;
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .map_err(|err| format!("not base64: {err}"))?;
-    let json = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut unzipped = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut unzipped)
-            .map_err(|err| format!("not gzip: {err}"))?;
-        unzipped
-    } else {
-        raw
-    };
-    Ok(json)
-}
-
-/// Reads the latest revision of each named release across all namespaces, records included, in
-/// one call: superseded revisions (the history) are left out by the selector.
+/// Reads the latest revision of each of `releases`, records included, with one list per
+/// namespace they are in; superseded revisions (the history) are left out by the selector. No
+/// other namespace is read: whoever may create Secrets in a namespace can make one that looks
+/// like helm's record of any release, and other users' own releases of the same names are none
+/// of smm's business. Only the latest record of each release is decoded.
 pub async fn observe(
     client: &Client,
-    release_names: &[&str],
+    releases: &[ReleaseRef],
     freshness: Freshness,
 ) -> Result<ObservedReleases, kube::Error> {
-    if release_names.is_empty() {
-        return Ok(ObservedReleases::new());
+    let mut names_by_namespace: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for release in releases {
+        names_by_namespace
+            .entry(&release.namespace)
+            .or_default()
+            .insert(&release.name);
     }
-    let selector = format!(
-        "owner=helm,status!=superseded,name in ({})",
-        release_names.join(",")
-    );
-    let params = ListParams::default().labels(&selector);
-    let params = match freshness {
-        Freshness::Latest => params,
-        Freshness::Cached => params.match_any(),
-    };
-    let records = Api::<Secret>::all(client.clone()).list(&params).await?;
-    let latest = latest_revisions(records.items.iter().map(|record| {
-        (
-            record.namespace().unwrap_or_default(),
-            record.labels().clone(),
-        )
-    }));
-    // Only the latest record of each release is decoded.
-    Ok(latest
-        .into_iter()
-        .map(|(key, (at, head))| {
-            let observed = ObservedRelease {
+    let mut observed = ObservedReleases::new();
+    // One after another, on the run's one connection (a new connection's first request waits
+    // for a delayed ACK; see docs/benchmarks.md). Most meshes have one namespace.
+    for (namespace, names) in names_by_namespace {
+        let names: Vec<&str> = names.into_iter().collect();
+        let selector = format!(
+            "owner=helm,status!=superseded,name in ({})",
+            names.join(",")
+        );
+        let params = ListParams::default().labels(&selector);
+        let params = match freshness {
+            Freshness::Latest => params,
+            Freshness::Cached => params.match_any(),
+        };
+        let records = Api::<Secret>::namespaced(client.clone(), namespace)
+            .list(&params)
+            .await?;
+        let latest = latest_revisions(
+            records
+                .items
+                .iter()
+                .map(|record| (namespace.to_owned(), record.labels().clone())),
+        );
+        for ((namespace, name), (at, head)) in latest {
+            let release = ReleaseRef { name, namespace };
+            let observed_release = ObservedRelease {
+                record: decode(&records.items[at], &release, head.revision),
                 revision: head.revision,
                 state: head.state,
                 owner: head.owner,
-                record: parse_record(&records.items[at]),
             };
-            (key, observed)
-        })
-        .collect())
+            observed.insert((release.namespace, release.name), observed_release);
+        }
+    }
+    Ok(observed)
 }
 
 /// What a record's labels say of its revision.
@@ -438,69 +323,6 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         (namespace.to_owned(), labels)
-    }
-
-    /// A storage Secret as helm writes it: base64 of gzipped JSON.
-    fn storage_secret(record: &serde_json::Value) -> Secret {
-        use base64::Engine as _;
-        use std::io::Write as _;
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        gz.write_all(record.to_string().as_bytes()).unwrap();
-        let encoded = base64::engine::general_purpose::STANDARD.encode(gz.finish().unwrap());
-        Secret {
-            data: Some(
-                [(
-                    "release".to_owned(),
-                    k8s_openapi::ByteString(encoded.into_bytes()),
-                )]
-                .into(),
-            ),
-            ..Secret::default()
-        }
-    }
-
-    #[test]
-    fn records_decode_from_base64_gzip_and_plain_json() {
-        use base64::Engine as _;
-        let record = br#"{"name":"x","config":{"a":1}}"#;
-        let plain = base64::engine::general_purpose::STANDARD.encode(record);
-        assert_eq!(decode_record(plain.as_bytes()).unwrap(), record);
-        assert!(decode_record(b"%%%").unwrap_err().starts_with("not base64"));
-        let secret = storage_secret(&serde_json::json!({
-            "config": {"a": 1},
-            "info": {"last_deployed": "2026-11-29T10:00:00.5Z"},
-            "chart": {"templates": [{"name": "big", "data": "..."}]},
-            "manifest": "---\n# Source: x/templates/a.yaml\napiVersion: apps/v1\nkind: Deployment\n\
-                metadata:\n  name: web\n---\n# only a comment\n---\napiVersion: v1\nkind: Service\n\
-                metadata:\n  name: web\n  namespace: elsewhere\n",
-        }));
-        let parsed = parse_record(&secret).unwrap();
-        assert_eq!(parsed.config["a"], 1);
-        assert_eq!(
-            parsed.written_at.unwrap().to_string(),
-            "2026-11-29T10:00:00.5Z"
-        );
-        let described: Vec<_> = parsed
-            .objects
-            .iter()
-            .map(ManifestObject::describe)
-            .collect();
-        assert_eq!(described, ["Deployment/web", "Service/web"]);
-        assert_eq!(parsed.objects[1].namespace.as_deref(), Some("elsewhere"));
-        let release = ReleaseRef {
-            name: "x".to_owned(),
-            namespace: "mine".to_owned(),
-        };
-        let workloads = parsed.workloads(&release);
-        assert_eq!(workloads.len(), 1, "a Service is no workload");
-        assert_eq!(
-            (workloads[0].namespace.as_str(), workloads[0].name.as_str()),
-            ("mine", "web")
-        );
-        // A record without config means no values.
-        let bare = parse_record(&storage_secret(&serde_json::json!({"manifest": ""}))).unwrap();
-        assert_eq!(bare.config, serde_json::json!({}));
-        assert!(bare.objects.is_empty());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -634,8 +634,9 @@ async fn components_and_the_engine_agree_on_enabled() {
 }
 
 /// Ownership (two ControlPlanes managing one release would undo each other's changes): a second
-/// ControlPlane whose spec would manage a release of the first is refused before it is stored,
-/// and a `helm rollback` made by hand is detected and corrected.
+/// ControlPlane whose spec would manage a release of the first is refused before it is stored;
+/// made with kubectl (which asks smm nothing), it is refused on its reconciles while the first,
+/// which owns the release, goes on; and a `helm rollback` made by hand is detected and corrected.
 #[tokio::test]
 async fn releases_have_one_owner_and_changes_by_hand_are_corrected() {
     let cluster = TestCluster::connect().await;
@@ -652,17 +653,28 @@ async fn releases_have_one_owner_and_changes_by_hand_are_corrected() {
             "base": {"enabled": false}, "prometheus": {"enabled": true}}},
     });
     std::fs::write(file.path(), serde_json::to_string(&document).unwrap()).unwrap();
-    let refused = smm(&["reconcile", "-f", file.path().to_str().unwrap()]);
-    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(
-        stderr.contains(&format!(
-            "{namespace}/prometheus is also managed by ControlPlane {first}"
-        )),
-        "{stderr}"
-    );
+    let assert_refused = |refused: Output| {
+        assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "{namespace}/prometheus is also managed by ControlPlane {first}"
+            )),
+            "{stderr}"
+        );
+    };
+    assert_refused(smm(&["reconcile", "-f", file.path().to_str().unwrap()]));
     let control_planes: Api<ControlPlane> = Api::all(cluster.client.clone());
     assert!(control_planes.get_opt(&second).await.unwrap().is_none());
+    control_planes
+        .patch(
+            &second,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&document),
+        )
+        .await
+        .unwrap();
+    assert_refused(smm(&["install", "prometheus", "--control-plane", &second]));
 
     // By hand: helm rolls the release back to revision 1, which makes revision 2.
     let rolled = Command::new(crate::support::HelmTool::Helm4.path())
@@ -698,6 +710,9 @@ async fn releases_have_one_owner_and_changes_by_hand_are_corrected() {
     let recorded = stored.status.unwrap().components["prometheus"].clone();
     assert_eq!(recorded.release.unwrap().revision, Some(3));
 
+    let _ = control_planes
+        .delete(&second, &DeleteParams::default())
+        .await;
     smm(&["uninstall", "-a", "--control-plane", &first]);
     let _ = control_planes
         .delete(&first, &DeleteParams::default())

@@ -53,10 +53,6 @@ impl TestControlPlane {
             .items
             .into_iter()
             .partition(|cp| cp.name_any() == self.name);
-        let others: Vec<_> = others
-            .into_iter()
-            .map(|cp| (cp.name_any(), cp.spec))
-            .collect();
         let resolved = engine.resolve_stored(&this[0], &others).await?;
         engine.reconcile(&this[0], &resolved, &Scope::All).await
     }

@@ -7,6 +7,7 @@ mod helm_runner;
 mod istio;
 mod local_plane;
 mod readiness;
+mod records;
 mod set_syntax;
 mod smm_binary;
 #[path = "../support/mod.rs"]
