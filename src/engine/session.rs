@@ -156,11 +156,13 @@ impl Session {
             reconcile_lock(&self.client, name, &holder, self.lease_wait, on_wait).await?;
         // Losing the lease stops this run at once: another holder may already be at work.
         let cancel = self.cancel.child_token();
+        let predecessor_stopped_by =
+            super::guards::predecessor_stopped_by(lock.predecessor(), lock.taken_at());
         let engine = self
             .engine
             .clone()
             .with_cancel(cancel.clone())
-            .with_earlier_holder_done(lock.found_free());
+            .with_predecessor_stopped_by(predecessor_stopped_by);
         let run = self.run_locked(&engine, name, request);
         tokio::pin!(run);
         let result = tokio::select! {
