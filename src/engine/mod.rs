@@ -143,6 +143,8 @@ pub struct Engine {
     /// Cancelled when the run should stop at the next component boundary, letting a running
     /// helm finish (the operator shutting down).
     stop: CancellationToken,
+    /// Cancelled when the run's lease is lost: the status is then another holder's to write.
+    lease_lost: CancellationToken,
     /// When, on this process's monotonic clock, nothing of the lease's former holder can still
     /// be writing (see [`Engine::with_predecessor_stopped_by`]); `None` when the run holds no
     /// lease taken from anyone (tests drive the engine directly).
@@ -164,6 +166,7 @@ impl Engine {
             progress: None,
             cancel: CancellationToken::new(),
             stop: CancellationToken::new(),
+            lease_lost: CancellationToken::new(),
             predecessor_stopped_by: None,
         }
     }
@@ -181,6 +184,13 @@ impl Engine {
     pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
         self.helm = self.helm.with_cancel(cancel.clone());
         self.cancel = cancel;
+        self
+    }
+
+    /// Writes no more status once `lease_lost` is cancelled: the next holder of the lease may be
+    /// writing it by then, and a stale entry or condition would overwrite its own.
+    pub fn with_lease_lost(mut self, lease_lost: CancellationToken) -> Self {
+        self.lease_lost = lease_lost;
         self
     }
 
@@ -298,7 +308,7 @@ impl Engine {
             Ok(resolved) => Ok(resolved),
             Err(rejected) => {
                 let api: Api<ControlPlane> = Api::all(self.client.clone());
-                StatusWriter::new(api, control_plane)
+                StatusWriter::new(api, control_plane, self.lease_lost.clone())
                     .rejected(&rejected.to_string())
                     .await?;
                 Err(rejected.into())

@@ -74,6 +74,9 @@ pub struct Session {
     /// Cancelled to stop every run at once (the CLI interrupted); each run also stops at once
     /// when it loses its lease.
     cancel: CancellationToken,
+    /// Cancelled when every run counts as having lost its lease (see [`Session::with_lease_lost`]);
+    /// each run's own lease lost counts too.
+    lease_lost: CancellationToken,
 }
 
 impl Session {
@@ -100,6 +103,7 @@ impl Session {
             successor_of: None,
             lease_wait,
             cancel: CancellationToken::new(),
+            lease_lost: CancellationToken::new(),
         }
     }
 
@@ -113,6 +117,14 @@ impl Session {
     /// Runs stop at once, helm included, when `cancel` is cancelled.
     pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
         self.cancel = cancel;
+        self
+    }
+
+    /// Runs write no more status when `lease_lost` is cancelled: as when a run's own lease is
+    /// lost, another holder may be writing it (the operator's leader lease lost: its successor
+    /// takes this replica's reconcile leases at once).
+    pub fn with_lease_lost(mut self, lease_lost: CancellationToken) -> Self {
+        self.lease_lost = lease_lost;
         self
     }
 
@@ -156,18 +168,21 @@ impl Session {
             reconcile_lock(&self.client, name, &holder, self.lease_wait, on_wait).await?;
         // Losing the lease stops this run at once: another holder may already be at work.
         let cancel = self.cancel.child_token();
+        let lease_lost = self.lease_lost.child_token();
         let predecessor_stopped_by =
             super::guards::predecessor_stopped_by(lock.predecessor(), lock.taken_at());
         let engine = self
             .engine
             .clone()
             .with_cancel(cancel.clone())
+            .with_lease_lost(lease_lost.clone())
             .with_predecessor_stopped_by(predecessor_stopped_by);
         let run = self.run_locked(&engine, name, request);
         tokio::pin!(run);
         let result = tokio::select! {
             result = &mut run => result,
             () = lock.lost() => {
+                lease_lost.cancel();
                 cancel.cancel();
                 // Wait for helm to stop before returning: nothing of ours may go on writing.
                 let _ = run.await;

@@ -451,7 +451,10 @@ async fn a_deleted_lease_is_lost_at_once_and_only_a_lease_given_back_is_free() {
         },
         "a lease that did not exist may have been deleted under a live holder"
     );
-    leases.delete(&name, &DeleteParams::default()).await.unwrap();
+    leases
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
     let deleted = std::time::Instant::now();
     tokio::time::timeout(Duration::from_secs(20), held.lost())
         .await
