@@ -17,8 +17,12 @@ use crate::cluster::control_plane::{self, Listed, StoreError};
 use crate::cluster::lease::{Holder, LockError, reconcile_lock};
 use crate::desired::edit::{self, EditError};
 use crate::desired::resolved::{Rejected, Resolved};
-use crate::helm::Helm;
+use crate::helm::{Helm, STOP_GRACE};
 use crate::mesh::catalog::Catalog;
+
+/// How long a run that lost its lease may take to stop: helm's grace, then a moment for a
+/// killed helm to be reaped. A run still going then is dropped, which kills its helm.
+pub const STOPPING_LIMIT: Duration = Duration::from_secs(STOP_GRACE.as_secs() + 5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -177,15 +181,19 @@ impl Session {
             .with_cancel(cancel.clone())
             .with_lease_lost(lease_lost.clone())
             .with_predecessor_stopped_by(predecessor_stopped_by);
-        let run = self.run_locked(&engine, name, request);
-        tokio::pin!(run);
+        // Boxed, so that a run abandoned after a loss is dropped (and its helm killed) before
+        // the lease is given back.
+        let mut run = Box::pin(self.run_locked(&engine, name, request));
         let result = tokio::select! {
             result = &mut run => result,
             () = lock.lost() => {
                 lease_lost.cancel();
                 cancel.cancel();
-                // Wait for helm to stop before returning: nothing of ours may go on writing.
-                let _ = run.await;
+                // Wait for helm to stop before returning: nothing of ours may go on writing. An
+                // API call that hangs must not hold the run up: dropped, its helm is killed.
+                if tokio::time::timeout(STOPPING_LIMIT, run).await.is_err() {
+                    tracing::warn!(control_plane = name, "the run did not stop in time; abandoned");
+                }
                 Err(SessionError::LeaseLost { name: name.to_owned() })
             }
         };
