@@ -61,7 +61,10 @@ pub fn interrupted() -> CancellationToken {
     static INTERRUPTED: std::sync::OnceLock<CancellationToken> = std::sync::OnceLock::new();
     INTERRUPTED
         .get_or_init(|| {
-            smm::signals::stop_on_signal("stopping: stopping helm, releasing the lease")
+            smm::signals::stop_on_signal(
+                "stopping: stopping helm, releasing the lease",
+                smm::helm::kill_running_and_exit,
+            )
         })
         .clone()
 }

@@ -97,8 +97,11 @@ pub async fn run(
                 resync_every: args.resync,
                 dashboard: args.dashboard_listen,
             };
-            let client = global.client().await?;
-            controller::run(client, global.helm()?, catalog.clone(), options).await?;
+            let clients = controller::Clients {
+                calls: global.client().await?,
+                watches: global.cluster_target().watch_client().await?,
+            };
+            controller::run(clients, global.helm()?, catalog.clone(), options).await?;
             Ok(ExitCode::SUCCESS)
         }
         OperatorCommand::Install(args) => {

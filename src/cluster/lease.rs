@@ -3,33 +3,41 @@
 //! Reconciles of one ControlPlane (CLI or operator) take its reconcile lease; operator replicas
 //! elect a leader with another.
 
-use std::sync::{Arc, Mutex};
+mod renew;
+
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, PostParams, Preconditions};
-use kube::{Api, Client, ResourceExt};
+use kube::api::PostParams;
+use kube::{Api, Client};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// Where reconcile leases live: a namespace every cluster has.
 pub const LEASE_NAMESPACE: &str = "kube-system";
-/// How long a lease stays valid without renewal, as waiters judge it.
-const LEASE_DURATION: Duration = Duration::from_secs(15);
-/// How long a holder keeps trying to renew before it gives the lease up: shorter than the lease
-/// duration, so a holder always knows it lost the lease (and stops) before a waiter may take
-/// it (client-go's leader election uses the same 15 s / 10 s / 2 s).
-const RENEW_DEADLINE: Duration = Duration::from_secs(10);
-/// The longest any one API call may take: a hung call must not stall renewal past the deadline.
-const CALL_TIMEOUT: Duration = Duration::from_secs(4);
-// The holder gives up the lease before any waiter may take it over, and a hung call cannot make
-// it miss that.
-const _: () = assert!(RENEW_DEADLINE.as_secs() < LEASE_DURATION.as_secs());
-const _: () = assert!(CALL_TIMEOUT.as_secs() + RETRY_EVERY.as_secs() < RENEW_DEADLINE.as_secs());
-
+/// How long a lease stays valid without renewal, as waiters judge it. Longer than the renew
+/// deadline plus the time a holder that lost its lease needs to stop helm (SIGTERM, SIGKILL
+/// after its grace) plus a margin: so helm is stopped, not only told to stop, before a waiter
+/// may take the lease once it expired. Stopping helm gently is kept (a SIGTERM'd helm records
+/// the release failed, not pending); the engine asserts the sum against helm's grace.
+pub const LEASE_DURATION: Duration = Duration::from_secs(30);
+/// How long a holder keeps trying to renew before it gives the lease up, counted from the start
+/// of its last renewal that succeeded (the record it wrote is as old as that).
+pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
+/// The longest any one API call may take: a hung call must not stall renewal or a taker.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often the holder renews, and a waiter looks again.
 const RETRY_EVERY: Duration = Duration::from_secs(2);
+// The holder gives up the lease before any waiter may take it over (renewal is cut off at the
+// deadline whatever its calls do).
+const _: () = assert!(RENEW_DEADLINE.as_secs() < LEASE_DURATION.as_secs());
+// A renewal that starts on schedule after a prompt one may take both its calls' full time (it
+// reads the lease, then writes it) and still land before the deadline: one slow API server
+// response never costs the lease.
+const _: () =
+    assert!(RETRY_EVERY.as_secs() + 2 * CALL_TIMEOUT.as_secs() < RENEW_DEADLINE.as_secs());
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -116,17 +124,35 @@ pub struct LeaseLock {
     holder: String,
     renewer: JoinHandle<()>,
     lost: tokio::sync::watch::Receiver<bool>,
-    /// The resourceVersion of our last write of the lease.
-    written: Arc<Mutex<String>>,
     how: Taken,
+    /// When it was taken, on this process's monotonic clock.
+    taken_at: Instant,
 }
 
 /// How a lease was taken.
 enum Taken {
-    /// It did not exist: given back, or never held.
-    Free,
-    /// It had expired; `from` is its holder, unless that was our own identity.
-    Over { from: Option<String> },
+    /// It did not exist: never held, or deleted by someone, possibly under a live holder.
+    Created,
+    /// Its holder gave it back (cleared its holder), which it does only once its helm stopped.
+    GivenBack,
+    /// It had expired, or it was a former leader's; `from` is its holder, unless that was our
+    /// own identity. `unchanged_for`: how long we saw its last record unchanged before taking it.
+    Over {
+        from: Option<String>,
+        unchanged_for: Duration,
+    },
+}
+
+/// What a new holder knows of the holder before it, to judge when nothing of that holder can
+/// still be writing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Predecessor {
+    /// It gave the lease back after its helm had stopped; nothing of it is still writing.
+    GaveBack,
+    /// It may still be renewing until its renew deadline, and stopping helm after that. Its
+    /// last renewal started at least `silent_for` before the lease was taken (zero when that is
+    /// unknown: the lease had been deleted, or a former leader's was taken at once).
+    MayBeStopping { silent_for: Duration },
 }
 
 impl LeaseLock {
@@ -153,9 +179,8 @@ impl LeaseLock {
         let mut seen: Option<Seen> = None;
         // Most of the time nobody holds the lease: creating it straight away saves a read.
         let mut first = true;
-        // The resourceVersion written, and how the lease was taken.
-        let created = |version: Option<String>| version.map(|v| (v, Taken::Free));
-        let (written, how) = loop {
+        let created = |taken: bool| taken.then_some(Taken::Created);
+        let how = loop {
             let taken = if std::mem::take(&mut first) {
                 create(&api, &name, holder).await.map(created)
             } else {
@@ -167,19 +192,17 @@ impl LeaseLock {
                         match busy_holder(&lease, claimant, &mut seen, now) {
                             Some(other) => Err(TakeError::HeldBy(other)),
                             None => {
-                                let from = lease.spec.as_ref().and_then(|s| {
-                                    s.holder_identity.clone().filter(|h| h != holder)
-                                });
+                                let how = how_taken(&lease, holder, seen.as_ref(), now);
                                 take_over(&api, lease, holder)
                                     .await
-                                    .map(|version| version.map(|v| (v, Taken::Over { from })))
+                                    .map(|taken| taken.then_some(how))
                             }
                         }
                     }
                 }
             };
             match taken {
-                Ok(Some(written)) => break written,
+                Ok(Some(how)) => break how,
                 // Lost a race with another taker (or the lease exists): look again at once.
                 Ok(None) => continue,
                 // Waiting for as long as it takes (a standby replica) outlasts an API server
@@ -205,13 +228,12 @@ impl LeaseLock {
                 }
             }
         };
+        let taken_at = Instant::now();
         let (lost_sender, lost) = tokio::sync::watch::channel(false);
-        let written = Arc::new(Mutex::new(written));
-        let renewer = tokio::spawn(renew(
+        let renewer = tokio::spawn(renew::keep_renewed(
             api.clone(),
             name.clone(),
             holder.to_owned(),
-            written.clone(),
             lost_sender,
         ));
         Ok(Self {
@@ -220,24 +242,42 @@ impl LeaseLock {
             holder: holder.to_owned(),
             renewer,
             lost,
-            written,
             how,
+            taken_at,
         })
     }
 
     /// The other holder whose lease was taken over once it expired.
     pub fn taken_from(&self) -> Option<&str> {
         match &self.how {
-            Taken::Over { from } => from.as_deref(),
-            Taken::Free => None,
+            Taken::Over { from, .. } => from.as_deref(),
+            Taken::Created | Taken::GivenBack => None,
         }
     }
 
-    /// Whether the lease did not exist when it was taken: its earlier holder, if any, gave it
-    /// back, and a holder gives it back only once its helm has stopped. A lease taken over
-    /// after it expired says nothing of the kind: its holder's helm may still be stopping.
+    /// Whether nobody held the lease when it was taken: it did not exist, or was given back.
     pub fn found_free(&self) -> bool {
-        matches!(self.how, Taken::Free)
+        !matches!(self.how, Taken::Over { .. })
+    }
+
+    /// What is known of the holder before us (see [`Predecessor`]). Only a lease given back
+    /// says its holder stopped: a lease that did not exist may have been deleted under a live
+    /// holder, and one taken over may have a holder still detecting its loss.
+    pub fn predecessor(&self) -> Predecessor {
+        match &self.how {
+            Taken::GivenBack => Predecessor::GaveBack,
+            Taken::Created => Predecessor::MayBeStopping {
+                silent_for: Duration::ZERO,
+            },
+            Taken::Over { unchanged_for, .. } => Predecessor::MayBeStopping {
+                silent_for: *unchanged_for,
+            },
+        }
+    }
+
+    /// When the lease was taken, on this process's monotonic clock.
+    pub fn taken_at(&self) -> Instant {
+        self.taken_at
     }
 
     /// Resolves when the lease is lost: another holder took it, or renewal kept failing until
@@ -247,46 +287,34 @@ impl LeaseLock {
         let _ = self.lost.wait_for(|lost| *lost).await;
     }
 
-    /// Gives the lease up at once, so a waiter need not wait for it to expire: deleted on the
-    /// condition that it is still the version we last wrote, or, when it is not (a renewal cut
-    /// short may have landed), after reading that it is still ours.
+    /// Gives the lease up at once, so a waiter need not wait for it to expire: its holder is
+    /// cleared, which tells the next holder that this one stopped (a lease that merely does
+    /// not exist says nothing: someone may have deleted it). Only a lease still ours is
+    /// changed; a renewal cut short may land meanwhile, so a conflict means looking again.
     pub async fn release(self) {
         self.renewer.abort();
-        let written = self.written.lock().expect("lease version lock").clone();
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                resource_version: Some(written),
-                uid: None,
-            }),
-            ..DeleteParams::default()
-        };
-        match within_deadline(self.api.delete(&self.name, &params)).await {
-            Ok(_) => return,
-            Err(kube::Error::Api(status)) if status.code == 409 => {}
-            Err(err) => {
-                tracing::warn!(lease = %self.name, %err, "could not release the reconcile lease; it will expire");
+        for _ in 0..3 {
+            let mut lease = match within_deadline(self.api.get_opt(&self.name)).await {
+                Ok(Some(lease)) => lease,
+                Ok(None) => return,
+                Err(err) => return self.release_failed(&err),
+            };
+            let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+            if spec.holder_identity.as_deref() != Some(self.holder.as_str()) {
                 return;
             }
-        }
-        if let Ok(Some(lease)) = within_deadline(self.api.get_opt(&self.name)).await {
-            let ours = lease
-                .spec
-                .as_ref()
-                .and_then(|s| s.holder_identity.as_deref())
-                == Some(self.holder.as_str());
-            if ours {
-                let params = DeleteParams {
-                    preconditions: Some(Preconditions {
-                        resource_version: lease.metadata.resource_version.clone(),
-                        uid: None,
-                    }),
-                    ..DeleteParams::default()
-                };
-                if let Err(err) = within_deadline(self.api.delete(&self.name, &params)).await {
-                    tracing::warn!(lease = %self.name, %err, "could not release the reconcile lease; it will expire");
-                }
+            spec.holder_identity = None;
+            let params = PostParams::default();
+            match within_deadline(self.api.replace(&self.name, &params, &lease)).await {
+                Ok(_) => return,
+                Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                Err(err) => return self.release_failed(&err),
             }
         }
+    }
+
+    fn release_failed(&self, err: &kube::Error) {
+        tracing::warn!(lease = %self.name, %err, "could not release the lease; it will expire");
     }
 }
 
@@ -342,6 +370,26 @@ fn busy_holder(
     (now.duration_since(since) < valid_for).then(|| holder.to_owned())
 }
 
+/// How a lease free for `holder` was left: given back (no holder), or taken from a holder that
+/// may still be stopping, seen unchanged since `seen` (when that was this very record).
+fn how_taken(lease: &Lease, holder: &str, seen: Option<&Seen>, now: Instant) -> Taken {
+    let previous = lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.clone())
+        .filter(|h| !h.is_empty());
+    let Some(previous) = previous else {
+        return Taken::GivenBack;
+    };
+    let unchanged_for = seen
+        .filter(|s| s.holder == previous && s.resource_version == lease.metadata.resource_version)
+        .map_or(Duration::ZERO, |s| now.duration_since(s.at));
+    Taken::Over {
+        from: (previous != holder).then_some(previous),
+        unchanged_for,
+    }
+}
+
 /// Runs one API call, failing it when it takes longer than [`CALL_TIMEOUT`].
 async fn within_deadline<T>(
     call: impl std::future::Future<Output = Result<T, kube::Error>>,
@@ -366,24 +414,21 @@ fn held_spec(holder: &str, transitions: i32) -> LeaseSpec {
     }
 }
 
-/// The resourceVersion written when taken; `None` when the lease exists already.
-async fn create(api: &Api<Lease>, name: &str, holder: &str) -> Result<Option<String>, TakeError> {
+/// Whether it was created; `false` when the lease exists already.
+async fn create(api: &Api<Lease>, name: &str, holder: &str) -> Result<bool, TakeError> {
     let mut lease = Lease::default();
     lease.metadata.name = Some(name.to_owned());
     lease.spec = Some(held_spec(holder, 0));
     match within_deadline(api.create(&PostParams::default(), &lease)).await {
-        Ok(created) => Ok(Some(created.resource_version().unwrap_or_default())),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(None),
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
         Err(err) => Err(TakeError::Api(err)),
     }
 }
 
 /// Replaces an expired or released lease; the resourceVersion makes a concurrent taker lose.
-async fn take_over(
-    api: &Api<Lease>,
-    mut lease: Lease,
-    holder: &str,
-) -> Result<Option<String>, TakeError> {
+/// Whether it was taken; `false` when another taker was first.
+async fn take_over(api: &Api<Lease>, mut lease: Lease, holder: &str) -> Result<bool, TakeError> {
     let transitions = lease
         .spec
         .as_ref()
@@ -392,56 +437,10 @@ async fn take_over(
     lease.spec = Some(held_spec(holder, transitions + 1));
     let name = lease.metadata.name.clone().unwrap_or_default();
     match within_deadline(api.replace(&name, &PostParams::default(), &lease)).await {
-        Ok(replaced) => Ok(Some(replaced.resource_version().unwrap_or_default())),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(None),
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
         Err(err) => Err(TakeError::Api(err)),
     }
-}
-
-/// Renews every [`RETRY_EVERY`] until the lease is lost, then says so and stops. The lease
-/// is lost when another holder took it, or when no renewal has succeeded within
-/// [`RENEW_DEADLINE`] of the start of the last one that did (measured from its start: the
-/// record it wrote is as old as that).
-async fn renew(
-    api: Api<Lease>,
-    name: String,
-    holder: String,
-    written: Arc<Mutex<String>>,
-    lost: tokio::sync::watch::Sender<bool>,
-) {
-    let mut last_success_started = tokio::time::Instant::now();
-    loop {
-        tokio::time::sleep(RETRY_EVERY).await;
-        let attempt_started = tokio::time::Instant::now();
-        let attempt = async {
-            let mut lease = within_deadline(api.get(&name)).await?;
-            let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-            if spec.holder_identity.as_deref() != Some(holder.as_str()) {
-                return Ok(false);
-            }
-            spec.renew_time = Some(MicroTime(Timestamp::now()));
-            let renewed =
-                within_deadline(api.replace(&name, &PostParams::default(), &lease)).await?;
-            *written.lock().expect("lease version lock") =
-                renewed.resource_version().unwrap_or_default();
-            Ok::<_, kube::Error>(true)
-        };
-        match attempt.await {
-            Ok(true) => last_success_started = attempt_started,
-            Ok(false) => {
-                tracing::warn!(lease = %name, %holder, "lease taken over by another holder");
-                break;
-            }
-            Err(err) if last_success_started.elapsed() < RENEW_DEADLINE => {
-                tracing::warn!(lease = %name, %holder, %err, "could not renew the lease; retrying");
-            }
-            Err(err) => {
-                tracing::error!(lease = %name, %holder, %err, "could not renew the lease in time; giving it up");
-                break;
-            }
-        }
-    }
-    let _ = lost.send(true);
 }
 
 #[cfg(test)]

@@ -2,9 +2,15 @@
 //! kube-rs client and the helm processes both use, so they always talk to the same cluster.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
+
+/// How long a call's response may keep the client waiting for its next bytes: a call on a
+/// connection the API server stopped answering (half-open) fails instead of hanging the run,
+/// and with it the stop that a lost lease asks for.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The cluster to talk to, as the user chose it with `--kubeconfig` / `--context`.
 /// With neither, the usual discovery applies: `KUBECONFIG`, `~/.kube/config`, then in-cluster.
@@ -81,7 +87,15 @@ impl ClusterTarget {
         }
     }
 
+    /// A client for calls, each of which fails once the API server stops answering it for
+    /// [`READ_TIMEOUT`].
     pub async fn client(&self) -> Result<Client, ClusterError> {
+        client_for_calls(self.config().await?)
+    }
+
+    /// A client for watches, which wait for events for minutes at a time: no read timeout
+    /// (the watcher ends and restarts a watch that stays idle too long).
+    pub async fn watch_client(&self) -> Result<Client, ClusterError> {
         Client::try_from(self.config().await?).map_err(ClusterError::Client)
     }
 
@@ -126,9 +140,35 @@ impl ClusterTarget {
     }
 }
 
+/// `config`'s client with [`READ_TIMEOUT`], counted from when a request is written (not from
+/// when its pooled connection went idle).
+fn client_for_calls(mut config: Config) -> Result<Client, ClusterError> {
+    config.read_timeout = Some(READ_TIMEOUT);
+    config.reset_reader_on_write = true;
+    Client::try_from(config).map_err(ClusterError::Client)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An API server that accepts a call and never answers it fails the call after the read
+    /// timeout instead of hanging it forever.
+    #[tokio::test(start_paused = true)]
+    async fn a_call_the_api_server_never_answers_fails_after_the_read_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let silent = tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            while let Ok((connection, _)) = listener.accept().await {
+                accepted.push(connection);
+            }
+        });
+        let client = client_for_calls(Config::new(url.parse().unwrap())).unwrap();
+        let call = tokio::time::timeout(READ_TIMEOUT * 2, client.apiserver_version()).await;
+        assert!(matches!(call, Ok(Err(_))), "{call:?}");
+        silent.abort();
+    }
 
     #[test]
     fn helm_args_pass_kubeconfig_and_context_through() {

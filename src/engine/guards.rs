@@ -4,14 +4,41 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use super::decide::{Decision, Operation};
 use super::status::StatusWriter;
 use super::step::ComponentError;
 use super::{Engine, WaitPolicy};
 use crate::api::ComponentStatus;
+use crate::cluster::lease::{LEASE_DURATION, Predecessor, RENEW_DEADLINE};
 use crate::desired::resolve::DesiredComponent;
 use crate::helm::STOP_GRACE;
 use crate::helm::release::{ObservedRelease, ReleaseRef, ReleaseState};
+
+/// Time for what a stopped holder had already sent: requests the API server may still be
+/// carrying out after the helm that sent them died.
+const IN_FLIGHT: Duration = Duration::from_secs(5);
+// A lease left to expire is taken only once its holder's helm has stopped, killed at worst: the
+// holder gives the lease up at its renew deadline, and stops helm within helm's grace.
+const _: () = assert!(
+    LEASE_DURATION.as_secs()
+        >= RENEW_DEADLINE.as_secs() + STOP_GRACE.as_secs() + IN_FLIGHT.as_secs()
+);
+
+/// When, on our own monotonic clock, nothing of the lease's former holder can still be
+/// writing, for a lease taken at `taken_at`. A holder that may still be running gives the lease
+/// up by its renew deadline, counted from its last renewal's start, and has stopped helm (killed
+/// at worst) [`STOP_GRACE`] later; its last renewal started at least `silent_for` before the
+/// lease was taken. Clocks are never compared across hosts: only durations are.
+pub(super) fn predecessor_stopped_by(predecessor: Predecessor, taken_at: Instant) -> Instant {
+    match predecessor {
+        Predecessor::GaveBack => taken_at,
+        Predecessor::MayBeStopping { silent_for } => {
+            taken_at + (RENEW_DEADLINE + STOP_GRACE + IN_FLIGHT).saturating_sub(silent_for)
+        }
+    }
+}
 
 impl Engine {
     /// What the step must wait for before it touches anything, if anything; an error when the
@@ -43,7 +70,7 @@ impl Engine {
         self.check_owner(wanted, release, recorded, writer)?;
         let resolves_pending = matches!(decision.action, Operation::Recover | Operation::Uninstall);
         if resolves_pending && release.state.is_pending() {
-            return self.too_fresh_to_recover(wanted, release);
+            return Ok(self.predecessor_may_be_writing(wanted, release));
         }
         Ok(None)
     }
@@ -79,33 +106,68 @@ impl Engine {
         }
     }
 
-    /// A pending release is recovered only once no earlier helm can still be writing it. We
-    /// hold the ControlPlane's lease. When its earlier holder gave it back, that holder's helm
-    /// had stopped first. When we took it over after it expired, its holder lost it; a holder
-    /// that loses its lease stops its helm (SIGTERM, SIGKILL after [`STOP_GRACE`]), and helm
-    /// dies with a holder that dies. So a record older than that grace (and a little more) is
-    /// abandoned; a younger one is left alone a moment longer.
-    fn too_fresh_to_recover(
+    /// A pending release is recovered only once no earlier helm can still be writing it: the
+    /// lease's former holder may be stopping one (see [`predecessor_stopped_by`]). When helm
+    /// last wrote the record says nothing here: it is another host's clock, and the time an
+    /// operation started, not the time its helm stopped.
+    fn predecessor_may_be_writing(
         &self,
         wanted: &DesiredComponent<'_>,
         release: &ObservedRelease,
-    ) -> Result<Option<String>, ComponentError> {
-        if self.earlier_holder_done {
-            return Ok(None);
-        }
-        let quiet = STOP_GRACE + Duration::from_secs(5);
-        let Some(written) = release.record()?.written_at else {
-            return Ok(None);
+    ) -> Option<String> {
+        let left = time_left(self.predecessor_stopped_by, Instant::now())?;
+        Some(format!(
+            "release {} {}; recovering it in {}s, once the lease's former holder can no longer \
+             be writing it",
+            wanted.release,
+            release.state,
+            left.as_secs_f64().ceil()
+        ))
+    }
+}
+
+/// How long until `stopped_by`, if it is still ahead.
+fn time_left(stopped_by: Option<Instant>, now: Instant) -> Option<Duration> {
+    let left = stopped_by?.saturating_duration_since(now);
+    (!left.is_zero()).then_some(left)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lease given back frees its releases at once; one taken from a holder that may still
+    /// be running frees them once that holder has given up the lease and stopped helm, as
+    /// judged from how long its record had stayed unchanged before the takeover.
+    #[test]
+    fn pending_releases_wait_until_the_former_holder_has_stopped() {
+        let taken_at = Instant::now();
+        let stopping = RENEW_DEADLINE + STOP_GRACE + IN_FLIGHT;
+        let stopped_by = |predecessor| predecessor_stopped_by(predecessor, taken_at);
+        assert_eq!(stopped_by(Predecessor::GaveBack), taken_at);
+        let deleted_or_former_leader = Predecessor::MayBeStopping {
+            silent_for: Duration::ZERO,
         };
-        let age = k8s_openapi::jiff::Timestamp::now().duration_since(written);
-        let age = age.unsigned_abs();
-        Ok((age < quiet).then(|| {
-            format!(
-                "release {} {} for {}s; recovering it once no earlier helm can still be writing it",
-                wanted.release,
-                release.state,
-                age.as_secs()
-            )
-        }))
+        assert_eq!(stopped_by(deleted_or_former_leader), taken_at + stopping);
+        let expired = Predecessor::MayBeStopping {
+            silent_for: LEASE_DURATION,
+        };
+        assert_eq!(stopped_by(expired), taken_at);
+        let briefly_silent = Predecessor::MayBeStopping {
+            silent_for: Duration::from_secs(4),
+        };
+        let waits = stopped_by(briefly_silent);
+        assert_eq!(waits, taken_at + stopping - Duration::from_secs(4));
+
+        assert_eq!(
+            time_left(None, taken_at),
+            None,
+            "no lease taken from anyone"
+        );
+        assert_eq!(
+            time_left(Some(waits), taken_at),
+            Some(stopping - Duration::from_secs(4))
+        );
+        assert_eq!(time_left(Some(waits), waits), None);
     }
 }

@@ -145,9 +145,12 @@ pub struct Engine {
     /// Cancelled when the run should stop at the next component boundary, letting a running
     /// helm finish (the operator shutting down).
     stop: CancellationToken,
-    /// Whoever ran before this run gave the lease back, after its helm had stopped (see
-    /// [`Engine::with_earlier_holder_done`]).
-    earlier_holder_done: bool,
+    /// Cancelled when the run's lease is lost: the status is then another holder's to write.
+    lease_lost: CancellationToken,
+    /// When, on this process's monotonic clock, nothing of the lease's former holder can still
+    /// be writing (see [`Engine::with_predecessor_stopped_by`]); `None` when the run holds no
+    /// lease taken from anyone (tests drive the engine directly).
+    predecessor_stopped_by: Option<tokio::time::Instant>,
 }
 
 impl Engine {
@@ -165,16 +168,16 @@ impl Engine {
             progress: None,
             cancel: CancellationToken::new(),
             stop: CancellationToken::new(),
-            earlier_holder_done: false,
+            lease_lost: CancellationToken::new(),
+            predecessor_stopped_by: None,
         }
     }
 
-    /// Says whether the lease this run holds was given back by its earlier holder (rather than
-    /// taken over once it expired). A holder gives it back only after its helm stopped, so a
-    /// release it left pending has no writer left and is recovered at once; otherwise the
-    /// engine waits until the record is older than a stopping helm can live.
-    pub fn with_earlier_holder_done(mut self, done: bool) -> Self {
-        self.earlier_holder_done = done;
+    /// Says when the former holder of the lease this run holds has stopped for certain: until
+    /// then, a release left pending may still have that holder's helm writing it, and is not
+    /// touched.
+    pub fn with_predecessor_stopped_by(mut self, stopped_by: tokio::time::Instant) -> Self {
+        self.predecessor_stopped_by = Some(stopped_by);
         self
     }
 
@@ -183,6 +186,13 @@ impl Engine {
     pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
         self.helm = self.helm.with_cancel(cancel.clone());
         self.cancel = cancel;
+        self
+    }
+
+    /// Writes no more status once `lease_lost` is cancelled: the next holder of the lease may be
+    /// writing it by then, and a stale entry or condition would overwrite its own.
+    pub fn with_lease_lost(mut self, lease_lost: CancellationToken) -> Self {
+        self.lease_lost = lease_lost;
         self
     }
 
@@ -337,7 +347,7 @@ impl Engine {
             Ok(resolved) => Ok(resolved),
             Err(rejected) => {
                 let api: Api<ControlPlane> = Api::all(self.client.clone());
-                StatusWriter::new(api, control_plane)
+                StatusWriter::new(api, control_plane, self.lease_lost.clone())
                     .rejected(&rejected.to_string())
                     .await?;
                 Err(rejected.into())

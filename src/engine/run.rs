@@ -63,7 +63,7 @@ impl Engine {
         let mut run = Run {
             resolved,
             in_scope: scope.select(resolved.components()),
-            writer: StatusWriter::new(api, control_plane),
+            writer: StatusWriter::new(api, control_plane, self.lease_lost.clone()),
             report: ReconcileReport {
                 control_plane: resolved.name().to_owned(),
                 rounds: 0,

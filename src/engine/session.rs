@@ -17,8 +17,12 @@ use crate::cluster::control_plane::{self, Listed, StoreError};
 use crate::cluster::lease::{Holder, LockError, reconcile_lock};
 use crate::desired::edit::{self, EditError};
 use crate::desired::resolved::{Rejected, Resolved};
-use crate::helm::Helm;
+use crate::helm::{Helm, STOP_GRACE};
 use crate::mesh::catalog::Catalog;
+
+/// How long a run that lost its lease may take to stop: helm's grace, then a moment for a
+/// killed helm to be reaped. A run still going then is dropped, which kills its helm.
+pub const STOPPING_LIMIT: Duration = Duration::from_secs(STOP_GRACE.as_secs() + 5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -74,6 +78,9 @@ pub struct Session {
     /// Cancelled to stop every run at once (the CLI interrupted); each run also stops at once
     /// when it loses its lease.
     cancel: CancellationToken,
+    /// Cancelled when every run counts as having lost its lease (see [`Session::with_lease_lost`]);
+    /// each run's own lease lost counts too.
+    lease_lost: CancellationToken,
 }
 
 impl Session {
@@ -100,6 +107,7 @@ impl Session {
             successor_of: None,
             lease_wait,
             cancel: CancellationToken::new(),
+            lease_lost: CancellationToken::new(),
         }
     }
 
@@ -113,6 +121,14 @@ impl Session {
     /// Runs stop at once, helm included, when `cancel` is cancelled.
     pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
         self.cancel = cancel;
+        self
+    }
+
+    /// Runs write no more status when `lease_lost` is cancelled: as when a run's own lease is
+    /// lost, another holder may be writing it (the operator's leader lease lost: its successor
+    /// takes this replica's reconcile leases at once).
+    pub fn with_lease_lost(mut self, lease_lost: CancellationToken) -> Self {
+        self.lease_lost = lease_lost;
         self
     }
 
@@ -156,19 +172,28 @@ impl Session {
             reconcile_lock(&self.client, name, &holder, self.lease_wait, on_wait).await?;
         // Losing the lease stops this run at once: another holder may already be at work.
         let cancel = self.cancel.child_token();
+        let lease_lost = self.lease_lost.child_token();
+        let predecessor_stopped_by =
+            super::guards::predecessor_stopped_by(lock.predecessor(), lock.taken_at());
         let engine = self
             .engine
             .clone()
             .with_cancel(cancel.clone())
-            .with_earlier_holder_done(lock.found_free());
-        let run = self.run_locked(&engine, name, request);
-        tokio::pin!(run);
+            .with_lease_lost(lease_lost.clone())
+            .with_predecessor_stopped_by(predecessor_stopped_by);
+        // Boxed, so that a run abandoned after a loss is dropped (and its helm killed) before
+        // the lease is given back.
+        let mut run = Box::pin(self.run_locked(&engine, name, request));
         let result = tokio::select! {
             result = &mut run => result,
             () = lock.lost() => {
+                lease_lost.cancel();
                 cancel.cancel();
-                // Wait for helm to stop before returning: nothing of ours may go on writing.
-                let _ = run.await;
+                // Wait for helm to stop before returning: nothing of ours may go on writing. An
+                // API call that hangs must not hold the run up: dropped, its helm is killed.
+                if tokio::time::timeout(STOPPING_LIMIT, run).await.is_err() {
+                    tracing::warn!(control_plane = name, "the run did not stop in time; abandoned");
+                }
                 Err(SessionError::LeaseLost { name: name.to_owned() })
             }
         };

@@ -10,6 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -46,12 +47,19 @@ pub(super) struct StatusWriter {
     generation: Option<i64>,
     status: Mutex<ControlPlaneStatus>,
     reconciling_marked: AtomicBool,
+    /// Cancelled when the run's lease is lost: from then on nothing is written.
+    lease_lost: CancellationToken,
 }
 
 impl StatusWriter {
-    pub fn new(api: Api<ControlPlane>, control_plane: &ControlPlane) -> Self {
+    pub fn new(
+        api: Api<ControlPlane>,
+        control_plane: &ControlPlane,
+        lease_lost: CancellationToken,
+    ) -> Self {
         Self {
             api,
+            lease_lost,
             name: control_plane.name_any(),
             uid: control_plane.uid().unwrap_or_default(),
             generation: control_plane.metadata.generation,
@@ -280,15 +288,22 @@ impl StatusWriter {
         Ok(settled.ready)
     }
 
+    /// Writes `patch`, unless the lease was lost: another holder may be writing the status by
+    /// then. A write under way when the lease is lost is abandoned.
     async fn patch(&self, patch: serde_json::Value) -> Result<(), StatusError> {
-        self.api
-            .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map(drop)
-            .map_err(|source| StatusError {
+        let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
+        let write = self.api.patch_status(&self.name, &params, &patch);
+        tokio::select! {
+            biased;
+            () = self.lease_lost.cancelled() => {
+                tracing::debug!(control_plane = %self.name, "lease lost: status not written");
+                Ok(())
+            }
+            written = write => written.map(drop).map_err(|source| StatusError {
                 name: self.name.clone(),
                 source,
-            })
+            }),
+        }
     }
 }
 

@@ -9,5 +9,5 @@ pub mod render;
 mod runner;
 pub mod workloads;
 
-pub use process::STOP_GRACE;
+pub use process::{STOP_GRACE, kill_running_and_exit};
 pub use runner::{HELM_ENV, Helm, HelmBinary, HelmError, HelmSource, HelmVersion, KILL_GRACE};

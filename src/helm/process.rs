@@ -1,6 +1,8 @@
 //! helm as a child process: isolated from smm's terminal and environment, never outliving smm,
 //! stopped gently (SIGTERM) before it is killed.
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::process::Command;
@@ -49,6 +51,45 @@ pub(super) fn isolate(command: &mut Command) {
             Ok(())
         });
     }
+}
+
+/// The process groups of the helm processes running now, so that they can all be killed at
+/// once when smm must end without waiting for them.
+static RUNNING: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+
+/// A running helm's process group, listed in [`RUNNING`] while this lives.
+pub(super) struct Running(Option<i32>);
+
+impl Running {
+    pub(super) fn listed(group: Option<i32>) -> Self {
+        if let Some(group) = group {
+            RUNNING.lock().expect("helm list lock").insert(group);
+        }
+        Self(group)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(group) = self.0 {
+            RUNNING.lock().expect("helm list lock").remove(&group);
+        }
+    }
+}
+
+/// Ends smm at once (told twice to stop): every running helm's process group is killed first,
+/// since helm runs in a group of its own and would otherwise go on writing. A lease smm holds
+/// is not given back; it expires, and its next holder waits for it as for a crashed holder.
+pub fn kill_running_and_exit() -> ! {
+    for group in RUNNING.lock().expect("helm list lock").iter() {
+        // SAFETY: kill(2) with a negative pid signals the process group a running helm leads.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(-group, libc::SIGKILL);
+        }
+    }
+    eprintln!("stopped at once: helm killed");
+    std::process::exit(130)
 }
 
 /// Collects a child's output pipe in the background, so a chatty helm never blocks on a full

@@ -52,8 +52,6 @@ pub struct ReleaseRecord {
     pub objects: Vec<ManifestObject>,
     /// The values the revision was installed with (`config`).
     pub config: serde_json::Value,
-    /// When helm wrote the record (`info.last_deployed`, set when an operation starts).
-    pub written_at: Option<k8s_openapi::jiff::Timestamp>,
 }
 
 /// One object of a release's manifest, by identity.
@@ -110,13 +108,6 @@ pub(super) fn parse_record(secret: &Secret) -> Result<ReleaseRecord, DecodeError
         manifest: String,
         #[serde(default)]
         config: Option<serde_json::Value>,
-        #[serde(default)]
-        info: Info,
-    }
-    #[derive(Default, Deserialize)]
-    struct Info {
-        #[serde(default)]
-        last_deployed: Option<String>,
     }
     let encoded = secret
         .data
@@ -134,7 +125,6 @@ pub(super) fn parse_record(secret: &Secret) -> Result<ReleaseRecord, DecodeError
             .config
             .filter(|config| !config.is_null())
             .unwrap_or_else(|| serde_json::json!({})),
-        written_at: raw.info.last_deployed.and_then(|at| at.parse().ok()),
     })
 }
 
@@ -254,10 +244,6 @@ mod tests {
         }));
         let parsed = parse_record(&secret).unwrap();
         assert_eq!(parsed.config["a"], 1);
-        assert_eq!(
-            parsed.written_at.unwrap().to_string(),
-            "2026-11-29T10:00:00.5Z"
-        );
         let described: Vec<_> = parsed
             .objects
             .iter()

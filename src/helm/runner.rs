@@ -309,6 +309,7 @@ impl Helm {
         })?;
         self.spawned.fetch_add(1, Ordering::Relaxed);
         let group = child.id().map(|pid| pid as i32);
+        let _running = process::Running::listed(group);
         let stdout = process::read_all(child.stdout.take());
         let stderr = process::read_all(child.stderr.take());
 

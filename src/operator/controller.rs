@@ -23,7 +23,7 @@ use super::watch_retry::WatchRetry;
 use crate::api::ControlPlane;
 use crate::cluster::lease::{Holder, LeaseLock, LockError};
 use crate::dashboard::TokenError;
-use crate::engine::session::SessionError;
+use crate::engine::session::{STOPPING_LIMIT, SessionError};
 use crate::helm::Helm;
 use crate::mesh::catalog::Catalog;
 
@@ -99,23 +99,37 @@ pub struct RunOptions {
     pub dashboard: Option<SocketAddr>,
 }
 
+/// The operator's clients: calls fail once the API server stops answering them; watches wait
+/// for events for minutes at a time.
+pub struct Clients {
+    pub calls: Client,
+    pub watches: Client,
+}
+
 /// Runs until a shutdown signal (SIGTERM or SIGINT). A replica leads (a Lease) before it
 /// reconciles; one that loses the lease stops its reconciles at once, helm included, and stands
 /// by again. On shutdown it starts no further component and lets a running helm finish (the
 /// pod's termination grace period covers that).
 pub async fn run(
-    client: Client,
+    clients: Clients,
     helm: Helm,
     catalog: Arc<Catalog>,
     options: RunOptions,
 ) -> Result<(), ControllerError> {
+    let Clients {
+        calls: client,
+        watches,
+    } = clients;
     let endpoints = Arc::new(EndpointState::default());
     let address = options.listen;
     let mut server = tokio::spawn(http::serve(address, endpoints.clone()));
     if let Some(address) = options.dashboard {
         dashboard::serve(address, &options.leader_namespace, &client, &helm, &catalog).await?;
     }
-    let stopping = crate::signals::stop_on_signal("shutting down: no further component is started");
+    let stopping = crate::signals::stop_on_signal(
+        "shutting down: no further component is started",
+        crate::helm::kill_running_and_exit,
+    );
     let reporter = Reporter {
         controller: "smm-operator".to_owned(),
         instance: Some(options.identity.clone()),
@@ -155,14 +169,24 @@ pub async fn run(
             stopping: stopping.clone(),
             former_leader,
         });
-        let controller = controller(&client, context, stopping.clone(), lost.clone());
-        tokio::pin!(controller);
+        // Boxed, so that reconciles abandoned after a loss are dropped (and their helm killed)
+        // before the leader lease is given back.
+        let mut controller = Box::pin(controller(
+            &watches,
+            context,
+            stopping.clone(),
+            lost.clone(),
+        ));
         let lost_leadership = tokio::select! {
             () = &mut controller => false,
             () = leader.lost() => {
                 tracing::warn!("lost the leader lease; stopping reconciles");
                 lost.cancel();
-                controller.await;
+                // Stopping helm takes at most its grace; an API call that hangs must not keep
+                // this replica from standing by (dropped, its helm is killed).
+                if tokio::time::timeout(STOPPING_LIMIT, controller).await.is_err() {
+                    tracing::warn!("reconciles did not stop in time; abandoned");
+                }
                 true
             }
             served = &mut server => {

@@ -179,6 +179,7 @@ impl Context {
         .with_successor_of(self.former_leader.clone())
         .with_wait(WaitPolicy::Requeue)
         .with_cancel(self.lost.clone())
+        .with_lease_lost(self.lost.clone())
         .with_stop(self.stopping.clone())
         .with_progress(progress.clone());
         let request = match goal {

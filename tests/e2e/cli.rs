@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use smm::api::ControlPlane;
-use smm::cluster::lease::{Holder, reconcile_lock};
+use smm::cluster::lease::{Holder, Predecessor, reconcile_lock};
 use smm::mesh::catalog::Catalog;
 
 use crate::support::{
@@ -394,7 +394,8 @@ async fn a_held_reconcile_lease_blocks_a_second_run() {
     leases
         .patch(
             &smm::cluster::lease::lease_name(&cp),
-            &PatchParams::apply("e2e"),
+            // The lease given back is still there, its fields written by smm.
+            &PatchParams::apply("e2e").force(),
             &Patch::Apply(&stale),
         )
         .await
@@ -427,6 +428,53 @@ async fn a_held_reconcile_lease_blocks_a_second_run() {
     let _ = Api::<ControlPlane>::all(cluster.client.clone())
         .delete(&cp, &DeleteParams::default())
         .await;
+}
+
+/// A lease is given back by clearing its holder, which tells the next holder that the last
+/// one stopped; a lease that is not there tells nothing (it may have been deleted under a live
+/// holder), and a holder whose lease is deleted loses it as soon as it looks, not once its
+/// renew deadline passes.
+#[tokio::test]
+async fn a_deleted_lease_is_lost_at_once_and_only_a_lease_given_back_is_free() {
+    let cluster = TestCluster::connect().await;
+    let cp = format!("e2e-deleted-{}", std::process::id());
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(cluster.client.clone(), smm::cluster::lease::LEASE_NAMESPACE);
+    let name = smm::cluster::lease::lease_name(&cp);
+    let _ = leases.delete(&name, &DeleteParams::default()).await;
+
+    let mut held = lock_now(&cluster, &cp, "e2e-first").await.unwrap();
+    assert_eq!(
+        held.predecessor(),
+        Predecessor::MayBeStopping {
+            silent_for: Duration::ZERO
+        },
+        "a lease that did not exist may have been deleted under a live holder"
+    );
+    leases
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    let deleted = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(20), held.lost())
+        .await
+        .expect("a deleted lease is lost");
+    assert!(
+        deleted.elapsed() < Duration::from_secs(6),
+        "lost {:?} after the deletion: at the next renewal, not at the renew deadline",
+        deleted.elapsed()
+    );
+    held.release().await;
+
+    let taken = lock_now(&cluster, &cp, "e2e-second").await.unwrap();
+    taken.release().await;
+    let given_back = leases.get(&name).await.expect("given back, not deleted");
+    let holder = given_back.spec.and_then(|spec| spec.holder_identity);
+    assert_eq!(holder, None);
+    let next = lock_now(&cluster, &cp, "e2e-third").await.unwrap();
+    assert_eq!(next.predecessor(), Predecessor::GaveBack);
+    next.release().await;
+    let _ = leases.delete(&name, &DeleteParams::default()).await;
 }
 
 #[tokio::test]

@@ -762,3 +762,18 @@ async fn a_component_moved_to_another_namespace_leaves_nothing_behind() {
     );
     cp.delete(&cluster).await;
 }
+
+/// A run whose lease is lost writes no status: the next holder may be writing it, and a stale
+/// entry or condition from this run would overwrite its own.
+#[tokio::test]
+async fn a_run_that_lost_its_lease_writes_no_status() {
+    let cluster = TestCluster::connect().await;
+    let helm = cluster.helm(HelmTool::Helm4);
+    let cp = TestControlPlane::create(&cluster, json!({})).await;
+    let lease_lost = tokio_util::sync::CancellationToken::new();
+    lease_lost.cancel();
+    let fenced = engine(&cluster, &helm, tiny_catalog(&TINY)).with_lease_lost(lease_lost);
+    cp.reconciled_by(&fenced).await.unwrap();
+    assert_eq!(cp.get().await.status, None);
+    cp.delete(&cluster).await;
+}
