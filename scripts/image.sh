@@ -49,11 +49,22 @@ scripts/tools.sh
 helm="$root/.tools/helm"
 
 log "building smm (release)"
-cargo build --release --locked --bin smm
+# Panic locations name source files: the checkout's and cargo's registry paths are rewritten to
+# fixed ones, so the binary is the same from any checkout, home or user, and carries no path of
+# the build machine. The toolchain itself is pinned by rust-toolchain.toml.
+cargo_home="${CARGO_HOME:-$HOME/.cargo}"
+RUSTFLAGS="--remap-path-prefix=$root=/smm --remap-path-prefix=$cargo_home=/cargo" \
+	cargo build --release --locked --bin smm
 mkdir -p "$out"
 # The release profile keeps the symbol table; the image does not need it (panics still name the
 # source location). A stripped copy, so target/release/smm stays what cargo built.
 strip --strip-all -o "$out/smm" target/release/smm
+for machine_path in "$root" "$cargo_home" "$HOME"; do
+	if grep -qaF "$machine_path/" "$out/smm"; then
+		log "the binary still holds the build machine's path $machine_path/"
+		exit 1
+	fi
+done
 
 # The .debs are kept under target/ so a rebuild downloads nothing; a cached file is only used
 # if its sha256 is the pinned one.
