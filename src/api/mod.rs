@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 mod conditions;
 mod document;
+pub mod names;
 pub mod objects;
 
 pub use conditions::{Health, condition, ready_now, remove_condition, set_condition};
