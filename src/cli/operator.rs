@@ -35,7 +35,7 @@ pub struct RunArgs {
     #[arg(long, default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
     /// Namespace of the leader-election lease
-    #[arg(long, env = "POD_NAMESPACE", default_value = "smm-system")]
+    #[arg(long, env = "POD_NAMESPACE", default_value = "smm-system", value_parser = super::args::namespace_flag)]
     leader_namespace: String,
     /// This replica's identity in leases and events (default: host, pid and a random nonce)
     #[arg(long)]
@@ -76,7 +76,7 @@ pub struct UninstallArgs {
 #[derive(Debug, Args)]
 struct Placement {
     /// The operator's namespace
-    #[arg(long, default_value = "smm-system")]
+    #[arg(long, default_value = "smm-system", value_parser = super::args::namespace_flag)]
     namespace: String,
 }
 
