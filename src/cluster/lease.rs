@@ -54,7 +54,6 @@ pub enum LockError {
 /// a restarted pod keeps its name), so a new process never mistakes an old holder's lease
 /// for its own.
 pub fn holder_identity(role: &str) -> String {
-    use std::hash::{BuildHasher, Hasher};
     // In a pod, POD_NAME (set from the downward API) names it; elsewhere the host does.
     let host = ["POD_NAME", "HOSTNAME"]
         .into_iter()
@@ -65,11 +64,18 @@ pub fn holder_identity(role: &str) -> String {
                 .map(|h| h.trim().to_owned())
         })
         .unwrap_or_else(|| "localhost".to_owned());
+    unique_identity(&format!("{role}/{host}/{}", std::process::id()))
+}
+
+/// `name` with a random nonce appended: a holder counts a lease whose holder is its own
+/// identity as its own, so two processes given the same name must still differ.
+pub fn unique_identity(name: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
     // std's RandomState is seeded from the OS's randomness, once per process and per state.
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u32(std::process::id());
     let nonce = hasher.finish() & 0xffff_ffff;
-    format!("{role}/{host}/{}/{nonce:08x}", std::process::id())
+    format!("{name}/{nonce:08x}")
 }
 
 /// The lease name for a ControlPlane: the CLI and the operator use the same one.
