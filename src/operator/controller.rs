@@ -20,7 +20,7 @@ use super::dashboard;
 use super::http::{self, EndpointState};
 use super::reconcile::{Context, error_policy, reconcile};
 use super::watch_retry::WatchRetry;
-use crate::api::ControlPlane;
+use crate::api::ControlPlaneMeta;
 use crate::cluster::lease::{Holder, LeaseLock, LockError};
 use crate::engine::session::SessionError;
 use crate::helm::Helm;
@@ -171,7 +171,9 @@ fn controller(
     stopping: CancellationToken,
     lost: CancellationToken,
 ) -> impl std::future::Future<Output = ()> {
-    let control_planes: Api<ControlPlane> = Api::all(client.clone());
+    // Watched as metadata: a ControlPlane whose spec cannot be decoded must not stop the watch
+    // of the others; each reconcile reads its own ControlPlane whole.
+    let control_planes: Api<ControlPlaneMeta> = Api::all(client.clone());
     let controller = Controller::new(control_planes, watcher::Config::default());
     let store = controller.store();
     let releases: std::collections::BTreeSet<&'static str> = context
