@@ -67,20 +67,18 @@ pub fn holder_identity(role: &str) -> String {
     unique_identity(&format!("{role}/{host}/{}", std::process::id()))
 }
 
-/// `name` with a random nonce appended: a holder counts a lease whose holder is its own
-/// identity as its own, so two processes given the same name must still differ.
+/// `name` and a random nonce: a holder counts a lease held under its identity as its own.
 pub fn unique_identity(name: &str) -> String {
     use std::hash::{BuildHasher, Hasher};
     // std's RandomState is seeded from the OS's randomness, once per process and per state.
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u32(std::process::id());
-    let nonce = hasher.finish() & 0xffff_ffff;
-    format!("{name}/{nonce:08x}")
+    format!("{name}/{:08x}", hasher.finish() & 0xffff_ffff)
 }
 
 /// The lease name for a ControlPlane: the CLI and the operator use the same one.
 pub fn lease_name(control_plane: &str) -> String {
-    format!("smm-reconcile-{control_plane}")
+    format!("{}{control_plane}", crate::api::names::LEASE_PREFIX)
 }
 
 /// Takes the reconcile lease of `control_plane`, waiting up to `wait` for another run.
