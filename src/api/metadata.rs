@@ -1,21 +1,51 @@
 //! A ControlPlane as far as its metadata: what watching and listing ControlPlanes decode, so
 //! that one ControlPlane whose spec cannot be decoded (values nested deeper than the JSON
 //! decoder follows, a field from a newer CRD) does not stop the watch or the list of all the
-//! others. Decoding skips everything but the metadata without recursing into it.
+//! others. Decoding skips everything but the fields of the metadata that are read, without
+//! recursing into the rest (managed fields mirror the spec's nesting, so they are skipped too).
 
 use std::borrow::Cow;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::Resource;
 use serde::{Deserialize, Serialize};
 
 use super::ControlPlane;
 
-/// The metadata of a ControlPlane; its spec and status are not decoded.
+/// The metadata of a ControlPlane; its spec, status and managed fields are not decoded.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct ControlPlaneMeta {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "identity_fields")]
     pub metadata: ObjectMeta,
+}
+
+/// The fields of a ControlPlane's metadata that reconciling it reads.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IdentityFields {
+    name: Option<String>,
+    uid: Option<String>,
+    generation: Option<i64>,
+    resource_version: Option<String>,
+    creation_timestamp: Option<Time>,
+    deletion_timestamp: Option<Time>,
+    finalizers: Option<Vec<String>>,
+}
+
+fn identity_fields<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<ObjectMeta, D::Error> {
+    let fields = IdentityFields::deserialize(deserializer)?;
+    Ok(ObjectMeta {
+        name: fields.name,
+        uid: fields.uid,
+        generation: fields.generation,
+        resource_version: fields.resource_version,
+        creation_timestamp: fields.creation_timestamp,
+        deletion_timestamp: fields.deletion_timestamp,
+        finalizers: fields.finalizers,
+        ..ObjectMeta::default()
+    })
 }
 
 impl Resource for ControlPlaneMeta {
@@ -82,9 +112,10 @@ pub fn decode_each(
 mod tests {
     use super::*;
 
+    /// A stored ControlPlane: the API server's managed fields mirror the spec's nesting.
     fn item(name: &str, spec: &str) -> Box<serde_json::value::RawValue> {
         let json = format!(
-            r#"{{"apiVersion":"smm.dev/v1alpha1","kind":"ControlPlane","metadata":{{"name":"{name}"}},"spec":{spec}}}"#
+            r#"{{"apiVersion":"smm.dev/v1alpha1","kind":"ControlPlane","metadata":{{"name":"{name}","managedFields":[{{"fieldsType":"FieldsV1","fieldsV1":{{"f:spec":{spec}}}}}]}},"spec":{spec}}}"#
         );
         serde_json::value::RawValue::from_string(json).unwrap()
     }
