@@ -11,10 +11,13 @@ use serde::{Deserialize, Serialize};
 
 mod conditions;
 mod document;
+mod metadata;
+pub mod names;
 pub mod objects;
 
 pub use conditions::{Health, condition, ready_now, remove_condition, set_condition};
 pub use document::DocumentError;
+pub use metadata::{ControlPlaneMeta, Undecodable, decode_each};
 
 /// The API group of smm's resources.
 pub const GROUP: &str = "smm.dev";

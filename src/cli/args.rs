@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
+use smm::api::names;
 use smm::cluster::target::ClusterTarget;
 use smm::helm::{Helm, HelmBinary};
 
@@ -69,9 +70,15 @@ pub fn interrupted() -> CancellationToken {
         .clone()
 }
 
+/// The longest duration a flag accepts: a day is longer than any helm operation or wait should
+/// take, and far from the limits of the arithmetic done with it (deadlines, helm's own
+/// `--timeout`).
+const MAX_DURATION_SECS: u64 = 24 * 3600;
+
 /// Parses durations the way kubectl and helm users write them: `90s`, `5m`, `1h`, `1m30s`.
 pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
     let invalid = || format!("{text:?} is not a duration; expected e.g. 90s, 5m, 1h or 1m30s");
+    let too_long = || format!("{text:?} is longer than the longest supported duration, 24h");
     let mut total = 0u64;
     let mut digits = String::new();
     for ch in text.chars() {
@@ -79,20 +86,51 @@ pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
             digits.push(ch);
             continue;
         }
-        let value: u64 = digits.parse().map_err(|_| invalid())?;
+        let unit = match ch {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => return Err(invalid()),
+        };
+        if digits.is_empty() {
+            return Err(invalid());
+        }
+        let seconds = digits
+            .parse::<u64>()
+            .ok()
+            .and_then(|value| value.checked_mul(unit))
+            .and_then(|seconds| seconds.checked_add(total));
+        total = seconds.ok_or_else(too_long)?;
         digits.clear();
-        total += value
-            * match ch {
-                's' => 1,
-                'm' => 60,
-                'h' => 3600,
-                _ => return Err(invalid()),
-            };
     }
     if !digits.is_empty() || total == 0 {
         return Err(invalid());
     }
+    if total > MAX_DURATION_SECS {
+        return Err(too_long());
+    }
     Ok(Duration::from_secs(total))
+}
+
+/// clap's parser of a flag that names a namespace.
+pub(super) fn namespace_flag(text: &str) -> Result<String, String> {
+    checked_flag(text, names::namespace)
+}
+
+/// clap's parser of a flag that names a ControlPlane.
+pub(super) fn control_plane_flag(text: &str) -> Result<String, String> {
+    checked_flag(text, names::control_plane_name)
+}
+
+/// `text` if it passes `check`; otherwise the rule, for clap to print after the flag's name.
+fn checked_flag(text: &str, check: names::Check) -> Result<String, String> {
+    match check("", text) {
+        Ok(()) => Ok(text.to_owned()),
+        Err(invalid) => Err(format!(
+            "{text:?} is not a valid {}: {}",
+            invalid.what, invalid.rule
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -104,8 +142,48 @@ mod tests {
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        for bad in ["", "5", "5x", "m", "0s"] {
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));
+        for bad in ["", "5", "5x", "m", "0s", "5ms"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    /// Huge durations are refused by the parser instead of overflowing (a panic, or a silent
+    /// wrap in release builds) once helm runs.
+    #[test]
+    fn durations_longer_than_a_day_are_refused_without_overflowing() {
+        for huge in [
+            "18446744073709551615s",
+            "18446744073709551616s",
+            "5124095576030431h",
+            "86401s",
+            "23h60m1s",
+        ] {
+            assert_eq!(
+                parse_duration(huge),
+                Err(format!(
+                    "{huge:?} is longer than the longest supported duration, 24h"
+                ))
+            );
+        }
+    }
+
+    #[test]
+    fn name_flags_are_checked_as_they_are_parsed() {
+        assert_eq!(
+            namespace_flag("istio-system"),
+            Ok("istio-system".to_owned())
+        );
+        assert_eq!(
+            namespace_flag("Foo"),
+            Err(
+                "\"Foo\" is not a valid namespace: must be a DNS-1123 label (lowercase letters, \
+                 digits and '-', starting and ending with a letter or digit, at most 63 \
+                 characters)"
+                    .to_owned()
+            )
+        );
+        assert!(control_plane_flag("a/b").is_err());
+        assert_eq!(control_plane_flag("mesh.one"), Ok("mesh.one".to_owned()));
     }
 }

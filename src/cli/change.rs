@@ -26,7 +26,7 @@ use super::table;
 #[derive(Debug, Args)]
 pub struct ChangeArgs {
     /// The ControlPlane to work on
-    #[arg(long = "control-plane", value_name = "NAME", default_value = DEFAULT_CONTROL_PLANE)]
+    #[arg(long = "control-plane", value_name = "NAME", default_value = DEFAULT_CONTROL_PLANE, value_parser = super::args::control_plane_flag)]
     pub control_plane: String,
     /// Print the objects that would be applied, as YAML, instead of applying them
     #[arg(long)]

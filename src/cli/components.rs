@@ -16,7 +16,7 @@ use super::table;
 #[derive(Debug, Args)]
 pub struct ComponentsArgs {
     /// The ControlPlane whose state to show
-    #[arg(long = "control-plane", value_name = "NAME", default_value = DEFAULT_CONTROL_PLANE)]
+    #[arg(long = "control-plane", value_name = "NAME", default_value = DEFAULT_CONTROL_PLANE, value_parser = super::args::control_plane_flag)]
     control_plane: String,
     #[arg(short, long, value_enum, default_value_t)]
     output: OutputFormat,

@@ -17,7 +17,7 @@ use super::args::GlobalArgs;
 #[derive(Debug, Args)]
 pub struct DashboardArgs {
     /// The ControlPlane the page opens on (the others can be picked in the page)
-    #[arg(long = "control-plane", value_name = "NAME", default_value = DEFAULT_CONTROL_PLANE)]
+    #[arg(long = "control-plane", value_name = "NAME", default_value = DEFAULT_CONTROL_PLANE, value_parser = super::args::control_plane_flag)]
     control_plane: String,
     /// Only print the URL; do not open a browser
     #[arg(long)]

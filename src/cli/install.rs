@@ -28,7 +28,7 @@ pub struct InstallArgs {
     #[arg(value_name = "COMPONENT", required_unless_present = "all")]
     components: Vec<String>,
     /// Namespace for the component's release (one component only)
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = super::args::namespace_flag)]
     namespace: Option<String>,
     /// Values for the component's chart in helm's --set syntax: KEY=VALUE[,KEY=VALUE...] with dotted KEYs, a[0] indexes and {x,y} lists (repeatable)
     #[arg(long = "set", value_name = "KEY=VALUE")]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 
-use smm::cluster::lease::holder_identity;
+use smm::cluster::lease::{holder_identity, unique_identity};
 use smm::mesh::catalog::Catalog;
 use smm::operator;
 use smm::operator::controller::{self, RunOptions};
@@ -35,9 +35,10 @@ pub struct RunArgs {
     #[arg(long, default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
     /// Namespace of the leader-election lease
-    #[arg(long, env = "POD_NAMESPACE", default_value = "smm-system")]
+    #[arg(long, env = "POD_NAMESPACE", default_value = "smm-system", value_parser = super::args::namespace_flag)]
     leader_namespace: String,
-    /// This replica's identity in leases and events (default: host, pid and a random nonce)
+    /// This replica's identity in leases and events, followed by a random nonce (default: host
+    /// and pid, followed by the nonce)
     #[arg(long)]
     identity: Option<String>,
     /// How often healthy ControlPlanes are reconciled anyway, to repair drift
@@ -76,7 +77,7 @@ pub struct UninstallArgs {
 #[derive(Debug, Args)]
 struct Placement {
     /// The operator's namespace
-    #[arg(long, default_value = "smm-system")]
+    #[arg(long, default_value = "smm-system", value_parser = super::args::namespace_flag)]
     namespace: String,
 }
 
@@ -90,10 +91,7 @@ pub async fn run(
             let options = RunOptions {
                 listen: args.listen,
                 leader_namespace: args.leader_namespace.clone(),
-                identity: args
-                    .identity
-                    .clone()
-                    .unwrap_or_else(|| holder_identity("smm-operator")),
+                identity: replica_identity(args.identity.as_deref()),
                 resync_every: args.resync,
                 dashboard: args.dashboard_listen,
             };
@@ -148,5 +146,31 @@ pub async fn run(
             );
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// This replica's identity in leases: always unique, even when two replicas are given the same
+/// `--identity`, since a holder counts a lease held under its identity as its own and two
+/// replicas would both hold every lease.
+fn replica_identity(given: Option<&str>) -> String {
+    match given {
+        Some(name) => unique_identity(name),
+        None => holder_identity("smm-operator"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_given_one_identity_still_differ() {
+        let (first, second) = (replica_identity(Some("op")), replica_identity(Some("op")));
+        assert_ne!(first, second);
+        assert!(
+            first.starts_with("op/") && second.starts_with("op/"),
+            "{first} {second}"
+        );
+        assert!(replica_identity(None).starts_with("smm-operator/"));
     }
 }

@@ -16,10 +16,10 @@ pub enum SidecarCommand {
     AutoInject {
         #[arg(value_enum)]
         state: Switch,
-        #[arg(value_name = "NAMESPACE", required = true)]
+        #[arg(value_name = "NAMESPACE", required = true, value_parser = super::args::namespace_flag)]
         namespaces: Vec<String>,
         /// The ControlPlane whose revision to inject (revisioned meshes use istio.io/rev)
-        #[arg(long = "control-plane", value_name = "NAME", default_value = DEFAULT_CONTROL_PLANE)]
+        #[arg(long = "control-plane", value_name = "NAME", default_value = DEFAULT_CONTROL_PLANE, value_parser = super::args::control_plane_flag)]
         control_plane: String,
     },
 }

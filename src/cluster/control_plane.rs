@@ -3,10 +3,10 @@
 //! same stored object.
 
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::{Api, Client, CustomResourceExt, ResourceExt};
+use kube::{Api, Client, CustomResourceExt, Resource, ResourceExt};
 
 use crate::api::objects::NativeObject;
-use crate::api::{ControlPlane, ControlPlaneSpec};
+use crate::api::{ControlPlane, ControlPlaneSpec, Undecodable, decode_each};
 use crate::cluster::objects::{self, FIELD_MANAGER};
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +23,8 @@ pub enum StoreError {
         #[source]
         source: kube::Error,
     },
+    #[error(transparent)]
+    Undecodable(#[from] Undecodable),
     #[error("cannot list ControlPlanes: {0}")]
     List(#[source] kube::Error),
     #[error("cannot install the ControlPlane CRD: {0}")]
@@ -37,6 +39,10 @@ pub async fn load(client: &Client, name: &str) -> Result<Option<ControlPlane>, S
         Ok(found) => Ok(found),
         // No CRD yet: the same as no ControlPlane.
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+        Err(kube::Error::SerdeError(source)) => Err(StoreError::Undecodable(Undecodable {
+            name: name.to_owned(),
+            source,
+        })),
         Err(source) => Err(StoreError::Read {
             name: name.to_owned(),
             source,
@@ -55,9 +61,26 @@ pub async fn list_cached(client: &Client) -> Result<Vec<ControlPlane>, StoreErro
     list_with(client, &ListParams::default().match_any()).await
 }
 
+/// Lists ControlPlanes and decodes each on its own: one that cannot be decoded is logged and
+/// left out, instead of failing the list for every ControlPlane (and every session, and the
+/// dashboard) with it.
 async fn list_with(client: &Client, params: &ListParams) -> Result<Vec<ControlPlane>, StoreError> {
-    match Api::<ControlPlane>::all(client.clone()).list(params).await {
-        Ok(list) => Ok(list.items),
+    /// The items, each kept as its JSON text; skipping over them does not recurse.
+    #[derive(serde::Deserialize)]
+    struct RawList {
+        items: Vec<Box<serde_json::value::RawValue>>,
+    }
+    let request = kube::core::Request::new(ControlPlane::url_path(&(), None))
+        .list(params)
+        .map_err(|err| StoreError::List(kube::Error::BuildRequest(err)))?;
+    match client.request::<RawList>(request).await {
+        Ok(list) => {
+            let (decoded, undecodable) = decode_each(&list.items);
+            for bad in undecodable {
+                tracing::warn!(error = %bad, "skipping a ControlPlane that cannot be read");
+            }
+            Ok(decoded)
+        }
         // No CRD yet: nothing was ever installed.
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(Vec::new()),
         Err(source) => Err(StoreError::List(source)),

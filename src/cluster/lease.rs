@@ -62,7 +62,6 @@ pub enum LockError {
 /// a restarted pod keeps its name), so a new process never mistakes an old holder's lease
 /// for its own.
 pub fn holder_identity(role: &str) -> String {
-    use std::hash::{BuildHasher, Hasher};
     // In a pod, POD_NAME (set from the downward API) names it; elsewhere the host does.
     let host = ["POD_NAME", "HOSTNAME"]
         .into_iter()
@@ -73,16 +72,21 @@ pub fn holder_identity(role: &str) -> String {
                 .map(|h| h.trim().to_owned())
         })
         .unwrap_or_else(|| "localhost".to_owned());
+    unique_identity(&format!("{role}/{host}/{}", std::process::id()))
+}
+
+/// `name` and a random nonce: a holder counts a lease held under its identity as its own.
+pub fn unique_identity(name: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
     // std's RandomState is seeded from the OS's randomness, once per process and per state.
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u32(std::process::id());
-    let nonce = hasher.finish() & 0xffff_ffff;
-    format!("{role}/{host}/{}/{nonce:08x}", std::process::id())
+    format!("{name}/{:08x}", hasher.finish() & 0xffff_ffff)
 }
 
 /// The lease name for a ControlPlane: the CLI and the operator use the same one.
 pub fn lease_name(control_plane: &str) -> String {
-    format!("smm-reconcile-{control_plane}")
+    format!("{}{control_plane}", crate::api::names::LEASE_PREFIX)
 }
 
 /// Takes the reconcile lease of `control_plane`, waiting up to `wait` for another run.

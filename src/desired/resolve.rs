@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use crate::api::ControlPlaneSpec;
+use crate::api::names::{self, InvalidName};
 use crate::api::objects::NativeObject;
 use crate::helm::chart::{ChartError, ChartMetadata, EmbeddedChart};
 use crate::helm::release::ReleaseRef;
@@ -12,7 +13,7 @@ use crate::helm::render::RenderRequest;
 use crate::mesh::catalog::{Catalog, Component, ComponentContext, Placements};
 use crate::mesh::graph;
 use crate::values::digest::values_digest;
-use crate::values::{Layers, ValuesError, layer};
+use crate::values::{Layers, MAX_DEPTH, ValuesError, layer, nested_deeper_than};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
@@ -38,9 +39,19 @@ pub enum SpecError {
         other: String,
     },
     #[error(transparent)]
+    InvalidName(Box<InvalidName>),
+    #[error("{field}: values are nested deeper than {MAX_DEPTH} levels")]
+    TooDeep { field: String },
+    #[error(transparent)]
     Values(#[from] ValuesError),
     #[error(transparent)]
     Chart(#[from] ChartError),
+}
+
+impl From<InvalidName> for SpecError {
+    fn from(invalid: InvalidName) -> Self {
+        Self::InvalidName(Box::new(invalid))
+    }
 }
 
 /// Everything the engine needs to bring one component to its desired state.
@@ -100,6 +111,7 @@ pub fn resolve<'c>(
             known: catalog.names(),
         });
     }
+    check_inputs(spec)?;
     let placements = catalog.placements(spec);
     let enabled = |name: &str| placements[name].enabled;
     for component in catalog.components().iter().filter(|c| enabled(c.name)) {
@@ -117,6 +129,45 @@ pub fn resolve<'c>(
         .map(|component| resolve_one(component, spec, &placements))
         .collect::<Result<_, _>>()?;
     Ok(desired)
+}
+
+/// Checks every name and address the spec gives, and how deep its values nest, before any of
+/// them names an object or is written into a chart's values.
+fn check_inputs(spec: &ControlPlaneSpec) -> Result<(), SpecError> {
+    let checks: [(&str, Option<&String>, names::Check); 4] = [
+        ("spec.namespace", spec.namespace.as_ref(), names::namespace),
+        // An empty revision is the default one, as if it were unset.
+        (
+            "spec.revision",
+            spec.revision.as_ref().filter(|r| !r.is_empty()),
+            names::revision,
+        ),
+        (
+            "spec.trustDomain",
+            spec.trust_domain.as_ref(),
+            names::trust_domain,
+        ),
+        (
+            "spec.imageRegistry",
+            spec.image_registry.as_ref(),
+            names::image_registry,
+        ),
+    ];
+    for (field, value, check) in checks {
+        value.map_or(Ok(()), |value| check(field, value))?;
+    }
+    for (name, component) in &spec.components {
+        if let Some(namespace) = &component.namespace {
+            names::namespace(&format!("spec.components.{name}.namespace"), namespace)?;
+        }
+        let values = component.values_override.as_ref();
+        if values.is_some_and(|values| nested_deeper_than(values, MAX_DEPTH)) {
+            return Err(SpecError::TooDeep {
+                field: format!("spec.components.{name}.valuesOverride"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The release of `component` placed in `namespace`.
@@ -228,6 +279,73 @@ mod tests {
             "spec.components.istio-d: unknown component (known components: base, istiod, \
              ingress-gateway, egress-gateway, prometheus, grafana, tracing)"
         );
+    }
+
+    /// Every name and address is checked before anything is rendered: each refusal names the
+    /// field and the rule.
+    #[test]
+    fn bad_names_and_values_are_refused_naming_the_field() {
+        let catalog = Catalog::builtin().unwrap();
+        let label = "must be a DNS-1123 label (lowercase letters, digits and '-', starting and \
+                     ending with a letter or digit, at most";
+        let deep = (0..101).fold(json!(1), |inner, _| json!({"a": inner}));
+        let cases = [
+            (
+                ControlPlaneSpec {
+                    namespace: Some("Istio".to_owned()),
+                    ..ControlPlaneSpec::default()
+                },
+                format!(
+                    "spec.namespace: \"Istio\" is not a valid namespace: {label} 63 characters)"
+                ),
+            ),
+            (
+                ControlPlaneSpec::default()
+                    .with_component("istiod", |c| c.namespace = Some("Foo".to_owned())),
+                format!(
+                    "spec.components.istiod.namespace: \"Foo\" is not a valid namespace: {label} \
+                     63 characters)"
+                ),
+            ),
+            (
+                ControlPlaneSpec {
+                    revision: Some("1.28".to_owned()),
+                    ..ControlPlaneSpec::default()
+                },
+                format!(
+                    "spec.revision: \"1.28\" is not a valid revision: {label} 56 characters, so \
+                     that istiod-<revision> fits in 63)"
+                ),
+            ),
+            (
+                ControlPlaneSpec {
+                    trust_domain: Some("a/b".to_owned()),
+                    ..ControlPlaneSpec::default()
+                },
+                format!(
+                    "spec.trustDomain: \"a/b\" is not a valid trust domain: {}",
+                    names::Rule::TrustDomain
+                ),
+            ),
+            (
+                ControlPlaneSpec {
+                    image_registry: Some("r.io\nkind: Secret".to_owned()),
+                    ..ControlPlaneSpec::default()
+                },
+                format!(
+                    "spec.imageRegistry: \"r.io\\nkind: Secret\" is not a valid image registry: {}",
+                    names::Rule::ImageRegistry
+                ),
+            ),
+            (
+                ControlPlaneSpec::default().with_values("grafana", deep),
+                "spec.components.grafana.valuesOverride: values are nested deeper than 100 levels"
+                    .to_owned(),
+            ),
+        ];
+        for (spec, message) in cases {
+            assert_eq!(resolve(&catalog, &spec).unwrap_err().to_string(), message);
+        }
     }
 
     #[test]

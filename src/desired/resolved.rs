@@ -4,7 +4,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::api::{ControlPlane, ControlPlaneSpec};
+use crate::api::{ControlPlane, ControlPlaneSpec, names};
 use crate::helm::release::ReleaseRef;
 use crate::mesh::catalog::Catalog;
 
@@ -37,6 +37,8 @@ impl<'c> Resolved<'c> {
             name: name.to_owned(),
             source,
         };
+        names::control_plane_name("metadata.name", name)
+            .map_err(|invalid| rejected(invalid.into()))?;
         let components = resolve(catalog, &spec).map_err(rejected)?;
         Ok(Self {
             catalog,
@@ -47,14 +49,16 @@ impl<'c> Resolved<'c> {
     }
 
     /// Every component disabled, as deleting the ControlPlane asks. Removal works even for a
-    /// spec that could not be applied: values and unknown components do not matter once
-    /// everything goes.
+    /// spec that could not be applied: values, images, the trust domain and unknown components
+    /// do not matter once everything goes.
     pub fn removal(
         catalog: &'c Catalog,
         name: &str,
         spec: &ControlPlaneSpec,
     ) -> Result<Self, Rejected> {
         let mut spec = spec.clone();
+        spec.image_registry = None;
+        spec.trust_domain = None;
         spec.components
             .retain(|component, _| catalog.get(component).is_some());
         for component in catalog.names() {
@@ -121,6 +125,25 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_name_too_long_for_its_lease_and_events_is_rejected() {
+        let catalog = Catalog::builtin().unwrap();
+        let name = [&"a".repeat(63)[..]; 3].join(".") + "." + &"b".repeat(45);
+        let err = Resolved::new(&catalog, &name, ControlPlaneSpec::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "ControlPlane {name} rejected, nothing was changed: metadata.name: {name:?} is \
+                 not a valid ControlPlane name: must be a DNS-1123 subdomain (lowercase letters, \
+                 digits, '-' and '.', each dot-separated part starting and ending with a letter \
+                 or digit, at most 236 characters, so that its lease smm-reconcile-<name> and its \
+                 Events <name>.<time> fit in 253)"
+            )
+        );
+        let longest = [&"a".repeat(63)[..]; 3].join(".") + "." + &"b".repeat(44);
+        Resolved::new(&catalog, &longest, ControlPlaneSpec::default()).unwrap();
     }
 
     #[test]

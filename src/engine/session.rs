@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::report::{Progress, ReconcileReport};
 use super::{Engine, EngineError, EngineSettings, Scope, WaitPolicy};
 use crate::api::ControlPlaneSpec;
+use crate::api::names::{self, InvalidName};
 use crate::cluster::control_plane::{self, Listed, StoreError};
 use crate::cluster::lease::{Holder, LockError, reconcile_lock};
 use crate::desired::edit::{self, EditError};
@@ -36,6 +37,8 @@ pub enum SessionError {
     Rejected(#[from] Rejected),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    InvalidName(#[from] InvalidName),
     #[error(
         "lost the reconcile lease of ControlPlane {name} (another holder took it, or it could \
          not be renewed in time); stopped, helm included"
@@ -164,6 +167,8 @@ impl Session {
         request: Request<'_>,
         on_wait: impl FnOnce(&str),
     ) -> Result<ReconcileReport, SessionError> {
+        // The name names the lease: a bad one is refused before the cluster is touched.
+        names::control_plane_name("ControlPlane name", name)?;
         let holder = Holder {
             identity: &self.holder,
             successor_of: self.successor_of.as_deref(),

@@ -313,7 +313,9 @@ impl Helm {
         let stdout = process::read_all(child.stdout.take());
         let stderr = process::read_all(child.stderr.take());
 
-        let limit = self.timeout + KILL_GRACE;
+        // Saturating: a library caller may pass any timeout, and overflowing here would panic
+        // with helm already running.
+        let limit = self.timeout.saturating_add(KILL_GRACE);
         let status = tokio::select! {
             status = child.wait() => status.map_err(|source| HelmError::Spawn {
                 binary: self.binary.path.clone(),

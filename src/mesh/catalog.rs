@@ -131,6 +131,8 @@ pub enum CatalogError {
     },
     #[error("dependency cycle between components: {}", .0.join(" -> "))]
     Cycle(Vec<&'static str>),
+    #[error(transparent)]
+    ReleaseName(#[from] crate::api::names::InvalidName),
 }
 
 /// The components in dependency order. Construction fails on duplicates, unknown dependencies
@@ -148,6 +150,8 @@ impl Catalog {
             if by_name.insert(component.name, component).is_some() {
                 return Err(CatalogError::Duplicate(component.name));
             }
+            let field = format!("component {}: release", component.name);
+            crate::api::names::release_name(&field, component.release_name)?;
         }
         for component in &components {
             if let Some(missing) = component
@@ -361,6 +365,14 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "component a depends on zz, which is not in the catalog"
+        );
+        let mut bad_release = component("a", &[]);
+        bad_release.release_name = "A";
+        let err = Catalog::new(vec![bad_release]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("component a: release: \"A\" is not a valid release name: "),
+            "{err}"
         );
     }
 

@@ -20,7 +20,7 @@ use super::dashboard::{self, TOKEN_SECRET};
 use super::http::{self, EndpointState};
 use super::reconcile::{Context, error_policy, reconcile};
 use super::watch_retry::WatchRetry;
-use crate::api::ControlPlane;
+use crate::api::ControlPlaneMeta;
 use crate::cluster::lease::{Holder, LeaseLock, LockError};
 use crate::dashboard::TokenError;
 use crate::engine::session::{STOPPING_LIMIT, SessionError};
@@ -210,7 +210,9 @@ fn controller(
     stopping: CancellationToken,
     lost: CancellationToken,
 ) -> impl std::future::Future<Output = ()> {
-    let control_planes: Api<ControlPlane> = Api::all(client.clone());
+    // Watched as metadata: a ControlPlane whose spec cannot be decoded must not stop the watch
+    // of the others; each reconcile reads its own ControlPlane whole.
+    let control_planes: Api<ControlPlaneMeta> = Api::all(client.clone());
     let controller = Controller::new(control_planes, watcher::Config::default());
     let store = controller.store();
     let releases: std::collections::BTreeSet<&'static str> = context

@@ -15,7 +15,12 @@ use super::controller::{ControllerError, FINALIZER, RunOptions};
 use super::events::EventProgress;
 use super::failure_backoff::Failing;
 use super::http::EndpointState;
-use crate::api::ControlPlane;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+
+use crate::api::{ControlPlane, ControlPlaneMeta, condition, set_condition};
+use crate::cluster::control_plane::StoreError;
 use crate::engine::report::ReconcileReport;
 use crate::engine::session::{Request, Session, SessionError};
 use crate::engine::{EngineError, WaitPolicy};
@@ -51,11 +56,11 @@ pub(super) struct Context {
 /// One reconcile of a ControlPlane as the controller calls it: through the finalizer, which
 /// says whether to apply it or clean it up.
 pub(super) async fn reconcile(
-    control_plane: Arc<ControlPlane>,
+    control_plane: Arc<ControlPlaneMeta>,
     context: Arc<Context>,
 ) -> Result<Action, kube::runtime::finalizer::Error<ControllerError>> {
     use kube::runtime::finalizer::Error as FinalizerError;
-    let api: Api<ControlPlane> = Api::all(context.client.clone());
+    let api: Api<ControlPlaneMeta> = Api::all(context.client.clone());
     let name = control_plane.name_any();
     let result = finalizer(&api, FINALIZER, control_plane, |event| async {
         match event {
@@ -82,7 +87,7 @@ pub(super) async fn reconcile(
 
 /// A failed reconcile is tried again after its backoff (see [`Failing`]).
 pub(super) fn error_policy(
-    control_plane: Arc<ControlPlane>,
+    control_plane: Arc<ControlPlaneMeta>,
     error: &kube::runtime::finalizer::Error<ControllerError>,
     context: Arc<Context>,
 ) -> Action {
@@ -107,7 +112,7 @@ impl Context {
     /// One reconcile of `control_plane` towards `goal`, and when to look at it again.
     async fn reconcile(
         &self,
-        control_plane: &ControlPlane,
+        control_plane: &ControlPlaneMeta,
         goal: Goal,
     ) -> Result<Action, ControllerError> {
         let name = control_plane.name_any();
@@ -146,7 +151,7 @@ impl Context {
     /// The Events of `control_plane`'s progress. One per ControlPlane for the operator's life:
     /// an action started in one reconcile may finish (its workloads ready) in a later one, and
     /// its Event is published then.
-    fn progress_of(&self, control_plane: &ControlPlane) -> Arc<EventProgress> {
+    fn progress_of(&self, control_plane: &ControlPlaneMeta) -> Arc<EventProgress> {
         self.progress
             .lock()
             .expect("progress lock")
@@ -164,7 +169,7 @@ impl Context {
     /// is told as an Event.
     async fn run_session(
         &self,
-        control_plane: &ControlPlane,
+        control_plane: &ControlPlaneMeta,
         goal: Goal,
     ) -> Result<ReconcileReport, SessionError> {
         let name = control_plane.name_any();
@@ -191,10 +196,48 @@ impl Context {
                 tracing::info!(control_plane = %name, %holder, "waiting for another reconcile")
             })
             .await;
-        if let Err(SessionError::Engine(EngineError::Rejected(rejected))) = &result {
-            progress.rejected(&rejected.to_string());
+        match &result {
+            Err(SessionError::Engine(EngineError::Rejected(rejected))) => {
+                progress.rejected(&rejected.to_string());
+            }
+            Err(SessionError::Store(StoreError::Undecodable(undecodable))) => {
+                let message = undecodable.to_string();
+                progress.rejected(&message);
+                self.mark_unreadable(control_plane, &message).await;
+            }
+            _ => {}
         }
         result
+    }
+
+    /// A ControlPlane that cannot be read is Stalled, as one whose spec cannot be applied: its
+    /// status is written through its metadata alone, which always decodes.
+    async fn mark_unreadable(&self, control_plane: &ControlPlaneMeta, message: &str) {
+        let generation = control_plane.metadata.generation;
+        let time = Time(k8s_openapi::jiff::Timestamp::now());
+        let mut conditions = Vec::new();
+        for (type_, status) in [(condition::READY, false), (condition::STALLED, true)] {
+            let reason = "Unreadable";
+            set_condition(
+                &mut conditions,
+                type_,
+                status,
+                reason,
+                message,
+                generation,
+                &time,
+            );
+        }
+        let status =
+            json!({"status": {"conditions": conditions, "observedGeneration": generation}});
+        let api: Api<ControlPlaneMeta> = Api::all(self.client.clone());
+        let name = control_plane.name_any();
+        if let Err(err) = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+            .await
+        {
+            tracing::warn!(control_plane = %name, %err, "cannot mark an unreadable ControlPlane Stalled");
+        }
     }
 
     /// The ControlPlane's metrics, from the status the run stored (read back: the report does

@@ -46,6 +46,32 @@ pub enum ValuesError {
     /// A values file is valid YAML, but its top level is not a map.
     #[error("{file}: the top level must be an object (a map of values), found {found}")]
     NotAMap { file: String, found: &'static str },
+    /// A values file nests maps and lists deeper than [`MAX_DEPTH`].
+    #[error("{file}: values are nested deeper than {MAX_DEPTH} levels")]
+    TooDeep { file: String },
+}
+
+/// The deepest nesting of maps and lists values may have. Charts' values are a few levels
+/// deep; the bound keeps every recursive walk of values (merging, digests, serializers that
+/// stop at 128 levels) far from its limits.
+pub const MAX_DEPTH: usize = 100;
+
+/// Whether `value` nests maps and lists deeper than `max` levels (a scalar is at level 0).
+/// Walked with an explicit stack, so however deep the value, this does not recurse.
+pub fn nested_deeper_than(value: &Value, max: usize) -> bool {
+    let mut stack = vec![(value, 0usize)];
+    while let Some((value, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Object(map) => Box::new(map.values()),
+            Value::Array(items) => Box::new(items.iter()),
+            _ => continue,
+        };
+        if depth + 1 > max {
+            return true;
+        }
+        stack.extend(children.map(|child| (child, depth + 1)));
+    }
+    false
 }
 
 /// The values a component is installed with, from lowest to highest precedence.
@@ -151,6 +177,9 @@ pub fn parse_yaml_values(file: &str, yaml: &str) -> Result<Value, ValuesError> {
     document.apply_merge().map_err(syntax)?;
     match serde_yaml_ng::from_value(document).map_err(syntax)? {
         Value::Null => Ok(Value::Object(Map::new())),
+        values if nested_deeper_than(&values, MAX_DEPTH) => Err(ValuesError::TooDeep {
+            file: file.to_owned(),
+        }),
         values @ Value::Object(_) => Ok(values),
         other => Err(ValuesError::NotAMap {
             file: file.to_owned(),
@@ -650,6 +679,31 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("line "), "{message}");
+    }
+
+    /// `{"a": {"a": ... 1}}` with `levels` maps.
+    fn nested(levels: usize) -> Value {
+        (0..levels).fold(json!(1), |inner, _| json!({"a": inner}))
+    }
+
+    #[test]
+    fn nesting_is_measured_in_maps_and_lists() {
+        assert!(!nested_deeper_than(&json!(1), 0));
+        assert!(!nested_deeper_than(&nested(100), MAX_DEPTH));
+        assert!(nested_deeper_than(&nested(101), MAX_DEPTH));
+        assert!(nested_deeper_than(&json!({"a": [[]]}), 1));
+        assert!(!nested_deeper_than(&json!({"a": [[]]}), 3));
+    }
+
+    #[test]
+    fn parse_yaml_values_rejects_values_nested_too_deep() {
+        let yaml = format!("{}1{}", "[".repeat(101), "]".repeat(101));
+        let yaml = format!("a: {yaml}\n");
+        let err = parse_yaml_values("deep.yaml", &yaml).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "deep.yaml: values are nested deeper than 100 levels"
+        );
     }
 
     #[test]

@@ -16,6 +16,9 @@ use serde_json::{Map, Value};
 /// The largest list index `--set` accepts (helm's limit), so `a[999999999]=x` cannot allocate
 /// a list of a billion nulls.
 const MAX_INDEX: usize = 65536;
+/// The most keys and indexes one `--set` path may have (helm refuses deeper paths too), so a
+/// path of thousands of keys cannot build values too deep to merge or serialize.
+const MAX_PATH_DEPTH: usize = 30;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("--set {text:?}: {problem}")]
@@ -37,6 +40,8 @@ enum Problem {
     BadIndex(String),
     #[error("list index {index} is above the largest supported, {MAX_INDEX}")]
     IndexTooLarge { index: usize },
+    #[error("the path has {0} keys and indexes; at most {MAX_PATH_DEPTH} are supported")]
+    TooDeep(usize),
     #[error("a list index is not closed with ']'")]
     UnclosedIndex,
     #[error("the list is not closed with '}}'")]
@@ -70,6 +75,9 @@ pub fn parse(text: &str) -> Result<Map<String, Value>, SetError> {
     };
     while scanner.chars.peek().is_some() {
         let path = scanner.path().map_err(fail)?;
+        if path.len() > MAX_PATH_DEPTH {
+            return Err(fail(Problem::TooDeep(path.len())));
+        }
         let value = scanner.value().map_err(fail)?;
         assign(&mut root, &path, value).map_err(fail)?;
     }
@@ -330,5 +338,22 @@ mod tests {
             "--set \"a={x}y\": expected ',' after the list, found 'y'"
         );
         assert!(problem("a[65537]=1").contains("above the largest supported, 65536"));
+    }
+
+    #[test]
+    fn paths_deeper_than_helms_limit_are_refused() {
+        let thirty = vec!["a"; 30].join(".");
+        parse(&format!("{thirty}=1")).unwrap();
+        let deep = format!("{thirty}[0]=1");
+        assert_eq!(
+            problem(&deep),
+            format!("--set {deep:?}: the path has 31 keys and indexes; at most 30 are supported")
+        );
+        // Tens of thousands of keys are refused before any value is built from them.
+        let huge = format!("{}=1", vec!["a"; 50_000].join("."));
+        assert!(
+            problem(&huge)
+                .ends_with("the path has 50000 keys and indexes; at most 30 are supported")
+        );
     }
 }

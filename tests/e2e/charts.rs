@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use smm::api::objects::{NativeObject, Presence};
@@ -292,6 +293,50 @@ fn an_image_registry_rewrites_every_image() {
         }
         // istiod, its injector's hub, prometheus, grafana, jaeger.
         assert!(images >= 5, "only {images} images found");
+    }
+}
+
+/// smm refuses such a registry before rendering; the add-on charts quote the image anyway, so a
+/// value with a newline stays one string and cannot add fields or objects to what is applied.
+#[test]
+fn the_add_on_charts_quote_the_image_registry() {
+    let injected = "r.io\nkind: Secret\n---\nkind: Secret";
+    let values_dir = tempfile::tempdir().unwrap();
+    let values = serde_json::json!({"global": {"imageRegistry": injected}});
+    let values = smm::helm::chart::write_values_file(values_dir.path(), &values).unwrap();
+    let catalog = Catalog::builtin().unwrap();
+    for component in ["prometheus", "grafana", "tracing"] {
+        let chart = catalog.get(component).unwrap().chart.materialize().unwrap();
+        let rendered = run(
+            Command::new(HelmTool::Helm4.path())
+                .args(["template", component])
+                .arg(chart.path())
+                .arg("--values")
+                .arg(&values),
+            None,
+        );
+        let mut images = Vec::new();
+        for document in serde_yaml_ng::Deserializer::from_str(&rendered) {
+            let object = Value::deserialize(document).unwrap();
+            assert_ne!(object["kind"], "Secret", "{component}: {rendered}");
+            let containers = &object["spec"]["template"]["spec"]["containers"];
+            images.extend(
+                containers
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| c["image"].clone()),
+            );
+        }
+        assert!(!images.is_empty(), "{component}: no image rendered");
+        for image in images {
+            assert!(
+                image
+                    .as_str()
+                    .is_some_and(|image| image.starts_with(injected)),
+                "{component}: {image}"
+            );
+        }
     }
 }
 

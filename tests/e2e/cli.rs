@@ -633,6 +633,135 @@ async fn a_bad_controlplane_file_is_refused_and_nothing_is_stored() {
     }
 }
 
+/// Bad names, addresses and flags are refused by the real binary before anything is rendered,
+/// stored or applied, offline (`--dump-resources`, `--dry-run`) as when applying.
+#[tokio::test]
+async fn bad_names_and_flags_are_refused_and_nothing_is_stored() {
+    let cluster = TestCluster::connect().await;
+    ensure_control_plane_crd(&cluster.client).await;
+    let name = unique_name("e2e-badname");
+    let control_planes: Api<ControlPlane> = Api::all(cluster.client.clone());
+    let file = |spec: &str| {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let yaml = format!(
+            "apiVersion: smm.dev/v1alpha1\nkind: ControlPlane\nmetadata:\n  name: {name}\nspec:\n{spec}"
+        );
+        std::fs::write(file.path(), yaml).unwrap();
+        file
+    };
+    let cases = [
+        (
+            file("  components:\n    istiod: {namespace: Foo}\n"),
+            "spec.components.istiod.namespace: \"Foo\" is not a valid namespace: must be a \
+             DNS-1123 label",
+        ),
+        (
+            file("  imageRegistry: \"r.io\\nkind: Secret\"\n"),
+            "spec.imageRegistry: \"r.io\\nkind: Secret\" is not a valid image registry",
+        ),
+        (
+            file("  revision: \"1.28\"\n"),
+            "spec.revision: \"1.28\" is not a valid revision",
+        ),
+    ];
+    for (file, expected) in &cases {
+        let path = file.path().to_str().unwrap();
+        for mode in [&[][..], &["--dry-run"], &["--dump-resources"]] {
+            let refused = smm(&[&["reconcile", "-f", path][..], mode].concat());
+            assert_eq!(refused.status.code(), Some(1), "{mode:?}");
+            let stderr = String::from_utf8_lossy(&refused.stderr);
+            assert!(stderr.contains(expected), "{mode:?}: {stderr}");
+        }
+        assert!(
+            control_planes.get_opt(&name).await.unwrap().is_none(),
+            "nothing stored"
+        );
+    }
+    for (args, expected) in [
+        (
+            &[
+                "install",
+                "istiod",
+                "--namespace",
+                "Foo",
+                "--dump-resources",
+            ][..],
+            "\"Foo\" is not a valid namespace",
+        ),
+        (
+            &[
+                "install",
+                "istiod",
+                "--control-plane",
+                "a/b",
+                "--dump-resources",
+            ][..],
+            "\"a/b\" is not a valid ControlPlane name",
+        ),
+        (
+            &["status", "--timeout", "18446744073709551615s"][..],
+            "longer than the longest supported duration, 24h",
+        ),
+    ] {
+        let refused = smm(args);
+        assert_eq!(refused.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+/// A ControlPlane nested deeper than the JSON decoder follows does not stop the reconciles of
+/// the others: each session lists every ControlPlane, and decodes them one by one.
+#[tokio::test]
+async fn a_control_plane_that_cannot_be_decoded_does_not_stop_the_others() {
+    let cluster = TestCluster::connect().await;
+    ensure_control_plane_crd(&cluster.client).await;
+    let deep_name = unique_name("e2e-deep");
+    let deep = (0..130).fold(json!(1), |inner, _| json!({"a": inner}));
+    let object = json!({
+        "apiVersion": "smm.dev/v1alpha1",
+        "kind": "ControlPlane",
+        "metadata": {"name": deep_name},
+        "spec": {"components": {"grafana": {"valuesOverride": deep}}},
+    });
+    let raw: Api<kube::api::DynamicObject> = Api::all_with(
+        cluster.client.clone(),
+        &kube::api::ApiResource::erase::<ControlPlane>(&()),
+    );
+    // Stored; the answer, the object itself, is too deep for this client to decode.
+    let created = raw
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(object).unwrap(),
+        )
+        .await;
+    assert!(
+        matches!(created, Ok(_) | Err(kube::Error::SerdeError(_))),
+        "{created:?}"
+    );
+    let name = unique_name("e2e-beside-deep");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let off: String = Catalog::builtin()
+        .unwrap()
+        .names()
+        .iter()
+        .map(|component| format!("    {component}: {{enabled: false}}\n"))
+        .collect();
+    std::fs::write(
+        file.path(),
+        format!(
+            "apiVersion: smm.dev/v1alpha1\nkind: ControlPlane\nmetadata:\n  name: {name}\n\
+             spec:\n  namespace: {name}\n  components:\n{off}"
+        ),
+    )
+    .unwrap();
+    let output = smm(&["reconcile", "-f", file.path().to_str().unwrap()]);
+    let control_planes: Api<ControlPlane> = Api::all(cluster.client.clone());
+    let _ = control_planes.delete(&name, &DeleteParams::default()).await;
+    let _ = raw.delete(&deep_name, &DeleteParams::default()).await;
+    assert_success(&output);
+}
+
 /// `smm components` shows what the engine does: istiod left to its default follows a disabled
 /// base out, in the listing as in the resolved desired state (they once disagreed).
 #[tokio::test]
