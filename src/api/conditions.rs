@@ -51,6 +51,21 @@ pub fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) {
     conditions.retain(|c| c.type_ != type_);
 }
 
+/// Stalled for `reason` (kstatus: Ready=False, Stalled=True, no longer Reconciling): the
+/// ControlPlane needs a change before a reconcile can go on, `message` says which.
+pub fn set_stalled(
+    conditions: &mut Vec<Condition>,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    for (type_, status) in [(condition::READY, false), (condition::STALLED, true)] {
+        set_condition(conditions, type_, status, reason, message, generation, now);
+    }
+    remove_condition(conditions, condition::RECONCILING);
+}
+
 /// A ControlPlane's health as its recorded conditions say, most pressing first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Health {

@@ -15,7 +15,7 @@ mod metadata;
 pub mod names;
 pub mod objects;
 
-pub use conditions::{Health, condition, ready_now, remove_condition, set_condition};
+pub use conditions::{Health, condition, ready_now, remove_condition, set_condition, set_stalled};
 pub use document::DocumentError;
 pub use metadata::{ControlPlaneMeta, Undecodable, decode_each};
 

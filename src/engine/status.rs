@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{
     Attempt, ChartRef, ComponentPhase, ComponentStatus, ControlPlane, ControlPlaneStatus,
-    ReleaseStatus, condition, remove_condition, set_condition,
+    ReleaseStatus, condition, remove_condition, set_condition, set_stalled,
 };
 use crate::desired::resolve::DesiredComponent;
 
@@ -245,19 +245,13 @@ impl StatusWriter {
     pub async fn rejected(&self, message: &str) -> Result<(), StatusError> {
         let time = now();
         let mut next = self.current().clone();
-        let conditions = &mut next.conditions;
-        for (type_, status) in [(condition::READY, false), (condition::STALLED, true)] {
-            set_condition(
-                conditions,
-                type_,
-                status,
-                "InvalidSpec",
-                message,
-                self.generation,
-                &time,
-            );
-        }
-        remove_condition(conditions, condition::RECONCILING);
+        set_stalled(
+            &mut next.conditions,
+            "InvalidSpec",
+            message,
+            self.generation,
+            &time,
+        );
         next.observed_generation = self.generation;
         self.patch(json!({"status": {
             "conditions": next.conditions,

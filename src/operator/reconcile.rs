@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
-use crate::api::{ControlPlane, ControlPlaneMeta, condition, set_condition};
+use crate::api::{ControlPlane, ControlPlaneMeta, set_stalled};
 use crate::cluster::control_plane::StoreError;
 use crate::engine::report::ReconcileReport;
 use crate::engine::session::{Request, Session, SessionError};
@@ -216,18 +216,7 @@ impl Context {
         let generation = control_plane.metadata.generation;
         let time = Time(k8s_openapi::jiff::Timestamp::now());
         let mut conditions = Vec::new();
-        for (type_, status) in [(condition::READY, false), (condition::STALLED, true)] {
-            let reason = "Unreadable";
-            set_condition(
-                &mut conditions,
-                type_,
-                status,
-                reason,
-                message,
-                generation,
-                &time,
-            );
-        }
+        set_stalled(&mut conditions, "Unreadable", message, generation, &time);
         let status =
             json!({"status": {"conditions": conditions, "observedGeneration": generation}});
         let api: Api<ControlPlaneMeta> = Api::all(self.client.clone());
