@@ -26,7 +26,7 @@ use smm::operator::manifests::OPERATOR_NAME;
 use support::{HelmTool, TestCluster, eventually, smm, unique_name};
 
 /// An operator process, stopped when dropped. It runs as the operator's ServiceAccount in
-/// `namespace` (the kubeconfig impersonates it, for smm and for helm alike), so the RBAC the
+/// `namespace`, with a token of that account (for smm and for helm alike), so the RBAC the
 /// manifests grant is what it works with, as in the cluster.
 struct OperatorProcess {
     child: Child,
@@ -34,26 +34,22 @@ struct OperatorProcess {
     _kubeconfig: tempfile::NamedTempFile,
 }
 
-/// The test's kubeconfig, with every user impersonating the operator's ServiceAccount.
+/// The test's kubeconfig, with every user replaced by a token of the operator's own
+/// ServiceAccount (`kubectl create token`, as the kubelet would mount it), so the API server
+/// authenticates the operator as itself and the RBAC the manifests grant is all it has.
 fn operator_kubeconfig(namespace: &str) -> tempfile::NamedTempFile {
     let path = std::env::var("KUBECONFIG").expect("KUBECONFIG names the test cluster");
     let mut config: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let account = format!("system:serviceaccount:{namespace}:smm-operator");
-    let groups = [
-        "system:serviceaccounts".to_owned(),
-        format!("system:serviceaccounts:{namespace}"),
-        "system:authenticated".to_owned(),
-    ];
+    let created = Command::new("kubectl")
+        .args(["create", "token", "smm-operator", "--namespace", namespace])
+        .args(["--duration", "2h"])
+        .output()
+        .expect("kubectl runs");
+    assert!(created.status.success(), "kubectl create token: {created:?}");
+    let token = String::from_utf8(created.stdout).unwrap().trim().to_owned();
     for user in config["users"].as_sequence_mut().expect("kubeconfig users") {
-        user["user"]["as"] = account.clone().into();
-        user["user"]["as-groups"] = serde_yaml_ng::Value::Sequence(
-            groups
-                .iter()
-                .cloned()
-                .map(serde_yaml_ng::Value::String)
-                .collect(),
-        );
+        user["user"] = serde_yaml_ng::to_value(json!({ "token": token })).unwrap();
     }
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), serde_yaml_ng::to_string(&config).unwrap()).unwrap();
