@@ -5,6 +5,8 @@
 //! runs test binaries one after another, never alongside the end-to-end suite. One test, in
 //! sequence, because operator processes compete for one leader lease.
 
+#[path = "fixtures/every_feature.rs"]
+mod every_feature;
 mod support;
 
 use std::io::{Read, Write};
@@ -19,11 +21,12 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use smm::api::{ComponentPhase, ControlPlane};
+use every_feature::every_feature;
+use smm::api::{ComponentPhase, ControlPlane, Health};
 use smm::operator::OPERATOR_LABEL;
 use smm::operator::controller::FINALIZER;
 use smm::operator::manifests::OPERATOR_NAME;
-use support::{HelmTool, TestCluster, eventually, smm, unique_name};
+use support::{HelmTool, LocalIstiod, TestCluster, eventually, smm, unique_name};
 
 /// An operator process, stopped when dropped. It runs as the operator's ServiceAccount in
 /// `namespace`, with a token of that account (for smm and for helm alike), so the RBAC the
@@ -46,7 +49,10 @@ fn operator_kubeconfig(namespace: &str) -> tempfile::NamedTempFile {
         .args(["--duration", "2h"])
         .output()
         .expect("kubectl runs");
-    assert!(created.status.success(), "kubectl create token: {created:?}");
+    assert!(
+        created.status.success(),
+        "kubectl create token: {created:?}"
+    );
     let token = String::from_utf8(created.stdout).unwrap().trim().to_owned();
     for user in config["users"].as_sequence_mut().expect("kubeconfig users") {
         user["user"] = serde_yaml_ng::to_value(json!({ "token": token })).unwrap();
@@ -332,6 +338,38 @@ async fn operator_mode_end_to_end() {
     })
     .await;
     deployments.get("istiod").await.unwrap();
+
+    // Every component, with every optional kind its chart renders, installed by the operator
+    // under its own identity: a right its RBAC lacks would leave the ControlPlane not Ready. A
+    // real istiod injects the gateways' pods (its injector fails closed without one).
+    let _istiod = LocalIstiod::start(&namespace, "");
+    let everything: serde_json::Map<String, serde_json::Value> = catalog
+        .names()
+        .into_iter()
+        .map(|c| {
+            let values = every_feature(c, false);
+            (
+                c.to_owned(),
+                json!({"enabled": true, "valuesOverride": values}),
+            )
+        })
+        .collect();
+    let patch = json!({"spec": {"components": everything}});
+    control_planes
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    wait_for(
+        "every component with every feature to be Ready",
+        180,
+        async || {
+            let cp = control_planes.get(&name).await.unwrap();
+            let generation = cp.metadata.generation;
+            cp.status
+                .is_some_and(|status| status.health(generation) == Health::Ready)
+        },
+    )
+    .await;
 
     // Every action left an Event on the ControlPlane (published in the background, so the
     // last one may trail the status by a moment).

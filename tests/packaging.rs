@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use smm::api::objects::Presence;
 use smm::api::{ComponentSpec, ControlPlane, ControlPlaneSpec};
@@ -18,6 +18,10 @@ use smm::operator::manifests::{
     DEFAULT_NAMESPACE, NO_SIDECAR, OPERATOR_NAME, OperatorOptions, operator_args, operator_objects,
     operator_yaml,
 };
+
+#[path = "fixtures/every_feature.rs"]
+mod every_feature;
+use every_feature::every_feature;
 
 fn path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
@@ -196,36 +200,6 @@ fn chart_matches_builders(namespace: &str) {
         got["template"]["spec"]["containers"][0]["args"],
         serde_json::json!(operator_args())
     );
-}
-
-/// Values that turn on every optional kind of a component's chart. Some charts render one kind
-/// or another (a gateway's proxy is a Deployment or a DaemonSet), so each component is rendered
-/// twice: `alternative` picks the other of each choice.
-fn every_feature(component: &str, alternative: bool) -> Value {
-    let istiod_features = json!({
-        "experimental": {"stableValidationPolicy": true},
-        "global": {"networkPolicy": {"enabled": true}},
-        "autoscaleMin": 2,
-        "revisionTags": ["stable"],
-    });
-    match (component, alternative) {
-        ("base", _) => json!({"experimental": {"stableValidationPolicy": true}}),
-        ("istiod", false) => istiod_features,
-        // A local injector for a remote istiod, reached through an EndpointSlice.
-        ("istiod", true) => json!({
-            "istiodRemote": {"enabled": true, "enabledLocalInjectorIstiod": true},
-            "global": {"remotePilotAddress": "10.0.0.1"},
-        }),
-        ("ingress-gateway" | "egress-gateway", false) => json!({
-            "global": {"networkPolicy": {"enabled": true}},
-            "autoscaling": {"enabled": true, "minReplicas": 2},
-            "podDisruptionBudget": {"minAvailable": 1},
-        }),
-        ("ingress-gateway" | "egress-gateway", true) => json!({"kind": "DaemonSet"}),
-        ("prometheus", true) => json!({"kind": "StatefulSet", "replicaCount": 2}),
-        ("prometheus" | "grafana" | "tracing", _) => json!({"replicaCount": 2}),
-        (other, _) => panic!("{other}: say which values turn on every kind its chart renders"),
-    }
 }
 
 /// The kinds (API group, kind) `helm template` renders for each builtin component with
