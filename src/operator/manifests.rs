@@ -588,13 +588,26 @@ mod tests {
         assert!(allows(rules, "", "secrets", "list", None));
         assert!(allows(rules, "", "namespaces", "create", None));
         assert!(!allows(rules, "", "namespaces", "delete", None));
-        assert!(allows(
-            rules,
-            "apiextensions.k8s.io",
-            "customresourcedefinitions",
-            "patch",
-            None
-        ));
+        // Istio's CRDs are applied by name; no other CRD may be changed.
+        let crd = |verb, name| {
+            allows(
+                rules,
+                "apiextensions.k8s.io",
+                "customresourcedefinitions",
+                verb,
+                name,
+            )
+        };
+        for verb in ["get", "create", "patch"] {
+            assert!(
+                crd(verb, Some("virtualservices.networking.istio.io")),
+                "{verb}"
+            );
+            assert!(!crd(verb, Some("controlplanes.smm.dev")), "{verb}");
+        }
+        assert!(!crd("patch", None));
+        assert!(!crd("delete", Some("virtualservices.networking.istio.io")));
+        assert!(crd("list", None));
         for kind in ["roles", "clusterroles"] {
             assert!(allows(
                 rules,

@@ -3,6 +3,11 @@
 //! component's chart renders ([`Component::chart_kinds`]) and what the native builders apply.
 //! A new chart or builder therefore changes the operator's rights with it; the committed
 //! manifest, the Helm chart and the table in `deploy/README.md` are checked against these rules.
+//!
+//! A kind whose objects have names that no ControlPlane can change ([`NAMED_KINDS`]) is granted
+//! by name: the verbs that name an object hold on the objects the builders apply only. Every
+//! other kind is granted on any object, because its names follow the ControlPlane's revision,
+//! namespaces or values.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -35,6 +40,19 @@ pub const MANAGE: &[&str] = &[
 const APPLY: &[&str] = &["get", "list", "create", "patch"];
 
 const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+
+/// The verbs whose check names the object, so that `resourceNames` can limit them. A server-side
+/// apply is checked as `patch` on the name and, when it creates the object, as `create` on the
+/// name too; `list` and `watch` name none, and neither does a `create` by POST (the name is in
+/// the body), which is why only kinds that nothing but the builders' server-side apply creates
+/// may be limited to names.
+const NAME_ADDRESSED: &[&str] = &[
+    "get", "create", "update", "patch", "delete", "bind", "escalate",
+];
+
+/// Native kinds granted by name, (API group, resource): a CRD's name is `<plural>.<group>`,
+/// fixed by the chart's CRD file whatever a ControlPlane says, and no chart renders one.
+const NAMED_KINDS: &[(&str, &str)] = &[("apiextensions.k8s.io", "customresourcedefinitions")];
 
 /// A right the operator needs for itself, and why.
 struct OwnGrant {
@@ -119,12 +137,24 @@ const OWN_GRANTS: &[OwnGrant] = &[
 /// Why the operator may manage what a chart renders.
 const CHART_WHY: &str = "rendered by a component's chart (see the kinds per component below): \
                          helm creates, updates, patches and deletes them, and smm lists them to \
-                         find drift";
+                         find drift; on any name, since the charts name them after the \
+                         ControlPlane's revision, namespaces and values (e.g. \
+                         `istiod-clusterrole-<revision>-<namespace>`, \
+                         `istio-sidecar-injector-<revision>-<namespace>`)";
 /// Why the operator may apply what a native builder returns, and delete it when it is absent.
 const NATIVE_WHY: &str = "applied natively by a component's builder (server-side apply), read, \
                           and listed to find drift";
 const NATIVE_DELETED_WHY: &str = "deleted by the builder once its component is disabled";
 const NATIVE_KEPT_WHY: &str = "never deleted";
+/// Why a native kind's verbs that name an object are limited to the objects the builders apply.
+const NAMED_WHY: &str = "reads, creates and writes only the objects the builders apply, by \
+                         name (their names are fixed whatever the ControlPlane; a server-side \
+                         apply that creates one is checked as `create` and `patch` on its name); \
+                         `list` cannot be limited to names";
+/// Why the native kinds not in [`NAMED_KINDS`] are granted on any object.
+const NATIVE_ANY_NAME_WHY: &str = "on any name: the builders name these after the component's \
+                                   namespace (`prometheus-<namespace>`), which each ControlPlane \
+                                   chooses";
 /// Why the operator may create roles with rights it does not hold.
 const ESCALATE_WHY: &str = "granting a right requires holding it, unless one may `escalate` \
                             (create roles with more rights) and `bind` (bind roles with more \
@@ -132,10 +162,19 @@ const ESCALATE_WHY: &str = "granting a right requires holding it, unless one may
                             component itself (see below)";
 
 /// The verbs and the reasons granted on one resource.
-#[derive(Default)]
 struct Right {
     verbs: BTreeSet<&'static str>,
+    /// The only objects the verbs of [`NAME_ADDRESSED`] may name; `None` once a grant covers
+    /// every object of the resource.
+    names: Option<BTreeSet<String>>,
     why: BTreeSet<&'static str>,
+}
+
+/// Which objects of a resource a grant covers.
+#[derive(Clone, Copy)]
+enum Objects<'a> {
+    Any,
+    Named(&'a BTreeSet<String>),
 }
 
 /// Every right of the cluster role, by API group and resource.
@@ -143,16 +182,25 @@ type Rights = BTreeMap<(String, String), Right>;
 
 fn grant(
     rights: &mut Rights,
-    group: &str,
-    resource: &str,
+    (group, resource): (&str, &str),
+    objects: Objects<'_>,
     verbs: &[&'static str],
     why: &'static str,
 ) {
     let right = rights
         .entry((group.to_owned(), resource.to_owned()))
-        .or_default();
+        .or_insert_with(|| Right {
+            verbs: BTreeSet::new(),
+            names: Some(BTreeSet::new()),
+            why: BTreeSet::new(),
+        });
     right.verbs.extend(verbs);
     right.why.insert(why);
+    match (objects, &mut right.names) {
+        (Objects::Named(names), Some(granted)) => granted.extend(names.iter().cloned()),
+        (Objects::Named(_), None) => {}
+        (Objects::Any, names) => *names = None,
+    }
 }
 
 /// The rights the operator needs to reconcile every ControlPlane with `components`.
@@ -160,30 +208,43 @@ fn rights(catalog: &Catalog) -> Rights {
     let mut rights = Rights::new();
     for own in OWN_GRANTS {
         for resource in own.resources {
-            grant(&mut rights, own.group, resource, own.verbs, own.why);
+            grant(
+                &mut rights,
+                (own.group, resource),
+                Objects::Any,
+                own.verbs,
+                own.why,
+            );
         }
     }
     for component in catalog.components() {
         for kind in component.chart_kinds {
-            grant(&mut rights, kind.group, kind.resource, MANAGE, CHART_WHY);
+            let key = (kind.group, kind.resource);
+            grant(&mut rights, key, Objects::Any, MANAGE, CHART_WHY);
         }
     }
     let placements = default_placements(catalog);
     for component in catalog.components() {
-        for (native, deleted) in native_kinds(component, &placements) {
-            let (group, resource) = (&native.group, &native.plural);
-            grant(&mut rights, group, resource, APPLY, NATIVE_WHY);
-            if deleted {
-                grant(
-                    &mut rights,
-                    group,
-                    resource,
-                    &["delete"],
-                    NATIVE_DELETED_WHY,
-                );
-            } else {
-                grant(&mut rights, group, resource, &[], NATIVE_KEPT_WHY);
-            }
+        for native in native_kinds(component, &placements) {
+            let key = (
+                native.resource.group.as_str(),
+                native.resource.plural.as_str(),
+            );
+            let (objects, which) = match NAMED_KINDS.contains(&key) {
+                true => (Objects::Named(&native.names), NAMED_WHY),
+                false => (Objects::Any, NATIVE_ANY_NAME_WHY),
+            };
+            let mut verbs = APPLY.to_vec();
+            let kept = match native.deleted {
+                true => {
+                    verbs.push("delete");
+                    NATIVE_DELETED_WHY
+                }
+                false => NATIVE_KEPT_WHY,
+            };
+            grant(&mut rights, key, objects, &verbs, NATIVE_WHY);
+            grant(&mut rights, key, objects, &[], kept);
+            grant(&mut rights, key, objects, &[], which);
         }
     }
     for ((group, resource), right) in &mut rights {
@@ -196,12 +257,19 @@ fn rights(catalog: &Catalog) -> Rights {
     rights
 }
 
+/// One kind a native builder returns: which, the names of its objects, and whether the
+/// builder ever wants one deleted.
+struct NativeKind {
+    resource: ApiResource,
+    names: BTreeSet<String>,
+    deleted: bool,
+}
+
 /// The kinds `component`'s native builder returns for a ControlPlane that enables it and for
-/// one that disables it (the default ControlPlane otherwise), each with whether the builder
-/// ever wants one deleted.
-fn native_kinds(component: &Component, placements: &Placements) -> Vec<(ApiResource, bool)> {
+/// one that disables it (the default ControlPlane otherwise).
+fn native_kinds(component: &Component, placements: &Placements) -> Vec<NativeKind> {
     let spec = ControlPlaneSpec::default();
-    let mut kinds: BTreeMap<(String, String), (ApiResource, bool)> = BTreeMap::new();
+    let mut kinds: BTreeMap<(String, String), NativeKind> = BTreeMap::new();
     for enabled in [true, false] {
         let context = ComponentContext {
             spec: &spec,
@@ -214,10 +282,13 @@ fn native_kinds(component: &Component, placements: &Placements) -> Vec<(ApiResou
                 native.resource.group.clone(),
                 native.resource.plural.clone(),
             );
-            kinds
-                .entry(key)
-                .or_insert_with(|| (native.resource.clone(), false))
-                .1 |= native.presence == Presence::Absent;
+            let kind = kinds.entry(key).or_insert_with(|| NativeKind {
+                resource: native.resource.clone(),
+                names: BTreeSet::new(),
+                deleted: false,
+            });
+            kind.names.insert(native.name().to_owned());
+            kind.deleted |= native.presence == Presence::Absent;
         }
     }
     kinds.into_values().collect()
@@ -228,31 +299,59 @@ fn default_placements(catalog: &Catalog) -> Placements {
     catalog.placements(&ControlPlaneSpec::default())
 }
 
-/// One rule of the cluster role: the resources of one API group granted the same verbs, and
-/// why.
+/// One rule of the cluster role: the resources of one API group granted the same verbs on the
+/// same objects (any object when `names` is empty), and why.
 struct GroupedRule {
     group: String,
     resources: Vec<String>,
     verbs: Vec<&'static str>,
+    names: Vec<String>,
     why: BTreeSet<&'static str>,
 }
 
-/// The rights as rules, one per API group and verb set.
-fn grouped_rules(rights: Rights) -> Vec<GroupedRule> {
-    let mut grouped: BTreeMap<(String, Vec<&'static str>), GroupedRule> = BTreeMap::new();
-    for ((group, resource), right) in rights {
-        let mut verbs: Vec<&'static str> = right.verbs.into_iter().collect();
+/// The verbs of `right` on any object, and those on its names only (none when it has none).
+fn split_by_name(right: &Right) -> [(Vec<&'static str>, Vec<String>); 2] {
+    let sorted = |verbs: Vec<&'static str>| {
+        let mut verbs = verbs;
         verbs.sort_by_key(|verb| VERBS.iter().position(|known| known == verb));
-        let rule = grouped
-            .entry((group.clone(), verbs.clone()))
-            .or_insert_with(|| GroupedRule {
-                group,
-                resources: Vec::new(),
-                verbs,
-                why: BTreeSet::new(),
-            });
-        rule.resources.push(resource);
-        rule.why.extend(right.why);
+        verbs
+    };
+    let all: Vec<&'static str> = right.verbs.iter().copied().collect();
+    match &right.names {
+        None => [(sorted(all), Vec::new()), (Vec::new(), Vec::new())],
+        Some(names) => {
+            let (named, any) = all
+                .into_iter()
+                .partition(|verb| NAME_ADDRESSED.contains(verb));
+            [
+                (sorted(any), Vec::new()),
+                (sorted(named), names.iter().cloned().collect()),
+            ]
+        }
+    }
+}
+
+/// The rights as rules, one per API group, verb set and set of names.
+fn grouped_rules(rights: Rights) -> Vec<GroupedRule> {
+    type Key = (String, Vec<&'static str>, Vec<String>);
+    let mut grouped: BTreeMap<Key, GroupedRule> = BTreeMap::new();
+    for ((group, resource), right) in rights {
+        for (verbs, names) in split_by_name(&right) {
+            if verbs.is_empty() {
+                continue;
+            }
+            let rule = grouped
+                .entry((group.clone(), verbs.clone(), names.clone()))
+                .or_insert_with(|| GroupedRule {
+                    group: group.clone(),
+                    resources: Vec::new(),
+                    verbs,
+                    names,
+                    why: BTreeSet::new(),
+                });
+            rule.resources.push(resource.clone());
+            rule.why.extend(right.why.iter().copied());
+        }
     }
     grouped.into_values().collect()
 }
@@ -262,22 +361,27 @@ fn builtin_catalog() -> Catalog {
     Catalog::builtin().expect("the builtin catalog is consistent (a unit test checks it)")
 }
 
-/// The operator's cluster-wide rights: the least that lets it reconcile every ControlPlane with
-/// the builtin components.
+/// The operator's cluster-wide rights: what lets it reconcile every ControlPlane with the
+/// builtin components, on any object of a kind unless the kind's names are fixed.
 pub fn cluster_rules() -> Vec<PolicyRule> {
     let catalog = builtin_catalog();
     grouped_rules(rights(&catalog))
         .into_iter()
         .map(|grouped| {
             let resources: Vec<&str> = grouped.resources.iter().map(String::as_str).collect();
-            rule(&[&grouped.group], &resources, &grouped.verbs)
+            PolicyRule {
+                resource_names: (!grouped.names.is_empty()).then_some(grouped.names),
+                ..rule(&[&grouped.group], &resources, &grouped.verbs)
+            }
         })
         .collect()
 }
 
 /// Lease rights per namespace: the leader lease in the operator's namespace (its name is known,
 /// so only creating it is unrestricted) and the reconcile leases in kube-system, one per
-/// ControlPlane (names not known in advance). One role when both namespaces are the same.
+/// ControlPlane. Those are `smm-reconcile-<ControlPlane>` and ControlPlanes are created after
+/// the operator, so `resourceNames` cannot list them and `resourceNames` has no prefix match:
+/// the kube-system rule covers every Lease there. One role when both namespaces are the same.
 pub fn lease_roles(namespace: &str) -> Vec<(&str, Vec<PolicyRule>)> {
     const LEASE_VERBS: &[&str] = &["get", "create", "update", "delete"];
     let leases = |verbs: &[&str]| rule(&["coordination.k8s.io"], &["leases"], verbs);
@@ -344,16 +448,21 @@ mod tests {
             "" => "—".to_owned(),
             text => text.to_owned(),
         };
-        let mut table =
-            String::from("| API group | resources | verbs | why |\n| --- | --- | --- | --- |\n");
+        let mut table = String::from(
+            "| API group | resources | verbs | objects | why |\n| --- | --- | --- | --- | --- |\n",
+        );
         for grouped in grouped_rules(rights(&catalog)) {
             let group = match grouped.group.as_str() {
                 "" => "core".to_owned(),
                 group => format!("`{group}`"),
             };
             let why: Vec<&str> = grouped.why.into_iter().collect();
+            let objects = match grouped.names.is_empty() {
+                true => "any".to_owned(),
+                false => code(&grouped.names),
+            };
             table.push_str(&format!(
-                "| {group} | {} | {} | {} |\n",
+                "| {group} | {} | {} | {objects} | {} |\n",
                 code(&grouped.resources),
                 grouped.verbs.join(", "),
                 why.join("; "),
@@ -371,9 +480,9 @@ mod tests {
                 .collect();
             let applied: Vec<String> = native_kinds(component, &placements)
                 .into_iter()
-                .map(|(native, deleted)| match deleted {
-                    true => format!("`{}`", native.kind),
-                    false => format!("`{}` (never deleted)", native.kind),
+                .map(|native| match native.deleted {
+                    true => format!("`{}`", native.resource.kind),
+                    false => format!("`{}` (never deleted)", native.resource.kind),
                 })
                 .collect();
             table.push_str(&format!(
@@ -424,7 +533,12 @@ mod tests {
                     kind.kind
                 );
             }
-            for (native, deleted) in native_kinds(component, &placements) {
+            for NativeKind {
+                resource: native,
+                deleted,
+                ..
+            } in native_kinds(component, &placements)
+            {
                 let verbs: &[&str] = if deleted { MANAGE } else { APPLY };
                 let verbs: Vec<&str> = verbs
                     .iter()
@@ -444,6 +558,111 @@ mod tests {
                 grants(&rules, RBAC_GROUP, role, &["bind", "escalate"]),
                 "{role}"
             );
+        }
+    }
+
+    /// The objects of `group`/`resource` that the builtin builders apply for `spec`.
+    fn applied_names(spec: &ControlPlaneSpec, group: &str, resource: &str) -> BTreeSet<String> {
+        let catalog = builtin_catalog();
+        let placements = catalog.placements(spec);
+        let mut names = BTreeSet::new();
+        for component in catalog.components() {
+            for enabled in [true, false] {
+                let context = ComponentContext {
+                    spec,
+                    namespace: &placements[component.name].namespace,
+                    enabled,
+                    placements: &placements,
+                };
+                names.extend(
+                    (component.native_objects)(&context)
+                        .iter()
+                        .filter(|native| {
+                            native.resource.group == group && native.resource.plural == resource
+                        })
+                        .map(|native| native.name().to_owned()),
+                );
+            }
+        }
+        names
+    }
+
+    /// A kind granted by name is granted exactly on the objects the builders apply, whatever
+    /// the ControlPlane says (its names must not follow the revision or the namespaces), and
+    /// only with verbs that name an object: a rule limited to names never matches `list` or
+    /// `watch`, which would then be refused.
+    #[test]
+    fn named_kinds_are_granted_on_exactly_the_applied_objects() {
+        let rules = cluster_rules();
+        let elsewhere = ControlPlaneSpec {
+            namespace: Some("mesh-b".to_owned()),
+            revision: Some("canary".to_owned()),
+            ..ControlPlaneSpec::default()
+        };
+        for &(group, resource) in NAMED_KINDS {
+            let applied = applied_names(&ControlPlaneSpec::default(), group, resource);
+            assert!(!applied.is_empty(), "{resource}: no builder applies one");
+            assert_eq!(applied_names(&elsewhere, group, resource), applied);
+            let of_kind = |rule: &&PolicyRule| {
+                rule.api_groups.iter().flatten().any(|g| g == group)
+                    && rule.resources.iter().flatten().any(|r| r == resource)
+            };
+            let named: Vec<&PolicyRule> = rules
+                .iter()
+                .filter(of_kind)
+                .filter(|rule| rule.resource_names.is_some())
+                .collect();
+            assert_eq!(named.len(), 1, "{resource}: {named:?}");
+            let names: BTreeSet<String> =
+                named[0].resource_names.iter().flatten().cloned().collect();
+            assert_eq!(names, applied, "{resource}");
+            for rule in rules.iter().filter(of_kind) {
+                let by_name = rule.resource_names.is_some();
+                for verb in &rule.verbs {
+                    assert_eq!(
+                        NAME_ADDRESSED.contains(&verb.as_str()),
+                        by_name,
+                        "{resource}: {verb}"
+                    );
+                }
+            }
+        }
+        let crds = applied_names(
+            &ControlPlaneSpec::default(),
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+        );
+        assert!(crds.contains("virtualservices.networking.istio.io"));
+        assert!(grants(
+            &named_rules(&rules),
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            &["get", "create", "patch"]
+        ));
+    }
+
+    /// The rules limited to names.
+    fn named_rules(rules: &[PolicyRule]) -> Vec<PolicyRule> {
+        rules
+            .iter()
+            .filter(|rule| rule.resource_names.is_some())
+            .cloned()
+            .collect()
+    }
+
+    /// Only the kinds of [`NAMED_KINDS`] are limited to names: a kind a chart renders or a
+    /// builder names after a namespace stays granted on any object.
+    #[test]
+    fn only_named_kinds_are_limited_to_names() {
+        for rule in named_rules(&cluster_rules()) {
+            for group in rule.api_groups.iter().flatten() {
+                for resource in rule.resources.iter().flatten() {
+                    assert!(
+                        NAMED_KINDS.contains(&(group.as_str(), resource.as_str())),
+                        "{group}/{resource}"
+                    );
+                }
+            }
         }
     }
 }
