@@ -1,7 +1,7 @@
 //! The API server restarted in the middle of `smm install -a`.
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -41,6 +41,7 @@ pub async fn apiserver_fault(
     }
     restart_apiserver(s, outage_s).await;
     let exit = proc.wait(COMMAND_LIMIT).await;
+    let exited = Instant::now();
     s.record
         .note(format!("install during the outage: {}", describe(exit)));
     if let Some(task) = gate_task {
@@ -56,7 +57,7 @@ pub async fn apiserver_fault(
             .fail("the API server did not answer within 60s of its restart");
         return;
     }
-    s.note_orphans().await;
+    s.check_helm_stopped(exited).await;
     s.check_spec_after_fault(&[&before, &intended]).await;
     s.verify(&args, &intended).await;
 }

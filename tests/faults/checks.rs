@@ -9,14 +9,16 @@ use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 use serde_json::Value;
 
-use crate::process::{describe, helm_processes};
-use crate::scene::Scene;
+use smm::api::ControlPlaneStatus;
+
+use crate::process::{HELM_RUNS_ENV, describe};
+use crate::scene::{COMMAND_LIMIT, Scene};
 use crate::spec::{enabled_components, normalized, strings};
 
 impl Scene<'_> {
-    /// The Deployments `smm --dump-resources` renders for `spec` (which must be stored under
-    /// `name`'s file), by name.
-    pub async fn rendered_deployments(&mut self, name: &str, spec: &Value) -> Option<Vec<Value>> {
+    /// The objects `smm --dump-resources` renders for `spec` (which must be stored under
+    /// `name`'s file): the charts' and those smm applies natively.
+    pub async fn rendered_objects(&mut self, name: &str, spec: &Value) -> Option<Vec<Value>> {
         let file = self.write_control_plane("rendered.json", name, spec);
         let args = strings(&["reconcile", "-f", &file, "--dump-resources"]);
         let (status, proc) = self.run("render", &args).await;
@@ -28,20 +30,20 @@ impl Scene<'_> {
             return None;
         }
         let text = std::fs::read_to_string(&proc.log).unwrap_or_default();
-        let mut deployments = Vec::new();
+        let mut objects = Vec::new();
         for document in serde_yaml_ng::Deserializer::from_str(&text) {
             // The log also holds stderr lines (none on success); skip what is not an object.
-            let Ok(value) = <Value as serde::Deserialize>::deserialize(document) else {
-                continue;
-            };
-            if value["kind"] == "Deployment" {
-                deployments.push(value);
+            if let Ok(value) = <Value as serde::Deserialize>::deserialize(document)
+                && value["kind"].is_string()
+            {
+                objects.push(value);
             }
         }
-        Some(deployments)
+        Some(objects)
     }
 
-    /// Whether the fault's next normal run converged to `intended` (see the campaign's doc).
+    /// Whether the fault's next normal run converged to `intended` (see the campaign's doc),
+    /// and whether running it once more is a no-op.
     pub async fn verify(&mut self, recovery: &[String], intended: &Value) {
         let (status, proc) = self.run("recovery", recovery).await;
         if !status.is_some_and(|s| s.success()) {
@@ -55,6 +57,7 @@ impl Scene<'_> {
         let elapsed = proc.started.elapsed().as_secs_f64();
         self.record.note(format!("next run {elapsed:.1}s"));
         self.check_state(intended).await;
+        self.check_no_op(recovery).await;
     }
 
     /// [`Scene::verify`] with `smm reconcile -f` of `intended` as the next normal run.
@@ -73,13 +76,17 @@ impl Scene<'_> {
         self.check_releases(intended).await;
 
         // No helm left running.
-        let helms = helm_processes(&self.ctx.helm);
+        let helms = self.ctx.helm_processes();
         if !helms.is_empty() {
             self.record
                 .fail(format!("helm processes still running: {helms:?}"));
         }
 
-        self.check_deployments(intended).await;
+        let cp = self.cp.clone();
+        if let Some(rendered) = self.rendered_objects(&cp, intended).await {
+            self.check_deployments(&rendered).await;
+            self.check_objects(&rendered, intended).await;
+        }
 
         // The stored spec is the intended one.
         let stored = self.spec().await;
@@ -96,7 +103,11 @@ impl Scene<'_> {
     /// one deployed, none of a disabled component.
     async fn check_releases(&mut self, intended: &Value) {
         let enabled = enabled_components(intended);
-        let releases = release_records(&self.ctx.client, &self.ns).await;
+        let releases = match release_records(&self.ctx.client, &self.ns).await {
+            Ok(releases) => releases,
+            Err(err) => return self.record.fail(format!("listing helm's records: {err}")),
+        };
+        self.check_status_agrees(&releases).await;
         for (release, versions) in &releases {
             for (version, state) in versions {
                 if state.starts_with("pending-") || state == "uninstalling" {
@@ -127,12 +138,94 @@ impl Scene<'_> {
         }
     }
 
-    /// The live Deployments are the rendered ones, available and as rendered.
-    async fn check_deployments(&mut self, intended: &Value) {
-        let cp = self.cp.clone();
-        let Some(rendered) = self.rendered_deployments(&cp, intended).await else {
-            return;
+    /// The ControlPlane's status records, for each component, the revision that is helm's
+    /// latest of its release, and none when helm has no release of it.
+    async fn check_status_agrees(&mut self, releases: &ReleaseRecords) {
+        let stored = match self.ctx.control_planes.get_opt(&self.cp).await {
+            Ok(Some(object)) => object.data.get("status").cloned(),
+            Ok(None) => None,
+            Err(err) => return self.record.fail(format!("reading the ControlPlane: {err}")),
         };
+        let status: ControlPlaneStatus = match stored.map(serde_json::from_value).transpose() {
+            Ok(Some(status)) => status,
+            Ok(None) => return self.record.fail("the ControlPlane has no status"),
+            Err(err) => {
+                return self
+                    .record
+                    .fail(format!("the ControlPlane's status: {err}"));
+            }
+        };
+        let revision =
+            |revision: Option<i64>| revision.map_or("none".to_owned(), |r| format!("v{r}"));
+        for component in self.ctx.catalog.components() {
+            let recorded = status
+                .components
+                .get(component.name)
+                .and_then(|c| c.release.clone());
+            let latest = releases
+                .get(component.release_name)
+                .and_then(|revisions| revisions.last_key_value())
+                .map(|(latest, _)| *latest);
+            let recorded_revision = recorded.as_ref().and_then(|r| r.revision);
+            if recorded_revision != latest {
+                self.record.fail(format!(
+                    "{}: the ControlPlane's status records release revision {}, helm's latest is {}",
+                    component.name,
+                    revision(recorded_revision),
+                    revision(latest)
+                ));
+            }
+            if let Some(release) = recorded
+                && (release.name != component.release_name || release.namespace != self.ns)
+            {
+                self.record.fail(format!(
+                    "{}: the ControlPlane's status names release {}/{}, not {}/{}",
+                    component.name,
+                    release.namespace,
+                    release.name,
+                    self.ns,
+                    component.release_name
+                ));
+            }
+        }
+    }
+
+    /// Running the next run once more is a no-op: it succeeds and starts no helm process (the
+    /// ControlPlane's status and helm's records already say everything is applied).
+    async fn check_no_op(&mut self, next_run: &[String]) {
+        let helm_runs = self.dir.join("no-op-helm-runs.log");
+        let mut proc = self.spawn_with("no-op", next_run, |command| {
+            command
+                .env("SMM_HELM", &self.ctx.counting_helm)
+                .env(HELM_RUNS_ENV, &helm_runs);
+        });
+        let status = proc.wait(COMMAND_LIMIT).await;
+        if !status.is_some_and(|s| s.success()) {
+            self.record.fail(format!(
+                "running `smm {}` once more failed ({}):\n    {}",
+                next_run.join(" "),
+                describe(status),
+                proc.tail(10)
+            ));
+        }
+        let runs = std::fs::read_to_string(&helm_runs).unwrap_or_default();
+        let runs: Vec<&str> = runs.lines().collect();
+        if !runs.is_empty() {
+            self.record.fail(format!(
+                "running `smm {}` once more started {} helm process(es): helm {}",
+                next_run.join(" "),
+                runs.len(),
+                runs.join("; helm ")
+            ));
+        }
+    }
+
+    /// The live Deployments are the rendered ones, available and as rendered.
+    async fn check_deployments(&mut self, rendered: &[Value]) {
+        let rendered: Vec<&Value> = rendered
+            .iter()
+            .filter(|object| object["kind"] == "Deployment")
+            .collect();
         let deployments: Api<Deployment> = Api::namespaced(self.ctx.client.clone(), &self.ns);
         let live: BTreeMap<String, Deployment> =
             match deployments.list(&ListParams::default()).await {
@@ -143,7 +236,7 @@ impl Scene<'_> {
                 }
             };
         let mut expected = BTreeSet::new();
-        for want in &rendered {
+        for want in rendered {
             let name = want["metadata"]["name"].as_str().unwrap_or("").to_owned();
             expected.insert(name.clone());
             let Some(have) = live.get(&name) else {
@@ -178,16 +271,16 @@ impl Scene<'_> {
     }
 }
 
-/// helm's release records in `namespace`: release name → version → status.
-pub async fn release_records(client: &Client, ns: &str) -> BTreeMap<String, BTreeMap<u64, String>> {
+/// helm's release records in a namespace: release name → revision → status.
+pub type ReleaseRecords = BTreeMap<String, BTreeMap<i64, String>>;
+
+/// helm's release records in `namespace`.
+pub async fn release_records(client: &Client, ns: &str) -> Result<ReleaseRecords, kube::Error> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let mut releases: BTreeMap<String, BTreeMap<u64, String>> = BTreeMap::new();
-    let Ok(list) = secrets
+    let mut releases = ReleaseRecords::new();
+    let list = secrets
         .list(&ListParams::default().labels("owner=helm"))
-        .await
-    else {
-        return releases;
-    };
+        .await?;
     for secret in list.items {
         let labels = secret.labels();
         let (Some(name), Some(version), Some(status)) = (
@@ -202,7 +295,7 @@ pub async fn release_records(client: &Client, ns: &str) -> BTreeMap<String, BTre
             .or_default()
             .insert(version, status.clone());
     }
-    releases
+    Ok(releases)
 }
 
 /// What is wrong with a live Deployment against its rendering: not available, or replicas or

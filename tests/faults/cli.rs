@@ -43,9 +43,8 @@ pub async fn cli_fault(
         CliOp::Upgrade { .. } | CliOp::UpgradeReverted { .. } => s.remove_quota_after(ms),
     });
     let proc = s.spawn("faulted", &args);
-    interrupt(s, proc, signal, after_ms).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    s.note_orphans().await;
+    let exited = interrupt(s, proc, signal, after_ms).await;
+    s.check_helm_stopped(exited).await;
     if let Some(task) = gate_task {
         let _ = task.await;
     }
@@ -129,12 +128,15 @@ async fn set_up_uninstall(
     if gate_ms.is_some() {
         let intended = s.spec().await;
         let cp = s.cp.clone();
-        if let Some(rendered) = s.rendered_deployments(&cp, &intended).await
-            && !rendered.is_empty()
-        {
-            let pick = &rendered[(hold % rendered.len() as u64) as usize];
-            let name = pick["metadata"]["name"].as_str().unwrap_or("").to_owned();
-            s.hold(&name).await;
+        if let Some(rendered) = s.rendered_objects(&cp, &intended).await {
+            let deployments: Vec<&Value> = rendered
+                .iter()
+                .filter(|object| object["kind"] == "Deployment")
+                .collect();
+            if let Some(pick) = deployments.get(hold as usize % deployments.len().max(1)) {
+                let name = pick["metadata"]["name"].as_str().unwrap_or("").to_owned();
+                s.hold(&name).await;
+            }
         }
     }
     let catalog = Catalog::builtin().unwrap();
@@ -145,12 +147,16 @@ async fn set_up_uninstall(
 }
 
 /// Signals the command `after_ms` in (or notes that it had ended first), waits for its exit,
-/// and fails the fault when SIGTERM took long to stop it.
-async fn interrupt(s: &mut Scene<'_>, mut proc: Proc, signal: Signal, after_ms: u64) {
+/// and fails the fault when SIGTERM took long to stop it. Returns when the command exited.
+async fn interrupt(s: &mut Scene<'_>, mut proc: Proc, signal: Signal, after_ms: u64) -> Instant {
     tokio::time::sleep(Duration::from_millis(after_ms)).await;
     let signalled = Instant::now();
     if proc.running() {
+        let inside_helm = !s.ctx.helm_processes().is_empty();
         proc.signal(signal);
+        if inside_helm {
+            s.record.note("the signal landed inside helm");
+        }
     } else {
         s.record.missed = true;
         s.record.note(format!(
@@ -159,6 +165,7 @@ async fn interrupt(s: &mut Scene<'_>, mut proc: Proc, signal: Signal, after_ms: 
         ));
     }
     let exit = proc.wait(Duration::from_secs(120)).await;
+    let exited = Instant::now();
     s.record
         .note(format!("faulted command: {}", describe(exit)));
     // SIGTERM stops helm (with a grace period) and releases the lease: it must not take long.
@@ -176,4 +183,5 @@ async fn interrupt(s: &mut Scene<'_>, mut proc: Proc, signal: Signal, after_ms: 
             ));
         }
     }
+    exited
 }

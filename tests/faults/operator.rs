@@ -4,10 +4,12 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
+use smm::cluster::lease::{LEASE_NAMESPACE, lease_name};
 use smm::operator::controller::FINALIZER;
 
 use crate::plan::Signal;
@@ -105,9 +107,11 @@ async fn kill_leader(
     let gate_task = gate_ms.map(|ms| s.open_gate_after(ms));
     let mut first = start_operator(s, identity, leader_ns);
     tokio::time::sleep(Duration::from_millis(after_ms)).await;
+    let landed = where_it_lands(s).await;
     let signalled = Instant::now();
     if first.running() {
         first.signal(signal);
+        s.record.note(landed.to_owned());
     } else {
         s.record.fail(format!(
             "the first operator had exited before the signal:\n    {}",
@@ -115,6 +119,7 @@ async fn kill_leader(
         ));
     }
     let exit = first.wait(Duration::from_secs(90)).await;
+    let exited = Instant::now();
     if exit.is_none() {
         s.record
             .fail("the first operator did not exit within 90s of the signal");
@@ -124,10 +129,32 @@ async fn kill_leader(
         describe(exit),
         signalled.elapsed().as_secs_f64()
     ));
-    s.note_orphans().await;
+    s.check_helm_stopped(exited).await;
     if let Some(task) = gate_task {
         let _ = task.await;
     }
+}
+
+/// Where a signal sent now lands: inside helm, in a reconcile (the ControlPlane's reconcile
+/// lease is held), or nowhere that matters, which counts the fault as missed: an operator
+/// waiting between requeues holds no lease and runs no helm.
+async fn where_it_lands(s: &mut Scene<'_>) -> &'static str {
+    if !s.ctx.helm_processes().is_empty() {
+        return "the signal landed inside helm";
+    }
+    let leases: Api<Lease> = Api::namespaced(s.ctx.client.clone(), LEASE_NAMESPACE);
+    let held = leases
+        .get_opt(&lease_name(&s.cp))
+        .await
+        .ok()
+        .flatten()
+        .and_then(|lease| lease.spec?.holder_identity)
+        .is_some_and(|holder| !holder.is_empty());
+    if held {
+        return "the signal landed in a reconcile";
+    }
+    s.record.missed = true;
+    "missed: the operator was between reconciles when signalled"
 }
 
 /// Starts the second operator and waits until `smm status` says the ControlPlane is Ready

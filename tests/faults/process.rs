@@ -77,17 +77,40 @@ pub fn describe(status: Option<ExitStatus>) -> String {
     }
 }
 
-/// Helm processes running from `.tools/helm` (the campaign's helm), by PID.
-pub fn helm_processes(helm: &Path) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
+/// The processes of `helm` (the campaign's helm) that talk to the plane of `kubeconfig`, by
+/// PID: smm hands its environment down to helm, and other checkouts may run the same helm
+/// binary against planes of their own at the same time.
+pub fn helm_processes(helm: &Path, kubeconfig: &str) -> Vec<u32> {
+    let ours = format!("KUBECONFIG={kubeconfig}");
+    let entries = std::fs::read_dir("/proc").expect("/proc lists the processes");
     entries
         .filter_map(|entry| {
             let entry = entry.ok()?;
             let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
             let exe = std::fs::read_link(entry.path().join("exe")).ok()?;
-            (exe == helm).then_some(pid)
+            let environ = std::fs::read(entry.path().join("environ")).ok()?;
+            let on_our_plane = environ
+                .split(|&byte| byte == 0)
+                .any(|variable| variable == ours.as_bytes());
+            (exe == helm && on_our_plane).then_some(pid)
         })
         .collect()
+}
+
+/// The file in which the counting helm notes each of its runs.
+pub const HELM_RUNS_ENV: &str = "SMM_FAULT_HELM_RUNS";
+
+/// Writes into `dir` a script that notes its arguments in the file [`HELM_RUNS_ENV`] names,
+/// then runs as `helm`: how many helm processes a run starts, counted outside smm.
+pub fn counting_helm(dir: &Path, helm: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("counting-helm");
+    let script = format!(
+        "#!/bin/sh\nprintf '%s\\n' \"$*\" >> \"${HELM_RUNS_ENV}\"\nexec '{}' \"$@\"\n",
+        helm.display()
+    );
+    std::fs::write(&path, script).expect("writing the counting helm");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .expect("making the counting helm executable");
+    path
 }

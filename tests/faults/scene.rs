@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ResourceQuota};
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
+use smm::helm::STOP_GRACE;
 use smm::mesh::catalog::Catalog;
 
 use crate::process::{Proc, describe, helm_processes};
@@ -28,6 +29,8 @@ pub struct Ctx {
     pub client: Client,
     pub kubeconfig: String,
     pub helm: PathBuf,
+    /// The campaign's helm behind a script that counts its runs (`process::counting_helm`).
+    pub counting_helm: PathBuf,
     pub smm: PathBuf,
     pub catalog: Catalog,
     pub node: String,
@@ -36,6 +39,11 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The campaign's helm processes on its plane, by PID.
+    pub fn helm_processes(&self) -> Vec<u32> {
+        helm_processes(&self.helm, &self.kubeconfig)
+    }
+
     pub fn command(&self, args: &[String], log: &Path) -> Command {
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -129,8 +137,20 @@ impl<'a> Scene<'a> {
     }
 
     pub fn spawn(&mut self, label: &str, args: &[String]) -> Proc {
+        self.spawn_with(label, args, |_| {})
+    }
+
+    /// [`Scene::spawn`] of a command that `adjust` changes first.
+    pub fn spawn_with(
+        &mut self,
+        label: &str,
+        args: &[String],
+        adjust: impl FnOnce(&mut Command),
+    ) -> Proc {
         let log = self.log(label);
-        let child = self.ctx.command(args, &log).spawn().expect("smm starts");
+        let mut command = self.ctx.command(args, &log);
+        adjust(&mut command);
+        let child = command.spawn().expect("smm starts");
         Proc {
             child,
             log,
@@ -312,13 +332,25 @@ impl<'a> Scene<'a> {
         })
     }
 
-    pub async fn note_orphans(&mut self) {
-        let helms = helm_processes(&self.ctx.helm);
-        if !helms.is_empty() {
-            self.record.note(format!(
-                "{} helm process(es) outlived the killed command",
-                helms.len()
-            ));
+    /// Fails the fault when helm outlives the smm that ended at `exited` by more than
+    /// STOP_GRACE: smm stops its helm (SIGTERM, SIGKILL after STOP_GRACE) before it exits, and
+    /// a helm whose smm was killed gets SIGTERM from the kernel, so no helm may go on writing
+    /// to releases that the next run then takes for its own.
+    pub async fn check_helm_stopped(&mut self, exited: Instant) {
+        // Scheduling slack on a busy machine, beyond helm's own grace.
+        let deadline = exited + STOP_GRACE + Duration::from_secs(2);
+        loop {
+            let helms = self.ctx.helm_processes();
+            if helms.is_empty() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                return self.record.fail(format!(
+                    "helm process(es) {helms:?} still ran {:.1}s after their smm ended",
+                    exited.elapsed().as_secs_f64()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 

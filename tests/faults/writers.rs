@@ -165,10 +165,12 @@ pub async fn second_control_plane_fault(s: &mut Scene<'_>, replicas: u64) {
     s.delete_control_plane(&other).await;
 
     let releases_after = release_records(&s.ctx.client, &s.ns).await;
-    if releases_after != releases_before {
-        s.record.fail(format!(
-            "the first ControlPlane's releases changed: {releases_before:?} -> {releases_after:?}"
-        ));
+    match (releases_before, releases_after) {
+        (Ok(before), Ok(after)) if before != after => s.record.fail(format!(
+            "the first ControlPlane's releases changed: {before:?} -> {after:?}"
+        )),
+        (Ok(_), Ok(_)) => {}
+        (Err(err), _) | (_, Err(err)) => s.record.fail(format!("listing helm's records: {err}")),
     }
     let deployments_after = deployment_generations(s).await;
     if deployments_after != deployments_before {
