@@ -16,7 +16,7 @@
 //! fault or the one the fault's command meant to store), and running the next run once more
 //! succeeds without starting helm.
 //!
-//! A fault that came after its operation had ended (or found the operator between reconciles)
+//! A fault that came after its operation had ended (or signalled the operator once the ControlPlane was Ready)
 //! is *missed*: checked all the same, but more than two missed fail the seed.
 //!
 //! Seeded and repeatable: `SMM_FAULT_SEED` (decimal or 0x-hex; by default today's date in UTC,
@@ -241,7 +241,7 @@ impl Tally {
         );
         let missed = self.missed;
         eprintln!(
-            "{missed} missed: fault(s) that came after their operation had ended, or found the operator between reconciles (checked all the same; more than {MOST_MISSED} fail the seed)"
+            "{missed} missed: fault(s) that came after their operation had ended, or signalled the operator once the ControlPlane was Ready (checked all the same; more than {MOST_MISSED} fail the seed)"
         );
         if !self.failures.is_empty() {
             eprintln!("failed: {}", self.failures.join("; "));

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
+use smm::api::{ControlPlaneStatus, Health};
 use smm::cluster::lease::{LEASE_NAMESPACE, lease_name};
 use smm::operator::controller::FINALIZER;
 
@@ -136,8 +137,9 @@ async fn kill_leader(
 }
 
 /// Where a signal sent now lands: inside helm, in a reconcile (the ControlPlane's reconcile
-/// lease is held), or nowhere that matters, which counts the fault as missed: an operator
-/// waiting between requeues holds no lease and runs no helm.
+/// lease is held), while the ControlPlane is still on its way to Ready (an operator waiting for
+/// workloads between requeues holds no lease and runs no helm, but its work is not done: the
+/// next leader must finish it), or after the work was done, which counts the fault as missed.
 async fn where_it_lands(s: &mut Scene<'_>) -> &'static str {
     if !s.ctx.helm_processes().is_empty() {
         return "the signal landed inside helm";
@@ -153,8 +155,22 @@ async fn where_it_lands(s: &mut Scene<'_>) -> &'static str {
     if held {
         return "the signal landed in a reconcile";
     }
+    let ready = s
+        .ctx
+        .control_planes
+        .get_opt(&s.cp)
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|cp| {
+            let status = serde_json::from_value::<ControlPlaneStatus>(cp.data["status"].clone());
+            status.is_ok_and(|status| status.health(cp.metadata.generation) == Health::Ready)
+        });
+    if !ready {
+        return "the signal landed while the ControlPlane was on its way to Ready (between requeues)";
+    }
     s.record.missed = true;
-    "missed: the operator was between reconciles when signalled"
+    "missed: the ControlPlane was already Ready when the operator was signalled"
 }
 
 /// Starts the second operator and waits until `smm status` says the ControlPlane is Ready
