@@ -16,8 +16,9 @@
 //! fault or the one the fault's command meant to store), and running the next run once more
 //! succeeds without starting helm.
 //!
-//! A fault that came after its operation had ended (or signalled the operator once the ControlPlane was Ready)
-//! is *missed*: checked all the same, but more than two missed fail the seed.
+//! A fault that came after its operation had ended (or signalled the operator once the
+//! ControlPlane was Ready) is *missed*: checked all the same, but more than two missed fail the
+//! seed.
 //!
 //! Seeded and repeatable: `SMM_FAULT_SEED` (decimal or 0x-hex; by default today's date in UTC,
 //! YYYYMMDD, printed first with the command that replays it), `SMM_FAULTS` (how many, default
