@@ -35,9 +35,9 @@ pub async fn apiserver_fault(
     let mut proc = s.spawn("faulted", &args);
     tokio::time::sleep(Duration::from_millis(after_ms)).await;
     if !proc.running() {
-        s.record.missed = true;
+        let held = gate_ms.is_some();
         s.record
-            .note("missed: smm install -a had ended before the outage");
+            .ended_first(held, "smm install -a had ended before the outage");
     }
     restart_apiserver(s, outage_s).await;
     let exit = proc.wait(COMMAND_LIMIT).await;

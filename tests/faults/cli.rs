@@ -43,7 +43,7 @@ pub async fn cli_fault(
         CliOp::Upgrade { .. } | CliOp::UpgradeReverted { .. } => s.remove_quota_after(ms),
     });
     let proc = s.spawn("faulted", &args);
-    let exited = interrupt(s, proc, signal, after_ms).await;
+    let exited = interrupt(s, proc, signal, after_ms, gate_ms.is_some()).await;
     s.check_helm_stopped(exited).await;
     if let Some(task) = gate_task {
         let _ = task.await;
@@ -146,23 +146,29 @@ async fn set_up_uninstall(
     ))
 }
 
-/// Signals the command `after_ms` in (or notes that it had ended first), waits for its exit,
-/// and fails the fault when SIGTERM took long to stop it. Returns when the command exited.
-async fn interrupt(s: &mut Scene<'_>, mut proc: Proc, signal: Signal, after_ms: u64) -> Instant {
+/// Signals the command `after_ms` in (or notes that it had ended first; `held`: the plan held
+/// it to outlast the signal), waits for its exit, and fails the fault when SIGTERM took long to
+/// stop it. Returns when the command exited.
+async fn interrupt(
+    s: &mut Scene<'_>,
+    mut proc: Proc,
+    signal: Signal,
+    after_ms: u64,
+    held: bool,
+) -> Instant {
     tokio::time::sleep(Duration::from_millis(after_ms)).await;
     let signalled = Instant::now();
-    if proc.running() {
+    let proc_was_signalled = proc.running();
+    if proc_was_signalled {
         let inside_helm = !s.ctx.helm_processes().is_empty();
         proc.signal(signal);
         if inside_helm {
             s.record.note("the signal landed inside helm");
         }
     } else {
-        s.record.missed = true;
-        s.record.note(format!(
-            "missed: the command had ended ({}) before the signal",
-            describe(proc.child.try_wait().ok().flatten())
-        ));
+        let ended = describe(proc.child.try_wait().ok().flatten());
+        let what = format!("the command had ended ({ended}) before the signal");
+        s.record.ended_first(held, &what);
     }
     let exit = proc.wait(Duration::from_secs(120)).await;
     let exited = Instant::now();
@@ -170,7 +176,7 @@ async fn interrupt(s: &mut Scene<'_>, mut proc: Proc, signal: Signal, after_ms: 
         .note(format!("faulted command: {}", describe(exit)));
     // SIGTERM stops helm (with a grace period) and releases the lease: it must not take long.
     let stopping = signalled.elapsed();
-    if signal == Signal::Term && !s.record.missed {
+    if signal == Signal::Term && proc_was_signalled {
         if stopping > Duration::from_secs(60) {
             s.record.fail(format!(
                 "the CLI took {:.0}s to stop after SIGTERM",

@@ -72,12 +72,24 @@ impl Ctx {
 pub struct Record {
     pub failures: Vec<String>,
     pub notes: Vec<String>,
-    /// The fault came after the operation had ended: its next run is checked all the same,
-    /// but nothing was interrupted.
+    /// The fault came after the operation had ended although the operation was held to outlast
+    /// it: its next run is checked all the same, but nothing was interrupted.
     pub missed: bool,
 }
 
 impl Record {
+    /// The operation had ended before the fault struck (`what` says how). Missed when the plan
+    /// held the operation to outlast the fault (`held`); a fault planned without a hold is meant
+    /// to find the operation over now and then, and checks that it changes nothing.
+    pub fn ended_first(&mut self, held: bool, what: &str) {
+        self.missed |= held;
+        let word = if held {
+            "missed"
+        } else {
+            "after the operation, as planned"
+        };
+        self.note(format!("{word}: {what}"));
+    }
     pub fn fail(&mut self, message: impl Into<String>) {
         self.failures.push(message.into());
     }
