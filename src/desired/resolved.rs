@@ -102,10 +102,6 @@ impl<'c> Resolved<'c> {
     pub fn components(&self) -> &[DesiredComponent<'c>] {
         &self.components
     }
-
-    pub fn catalog(&self) -> &'c Catalog {
-        self.catalog
-    }
 }
 
 #[cfg(test)]

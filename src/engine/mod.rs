@@ -284,7 +284,9 @@ impl Engine {
     ) -> Result<ReconcileReport, EngineError> {
         let name = control_plane.name_any();
         let removal = Resolved::removal(&self.catalog, &name, &control_plane.spec);
-        let removal = self.accept(control_plane, removal).await?;
+        let removal = self
+            .accept(control_plane, removal.map_err(EngineError::from))
+            .await?;
         self.run(control_plane, &removal, &Scope::All).await
     }
 
@@ -296,20 +298,14 @@ impl Engine {
         others: &[ControlPlane],
     ) -> Result<Resolved<'_>, EngineError> {
         let name = control_plane.name_any();
-        let resolved = match Resolved::new(&self.catalog, &name, control_plane.spec.clone()) {
-            Ok(resolved) => {
-                match self
-                    .refuse_shared_releases(&resolved, Some(control_plane), others)
-                    .await
-                {
-                    Ok(()) => Ok(resolved),
-                    Err(EngineError::Rejected(rejected)) => Err(rejected),
-                    Err(err) => return Err(err),
-                }
-            }
-            Err(rejected) => Err(rejected),
+        let checked = match Resolved::new(&self.catalog, &name, control_plane.spec.clone()) {
+            Ok(resolved) => self
+                .refuse_shared_releases(&resolved, Some(control_plane), others)
+                .await
+                .map(|()| resolved),
+            Err(rejected) => Err(rejected.into()),
         };
-        self.accept(control_plane, resolved).await
+        self.accept(control_plane, checked).await
     }
 
     /// Refuses `resolved` when it would manage a release that one of `others` keeps: the one
@@ -341,18 +337,15 @@ impl Engine {
     async fn accept<'c>(
         &self,
         control_plane: &ControlPlane,
-        resolved: Result<Resolved<'c>, Rejected>,
+        resolved: Result<Resolved<'c>, EngineError>,
     ) -> Result<Resolved<'c>, EngineError> {
-        match resolved {
-            Ok(resolved) => Ok(resolved),
-            Err(rejected) => {
-                let api: Api<ControlPlane> = Api::all(self.client.clone());
-                StatusWriter::new(api, control_plane, self.lease_lost.clone())
-                    .rejected(&rejected.to_string())
-                    .await?;
-                Err(rejected.into())
-            }
+        if let Err(EngineError::Rejected(rejected)) = &resolved {
+            let api: Api<ControlPlane> = Api::all(self.client.clone());
+            StatusWriter::new(api, control_plane, self.lease_lost.clone())
+                .rejected(&rejected.to_string())
+                .await?;
         }
+        resolved
     }
 
     pub fn catalog(&self) -> &Catalog {
