@@ -136,11 +136,11 @@ async fn main() -> anyhow::Result<()> {
     let catalog = Arc::new(catalog(n)?);
     // Resolved once per run, as `smm reconcile -f` does before it takes the lease.
     let replace = || -> anyhow::Result<Request<'_>> {
-        Ok(Request::Replace(Resolved::new(
+        Ok(Request::Replace(Box::new(Resolved::new(
             &catalog,
             &name,
             spec.clone(),
-        )?))
+        )?)))
     };
     let session = Session::new(
         client,

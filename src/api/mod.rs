@@ -14,10 +14,15 @@ mod document;
 mod metadata;
 pub mod names;
 pub mod objects;
+mod revisions;
 
 pub use conditions::{Health, condition, ready_now, remove_condition, set_condition, set_stalled};
 pub use document::DocumentError;
 pub use metadata::{ControlPlaneMeta, Undecodable, decode_each};
+pub use revisions::{
+    DEFAULT_GRACE_PERIOD_SECONDS, IN_USE, RevisionStatus, RevisionTag, RevisionUseCount,
+    UpdateStrategy, UpdateStrategyType,
+};
 
 /// The API group of smm's resources.
 pub const GROUP: &str = "smm.dev";
@@ -43,6 +48,8 @@ pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
     // duplicated attribute.
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reconciled","type":"string","jsonPath":".status.reconciledComponents","description":"components in their desired state / components known"}"#,
+    printcolumn = r#"{"name":"Revision","type":"string","jsonPath":".status.activeRevision","description":"the active istiod revision"}"#,
+    printcolumn = r#"{"name":"Revisions","type":"string","jsonPath":".status.revisionNames","description":"every istiod revision smm runs, the active one first"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -54,9 +61,22 @@ pub struct ControlPlaneSpec {
     /// Namespace of the mesh's control plane (default `istio-system`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
-    /// Control plane revision, for canary upgrades of the mesh (default: none).
+    /// The revision name of istiod under the `InPlace` update strategy (default: none, the
+    /// revisionless istiod). `RevisionBased` names each revision after its version instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
+    /// The Istio version to run, a patch release of the line smm embeds (e.g. `1.31.4`): the
+    /// tag of istiod's and the proxies' images. Unset: the version smm embeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// How a new version reaches the cluster: in place, or as a new revision beside the old.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_strategy: Option<UpdateStrategy>,
+    /// Revision tags by name (`default` included), each pointing at a revision or, unset, at
+    /// the active one. Under `RevisionBased` the tag `default` always exists and follows the
+    /// active revision unless set here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub revision_tags: BTreeMap<String, RevisionTag>,
     /// The mesh's trust domain (default `cluster.local`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust_domain: Option<String>,
@@ -119,6 +139,15 @@ impl ControlPlaneSpec {
     pub fn trust_domain(&self) -> &str {
         self.trust_domain.as_deref().unwrap_or(DEFAULT_TRUST_DOMAIN)
     }
+
+    /// The update strategy, its defaults filled in.
+    pub fn update_strategy(&self) -> UpdateStrategy {
+        self.update_strategy.clone().unwrap_or_default()
+    }
+
+    pub fn is_revision_based(&self) -> bool {
+        self.update_strategy().type_ == UpdateStrategyType::RevisionBased
+    }
 }
 
 /// What the engine observed and did, written through the status subresource.
@@ -137,6 +166,16 @@ pub struct ControlPlaneStatus {
     /// Per component state, keyed by component name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub components: BTreeMap<String, ComponentStatus>,
+    /// The istiod revision new proxies get by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_revision: Option<String>,
+    /// Every revision's name, the active one first, for the printer column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_names: Option<String>,
+    /// Every istiod revision smm runs: the active one, and inactive ones kept while proxies use
+    /// them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revisions: Vec<RevisionStatus>,
 }
 
 /// Where one component stands. Unset fields serialize as `null` on purpose: the engine writes

@@ -71,7 +71,7 @@ pub async fn run(
         print_plan(&name, &plan, args.output)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let request = Request::Replace(resolved);
+    let request = Request::Replace(Box::new(resolved));
     reconcile(global, catalog, &name, request, args.output, args.run).await
 }
 

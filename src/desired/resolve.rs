@@ -12,6 +12,7 @@ use crate::helm::release::ReleaseRef;
 use crate::helm::render::RenderRequest;
 use crate::mesh::catalog::{Catalog, Component, ComponentContext, Placements};
 use crate::mesh::graph;
+use crate::mesh::revisions::strategy::{self, ActiveRevision, RevisionError};
 use crate::values::digest::values_digest;
 use crate::values::{Layers, MAX_DEPTH, ValuesError, layer, nested_deeper_than};
 
@@ -40,12 +41,20 @@ pub enum SpecError {
     },
     #[error(transparent)]
     InvalidName(Box<InvalidName>),
+    #[error(transparent)]
+    Revision(Box<RevisionError>),
     #[error("{field}: values are nested deeper than {MAX_DEPTH} levels")]
     TooDeep { field: String },
     #[error(transparent)]
     Values(#[from] ValuesError),
     #[error(transparent)]
     Chart(#[from] ChartError),
+}
+
+impl From<RevisionError> for SpecError {
+    fn from(invalid: RevisionError) -> Self {
+        Self::Revision(Box::new(invalid))
+    }
 }
 
 impl From<InvalidName> for SpecError {
@@ -112,6 +121,8 @@ pub fn resolve<'c>(
         });
     }
     check_inputs(spec)?;
+    let revision = strategy::active(spec)?;
+    strategy::tags(spec, &revision)?;
     let placements = catalog.placements(spec);
     let enabled = |name: &str| placements[name].enabled;
     for component in catalog.components().iter().filter(|c| enabled(c.name)) {
@@ -126,7 +137,7 @@ pub fn resolve<'c>(
     let desired: Vec<DesiredComponent<'c>> = catalog
         .components()
         .iter()
-        .map(|component| resolve_one(component, spec, &placements))
+        .map(|component| resolve_one(component, spec, &placements, &revision))
         .collect::<Result<_, _>>()?;
     Ok(desired)
 }
@@ -170,10 +181,15 @@ fn check_inputs(spec: &ControlPlaneSpec) -> Result<(), SpecError> {
     Ok(())
 }
 
-/// The release of `component` placed in `namespace`.
-pub(super) fn release_of(component: &Component, namespace: &str) -> ReleaseRef {
+/// The release of `component` placed in `namespace`, for `spec` whose revision is `revision`.
+pub(super) fn release_of(
+    component: &Component,
+    namespace: &str,
+    spec: &ControlPlaneSpec,
+    revision: &ActiveRevision,
+) -> ReleaseRef {
     ReleaseRef {
-        name: component.release_name.to_owned(),
+        name: component.release_name_for(spec, revision),
         namespace: namespace.to_owned(),
     }
 }
@@ -182,6 +198,7 @@ fn resolve_one<'c>(
     component: &'c Component,
     spec: &ControlPlaneSpec,
     placements: &Placements,
+    revision: &ActiveRevision,
 ) -> Result<DesiredComponent<'c>, SpecError> {
     let configured = spec.components.get(component.name);
     let placement = &placements[component.name];
@@ -191,6 +208,7 @@ fn resolve_one<'c>(
         namespace,
         enabled,
         placements,
+        revision,
     };
     let chart = component.chart;
     let chart_metadata = chart.metadata()?;
@@ -211,7 +229,7 @@ fn resolve_one<'c>(
     Ok(DesiredComponent {
         component,
         enabled,
-        release: release_of(component, namespace),
+        release: release_of(component, namespace, spec, revision),
         chart_digest: chart.digest()?,
         chart,
         chart_metadata,
@@ -426,6 +444,40 @@ mod tests {
                 .native
                 .iter()
                 .all(|object| object.presence == crate::api::objects::Presence::Absent)
+        );
+    }
+
+    #[test]
+    fn revision_based_runs_istiod_as_a_release_per_version() {
+        use crate::api::{UpdateStrategy, UpdateStrategyType};
+        let catalog = Catalog::builtin().unwrap();
+        let spec = ControlPlaneSpec {
+            version: Some("1.31.2".to_owned()),
+            update_strategy: Some(UpdateStrategy {
+                type_: UpdateStrategyType::RevisionBased,
+                ..UpdateStrategy::default()
+            }),
+            ..ControlPlaneSpec::default()
+        };
+        let desired = resolve(&catalog, &spec).unwrap();
+        let by_name = |name: &str| desired.iter().find(|d| d.name() == name).unwrap();
+        let istiod = by_name("istiod");
+        assert_eq!(istiod.release.to_string(), "istio-system/istiod-1-31-2");
+        assert_eq!(istiod.values["revision"], "1-31-2");
+        assert_eq!(istiod.values["global"]["tag"], "1.31.2");
+        // The default tag owns the mesh-wide validator; the gateways follow the revision.
+        assert_eq!(by_name("base").values["defaultRevision"], "");
+        assert_eq!(by_name("ingress-gateway").values["revision"], "1-31-2");
+        // Other releases keep their names.
+        assert_eq!(
+            by_name("base").release.to_string(),
+            "istio-system/istio-base"
+        );
+        // Given in the spec, the version is smm's to set.
+        let spec = spec.with_values("istiod", json!({"global": {"tag": "1.31.3"}}));
+        assert_eq!(
+            resolve(&catalog, &spec).unwrap_err().to_string(),
+            "istiod: valuesOverride.global.tag is managed by smm"
         );
     }
 }

@@ -2,11 +2,14 @@
 //! before anything is locked, stored or applied, then handed down to the engine as it is. A
 //! spec that cannot be applied is one error, [`Rejected`], wherever it is found.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::api::{ControlPlane, ControlPlaneSpec, names};
 use crate::helm::release::ReleaseRef;
 use crate::mesh::catalog::Catalog;
+use crate::mesh::revisions::strategy::{self, ActiveRevision};
 
 use super::resolve::{DesiredComponent, SpecError, resolve};
 use super::shared::{SharedRelease, refuse_newcomer, shared_releases};
@@ -28,6 +31,9 @@ pub struct Resolved<'c> {
     name: String,
     spec: ControlPlaneSpec,
     components: Vec<DesiredComponent<'c>>,
+    revision: ActiveRevision,
+    /// Every revision tag the spec asks for, with the revision it points at.
+    tags: BTreeMap<String, String>,
 }
 
 impl<'c> Resolved<'c> {
@@ -40,11 +46,16 @@ impl<'c> Resolved<'c> {
         names::control_plane_name("metadata.name", name)
             .map_err(|invalid| rejected(invalid.into()))?;
         let components = resolve(catalog, &spec).map_err(rejected)?;
+        // Checked by `resolve` already.
+        let revision = strategy::active(&spec).map_err(|err| rejected(err.into()))?;
+        let tags = strategy::tags(&spec, &revision).map_err(|err| rejected(err.into()))?;
         Ok(Self {
             catalog,
             name: name.to_owned(),
             spec,
             components,
+            revision,
+            tags,
         })
     }
 
@@ -59,6 +70,8 @@ impl<'c> Resolved<'c> {
         let mut spec = spec.clone();
         spec.image_registry = None;
         spec.trust_domain = None;
+        // Tags go with everything else (the engine removes the ones it applied).
+        spec.revision_tags.clear();
         spec.components
             .retain(|component, _| catalog.get(component).is_some());
         for component in catalog.names() {
@@ -96,6 +109,16 @@ impl<'c> Resolved<'c> {
 
     pub fn spec(&self) -> &ControlPlaneSpec {
         &self.spec
+    }
+
+    /// The istiod revision the spec asks for.
+    pub fn revision(&self) -> &ActiveRevision {
+        &self.revision
+    }
+
+    /// Every revision tag the spec asks for (tag → revision).
+    pub fn tags(&self) -> &BTreeMap<String, String> {
+        &self.tags
     }
 
     /// Every catalog component's desired state, dependencies first.

@@ -10,6 +10,7 @@ use super::resolve::{SpecError, release_of};
 use crate::api::{ControlPlane, ControlPlaneSpec};
 use crate::helm::release::ReleaseRef;
 use crate::mesh::catalog::Catalog;
+use crate::mesh::revisions::strategy::{self, ActiveRevision};
 
 /// A release that a spec would manage and another ControlPlane manages too.
 #[derive(Debug)]
@@ -26,13 +27,20 @@ pub fn shared_releases<'o>(
     others: &'o [ControlPlane],
 ) -> Vec<SharedRelease<'o>> {
     let releases = |spec: &ControlPlaneSpec| -> Vec<(&'static str, ReleaseRef)> {
+        // Another ControlPlane's spec may not resolve; its releases are then those of its
+        // revision as given, which is what it ran before its spec went bad.
+        let revision = strategy::active(spec).unwrap_or_else(|_| ActiveRevision {
+            value: spec.revision.clone().unwrap_or_default(),
+            version: String::new(),
+        });
         catalog
             .placements(spec)
             .into_iter()
             .filter(|(_, placement)| placement.enabled)
             .filter_map(|(name, placement)| {
                 let component = catalog.get(name)?;
-                Some((name, release_of(component, &placement.namespace)))
+                let release = release_of(component, &placement.namespace, spec, &revision);
+                Some((name, release))
             })
             .collect()
     };

@@ -6,10 +6,11 @@ use super::report::Outcome;
 use super::status::StatusWriter;
 use super::step::{ComponentError, StepEnd};
 use super::{Engine, WaitPolicy};
-use crate::api::{ComponentPhase, ComponentStatus, ControlPlaneSpec};
+use crate::api::{ComponentPhase, ComponentStatus};
 use crate::cluster::inventory::Inventory;
 use crate::cluster::objects;
 use crate::desired::resolve::DesiredComponent;
+use crate::desired::resolved::Resolved;
 use crate::helm::Helm;
 use crate::helm::release::{
     self, CHART_DIGEST_LABEL, OWNER_LABEL, ObservedRelease, ObservedReleases, ReleaseRef,
@@ -87,7 +88,7 @@ impl Engine {
     pub(super) async fn remove_moved(
         &self,
         wanted: &DesiredComponent<'_>,
-        spec: &ControlPlaneSpec,
+        resolved: &Resolved<'_>,
         previous: &ReleaseRef,
         writer: &StatusWriter,
     ) -> Result<(), ComponentError> {
@@ -103,12 +104,14 @@ impl Engine {
             .uninstall(previous, self.waits())
             .await
             .map_err(ComponentError::RemoveMoved)?;
+        let spec = resolved.spec();
         let placements = self.catalog.placements(spec);
         let old_natives = (wanted.component.native_objects)(&ComponentContext {
             spec,
             namespace: &previous.namespace,
             enabled: false,
             placements: &placements,
+            revision: resolved.revision(),
         });
         objects::apply(&self.client, &old_natives).await?;
         if let Some(progress) = &self.progress {

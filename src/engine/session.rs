@@ -59,7 +59,7 @@ pub enum Request<'a> {
     Stored,
     /// Store the resolved spec as the whole desired state, then reconcile every component
     /// (`smm reconcile -f`). It was resolved, and so checked, before anything was locked.
-    Replace(Resolved<'a>),
+    Replace(Box<Resolved<'a>>),
     /// Apply an imperative edit to the stored spec, store it, and reconcile the components the
     /// edit names (`smm install`, `smm uninstall`). The edit runs under the lease, so two
     /// commands editing one ControlPlane never lose each other's change.
@@ -227,6 +227,7 @@ impl Session {
                 (this, resolved, Scope::All)
             }
             Request::Replace(resolved) => {
+                let resolved = *resolved;
                 engine
                     .refuse_shared_releases(&resolved, this.as_ref(), &others)
                     .await?;

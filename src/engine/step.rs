@@ -187,7 +187,7 @@ impl Engine {
             return Ok(StepEnd::Waiting(why));
         }
         if let Some(previous) = super::apply::moved_release(recorded, wanted, &observed.releases) {
-            self.remove_moved(wanted, resolved.spec(), &previous, writer)
+            self.remove_moved(wanted, resolved, &previous, writer)
                 .await?;
         }
         if decision.action != Operation::Nothing {

@@ -9,6 +9,7 @@ use super::graph;
 use crate::api::ControlPlaneSpec;
 use crate::api::objects::NativeObject;
 use crate::helm::chart::EmbeddedChart;
+use crate::mesh::revisions::strategy::ActiveRevision;
 use crate::values::{ValuesError, parse_yaml_values};
 
 /// Where a component's release goes when the ControlPlane does not say.
@@ -28,6 +29,8 @@ pub struct ComponentContext<'a> {
     pub namespace: &'a str,
     pub enabled: bool,
     pub placements: &'a Placements,
+    /// The istiod revision the spec asks for (checked when the spec was resolved).
+    pub revision: &'a ActiveRevision,
 }
 
 impl ComponentContext<'_> {
@@ -89,6 +92,10 @@ pub struct Component {
     pub native_objects: fn(&ComponentContext<'_>) -> Vec<NativeObject>,
     /// Values computed from the ControlPlane that the user may not override.
     pub managed_values: fn(&ComponentContext<'_>) -> Value,
+    /// The component runs one release per istiod revision under the `RevisionBased` update
+    /// strategy (`<release_name>-<revision>`), and a revision's release is kept after the next
+    /// one replaces it, until nothing uses it (istiod).
+    pub revisioned: bool,
 }
 
 impl std::fmt::Debug for Component {
@@ -101,6 +108,24 @@ impl std::fmt::Debug for Component {
 }
 
 impl Component {
+    /// The component's release name for `spec`, whose revision is `revision`.
+    pub fn release_name_for(&self, spec: &ControlPlaneSpec, revision: &ActiveRevision) -> String {
+        if self.revisioned && spec.is_revision_based() {
+            format!("{}-{}", self.release_name, revision.value)
+        } else {
+            self.release_name.to_owned()
+        }
+    }
+
+    /// Whether `release` may be one of this component's releases, whatever the revision.
+    pub fn may_own_release(&self, release: &str) -> bool {
+        release == self.release_name
+            || (self.revisioned
+                && release
+                    .strip_prefix(self.release_name)
+                    .is_some_and(|rest| rest.starts_with('-')))
+    }
+
     /// smm's values layer for the component, parsed.
     pub fn values_layer(&self) -> Result<Value, ValuesError> {
         let (file, yaml) = self.values_layer;

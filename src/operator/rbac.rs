@@ -22,6 +22,7 @@ use kube::api::ApiResource;
 
 use crate::mesh::catalog::{Catalog, Component, ComponentContext, Placements};
 use crate::mesh::components::{role_ref, rule, service_account_subject};
+use crate::mesh::revisions::strategy;
 
 /// Every verb the operator is granted, in the order rules list them.
 const VERBS: &[&str] = &[
@@ -269,6 +270,7 @@ struct NativeKind {
 /// one that disables it (the default ControlPlane otherwise).
 fn native_kinds(component: &Component, placements: &Placements) -> Vec<NativeKind> {
     let spec = ControlPlaneSpec::default();
+    let revision = strategy::active(&spec).expect("the default spec has a valid revision");
     let mut kinds: BTreeMap<(String, String), NativeKind> = BTreeMap::new();
     for enabled in [true, false] {
         let context = ComponentContext {
@@ -276,6 +278,7 @@ fn native_kinds(component: &Component, placements: &Placements) -> Vec<NativeKin
             namespace: &placements[component.name].namespace,
             enabled,
             placements,
+            revision: &revision,
         };
         for native in (component.native_objects)(&context) {
             let key = (
@@ -565,6 +568,7 @@ mod tests {
     fn applied_names(spec: &ControlPlaneSpec, group: &str, resource: &str) -> BTreeSet<String> {
         let catalog = builtin_catalog();
         let placements = catalog.placements(spec);
+        let revision = strategy::active(spec).unwrap();
         let mut names = BTreeSet::new();
         for component in catalog.components() {
             for enabled in [true, false] {
@@ -573,6 +577,7 @@ mod tests {
                     namespace: &placements[component.name].namespace,
                     enabled,
                     placements: &placements,
+                    revision: &revision,
                 };
                 names.extend(
                     (component.native_objects)(&context)

@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::{Value, json};
 
-use super::{istio, native_metadata, revision};
+use super::{istio, native_metadata};
 use crate::api::objects::{NativeObject, Presence};
 use crate::mesh::catalog::{ChartKind, Component, ComponentContext, DefaultNamespace};
 
@@ -40,18 +40,27 @@ pub fn component() -> Component {
         values_layer: values_layer!("base"),
         chart_kinds: CHART_KINDS,
         native_objects,
+        revisioned: false,
         managed_values: |context| {
             json!({
                 // The default validator sends Istio config to istiod, wherever istiod runs.
                 "global": {"istioNamespace": super::istiod::istiod_namespace(context)},
-                "defaultRevision": match revision(context.spec) {
-                    "" => "default",
-                    revision => revision,
-                },
+                "defaultRevision": default_revision(context),
                 // smm applies the CRDs itself; the chart leaves out exactly those it names here.
                 "base": {"excludedCRDs": CRD_OBJECTS.iter().map(NativeObject::name).collect::<Vec<_>>()},
             })
         },
+    }
+}
+
+/// The revision base's validator sends Istio config to. Under `RevisionBased` none: the
+/// validator belongs to the `default` tag, which smm moves only once its revision is Ready, while
+/// base is upgraded before any istiod.
+fn default_revision<'a>(context: &'a ComponentContext<'_>) -> &'a str {
+    if context.spec.is_revision_based() {
+        ""
+    } else {
+        context.revision.name()
     }
 }
 
@@ -153,11 +162,13 @@ mod tests {
     fn crds_are_kept_when_disabled() {
         let spec = ControlPlaneSpec::default();
         let placements = crate::mesh::components::test_placements(&spec);
+        let revision = crate::mesh::components::test_revision(&spec);
         let context = |enabled| ComponentContext {
             spec: &spec,
             namespace: "istio-system",
             enabled,
             placements: &placements,
+            revision: &revision,
         };
         let enabled = native_objects(&context(true));
         assert_eq!(enabled.len(), istio_crds().len());
@@ -190,6 +201,7 @@ mod tests {
             namespace: "istio-system",
             enabled: true,
             placements: &crate::mesh::components::test_placements(&spec),
+            revision: &crate::mesh::components::test_revision(&spec),
         });
         assert_eq!(values["global"], json!({"istioNamespace": "control"}));
         assert_eq!(values["defaultRevision"], "canary");
@@ -206,6 +218,7 @@ mod tests {
             namespace: "istio-system",
             enabled: true,
             placements: &crate::mesh::components::test_placements(&spec),
+            revision: &crate::mesh::components::test_revision(&spec),
         });
         assert_eq!(values["base"]["excludedCRDs"], json!(names));
         assert_eq!(values["defaultRevision"], "default");

@@ -10,7 +10,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::{apps::v1 as apps, core::v1 as core, rbac::v1 as rbac};
 use serde_json::json;
 
-use super::{istio, revision};
+use super::istio;
 use crate::mesh::catalog::{ChartKind, Component, ComponentContext, DefaultNamespace};
 
 /// Traffic into the mesh; on by default, behind a LoadBalancer Service.
@@ -69,6 +69,7 @@ fn gateway(
         values_layer,
         chart_kinds: CHART_KINDS,
         native_objects: |_| Vec::new(),
+        revisioned: false,
         managed_values,
     }
 }
@@ -76,7 +77,9 @@ fn gateway(
 fn managed_values(context: &ComponentContext<'_>) -> serde_json::Value {
     // The injector of exactly this revision must pick the pods up: under another one they would
     // be created without a proxy (`image: auto`).
-    json!({"revision": revision(context.spec)})
+    // Under RevisionBased a new revision thus restarts the gateways onto its proxy once istiod
+    // (which they depend on) is Ready.
+    json!({"revision": context.revision.value})
 }
 
 #[cfg(test)]
@@ -90,6 +93,7 @@ mod tests {
             namespace: "edge",
             enabled: true,
             placements: &crate::mesh::components::test_placements(spec),
+            revision: &crate::mesh::components::test_revision(spec),
         })
     }
 

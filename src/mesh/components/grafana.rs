@@ -33,6 +33,7 @@ pub fn component() -> Component {
         values_layer: values_layer!("grafana"),
         chart_kinds: CHART_KINDS,
         native_objects: |_| Vec::new(),
+        revisioned: false,
         managed_values,
     }
 }
@@ -55,6 +56,7 @@ mod tests {
             namespace: "dashboards",
             enabled: true,
             placements: &crate::mesh::components::test_placements(spec),
+            revision: &crate::mesh::components::test_revision(spec),
         })
     }
 

@@ -9,7 +9,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::{apps::v1 as apps, core::v1 as core, rbac::v1 as rbac};
 use serde_json::json;
 
-use super::{image_registry, istio, revision};
+use super::{image_registry, istio};
 use crate::mesh::catalog::{ChartKind, Component, ComponentContext, DefaultNamespace};
 
 /// What the istio-discovery chart renders: istiod and its RBAC and webhooks, and with optional
@@ -50,6 +50,7 @@ pub fn component() -> Component {
         values_layer: values_layer!("istiod"),
         chart_kinds: CHART_KINDS,
         native_objects: |_| Vec::new(),
+        revisioned: true,
         managed_values,
     }
 }
@@ -62,13 +63,18 @@ fn managed_values(context: &ComponentContext<'_>) -> serde_json::Value {
             "istioNamespace": context.namespace,
             "hub": istio::hub(image_registry(spec)),
         },
-        "revision": revision(spec),
+        "revision": context.revision.value,
         "meshConfig": {
             "trustDomain": spec.trust_domain(),
             "rootNamespace": context.namespace,
         },
     });
     // Proxies report spans to the tracing component's Zipkin receiver while it is enabled.
+    // The version is the image tag; given in the spec, it is smm's to set (before spec.version,
+    // users set global.tag themselves, which still works while spec.version is unset).
+    if spec.version.is_some() {
+        values["global"]["tag"] = json!(context.revision.version);
+    }
     let tracing = context.placement_of("tracing");
     if tracing.enabled {
         let tracing_namespace = &tracing.namespace;
@@ -102,6 +108,7 @@ mod tests {
             namespace: spec.mesh_namespace(),
             enabled: true,
             placements: &crate::mesh::components::test_placements(spec),
+            revision: &crate::mesh::components::test_revision(spec),
         })
     }
 

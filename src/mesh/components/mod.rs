@@ -19,7 +19,7 @@ macro_rules! values_layer {
 mod base;
 mod gateways;
 mod grafana;
-mod istio;
+pub(crate) mod istio;
 mod istiod;
 mod prometheus;
 mod tracing;
@@ -63,11 +63,6 @@ fn image_registry(spec: &ControlPlaneSpec) -> &str {
         .unwrap_or(DEFAULT_IMAGE_REGISTRY)
 }
 
-/// The control plane revision, empty for the default one.
-fn revision(spec: &ControlPlaneSpec) -> &str {
-    spec.revision.as_deref().unwrap_or_default()
-}
-
 /// The managed values of a component that only needs to know where its images come from.
 fn registry_only(context: &crate::mesh::catalog::ComponentContext<'_>) -> serde_json::Value {
     serde_json::json!({"global": {"imageRegistry": image_registry(context.spec)}})
@@ -89,6 +84,14 @@ pub(crate) fn test_placements(spec: &ControlPlaneSpec) -> crate::mesh::catalog::
         .placements(spec)
 }
 
+/// The revision `spec` asks for, for unit tests of one component's builders.
+#[cfg(test)]
+pub(crate) fn test_revision(
+    spec: &ControlPlaneSpec,
+) -> crate::mesh::revisions::strategy::ActiveRevision {
+    crate::mesh::revisions::strategy::active(spec).expect("a test spec has a valid revision")
+}
+
 /// A component with the test chart and nothing else, for unit tests of catalog logic.
 #[cfg(test)]
 pub(crate) fn test_component(
@@ -106,13 +109,14 @@ pub(crate) fn test_component(
         values_layer: ("values/test.yaml", "{}"),
         chart_kinds: &[],
         native_objects: |_| Vec::new(),
+        revisioned: false,
         managed_values: |_| serde_json::Value::Null,
     }
 }
 
 /// Metadata for a cluster-scoped object smm owns natively, labelled as Helm-rendered objects are
 /// so that `kubectl get -l app.kubernetes.io/managed-by=smm` finds both.
-fn native_metadata(name: impl Into<String>, component: &str) -> ObjectMeta {
+pub(crate) fn native_metadata(name: impl Into<String>, component: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.into()),
         labels: Some(BTreeMap::from([

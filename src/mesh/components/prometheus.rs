@@ -38,6 +38,7 @@ pub fn component() -> Component {
         values_layer: values_layer!("prometheus"),
         chart_kinds: CHART_KINDS,
         native_objects,
+        revisioned: false,
         managed_values,
     }
 }
@@ -86,11 +87,13 @@ mod tests {
     fn the_cluster_role_carries_the_namespace_and_goes_when_disabled() {
         let spec = ControlPlaneSpec::default();
         let placements = crate::mesh::components::test_placements(&spec);
+        let revision = crate::mesh::components::test_revision(&spec);
         let context = |enabled| ComponentContext {
             spec: &spec,
             namespace: "monitoring",
             enabled,
             placements: &placements,
+            revision: &revision,
         };
         let objects = native_objects(&context(true));
         assert_eq!(
@@ -125,6 +128,7 @@ mod tests {
             namespace: "monitoring",
             enabled: true,
             placements: &crate::mesh::components::test_placements(&spec),
+            revision: &crate::mesh::components::test_revision(&spec),
         });
         assert_eq!(values["global"]["istioNamespace"], "mesh");
         assert_eq!(values["global"]["imageRegistry"], "docker.io");

@@ -30,6 +30,7 @@ pub fn component() -> Component {
         values_layer: values_layer!("tracing"),
         chart_kinds: CHART_KINDS,
         native_objects: |_| Vec::new(),
+        revisioned: false,
         managed_values: super::registry_only,
     }
 }
