@@ -4,3 +4,4 @@ pub mod catalog;
 pub mod components;
 pub mod graph;
 pub mod injection;
+pub mod revisions;
