@@ -26,7 +26,8 @@
 //! ```
 //!
 //! mesh and desired never import cluster: they build plain data (`api::objects`), and the
-//! engine applies it.
+//! engine applies it. cluster imports from mesh only plain data: `cluster::mesh_snapshot` fills
+//! a `mesh::revisions::usage::MeshSnapshot`, which mesh judges.
 
 // Unsafe code is allowed only where it is marked, each place with the reason it is sound.
 #![deny(unsafe_code)]

@@ -12,6 +12,7 @@ mod install;
 mod operator;
 mod output;
 mod progress;
+mod proxy_status;
 mod reconcile;
 mod sidecar;
 mod status;
@@ -52,6 +53,8 @@ pub enum Command {
     Reconcile(reconcile::ReconcileArgs),
     /// Show each component's state and whether the mesh is Ready (exit code 0 only when Ready)
     Status(status::StatusArgs),
+    /// List injected pods: revision, proxy version, skew to istiod (exit code 3: a proxy's revision is gone)
+    ProxyStatus(proxy_status::ProxyStatusArgs),
     /// List the components smm knows, their charts, dependencies and state
     Components(components::ComponentsArgs),
     /// Operator mode: run, install or uninstall the in-cluster operator
@@ -86,6 +89,7 @@ impl Cli {
             Command::Uninstall(args) => install::run_uninstall(global, &catalog, args).await,
             Command::Reconcile(args) => reconcile::run(global, &catalog, args).await,
             Command::Status(args) => status::run(global, args).await,
+            Command::ProxyStatus(args) => proxy_status::run(global, args).await,
             Command::Components(args) => components::run(global, &catalog, args).await,
             Command::Operator(command) => operator::run(global, &catalog, command).await,
             Command::SidecarProxy(command) => sidecar::run(global, command).await,

@@ -5,7 +5,9 @@ use clap::ValueEnum;
 /// How a command prints data that a machine may read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
+    // Text for people, a table where there are rows: `-o table` says the same.
     #[default]
+    #[value(alias = "table")]
     Text,
     Json,
     Yaml,

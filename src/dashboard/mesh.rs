@@ -8,9 +8,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 
 use super::view::Dashboard;
-
-/// The container istiod's injector adds to a pod.
-const PROXY_CONTAINER: &str = "istio-proxy";
+use crate::mesh::revisions::proxies::{image_tag, proxy_image};
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -103,17 +101,7 @@ pub(super) fn namespace_view(namespace: &impl Resource) -> NamespaceView {
 }
 
 pub(super) fn pod_view(pod: &Pod, control_plane_version: Option<&str>) -> PodView {
-    let spec = pod.spec.as_ref();
-    // Native sidecars (Kubernetes 1.28+) put the proxy among the init containers.
-    let proxy_image = spec
-        .into_iter()
-        .flat_map(|s| {
-            s.containers
-                .iter()
-                .chain(s.init_containers.iter().flatten())
-        })
-        .find(|c| c.name == PROXY_CONTAINER)
-        .and_then(|c| c.image.clone());
+    let proxy_image = proxy_image(pod).map(str::to_owned);
     let proxy_version = proxy_image.as_deref().and_then(image_tag);
     let skew =
         matches!((&proxy_version, control_plane_version), (Some(proxy), Some(cp)) if proxy != cp);
@@ -125,15 +113,4 @@ pub(super) fn pod_view(pod: &Pod, control_plane_version: Option<&str>) -> PodVie
         proxy_version,
         skew,
     }
-}
-
-/// The tag of an image reference (`docker.io/istio/proxyv2:1.28.0@sha256:...` → `1.28.0`); a
-/// registry's port is not a tag.
-pub(super) fn image_tag(image: &str) -> Option<String> {
-    let without_digest = image.split('@').next().unwrap_or(image);
-    let last_segment = without_digest.rsplit('/').next().unwrap_or(without_digest);
-    last_segment
-        .split_once(':')
-        .map(|(_, tag)| tag.to_owned())
-        .filter(|tag| !tag.is_empty())
 }

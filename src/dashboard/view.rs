@@ -447,21 +447,8 @@ mod tests {
 
     use super::*;
     use crate::api::ControlPlaneSpec;
-    use crate::dashboard::mesh::{image_tag, namespace_view, pod_view};
+    use crate::dashboard::mesh::{namespace_view, pod_view};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-
-    #[test]
-    fn image_tags_ignore_registry_ports_and_digests() {
-        assert_eq!(
-            image_tag("docker.io/istio/proxyv2:1.28.0").as_deref(),
-            Some("1.28.0")
-        );
-        assert_eq!(
-            image_tag("registry.local:5000/istio/proxyv2:1.27.1@sha256:ab").as_deref(),
-            Some("1.27.1")
-        );
-        assert_eq!(image_tag("registry.local:5000/istio/proxyv2"), None);
-    }
 
     fn namespace(labels: &[(&str, &str)]) -> Namespace {
         let mut namespace = Namespace::default();

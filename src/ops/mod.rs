@@ -4,6 +4,7 @@
 //! where a dump starts from, the lease, storing, the engine) are made here and below, never in
 //! the command line.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ControlPlaneSpec, DEFAULT_MESH_NAMESPACE};
 use crate::cluster::control_plane::{self, StoreError};
 use crate::cluster::lease::holder_identity;
+use crate::cluster::mesh_snapshot::{self, SnapshotError};
 use crate::cluster::namespaces::{self, LabelError};
 use crate::desired::edit;
 use crate::desired::resolved::Resolved;
@@ -23,6 +25,8 @@ use crate::helm::Helm;
 use crate::helm::render::{self, RenderError, RenderedComponent};
 use crate::mesh::catalog::Catalog;
 use crate::mesh::injection::{ProtectedNamespace, check_injectable, injection_labels};
+use crate::mesh::revisions::proxies::{ProxyStatus, proxy_statuses};
+use crate::mesh::revisions::usage::{RevisionInfo, revisions};
 use crate::operator::manifests::OperatorOptions;
 use crate::operator::{self, OperatorLifecycleError, UninstallMode};
 
@@ -42,6 +46,8 @@ pub enum OpsError {
     Plan(#[from] EngineError),
     #[error(transparent)]
     Render(#[from] RenderError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
 }
 
 /// What a reconcile from the client needs to reach the cluster and its charts.
@@ -148,6 +154,35 @@ pub async fn auto_inject(
         namespaces::merge_labels(client, namespace, labels.clone()).await?;
     }
     Ok(())
+}
+
+/// Every injected pod's proxy and every revision of the mesh, as `smm proxy-status` shows them.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyStatusReport {
+    /// Where the mesh's istiods run: the ControlPlane's namespace.
+    pub mesh_namespace: String,
+    pub revisions: BTreeMap<String, RevisionInfo>,
+    pub proxies: Vec<ProxyStatus>,
+}
+
+/// The proxies and revisions of the mesh of the ControlPlane `control_plane` (none stored: the
+/// default mesh namespace); changes nothing.
+pub async fn proxy_status(
+    client: &Client,
+    control_plane: &str,
+) -> Result<ProxyStatusReport, OpsError> {
+    let spec = control_plane::load(client, control_plane)
+        .await?
+        .map(|cp| cp.spec)
+        .unwrap_or_default();
+    let mesh_namespace = spec.mesh_namespace().to_owned();
+    let snapshot = mesh_snapshot::read(client, &mesh_namespace).await?;
+    Ok(ProxyStatusReport {
+        revisions: revisions(&snapshot),
+        proxies: proxy_statuses(&snapshot),
+        mesh_namespace,
+    })
 }
 
 /// What reconciling `resolved` would do, against the status stored for its ControlPlane (none
