@@ -157,7 +157,7 @@ impl Engine {
     }
 
     /// Whether helm should wait for what it removes to be gone.
-    fn waits(&self) -> bool {
+    pub(super) fn waits(&self) -> bool {
         self.settings.wait != WaitPolicy::No
     }
 }

@@ -34,6 +34,9 @@ pub struct ReconcileReport {
     pub rounds: u32,
     pub ready: bool,
     pub components: Vec<ComponentReport>,
+    /// Run again within this long although nothing waits: an unused inactive revision is
+    /// removed once its grace period has passed.
+    pub revisit_after: Option<std::time::Duration>,
 }
 
 impl ReconcileReport {
@@ -125,6 +128,7 @@ mod tests {
             control_plane: "smm".to_owned(),
             rounds: 2,
             ready: false,
+            revisit_after: None,
             components: Vec::new(),
         };
         run.record(report(

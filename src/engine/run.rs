@@ -69,6 +69,7 @@ impl Engine {
                 rounds: 0,
                 ready: false,
                 components: Vec::new(),
+                revisit_after: None,
             },
             failed: BTreeSet::new(),
         };
@@ -125,6 +126,7 @@ impl Engine {
         });
         // The conditions are made current whatever happened above.
         report.ready = writer.finish(resolved.components(), end).await?;
+        report.revisit_after = writer.revisit();
         match fatal {
             Some(err) => Err(err),
             None => Ok(report),

@@ -49,6 +49,8 @@ pub(super) struct StatusWriter {
     reconciling_marked: AtomicBool,
     /// Cancelled when the run's lease is lost: from then on nothing is written.
     lease_lost: CancellationToken,
+    /// When the run should be run again although it settled (see `revisions`).
+    pub(super) revisit: Mutex<Option<std::time::Duration>>,
 }
 
 impl StatusWriter {
@@ -65,6 +67,7 @@ impl StatusWriter {
             generation: control_plane.metadata.generation,
             status: Mutex::new(control_plane.status.clone().unwrap_or_default()),
             reconciling_marked: AtomicBool::new(false),
+            revisit: Mutex::new(None),
         }
     }
 
@@ -78,7 +81,7 @@ impl StatusWriter {
         &self.name
     }
 
-    fn current(&self) -> MutexGuard<'_, ControlPlaneStatus> {
+    pub(super) fn current(&self) -> MutexGuard<'_, ControlPlaneStatus> {
         self.status.lock().expect("status lock")
     }
 
@@ -284,7 +287,7 @@ impl StatusWriter {
 
     /// Writes `patch`, unless the lease was lost: another holder may be writing the status by
     /// then. A write under way when the lease is lost is abandoned.
-    async fn patch(&self, patch: serde_json::Value) -> Result<(), StatusError> {
+    pub(super) async fn patch(&self, patch: serde_json::Value) -> Result<(), StatusError> {
         let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
         let write = self.api.patch_status(&self.name, &params, &patch);
         tokio::select! {
@@ -387,7 +390,7 @@ fn settle(
     }
 }
 
-fn now() -> Time {
+pub(super) fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 

@@ -55,6 +55,8 @@ pub enum ComponentError {
     Observe(#[source] kube::Error),
     #[error(transparent)]
     Status(#[from] StatusError),
+    #[error(transparent)]
+    Revision(#[from] super::revisions::RevisionError),
 }
 
 /// helm's own error line when helm ran and failed; the whole error otherwise.
@@ -63,6 +65,19 @@ fn helm_message(err: &HelmError) -> String {
         HelmError::Failed { message, .. } => message.clone(),
         other => other.to_string(),
     }
+}
+
+/// Whether the release at `previous` is an earlier revision of a revisioned component, kept
+/// beside the new one until nothing uses it, rather than a release that moved to another
+/// namespace and must go first. Whatever the strategy now: a switch back to `InPlace` must not
+/// cut off the proxies of the revision it leaves either.
+fn keeps_revision(
+    wanted: &DesiredComponent<'_>,
+    previous: &crate::helm::release::ReleaseRef,
+) -> bool {
+    wanted.component.revisioned
+        && wanted.enabled
+        && previous.namespace == wanted.release.namespace
 }
 
 /// How a step that did not fail ended.
@@ -187,13 +202,17 @@ impl Engine {
             return Ok(StepEnd::Waiting(why));
         }
         if let Some(previous) = super::apply::moved_release(recorded, wanted, &observed.releases) {
-            self.remove_moved(wanted, resolved, &previous, writer)
-                .await?;
+            if keeps_revision(wanted, &previous) {
+                self.keep_revision(&previous, observed, writer).await?;
+            } else {
+                self.remove_moved(wanted, resolved, &previous, writer)
+                    .await?;
+            }
         }
         if decision.action != Operation::Nothing {
             self.announce(wanted.name(), decision, writer).await?;
         }
-        match decision.action {
+        let end = match decision.action {
             Operation::Uninstall => self.uninstall(wanted, writer).await,
             Operation::Nothing if !wanted.enabled => {
                 self.finish_removal(wanted, recorded, &observed.inventory, writer)
@@ -203,7 +222,11 @@ impl Engine {
                 self.apply(wanted, operation, release, &observed.inventory, writer)
                     .await
             }
+        }?;
+        if end == StepEnd::Done && wanted.component.revisioned {
+            self.settle_revisions(wanted, resolved, writer).await?;
         }
+        Ok(end)
     }
 
     /// A change begins: progress shows it, and the conditions say Reconciling (once a run).

@@ -215,12 +215,7 @@ fn controller(
     let control_planes: Api<ControlPlaneMeta> = Api::all(client.clone());
     let controller = Controller::new(control_planes, watcher::Config::default());
     let store = controller.store();
-    let releases: std::collections::BTreeSet<&'static str> = context
-        .catalog
-        .components()
-        .iter()
-        .map(|component| component.release_name)
-        .collect();
+    let catalog = context.catalog.clone();
     controller
         .watches(
             Api::<Deployment>::all(client.clone()),
@@ -231,7 +226,12 @@ fn controller(
                 let ours = deployment
                     .annotations()
                     .get(RELEASE_ANNOTATION)
-                    .is_some_and(|release| releases.contains(release.as_str()));
+                    .is_some_and(|release| {
+                        catalog
+                            .components()
+                            .iter()
+                            .any(|component| component.may_own_release(release))
+                    });
                 if !ours {
                     return Vec::new();
                 }

@@ -259,6 +259,7 @@ mod tests {
             control_plane: "mesh".to_owned(),
             rounds: 1,
             ready: false,
+            revisit_after: None,
             components: vec![ComponentReport {
                 name: "istiod".to_owned(),
                 action: Operation::Uninstall,

@@ -127,16 +127,16 @@ impl Context {
             .record_helm_processes(self.helm.processes_spawned());
         let outcome = result
             .map_err(ControllerError::from)
-            .and_then(|report| waiting_for(&report));
+            .and_then(|report| Ok((waiting_for(&report)?, report.revisit_after)));
         self.endpoints
             .metrics
             .record_reconcile(outcome.is_ok(), started.elapsed().as_secs_f64());
         give_back_freed_memory();
         self.record_components(&name).await;
-        let waiting = outcome?;
+        let (waiting, revisit) = outcome?;
         self.failures.lock().expect("failures lock").remove(&name);
         self.endpoints.set_reconciled();
-        Ok(self.next_look(&name, goal, waiting))
+        Ok(self.next_look(&name, goal, waiting, revisit))
     }
 
     /// How long a failing ControlPlane must still wait for its next try (see [`Failing`]).
@@ -240,14 +240,27 @@ impl Context {
         }
     }
 
-    /// When to reconcile a ControlPlane again after a run that did not fail.
-    fn next_look(&self, name: &str, goal: Goal, waiting: Option<String>) -> Action {
+    /// When to reconcile a ControlPlane again after a run that did not fail: soon while
+    /// something waits, when the run asked to be run again (an unused revision's grace period
+    /// ends), else at the next resync.
+    fn next_look(
+        &self,
+        name: &str,
+        goal: Goal,
+        waiting: Option<String>,
+        revisit: Option<std::time::Duration>,
+    ) -> Action {
         match (goal, waiting) {
             (_, Some(waiting_for)) => {
                 tracing::info!(control_plane = %name, %waiting_for, "waiting; looking again soon");
                 Action::requeue(WAITING_RECHECK)
             }
-            (Goal::Apply, None) => Action::requeue(self.options.resync_every),
+            (Goal::Apply, None) => Action::requeue(
+                revisit.map_or(self.options.resync_every, |revisit| {
+                    // A second late, so the grace period has passed for certain.
+                    (revisit + std::time::Duration::from_secs(1)).min(self.options.resync_every)
+                }),
+            ),
             (Goal::Cleanup, None) => {
                 self.progress.lock().expect("progress lock").remove(name);
                 Action::await_change()

@@ -1,0 +1,181 @@
+//! Revision-based upgrades with two real istiods (`pilot-discovery` per revision, run on
+//! loopback by `scripts/istio/istiod.sh`): the new revision beside the old, the default tag
+//! moved once it is Ready, the gateways restarted onto it, the old revision kept while a proxy
+//! uses it and removed only after nothing has for the grace period.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use serde_json::json;
+
+use smm::api::ControlPlane;
+
+use crate::istio::{Mesh, container_image, create_pod};
+use crate::support::{LocalIstiod, TestCluster, eventually, istio_mesh_lock};
+
+/// Two patch releases of the embedded line: the one installed first, and the upgrade.
+fn versions() -> (String, String) {
+    let line = smm::mesh::revisions::strategy::embedded_line();
+    (format!("{line}.3"), format!("{line}.4"))
+}
+
+async fn patch_spec(client: &kube::Client, name: &str, spec: serde_json::Value) {
+    Api::<ControlPlane>::all(client.clone())
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": spec})),
+        )
+        .await
+        .unwrap();
+}
+
+async fn revisions_of(client: &kube::Client, name: &str) -> Vec<smm::api::RevisionStatus> {
+    let stored = Api::<ControlPlane>::all(client.clone())
+        .get(name)
+        .await
+        .unwrap();
+    stored.status.unwrap_or_default().revisions
+}
+
+fn revision_annotation(pod: &Pod) -> Option<String> {
+    pod.metadata.annotations.as_ref()?.get("istio.io/rev").cloned()
+}
+
+/// Starts the local istiod of `revision` as soon as its chart made its Service, on a thread of
+/// its own: the reconcile that installs it goes on to the gateways, whose pods its injector
+/// must answer for.
+fn start_istiod_when_installed(
+    client: kube::Client,
+    namespace: String,
+    revision: String,
+) -> std::thread::JoinHandle<LocalIstiod> {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let services: Api<Service> = Api::namespaced(client, &namespace);
+        let service = format!("istiod-{revision}");
+        runtime.block_on(async {
+            eventually(Duration::from_secs(120), || async {
+                services.get_opt(&service).await.ok().flatten().is_some()
+            })
+            .await;
+        });
+        LocalIstiod::start(&namespace, &revision)
+    })
+}
+
+#[tokio::test]
+async fn a_revision_based_upgrade_keeps_old_proxies_served_and_prunes_only_what_nothing_uses() {
+    let cluster = TestCluster::connect().await;
+    let client = cluster.client.clone();
+    let _lock = istio_mesh_lock().await;
+    let (old_version, new_version) = versions();
+    let mesh = Mesh::create(&cluster, None).await;
+    // In place, the revisionless istiod at the first version, as a mesh is installed today.
+    patch_spec(&client, &mesh.name, json!({"version": old_version})).await;
+    mesh.smm(&["install", "istiod"]);
+    let old_istiod = LocalIstiod::start(&mesh.namespace, "");
+    mesh.smm(&["install", "ingress-gateway"]);
+    let injected = cluster.namespace("e2e-rev-inject").await;
+    mesh.smm(&["sidecar-proxy", "auto-inject", "on", &injected.name]);
+    let old_pod = create_pod(&client, &injected.name).await;
+    assert_eq!(revision_annotation(&old_pod).as_deref(), Some("default"));
+
+    // Revision-based, at the next patch: a new revision beside the old.
+    patch_spec(
+        &client,
+        &mesh.name,
+        json!({"version": new_version, "updateStrategy": {
+            "type": "RevisionBased", "inactiveRevisionDeletionGracePeriodSeconds": 2,
+        }}),
+    )
+    .await;
+    let new_revision = new_version.replace('.', "-");
+    let starting = start_istiod_when_installed(
+        client.clone(),
+        mesh.namespace.clone(),
+        new_revision.clone(),
+    );
+    mesh.smm(&["install", "istiod", "ingress-gateway"]);
+    let _new_istiod = starting.join().expect("the new revision's istiod starts");
+
+    let revisions = revisions_of(&client, &mesh.name).await;
+    let summary: Vec<(&str, bool, &[String])> = revisions
+        .iter()
+        .map(|r| (r.name.as_str(), r.active, r.tags.as_slice()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (new_revision.as_str(), true, &["default".to_owned()][..]),
+            ("default", false, &[][..]),
+        ],
+        "{revisions:#?}"
+    );
+    let in_use = |revisions: &[smm::api::RevisionStatus], name: &str| {
+        let revision = revisions.iter().find(|r| r.name == name).unwrap();
+        let condition = revision.conditions.iter().find(|c| c.type_ == "InUse");
+        condition.map(|c| c.status.clone())
+    };
+    assert_eq!(in_use(&revisions, "default").as_deref(), Some("True"));
+    // The old revision's Service, which its running proxies dial, is still there.
+    let services: Api<Service> = Api::namespaced(client.clone(), &mesh.namespace);
+    assert!(services.get_opt("istiod").await.unwrap().is_some());
+
+    // New pods in the injected namespace get the new revision through the moved default tag.
+    let new_pod = create_pod(&client, &injected.name).await;
+    assert_eq!(revision_annotation(&new_pod), Some(new_revision.clone()));
+    assert_eq!(
+        container_image(&new_pod, "istio-proxy"),
+        Some(format!(
+            "{}/istio/proxyv2:{new_version}",
+            crate::istio::REGISTRY
+        ))
+    );
+    // The gateway was restarted onto the new revision.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &mesh.namespace);
+    let gateway_pods = || async {
+        pods.list(&ListParams::default().labels("app=istio-ingressgateway"))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| revision_annotation(&p))
+            .collect::<Vec<_>>()
+    };
+    eventually(Duration::from_secs(60), || async {
+        let revisions = gateway_pods().await;
+        !revisions.is_empty() && revisions.iter().all(|r| r.as_deref() == Some(&new_revision))
+    })
+    .await;
+
+    // Still in use by the old pod: another reconcile keeps it.
+    mesh.smm(&["install", "istiod"]);
+    let revisions = revisions_of(&client, &mesh.name).await;
+    assert_eq!(revisions.len(), 2, "{revisions:#?}");
+
+    // The old pod gone: unused, removed once the grace period has passed, not before.
+    Api::<Pod>::namespaced(client.clone(), &injected.name)
+        .delete(&old_pod.metadata.name.clone().unwrap(), &DeleteParams::default())
+        .await
+        .unwrap();
+    mesh.smm(&["install", "istiod"]);
+    let revisions = revisions_of(&client, &mesh.name).await;
+    assert_eq!(in_use(&revisions, "default").as_deref(), Some("False"), "{revisions:#?}");
+    assert_eq!(revisions.len(), 2, "kept for the grace period: {revisions:#?}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    mesh.smm(&["install", "istiod"]);
+    let revisions = revisions_of(&client, &mesh.name).await;
+    let names: Vec<&str> = revisions.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, [new_revision.as_str()]);
+    assert!(services.get_opt("istiod").await.unwrap().is_none());
+    drop(old_istiod);
+    // The new revision and its tag are untouched: a new pod is still injected by it.
+    let after = create_pod(&client, &injected.name).await;
+    assert_eq!(revision_annotation(&after), Some(new_revision.clone()));
+}
