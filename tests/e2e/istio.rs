@@ -20,10 +20,10 @@ use crate::support::{
 };
 
 /// A registry of the test's own, so the injected proxy's image shows it came from smm's values.
-const REGISTRY: &str = "registry.local:5000";
+pub(crate) const REGISTRY: &str = "registry.local:5000";
 
 /// The proxy image smm's values make istiod inject: `<imageRegistry>/istio/proxyv2:<tag>`.
-fn proxy_image() -> String {
+pub(crate) fn proxy_image() -> String {
     format!("{REGISTRY}/istio/proxyv2:{}", crate::support::istiod_tag())
 }
 
@@ -39,13 +39,13 @@ fn assert_success(what: &str, output: &std::process::Output) {
 /// A ControlPlane (every component off) for a mesh in a namespace of its own; uninstalls
 /// whatever the test installed when dropped, also when the test fails, so no injector of a
 /// stopped istiod is left to refuse other tests' pods.
-struct Mesh {
-    name: String,
-    namespace: String,
+pub(crate) struct Mesh {
+    pub(crate) name: String,
+    pub(crate) namespace: String,
 }
 
 impl Mesh {
-    async fn create(cluster: &TestCluster, revision: Option<&str>) -> Self {
+    pub(crate) async fn create(cluster: &TestCluster, revision: Option<&str>) -> Self {
         ensure_control_plane_crd(&cluster.client).await;
         let name = unique_name("e2e-istio");
         let namespace = unique_name("e2e-istions");
@@ -76,7 +76,7 @@ impl Mesh {
         Self { name, namespace }
     }
 
-    fn smm(&self, args: &[&str]) {
+    pub(crate) fn smm(&self, args: &[&str]) {
         let args = [args, &["--control-plane", &self.name]].concat();
         assert_success(&format!("smm {}", args.join(" ")), &smm(&args));
     }
@@ -108,7 +108,7 @@ async fn create_pod(client: &Client, namespace: &str) -> Pod {
 
 /// The image of the container `name`, wherever the pod has it: Istio injects its proxy as a
 /// native sidecar (an init container that keeps running) on this Kubernetes version.
-fn container_image(pod: &Pod, name: &str) -> Option<String> {
+pub(crate) fn container_image(pod: &Pod, name: &str) -> Option<String> {
     let spec = pod.spec.as_ref()?;
     spec.containers
         .iter()
@@ -118,7 +118,7 @@ fn container_image(pod: &Pod, name: &str) -> Option<String> {
 }
 
 /// The names of a pod's containers and init containers, for messages.
-fn container_names(pod: &Pod) -> Vec<String> {
+pub(crate) fn container_names(pod: &Pod) -> Vec<String> {
     let spec = pod.spec.as_ref();
     spec.into_iter()
         .flat_map(|spec| {

@@ -8,6 +8,7 @@ mod istio;
 mod local_plane;
 mod readiness;
 mod records;
+mod revisions;
 mod set_syntax;
 mod smm_binary;
 #[path = "../support/mod.rs"]
