@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
@@ -260,6 +260,28 @@ fn only_ours(set: &BTreeSet<String>, namespaces: &[&TestNamespace]) -> BTreeSet<
         .collect()
 }
 
+/// The holder of istiod's leader-election ConfigMap `name`, once one holds it.
+async fn leader_of(client: &Client, namespace: &str, name: &str) -> String {
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let mut holder = String::new();
+    let held = eventually(Duration::from_secs(30), async || {
+        let Some(lock) = config_maps.get_opt(name).await.unwrap() else {
+            return false;
+        };
+        let record = lock
+            .annotations()
+            .get("control-plane.alpha.kubernetes.io/leader")
+            .and_then(|record| serde_json::from_str::<Value>(record).ok());
+        holder = record
+            .and_then(|record| record["holderIdentity"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        !holder.is_empty()
+    })
+    .await;
+    assert!(held, "nobody holds {namespace}/{name}");
+    holder
+}
+
 /// Creates a pod with one plain container and `labels` in `namespace`, as admitted.
 async fn create_pod(client: &Client, namespace: &str, name: &str, labels: Value) -> Pod {
     let pod: Pod = serde_json::from_value(json!({
@@ -301,6 +323,21 @@ async fn the_in_use_rule_follows_real_injections_of_two_revisions() {
     let early = create_pod(client, &plain.name, "early", json!({"istio.io/rev": B})).await;
     assert_eq!(container_names(&early), ["app"]);
     installed.install(B, "1.31.4", &["--set", "revisionTags={prod}"]);
+
+    // Side by side, each istiod has a ControlZ port and a leader-election identity of its own.
+    for (revision, istiod) in &installed.istiods {
+        let log = istiod.log();
+        assert!(
+            !log.contains("Unable to start ControlZ"),
+            "{revision}:\n{log}"
+        );
+    }
+    let holder = leader_of(client, &mesh.namespace, "istio-leader").await;
+    let identities = [A, B].map(|revision| format!("istiod-{revision}-local"));
+    assert!(
+        identities.contains(&holder),
+        "istio-leader held by {holder:?}"
+    );
 
     let on_a = cluster.namespace("e2e-rev-a").await;
     label(client, &on_a.name, "istio.io/rev", A).await;
