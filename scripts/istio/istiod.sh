@@ -5,6 +5,10 @@
 #   scripts/istio/istiod.sh start [NAMESPACE [REVISION]]   (default istio-system, revision "")
 #   scripts/istio/istiod.sh stop  [NAMESPACE [REVISION]]
 #
+# istiod gets the literal env of the chart's Deployment (as in a pod) and POD_NAME, its
+# leader-election identity, istiod[-REVISION]-local unless the caller sets POD_NAME: istiods of
+# two revisions side by side must not share one identity, or both lead the locks they share.
+#
 # start prints shell assignments (ISTIOD_PID, ISTIOD_HTTPS_PORT, ISTIOD_GRPC_PORT, ISTIOD_XDS_PORT,
 # ISTIOD_MONITORING_PORT, ISTIOD_HTTP_PORT, ISTIOD_DIR) on stdout, progress on stderr.
 #
@@ -69,11 +73,17 @@ cmd_stop() {
 }
 
 cmd_start() {
-	local binary cluster_ip server token https grpc xds monitoring http pid deadline i tmp
+	local binary cluster_ip server token https grpc xds monitoring http pid deadline i tmp env_list chart_env
 	pid_of >/dev/null && die "$service in $namespace already runs (pid $(pid_of)); stop it first"
 	binary="$("$here/build.sh")"
 	cluster_ip="$("$kubectl" -n "$namespace" get service "$service" -o jsonpath='{.spec.clusterIP}')" ||
 		die "no Service $service in $namespace: install the istiod chart first"
+	# The chart's literal env (profiles set features there); valueFrom entries come out as
+	# comments and need a pod. KUBECONFIG is an in-pod path, REVISION is set below.
+	env_list="$("$kubectl" -n "$namespace" set env "deployment/$service" -c discovery --list)" ||
+		die "no Deployment $service in $namespace: install the istiod chart first"
+	mapfile -t chart_env < <(grep -E '^[A-Za-z_][A-Za-z0-9_]*=' <<<"$env_list" |
+		grep -v -e '^KUBECONFIG=' -e '^REVISION=' || true)
 	rm -rf "$state"
 	mkdir -p "$plane/istiod"
 	# The token in the kubeconfig is a credential.
@@ -120,7 +130,8 @@ print(*(s.getsockname()[1] for s in socks))
 	# setsid: istiod outlives this script and the caller's process group, like the plane's
 	# processes; bash -c records the PID that exec keeps for istiod.
 	# shellcheck disable=SC2016 # expanded by the inner bash
-	POD_NAMESPACE="$namespace" REVISION="${revision:-default}" setsid bash -c \
+	env "${chart_env[@]}" POD_NAME="${POD_NAME:-$service-local}" POD_NAMESPACE="$namespace" \
+		REVISION="${revision:-default}" setsid bash -c \
 		'printf "%s\n%s\n" "$$" "$0" >"$1.tmp" && mv "$1.tmp" "$1" && shift && exec "$0" "$@"' \
 		"$binary" "$state/pid" discovery \
 		--kubeconfig "$state/kubeconfig" \
@@ -132,6 +143,7 @@ print(*(s.getsockname()[1] for s in socks))
 		--monitoringAddr "127.0.0.1:$monitoring" \
 		--httpAddr "127.0.0.1:$http" \
 		--shutdownDuration 1s \
+		--ctrlz_port 0 \
 		</dev/null >"$state/istiod.log" 2>&1 &
 	for ((i = 0; i < 50; i++)); do
 		[[ -f "$state/pid" ]] && break

@@ -98,3 +98,52 @@ fn row(proxy: &ProxyStatus) -> Vec<String> {
         state.to_owned(),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smm::mesh::revisions::usage::PodRef;
+
+    fn proxy(name: &str, finished: bool, exists: bool, ready: bool) -> ProxyStatus {
+        ProxyStatus {
+            pod: PodRef {
+                namespace: "demo".to_owned(),
+                name: name.to_owned(),
+            },
+            phase: Some("Running".to_owned()),
+            revision: "1-31-3".to_owned(),
+            proxy_image: Some("docker.io/istio/proxyv2:1.31.3".to_owned()),
+            proxy_version: Some("1.31.3".to_owned()),
+            finished,
+            revision_exists: exists,
+            revision_ready: ready,
+            control_plane_version: exists.then(|| "1.31.4".to_owned()),
+            skew: exists.then_some(Skew::Patch),
+            skew_to_newest: Some(Skew::Minor(-1)),
+        }
+    }
+
+    #[test]
+    fn the_state_column_says_what_is_wrong_with_a_proxys_revision() {
+        let report = ProxyStatusReport {
+            mesh_namespace: "istio-system".to_owned(),
+            revisions: Default::default(),
+            proxies: vec![
+                proxy("job", true, false, false),
+                proxy("ok", false, true, true),
+                proxy("orphan", false, false, false),
+                proxy("waiting", false, true, false),
+            ],
+        };
+        assert_eq!(
+            text(&report),
+            "\
+NAMESPACE   NAME      REVISION   PROXY    ISTIOD   SKEW    SKEW TO NEWEST   STATE
+demo        job       1-31-3     1.31.3   -        -       -1 minor         finished
+demo        ok        1-31-3     1.31.3   1.31.4   patch   -1 minor         ok
+demo        orphan    1-31-3     1.31.3   -        -       -1 minor         revision missing
+demo        waiting   1-31-3     1.31.3   1.31.4   patch   -1 minor         istiod not ready
+"
+        );
+    }
+}

@@ -33,9 +33,7 @@ use crate::mesh::revisions::usage::{RevisionUse, revision_usage};
 /// What went wrong while settling istiod's revisions.
 #[derive(Debug, thiserror::Error)]
 pub enum RevisionError {
-    #[error(
-        "spec.revisionTags.{tag}: revision {revision} does not run here (running: {running})"
-    )]
+    #[error("spec.revisionTags.{tag}: revision {revision} does not run here (running: {running})")]
     TagToMissingRevision {
         tag: String,
         revision: String,
@@ -132,7 +130,9 @@ impl Engine {
                 .map(|(tag, _)| tag.clone())
                 .collect();
         }
-        let revisionless_kept = revisions.iter().any(|r| !r.active && r.name == REVISIONLESS);
+        let revisionless_kept = revisions
+            .iter()
+            .any(|r| !r.active && r.name == REVISIONLESS);
         if revisionless_kept && tags.contains_key(DEFAULT_TAG_NAME) {
             self.deactivate_revisionless(namespace).await?;
         }
@@ -345,10 +345,19 @@ fn describe_use(usage: &RevisionUse) -> String {
     let mut parts = Vec::new();
     if !usage.pods.is_empty() {
         let examples: Vec<String> = usage.pods.iter().take(3).map(ToString::to_string).collect();
-        parts.push(format!("{} proxies (e.g. {})", usage.pods.len(), examples.join(", ")));
+        parts.push(format!(
+            "{} proxies (e.g. {})",
+            usage.pods.len(),
+            examples.join(", ")
+        ));
     }
     if !usage.namespaces.is_empty() {
-        let names: Vec<&str> = usage.namespaces.iter().take(3).map(String::as_str).collect();
+        let names: Vec<&str> = usage
+            .namespaces
+            .iter()
+            .take(3)
+            .map(String::as_str)
+            .collect();
         parts.push(format!(
             "{} namespaces select it (e.g. {})",
             usage.namespaces.len(),
@@ -378,7 +387,9 @@ fn unused_for(revision: &RevisionStatus, now: &Time) -> Option<Duration> {
         return None;
     }
     let since = now.0.duration_since(condition.last_transition_time.0);
-    Some(Duration::from_secs(u64::try_from(since.as_secs()).unwrap_or(0)))
+    Some(Duration::from_secs(
+        u64::try_from(since.as_secs()).unwrap_or(0),
+    ))
 }
 
 impl StatusWriter {

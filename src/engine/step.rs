@@ -75,9 +75,7 @@ fn keeps_revision(
     wanted: &DesiredComponent<'_>,
     previous: &crate::helm::release::ReleaseRef,
 ) -> bool {
-    wanted.component.revisioned
-        && wanted.enabled
-        && previous.namespace == wanted.release.namespace
+    wanted.component.revisioned && wanted.enabled && previous.namespace == wanted.release.namespace
 }
 
 /// How a step that did not fail ended.

@@ -255,12 +255,12 @@ impl Context {
                 tracing::info!(control_plane = %name, %waiting_for, "waiting; looking again soon");
                 Action::requeue(WAITING_RECHECK)
             }
-            (Goal::Apply, None) => Action::requeue(
-                revisit.map_or(self.options.resync_every, |revisit| {
+            (Goal::Apply, None) => {
+                Action::requeue(revisit.map_or(self.options.resync_every, |revisit| {
                     // A second late, so the grace period has passed for certain.
                     (revisit + std::time::Duration::from_secs(1)).min(self.options.resync_every)
-                }),
-            ),
+                }))
+            }
             (Goal::Cleanup, None) => {
                 self.progress.lock().expect("progress lock").remove(name);
                 Action::await_change()

@@ -23,7 +23,7 @@ use crate::support::{
 pub(crate) const REGISTRY: &str = "registry.local:5000";
 
 /// The proxy image smm's values make istiod inject: `<imageRegistry>/istio/proxyv2:<tag>`.
-fn proxy_image() -> String {
+pub(crate) fn proxy_image() -> String {
     format!("{REGISTRY}/istio/proxyv2:{}", crate::support::istiod_tag())
 }
 
@@ -118,7 +118,7 @@ pub(crate) fn container_image(pod: &Pod, name: &str) -> Option<String> {
 }
 
 /// The names of a pod's containers and init containers, for messages.
-fn container_names(pod: &Pod) -> Vec<String> {
+pub(crate) fn container_names(pod: &Pod) -> Vec<String> {
     let spec = pod.spec.as_ref();
     spec.into_iter()
         .flat_map(|spec| {

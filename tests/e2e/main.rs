@@ -8,10 +8,11 @@ mod istio;
 mod local_plane;
 mod readiness;
 mod records;
-mod upgrades;
+mod revisions;
 mod set_syntax;
 mod smm_binary;
 #[path = "../support/mod.rs"]
 mod support;
 #[path = "../fixtures/tiny_component.rs"]
 mod tiny_component;
+mod upgrades;

@@ -40,7 +40,11 @@ async fn revisions_of(client: &kube::Client, name: &str) -> Vec<smm::api::Revisi
 }
 
 fn revision_annotation(pod: &Pod) -> Option<String> {
-    pod.metadata.annotations.as_ref()?.get("istio.io/rev").cloned()
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get("istio.io/rev")
+        .cloned()
 }
 
 /// Starts the local istiod of `revision` as soon as its chart made its Service, on a thread of
@@ -95,11 +99,8 @@ async fn a_revision_based_upgrade_keeps_old_proxies_served_and_prunes_only_what_
     )
     .await;
     let new_revision = new_version.replace('.', "-");
-    let starting = start_istiod_when_installed(
-        client.clone(),
-        mesh.namespace.clone(),
-        new_revision.clone(),
-    );
+    let starting =
+        start_istiod_when_installed(client.clone(), mesh.namespace.clone(), new_revision.clone());
     mesh.smm(&["install", "istiod", "ingress-gateway"]);
     let _new_istiod = starting.join().expect("the new revision's istiod starts");
 
@@ -150,7 +151,10 @@ async fn a_revision_based_upgrade_keeps_old_proxies_served_and_prunes_only_what_
     };
     eventually(Duration::from_secs(60), || async {
         let revisions = gateway_pods().await;
-        !revisions.is_empty() && revisions.iter().all(|r| r.as_deref() == Some(&new_revision))
+        !revisions.is_empty()
+            && revisions
+                .iter()
+                .all(|r| r.as_deref() == Some(&new_revision))
     })
     .await;
 
@@ -161,13 +165,24 @@ async fn a_revision_based_upgrade_keeps_old_proxies_served_and_prunes_only_what_
 
     // The old pod gone: unused, removed once the grace period has passed, not before.
     Api::<Pod>::namespaced(client.clone(), &injected.name)
-        .delete(&old_pod.metadata.name.clone().unwrap(), &DeleteParams::default())
+        .delete(
+            &old_pod.metadata.name.clone().unwrap(),
+            &DeleteParams::default(),
+        )
         .await
         .unwrap();
     mesh.smm(&["install", "istiod"]);
     let revisions = revisions_of(&client, &mesh.name).await;
-    assert_eq!(in_use(&revisions, "default").as_deref(), Some("False"), "{revisions:#?}");
-    assert_eq!(revisions.len(), 2, "kept for the grace period: {revisions:#?}");
+    assert_eq!(
+        in_use(&revisions, "default").as_deref(),
+        Some("False"),
+        "{revisions:#?}"
+    );
+    assert_eq!(
+        revisions.len(),
+        2,
+        "kept for the grace period: {revisions:#?}"
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     mesh.smm(&["install", "istiod"]);
     let revisions = revisions_of(&client, &mesh.name).await;

@@ -283,6 +283,9 @@ impl LocalIstiod {
     pub fn start(namespace: &str, revision: &str) -> Self {
         let output = std::process::Command::new(repo_root().join("scripts/istio/istiod.sh"))
             .args(["start", namespace, revision])
+            // Its leader-election identity is then the script's, one per revision: istiods of
+            // two revisions side by side must not share one.
+            .env_remove("POD_NAME")
             .output()
             .expect("scripts/istio/istiod.sh runs");
         assert!(
