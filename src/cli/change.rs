@@ -52,6 +52,10 @@ pub struct RunFlags {
     /// with helm by hand) instead of refusing
     #[arg(long)]
     pub adopt: bool,
+    /// Go on with a change that cuts running proxies off their istiod (a revision renamed in
+    /// place, istiod removed while proxies use it) instead of refusing
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Prints what `ops::dump` rendered, or writes one file per component into `output_dir`.
@@ -96,6 +100,7 @@ pub async fn reconcile(
     };
     let options = ReconcileOptions {
         adopt: flags.adopt,
+        force: flags.force,
         wait: if flags.no_wait {
             WaitPolicy::No
         } else {

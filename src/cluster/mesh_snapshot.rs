@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 
+use crate::mesh::revisions::proxies::proxy_mesh_namespace;
 use crate::mesh::revisions::usage::{MeshSnapshot, POD_INJECT_LABEL, REVISION_LABEL};
 
 /// The label istiod's injector adds to every pod it injects (`istio` unless the pod set it).
@@ -33,7 +34,8 @@ pub struct SnapshotError {
 
 /// The snapshot of the mesh whose istiods run in `mesh_namespace`. Pods are read by label, in
 /// three lists (a selector cannot say "or"): injected ones (finished ones included), and those
-/// whose own `istio.io/rev` or `sidecar.istio.io/inject` may select a revision.
+/// whose own `istio.io/rev` or `sidecar.istio.io/inject` may select a revision; proxies that
+/// dial another mesh's istiod are left out.
 pub async fn read(client: &Client, mesh_namespace: &str) -> Result<MeshSnapshot, SnapshotError> {
     let pods_api = Api::<Pod>::all(client.clone());
     let mut pods = Vec::new();
@@ -41,7 +43,9 @@ pub async fn read(client: &Client, mesh_namespace: &str) -> Result<MeshSnapshot,
     for selector in [INJECTED_LABEL, REVISION_LABEL, POD_INJECT_LABEL] {
         let listed = list(&pods_api, "pods", selector).await?;
         for pod in listed {
-            if seen.insert((pod.namespace(), pod.name_any())) {
+            // A proxy of another mesh's istiod (its revisions may share our revisions' names).
+            let other_mesh = proxy_mesh_namespace(&pod).is_some_and(|ns| ns != mesh_namespace);
+            if !other_mesh && seen.insert((pod.namespace(), pod.name_any())) {
                 pods.push(pod);
             }
         }

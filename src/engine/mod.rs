@@ -115,6 +115,9 @@ pub struct EngineSettings {
     pub wait: WaitPolicy,
     /// Take over releases that belong to another ControlPlane or to nobody (`--adopt`).
     pub adopt: bool,
+    /// Go on with a change that cuts running proxies off their istiod: a revision renamed in
+    /// place, or istiod removed while proxies use it (`--force`).
+    pub force: bool,
     /// Pause after a round in which something still waits, so it gets a chance to become
     /// ready; it doubles after every round that changed nothing, up to [`MAX_ROUND_DELAY`].
     pub round_delay: Duration,
@@ -127,6 +130,7 @@ impl Default for EngineSettings {
         Self {
             wait: WaitPolicy::Until(Duration::from_secs(300)),
             adopt: false,
+            force: false,
             round_delay: Duration::from_millis(100),
             parallelism: 4,
         }
@@ -288,7 +292,11 @@ impl Engine {
         let removal = self
             .accept(control_plane, removal.map_err(EngineError::from))
             .await?;
-        self.run(control_plane, &removal, &Scope::All).await
+        // Deleting the ControlPlane is the explicit act: proxies that still use istiod do not
+        // hold it up (an imperative uninstall refuses unless forced).
+        let mut forced = self.clone();
+        forced.settings.force = true;
+        forced.run(control_plane, &removal, &Scope::All).await
     }
 
     /// The stored ControlPlane's spec resolved for a run, and checked against the releases of

@@ -148,6 +148,12 @@ impl Session {
         self
     }
 
+    /// Runs go on with changes that cut running proxies off their istiod.
+    pub fn with_force(mut self, force: bool) -> Self {
+        self.engine.settings.force = force;
+        self
+    }
+
     /// How runs wait for components to become ready (default: up to 5 minutes).
     pub fn with_wait(mut self, wait: WaitPolicy) -> Self {
         self.engine.settings.wait = wait;

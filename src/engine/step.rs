@@ -56,7 +56,13 @@ pub enum ComponentError {
     #[error(transparent)]
     Status(#[from] StatusError),
     #[error(transparent)]
-    Revision(#[from] super::revisions::RevisionError),
+    Revision(Box<super::revisions::RevisionError>),
+}
+
+impl From<super::revisions::RevisionError> for ComponentError {
+    fn from(err: super::revisions::RevisionError) -> Self {
+        Self::Revision(Box::new(err))
+    }
 }
 
 /// helm's own error line when helm ran and failed; the whole error otherwise.
@@ -207,6 +213,8 @@ impl Engine {
                     .await?;
             }
         }
+        self.refuse_cutting_off(wanted, decision.action, release, resolved, writer)
+            .await?;
         if decision.action != Operation::Nothing {
             self.announce(wanted.name(), decision, writer).await?;
         }

@@ -62,6 +62,8 @@ pub struct Reach {
 pub struct ReconcileOptions {
     /// Take over releases that belong to another ControlPlane or to nobody.
     pub adopt: bool,
+    /// Go on with changes that cut running proxies off their istiod.
+    pub force: bool,
     pub wait: WaitPolicy,
     /// How long a lease held by another run is waited for.
     pub lease_wait: Duration,
@@ -91,6 +93,7 @@ pub async fn reconcile(
         options.lease_wait,
     )
     .with_adopt(options.adopt)
+    .with_force(options.force)
     .with_wait(options.wait)
     .with_cancel(options.cancel);
     if let Some(progress) = options.progress {

@@ -84,7 +84,7 @@ impl Mesh {
 
 impl Drop for Mesh {
     fn drop(&mut self) {
-        let _ = smm(&["uninstall", "-a", "--control-plane", &self.name]);
+        let _ = smm(&["uninstall", "-a", "--force", "--control-plane", &self.name]);
         let _ = Command::new(crate::support::repo_root().join(".tools/kubectl"))
             .args(["delete", "controlplane", &self.name, "--wait=false"])
             .output();

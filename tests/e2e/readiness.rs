@@ -49,7 +49,7 @@ async fn every_deployment_available(client: &kube::Client, namespace: &str) -> V
 }
 
 async fn remove(client: &kube::Client, name: &str) {
-    smm(&["uninstall", "-a", "--control-plane", name]);
+    smm(&["uninstall", "-a", "--force", "--control-plane", name]);
     let _ = Api::<ControlPlane>::all(client.clone())
         .delete(name, &DeleteParams::default())
         .await;

@@ -147,8 +147,21 @@ async fn proxy_status_reports_injected_pods_and_fails_once_their_revision_is_gon
         assert_eq!(proxy["skew"], "none");
     }
 
+    // Removing istiod while its proxies run is refused, naming them; --force goes on.
+    let refused = crate::support::smm(&["uninstall", "istiod", "--control-plane", &mesh.name]);
+    assert!(!refused.status.success());
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&refused.stdout),
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(
+        said.contains("refusing to remove istiod: 2 running proxies use revision default")
+            && said.contains(&format!("{}/", apps.name)),
+        "{said}"
+    );
     // The revision goes (release first: its injector fails closed once istiod stops).
-    mesh.smm(&["uninstall", "istiod"]);
+    mesh.smm(&["uninstall", "istiod", "--force"]);
     drop(istiod);
     let (code, report) = proxy_status(&mesh);
     assert_eq!(code, Some(3), "{report:#}");

@@ -94,6 +94,31 @@ pub fn proxy_image(pod: &Pod) -> Option<&str> {
         .as_deref()
 }
 
+/// The namespace of the istiod a pod's proxy dials, from its `CA_ADDR`
+/// (`istiod-<rev>.<namespace>.svc:15012`): which mesh the proxy belongs to when several meshes
+/// share a cluster (each mesh's revisionless istiod is revision `default`). `None` for a pod
+/// without a proxy or without that variable.
+pub fn proxy_mesh_namespace(pod: &Pod) -> Option<&str> {
+    let spec = pod.spec.as_ref()?;
+    let proxy = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .find(|c| c.name == PROXY_CONTAINER)?;
+    let address = proxy
+        .env
+        .iter()
+        .flatten()
+        .find(|var| var.name == "CA_ADDR")?
+        .value
+        .as_deref()?;
+    let host = address.split(':').next()?;
+    let mut labels = host.split('.');
+    labels.next()?;
+    labels.next().filter(|namespace| !namespace.is_empty())
+}
+
 /// The tag of an image reference (`docker.io/istio/proxyv2:1.28.0@sha256:...` → `1.28.0`); a
 /// registry's port is not a tag.
 pub fn image_tag(image: &str) -> Option<String> {
@@ -197,6 +222,24 @@ impl Version {
 mod tests {
     use super::super::fixtures::{injector, istiod, pod};
     use super::*;
+
+    #[test]
+    fn a_proxy_belongs_to_the_mesh_whose_istiod_it_dials() {
+        let mut injected = pod("demo", "web", &[], Some(("1-31-3", "1.31.3")), "Running");
+        assert_eq!(proxy_mesh_namespace(&injected), None);
+        let spec = injected.spec.as_mut().unwrap();
+        let proxy = spec.init_containers.as_mut().unwrap().last_mut().unwrap();
+        proxy.env = Some(vec![k8s_openapi::api::core::v1::EnvVar {
+            name: "CA_ADDR".to_owned(),
+            value: Some("istiod-1-31-3.mesh-a.svc:15012".to_owned()),
+            value_from: None,
+        }]);
+        assert_eq!(proxy_mesh_namespace(&injected), Some("mesh-a"));
+        assert_eq!(
+            proxy_mesh_namespace(&pod("demo", "plain", &[], None, "Running")),
+            None
+        );
+    }
 
     fn pod_with_proxy_in_containers() -> Pod {
         let mut pod = pod("demo", "old", &[], Some(("1-30", "1.30.2")), "Running");
