@@ -14,9 +14,9 @@ use kube::ResourceExt;
 use smm::api::ControlPlane;
 use smm::desired::resolved::Resolved;
 use smm::engine::Scope;
-use smm::engine::report::PlannedComponent;
 use smm::engine::session::Request;
 use smm::mesh::catalog::Catalog;
+use smm::ops::Plan;
 use smm::ops::{self, Reach};
 
 use super::args::GlobalArgs;
@@ -89,11 +89,12 @@ fn read_file(path: &Path) -> anyhow::Result<(String, String)> {
     Ok((path.display().to_string(), text))
 }
 
-fn print_plan(name: &str, plan: &[PlannedComponent], output: OutputFormat) -> anyhow::Result<()> {
+fn print_plan(name: &str, plan: &Plan, output: OutputFormat) -> anyhow::Result<()> {
     if output != OutputFormat::Text {
         return print_structured(output, &plan);
     }
     let rows: Vec<Vec<String>> = plan
+        .components
         .iter()
         .map(|c| vec![c.name.clone(), format!("{:?}", c.action), c.reason.clone()])
         .collect();
@@ -102,10 +103,20 @@ fn print_plan(name: &str, plan: &[PlannedComponent], output: OutputFormat) -> an
         "{}",
         table::render(&["COMPONENT", "ACTION", "REASON"], &rows)
     );
-    for component in plan.iter().filter(|c| !c.values_diff.is_empty()) {
+    for component in plan.components.iter().filter(|c| !c.values_diff.is_empty()) {
         println!("\n{} values:", component.name);
         for change in &component.values_diff {
             println!("  {change}");
+        }
+    }
+    if let Some(revisions) = &plan.revisions {
+        let changes = revisions.to_string();
+        if !changes.is_empty() {
+            println!(
+                "\nistiod revisions (active after the reconcile: {}):",
+                revisions.active
+            );
+            print!("{changes}");
         }
     }
     Ok(())

@@ -12,7 +12,7 @@ pub mod decide;
 mod guards;
 mod readiness;
 pub mod report;
-mod revisions;
+pub mod revisions;
 mod run;
 mod schedule;
 pub mod session;

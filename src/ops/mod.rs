@@ -19,6 +19,7 @@ use crate::cluster::namespaces::{self, LabelError};
 use crate::desired::edit;
 use crate::desired::resolved::Resolved;
 use crate::engine::report::{PlannedComponent, Progress, ReconcileReport};
+use crate::engine::revisions::plan::{RevisionPlan, plan_revisions};
 use crate::engine::session::{Request, Session, SessionError};
 use crate::engine::{Engine, EngineError, EngineSettings, Scope, WaitPolicy};
 use crate::helm::Helm;
@@ -190,10 +191,7 @@ pub async fn proxy_status(
 
 /// What reconciling `resolved` would do, against the status stored for its ControlPlane (none
 /// when it is not stored yet); changes nothing and spawns no helm.
-pub async fn plan(
-    reach: Reach,
-    resolved: &Resolved<'_>,
-) -> Result<Vec<PlannedComponent>, OpsError> {
+pub async fn plan(reach: Reach, resolved: &Resolved<'_>) -> Result<Plan, OpsError> {
     let stored = control_plane::load(&reach.client, resolved.name()).await?;
     let engine = Engine::new(
         reach.client,
@@ -202,7 +200,21 @@ pub async fn plan(
         EngineSettings::default(),
     );
     let status = stored.as_ref().and_then(|cp| cp.status.as_ref());
-    Ok(engine.plan(resolved, status, &Scope::All).await?)
+    let components = engine.plan(resolved, status, &Scope::All).await?;
+    let revisions = plan_revisions(resolved, status, &components);
+    Ok(Plan {
+        components,
+        revisions,
+    })
+}
+
+/// What a reconcile would do: each component's action, and what it would do to istiod's
+/// revisions.
+#[derive(Debug, serde::Serialize)]
+pub struct Plan {
+    pub components: Vec<PlannedComponent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revisions: Option<RevisionPlan>,
 }
 
 /// The objects the enabled components of `resolved` in `scope` would apply, rendered with

@@ -117,8 +117,10 @@ async fn imperative_and_reconciler_modes_end_to_end() {
 
     let dry_run = smm(&["reconcile", "-f", path, "--dry-run", "-o", "json"]);
     assert_success(&dry_run);
-    let plan: Vec<Value> = serde_json::from_slice(&dry_run.stdout).unwrap();
-    let planned: BTreeMap<String, String> = plan
+    let plan: Value = serde_json::from_slice(&dry_run.stdout).unwrap();
+    let planned: BTreeMap<String, String> = plan["components"]
+        .as_array()
+        .unwrap()
         .iter()
         .map(|c| {
             (

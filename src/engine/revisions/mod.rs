@@ -29,6 +29,7 @@ use crate::mesh::revisions::tags::{
 use crate::mesh::revisions::usage::revision_usage;
 
 mod guard;
+pub mod plan;
 mod record;
 
 use record::{check_tags, record_active, record_use, unused_for};
