@@ -141,7 +141,12 @@ async fn imperative_and_reconciler_modes_end_to_end() {
     }
     expected.insert("istiod".to_owned(), "Upgrade".to_owned());
     assert_eq!(planned, expected, "{}", stdout(&dry_run));
-    let istiod_plan = plan.iter().find(|c| c["name"] == "istiod").unwrap();
+    let istiod_plan = plan["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "istiod")
+        .unwrap();
     // Istio's chart keeps its default replica count under `_internal_defaults_do_not_set`, so
     // the top-level value the override sets is new.
     let replicas = json!({"path": "replicaCount", "old": null, "new": 2});
