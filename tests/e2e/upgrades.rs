@@ -197,3 +197,42 @@ async fn a_revision_based_upgrade_keeps_old_proxies_served_and_prunes_only_what_
     let after = create_pod(&client, &injected.name).await;
     assert_eq!(revision_annotation(&after), Some(new_revision.clone()));
 }
+
+/// In place, renaming the revision replaces the Service and webhooks that running proxies use:
+/// refused with the pods it would cut off, and nothing changes; `--force` goes on.
+#[tokio::test]
+async fn an_in_place_revision_rename_is_refused_while_proxies_use_the_old_name() {
+    let cluster = TestCluster::connect().await;
+    let client = cluster.client.clone();
+    let _lock = istio_mesh_lock().await;
+    let mesh = Mesh::create(&cluster, None).await;
+    mesh.smm(&["install", "istiod"]);
+    let _istiod = LocalIstiod::start(&mesh.namespace, "");
+    let injected = cluster.namespace("e2e-rename").await;
+    mesh.smm(&["sidecar-proxy", "auto-inject", "on", &injected.name]);
+    let pod = create_pod(&client, &injected.name).await;
+    let pod_name = format!("{}/{}", injected.name, pod.metadata.name.clone().unwrap());
+
+    patch_spec(&client, &mesh.name, json!({"revision": "canary"})).await;
+    let refused = crate::support::smm(&["install", "istiod", "--control-plane", &mesh.name]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&refused.stdout),
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.contains(
+            "refusing to rename revision default to canary in place: 1 running proxies use \
+             revision default"
+        ) && said.contains(&pod_name),
+        "{said}"
+    );
+    let services: Api<Service> = Api::namespaced(client.clone(), &mesh.namespace);
+    assert!(services.get_opt("istiod").await.unwrap().is_some());
+    assert!(services.get_opt("istiod-canary").await.unwrap().is_none());
+
+    mesh.smm(&["install", "istiod", "--force"]);
+    assert!(services.get_opt("istiod").await.unwrap().is_none());
+    assert!(services.get_opt("istiod-canary").await.unwrap().is_some());
+}
