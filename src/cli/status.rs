@@ -168,6 +168,11 @@ fn text(name: &str, report: &Report) -> String {
         ],
         &rows,
     );
+    if !status.revisions.is_empty() {
+        out.push('\n');
+        out.push_str(&revisions_table(&status.revisions));
+        out.push('\n');
+    }
     let recorded = match status.condition(condition::READY) {
         Some(ready) => format!(
             "last reconcile: Ready={} ({}: {})",
@@ -178,4 +183,33 @@ fn text(name: &str, report: &Report) -> String {
     let now = if report.ready { "Ready" } else { "not Ready" };
     out.push_str(&format!("ControlPlane {name}: {now} ({recorded})\n"));
     out
+}
+
+/// istiod's revisions: which is active, which tags point at each, and what still uses it.
+fn revisions_table(revisions: &[smm::api::RevisionStatus]) -> String {
+    let rows: Vec<Vec<String>> = revisions
+        .iter()
+        .map(|revision| {
+            let in_use = revision
+                .conditions
+                .iter()
+                .find(|c| c.type_ == smm::api::IN_USE);
+            vec![
+                revision.name.clone(),
+                revision.version.clone().unwrap_or_default(),
+                if revision.active { "active" } else { "inactive" }.to_owned(),
+                revision.tags.join(","),
+                revision
+                    .in_use
+                    .as_ref()
+                    .map(|used| format!("{} pods, {} namespaces", used.pods, used.namespaces))
+                    .unwrap_or_default(),
+                in_use.map(|c| c.message.clone()).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table::render(
+        &["ISTIOD REVISION", "VERSION", "STATE", "TAGS", "IN USE", "MESSAGE"],
+        &rows,
+    )
 }

@@ -126,6 +126,15 @@ async fn a_revision_based_upgrade_keeps_old_proxies_served_and_prunes_only_what_
         condition.map(|c| c.status.clone())
     };
     assert_eq!(in_use(&revisions, "default").as_deref(), Some("True"));
+    let status = crate::support::smm(&["status", "--control-plane", &mesh.name]);
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        shown.contains("ISTIOD REVISION")
+            && shown
+                .lines()
+                .any(|line| line.starts_with("default ") && line.contains("inactive")),
+        "{shown}"
+    );
     // The old revision's Service, which its running proxies dial, is still there.
     let services: Api<Service> = Api::namespaced(client.clone(), &mesh.namespace);
     assert!(services.get_opt("istiod").await.unwrap().is_some());
