@@ -278,4 +278,24 @@ for n in $growth; do
 	for kv in $line; do record "growth.$n.${kv%%=*}" "${kv#*=}"; done
 done
 
+# --- revision-based upgrade -------------------------------------------------------------------
+# From the spec change to the new revision Ready and the tags moved: `smm reconcile -f` of the
+# mesh's spec switched to RevisionBased with a new patch version each run (a new revision beside
+# the others; the grace period is long, so none is removed in between), beside a cold
+# `helm upgrade --install --wait` of one istiod revision, the chart's own part of that work.
+log "revision-based upgrade: smm reconcile -f (new revision, tags) vs helm install of one istiod revision"
+istiod_namespace="$(awk '$1=="istiod"{print $3}' "$work/peer/components.tsv")"
+for ((i = 1; i <= runs; i++)); do
+	version="$(sed -n 's/.*"tag": "\([0-9]*\.[0-9]*\)\..*/\1/p' "$work/peer/istiod/values.yaml" | head -n 1).$((10 + i))"
+	sed -e "s/^spec:/spec:\n  version: \"$version\"\n  updateStrategy: {type: RevisionBased, inactiveRevisionDeletionGracePeriodSeconds: 3600}/" \
+		"$work/cp.yaml" >"$work/cp-rev.yaml"
+	before="$(helm_count)"
+	timed rev.smm "$smm" reconcile -f "$work/cp-rev.yaml" --no-color
+	record rev.smm.helm-processes "$(($(helm_count) - before))"
+	timed rev.helm "$helm_real" upgrade --install "istiod-bench-$i" "$work/peer/istiod/chart" \
+		-n "$istiod_namespace" -f "$work/peer/istiod/values.yaml" --set "revision=bench-$i" --wait --timeout 5m
+	"$helm_real" uninstall "istiod-bench-$i" -n "$istiod_namespace" --wait >/dev/null
+done
+"$kubectl" get controlplane smm -o jsonpath='{.status.revisionNames}{"\n"}' >"$work/revisions.txt"
+
 python3 "$root/scripts/bench/table.py" "$results" "$runs" | tee "$work/table.md"

@@ -74,6 +74,12 @@ a, b = med("dump.smm"), med("dump.helm")
 row("`install -a --dump-resources` (7 components) vs sum of `helm template`",
     fmt(a), fmt(b), f"{a / b:.2f}x of helm" if a and b else "n/a", "≤1.1x",
     (a / b <= 1.1) if a and b else None)
+compare("revision-based upgrade, spec change to new revision Ready and tags moved: `smm reconcile -f` "
+        "vs cold `helm upgrade --install --wait` of one istiod revision",
+        "rev.smm", "rev.helm", "—", lambda r: None)
+hp = values.get("rev.smm.helm-processes", [])
+row("revision-based upgrade: helm processes smm started (every run)",
+    ",".join(f"{x:g}" for x in hp), "", "", "1", all(x == 1 for x in hp) if hp else None)
 rss = med("operator.idle-rss-mib")
 row("operator idle RSS (out of cluster, after 20 s settling)", fmt(rss, " MiB"), "", "", "<30 MiB",
     None if rss is None else rss < 30)
