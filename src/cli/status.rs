@@ -197,7 +197,12 @@ fn revisions_table(revisions: &[smm::api::RevisionStatus]) -> String {
             vec![
                 revision.name.clone(),
                 revision.version.clone().unwrap_or_default(),
-                if revision.active { "active" } else { "inactive" }.to_owned(),
+                if revision.active {
+                    "active"
+                } else {
+                    "inactive"
+                }
+                .to_owned(),
                 revision.tags.join(","),
                 revision
                     .in_use
@@ -209,7 +214,14 @@ fn revisions_table(revisions: &[smm::api::RevisionStatus]) -> String {
         })
         .collect();
     table::render(
-        &["ISTIOD REVISION", "VERSION", "STATE", "TAGS", "IN USE", "MESSAGE"],
+        &[
+            "ISTIOD REVISION",
+            "VERSION",
+            "STATE",
+            "TAGS",
+            "IN USE",
+            "MESSAGE",
+        ],
         &rows,
     )
 }

@@ -13,7 +13,7 @@ use smm::api::ControlPlaneStatus;
 
 use crate::process::{HELM_RUNS_ENV, describe};
 use crate::scene::{COMMAND_LIMIT, Scene};
-use crate::spec::{enabled_components, normalized, strings};
+use crate::spec::{enabled_components, normalized, release_name, strings};
 
 impl Scene<'_> {
     /// The objects `smm --dump-resources` renders for `spec` (which must be stored under
@@ -107,7 +107,7 @@ impl Scene<'_> {
             Ok(releases) => releases,
             Err(err) => return self.record.fail(format!("listing helm's records: {err}")),
         };
-        self.check_status_agrees(&releases).await;
+        self.check_status_agrees(&releases, intended).await;
         for (release, versions) in &releases {
             for (version, state) in versions {
                 if state.starts_with("pending-") || state == "uninstalling" {
@@ -118,7 +118,7 @@ impl Scene<'_> {
         }
         for component in self.ctx.catalog.components() {
             let latest = releases
-                .get(component.release_name)
+                .get(&release_name(component, intended))
                 .and_then(|versions| versions.last_key_value());
             match (enabled.contains(component.name), latest) {
                 (true, Some((_, state))) if state == "deployed" => {}
@@ -140,7 +140,7 @@ impl Scene<'_> {
 
     /// The ControlPlane's status records, for each component, the revision that is helm's
     /// latest of its release, and none when helm has no release of it.
-    async fn check_status_agrees(&mut self, releases: &ReleaseRecords) {
+    async fn check_status_agrees(&mut self, releases: &ReleaseRecords, intended: &Value) {
         let stored = match self.ctx.control_planes.get_opt(&self.cp).await {
             Ok(Some(object)) => object.data.get("status").cloned(),
             Ok(None) => None,
@@ -158,12 +158,13 @@ impl Scene<'_> {
         let revision =
             |revision: Option<i64>| revision.map_or("none".to_owned(), |r| format!("v{r}"));
         for component in self.ctx.catalog.components() {
+            let release_name = release_name(component, intended);
             let recorded = status
                 .components
                 .get(component.name)
                 .and_then(|c| c.release.clone());
             let latest = releases
-                .get(component.release_name)
+                .get(&release_name)
                 .and_then(|revisions| revisions.last_key_value())
                 .map(|(latest, _)| *latest);
             let recorded_revision = recorded.as_ref().and_then(|r| r.revision);
@@ -176,15 +177,11 @@ impl Scene<'_> {
                 ));
             }
             if let Some(release) = recorded
-                && (release.name != component.release_name || release.namespace != self.ns)
+                && (release.name != release_name || release.namespace != self.ns)
             {
                 self.record.fail(format!(
                     "{}: the ControlPlane's status names release {}/{}, not {}/{}",
-                    component.name,
-                    release.namespace,
-                    release.name,
-                    self.ns,
-                    component.release_name
+                    component.name, release.namespace, release.name, self.ns, release_name
                 ));
             }
         }
@@ -220,6 +217,24 @@ impl Scene<'_> {
         }
     }
 
+    /// The releases of the inactive istiod revisions the ControlPlane's status records.
+    async fn inactive_revision_releases(&self) -> BTreeSet<String> {
+        let Ok(Some(object)) = self.ctx.control_planes.get_opt(&self.cp).await else {
+            return BTreeSet::new();
+        };
+        let status: Option<ControlPlaneStatus> = object
+            .data
+            .get("status")
+            .and_then(|status| serde_json::from_value(status.clone()).ok());
+        status
+            .map(|status| status.revisions)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|revision| !revision.active)
+            .map(|revision| revision.release)
+            .collect()
+    }
+
     /// The live Deployments are the rendered ones, available and as rendered.
     async fn check_deployments(&mut self, rendered: &[Value]) {
         let rendered: Vec<&Value> = rendered
@@ -248,7 +263,18 @@ impl Scene<'_> {
                 self.record.fail(format!("Deployment {name}: {problem}"));
             }
         }
-        for name in live.keys().filter(|name| !expected.contains(*name)) {
+        // An inactive istiod revision is kept beside the active one, as its status records.
+        let kept = self.inactive_revision_releases().await;
+        let of_kept_revision = |deployment: &Deployment| {
+            deployment
+                .annotations()
+                .get("meta.helm.sh/release-name")
+                .is_some_and(|release| kept.contains(release))
+        };
+        for (name, _) in live
+            .iter()
+            .filter(|(name, d)| !expected.contains(*name) && !of_kept_revision(d))
+        {
             self.record.fail(format!(
                 "Deployment {name} is left although the spec does not render it"
             ));

@@ -29,6 +29,7 @@ pub async fn cli_fault(
             set_up_upgrade(s, replicas, gate_ms).await
         }
         CliOp::UninstallAll => set_up_uninstall(s, all, gate_ms, hold).await,
+        CliOp::RevisionUpgrade { patch } => set_up_revision_upgrade(s, patch, gate_ms).await,
     };
     let Some((mut args, intended_by_command)) = set_up else {
         return;
@@ -40,7 +41,9 @@ pub async fn cli_fault(
     let gate_task = gate_ms.map(|ms| match op {
         CliOp::UninstallAll => s.release_holds_after(ms),
         CliOp::InstallAll => s.open_gate_after(ms),
-        CliOp::Upgrade { .. } | CliOp::UpgradeReverted { .. } => s.remove_quota_after(ms),
+        CliOp::Upgrade { .. } | CliOp::UpgradeReverted { .. } | CliOp::RevisionUpgrade { .. } => {
+            s.remove_quota_after(ms)
+        }
     });
     let proc = s.spawn("faulted", &args);
     let exited = interrupt(s, proc, signal, after_ms, gate_ms.is_some()).await;
@@ -109,6 +112,37 @@ async fn set_up_upgrade(
             values["replicaCount"] = json!(replicas);
             spec
         }),
+    ))
+}
+
+/// istiod installed in place, then the spec switched to RevisionBased at another patch, as a
+/// user edits it before `smm install istiod` runs the upgrade: a new revision's istiod, its pods
+/// held back by a quota when there is a gate, beside the old one; None when the install failed.
+async fn set_up_revision_upgrade(
+    s: &mut Scene<'_>,
+    patch: u64,
+    gate_ms: Option<u64>,
+) -> Option<(Vec<String>, SpecEdit)> {
+    if !s.setup(&s.on_cp(&["install", "istiod"])).await {
+        return None;
+    }
+    if gate_ms.is_some() {
+        s.quota().await;
+    }
+    let version = format!(
+        "{}.{patch}",
+        smm::mesh::revisions::strategy::embedded_line()
+    );
+    // The grace period outlasts the campaign: the old revision stays, so the next run's
+    // no-op check sees what the upgrade left and nothing else.
+    s.merge_spec(json!({
+        "version": version,
+        "updateStrategy": {"type": "RevisionBased", "inactiveRevisionDeletionGracePeriodSeconds": 3600},
+    }))
+    .await;
+    Some((
+        strings(&["install", "istiod"]),
+        Box::new(|before: &Value| before.clone()),
     ))
 }
 

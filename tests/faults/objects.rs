@@ -13,7 +13,7 @@ use smm::api::objects::Kind;
 use smm::helm::release::{Freshness, ReleaseRef, observe};
 
 use crate::scene::Scene;
-use crate::spec::enabled_components;
+use crate::spec::{enabled_components, release_name};
 
 /// An object's identity in words; `namespace` is None for cluster-scoped objects.
 fn describe_object(kind: &Kind, namespace: Option<&str>, name: &str) -> String {
@@ -85,7 +85,7 @@ impl Scene<'_> {
             .iter()
             .filter(|component| enabled.contains(component.name))
             .map(|component| ReleaseRef {
-                name: component.release_name.to_owned(),
+                name: release_name(component, intended),
                 namespace: self.ns.clone(),
             })
             .collect();

@@ -72,6 +72,9 @@ pub enum CliOp {
     UpgradeReverted { replicas: u64 },
     /// `smm uninstall -a` on an installed mesh.
     UninstallAll,
+    /// istiod installed in place, the spec switched to RevisionBased at patch `patch` of the
+    /// embedded line, then `smm install istiod`: a new revision beside the old, the tags moved.
+    RevisionUpgrade { patch: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,7 +115,7 @@ pub enum Fault {
     SecondControlPlane { replicas: u64 },
 }
 
-const KINDS: usize = 9;
+const KINDS: usize = 10;
 
 fn secs(ms: u64) -> String {
     format!("{:.1}s", ms as f64 / 1000.0)
@@ -208,6 +211,10 @@ fn write_cli(
             )
         }
         CliOp::UninstallAll => "smm uninstall -a".to_owned(),
+        CliOp::RevisionUpgrade { patch } => format!(
+            "the revision-based upgrade to {}.{patch} (smm install istiod)",
+            smm::mesh::revisions::strategy::embedded_line()
+        ),
     };
     write!(f, "{signal} {command} after {}", secs(after_ms))?;
     match (op, gate_ms) {
@@ -253,6 +260,7 @@ pub fn plan(seed: u64, index: usize) -> Fault {
     let gate_ms = outlast(&mut rng, after_ms);
     let replicas = rng.between(2, 3);
     let hold = rng.next() % 64;
+    let patch = rng.between(10, 99);
     let cli = |op| Fault::Cli {
         op,
         signal,
@@ -304,6 +312,7 @@ pub fn plan(seed: u64, index: usize) -> Fault {
             rollback: (block + (seed >> 1 & 1)).is_multiple_of(2),
             replicas,
         },
+        8 => cli(CliOp::RevisionUpgrade { patch }),
         _ => Fault::SecondControlPlane { replicas },
     }
 }

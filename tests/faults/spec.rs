@@ -29,6 +29,15 @@ pub fn normalized(spec: &Value) -> Value {
     }
 }
 
+/// The release `component` has under the spec `spec` (istiod's follows the revision strategy).
+pub fn release_name(component: &smm::mesh::catalog::Component, spec: &Value) -> String {
+    let spec: smm::api::ControlPlaneSpec = serde_json::from_value(spec.clone()).unwrap_or_default();
+    match smm::mesh::revisions::strategy::active(&spec) {
+        Ok(revision) => component.release_name_for(&spec, &revision),
+        Err(_) => component.release_name.to_owned(),
+    }
+}
+
 pub fn enabled_components(spec: &Value) -> BTreeSet<String> {
     spec["components"]
         .as_object()
