@@ -26,7 +26,7 @@ use crate::mesh::revisions::strategy::{DEFAULT_TAG_NAME, REVISIONLESS, revision_
 use crate::mesh::revisions::tags::{
     deactivate_revisionless, revisionless_injector_name, tag_objects,
 };
-use crate::mesh::revisions::usage::revision_usage;
+use crate::mesh::revisions::usage;
 
 mod guard;
 pub mod plan;
@@ -206,15 +206,28 @@ impl Engine {
         if revisions.iter().all(|r| r.active) {
             return Ok(());
         }
-        let usage = mesh_snapshot::read(&self.client, namespace)
+        let snapshot = mesh_snapshot::read(&self.client, namespace)
             .await
-            .map(|snapshot| revision_usage(&snapshot))
             .map_err(|err| err.to_string());
+        let usage = snapshot
+            .as_ref()
+            .map(usage::revision_usage)
+            .map_err(|why| why.as_str());
+        if let Ok(snapshot) = &snapshot {
+            // Whether each inactive revision's istiod still serves, as its Deployment says.
+            let running = usage::revisions(snapshot);
+            for revision in revisions.iter_mut().filter(|r| !r.active) {
+                revision.ready = running.get(&revision.name).is_some_and(|info| info.ready);
+            }
+        }
         let now = now();
         let grace = Duration::from_secs(grace_seconds);
         let mut removed = Vec::new();
         for revision in revisions.iter_mut() {
-            let used = usage.as_ref().map(|usage| usage.get(&revision.name));
+            let used = usage
+                .as_ref()
+                .map(|usage| usage.get(&revision.name))
+                .map_err(|why| *why);
             record_use(revision, used, grace_seconds, &now);
             if revision.active {
                 continue;

@@ -70,7 +70,7 @@ pub(super) fn check_tags(
 /// read). The transition time moves only when the condition's status does.
 pub(super) fn record_use(
     revision: &mut RevisionStatus,
-    used: Result<Option<&RevisionUse>, &String>,
+    used: Result<Option<&RevisionUse>, &str>,
     grace_seconds: u64,
     now: &Time,
 ) {
@@ -217,5 +217,73 @@ impl StatusWriter {
         current.active_revision = active;
         current.revision_names = names;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::revisions::usage::PodRef;
+
+    fn inactive(name: &str) -> RevisionStatus {
+        RevisionStatus {
+            name: name.to_owned(),
+            version: None,
+            release: format!("istiod-{name}"),
+            active: false,
+            ready: true,
+            tags: Vec::new(),
+            in_use: None,
+            conditions: Vec::new(),
+        }
+    }
+
+    fn at(second: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(second).unwrap())
+    }
+
+    #[test]
+    fn the_grace_period_counts_from_when_nothing_used_the_revision_any_more() {
+        let mut revision = inactive("1-31-3");
+        let used = RevisionUse {
+            pods: vec![PodRef {
+                namespace: "demo".to_owned(),
+                name: "web".to_owned(),
+            }],
+            ..RevisionUse::default()
+        };
+        record_use(&mut revision, Ok(Some(&used)), 30, &at(100));
+        assert_eq!(unused_for(&revision, &at(500)), None);
+        assert_eq!(
+            revision.in_use,
+            Some(RevisionUseCount {
+                pods: 1,
+                namespaces: 0
+            })
+        );
+        assert!(revision.conditions[0].message.contains("demo/web"));
+        // Unused from 200 on; looked at again at 210: still counted from 200.
+        record_use(&mut revision, Ok(None), 30, &at(200));
+        record_use(&mut revision, Ok(None), 30, &at(210));
+        assert_eq!(
+            unused_for(&revision, &at(215)),
+            Some(Duration::from_secs(15))
+        );
+        // Unknown is never counted as unused.
+        record_use(&mut revision, Err("forbidden"), 30, &at(300));
+        assert_eq!(revision.conditions[0].status, "Unknown");
+        assert_eq!(unused_for(&revision, &at(900)), None);
+    }
+
+    #[test]
+    fn a_tag_must_point_at_a_revision_that_runs() {
+        let revisions = [inactive("1-31-3")];
+        let tags = [("canary".to_owned(), "1-31-9".to_owned())].into();
+        assert_eq!(
+            check_tags(&tags, &revisions).unwrap_err().to_string(),
+            "spec.revisionTags.canary: revision 1-31-9 does not run here (running: 1-31-3)"
+        );
+        let tags = [("canary".to_owned(), "1-31-3".to_owned())].into();
+        check_tags(&tags, &revisions).unwrap();
     }
 }
