@@ -371,6 +371,40 @@ async fn operator_mode_end_to_end() {
     )
     .await;
 
+    // A revision-based upgrade, under the operator's own identity: the new revision beside the
+    // revisionless one, the gateways restarted onto it; nothing else uses the old one, which the
+    // operator removes by itself once the grace period has passed (it comes back for it).
+    let version = format!("{}.21", smm::mesh::revisions::strategy::embedded_line());
+    let new_revision = version.replace('.', "-");
+    let starting = LocalIstiod::start_when_installed(&namespace, &new_revision);
+    let patch = json!({"spec": {"version": version, "updateStrategy": {
+        "type": "RevisionBased", "inactiveRevisionDeletionGracePeriodSeconds": 2,
+    }}});
+    control_planes
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let _new_istiod = starting.join().expect("the new revision's istiod starts");
+    wait_for(
+        "the new revision alone, the old one removed",
+        120,
+        async || {
+            let cp = control_planes.get(&name).await.unwrap();
+            let generation = cp.metadata.generation;
+            let Some(status) = cp.status else {
+                return false;
+            };
+            let names: Vec<&str> = status.revisions.iter().map(|r| r.name.as_str()).collect();
+            status.health(generation) == Health::Ready && names == [new_revision.as_str()]
+        },
+    )
+    .await;
+    assert!(deployments.get_opt("istiod").await.unwrap().is_none());
+    deployments
+        .get(&format!("istiod-{new_revision}"))
+        .await
+        .unwrap();
+
     // Every action left an Event on the ControlPlane (published in the background, so the
     // last one may trail the status by a moment).
     let events: Api<Event> = Api::all(cluster.client.clone());

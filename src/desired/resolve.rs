@@ -384,6 +384,11 @@ mod tests {
         for (component, values, path) in [
             ("istiod", json!({"global": {"hub": "mine"}}), "global.hub"),
             ("istiod", json!({"revision": "x"}), "revision"),
+            (
+                "istiod",
+                json!({"revisionTags": ["stable"]}),
+                "revisionTags",
+            ),
             ("ingress-gateway", json!({"revision": "x"}), "revision"),
             ("base", json!({"defaultRevision": "x"}), "defaultRevision"),
         ] {

@@ -12,7 +12,7 @@ use serde_json::json;
 use smm::api::ControlPlane;
 
 use crate::istio::{Mesh, container_image, create_pod};
-use crate::support::{LocalIstiod, TestCluster, eventually, istio_mesh_lock, repo_root};
+use crate::support::{LocalIstiod, TestCluster, eventually, istio_mesh_lock};
 
 /// Two patch releases of the embedded line: the one installed first, and the upgrade.
 fn versions() -> (String, String) {
@@ -47,35 +47,6 @@ fn revision_annotation(pod: &Pod) -> Option<String> {
         .cloned()
 }
 
-/// Starts the local istiod of `revision` as soon as its chart made its Service, on a thread of
-/// its own: the reconcile that installs it goes on to the gateways, whose pods its injector
-/// must answer for. It asks kubectl, since the test's client lives on the test's runtime, which
-/// the reconcile's command blocks meanwhile.
-fn start_istiod_when_installed(
-    namespace: String,
-    revision: String,
-) -> std::thread::JoinHandle<LocalIstiod> {
-    std::thread::spawn(move || {
-        let service = format!("istiod-{revision}");
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            let found = std::process::Command::new(repo_root().join(".tools/kubectl"))
-                .args(["-n", &namespace, "get", "service", &service])
-                .output()
-                .is_ok_and(|output| output.status.success());
-            if found {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no Service {service} in 120s"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        LocalIstiod::start(&namespace, &revision)
-    })
-}
-
 #[tokio::test]
 async fn a_revision_based_upgrade_keeps_old_proxies_served_and_prunes_only_what_nothing_uses() {
     let cluster = TestCluster::connect().await;
@@ -103,7 +74,7 @@ async fn a_revision_based_upgrade_keeps_old_proxies_served_and_prunes_only_what_
     )
     .await;
     let new_revision = new_version.replace('.', "-");
-    let starting = start_istiod_when_installed(mesh.namespace.clone(), new_revision.clone());
+    let starting = LocalIstiod::start_when_installed(&mesh.namespace, &new_revision);
     mesh.smm(&["install", "istiod", "ingress-gateway"]);
     let _new_istiod = starting.join().expect("the new revision's istiod starts");
 

@@ -309,6 +309,33 @@ impl LocalIstiod {
         }
     }
 
+    /// Starts the local istiod of `revision` in `namespace` as soon as its chart made its
+    /// Service, on a thread of its own: the reconcile that installs it (a command or the
+    /// operator) goes on to the gateways, whose pods its injector must answer for. It asks
+    /// kubectl, since a test's client lives on the test's runtime, which a command may block.
+    pub fn start_when_installed(namespace: &str, revision: &str) -> std::thread::JoinHandle<Self> {
+        let (namespace, revision) = (namespace.to_owned(), revision.to_owned());
+        std::thread::spawn(move || {
+            let service = format!("istiod-{revision}");
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            loop {
+                let found = std::process::Command::new(repo_root().join(".tools/kubectl"))
+                    .args(["-n", &namespace, "get", "service", &service])
+                    .output()
+                    .is_ok_and(|output| output.status.success());
+                if found {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no Service {service} in 120s"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Self::start(&namespace, &revision)
+        })
+    }
+
     /// Everything istiod logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("istiod.log")).unwrap_or_default()

@@ -13,8 +13,9 @@ use super::{image_registry, istio};
 use crate::mesh::catalog::{ChartKind, Component, ComponentContext, DefaultNamespace};
 
 /// What the istio-discovery chart renders: istiod and its RBAC and webhooks, and with optional
-/// values an autoscaler and disruption budget, a NetworkPolicy, the stable validation policy,
-/// revision tags and a remote istiod's address (EndpointSlice).
+/// values an autoscaler and disruption budget, a NetworkPolicy, the stable validation policy
+/// and a remote istiod's address (EndpointSlice). Its revision tags are smm's own objects
+/// (`mesh::revisions::tags`).
 const CHART_KINDS: &[ChartKind] = &[
     ChartKind::of::<core::ConfigMap>(),
     ChartKind::of::<core::Service>(),
@@ -64,6 +65,10 @@ fn managed_values(context: &ComponentContext<'_>) -> serde_json::Value {
             "hub": istio::hub(image_registry(spec)),
         },
         "revision": context.revision.value,
+        // Revision tags are smm's (spec.revisionTags, applied once their revision is Ready):
+        // tags rendered by a revision's release would be claimed by the next revision's release
+        // too, which helm refuses, and go when the release that rendered them goes.
+        "revisionTags": [],
         "meshConfig": {
             "trustDomain": spec.trust_domain(),
             "rootNamespace": context.namespace,
