@@ -17,7 +17,7 @@ pub mod objects;
 
 pub use conditions::{Health, condition, ready_now, remove_condition, set_condition, set_stalled};
 pub use document::DocumentError;
-pub use metadata::{ControlPlaneMeta, Undecodable, decode_each};
+pub use metadata::{ControlPlaneMeta, Removable, Undecodable, decode_each};
 
 /// The API group of smm's resources.
 pub const GROUP: &str = "smm.dev";
