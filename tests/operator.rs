@@ -296,6 +296,31 @@ async fn operator_mode_end_to_end() {
     })
     .await;
 
+    // So is an object of another kind, deleted by hand once all is quiet (Ready, no workload
+    // changing): the operator watches every kind it manages (its resync is 10 minutes here, so
+    // only a watch brings it back in time).
+    wait_for("the ControlPlane to be Ready again", 60, async || {
+        let cp = control_planes.get(&name).await.unwrap();
+        let generation = cp.metadata.generation;
+        cp.status
+            .is_some_and(|status| status.health(generation) == Health::Ready)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(cluster.client.clone(), &namespace);
+    config_maps
+        .delete("istio-sidecar-injector", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("istiod's injector ConfigMap to come back", 60, async || {
+        config_maps
+            .get_opt("istio-sidecar-injector")
+            .await
+            .is_ok_and(|c| c.is_some())
+    })
+    .await;
+
     // Disabling a component uninstalls it.
     let patch = json!({"spec": {"components": {"istiod": {"enabled": false}}}});
     control_planes

@@ -41,8 +41,9 @@ pub struct RunArgs {
     /// and pid, followed by the nonce); at most 119 characters, as Events take 128 with the nonce
     #[arg(long, value_parser = identity_flag)]
     identity: Option<String>,
-    /// How often healthy ControlPlanes are reconciled anyway, to repair drift
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    /// How often healthy ControlPlanes are reconciled anyway, a safety net: the operator's watches
+    /// see drift (objects deleted or changed by hand, hand-made helm commands) as it happens
+    #[arg(long, value_name = "DURATION", default_value = "10h", value_parser = parse_duration)]
     resync: Duration,
     /// Serve the read-only dashboard on this loopback address (e.g. 127.0.0.1:8081), reached
     /// with `kubectl port-forward`; not served unless given
