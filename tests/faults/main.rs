@@ -1,5 +1,6 @@
 //! The fault campaign: smm under signals, operator deaths, an API server outage, concurrent
-//! writers, hand-made helm commands and a second ControlPlane on one mesh namespace, against the
+//! writers, hand-made helm commands, a second ControlPlane on one mesh namespace and a lease
+//! holder frozen past its lease, against the
 //! real local plane (`scripts/cluster.sh`) and the real helm.
 //!
 //! Every fault runs on a ControlPlane and mesh namespace of its own, one after another (a fault
@@ -32,11 +33,13 @@
 //! The files: `plan.rs` the faults and the seeded plan; `scene.rs` one fault's ControlPlane,
 //! processes, gates and clean-up (`process.rs` the processes, `spec.rs` specs as JSON);
 //! `checks.rs` whether a fault passed (`objects.rs` that no managed object is lost); one file per family of faults: `cli.rs`, `operator.rs`,
-//! `apiserver.rs` and `writers.rs` (concurrent installs, hand-made helm, a second ControlPlane).
+//! `apiserver.rs`, `writers.rs` (concurrent installs, hand-made helm, a second ControlPlane) and
+//! `frozen.rs` (a holder stopped with SIGSTOP past its lease, then resumed).
 
 mod apiserver;
 mod checks;
 mod cli;
+mod frozen;
 mod objects;
 mod operator;
 mod plan;
@@ -196,6 +199,7 @@ async fn inject(scene: &mut Scene<'_>, fault: Fault) {
         Fault::SecondControlPlane { replicas } => {
             writers::second_control_plane_fault(scene, replicas).await
         }
+        Fault::FrozenHolder { replicas } => frozen::frozen_holder_fault(scene, replicas).await,
     }
 }
 

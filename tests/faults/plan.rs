@@ -110,9 +110,12 @@ pub enum Fault {
     HandHelm { rollback: bool, replicas: u64 },
     /// A second ControlPlane on the first one's mesh namespace.
     SecondControlPlane { replicas: u64 },
+    /// The upgrade to `replicas` frozen (SIGSTOP) holding its lease past the lease's duration,
+    /// the same command run meanwhile, then the frozen one resumed (SIGCONT).
+    FrozenHolder { replicas: u64 },
 }
 
-const KINDS: usize = 9;
+const KINDS: usize = 10;
 
 fn secs(ms: u64) -> String {
     format!("{:.1}s", ms as f64 / 1000.0)
@@ -188,6 +191,10 @@ impl fmt::Display for Fault {
                 f,
                 "a second ControlPlane (istiod replicaCount={replicas}) on the first one's mesh namespace"
             ),
+            Fault::FrozenHolder { replicas } => write!(
+                f,
+                "SIGSTOP the upgrade to replicaCount={replicas} holding its lease, past the lease; the same upgrade run meanwhile; then SIGCONT"
+            ),
         }
     }
 }
@@ -227,7 +234,7 @@ fn write_cli(
 /// Fault `index` (0-based) of `seed`. The kinds come in blocks of KINDS, each block a shuffle of
 /// every kind, so any KINDS consecutive faults of a block cover them all; the parameters come from
 /// a generator of the fault's own, so fault i does not depend on how many are run. The variants of
-/// the operator and hand-made helm faults alternate between blocks, so both appear in 18 faults.
+/// the operator and hand-made helm faults alternate between blocks, so both appear in 20 faults.
 pub fn plan(seed: u64, index: usize) -> Fault {
     let block = (index / KINDS) as u64;
     let mut order: Vec<usize> = (0..KINDS).collect();
@@ -271,15 +278,21 @@ pub fn plan(seed: u64, index: usize) -> Fault {
                 signal,
                 after_ms,
                 gate_ms: outlast(&mut rng, after_ms),
-                // Alternating between blocks, so that 18 faults see both.
+                // Alternating between blocks, so that 20 faults see both.
                 same_identity: (block + (seed & 1)).is_multiple_of(2),
             }
         }
         5 => {
             let after_ms = rng.between(200, 3000);
+            // Half the outages outlast the renew deadline (10 s): the run loses its lease.
+            let outage_s = if rng.percent(50) {
+                rng.between(3, 6)
+            } else {
+                rng.between(12, 16)
+            };
             Fault::ApiServerRestart {
                 after_ms,
-                outage_s: rng.between(3, 6),
+                outage_s,
                 gate_ms: outlast(&mut rng, after_ms),
             }
         }
@@ -304,6 +317,7 @@ pub fn plan(seed: u64, index: usize) -> Fault {
             rollback: (block + (seed >> 1 & 1)).is_multiple_of(2),
             replicas,
         },
-        _ => Fault::SecondControlPlane { replicas },
+        8 => Fault::SecondControlPlane { replicas },
+        _ => Fault::FrozenHolder { replicas },
     }
 }
