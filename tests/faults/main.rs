@@ -34,9 +34,12 @@
 //! processes, gates and clean-up (`process.rs` the processes, `spec.rs` specs as JSON);
 //! `checks.rs` whether a fault passed (`objects.rs` that no managed object is lost); one file per family of faults: `cli.rs`, `operator.rs`,
 //! `apiserver.rs`, `writers.rs` (concurrent installs, hand-made helm, a second ControlPlane) and
-//! `frozen.rs` (a holder stopped with SIGSTOP past its lease, then resumed).
+//! `frozen.rs` (a holder stopped with SIGSTOP past its lease, then resumed) and
+//! `beside_operator.rs` (`smm reconcile` while the operator reconciles: never two helm
+//! processes on one release).
 
 mod apiserver;
+mod beside_operator;
 mod checks;
 mod cli;
 mod frozen;
@@ -188,6 +191,10 @@ async fn inject(scene: &mut Scene<'_>, fault: Fault) {
             outage_s,
             gate_ms,
         } => apiserver::apiserver_fault(scene, after_ms, outage_s, gate_ms).await,
+        Fault::CliBesideOperator {
+            replicas,
+            offset_ms,
+        } => beside_operator::cli_beside_operator_fault(scene, replicas, offset_ms).await,
         Fault::ConcurrentInstalls {
             first,
             second,

@@ -100,6 +100,9 @@ pub enum Fault {
         outage_s: u64,
         gate_ms: Option<u64>,
     },
+    /// `smm reconcile -f` of a spec the operator is reconciling (istiod upgraded to `replicas`)
+    /// `offset_ms` after the operator was told.
+    CliBesideOperator { replicas: u64, offset_ms: u64 },
     /// Two `smm install` of different components on one ControlPlane at once.
     ConcurrentInstalls {
         first: &'static str,
@@ -163,6 +166,14 @@ impl fmt::Display for Fault {
                 "API server down {outage_s}s from {} into smm install -a{}",
                 secs(after_ms),
                 node_gate(gate_ms)
+            ),
+            Fault::CliBesideOperator {
+                replicas,
+                offset_ms,
+            } => write!(
+                f,
+                "smm reconcile {} after the operator was told to upgrade istiod to replicaCount={replicas}",
+                secs(offset_ms)
             ),
             Fault::ConcurrentInstalls {
                 first,
@@ -234,7 +245,8 @@ fn write_cli(
 /// Fault `index` (0-based) of `seed`. The kinds come in blocks of KINDS, each block a shuffle of
 /// every kind, so any KINDS consecutive faults of a block cover them all; the parameters come from
 /// a generator of the fault's own, so fault i does not depend on how many are run. The variants of
-/// the operator and hand-made helm faults alternate between blocks, so both appear in 20 faults.
+/// the operator, hand-made helm and concurrent writer faults alternate between blocks, so both
+/// appear in 20 faults.
 pub fn plan(seed: u64, index: usize) -> Fault {
     let block = (index / KINDS) as u64;
     let mut order: Vec<usize> = (0..KINDS).collect();
@@ -296,6 +308,11 @@ pub fn plan(seed: u64, index: usize) -> Fault {
                 gate_ms: outlast(&mut rng, after_ms),
             }
         }
+        // Alternating between blocks, so that 20 faults see both.
+        6 if !(block + (seed >> 2 & 1)).is_multiple_of(2) => Fault::CliBesideOperator {
+            replicas,
+            offset_ms: rng.between(0, 1500),
+        },
         6 => {
             let pairs = [
                 ("grafana", "tracing"),
