@@ -22,7 +22,8 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use every_feature::every_feature;
-use smm::api::{ComponentPhase, ControlPlane, Health};
+use smm::api::{ComponentPhase, ControlPlane, Health, condition};
+use smm::cluster::control_plane::load_for_removal;
 use smm::operator::OPERATOR_LABEL;
 use smm::operator::controller::FINALIZER;
 use smm::operator::manifests::OPERATOR_NAME;
@@ -295,6 +296,31 @@ async fn operator_mode_end_to_end() {
     })
     .await;
 
+    // So is an object of another kind, deleted by hand once all is quiet (Ready, no workload
+    // changing): the operator watches every kind it manages (its resync is 10 minutes here, so
+    // only a watch brings it back in time).
+    wait_for("the ControlPlane to be Ready again", 60, async || {
+        let cp = control_planes.get(&name).await.unwrap();
+        let generation = cp.metadata.generation;
+        cp.status
+            .is_some_and(|status| status.health(generation) == Health::Ready)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(cluster.client.clone(), &namespace);
+    config_maps
+        .delete("istio-sidecar-injector", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("istiod's injector ConfigMap to come back", 60, async || {
+        config_maps
+            .get_opt("istio-sidecar-injector")
+            .await
+            .is_ok_and(|c| c.is_some())
+    })
+    .await;
+
     // Disabling a component uninstalls it.
     let patch = json!({"spec": {"components": {"istiod": {"enabled": false}}}});
     control_planes
@@ -420,11 +446,44 @@ async fn operator_mode_end_to_end() {
     })
     .await;
 
-    // Deleting the ControlPlane uninstalls everything, then releases the finalizer.
-    control_planes
-        .delete(&name, &DeleteParams::default())
-        .await
-        .unwrap();
+    // A ControlPlane whose spec can no longer be decoded (values nested deeper than the
+    // decoder follows) is Stalled as Unreadable; deleting it still uninstalls everything it
+    // installed (removal reads only where the components are and what the status recorded),
+    // then releases the finalizer.
+    let deep = (0..130).fold(json!(1), |inner, _| json!({"a": inner}));
+    let patch = json!({"spec": {"components": {"tracing": {"valuesOverride": deep}}}});
+    let raw: Api<kube::api::DynamicObject> = Api::all_with(
+        cluster.client.clone(),
+        &kube::api::ApiResource::erase::<ControlPlane>(&()),
+    );
+    // Stored; the answer, the object itself, is too deep for this client to decode.
+    let patched = raw
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await;
+    assert!(
+        matches!(patched, Err(kube::Error::SerdeError(_))),
+        "{patched:?}"
+    );
+    wait_for(
+        "the ControlPlane to be Stalled as Unreadable",
+        60,
+        async || {
+            load_for_removal(&cluster.client, &name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|cp| cp.status)
+                .and_then(|status| status.condition(condition::STALLED).cloned())
+                .is_some_and(|stalled| stalled.reason == "Unreadable")
+        },
+    )
+    .await;
+    // Deleted; the answer, the object itself, is too deep for this client to decode.
+    let deleted = control_planes.delete(&name, &DeleteParams::default()).await;
+    assert!(
+        matches!(deleted, Err(kube::Error::SerdeError(_))),
+        "{deleted:?}"
+    );
     wait_for("the ControlPlane to be gone", 90, async || {
         control_planes
             .get_opt(&name)

@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::Resource;
 use serde::{Deserialize, Serialize};
 
-use super::ControlPlane;
+use super::{ComponentSpec, ControlPlane, ControlPlaneSpec, ControlPlaneStatus};
 
 /// The metadata of a ControlPlane; its spec, status and managed fields are not decoded.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -74,6 +74,63 @@ impl Resource for ControlPlaneMeta {
 
     fn meta_mut(&mut self) -> &mut ObjectMeta {
         &mut self.metadata
+    }
+}
+
+/// A ControlPlane as far as removing what it installed reads it: its metadata, its status (the
+/// releases it recorded) and, of its spec, only where the components are (the mesh namespace,
+/// the revision, each component's namespace). Everything else of the spec is skipped without
+/// being decoded, so a ControlPlane whose spec cannot be decoded as a whole (values nested
+/// deeper than the decoder follows, a field from a newer CRD) can still be deleted.
+#[derive(Debug, Deserialize)]
+pub struct Removable {
+    #[serde(default, deserialize_with = "identity_fields")]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: Placement,
+    #[serde(default)]
+    status: Option<ControlPlaneStatus>,
+}
+
+/// Where a spec puts the components.
+#[derive(Debug, Default, Deserialize)]
+struct Placement {
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    revision: Option<String>,
+    #[serde(default)]
+    components: std::collections::BTreeMap<String, ComponentPlacement>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ComponentPlacement {
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+impl Removable {
+    /// The ControlPlane with this much of its spec: all that removing its components reads
+    /// (values, images and the trust domain do not matter once everything goes).
+    pub fn into_control_plane(self) -> ControlPlane {
+        let components = self.spec.components.into_iter().map(|(name, placed)| {
+            let spec = ComponentSpec {
+                namespace: placed.namespace,
+                ..ComponentSpec::default()
+            };
+            (name, spec)
+        });
+        let spec = ControlPlaneSpec {
+            namespace: self.spec.namespace,
+            revision: self.spec.revision,
+            components: components.collect(),
+            ..ControlPlaneSpec::default()
+        };
+        ControlPlane {
+            metadata: self.metadata,
+            spec,
+            status: self.status,
+        }
     }
 }
 
@@ -155,5 +212,38 @@ mod tests {
         // The watch decodes the metadata alone, whatever the spec holds.
         let meta: ControlPlaneMeta = serde_json::from_str(items[1].get()).unwrap();
         assert_eq!(meta.metadata.name.as_deref(), Some("deep"));
+    }
+
+    /// Removal reads where the components are, and the status, of a ControlPlane that cannot be
+    /// decoded as a whole; the values and fields it does not know are skipped.
+    #[test]
+    fn where_the_components_are_is_read_whatever_else_the_spec_holds() {
+        let deep = format!("{}1{}", r#"{"a":"#.repeat(130), "}".repeat(130));
+        let spec = format!(
+            r#"{{"namespace":"mesh","revision":"canary","imageRegistry":"r.local","fromANewerCrd":[1],"components":{{"grafana":{{"namespace":"dash","enabled":true,"valuesOverride":{deep},"newer":1}},"istiod":{{}}}}}}"#
+        );
+        let json = item("deep", &spec).get().replace(
+            r#""spec":"#,
+            r#""status":{"components":{"grafana":{"phase":"Available","release":{"name":"grafana","namespace":"dash","revision":3}}}},"spec":"#,
+        );
+        assert!(serde_json::from_str::<ControlPlane>(&json).is_err());
+        let read = serde_json::from_str::<Removable>(&json)
+            .unwrap()
+            .into_control_plane();
+        assert_eq!(read.metadata.name.as_deref(), Some("deep"));
+        let expected = ControlPlaneSpec {
+            namespace: Some("mesh".to_owned()),
+            revision: Some("canary".to_owned()),
+            ..ControlPlaneSpec::default()
+        }
+        .with_component("grafana", |c| c.namespace = Some("dash".to_owned()))
+        .with_component("istiod", |_| {});
+        assert_eq!(read.spec, expected);
+        let status = read.status.unwrap();
+        let release = status.components["grafana"].release.clone().unwrap();
+        assert_eq!(
+            (release.namespace.as_str(), release.revision),
+            ("dash", Some(3))
+        );
     }
 }

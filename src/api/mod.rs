@@ -18,7 +18,7 @@ mod revisions;
 
 pub use conditions::{Health, condition, ready_now, remove_condition, set_condition, set_stalled};
 pub use document::DocumentError;
-pub use metadata::{ControlPlaneMeta, Undecodable, decode_each};
+pub use metadata::{ControlPlaneMeta, Removable, Undecodable, decode_each};
 pub use revisions::{
     DEFAULT_GRACE_PERIOD_SECONDS, IN_USE, RevisionStatus, RevisionTag, RevisionUseCount,
     UpdateStrategy, UpdateStrategyType,

@@ -38,11 +38,12 @@ pub struct RunArgs {
     #[arg(long, env = "POD_NAMESPACE", default_value = "smm-system", value_parser = super::args::namespace_flag)]
     leader_namespace: String,
     /// This replica's identity in leases and events, followed by a random nonce (default: host
-    /// and pid, followed by the nonce)
-    #[arg(long)]
+    /// and pid, followed by the nonce); at most 119 characters, as Events take 128 with the nonce
+    #[arg(long, value_parser = identity_flag)]
     identity: Option<String>,
-    /// How often healthy ControlPlanes are reconciled anyway, to repair drift
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    /// How often healthy ControlPlanes are reconciled anyway, a safety net: the operator's watches
+    /// see drift (objects deleted or changed by hand, hand-made helm commands) as it happens
+    #[arg(long, value_name = "DURATION", default_value = "10h", value_parser = parse_duration)]
     resync: Duration,
     /// Serve the read-only dashboard on this loopback address (e.g. 127.0.0.1:8081), reached
     /// with `kubectl port-forward`; not served unless given
@@ -91,7 +92,10 @@ pub async fn run(
             let options = RunOptions {
                 listen: args.listen,
                 leader_namespace: args.leader_namespace.clone(),
-                identity: replica_identity(args.identity.as_deref()),
+                identity: args
+                    .identity
+                    .clone()
+                    .unwrap_or_else(|| holder_identity("smm-operator")),
                 resync_every: args.resync,
                 dashboard: args.dashboard_listen,
             };
@@ -149,14 +153,11 @@ pub async fn run(
     }
 }
 
-/// This replica's identity in leases: always unique, even when two replicas are given the same
-/// `--identity`, since a holder counts a lease held under its identity as its own and two
-/// replicas would both hold every lease.
-fn replica_identity(given: Option<&str>) -> String {
-    match given {
-        Some(name) => unique_identity(name),
-        None => holder_identity("smm-operator"),
-    }
+/// clap's parser of `--identity`: the replica's identity, the name followed by a random nonce.
+/// Always unique, even when two replicas are given one name, since a holder counts a lease held
+/// under its identity as its own and two replicas would both hold every lease.
+fn identity_flag(text: &str) -> Result<String, String> {
+    unique_identity(text).map_err(|invalid| invalid.to_string())
 }
 
 #[cfg(test)]
@@ -165,12 +166,37 @@ mod tests {
 
     #[test]
     fn replicas_given_one_identity_still_differ() {
-        let (first, second) = (replica_identity(Some("op")), replica_identity(Some("op")));
+        let (first, second) = (identity_flag("op").unwrap(), identity_flag("op").unwrap());
         assert_ne!(first, second);
         assert!(
             first.starts_with("op/") && second.starts_with("op/"),
             "{first} {second}"
         );
-        assert!(replica_identity(None).starts_with("smm-operator/"));
+    }
+
+    /// An identity too long for an Event's reportingInstance is a usage error naming the flag,
+    /// the limit and what was given, before anything runs.
+    #[test]
+    fn an_identity_too_long_for_events_is_refused_as_the_flag_is_parsed() {
+        use clap::{CommandFactory, FromArgMatches};
+        let given = "o".repeat(120);
+        let command = super::super::Cli::command();
+        let args = ["smm", "operator", "run", "--identity", given.as_str()];
+        let refused = command.try_get_matches_from(args).unwrap_err();
+        assert_eq!(refused.kind(), clap::error::ErrorKind::ValueValidation);
+        let message = refused.to_string();
+        for part in [
+            "--identity",
+            given.as_str(),
+            "120 characters",
+            "at most 119",
+            "128",
+        ] {
+            assert!(message.contains(part), "{part:?} missing from {message}");
+        }
+        let fits = super::super::Cli::command()
+            .try_get_matches_from(["smm", "operator", "run", "--identity", &given[..119]])
+            .unwrap();
+        assert!(super::super::Cli::from_arg_matches(&fits).is_ok());
     }
 }

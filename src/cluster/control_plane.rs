@@ -2,11 +2,11 @@
 //! with server-side apply. The engine then reads it from there, so every mode works from the
 //! same stored object.
 
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{GetParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, CustomResourceExt, Resource, ResourceExt};
 
 use crate::api::objects::NativeObject;
-use crate::api::{ControlPlane, ControlPlaneSpec, Undecodable, decode_each};
+use crate::api::{ControlPlane, ControlPlaneSpec, Removable, Undecodable, decode_each};
 use crate::cluster::objects::{self, FIELD_MANAGER};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +35,33 @@ pub enum StoreError {
 
 /// Reads the named ControlPlane; `None` when it does not exist (or its CRD is not installed).
 pub async fn load(client: &Client, name: &str) -> Result<Option<ControlPlane>, StoreError> {
-    match Api::<ControlPlane>::all(client.clone()).get_opt(name).await {
-        Ok(found) => Ok(found),
+    found(
+        name,
+        Api::<ControlPlane>::all(client.clone()).get(name).await,
+    )
+}
+
+/// The named ControlPlane as far as removing its components reads it (see [`Removable`]):
+/// read even when its spec as a whole cannot be decoded, so deleting it never gets stuck on
+/// that. `None` when it does not exist.
+pub async fn load_for_removal(
+    client: &Client,
+    name: &str,
+) -> Result<Option<ControlPlane>, StoreError> {
+    let request = kube::core::Request::new(ControlPlane::url_path(&(), None))
+        .get(name, &GetParams::default())
+        .map_err(|err| StoreError::Read {
+            name: name.to_owned(),
+            source: kube::Error::BuildRequest(err),
+        })?;
+    let removable = found(name, client.request::<Removable>(request).await)?;
+    Ok(removable.map(Removable::into_control_plane))
+}
+
+/// What reading the named ControlPlane gave: not found is `None`.
+fn found<T>(name: &str, read: Result<T, kube::Error>) -> Result<Option<T>, StoreError> {
+    match read {
+        Ok(found) => Ok(Some(found)),
         // No CRD yet: the same as no ControlPlane.
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
         Err(kube::Error::SerdeError(source)) => Err(StoreError::Undecodable(Undecodable {

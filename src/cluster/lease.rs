@@ -3,7 +3,10 @@
 //! Reconciles of one ControlPlane (CLI or operator) take its reconcile lease; operator replicas
 //! elect a leader with another.
 
+mod identity;
 mod renew;
+
+pub use identity::{IDENTITY_MAX, InvalidIdentity, holder_identity, unique_identity};
 
 use std::time::Duration;
 
@@ -55,33 +58,6 @@ pub enum LockError {
         #[source]
         source: kube::Error,
     },
-}
-
-/// Who holds a lease: `<role>/<host>/<pid>/<nonce>`. The random nonce keeps two processes
-/// apart even when host and pid repeat (containers often run as pid 1 under one pod name, and
-/// a restarted pod keeps its name), so a new process never mistakes an old holder's lease
-/// for its own.
-pub fn holder_identity(role: &str) -> String {
-    // In a pod, POD_NAME (set from the downward API) names it; elsewhere the host does.
-    let host = ["POD_NAME", "HOSTNAME"]
-        .into_iter()
-        .find_map(|var| std::env::var(var).ok().filter(|h| !h.is_empty()))
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-        })
-        .unwrap_or_else(|| "localhost".to_owned());
-    unique_identity(&format!("{role}/{host}/{}", std::process::id()))
-}
-
-/// `name` and a random nonce: a holder counts a lease held under its identity as its own.
-pub fn unique_identity(name: &str) -> String {
-    use std::hash::{BuildHasher, Hasher};
-    // std's RandomState is seeded from the OS's randomness, once per process and per state.
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u32(std::process::id());
-    format!("{name}/{:08x}", hasher.finish() & 0xffff_ffff)
 }
 
 /// The lease name for a ControlPlane: the CLI and the operator use the same one.
@@ -463,16 +439,6 @@ mod tests {
         };
         lease.metadata.resource_version = Some(version.to_owned());
         lease
-    }
-
-    #[test]
-    fn holder_identities_are_unique_per_call_and_name_role_host_and_pid() {
-        let (a, b) = (holder_identity("smm-cli"), holder_identity("smm-cli"));
-        assert_ne!(a, b);
-        let parts: Vec<&str> = a.split('/').collect();
-        assert_eq!(parts.len(), 4, "{a}");
-        assert_eq!(parts[0], "smm-cli");
-        assert_eq!(parts[2], std::process::id().to_string());
     }
 
     /// Expiry is judged on the waiter's monotonic clock from the moment the record last changed,

@@ -219,8 +219,15 @@ impl Session {
         request: Request<'_>,
     ) -> Result<ReconcileReport, SessionError> {
         // One read of every ControlPlane: this one (its spec, status and uid) and the others,
-        // whose releases this one must not manage.
-        let Listed { this, others } = control_plane::list_around(&self.client, name).await?;
+        // whose releases this one must not manage. Removal reads only this one, as far as it
+        // needs: one whose spec cannot be decoded as a whole is still removed.
+        let Listed { this, others } = match &request {
+            Request::RemoveAll => Listed {
+                this: control_plane::load_for_removal(&self.client, name).await?,
+                others: Vec::new(),
+            },
+            _ => control_plane::list_around(&self.client, name).await?,
+        };
         let not_found = || EngineError::NotFound {
             name: name.to_owned(),
         };

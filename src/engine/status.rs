@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{
-    Attempt, ChartRef, ComponentPhase, ComponentStatus, ControlPlane, ControlPlaneStatus,
-    ReleaseStatus, condition, remove_condition, set_condition, set_stalled,
+    Attempt, ChartRef, ComponentPhase, ComponentStatus, ControlPlane, ControlPlaneMeta,
+    ControlPlaneStatus, ReleaseStatus, condition, remove_condition, set_condition, set_stalled,
 };
 use crate::desired::resolve::DesiredComponent;
 
@@ -41,7 +41,9 @@ pub struct StatusError {
 }
 
 pub(super) struct StatusWriter {
-    api: Api<ControlPlane>,
+    /// Answers are decoded as far as the metadata: a ControlPlane whose spec cannot be decoded
+    /// (being removed) still has its status written.
+    api: Api<ControlPlaneMeta>,
     name: String,
     uid: String,
     generation: Option<i64>,
@@ -60,7 +62,7 @@ impl StatusWriter {
         lease_lost: CancellationToken,
     ) -> Self {
         Self {
-            api,
+            api: Api::all(api.into_client()),
             lease_lost,
             name: control_plane.name_any(),
             uid: control_plane.uid().unwrap_or_default(),

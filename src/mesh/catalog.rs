@@ -12,6 +12,16 @@ use crate::helm::chart::EmbeddedChart;
 use crate::mesh::revisions::strategy::ActiveRevision;
 use crate::values::{ValuesError, parse_yaml_values};
 
+/// Whether `release` may be a release of the component whose release is `release_name`,
+/// whatever the revision when the component is `revisioned` (`istiod-1-31-4` is istiod's).
+pub fn may_be_release_of(release_name: &str, revisioned: bool, release: &str) -> bool {
+    release == release_name
+        || (revisioned
+            && release
+                .strip_prefix(release_name)
+                .is_some_and(|rest| rest.starts_with('-')))
+}
+
 /// Where a component's release goes when the ControlPlane does not say.
 #[derive(Clone, Copy, Debug)]
 pub enum DefaultNamespace {
@@ -115,15 +125,6 @@ impl Component {
         } else {
             self.release_name.to_owned()
         }
-    }
-
-    /// Whether `release` may be one of this component's releases, whatever the revision.
-    pub fn may_own_release(&self, release: &str) -> bool {
-        release == self.release_name
-            || (self.revisioned
-                && release
-                    .strip_prefix(self.release_name)
-                    .is_some_and(|rest| rest.starts_with('-')))
     }
 
     /// smm's values layer for the component, parsed.

@@ -8,15 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
 use super::dashboard::{self, TOKEN_SECRET};
+use super::drift;
 use super::http::{self, EndpointState};
 use super::reconcile::{Context, error_policy, reconcile};
 use super::watch_retry::WatchRetry;
@@ -31,12 +30,6 @@ use crate::mesh::catalog::Catalog;
 pub const FINALIZER: &str = "smm.dev/uninstall-components";
 /// The leader-election lease, in the operator's namespace.
 pub const LEADER_LEASE: &str = "smm-operator-leader";
-/// Deployments whose deletion or change should trigger a reconcile: those helm deployed (helm
-/// labels whatever it applies), narrowed to the catalog's releases by helm's release annotation.
-/// Istio's charts label their workloads `part-of: istio`, not smm's.
-const WATCHED_LABEL: &str = "app.kubernetes.io/managed-by=Helm";
-/// The annotation helm puts on every object of a release, naming the release.
-const RELEASE_ANNOTATION: &str = "meta.helm.sh/release-name";
 
 /// Why `smm operator run` stopped, or why one reconcile of a ControlPlane failed.
 #[derive(Debug, thiserror::Error)]
@@ -204,44 +197,20 @@ pub async fn run(
 
 /// The controller over ControlPlanes for one term of leadership; it ends on shutdown or when
 /// the term ends, once its running reconciles returned.
-fn controller(
+async fn controller(
     client: &Client,
     context: Arc<Context>,
     stopping: CancellationToken,
     lost: CancellationToken,
-) -> impl std::future::Future<Output = ()> {
+) {
     // Watched as metadata: a ControlPlane whose spec cannot be decoded must not stop the watch
     // of the others; each reconcile reads its own ControlPlane whole.
     let control_planes: Api<ControlPlaneMeta> = Api::all(client.clone());
-    let controller = Controller::new(control_planes, watcher::Config::default());
-    let store = controller.store();
-    let catalog = context.catalog.clone();
-    controller
-        .watches(
-            Api::<Deployment>::all(client.clone()),
-            watcher::Config::default().labels(WATCHED_LABEL),
-            // Any change to a workload of one of the catalog's releases (deleted, rolled out,
-            // ready) may concern any ControlPlane.
-            move |deployment| {
-                let ours = deployment
-                    .annotations()
-                    .get(RELEASE_ANNOTATION)
-                    .is_some_and(|release| {
-                        catalog
-                            .components()
-                            .iter()
-                            .any(|component| component.may_own_release(release))
-                    });
-                if !ours {
-                    return Vec::new();
-                }
-                store
-                    .state()
-                    .iter()
-                    .map(|cp| ObjectRef::from_obj(cp.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
+    // Any change to what smm manages (a workload deleted, rolled out or ready, a release record
+    // written by hand) may concern any ControlPlane.
+    let changes = drift::changes(client, &context.catalog).await;
+    Controller::new(control_planes, watcher::Config::default())
+        .reconcile_all_on(changes)
         .trigger_backoff(WatchRetry::default())
         .graceful_shutdown_on(async move {
             tokio::select! {
@@ -255,6 +224,7 @@ fn controller(
                 tracing::warn!(%err, "reconcile failed");
             }
         })
+        .await;
 }
 
 fn served_outcome(

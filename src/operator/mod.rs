@@ -5,6 +5,7 @@
 
 pub mod controller;
 mod dashboard;
+mod drift;
 mod events;
 mod failure_backoff;
 mod http;

@@ -37,8 +37,9 @@ pub const MANAGE: &[&str] = &[
 ];
 
 /// What the native builders do to what they apply: server-side apply (which creates a missing
-/// object), a read of the object, and one list per kind to find drift.
-const APPLY: &[&str] = &["get", "list", "create", "patch"];
+/// object), a read of the object, one list per kind to find drift, and the operator's watch of
+/// the kind, which tells it about drift as it happens.
+const APPLY: &[&str] = &["get", "list", "watch", "create", "patch"];
 
 const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 
@@ -99,11 +100,14 @@ const OWN_GRANTS: &[OwnGrant] = &[
     OwnGrant {
         group: "",
         resources: &["secrets"],
-        verbs: &["get", "list", "create", "update", "patch", "delete"],
+        verbs: &[
+            "get", "list", "watch", "create", "update", "patch", "delete",
+        ],
         why: "helm stores each release revision as a Secret in the release namespace (create, \
               mark the previous superseded, prune history beyond 10, delete on uninstall); smm \
               lists them across namespaces to see releases, and reads a record to find values \
-              and deleted objects",
+              and deleted objects; the operator watches the records of its releases (metadata \
+              only) to act on a hand-made helm upgrade, rollback or uninstall at once",
     },
     OwnGrant {
         group: "",
@@ -124,8 +128,7 @@ const OWN_GRANTS: &[OwnGrant] = &[
         group: "apps",
         resources: &["deployments", "statefulsets", "daemonsets"],
         verbs: &["get", "list", "watch"],
-        why: "readiness of a release's workloads; the controller watches the Deployments helm \
-              deployed to repair drift",
+        why: "readiness of a release's workloads",
     },
     OwnGrant {
         group: "batch",
@@ -137,14 +140,16 @@ const OWN_GRANTS: &[OwnGrant] = &[
 
 /// Why the operator may manage what a chart renders.
 const CHART_WHY: &str = "rendered by a component's chart (see the kinds per component below): \
-                         helm creates, updates, patches and deletes them, and smm lists them to \
-                         find drift; on any name, since the charts name them after the \
+                         helm creates, updates, patches and deletes them, smm lists them to find \
+                         drift, and the operator watches them (metadata only) to act on drift at \
+                         once; on any name, since the charts name them after the \
                          ControlPlane's revision, namespaces and values (e.g. \
                          `istiod-clusterrole-<revision>-<namespace>`, \
                          `istio-sidecar-injector-<revision>-<namespace>`)";
 /// Why the operator may apply what a native builder returns, and delete it when it is absent.
 const NATIVE_WHY: &str = "applied natively by a component's builder (server-side apply), read, \
-                          and listed to find drift";
+                          listed to find drift, and watched by the operator (metadata only) to \
+                          act on drift at once";
 const NATIVE_DELETED_WHY: &str = "deleted by the builder once its component is disabled";
 const NATIVE_KEPT_WHY: &str = "never deleted";
 /// Why a native kind's verbs that name an object are limited to the objects the builders apply.
@@ -260,15 +265,15 @@ fn rights(catalog: &Catalog) -> Rights {
 
 /// One kind a native builder returns: which, the names of its objects, and whether the
 /// builder ever wants one deleted.
-struct NativeKind {
-    resource: ApiResource,
+pub(super) struct NativeKind {
+    pub(super) resource: ApiResource,
     names: BTreeSet<String>,
     deleted: bool,
 }
 
 /// The kinds `component`'s native builder returns for a ControlPlane that enables it and for
 /// one that disables it (the default ControlPlane otherwise).
-fn native_kinds(component: &Component, placements: &Placements) -> Vec<NativeKind> {
+pub(super) fn native_kinds(component: &Component, placements: &Placements) -> Vec<NativeKind> {
     let spec = ControlPlaneSpec::default();
     let revision = strategy::active(&spec).expect("the default spec has a valid revision");
     let mut kinds: BTreeMap<(String, String), NativeKind> = BTreeMap::new();
@@ -298,7 +303,7 @@ fn native_kinds(component: &Component, placements: &Placements) -> Vec<NativeKin
 }
 
 /// Where the builtin components go for the default ControlPlane, for their native builders.
-fn default_placements(catalog: &Catalog) -> Placements {
+pub(super) fn default_placements(catalog: &Catalog) -> Placements {
     catalog.placements(&ControlPlaneSpec::default())
 }
 

@@ -15,6 +15,7 @@ use serde_json::json;
 use smm::api::{ComponentPhase, ControlPlane, condition};
 use smm::engine::decide::Operation;
 use smm::engine::report::{Outcome, ReconcileReport};
+use smm::engine::session::{Request, Session};
 use smm::engine::{Engine, EngineError, EngineSettings, Scope, WaitPolicy};
 use smm::helm::Helm;
 use smm::mesh::catalog::{Catalog, Component};
@@ -775,5 +776,76 @@ async fn a_run_that_lost_its_lease_writes_no_status() {
     let fenced = engine(&cluster, &helm, tiny_catalog(&TINY)).with_lease_lost(lease_lost);
     cp.reconciled_by(&fenced).await.unwrap();
     assert_eq!(cp.get().await.status, None);
+    cp.delete(&cluster).await;
+}
+
+/// Deleting a ControlPlane whose spec can no longer be decoded (values nested deeper than the
+/// decoder follows) still removes what it installed, as the operator's finalizer asks: removal
+/// reads only where the components are and what the status recorded.
+#[tokio::test]
+async fn a_control_plane_that_cannot_be_decoded_is_still_removed() {
+    let cluster = TestCluster::connect().await;
+    let helm = cluster.helm(HelmTool::Helm4);
+    let placed = cluster.namespace("e2e-unreadable").await;
+    let cp = TestControlPlane::create(
+        &cluster,
+        json!({"components": {"tiny": {"namespace": placed.name}}}),
+    )
+    .await;
+    let installed = engine(&cluster, &helm, tiny_catalog(&TINY));
+    assert_all_done(&cp.reconciled_by(&installed).await.unwrap());
+
+    let deep = (0..130).fold(json!(1), |inner, _| json!({"a": inner}));
+    let patch = json!({"spec": {"components": {"tiny": {"valuesOverride": deep}}}});
+    let raw: Api<kube::api::DynamicObject> = Api::all_with(
+        cluster.client.clone(),
+        &kube::api::ApiResource::erase::<ControlPlane>(&()),
+    );
+    // Stored; the answer, the object itself, is too deep for this client to decode.
+    let patched = raw
+        .patch(&cp.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await;
+    assert!(
+        matches!(patched, Err(kube::Error::SerdeError(_))),
+        "{patched:?}"
+    );
+    assert!(matches!(
+        cp.api.get(&cp.name).await,
+        Err(kube::Error::SerdeError(_))
+    ));
+
+    let session = Session::new(
+        cluster.client.clone(),
+        helm.clone(),
+        std::sync::Arc::new(tiny_catalog(&TINY)),
+        unique_name("e2e-remover"),
+        Duration::from_secs(30),
+    )
+    .with_wait(WaitPolicy::Until(Duration::from_secs(60)));
+    let report = session
+        .run(&cp.name, Request::RemoveAll, |_| {})
+        .await
+        .unwrap();
+    assert_all_done(&report);
+    let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &placed.name);
+    assert!(
+        config_maps
+            .get_opt("tiny-settings")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let records: Api<Secret> = Api::namespaced(cluster.client.clone(), &placed.name);
+    let left = records
+        .list(&ListParams::default().labels("owner=helm"))
+        .await
+        .unwrap();
+    assert!(left.items.is_empty(), "the release is gone");
+    let stored = smm::cluster::control_plane::load_for_removal(&cluster.client, &cp.name)
+        .await
+        .unwrap()
+        .unwrap();
+    let status = stored.status.unwrap();
+    assert_eq!(status.components["tiny"].phase, ComponentPhase::Removed);
     cp.delete(&cluster).await;
 }

@@ -1,9 +1,11 @@
-//! The API server restarted in the middle of `smm install -a`.
+//! The API server restarted in the middle of `smm install -a`, for a few seconds or for longer
+//! than the renew deadline (the run loses its lease and must stop).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use smm::cluster::lease::RENEW_DEADLINE;
 
 use crate::process::describe;
 use crate::scene::{COMMAND_LIMIT, Scene};
@@ -34,7 +36,8 @@ pub async fn apiserver_fault(
     let gate_task = gate_ms.map(|ms| s.open_gate_after(ms));
     let mut proc = s.spawn("faulted", &args);
     tokio::time::sleep(Duration::from_millis(after_ms)).await;
-    if !proc.running() {
+    let running = proc.running();
+    if !running {
         let held = gate_ms.is_some();
         s.record
             .ended_first(held, "smm install -a had ended before the outage");
@@ -44,6 +47,17 @@ pub async fn apiserver_fault(
     let exited = Instant::now();
     s.record
         .note(format!("install during the outage: {}", describe(exit)));
+    // Held in its wait for istiod's pods until the gate opens (during the outage), a run
+    // cannot finish before the outage; one that outlasts the renew deadline costs it its lease,
+    // and a run that lost its lease stops.
+    let lease_lost = running && gate_ms.is_some() && outage_s > RENEW_DEADLINE.as_secs();
+    if lease_lost && exit.is_some_and(|status| status.success()) {
+        s.record.fail(format!(
+            "smm install -a succeeded through a {outage_s}s outage, longer than the renew \
+             deadline ({}s): it kept writing without its lease",
+            RENEW_DEADLINE.as_secs()
+        ));
+    }
     if let Some(task) = gate_task {
         let _ = task.await;
     }

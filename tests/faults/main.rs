@@ -1,5 +1,6 @@
 //! The fault campaign: smm under signals, operator deaths, an API server outage, concurrent
-//! writers, hand-made helm commands and a second ControlPlane on one mesh namespace, against the
+//! writers, hand-made helm commands, a second ControlPlane on one mesh namespace and a lease
+//! holder frozen past its lease, against the
 //! real local plane (`scripts/cluster.sh`) and the real helm.
 //!
 //! Every fault runs on a ControlPlane and mesh namespace of its own, one after another (a fault
@@ -23,7 +24,7 @@
 //!
 //! Seeded and repeatable: `SMM_FAULT_SEED` (decimal or 0x-hex; by default today's date in UTC,
 //! YYYYMMDD, printed first with the command that replays it), `SMM_FAULTS` (how many, default
-//! 20) and `SMM_FAULT_ONLY=3,7` (run only those numbers of the seed's sequence).
+//! 22) and `SMM_FAULT_ONLY=3,7` (run only those numbers of the seed's sequence).
 //! Fault `i` of a seed is the same whatever `SMM_FAULTS` is. Logs of every process go to
 //! `target/tmp/faults/` (`SMM_FAULT_RUST_LOG=info` gives the commands that `RUST_LOG`). A binary
 //! of its own with `test = false`: `scripts/test.sh` runs it after the rest of the suite with
@@ -32,11 +33,16 @@
 //! The files: `plan.rs` the faults and the seeded plan; `scene.rs` one fault's ControlPlane,
 //! processes, gates and clean-up (`process.rs` the processes, `spec.rs` specs as JSON);
 //! `checks.rs` whether a fault passed (`objects.rs` that no managed object is lost); one file per family of faults: `cli.rs`, `operator.rs`,
-//! `apiserver.rs` and `writers.rs` (concurrent installs, hand-made helm, a second ControlPlane).
+//! `apiserver.rs`, `writers.rs` (concurrent installs, hand-made helm, a second ControlPlane) and
+//! `frozen.rs` (a holder stopped with SIGSTOP past its lease, then resumed) and
+//! `beside_operator.rs` (`smm reconcile` while the operator reconciles: never two helm
+//! processes on one release).
 
 mod apiserver;
+mod beside_operator;
 mod checks;
 mod cli;
+mod frozen;
 mod objects;
 mod operator;
 mod plan;
@@ -62,7 +68,7 @@ use smm::api::ControlPlane;
 use smm::mesh::catalog::Catalog;
 use support::{HelmTool, TestCluster};
 
-const DEFAULT_FAULTS: usize = 20;
+const DEFAULT_FAULTS: usize = 22;
 /// More faults that came after their operation had ended fail the seed: the campaign would
 /// pass while interrupting too little to mean what it claims.
 const MOST_MISSED: usize = 2;
@@ -185,6 +191,10 @@ async fn inject(scene: &mut Scene<'_>, fault: Fault) {
             outage_s,
             gate_ms,
         } => apiserver::apiserver_fault(scene, after_ms, outage_s, gate_ms).await,
+        Fault::CliBesideOperator {
+            replicas,
+            offset_ms,
+        } => beside_operator::cli_beside_operator_fault(scene, replicas, offset_ms).await,
         Fault::ConcurrentInstalls {
             first,
             second,
@@ -196,6 +206,7 @@ async fn inject(scene: &mut Scene<'_>, fault: Fault) {
         Fault::SecondControlPlane { replicas } => {
             writers::second_control_plane_fault(scene, replicas).await
         }
+        Fault::FrozenHolder { replicas } => frozen::frozen_holder_fault(scene, replicas).await,
     }
 }
 

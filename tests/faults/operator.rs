@@ -46,7 +46,7 @@ pub async fn operator_fault(
 
 /// The ControlPlanes that carry the operator's finalizer already: the operators would also
 /// adopt the others, whose finalizers are put back as found afterwards.
-async fn finalized_control_planes(s: &Scene<'_>) -> BTreeSet<String> {
+pub async fn finalized_control_planes(s: &Scene<'_>) -> BTreeSet<String> {
     s.ctx
         .control_planes
         .list(&ListParams::default())
@@ -62,7 +62,7 @@ async fn finalized_control_planes(s: &Scene<'_>) -> BTreeSet<String> {
 }
 
 /// A namespace of the fault's own for the operators' leader lease.
-async fn leader_namespace(s: &mut Scene<'_>) -> String {
+pub async fn leader_namespace(s: &mut Scene<'_>) -> String {
     let leader_ns = unique_name("fault-opsys");
     let namespaces: Api<Namespace> = Api::all(s.ctx.client.clone());
     let mut namespace = Namespace::default();
@@ -212,7 +212,7 @@ async fn take_over(s: &mut Scene<'_>, identity: &str, leader_ns: &str) {
 }
 
 /// Takes the operator's finalizer off the other ControlPlanes that did not carry it before.
-async fn restore_finalizers(s: &Scene<'_>, finalized_before: &BTreeSet<String>) {
+pub async fn restore_finalizers(s: &Scene<'_>, finalized_before: &BTreeSet<String>) {
     let Ok(list) = s.ctx.control_planes.list(&ListParams::default()).await else {
         return;
     };
@@ -233,7 +233,7 @@ async fn restore_finalizers(s: &Scene<'_>, finalized_before: &BTreeSet<String>) 
 }
 
 /// An out-of-cluster operator as tests/operator.rs runs it.
-fn start_operator(s: &mut Scene<'_>, identity: &str, leader_ns: &str) -> Proc {
+pub fn start_operator(s: &mut Scene<'_>, identity: &str, leader_ns: &str) -> Proc {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("a free port")

@@ -103,6 +103,9 @@ pub enum Fault {
         outage_s: u64,
         gate_ms: Option<u64>,
     },
+    /// `smm reconcile -f` of a spec the operator is reconciling (istiod upgraded to `replicas`)
+    /// `offset_ms` after the operator was told.
+    CliBesideOperator { replicas: u64, offset_ms: u64 },
     /// Two `smm install` of different components on one ControlPlane at once.
     ConcurrentInstalls {
         first: &'static str,
@@ -113,9 +116,12 @@ pub enum Fault {
     HandHelm { rollback: bool, replicas: u64 },
     /// A second ControlPlane on the first one's mesh namespace.
     SecondControlPlane { replicas: u64 },
+    /// The upgrade to `replicas` frozen (SIGSTOP) holding its lease past the lease's duration,
+    /// the same command run meanwhile, then the frozen one resumed (SIGCONT).
+    FrozenHolder { replicas: u64 },
 }
 
-const KINDS: usize = 10;
+const KINDS: usize = 11;
 
 fn secs(ms: u64) -> String {
     format!("{:.1}s", ms as f64 / 1000.0)
@@ -164,6 +170,14 @@ impl fmt::Display for Fault {
                 secs(after_ms),
                 node_gate(gate_ms)
             ),
+            Fault::CliBesideOperator {
+                replicas,
+                offset_ms,
+            } => write!(
+                f,
+                "smm reconcile {} after the operator was told to upgrade istiod to replicaCount={replicas}",
+                secs(offset_ms)
+            ),
             Fault::ConcurrentInstalls {
                 first,
                 second,
@@ -190,6 +204,10 @@ impl fmt::Display for Fault {
             Fault::SecondControlPlane { replicas } => write!(
                 f,
                 "a second ControlPlane (istiod replicaCount={replicas}) on the first one's mesh namespace"
+            ),
+            Fault::FrozenHolder { replicas } => write!(
+                f,
+                "SIGSTOP the upgrade to replicaCount={replicas} holding its lease, past the lease; the same upgrade run meanwhile; then SIGCONT"
             ),
         }
     }
@@ -234,7 +252,8 @@ fn write_cli(
 /// Fault `index` (0-based) of `seed`. The kinds come in blocks of KINDS, each block a shuffle of
 /// every kind, so any KINDS consecutive faults of a block cover them all; the parameters come from
 /// a generator of the fault's own, so fault i does not depend on how many are run. The variants of
-/// the operator and hand-made helm faults alternate between blocks, so both appear in 18 faults.
+/// the operator, hand-made helm and concurrent writer faults alternate between blocks, so both
+/// appear in 22 faults (two blocks).
 pub fn plan(seed: u64, index: usize) -> Fault {
     let block = (index / KINDS) as u64;
     let mut order: Vec<usize> = (0..KINDS).collect();
@@ -279,18 +298,29 @@ pub fn plan(seed: u64, index: usize) -> Fault {
                 signal,
                 after_ms,
                 gate_ms: outlast(&mut rng, after_ms),
-                // Alternating between blocks, so that 18 faults see both.
+                // Alternating between blocks, so that 22 faults (two blocks) see both.
                 same_identity: (block + (seed & 1)).is_multiple_of(2),
             }
         }
         5 => {
             let after_ms = rng.between(200, 3000);
+            // Half the outages outlast the renew deadline (10 s): the run loses its lease.
+            let outage_s = if rng.percent(50) {
+                rng.between(3, 6)
+            } else {
+                rng.between(12, 16)
+            };
             Fault::ApiServerRestart {
                 after_ms,
-                outage_s: rng.between(3, 6),
+                outage_s,
                 gate_ms: outlast(&mut rng, after_ms),
             }
         }
+        // Alternating between blocks, so that 22 faults (two blocks) see both.
+        6 if !(block + (seed >> 2 & 1)).is_multiple_of(2) => Fault::CliBesideOperator {
+            replicas,
+            offset_ms: rng.between(0, 1500),
+        },
         6 => {
             let pairs = [
                 ("grafana", "tracing"),
@@ -313,6 +343,7 @@ pub fn plan(seed: u64, index: usize) -> Fault {
             replicas,
         },
         8 => cli(CliOp::RevisionUpgrade { patch }),
-        _ => Fault::SecondControlPlane { replicas },
+        9 => Fault::SecondControlPlane { replicas },
+        _ => Fault::FrozenHolder { replicas },
     }
 }

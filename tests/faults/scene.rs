@@ -256,8 +256,8 @@ impl<'a> Scene<'a> {
         let patch = json!({"metadata": {"labels": {self.gate_key.as_str(): "open"}}});
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            for _ in 0..40 {
-                // The API server may be restarting: retry for up to 20 s.
+            for _ in 0..80 {
+                // The API server may be restarting (down for up to 16 s): retry for up to 40 s.
                 if nodes
                     .patch(&node, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
