@@ -70,8 +70,11 @@ impl<'c> Resolved<'c> {
         let mut spec = spec.clone();
         spec.image_registry = None;
         spec.trust_domain = None;
-        // Tags go with everything else (the engine removes the ones it applied).
+        // Tags and revisions go with everything else: the engine removes the tags it applied
+        // and every revision the status records, whatever the version and strategy said.
         spec.revision_tags.clear();
+        spec.version = None;
+        spec.update_strategy = None;
         spec.components
             .retain(|component, _| catalog.get(component).is_some());
         for component in catalog.names() {
