@@ -245,15 +245,27 @@ impl Engine {
         Ok(())
     }
 
+    /// Uninstalls an inactive revision's release, unless it is gone already (removed by hand,
+    /// or with the ControlPlane's istiod release when both had the same name).
     async fn remove_revision(
         &self,
         revision: &RevisionStatus,
         namespace: &str,
-    ) -> Result<(), RevisionError> {
+    ) -> Result<(), ComponentError> {
         let release = ReleaseRef {
             name: revision.release.clone(),
             namespace: namespace.to_owned(),
         };
+        let observed = release::observe(
+            &self.client,
+            std::slice::from_ref(&release),
+            release::Freshness::Latest,
+        )
+        .await
+        .map_err(ComponentError::Observe)?;
+        if release::lookup(&observed, &release).is_none() {
+            return Ok(());
+        }
         self.helm
             .uninstall(&release, self.waits())
             .await
