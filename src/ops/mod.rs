@@ -4,6 +4,8 @@
 //! where a dump starts from, the lease, storing, the engine) are made here and below, never in
 //! the command line.
 
+pub mod revisions;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +50,8 @@ pub enum OpsError {
     Render(#[from] RenderError),
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Revision(#[from] crate::mesh::revisions::strategy::RevisionError),
 }
 
 /// What a reconcile from the client needs to reach the cluster and its charts.

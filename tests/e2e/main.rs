@@ -13,6 +13,7 @@ mod set_syntax;
 mod smm_binary;
 #[path = "../support/mod.rs"]
 mod support;
+mod tags;
 #[path = "../fixtures/tiny_component.rs"]
 mod tiny_component;
 mod upgrades;

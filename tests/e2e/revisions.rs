@@ -22,7 +22,7 @@ use crate::support::{
 };
 
 /// Labels `namespace` (a merge patch: other labels stay).
-async fn label(client: &Client, namespace: &str, key: &str, value: &str) {
+pub(crate) async fn label(client: &Client, namespace: &str, key: &str, value: &str) {
     let patch = json!({"metadata": {"labels": {key: value}}});
     Api::<Namespace>::all(client.clone())
         .patch(namespace, &PatchParams::default(), &Patch::Merge(&patch))

@@ -9,5 +9,6 @@
 mod fixtures;
 pub mod proxies;
 pub mod strategy;
+pub mod tag_list;
 pub mod tags;
 pub mod usage;

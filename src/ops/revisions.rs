@@ -1,0 +1,50 @@
+//! The operations behind `smm tag` and `smm sidecar-proxy migrate`: what they read of the
+//! stored ControlPlane and the cluster before the library decides.
+
+use kube::Client;
+
+use super::OpsError;
+use crate::cluster::{control_plane, mesh_snapshot};
+use crate::mesh::revisions::strategy;
+use crate::mesh::revisions::tag_list::{TagEntry, following_active, tag_list};
+
+/// The revision tags of a mesh, as `smm tag list` shows them.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TagListReport {
+    pub mesh_namespace: String,
+    /// The revision the spec asks istiod to run.
+    pub active_revision: String,
+    pub tags: Vec<TagEntry>,
+}
+
+/// The tags of the mesh of the ControlPlane `control_plane` (none stored: the default mesh
+/// namespace, no tags asked for); changes nothing.
+pub async fn tags(client: &Client, control_plane: &str) -> Result<TagListReport, OpsError> {
+    let spec = control_plane::load(client, control_plane)
+        .await?
+        .map(|cp| cp.spec)
+        .unwrap_or_default();
+    let active = strategy::active(&spec)?;
+    let wanted = strategy::tags(&spec, &active)?;
+    let mesh_namespace = spec.mesh_namespace().to_owned();
+    let snapshot = mesh_snapshot::read(client, &mesh_namespace).await?;
+    Ok(TagListReport {
+        tags: tag_list(&snapshot, &wanted, &following_active(&spec)),
+        active_revision: active.name().to_owned(),
+        mesh_namespace,
+    })
+}
+
+/// The revisions the ControlPlane `control_plane` runs, from its status (none stored: none).
+pub async fn running_revisions(
+    client: &Client,
+    control_plane: &str,
+) -> Result<Vec<String>, OpsError> {
+    let stored = control_plane::load(client, control_plane).await?;
+    let revisions = stored
+        .and_then(|cp| cp.status)
+        .map(|status| status.revisions)
+        .unwrap_or_default();
+    Ok(revisions.into_iter().map(|r| r.name).collect())
+}
