@@ -4,7 +4,9 @@
 use kube::Client;
 
 use super::OpsError;
+use crate::cluster::migration::{self, MigrationEvent, MigrationOptions, MigrationReport};
 use crate::cluster::{control_plane, mesh_snapshot};
+use crate::mesh::revisions::migration::{MigrationPlan, MigrationRequest, plan};
 use crate::mesh::revisions::strategy;
 use crate::mesh::revisions::tag_list::{TagEntry, following_active, tag_list};
 
@@ -47,4 +49,44 @@ pub async fn running_revisions(
         .map(|status| status.revisions)
         .unwrap_or_default();
     Ok(revisions.into_iter().map(|r| r.name).collect())
+}
+
+/// What `smm sidecar-proxy migrate` moves: to `to` (a revision or a tag), the namespaces
+/// `namespaces` (none: every namespace labelled for injection) of the mesh of the ControlPlane
+/// `control_plane`; changes nothing.
+pub async fn plan_migration(
+    client: &Client,
+    control_plane: &str,
+    to: &str,
+    namespaces: Option<&[String]>,
+) -> Result<MigrationPlan, OpsError> {
+    let spec = control_plane::load(client, control_plane)
+        .await?
+        .map(|cp| cp.spec)
+        .unwrap_or_default();
+    let operator_namespaces = super::operator_namespaces(client).await?;
+    let operator_namespaces: Vec<&str> = operator_namespaces.iter().map(String::as_str).collect();
+    let snapshot = mesh_snapshot::read(client, spec.mesh_namespace()).await?;
+    let workloads = migration::read_workloads(client).await?;
+    let request = MigrationRequest {
+        to,
+        namespaces,
+        mesh_namespace: spec.mesh_namespace(),
+        operator_namespaces: &operator_namespaces,
+    };
+    Ok(plan(&snapshot, &workloads, &request)?)
+}
+
+/// Plans as [`plan_migration`] does, then relabels and restarts in batches (see
+/// [`migration::migrate`]); run again after an interruption, it resumes.
+pub async fn migrate(
+    client: &Client,
+    control_plane: &str,
+    to: &str,
+    namespaces: Option<&[String]>,
+    options: MigrationOptions,
+    on_event: impl Fn(MigrationEvent<'_>),
+) -> Result<MigrationReport, OpsError> {
+    let plan = plan_migration(client, control_plane, to, namespaces).await?;
+    Ok(migration::migrate(client, &plan, options, on_event).await?)
 }

@@ -6,6 +6,7 @@ mod engine;
 mod helm_runner;
 mod istio;
 mod local_plane;
+mod migration;
 mod readiness;
 mod records;
 mod revisions;

@@ -7,6 +7,7 @@
 
 #[cfg(test)]
 mod fixtures;
+pub mod migration;
 pub mod proxies;
 pub mod strategy;
 pub mod tag_list;
