@@ -52,6 +52,10 @@ pub struct TagChangeArgs {
     /// The ControlPlane to work on
     #[arg(long = "control-plane", value_name = "NAME", default_value = DEFAULT_CONTROL_PLANE, value_parser = super::args::control_plane_flag)]
     control_plane: String,
+    /// Print the tag objects the reconcile would apply (every tag of the edited spec), as
+    /// YAML, instead of applying them
+    #[arg(long)]
+    dump_resources: bool,
     /// Format of the summary
     #[arg(short, long, value_enum, default_value_t)]
     output: OutputFormat,
@@ -107,6 +111,13 @@ async fn apply(
     change: &TagChangeArgs,
     edit: &smm::engine::session::Edit<'_>,
 ) -> anyhow::Result<ExitCode> {
+    if change.dump_resources {
+        let client = global.client().await.ok();
+        let yaml =
+            revisions::dump_tags(client.as_ref(), catalog, &change.control_plane, edit).await?;
+        print!("{yaml}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let request = Request::Edit(edit);
     reconcile(
         global,

@@ -53,6 +53,10 @@ pub enum OpsError {
     #[error(transparent)]
     Revision(#[from] crate::mesh::revisions::strategy::RevisionError),
     #[error(transparent)]
+    Edit(#[from] crate::desired::edit::EditError),
+    #[error(transparent)]
+    Rejected(#[from] crate::desired::resolved::Rejected),
+    #[error(transparent)]
     Migration(#[from] crate::mesh::revisions::migration::MigrationError),
     #[error(transparent)]
     MigrationRun(#[from] crate::cluster::migration::MigrationRunError),

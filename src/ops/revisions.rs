@@ -4,11 +4,16 @@
 use kube::Client;
 
 use super::OpsError;
+use crate::api::objects::Presence;
 use crate::cluster::migration::{self, MigrationEvent, MigrationOptions, MigrationReport};
 use crate::cluster::{control_plane, mesh_snapshot};
+use crate::desired::resolved::Resolved;
+use crate::engine::session::Edit;
+use crate::mesh::catalog::Catalog;
 use crate::mesh::revisions::migration::{MigrationPlan, MigrationRequest, plan};
 use crate::mesh::revisions::strategy;
 use crate::mesh::revisions::tag_list::{TagEntry, following_active, tag_list};
+use crate::mesh::revisions::tags::tag_objects;
 
 /// The revision tags of a mesh, as `smm tag list` shows them.
 #[derive(Debug, serde::Serialize)]
@@ -36,6 +41,30 @@ pub async fn tags(client: &Client, control_plane: &str) -> Result<TagListReport,
         active_revision: active.name().to_owned(),
         mesh_namespace,
     })
+}
+
+/// The revision tags' objects the ControlPlane `name` asks for once `edit` is made, as YAML
+/// documents: what the reconcile applies after istiod's step. The edit starts from the stored
+/// spec when a cluster answers (`client`), from the defaults otherwise.
+pub async fn dump_tags(
+    client: Option<&Client>,
+    catalog: &Catalog,
+    name: &str,
+    edit: &Edit<'_>,
+) -> Result<String, OpsError> {
+    let mut spec = super::spec_to_dump(client, catalog, name).await;
+    edit(&mut spec, catalog)?;
+    let resolved = Resolved::new(catalog, name, spec)?;
+    let namespace = resolved.spec().mesh_namespace();
+    let mut yaml = String::new();
+    for object in tag_objects(resolved.tags(), &[], namespace) {
+        if object.presence == Presence::Present {
+            let document = serde_yaml_ng::to_string(&object.object())
+                .expect("Kubernetes objects serialize to YAML");
+            yaml += &format!("---\n{document}");
+        }
+    }
+    Ok(yaml)
 }
 
 /// The revisions the ControlPlane `control_plane` runs, from its status (none stored: none).

@@ -34,6 +34,17 @@ async fn a_tag_set_by_smm_injects_its_namespaces_and_goes_when_removed() {
         ),
         "{stderr}"
     );
+    // Dumped, the tag's webhook calls the revision's istiod, and nothing is applied.
+    let webhooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let name = format!("istio-revision-tag-canary-{}", mesh.namespace);
+    let dumped = smm_on(&mesh, &["tag", "set", "canary", "--dump-resources"]);
+    assert!(dumped.status.success());
+    let dumped = String::from_utf8_lossy(&dumped.stdout);
+    assert!(
+        dumped.contains(&format!("name: {name}\n")) && dumped.contains("name: istiod-stable\n"),
+        "{dumped}"
+    );
+    assert!(webhooks.get_opt(&name).await.unwrap().is_none());
     mesh.smm(&["tag", "set", "canary"]);
 
     let apps = cluster.namespace("e2e-tag-canary").await;
@@ -54,8 +65,6 @@ async fn a_tag_set_by_smm_injects_its_namespaces_and_goes_when_removed() {
     assert_eq!(canary["followsActive"], true, "{report:#}");
     assert_eq!(canary["namespaces"], serde_json::json!([apps.name]));
 
-    let webhooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    let name = format!("istio-revision-tag-canary-{}", mesh.namespace);
     assert!(webhooks.get_opt(&name).await.unwrap().is_some());
     mesh.smm(&["tag", "remove", "canary"]);
     assert!(

@@ -190,10 +190,14 @@ fn target(
             .map(|(name, _)| name.as_str())
             .collect();
         let tags: Vec<String> = tags(snapshot).into_keys().collect();
+        let listed = |names: Vec<&str>| match names.is_empty() {
+            true => "none".to_owned(),
+            false => names.join(", "),
+        };
         return Err(MigrationError::UnknownTarget {
             to: to.to_owned(),
-            revisions: running.join(", "),
-            tags: tags.join(", "),
+            revisions: listed(running),
+            tags: listed(tags.iter().map(String::as_str).collect()),
         });
     };
     if !known[&revision].ready {
