@@ -28,7 +28,10 @@ pub fn set_tag(
         return Err(EditError::TagToMissingRevision {
             tag: tag.to_owned(),
             revision: revision.to_owned(),
-            running: running.join(", "),
+            running: match running {
+                [] => "none".to_owned(),
+                running => running.join(", "),
+            },
         });
     }
     let mut edited = spec.clone();
