@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
@@ -30,24 +30,46 @@ fn migrate(mesh: &Mesh, args: &[&str]) -> (Value, String) {
     (serde_json::from_slice(&output.stdout).unwrap(), progress)
 }
 
-/// Creates StatefulSet `db` with one pod in `namespace`.
-async fn deploy_db(client: &Client, namespace: &str) {
-    let set: StatefulSet = serde_json::from_value(json!({
-        "metadata": {"name": "db"},
+/// Creates a workload of kind `K` named `name` in `namespace`, one pod labelled `app=<name>`,
+/// with `spec` merged into its spec.
+async fn create<K>(client: &Client, namespace: &str, name: &str, spec: Value)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let mut object = json!({
+        "metadata": {"name": name},
         "spec": {
-            "serviceName": "db",
-            "selector": {"matchLabels": {"app": "db"}},
+            "selector": {"matchLabels": {"app": name}},
             "template": {
-                "metadata": {"labels": {"app": "db"}},
-                "spec": {"containers": [{"name": "db", "image": format!("{REGISTRY}/db:1")}]},
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": name, "image": format!("{REGISTRY}/{name}:1")}]},
             },
         },
-    }))
-    .unwrap();
-    Api::<StatefulSet>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &set)
+    });
+    for (key, value) in spec.as_object().unwrap() {
+        object["spec"][key] = value.clone();
+    }
+    Api::<K>::namespaced(client.clone(), namespace)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(object).unwrap(),
+        )
         .await
-        .unwrap_or_else(|err| panic!("creating StatefulSet db in {namespace}: {err}"));
+        .unwrap_or_else(|err| panic!("creating {name} in {namespace}: {err}"));
+}
+
+/// Waits until the pods of `app` that are not being deleted were injected by `revisions`.
+async fn wait_for(pods: &Api<Pod>, app: &str, revisions: &[&str]) {
+    let expected: Vec<Option<String>> = revisions.iter().map(|r| Some((*r).to_owned())).collect();
+    let reached = eventually(Duration::from_secs(60), async || {
+        revisions_of(pods, app).await == expected
+    })
+    .await;
+    assert!(reached, "{app}: {:?}", revisions_of(pods, app).await);
 }
 
 /// The revisions that injected the pods labelled `app=<app>` that are not being deleted.
@@ -78,14 +100,9 @@ async fn migrate_moves_workloads_from_one_revision_to_another_in_batches_and_res
     for pod in &pods {
         assert_eq!(revision_annotation(pod).as_deref(), Some(A));
     }
-    deploy_db(client, &apps.name).await;
+    create::<StatefulSet>(client, &apps.name, "db", json!({"serviceName": "db"})).await;
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), &apps.name);
-    let on_a = vec![Some(A.to_owned())];
-    let db_runs = eventually(Duration::from_secs(60), async || {
-        revisions_of(&pods_api, "db").await == on_a
-    })
-    .await;
-    assert!(db_runs, "db: {:?}", revisions_of(&pods_api, "db").await);
+    wait_for(&pods_api, "db", &[A]).await;
 
     // The mesh's own namespace is never injected, so never migrated.
     let refused = smm(&[
@@ -141,22 +158,67 @@ async fn migrate_moves_workloads_from_one_revision_to_another_in_batches_and_res
         Some(B)
     );
     // Ready when migrate returns; the replaced pods may still be on their way out.
-    let on_b = Some(B.to_owned());
-    let moved = eventually(Duration::from_secs(30), async || {
-        revisions_of(&pods_api, "web").await == [on_b.clone(), on_b.clone()]
-            && revisions_of(&pods_api, "db").await == [on_b.clone()]
-    })
-    .await;
-    assert!(
-        moved,
-        "web: {:?}, db: {:?}",
-        revisions_of(&pods_api, "web").await,
-        revisions_of(&pods_api, "db").await
-    );
+    wait_for(&pods_api, "web", &[B, B]).await;
+    wait_for(&pods_api, "db", &[B]).await;
 
     // Run again (as after an interruption): nothing is left to move.
     let (again, _) = migrate(&mesh, &["--to", B, &apps.name]);
     assert_eq!(again["restarted"], json!([]), "{again:#}");
     assert_eq!(again["relabelled"], json!([]), "{again:#}");
     assert_eq!(again["upToDate"], 2, "{again:#}");
+}
+
+/// A batch that is not ready in time stops the migration with an error; once it is, running
+/// the migration again moves only what did not move yet.
+#[tokio::test]
+async fn a_migration_stopped_by_a_batch_that_is_not_ready_in_time_resumes() {
+    let cluster = TestCluster::connect().await;
+    let client = &cluster.client;
+    let _lock = istio_mesh_lock().await;
+    let mesh = Mesh::create(&cluster, None).await;
+    mesh.smm(&["install", "base"]);
+    let mut installed = Revisions::new(&mesh.namespace);
+    installed.install(A, "1.31.3", &[]);
+    installed.install(B, "1.31.4", &[]);
+    let apps = cluster.namespace("e2e-migrate-resume").await;
+    label(client, &apps.name, "istio.io/rev", A).await;
+    // `a-slow` restarts first; its new pod counts as available only after 5 s.
+    create::<Deployment>(client, &apps.name, "a-slow", json!({"minReadySeconds": 5})).await;
+    create::<Deployment>(client, &apps.name, "web", json!({})).await;
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), &apps.name);
+    wait_for(&pods_api, "a-slow", &[A]).await;
+    wait_for(&pods_api, "web", &[A]).await;
+
+    let args = [
+        "sidecar-proxy",
+        "migrate",
+        "--to",
+        B,
+        &apps.name,
+        "--batch",
+        "1",
+        "--timeout",
+        "2s",
+        "--control-plane",
+        &mesh.name,
+    ];
+    let stopped = smm(&args);
+    assert!(!stopped.status.success());
+    let stderr = String::from_utf8_lossy(&stopped.stderr);
+    assert!(
+        stderr.contains("batch 1 not ready within 2s") && stderr.contains("a-slow"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("batch 2/2"), "{stderr}");
+    wait_for(&pods_api, "a-slow", &[B]).await;
+    assert_eq!(revisions_of(&pods_api, "web").await, [Some(A.to_owned())]);
+
+    let (report, _) = migrate(&mesh, &["--to", B, &apps.name]);
+    assert_eq!(
+        report["restarted"],
+        json!([{"namespace": apps.name, "kind": "Deployment", "name": "web", "from": [A]}]),
+        "{report:#}"
+    );
+    assert_eq!(report["upToDate"], 1, "{report:#}");
+    wait_for(&pods_api, "web", &[B]).await;
 }
