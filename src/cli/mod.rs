@@ -17,6 +17,7 @@ mod reconcile;
 mod sidecar;
 mod status;
 mod table;
+mod tag;
 mod version;
 
 use std::process::ExitCode;
@@ -63,6 +64,9 @@ pub enum Command {
     /// Manage the sidecar proxies of workloads
     #[command(subcommand)]
     SidecarProxy(sidecar::SidecarCommand),
+    /// Revision tags: stable names that namespaces select, each pointing at a revision
+    #[command(subcommand)]
+    Tag(tag::TagCommand),
     /// Print a shell completion script
     Completion(completion::CompletionArgs),
     /// Print the ControlPlane CustomResourceDefinition as YAML
@@ -93,6 +97,7 @@ impl Cli {
             Command::Components(args) => components::run(global, &catalog, args).await,
             Command::Operator(command) => operator::run(global, &catalog, command).await,
             Command::SidecarProxy(command) => sidecar::run(global, command).await,
+            Command::Tag(command) => tag::run(global, &catalog, command).await,
             Command::Completion(args) => completion::run(args),
             Command::Crd => crd::run(),
             Command::Dashboard(args) => dashboard::run(global, &catalog, args).await,

@@ -6,6 +6,7 @@ pub mod control_plane;
 pub mod inventory;
 pub mod lease;
 pub mod mesh_snapshot;
+pub mod migration;
 pub mod namespaces;
 pub mod objects;
 pub mod target;

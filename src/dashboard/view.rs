@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::mesh::MeshView;
+use super::revisions::{RevisionsView, revisions_view};
 use super::snapshot::{Fresh, ListedControlPlanes, ReadDetails};
 use super::svg::{self, GraphNode, Tone};
 use crate::api::{ComponentPhase, ComponentStatus, ControlPlane, Health};
@@ -116,6 +117,8 @@ pub struct Detail {
     pub graph_svg: String,
     pub components: Vec<ComponentView>,
     pub mesh: Part<MeshView>,
+    /// istiod's revisions and the revision tags.
+    pub revisions: RevisionsView,
     pub plan: Part<Vec<PlannedComponent>>,
     /// Why components show no values: the spec does not resolve.
     pub spec_error: Option<String>,
@@ -248,6 +251,7 @@ impl Dashboard {
             graph_svg,
             components,
             mesh,
+            revisions: revisions_view(control_plane),
             plan,
             spec_error: resolved
                 .as_ref()

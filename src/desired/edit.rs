@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::api::{ComponentSpec, ControlPlaneSpec};
 use crate::mesh::catalog::Catalog;
+use crate::mesh::revisions::strategy::RevisionError;
 use crate::values::set::{self, SetError};
 use crate::values::{merge, parse_yaml_values};
 
@@ -35,6 +36,22 @@ pub enum EditError {
         "--set/-f"
     )]
     ValuesNeedOneComponent { count: usize },
+    #[error(transparent)]
+    Revision(#[from] RevisionError),
+    #[error("spec.revisionTags.{tag}: revision {revision} does not run here (running: {running})")]
+    TagToMissingRevision {
+        tag: String,
+        revision: String,
+        running: String,
+    },
+    #[error(
+        "spec.revisionTags.default: under spec.updateStrategy.type RevisionBased the default tag \
+         always exists (istio-injection=enabled namespaces follow it); `smm tag set default` \
+         makes it follow the active revision again"
+    )]
+    DefaultTagAlwaysExists,
+    #[error("spec.revisionTags has no tag {tag:?} (tags: {})", known.join(", "))]
+    UnknownTag { tag: String, known: Vec<String> },
 }
 
 /// Which components to act on: every one, or those named.

@@ -5,3 +5,4 @@ pub mod edit;
 pub mod resolve;
 pub mod resolved;
 pub mod shared;
+pub mod tags;

@@ -4,6 +4,8 @@
 //! where a dump starts from, the lease, storing, the engine) are made here and below, never in
 //! the command line.
 
+pub mod revisions;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +51,16 @@ pub enum OpsError {
     Render(#[from] RenderError),
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Revision(#[from] crate::mesh::revisions::strategy::RevisionError),
+    #[error(transparent)]
+    Edit(#[from] crate::desired::edit::EditError),
+    #[error(transparent)]
+    Rejected(#[from] crate::desired::resolved::Rejected),
+    #[error(transparent)]
+    Migration(#[from] crate::mesh::revisions::migration::MigrationError),
+    #[error(transparent)]
+    MigrationRun(#[from] crate::cluster::migration::MigrationRunError),
 }
 
 /// What a reconcile from the client needs to reach the cluster and its charts.
@@ -143,12 +155,9 @@ pub async fn auto_inject(
         .unwrap_or_default();
     if on {
         let mesh_namespace = spec.namespace.as_deref().unwrap_or(DEFAULT_MESH_NAMESPACE);
-        let installed = operator::installed(client)
-            .await
-            .map_err(OperatorLifecycleError::Lookup)?;
-        let installed_in = installed.as_deref().and_then(|d| d.split_once('/'));
-        let mut operator_namespaces = vec![operator::manifests::DEFAULT_NAMESPACE];
-        operator_namespaces.extend(installed_in.map(|(namespace, _)| namespace));
+        let operator_namespaces = operator_namespaces(client).await?;
+        let operator_namespaces: Vec<&str> =
+            operator_namespaces.iter().map(String::as_str).collect();
         for namespace in namespaces {
             check_injectable(namespace, mesh_namespace, &operator_namespaces)?;
         }
@@ -158,6 +167,17 @@ pub async fn auto_inject(
         namespaces::merge_labels(client, namespace, labels.clone()).await?;
     }
     Ok(())
+}
+
+/// The namespaces the operator runs in, or would by default: never injected.
+async fn operator_namespaces(client: &Client) -> Result<Vec<String>, OpsError> {
+    let installed = operator::installed(client)
+        .await
+        .map_err(OperatorLifecycleError::Lookup)?;
+    let installed_in = installed.as_deref().and_then(|d| d.split_once('/'));
+    let mut namespaces = vec![operator::manifests::DEFAULT_NAMESPACE.to_owned()];
+    namespaces.extend(installed_in.map(|(namespace, _)| namespace.to_owned()));
+    Ok(namespaces)
 }
 
 /// Every injected pod's proxy and every revision of the mesh, as `smm proxy-status` shows them.

@@ -88,6 +88,8 @@ async fn dashboard_in_a_real_browser_follows_the_control_plane() {
     assert_success(&smm(
         &[&["install", "istiod", "prometheus"], &cp_flag[..]].concat()
     ));
+    // A tag following the active (revisionless) revision, for the revisions' section.
+    assert_success(&smm(&[&["tag", "set", "canary"], &cp_flag[..]].concat()));
 
     // An application namespace: pods made before it is labelled for injection, since the
     // injector of any installed istiod would refuse new pods there (nothing answers it).
@@ -255,6 +257,20 @@ async fn dashboard_in_a_real_browser_follows_the_control_plane() {
         "{skewed}"
     );
     assert!(!skewed.contains("current-proxy"), "{skewed}");
+    // Revisions: the revisionless one, active and ready, with the tag that follows it.
+    assert!(
+        browser.wait_for(
+            wait,
+            r#"const r = document.querySelector('#revisions-body tr[data-revision="default"]');
+               return !!r && r.querySelectorAll('td')[2].innerText === 'yes';"#
+        ),
+        "the revisions show default active: {}",
+        browser.execute("return document.getElementById('revisions-body').innerText;")
+    );
+    let tag = browser.execute(
+        r#"return [...document.querySelectorAll('#revisions-body tr[data-tag="canary"] td')].map(c => c.innerText);"#,
+    );
+    assert_eq!(tag, json!(["canary", "default", "default", "yes"]));
     // The plan: nothing to do.
     let plan = browser.execute("return document.getElementById('plan-body').innerText;");
     assert!(plan.as_str().unwrap().contains("Nothing to do"), "{plan}");

@@ -6,6 +6,7 @@ mod engine;
 mod helm_runner;
 mod istio;
 mod local_plane;
+mod migration;
 mod readiness;
 mod records;
 mod revisions;
@@ -13,6 +14,7 @@ mod set_syntax;
 mod smm_binary;
 #[path = "../support/mod.rs"]
 mod support;
+mod tags;
 #[path = "../fixtures/tiny_component.rs"]
 mod tiny_component;
 mod upgrades;

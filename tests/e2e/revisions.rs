@@ -22,7 +22,7 @@ use crate::support::{
 };
 
 /// Labels `namespace` (a merge patch: other labels stay).
-async fn label(client: &Client, namespace: &str, key: &str, value: &str) {
+pub(crate) async fn label(client: &Client, namespace: &str, key: &str, value: &str) {
     let patch = json!({"metadata": {"labels": {key: value}}});
     Api::<Namespace>::all(client.clone())
         .patch(namespace, &PatchParams::default(), &Patch::Merge(&patch))
@@ -32,7 +32,7 @@ async fn label(client: &Client, namespace: &str, key: &str, value: &str) {
 
 /// Creates Deployment `web` with `replicas` pods in `namespace` and returns its pods once they
 /// all run (kwok runs them).
-async fn deploy_web(client: &Client, namespace: &str, replicas: i32) -> Vec<Pod> {
+pub(crate) async fn deploy_web(client: &Client, namespace: &str, replicas: i32) -> Vec<Pod> {
     let deployment: Deployment = serde_json::from_value(json!({
         "metadata": {"name": "web"},
         "spec": {
@@ -177,14 +177,14 @@ async fn proxy_status_reports_injected_pods_and_fails_once_their_revision_is_gon
 /// with `revision=<revision>`), each with its local istiod. Dropped, each release (also one whose
 /// install failed half-way) is uninstalled before its istiod stops (an injector whose istiod is
 /// gone refuses pods), whatever the test's outcome.
-struct Revisions {
+pub(crate) struct Revisions {
     namespace: String,
     releases: Vec<String>,
     istiods: Vec<(String, LocalIstiod)>,
 }
 
 impl Revisions {
-    fn new(namespace: &str) -> Self {
+    pub(crate) fn new(namespace: &str) -> Self {
         Self {
             namespace: namespace.to_owned(),
             releases: Vec::new(),
@@ -193,7 +193,7 @@ impl Revisions {
     }
 
     /// Installs revision `revision` with images tagged `tag`, and starts its istiod.
-    fn install(&mut self, revision: &str, tag: &str, extra: &[&str]) {
+    pub(crate) fn install(&mut self, revision: &str, tag: &str, extra: &[&str]) {
         let chart = repo_root().join(".upstream/istio/charts/istio-discovery");
         let release = format!("istiod-{revision}");
         self.releases.push(release.clone());
@@ -313,8 +313,8 @@ fn proxy_version(pod: &Pod) -> Option<String> {
     Some(image.rsplit_once(':')?.1.to_owned())
 }
 
-const A: &str = "1-31-3";
-const B: &str = "1-31-4";
+pub(crate) const A: &str = "1-31-3";
+pub(crate) const B: &str = "1-31-4";
 
 /// Revisions A and B side by side (B with tag `prod`), pods injected by each through a
 /// namespace's revision label, a tag, and a pod's own label, and a pod labelled for B before B

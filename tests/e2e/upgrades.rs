@@ -39,7 +39,7 @@ async fn revisions_of(client: &kube::Client, name: &str) -> Vec<smm::api::Revisi
     stored.status.unwrap_or_default().revisions
 }
 
-fn revision_annotation(pod: &Pod) -> Option<String> {
+pub(crate) fn revision_annotation(pod: &Pod) -> Option<String> {
     pod.metadata
         .annotations
         .as_ref()?

@@ -131,6 +131,37 @@ function renderMesh(part) {
   ];
 }
 
+function renderRevisions(view) {
+  const yesNo = (value, good) => badge(value ? "yes" : "no", value ? good : "off");
+  const inUse = (r) => r.inUse
+    ? [badge(r.inUse, r.inUse === "True" ? "busy" : r.inUse === "False" ? "off" : "bad"),
+      r.inUseMessage ? " " + r.inUseMessage : ""]
+    : "—";
+  const count = (n) => (n === null || n === undefined ? "—" : String(n));
+  return [
+    h("dl", { class: "facts" },
+      h("dt", {}, "Update strategy"), h("dd", {}, view.strategy),
+      h("dt", {}, "Active revision"), h("dd", {}, view.active || "—")),
+    view.specError ? h("p", { class: "error" }, view.specError) : null,
+    h("h3", {}, "Revisions"),
+    view.revisions.length
+      ? table(["Revision", "Version", "Active", "Ready", "Pods", "Namespaces", "Tags", "In use"],
+        view.revisions.map((r) => ({
+          attrs: { "data-revision": r.name },
+          cells: [r.name, r.version || "—", yesNo(r.active, "good"), yesNo(r.ready, "good"),
+            count(r.pods), count(r.namespaces), r.tags.join(", ") || "—", inUse(r)],
+        })))
+      : h("p", { class: "muted" }, "No revision recorded: istiod is not installed by this ControlPlane."),
+    h("h3", {}, "Tags"),
+    view.tags.length
+      ? table(["Tag", "Points at", "Wanted", "Follows active"], view.tags.map((t) => ({
+        attrs: { "data-tag": t.tag },
+        cells: [t.tag, t.revision || "not applied", t.wanted || "—", t.followsActive ? "yes" : "no"],
+      })))
+      : h("p", { class: "muted" }, "No revision tags."),
+  ];
+}
+
 function renderPlan(part) {
   if ("error" in part) return partError(part);
   const changing = part.ok.filter((c) => c.action !== "Nothing");
@@ -209,6 +240,7 @@ async function refresh() {
         detail.specError ? h("p", { class: "error" }, detail.specError) : null,
         detail.components.map(renderComponent)]);
       update("mesh-body", detail.mesh, renderMesh);
+      update("revisions-body", detail.revisions, renderRevisions);
       update("plan-body", detail.plan, renderPlan);
     }
     setLive("Live, updated " + new Date().toLocaleTimeString(), false);

@@ -7,7 +7,9 @@
 
 #[cfg(test)]
 mod fixtures;
+pub mod migration;
 pub mod proxies;
 pub mod strategy;
+pub mod tag_list;
 pub mod tags;
 pub mod usage;

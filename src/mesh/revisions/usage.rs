@@ -192,7 +192,7 @@ pub fn revision_usage(snapshot: &MeshSnapshot) -> BTreeMap<String, RevisionUse> 
     for namespace in &snapshot.namespaces {
         let labels = namespace.labels();
         namespace_labels.insert(namespace.name_any(), labels);
-        if let Selection::ByNamespace(name) = selection(labels, &no_labels)
+        if let Some(name) = namespace_selection(labels)
             && let Some(revision) = resolver.resolve(name)
         {
             let used = usage.entry(revision).or_default();
@@ -248,23 +248,34 @@ pub fn finished(pod: &Pod) -> bool {
     matches!(phase, Some("Succeeded" | "Failed"))
 }
 
+/// The tag or revision name that a namespace's labels select for its pods (`default` for
+/// `istio-injection=enabled`), before any pod's own labels count; none when they select nothing.
+pub fn namespace_selection(labels: &BTreeMap<String, String>) -> Option<&str> {
+    static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+    match selection(labels, &NO_LABELS) {
+        Selection::ByNamespace(name) => Some(name),
+        Selection::Nothing | Selection::ByPod(_) => None,
+    }
+}
+
 /// Where a name that labels select leads: a tag to the revision it points at, else the revision
 /// of that name while its injector exists, else nowhere (the pod is then created without a proxy,
 /// and without an error).
-struct Resolver<'a> {
+pub struct Resolver<'a> {
     tags: BTreeMap<String, String>,
     injectors: BTreeSet<&'a str>,
 }
 
 impl<'a> Resolver<'a> {
-    fn new(snapshot: &'a MeshSnapshot) -> Self {
+    pub fn new(snapshot: &'a MeshSnapshot) -> Self {
         Self {
             tags: tags(snapshot),
             injectors: injector_revisions(snapshot),
         }
     }
 
-    fn resolve(&self, name: &str) -> Option<String> {
+    /// The revision `name` (a tag or a revision) leads to, if any.
+    pub fn resolve(&self, name: &str) -> Option<String> {
         match self.tags.get(name) {
             Some(revision) => Some(revision.clone()),
             None => self.injectors.contains(name).then(|| name.to_owned()),
