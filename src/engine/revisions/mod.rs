@@ -31,6 +31,7 @@ use crate::mesh::revisions::usage;
 mod guard;
 pub mod plan;
 mod record;
+mod workloads;
 
 use record::{check_tags, record_active, record_use, unused_for};
 
@@ -43,6 +44,8 @@ pub enum RevisionError {
         revision: String,
         running: String,
     },
+    #[error("moving workloads to the active revision (updateWorkloads): {0}")]
+    Migration(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("removing the unused revision {revision} (release {release}): {source}")]
     Prune {
         revision: String,
@@ -159,6 +162,8 @@ impl Engine {
             self.deactivate_revisionless(namespace).await?;
         }
         if wanted.enabled {
+            self.update_workloads(resolved, namespace, &revisions)
+                .await?;
             let grace = resolved.spec().update_strategy().grace_period_seconds();
             self.prune_unused(&mut revisions, namespace, grace, writer)
                 .await?;
