@@ -2,7 +2,7 @@
 //! with server-side apply. The engine then reads it from there, so every mode works from the
 //! same stored object.
 
-use kube::api::{GetParams, ListParams, Patch, PatchParams};
+use kube::api::{GetParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, CustomResourceExt, Resource, ResourceExt};
 
 use crate::api::objects::NativeObject;
@@ -17,6 +17,11 @@ pub enum StoreError {
         #[source]
         source: kube::Error,
     },
+    #[error(
+        "ControlPlane {name} was changed by someone else since smm read it; nothing was \
+         reconciled: run the command again"
+    )]
+    Changed { name: String },
     #[error("cannot store ControlPlane {name}: {source}")]
     Write {
         name: String,
@@ -151,29 +156,45 @@ pub async fn list_around(client: &Client, name: &str) -> Result<Listed, StoreErr
     Ok(Listed { this, others })
 }
 
-/// Stores `spec` as the ControlPlane's whole desired state (server-side apply, field manager
-/// `smm`, taking over fields another manager set) and returns the stored object. `stored` is
-/// the ControlPlane as last read: when it already holds `spec`, nothing is written (a no-op
-/// `smm install` or `smm reconcile -f` makes no write).
+/// Stores `spec` as the ControlPlane's whole desired state and returns the stored object.
+/// `stored` is the ControlPlane as last read: when it already holds `spec`, nothing is written
+/// (a no-op `smm install` or `smm reconcile -f` makes no write). A new one is created by
+/// server-side apply (field manager `smm`); an existing one has its spec replaced, at the
+/// resourceVersion read: an apply would keep fields another manager set (a `kubectl patch` of a
+/// value), so the stored spec would not be the one reconciled, and a write made since the read
+/// is refused rather than overwritten.
 pub async fn store(
     client: &Client,
     name: &str,
     spec: &ControlPlaneSpec,
     stored: Option<ControlPlane>,
 ) -> Result<ControlPlane, StoreError> {
-    if let Some(stored) = stored.filter(|stored| &stored.spec == spec) {
-        return Ok(stored);
+    if let Some(stored) = stored.as_ref().filter(|stored| &stored.spec == spec) {
+        return Ok(stored.clone());
     }
     ensure_crd(client).await?;
-    let object = ControlPlane::new(name, spec.clone());
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    let stored = Api::<ControlPlane>::all(client.clone())
-        .patch(name, &params, &Patch::Apply(&object))
-        .await
-        .map_err(|source| StoreError::Write {
+    let api = Api::<ControlPlane>::all(client.clone());
+    let written = match stored {
+        Some(mut replacing) => {
+            replacing.spec = spec.clone();
+            replacing.status = None;
+            api.replace(name, &PostParams::default(), &replacing).await
+        }
+        None => {
+            let object = ControlPlane::new(name, spec.clone());
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            api.patch(name, &params, &Patch::Apply(&object)).await
+        }
+    };
+    let stored = written.map_err(|source| match source {
+        kube::Error::Api(status) if status.code == 409 => StoreError::Changed {
+            name: name.to_owned(),
+        },
+        source => StoreError::Write {
             name: name.to_owned(),
             source,
-        })?;
+        },
+    })?;
     tracing::info!(name = %stored.name_any(), generation = ?stored.metadata.generation, "stored ControlPlane");
     Ok(stored)
 }

@@ -936,3 +936,52 @@ async fn concurrent_installs_of_different_components_both_stick() {
         .delete(&cp, &DeleteParams::default())
         .await;
 }
+
+/// `smm reconcile -f` stores the file as the whole spec: a value someone else set since (a
+/// `kubectl patch`, another field manager) does not survive it, and the stored spec is the one
+/// reconciled. (Stored by server-side apply, such a value stayed, or the apply was refused.)
+#[tokio::test]
+async fn reconcile_from_a_file_replaces_what_another_manager_set() {
+    let cluster = TestCluster::connect().await;
+    ensure_control_plane_crd(&cluster.client).await;
+    let cp = unique_name("e2e-replace");
+    let namespace = unique_name("e2e-replacens");
+    let catalog = Catalog::builtin().unwrap();
+    let document = |grafana: Value| {
+        let mut components: serde_json::Map<String, Value> = catalog
+            .names()
+            .into_iter()
+            .map(|name| (name.to_owned(), json!({"enabled": false})))
+            .collect();
+        components.insert("grafana".to_owned(), grafana);
+        json!({
+            "apiVersion": "smm.dev/v1alpha1", "kind": "ControlPlane",
+            "metadata": {"name": cp},
+            "spec": {"namespace": namespace, "components": components},
+        })
+    };
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let path = file.path().to_str().unwrap();
+    let with_values = json!({"enabled": false, "valuesOverride": {"podAnnotations": {"a": "1"}}});
+    std::fs::write(path, serde_json::to_string(&document(with_values)).unwrap()).unwrap();
+    assert_success(&smm(&["reconcile", "-f", path]));
+
+    let control_planes: Api<ControlPlane> = Api::all(cluster.client.clone());
+    let patch = json!({"spec": {"components": {"grafana": {"valuesOverride": {
+        "podAnnotations": {"a": "2", "b": "by-hand"},
+    }}}}});
+    control_planes
+        .patch(&cp, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+
+    std::fs::write(
+        path,
+        serde_json::to_string(&document(json!({"enabled": false}))).unwrap(),
+    )
+    .unwrap();
+    assert_success(&smm(&["reconcile", "-f", path]));
+    let stored = control_planes.get(&cp).await.unwrap();
+    assert_eq!(stored.spec.components["grafana"].values_override, None);
+    let _ = control_planes.delete(&cp, &DeleteParams::default()).await;
+}
