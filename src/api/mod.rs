@@ -127,6 +127,25 @@ impl ControlPlaneSpec {
         self.with_component(component, |c| c.enabled = Some(enabled))
     }
 
+    /// This spec with `type_` as its update strategy (the grace period and workloads setting at
+    /// their defaults).
+    pub fn with_update_strategy(mut self, type_: UpdateStrategyType) -> Self {
+        self.update_strategy = Some(UpdateStrategy {
+            type_,
+            ..UpdateStrategy::default()
+        });
+        self
+    }
+
+    /// This spec with the revision tag `tag`, pointing at `revision` (none: the active one).
+    pub fn with_revision_tag(mut self, tag: &str, revision: Option<&str>) -> Self {
+        let setting = RevisionTag {
+            revision: revision.map(str::to_owned),
+        };
+        self.revision_tags.insert(tag.to_owned(), setting);
+        self
+    }
+
     /// This spec with `values` as `component`'s `valuesOverride`.
     pub fn with_values(self, component: &str, values: serde_json::Value) -> Self {
         self.with_component(component, |c| c.values_override = Some(values))

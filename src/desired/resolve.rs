@@ -454,16 +454,13 @@ mod tests {
 
     #[test]
     fn revision_based_runs_istiod_as_a_release_per_version() {
-        use crate::api::{UpdateStrategy, UpdateStrategyType};
+        use crate::api::UpdateStrategyType;
         let catalog = Catalog::builtin().unwrap();
         let spec = ControlPlaneSpec {
             version: Some("1.31.2".to_owned()),
-            update_strategy: Some(UpdateStrategy {
-                type_: UpdateStrategyType::RevisionBased,
-                ..UpdateStrategy::default()
-            }),
             ..ControlPlaneSpec::default()
-        };
+        }
+        .with_update_strategy(UpdateStrategyType::RevisionBased);
         let desired = resolve(&catalog, &spec).unwrap();
         let by_name = |name: &str| desired.iter().find(|d| d.name() == name).unwrap();
         let istiod = by_name("istiod");

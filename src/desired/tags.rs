@@ -80,20 +80,14 @@ fn revisioned(catalog: &Catalog) -> BTreeSet<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{UpdateStrategy, UpdateStrategyType};
+    use crate::api::UpdateStrategyType;
 
     fn running() -> Vec<String> {
         vec!["1-31-4".to_owned(), "1-31-3".to_owned()]
     }
 
     fn revision_based() -> ControlPlaneSpec {
-        ControlPlaneSpec {
-            update_strategy: Some(UpdateStrategy {
-                type_: UpdateStrategyType::RevisionBased,
-                ..UpdateStrategy::default()
-            }),
-            ..ControlPlaneSpec::default()
-        }
+        ControlPlaneSpec::default().with_update_strategy(UpdateStrategyType::RevisionBased)
     }
 
     #[test]

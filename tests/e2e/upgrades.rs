@@ -47,20 +47,31 @@ pub(crate) fn revision_annotation(pod: &Pod) -> Option<String> {
         .cloned()
 }
 
+/// A mesh as installed today: the revisionless istiod in place at `version`, its local istiod
+/// running, and a namespace of the test's labelled for injection.
+async fn in_place_mesh(
+    cluster: &TestCluster,
+    version: &str,
+    namespace: &str,
+) -> (Mesh, LocalIstiod, crate::support::TestNamespace) {
+    let mesh = Mesh::create(cluster, None).await;
+    patch_spec(&cluster.client, &mesh.name, json!({"version": version})).await;
+    mesh.smm(&["install", "istiod"]);
+    let istiod = LocalIstiod::start(&mesh.namespace, "");
+    let injected = cluster.namespace(namespace).await;
+    mesh.smm(&["sidecar-proxy", "auto-inject", "on", &injected.name]);
+    (mesh, istiod, injected)
+}
+
 #[tokio::test]
 async fn a_revision_based_upgrade_keeps_old_proxies_served_and_prunes_only_what_nothing_uses() {
     let cluster = TestCluster::connect().await;
     let client = cluster.client.clone();
     let _lock = istio_mesh_lock().await;
     let (old_version, new_version) = versions();
-    let mesh = Mesh::create(&cluster, None).await;
-    // In place, the revisionless istiod at the first version, as a mesh is installed today.
-    patch_spec(&client, &mesh.name, json!({"version": old_version})).await;
-    mesh.smm(&["install", "istiod"]);
-    let old_istiod = LocalIstiod::start(&mesh.namespace, "");
+    let (mesh, old_istiod, injected) =
+        in_place_mesh(&cluster, &old_version, "e2e-rev-inject").await;
     mesh.smm(&["install", "ingress-gateway"]);
-    let injected = cluster.namespace("e2e-rev-inject").await;
-    mesh.smm(&["sidecar-proxy", "auto-inject", "on", &injected.name]);
     let old_pod = create_pod(&client, &injected.name).await;
     assert_eq!(revision_annotation(&old_pod).as_deref(), Some("default"));
 
@@ -185,11 +196,7 @@ async fn an_in_place_revision_rename_is_refused_while_proxies_use_the_old_name()
     let cluster = TestCluster::connect().await;
     let client = cluster.client.clone();
     let _lock = istio_mesh_lock().await;
-    let mesh = Mesh::create(&cluster, None).await;
-    mesh.smm(&["install", "istiod"]);
-    let _istiod = LocalIstiod::start(&mesh.namespace, "");
-    let injected = cluster.namespace("e2e-rename").await;
-    mesh.smm(&["sidecar-proxy", "auto-inject", "on", &injected.name]);
+    let (mesh, _istiod, injected) = in_place_mesh(&cluster, &versions().0, "e2e-rename").await;
     let pod = create_pod(&client, &injected.name).await;
     let pod_name = format!("{}/{}", injected.name, pod.metadata.name.clone().unwrap());
 
@@ -226,12 +233,8 @@ async fn update_workloads_moves_injected_workloads_onto_the_new_revision() {
     let client = cluster.client.clone();
     let _lock = istio_mesh_lock().await;
     let (old_version, new_version) = versions();
-    let mesh = Mesh::create(&cluster, None).await;
-    patch_spec(&client, &mesh.name, json!({"version": old_version})).await;
-    mesh.smm(&["install", "istiod"]);
-    let _old_istiod = LocalIstiod::start(&mesh.namespace, "");
-    let injected = cluster.namespace("e2e-rev-workloads").await;
-    mesh.smm(&["sidecar-proxy", "auto-inject", "on", &injected.name]);
+    let (mesh, _old_istiod, injected) =
+        in_place_mesh(&cluster, &old_version, "e2e-rev-workloads").await;
     let created = std::process::Command::new(crate::support::repo_root().join(".tools/kubectl"))
         .args([
             "-n",

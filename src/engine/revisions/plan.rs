@@ -194,7 +194,7 @@ mod tests {
     use super::*;
     use crate::api::{
         ComponentPhase, ComponentStatus, ControlPlaneSpec, ReleaseStatus, RevisionStatus,
-        UpdateStrategy, UpdateStrategyType,
+        UpdateStrategyType,
     };
     use crate::mesh::catalog::Catalog;
     use crate::values::ValueChange;
@@ -248,12 +248,9 @@ mod tests {
         let catalog = Catalog::builtin().unwrap();
         let spec = ControlPlaneSpec {
             version: Some("1.31.4".to_owned()),
-            update_strategy: Some(UpdateStrategy {
-                type_: UpdateStrategyType::RevisionBased,
-                ..UpdateStrategy::default()
-            }),
             ..ControlPlaneSpec::default()
-        };
+        }
+        .with_update_strategy(UpdateStrategyType::RevisionBased);
         let resolved = Resolved::new(&catalog, "mesh", spec).unwrap();
         let status = status(vec![revision("default", "istiod", true, &[])], "istiod");
         let components = [

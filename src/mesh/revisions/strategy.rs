@@ -172,17 +172,11 @@ pub fn tags(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{RevisionTag, UpdateStrategy, UpdateStrategyType};
+    use crate::api::{RevisionTag, UpdateStrategyType};
     use serde_json::json;
 
     fn revision_based() -> ControlPlaneSpec {
-        ControlPlaneSpec {
-            update_strategy: Some(UpdateStrategy {
-                type_: UpdateStrategyType::RevisionBased,
-                ..UpdateStrategy::default()
-            }),
-            ..ControlPlaneSpec::default()
-        }
+        ControlPlaneSpec::default().with_update_strategy(UpdateStrategyType::RevisionBased)
     }
 
     #[test]
@@ -251,17 +245,9 @@ mod tests {
 
     #[test]
     fn the_default_tag_follows_the_active_revision_under_revision_based() {
-        let mut spec = revision_based();
-        spec.revision_tags = [
-            ("canary".to_owned(), RevisionTag::default()),
-            (
-                "stable".to_owned(),
-                RevisionTag {
-                    revision: Some("1-31-3".to_owned()),
-                },
-            ),
-        ]
-        .into();
+        let spec = revision_based()
+            .with_revision_tag("canary", None)
+            .with_revision_tag("stable", Some("1-31-3"));
         let active = active(&spec).unwrap();
         let tags = tags(&spec, &active).unwrap();
         let expected: BTreeMap<String, String> = [

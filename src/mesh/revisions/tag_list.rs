@@ -76,7 +76,7 @@ pub fn tag_list(
 mod tests {
     use super::super::fixtures::{injector, namespace, tag};
     use super::*;
-    use crate::api::{RevisionTag, UpdateStrategy, UpdateStrategyType};
+    use crate::api::UpdateStrategyType;
 
     #[test]
     fn tags_of_the_cluster_and_the_spec_with_the_namespaces_that_select_them() {
@@ -100,23 +100,10 @@ mod tests {
             ],
             ..MeshSnapshot::default()
         };
-        let mut spec = ControlPlaneSpec {
-            update_strategy: Some(UpdateStrategy {
-                type_: UpdateStrategyType::RevisionBased,
-                ..UpdateStrategy::default()
-            }),
-            ..ControlPlaneSpec::default()
-        };
-        spec.revision_tags = [
-            ("canary".to_owned(), RevisionTag::default()),
-            (
-                "stable".to_owned(),
-                RevisionTag {
-                    revision: Some("1-31-3".to_owned()),
-                },
-            ),
-        ]
-        .into();
+        let spec = ControlPlaneSpec::default()
+            .with_update_strategy(UpdateStrategyType::RevisionBased)
+            .with_revision_tag("canary", None)
+            .with_revision_tag("stable", Some("1-31-3"));
         let following = following_active(&spec);
         assert_eq!(
             following,
