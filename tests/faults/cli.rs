@@ -78,6 +78,19 @@ async fn set_up_install(
     )
 }
 
+/// istiod installed, and with a gate, new pods held back by a quota: they cannot even be created
+/// until it goes, so an upgrade waits however the engine judges a rollout. False when the
+/// install failed.
+async fn install_istiod_gated(s: &mut Scene<'_>, gate_ms: Option<u64>) -> bool {
+    if !s.setup(&s.on_cp(&["install", "istiod"])).await {
+        return false;
+    }
+    if gate_ms.is_some() {
+        s.quota().await;
+    }
+    true
+}
+
 /// istiod installed, then the upgrade to `replicas`, new pods held back by a quota when there
 /// is a gate; None when istiod's install failed.
 async fn set_up_upgrade(
@@ -85,13 +98,8 @@ async fn set_up_upgrade(
     replicas: u64,
     gate_ms: Option<u64>,
 ) -> Option<(Vec<String>, SpecEdit)> {
-    if !s.setup(&s.on_cp(&["install", "istiod"])).await {
+    if !install_istiod_gated(s, gate_ms).await {
         return None;
-    }
-    if gate_ms.is_some() {
-        // New pods cannot even be created until the quota goes, so the upgrade waits
-        // however the engine judges a rollout.
-        s.quota().await;
     }
     let mut args = strings(&["install", "istiod"]);
     // Istio's chart leaves the replica count to its autoscaler unless told otherwise:
@@ -123,11 +131,8 @@ async fn set_up_revision_upgrade(
     patch: u64,
     gate_ms: Option<u64>,
 ) -> Option<(Vec<String>, SpecEdit)> {
-    if !s.setup(&s.on_cp(&["install", "istiod"])).await {
+    if !install_istiod_gated(s, gate_ms).await {
         return None;
-    }
-    if gate_ms.is_some() {
-        s.quota().await;
     }
     let version = format!(
         "{}.{patch}",
