@@ -30,6 +30,8 @@ use crate::mesh::catalog::Catalog;
 pub const FINALIZER: &str = "smm.dev/uninstall-components";
 /// The leader-election lease, in the operator's namespace.
 pub const LEADER_LEASE: &str = "smm-operator-leader";
+/// How long a shutdown waits for the controller's first list of ControlPlanes.
+const FIRST_LIST_LIMIT: Duration = Duration::from_secs(10);
 
 /// Why `smm operator run` stopped, or why one reconcile of a ControlPlane failed.
 #[derive(Debug, thiserror::Error)]
@@ -203,20 +205,32 @@ async fn controller(
     stopping: CancellationToken,
     lost: CancellationToken,
 ) {
+    let ended = async move {
+        tokio::select! {
+            () = stopping.cancelled() => {}
+            () = lost.cancelled() => {}
+        }
+    };
+    // Any change to what smm manages (a workload deleted, rolled out or ready, a release record
+    // written by hand) may concern any ControlPlane. Finding the kinds asks the API server.
+    let mut ended = Box::pin(ended);
+    let changes = tokio::select! {
+        changes = drift::changes(client, &context.catalog) => changes,
+        () = ended.as_mut() => return,
+    };
     // Watched as metadata: a ControlPlane whose spec cannot be decoded must not stop the watch
     // of the others; each reconcile reads its own ControlPlane whole.
     let control_planes: Api<ControlPlaneMeta> = Api::all(client.clone());
-    // Any change to what smm manages (a workload deleted, rolled out or ready, a release record
-    // written by hand) may concern any ControlPlane.
-    let changes = drift::changes(client, &context.catalog).await;
-    Controller::new(control_planes, watcher::Config::default())
+    let controller = Controller::new(control_planes, watcher::Config::default());
+    let store = controller.store();
+    controller
         .reconcile_all_on(changes)
         .trigger_backoff(WatchRetry::default())
+        // A controller shut down before its first list of ControlPlanes never ends (its runner
+        // waits for that list), so the shutdown waits for the list, for a few seconds at most.
         .graceful_shutdown_on(async move {
-            tokio::select! {
-                () = stopping.cancelled() => {}
-                () = lost.cancelled() => {}
-            }
+            ended.await;
+            let _ = tokio::time::timeout(FIRST_LIST_LIMIT, store.wait_until_ready()).await;
         })
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
