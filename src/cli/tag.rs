@@ -37,10 +37,13 @@ pub enum TagCommand {
         #[arg(short, long, value_enum, default_value_t)]
         output: OutputFormat,
     },
-    /// Remove a tag from the spec and from the cluster
+    /// Remove a tag from the spec and from the cluster; refused while namespaces select it
     Remove {
         #[arg(value_name = "TAG")]
         tag: String,
+        /// Remove it even though namespaces select it (their new pods get no proxy)
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         change: TagChangeArgs,
     },
@@ -86,7 +89,11 @@ pub async fn run(
             };
             apply(global, catalog, change, &edit).await
         }
-        TagCommand::Remove { tag, change } => {
+        TagCommand::Remove { tag, force, change } => {
+            if !*force && !change.dump_resources {
+                let client = global.client().await?;
+                revisions::check_tag_unused(&client, &change.control_plane, tag).await?;
+            }
             let edit =
                 |spec: &mut ControlPlaneSpec, catalog: &Catalog| remove_tag(spec, catalog, tag);
             apply(global, catalog, change, &edit).await

@@ -58,6 +58,8 @@ pub enum OpsError {
     #[error(transparent)]
     Rejected(#[from] crate::desired::resolved::Rejected),
     #[error(transparent)]
+    TagInUse(#[from] revisions::TagInUse),
+    #[error(transparent)]
     Migration(#[from] crate::mesh::revisions::migration::MigrationError),
     #[error(transparent)]
     MigrationRun(#[from] crate::cluster::migration::MigrationRunError),

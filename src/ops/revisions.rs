@@ -43,6 +43,37 @@ pub async fn tags(client: &Client, control_plane: &str) -> Result<TagListReport,
     })
 }
 
+/// Namespaces still select a tag about to be removed: their new pods would get no proxy.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "refusing to remove tag {tag}: namespaces {} select it (istio.io/rev={tag}), and their new \
+     pods would be created without a proxy; relabel them (smm sidecar-proxy migrate --to \
+     REVISION ...) or remove it anyway with --force",
+    namespaces.join(", ")
+)]
+pub struct TagInUse {
+    pub tag: String,
+    pub namespaces: Vec<String>,
+}
+
+/// Refuses while namespaces of the mesh of the ControlPlane `control_plane` select `tag`.
+pub async fn check_tag_unused(
+    client: &Client,
+    control_plane: &str,
+    tag: &str,
+) -> Result<(), OpsError> {
+    let report = tags(client, control_plane).await?;
+    let entry = report.tags.into_iter().find(|entry| entry.tag == tag);
+    match entry {
+        Some(entry) if !entry.namespaces.is_empty() => Err(TagInUse {
+            tag: tag.to_owned(),
+            namespaces: entry.namespaces,
+        }
+        .into()),
+        _ => Ok(()),
+    }
+}
+
 /// The revision tags' objects the ControlPlane `name` asks for once `edit` is made, as YAML
 /// documents: what the reconcile applies after istiod's step. The edit starts from the stored
 /// spec when a cluster answers (`client`), from the defaults otherwise.

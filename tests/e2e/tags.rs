@@ -66,7 +66,19 @@ async fn a_tag_set_by_smm_injects_its_namespaces_and_goes_when_removed() {
     assert_eq!(canary["namespaces"], serde_json::json!([apps.name]));
 
     assert!(webhooks.get_opt(&name).await.unwrap().is_some());
-    mesh.smm(&["tag", "remove", "canary"]);
+    // Refused while a namespace selects it: its new pods would get no proxy.
+    let refused = smm_on(&mesh, &["tag", "remove", "canary"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "refusing to remove tag canary: namespaces {} select it",
+            apps.name
+        )),
+        "{stderr}"
+    );
+    assert!(webhooks.get_opt(&name).await.unwrap().is_some());
+    mesh.smm(&["tag", "remove", "canary", "--force"]);
     assert!(
         webhooks.get_opt(&name).await.unwrap().is_none(),
         "{name} is left"
