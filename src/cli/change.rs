@@ -52,8 +52,9 @@ pub struct RunFlags {
     /// with helm by hand) instead of refusing
     #[arg(long)]
     pub adopt: bool,
-    /// Go on with a change that cuts running proxies off their istiod (a revision renamed in
-    /// place, istiod removed while proxies use it) instead of refusing
+    /// Go on with a change that cuts proxies off their istiod (a revision renamed in place,
+    /// istiod removed while proxies use it, a tag removed while namespaces select it) instead
+    /// of refusing
     #[arg(long)]
     pub force: bool,
 }

@@ -38,12 +38,10 @@ pub enum TagCommand {
         output: OutputFormat,
     },
     /// Remove a tag from the spec and from the cluster; refused while namespaces select it
+    /// (their new pods would get no proxy) unless --force
     Remove {
         #[arg(value_name = "TAG")]
         tag: String,
-        /// Remove it even though namespaces select it (their new pods get no proxy)
-        #[arg(long)]
-        force: bool,
         #[command(flatten)]
         change: TagChangeArgs,
     },
@@ -89,8 +87,8 @@ pub async fn run(
             };
             apply(global, catalog, change, &edit).await
         }
-        TagCommand::Remove { tag, force, change } => {
-            if !*force && !change.dump_resources {
+        TagCommand::Remove { tag, change } => {
+            if !change.run.force && !change.dump_resources {
                 let client = global.client().await?;
                 revisions::check_tag_unused(&client, &change.control_plane, tag).await?;
             }
