@@ -110,7 +110,15 @@ impl Scene<'_> {
         self.check_status_agrees(&releases, intended).await;
         for (release, versions) in &releases {
             for (version, state) in versions {
-                if state.starts_with("pending-") || state == "uninstalling" {
+                // A rollback out of an interrupted upgrade supersedes only the deployed records
+                // (helm's `rollback`): the interrupted one keeps its pending state below the
+                // deployed revision the recovery made, and blocks nothing. Pending with nothing
+                // deployed after it is a stuck release.
+                let deployed_after = versions
+                    .range(version + 1..)
+                    .any(|(_, later)| later == "deployed");
+                let stuck = state.starts_with("pending-") || state == "uninstalling";
+                if stuck && !deployed_after {
                     self.record
                         .fail(format!("release {release} v{version} is {state}"));
                 }
