@@ -4,10 +4,12 @@
 
 use serde::Serialize;
 
-use crate::api::{ControlPlaneStatus, IN_USE};
+use super::record::unused_for;
+use crate::api::ControlPlaneStatus;
 use crate::desired::resolved::Resolved;
 use crate::engine::decide::Operation;
 use crate::engine::report::PlannedComponent;
+use crate::engine::status::now;
 use crate::mesh::revisions::strategy::revision_name;
 
 /// A tag that points elsewhere after the reconcile (`None`: absent).
@@ -145,15 +147,7 @@ pub fn plan_revisions(
 /// Whether an inactive revision's `InUse` has been False for the grace period, as recorded.
 fn unused_past_grace(revision: &crate::api::RevisionStatus, resolved: &Resolved<'_>) -> bool {
     let grace = resolved.spec().update_strategy().grace_period_seconds();
-    revision
-        .conditions
-        .iter()
-        .find(|c| c.type_ == IN_USE && c.status == "False")
-        .is_some_and(|condition| {
-            let now = k8s_openapi::jiff::Timestamp::now();
-            let since = now.duration_since(condition.last_transition_time.0);
-            since.as_secs() >= i64::try_from(grace).unwrap_or(i64::MAX)
-        })
+    unused_for(revision, &now()).is_some_and(|unused| unused.as_secs() >= grace)
 }
 
 impl std::fmt::Display for RevisionPlan {

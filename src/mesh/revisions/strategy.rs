@@ -10,7 +10,7 @@ use crate::api::names::{self, InvalidName};
 use crate::mesh::components::istio::DEFAULT_TAG;
 
 /// The revision name injected pods record for a revisionless istiod.
-pub const REVISIONLESS: &str = "default";
+pub use super::usage::DEFAULT_REVISION as REVISIONLESS;
 /// The tag that `istio-injection=enabled` namespaces and `sidecar.istio.io/inject=true` pods
 /// follow.
 pub const DEFAULT_TAG_NAME: &str = "default";

@@ -16,17 +16,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 };
 
 use super::strategy::{DEFAULT_TAG_NAME, istiod_service};
+use super::usage::{DEFAULT_VALIDATOR, REVISION_LABEL, TAG_LABEL};
 use crate::api::objects::NativeObject;
 use crate::mesh::components::native_metadata;
 
 /// The `smm.dev/component` label of the objects this module builds.
 pub const COMPONENT_LABEL_VALUE: &str = "revision-tags";
-/// The label Istio puts on a tag's webhooks, naming the tag.
-pub const TAG_LABEL: &str = "istio.io/tag";
-/// The label naming the revision an Istio webhook belongs to.
-pub const REVISION_LABEL: &str = "istio.io/rev";
-/// The mesh-wide validator of Istio config without a revision label.
-pub const DEFAULT_VALIDATOR: &str = "istiod-default-validator";
 
 /// The name of the injector webhook configuration of `tag` for a mesh in `namespace`.
 pub fn tag_webhook_name(tag: &str, namespace: &str) -> String {
