@@ -8,6 +8,9 @@
 //! A missing or stale fetch stops the build with one line naming the script: the charts are a
 //! dependency like a crate, but one cargo cannot download itself.
 //!
+//! It passes on the oldest Kubernetes minor version the module's istioctl supports
+//! (`SMM_ISTIO_MIN_KUBERNETES_MINOR`, from the `min-kubernetes` file fetch.sh reads out of it).
+//!
 //! It also writes Istio's CRDs (the base chart's `files/crd-all.gen.yaml`) to
 //! `$OUT_DIR/istio-crds.json` as one JSON array: smm applies them itself, and reading them as JSON
 //! at run time costs a fraction of parsing the YAML.
@@ -37,6 +40,10 @@ fn main() {
             println!("cargo::rustc-env=SMM_ISTIO_CHARTS={}", charts.display());
             let version = version.strip_prefix('v').unwrap_or(&version);
             println!("cargo::rustc-env=SMM_ISTIO_CHART_VERSION={version}");
+            match min_kubernetes(root) {
+                Ok(minor) => println!("cargo::rustc-env=SMM_ISTIO_MIN_KUBERNETES_MINOR={minor}"),
+                Err(message) => println!("cargo::error={message}"),
+            }
             let out = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
             if let Err(message) = crds_to_json(&charts, &Path::new(&out).join(CRDS_JSON)) {
                 println!("cargo::error={message}");
@@ -46,6 +53,16 @@ fn main() {
             println!("cargo::error={message}");
         }
     }
+}
+
+/// The oldest Kubernetes minor version Istio supports, as fetch.sh wrote it.
+fn min_kubernetes(root: &Path) -> Result<u32, String> {
+    let path = root.join(UPSTREAM).join("min-kubernetes");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|_| format!("{} is missing: run scripts/istio/fetch.sh", path.display()))?;
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{} holds {:?}, not a number", path.display(), text.trim()))
 }
 
 /// The pinned module version when the fetched charts match it; otherwise the one-line reason.

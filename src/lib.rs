@@ -35,6 +35,9 @@
 /// The ControlPlane custom resource: spec, status, kstatus conditions and their rules; native
 /// objects as plain data.
 pub mod api;
+/// `smm check`: whether a cluster is fit for the mesh before an install, and whether the
+/// installed mesh works.
+pub mod check;
 /// Reaching the cluster: target (kubeconfig), applying native objects, the stored ControlPlane,
 /// namespaces' labels, leases.
 pub mod cluster;

@@ -38,34 +38,9 @@ struct OperatorProcess {
     _kubeconfig: tempfile::NamedTempFile,
 }
 
-/// The test's kubeconfig, with every user replaced by a token of the operator's own
-/// ServiceAccount (`kubectl create token`, as the kubelet would mount it), so the API server
-/// authenticates the operator as itself and the RBAC the manifests grant is all it has.
-fn operator_kubeconfig(namespace: &str) -> tempfile::NamedTempFile {
-    let path = std::env::var("KUBECONFIG").expect("KUBECONFIG names the test cluster");
-    let mut config: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let created = Command::new("kubectl")
-        .args(["create", "token", "smm-operator", "--namespace", namespace])
-        .args(["--duration", "2h"])
-        .output()
-        .expect("kubectl runs");
-    assert!(
-        created.status.success(),
-        "kubectl create token: {created:?}"
-    );
-    let token = String::from_utf8(created.stdout).unwrap().trim().to_owned();
-    for user in config["users"].as_sequence_mut().expect("kubeconfig users") {
-        user["user"] = serde_yaml_ng::to_value(json!({ "token": token })).unwrap();
-    }
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), serde_yaml_ng::to_string(&config).unwrap()).unwrap();
-    file
-}
-
 impl OperatorProcess {
     fn start(identity: &str, leader_namespace: &str) -> Self {
-        let kubeconfig = operator_kubeconfig(leader_namespace);
+        let kubeconfig = support::token_kubeconfig("smm-operator", leader_namespace);
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free port")

@@ -5,6 +5,8 @@
 # stdout.
 #
 #   .upstream/istio/charts/<name>   each chart of charts.txt (base with files/crd-all.gen.yaml)
+#   .upstream/istio/min-kubernetes  the oldest Kubernetes minor version Istio supports, as
+#                                   istioctl's precheck reads it (MinK8SVersion), for `smm check`
 #   .upstream/istio/stamp           what was fetched (version, module checksum, chart names)
 #
 # The charts are copied unchanged: nothing of upstream is committed or edited; the values smm
@@ -38,6 +40,7 @@ up_to_date() {
 	for spec in "${charts[@]}"; do
 		[[ -f "$dest/charts/${spec%% *}/Chart.yaml" ]] || return 1
 	done
+	[[ -s "$dest/min-kubernetes" ]]
 }
 
 if up_to_date; then
@@ -75,6 +78,15 @@ for spec in "${charts[@]}"; do
 	# The module cache is read-only; the copy must be writable so the next fetch can remove it.
 	cp -R --no-preserve=mode,ownership "$module_dir/$path" "$staging/charts/$name"
 done
+# The one number of istioctl's code smm needs: istioctl refuses clusters older than it, and so
+# does `smm check --pre`. Read from the module, never written down by hand.
+k8sversion="$module_dir/istioctl/pkg/install/k8sversion/version.go"
+min_minor="$(sed -nE 's/^[[:space:]]*MinK8SVersion[[:space:]]*=[[:space:]]*([0-9]+).*/\1/p' "$k8sversion")"
+[[ -n "$min_minor" ]] || {
+	echo "fetch: no MinK8SVersion in $k8sversion" >&2
+	exit 1
+}
+printf '%s\n' "$min_minor" >"$staging/min-kubernetes"
 printf '%s\n' "$stamp_text" >"$staging/stamp"
 chmod 755 "$staging"
 

@@ -4,6 +4,7 @@
 
 mod args;
 mod change;
+mod check;
 mod completion;
 mod components;
 mod crd;
@@ -52,6 +53,8 @@ pub enum Command {
     Uninstall(install::UninstallArgs),
     /// Store a ControlPlane from a file and reconcile every component to it
     Reconcile(reconcile::ReconcileArgs),
+    /// Check the cluster before an install (--pre) or the installed mesh, with a hint for each problem
+    Check(check::CheckArgs),
     /// Show each component's state and whether the mesh is Ready (exit code 0 only when Ready)
     Status(status::StatusArgs),
     /// List injected pods: revision, proxy version, skew to istiod (exit code 3: a proxy's revision is gone)
@@ -92,6 +95,7 @@ impl Cli {
             Command::Install(args) => install::run_install(global, &catalog, args).await,
             Command::Uninstall(args) => install::run_uninstall(global, &catalog, args).await,
             Command::Reconcile(args) => reconcile::run(global, &catalog, args).await,
+            Command::Check(args) => check::run(global, &catalog, args).await,
             Command::Status(args) => status::run(global, args).await,
             Command::ProxyStatus(args) => proxy_status::run(global, args).await,
             Command::Components(args) => components::run(global, &catalog, args).await,

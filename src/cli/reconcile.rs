@@ -76,7 +76,7 @@ pub async fn run(
 }
 
 /// The file's text and the name errors give it (`<stdin>` for `-`).
-fn read_file(path: &Path) -> anyhow::Result<(String, String)> {
+pub(super) fn read_file(path: &Path) -> anyhow::Result<(String, String)> {
     if path == Path::new("-") {
         let mut text = String::new();
         std::io::stdin()

@@ -195,7 +195,7 @@ async fn refuse_dropping_stored_versions(
 }
 
 /// The versions of the live CRD's `status.storedVersions` that the new CRD does not list.
-fn dropped_stored_versions(live: &DynamicObject, new: &DynamicObject) -> Vec<String> {
+pub(crate) fn dropped_stored_versions(live: &DynamicObject, new: &DynamicObject) -> Vec<String> {
     let kept: Vec<&serde_json::Value> = new.data["spec"]["versions"]
         .as_array()
         .into_iter()

@@ -226,7 +226,7 @@ impl EmbeddedChart {
     }
 
     /// Every file of the chart as helm gets it (see [`chart_files`]), `Chart.yaml` overridden.
-    fn files(&self) -> Result<Vec<ChartFile<'static>>, ChartError> {
+    pub(crate) fn files(&self) -> Result<Vec<ChartFile<'static>>, ChartError> {
         let mut files = chart_files(self.dir);
         if self.metadata.is_some() {
             let chart_file = self.chart_file()?;

@@ -1,6 +1,7 @@
 //! End-to-end tests: a real API server (see `scripts/cluster.sh`) and the real helm binaries.
 
 mod charts;
+mod check;
 mod cli;
 mod engine;
 mod helm_runner;

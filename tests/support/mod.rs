@@ -362,3 +362,28 @@ pub fn istiod_tag() -> String {
         .app_version
         .expect("istiod's chart has an appVersion")
 }
+
+/// The test's kubeconfig with every user replaced by a token of the ServiceAccount
+/// `namespace/service_account` (`kubectl create token`, as the kubelet would mount it), so the
+/// API server authenticates whoever uses it as that ServiceAccount, with its RBAC and no more.
+pub fn token_kubeconfig(service_account: &str, namespace: &str) -> tempfile::NamedTempFile {
+    let path = std::env::var("KUBECONFIG").expect("KUBECONFIG names the test cluster");
+    let mut config: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let created = std::process::Command::new(repo_root().join(".tools/kubectl"))
+        .args(["create", "token", service_account, "--namespace", namespace])
+        .args(["--duration", "2h"])
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        created.status.success(),
+        "kubectl create token: {created:?}"
+    );
+    let token = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+    for user in config["users"].as_sequence_mut().expect("kubeconfig users") {
+        user["user"] = serde_yaml_ng::to_value(serde_json::json!({ "token": token })).unwrap();
+    }
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), serde_yaml_ng::to_string(&config).unwrap()).unwrap();
+    file
+}
