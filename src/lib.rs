@@ -10,8 +10,9 @@
 //!        |    \        /      |                serve endpoints
 //!        |     dashboard      |                the web view: JSON, the graph as SVG, the page
 //!         \        |        /
-//!           engine                             sessions, rounds, one component's step, status
-//!             |
+//!           engine      check                  sessions, rounds, one component's step, status |
+//!             |       /                        `smm check`: findings before and after install
+//!             |     /
 //!           desired                            spec -> desired components (resolved once a
 //!             |                                run); imperative edits
 //!           mesh                               catalog, dependency graph, the components

@@ -210,10 +210,15 @@ async fn injection_probe(client: &Client, namespace: &str, by_label: bool) -> Fi
         dry_run: true,
         ..PostParams::default()
     };
-    match Api::<Pod>::namespaced(client.clone(), namespace)
+    let created = Api::<Pod>::namespaced(client.clone(), namespace)
         .create(&dry_run, &pod)
-        .await
+        .await;
+    if let Err(err) = &created
+        && forbidden(err)
     {
+        return may_not_dry_run(format!("pods in {namespace}"), err);
+    }
+    match created {
         Ok(returned) if rules::has_sidecar(&returned) => {
             Finding::pass(category, format!("{how} gets istiod's sidecar (dry run)"))
         }
@@ -253,7 +258,25 @@ async fn validation(client: &Client, mesh_namespace: &str) -> Finding {
     let answer = Api::<DynamicObject>::namespaced_with(client.clone(), mesh_namespace, &resource)
         .create(&dry_run, &invalid)
         .await;
-    rules::validator_answer(answer.err().map(|err| api_message(&err)).as_deref())
+    match answer {
+        Err(err) if forbidden(&err) => {
+            may_not_dry_run(format!("destinationrules in {mesh_namespace}"), &err)
+        }
+        answer => rules::validator_answer(answer.err().map(|err| api_message(&err)).as_deref()),
+    }
+}
+
+/// A dry run needs the right to create what it sends: without it, the webhooks cannot be
+/// judged (the operator's own identity may not create pods).
+fn may_not_dry_run(what: String, err: &kube::Error) -> Finding {
+    Finding::fail(
+        Category::Webhooks,
+        format!(
+            "cannot check: may not create {what}, not even as a dry run: {}",
+            api_message(err)
+        ),
+        "run `smm check` as a user who may create them",
+    )
 }
 
 /// istiod's root certificate in every injected namespace.

@@ -3,6 +3,7 @@
 //! in its pod. The server answers JSON under `/api/` and draws the dependency graph as SVG; a
 //! small page embedded in the binary renders them and polls every 2 s.
 
+mod checks;
 mod mesh;
 mod revisions;
 mod server;

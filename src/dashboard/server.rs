@@ -146,6 +146,7 @@ fn router(dashboard: Arc<Dashboard>, access: Access) -> Router {
         .route("/api/controlplanes", get(list))
         .route("/api/controlplanes/{name}", get(detail))
         .route("/api/controlplanes/{name}/graph.svg", get(graph))
+        .route("/api/controlplanes/{name}/check", get(check))
         .with_state(dashboard)
         .layer(middleware::from_fn_with_state(
             Arc::new(Semaphore::new(CONCURRENT_REQUESTS)),
@@ -199,6 +200,13 @@ async fn graph(State(dashboard): State<Arc<Dashboard>>, Path(name): Path<String>
             detail.graph_svg.clone(),
         )
             .into_response(),
+        Err(err) => error(err),
+    }
+}
+
+async fn check(State(dashboard): State<Arc<Dashboard>>, Path(name): Path<String>) -> Response {
+    match dashboard.check(&name).await {
+        Ok(report) => Json(&*report).into_response(),
         Err(err) => error(err),
     }
 }

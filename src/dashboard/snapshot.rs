@@ -31,7 +31,7 @@ impl<T: Clone> Fresh<T> {
         }
     }
 
-    async fn get<F: Future<Output = T>>(&self, read: impl FnOnce() -> F) -> T {
+    pub(super) async fn get<F: Future<Output = T>>(&self, read: impl FnOnce() -> F) -> T {
         let mut last = self.read.lock().await;
         if let Some((at, value)) = &*last
             && at.elapsed() < MAX_AGE
@@ -42,6 +42,20 @@ impl<T: Clone> Fresh<T> {
         *last = Some((Instant::now(), value.clone()));
         value
     }
+}
+
+/// What is kept of `name` in `kept`, made fresh when new; what is kept of ControlPlanes no
+/// longer listed goes (the names a poller may send are unbounded, the listed ones are not).
+pub(super) fn fresh_for<T: Clone>(
+    kept: &Mutex<HashMap<String, Arc<Fresh<T>>>>,
+    name: &str,
+    listed: &[ControlPlane],
+) -> Arc<Fresh<T>> {
+    let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+    kept.retain(|known, _| listed.iter().any(|cp| cp.name_any() == *known));
+    kept.entry(name.to_owned())
+        .or_insert_with(|| Arc::new(Fresh::new()))
+        .clone()
 }
 
 /// The ControlPlanes as last listed.
@@ -66,20 +80,12 @@ impl Dashboard {
             .iter()
             .find(|control_plane| control_plane.name_any() == name)
             .ok_or_else(|| DashboardError::NotFound(name.to_owned()))?;
-        let fresh = {
-            let mut details = self.details.lock().unwrap_or_else(|e| e.into_inner());
-            details.retain(|known, _| control_planes.iter().any(|cp| cp.name_any() == *known));
-            details
-                .entry(name.to_owned())
-                .or_insert_with(|| Arc::new(Fresh::new()))
-                .clone()
-        };
-        Ok(fresh
+        Ok(fresh_for(&self.details, name, &control_planes)
             .get(|| async { Arc::new(self.read_detail(control_plane).await) })
             .await)
     }
 
-    async fn control_planes(&self) -> Result<Arc<Vec<ControlPlane>>, DashboardError> {
+    pub(super) async fn control_planes(&self) -> Result<Arc<Vec<ControlPlane>>, DashboardError> {
         let listed = self
             .control_planes
             .get(|| async {

@@ -71,6 +71,7 @@ pub struct Dashboard {
     pub(super) preferred: Option<String>,
     pub(super) control_planes: ListedControlPlanes,
     pub(super) details: ReadDetails,
+    pub(super) checks: super::checks::RunChecks,
 }
 
 /// The list of ControlPlanes.
@@ -191,6 +192,7 @@ impl Dashboard {
             preferred,
             control_planes: Fresh::new(),
             details: ReadDetails::default(),
+            checks: Default::default(),
         }
     }
 

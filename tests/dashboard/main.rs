@@ -274,6 +274,35 @@ async fn dashboard_in_a_real_browser_follows_the_control_plane() {
     // The plan: nothing to do.
     let plan = browser.execute("return document.getElementById('plan-body').innerText;");
     assert!(plan.as_str().unwrap().contains("Nothing to do"), "{plan}");
+    // The checks, run on demand: istiod is installed, but nothing answers its injector here,
+    // so the dry-run pod in the injected namespace is refused, and the page says why.
+    browser.execute("document.getElementById('run-checks').click();");
+    assert!(
+        browser.wait_for(
+            wait,
+            "return document.querySelectorAll('#checks-body li').length > 0;"
+        ),
+        "the checks ran: {}",
+        browser.execute("return document.getElementById('checks-body').innerText;")
+    );
+    let checks = browser.execute("return document.getElementById('checks-body').innerText;");
+    let checks = checks.as_str().unwrap();
+    assert!(
+        checks.contains("1 failed") || checks.contains("failed"),
+        "{checks}"
+    );
+    assert!(checks.contains("✔ istiod: ready"), "{checks}");
+    assert!(
+        checks.contains(&format!(
+            "× a pod in injected namespace {} was refused",
+            apps.name
+        )),
+        "{checks}"
+    );
+    assert!(
+        checks.contains("hint: istiod's injector cannot be reached"),
+        "{checks}"
+    );
 
     let screenshots = repo_root().join("target/dashboard-screenshots");
     browser.execute(

@@ -162,6 +162,46 @@ function renderRevisions(view) {
   ];
 }
 
+const MARKS = { pass: ["✔", "good"], warn: ["‼", "busy"], fail: ["×", "bad"] };
+
+// The findings of `smm check`, grouped by category as the command prints them.
+function renderChecks(part) {
+  if ("error" in part) return partError(part);
+  const report = part.ok;
+  const failed = report.findings.filter((f) => f.outcome === "fail").length;
+  const byCategory = new Map();
+  for (const f of report.findings) {
+    if (!byCategory.has(f.category)) byCategory.set(f.category, []);
+    byCategory.get(f.category).push(f);
+  }
+  return [
+    h("p", {}, badge(report.passed ? "passed" : failed + " failed", report.passed ? "good" : "bad"),
+      " at " + new Date().toLocaleTimeString()),
+    [...byCategory].map(([category, findings]) => [
+      h("h3", {}, category),
+      h("ul", { class: "findings" }, findings.map((f) => h("li", { "data-outcome": f.outcome },
+        badge(MARKS[f.outcome][0], MARKS[f.outcome][1]), " ", f.message,
+        f.hint ? h("div", { class: "hint" }, "hint: " + f.hint) : null))),
+    ]),
+  ];
+}
+
+async function runChecks() {
+  const button = document.getElementById("run-checks");
+  const body = document.getElementById("checks-body");
+  if (!state.selected) return;
+  button.disabled = true;
+  body.replaceChildren(h("p", { class: "muted" }, "Running the checks…"));
+  try {
+    const part = await getJSON("/api/controlplanes/" + encodeURIComponent(state.selected) + "/check");
+    body.replaceChildren(...[renderChecks(part)].flat(Infinity).filter((n) => n !== null && n !== ""));
+  } catch (err) {
+    body.replaceChildren(h("p", { class: "error" }, "Cannot run the checks: " + err.message));
+  } finally {
+    button.disabled = false;
+  }
+}
+
 function renderPlan(part) {
   if ("error" in part) return partError(part);
   const changing = part.ok.filter((c) => c.action !== "Nothing");
@@ -251,8 +291,10 @@ async function refresh() {
   }
 }
 
+document.getElementById("run-checks").addEventListener("click", runChecks);
 document.getElementById("control-plane").addEventListener("change", (event) => {
   state.selected = event.target.value;
+  document.getElementById("checks-body").replaceChildren();
   state.rendered = {};
   refresh();
 });
