@@ -5,6 +5,7 @@
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
@@ -185,9 +186,13 @@ async fn check_pre_names_each_problem_with_its_hint() {
         json!({"enabled": true, "valuesOverride": {"podAnnotations": {"blob": noise(5 << 19)}}}),
     );
 
+    // One of the plan's CRDs storing objects in a version the plan's CRD does not have.
+    let stored_crd = StoredVersion::add(client).await;
+
     let broken = pre(&[]);
     let (passed, findings) = report(&broken);
     // Cleaned up before judging, so a failed assertion leaves nothing behind.
+    stored_crd.remove(client).await;
     injectors
         .delete(&injector_name, &DeleteParams::default())
         .await
@@ -239,6 +244,13 @@ async fn check_pre_names_each_problem_with_its_hint() {
     );
     assert!(hint(size).contains("valuesOverride"), "{size}");
     finding(&findings, "release-size", "pass", &["istiod"]);
+    let crd = finding(
+        &findings,
+        "crds",
+        "fail",
+        &[STORED_CRD, &format!("stores objects as {STORED_VERSION}")],
+    );
+    assert!(hint(crd).contains("storedVersions"), "{crd}");
 
     // A caller with no rights at all: every kind is named with the verbs it lacks.
     write_plan(json!({"enabled": true}));
@@ -288,6 +300,106 @@ async fn check_pre_names_each_problem_with_its_hint() {
     );
     assert!(hint(api).contains("kubeconfig"), "{api}");
     assert_eq!(findings.len(), 1, "{findings:?}");
+}
+
+/// An Istio CRD of base's plan, and a version of it that Istio never had.
+const STORED_CRD: &str = "proxyconfigs.networking.istio.io";
+const STORED_VERSION: &str = "v1alpha0";
+
+/// [`STORED_CRD`] made to list [`STORED_VERSION`] as a stored version: added to a CRD that
+/// exists (smm's, from another test) and taken out again, or a CRD of that name made for the
+/// test and deleted.
+struct StoredVersion {
+    created: bool,
+    stored_before: Value,
+}
+
+impl StoredVersion {
+    fn api(client: &Client) -> Api<CustomResourceDefinition> {
+        Api::all(client.clone())
+    }
+
+    async fn add(client: &Client) -> Self {
+        let api = Self::api(client);
+        let version = json!({"name": STORED_VERSION, "served": false, "storage": false,
+            "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}});
+        let (created, stored_before) = match api.get_opt(STORED_CRD).await.unwrap() {
+            Some(live) => {
+                let patch = json!([{"op": "add", "path": "/spec/versions/-", "value": version}]);
+                api.patch(
+                    STORED_CRD,
+                    &PatchParams::default(),
+                    &Patch::Json::<()>(serde_json::from_value(patch).unwrap()),
+                )
+                .await
+                .unwrap();
+                (false, json!(live.status.and_then(|s| s.stored_versions)))
+            }
+            None => {
+                let served = json!({"name": "v1beta1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}});
+                let crd = json!({
+                    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                    "metadata": {"name": STORED_CRD},
+                    "spec": {"group": "networking.istio.io", "scope": "Namespaced",
+                             "names": {"plural": "proxyconfigs", "singular": "proxyconfig", "kind": "ProxyConfig", "listKind": "ProxyConfigList"},
+                             "versions": [served, version]},
+                });
+                api.create(
+                    &PostParams::default(),
+                    &serde_json::from_value(crd).unwrap(),
+                )
+                .await
+                .unwrap();
+                (true, json!(["v1beta1"]))
+            }
+        };
+        let mut stored: Vec<Value> = stored_before.as_array().cloned().unwrap_or_default();
+        stored.push(json!(STORED_VERSION));
+        api.patch_status(
+            STORED_CRD,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"storedVersions": stored}})),
+        )
+        .await
+        .unwrap();
+        Self {
+            created,
+            stored_before,
+        }
+    }
+
+    async fn remove(self, client: &Client) {
+        let api = Self::api(client);
+        if self.created {
+            api.delete(STORED_CRD, &DeleteParams::default())
+                .await
+                .unwrap();
+            return;
+        }
+        api.patch_status(
+            STORED_CRD,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"storedVersions": self.stored_before}})),
+        )
+        .await
+        .unwrap();
+        let live = api.get(STORED_CRD).await.unwrap();
+        let index = live
+            .spec
+            .versions
+            .iter()
+            .position(|v| v.name == STORED_VERSION)
+            .unwrap();
+        let patch = json!([{"op": "remove", "path": format!("/spec/versions/{index}")}]);
+        api.patch(
+            STORED_CRD,
+            &PatchParams::default(),
+            &Patch::Json::<()>(serde_json::from_value(patch).unwrap()),
+        )
+        .await
+        .unwrap();
+    }
 }
 
 /// The test's kubeconfig pointed at a port where nothing listens.
