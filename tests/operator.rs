@@ -11,7 +11,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -27,47 +27,10 @@ use smm::cluster::control_plane::load_for_removal;
 use smm::operator::OPERATOR_LABEL;
 use smm::operator::controller::FINALIZER;
 use smm::operator::manifests::OPERATOR_NAME;
-use support::{HelmTool, LocalIstiod, TestCluster, eventually, smm, unique_name};
+use support::{LocalIstiod, OperatorProcess, TestCluster, eventually, smm, unique_name};
 
-/// An operator process, stopped when dropped. It runs as the operator's ServiceAccount in
-/// `namespace`, with a token of that account (for smm and for helm alike), so the RBAC the
-/// manifests grant is what it works with, as in the cluster.
-struct OperatorProcess {
-    child: Child,
-    port: u16,
-    _kubeconfig: tempfile::NamedTempFile,
-}
-
+/// What only this test asks of an operator process: its endpoints.
 impl OperatorProcess {
-    fn start(identity: &str, leader_namespace: &str) -> Self {
-        let kubeconfig = support::token_kubeconfig("smm-operator", leader_namespace);
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_smm"))
-            .args(["operator", "run", "--resync", "10m"])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args([
-                "--leader-namespace",
-                leader_namespace,
-                "--identity",
-                identity,
-            ])
-            .env("SMM_HELM", HelmTool::Helm4.path())
-            .env("KUBECONFIG", kubeconfig.path())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the operator starts");
-        Self {
-            child,
-            port,
-            _kubeconfig: kubeconfig,
-        }
-    }
-
     /// Status code and body of GET `path`, or None while nothing listens.
     fn get(&self, path: &str) -> Option<(u16, String)> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
@@ -90,13 +53,6 @@ impl OperatorProcess {
             .and_then(|line| line.rsplit(' ').next())
             .and_then(|value| value.parse().ok())
             .unwrap_or(0.0)
-    }
-}
-
-impl Drop for OperatorProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

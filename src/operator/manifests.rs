@@ -178,9 +178,13 @@ fn labels() -> BTreeMap<String, String> {
 /// closed), and the operator could not come back to repair istiod.
 pub const NO_SIDECAR: (&str, &str) = ("sidecar.istio.io/inject", "false");
 
+/// The pod template's labels: those of every object but who manages it, which differs between
+/// the packagings (smm, or Helm with its chart label) while the pods are the same. Switching a
+/// cluster from the kustomize to the Helm packaging must not roll the operator.
 fn pod_labels() -> BTreeMap<String, String> {
     let (key, value) = NO_SIDECAR;
     let mut labels = labels();
+    labels.remove(MANAGED_BY);
     labels.insert(key.to_owned(), value.to_owned());
     labels
 }

@@ -387,3 +387,51 @@ pub fn token_kubeconfig(service_account: &str, namespace: &str) -> tempfile::Nam
     std::fs::write(file.path(), serde_yaml_ng::to_string(&config).unwrap()).unwrap();
     file
 }
+
+/// An operator process, stopped when dropped. It runs as the operator's ServiceAccount in
+/// `namespace`, with a token of that account (for smm and for helm alike), so the RBAC the
+/// manifests grant is what it works with, as in the cluster.
+pub struct OperatorProcess {
+    child: std::process::Child,
+    /// Where its endpoints (`--listen`) answer, on 127.0.0.1.
+    pub port: u16,
+    _kubeconfig: tempfile::NamedTempFile,
+}
+
+impl OperatorProcess {
+    pub fn start(identity: &str, leader_namespace: &str) -> Self {
+        let kubeconfig = token_kubeconfig("smm-operator", leader_namespace);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_smm"))
+            .args(["operator", "run", "--resync", "10m"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--leader-namespace",
+                leader_namespace,
+                "--identity",
+                identity,
+            ])
+            .env("SMM_HELM", HelmTool::Helm4.path())
+            .env("KUBECONFIG", kubeconfig.path())
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("the operator starts");
+        Self {
+            child,
+            port,
+            _kubeconfig: kubeconfig,
+        }
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -17,6 +17,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end }}
 
+{{/*
+The pod template's labels: the same as the kustomize packaging's (deploy/operator), without who
+manages the objects, so that switching from one packaging to the other does not roll the pods.
+*/}}
+{{- define "smm-operator.podLabels" -}}
+{{ include "smm-operator.selectorLabels" . }}
+app.kubernetes.io/part-of: smm
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+
 {{/* Cluster-scoped objects also carry the component label that smm's native objects carry. */}}
 {{- define "smm-operator.clusterLabels" -}}
 {{ include "smm-operator.labels" . }}
