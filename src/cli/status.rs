@@ -16,7 +16,7 @@ use smm::api::{self, ControlPlaneStatus, DEFAULT_CONTROL_PLANE, condition};
 use smm::cluster::control_plane;
 use smm::cluster::workloads::{all_ready, summary};
 use smm::helm::release::ReleaseRef;
-use smm::helm::workloads::component_workloads;
+use smm::helm::workloads::{LiveComponent, component_workloads, live};
 use smm::values::digest::short_digest;
 
 use super::args::GlobalArgs;
@@ -46,6 +46,9 @@ struct Report {
     status: ControlPlaneStatus,
     /// Ready/desired replicas of each component's workloads, e.g. `1/1`.
     workloads: BTreeMap<String, String>,
+    /// Each component as it stands now: the phase and message the text shows, which say why
+    /// its workloads are not ready when they are not.
+    live: BTreeMap<String, LiveComponent>,
 }
 
 pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<ExitCode> {
@@ -92,22 +95,24 @@ async fn observe(client: &kube::Client, name: &str) -> anyhow::Result<Report> {
         );
     };
     let status = control_plane.status.clone().unwrap_or_default();
-    let mut live = Vec::new();
+    let mut judged = Vec::new();
     for (component, recorded) in &status.components {
-        live.push((
-            component.clone(),
-            component_workloads(client, recorded).await?,
-        ));
+        let states = component_workloads(client, recorded).await?;
+        judged.push((component.clone(), live(recorded, &states), states));
     }
     Ok(Report {
         ready: api::ready_now(
             &control_plane,
-            live.iter().all(|(_, states)| all_ready(states)),
+            judged.iter().all(|(_, _, states)| all_ready(states)),
         ),
-        workloads: live
+        workloads: judged
             .iter()
-            .filter(|(_, states)| !states.is_empty())
-            .map(|(component, states)| (component.clone(), summary(states)))
+            .filter(|(_, _, states)| !states.is_empty())
+            .map(|(component, _, states)| (component.clone(), summary(states)))
+            .collect(),
+        live: judged
+            .into_iter()
+            .map(|(component, shown, _)| (component, shown))
             .collect(),
         status,
     })
@@ -131,9 +136,10 @@ fn text(name: &str, report: &Report) -> String {
         .components
         .iter()
         .map(|(component, s)| {
+            let shown = report.live.get(component);
             vec![
                 component.clone(),
-                s.phase.to_string(),
+                shown.map_or_else(|| s.phase.to_string(), |l| l.phase.clone()),
                 report.workloads.get(component).cloned().unwrap_or_default(),
                 s.chart
                     .as_ref()
@@ -150,7 +156,7 @@ fn text(name: &str, report: &Report) -> String {
                     .unwrap_or_default(),
                 short(s.chart_digest.as_deref()),
                 short(s.values_digest.as_deref()),
-                s.message.clone().unwrap_or_default(),
+                shown.and_then(|l| l.message.clone()).unwrap_or_default(),
             ]
         })
         .collect();

@@ -70,6 +70,13 @@ impl Progress for EventProgress {
 
     fn waiting(&self, component: &str, message: &str) {
         tracing::info!(component, message, "waiting for workloads");
+        // The same words as the component's status message, so `kubectl describe` says why
+        // (the recorder counts a repeat rather than adding an Event each recheck).
+        self.publish(
+            EventType::Normal,
+            "WaitingForWorkloads",
+            format!("{component}: {message}"),
+        );
     }
 
     fn finished(&self, component: &str, outcome: &Outcome) {

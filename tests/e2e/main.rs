@@ -3,6 +3,7 @@
 mod charts;
 mod cli;
 mod engine;
+mod failures;
 mod helm_runner;
 mod istio;
 mod local_plane;
