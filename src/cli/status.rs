@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use smm::api::{self, ControlPlaneStatus, DEFAULT_CONTROL_PLANE, condition};
 use smm::cluster::control_plane;
-use smm::cluster::workloads::{all_ready, summary};
+use smm::cluster::workloads::all_ready;
 use smm::helm::release::ReleaseRef;
 use smm::helm::workloads::{LiveComponent, component_workloads, live};
 use smm::values::digest::short_digest;
@@ -44,10 +44,8 @@ struct Report {
     /// The stored status, its fields at the top level as before.
     #[serde(flatten)]
     status: ControlPlaneStatus,
-    /// Ready/desired replicas of each component's workloads, e.g. `1/1`.
-    workloads: BTreeMap<String, String>,
-    /// Each component as it stands now: the phase and message the text shows, which say why
-    /// its workloads are not ready when they are not.
+    /// Each component as it stands now: the phase, ready/desired replicas (`1/1`) and message
+    /// the text shows, which say why its workloads are not ready when they are not.
     live: BTreeMap<String, LiveComponent>,
 }
 
@@ -95,25 +93,16 @@ async fn observe(client: &kube::Client, name: &str) -> anyhow::Result<Report> {
         );
     };
     let status = control_plane.status.clone().unwrap_or_default();
-    let mut judged = Vec::new();
+    let mut live_now = BTreeMap::new();
+    let mut all_workloads_ready = true;
     for (component, recorded) in &status.components {
         let states = component_workloads(client, recorded).await?;
-        judged.push((component.clone(), live(recorded, &states), states));
+        all_workloads_ready &= all_ready(&states);
+        live_now.insert(component.clone(), live(recorded, &states));
     }
     Ok(Report {
-        ready: api::ready_now(
-            &control_plane,
-            judged.iter().all(|(_, _, states)| all_ready(states)),
-        ),
-        workloads: judged
-            .iter()
-            .filter(|(_, _, states)| !states.is_empty())
-            .map(|(component, _, states)| (component.clone(), summary(states)))
-            .collect(),
-        live: judged
-            .into_iter()
-            .map(|(component, shown, _)| (component, shown))
-            .collect(),
+        ready: api::ready_now(&control_plane, all_workloads_ready),
+        live: live_now,
         status,
     })
 }
@@ -140,7 +129,7 @@ fn text(name: &str, report: &Report) -> String {
             vec![
                 component.clone(),
                 shown.map_or_else(|| s.phase.to_string(), |l| l.phase.clone()),
-                report.workloads.get(component).cloned().unwrap_or_default(),
+                shown.and_then(|l| l.ready.clone()).unwrap_or_default(),
                 s.chart
                     .as_ref()
                     .map(|c| format!("{}-{}", c.name, c.version))

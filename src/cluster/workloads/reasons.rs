@@ -277,6 +277,33 @@ mod tests {
         );
     }
 
+    /// A StatefulSet's controller reports each refused creation as an Event: the latest says
+    /// why now.
+    #[test]
+    fn the_latest_refusal_is_the_one_told() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let event = |at: i64, message: &str| Event {
+            last_timestamp: Some(Time(k8s_openapi::jiff::Timestamp::from_second(at).unwrap())),
+            message: Some(message.to_owned()),
+            ..Event::default()
+        };
+        let events = [
+            event(
+                20,
+                "create Pod web-0 in StatefulSet web failed error: quota",
+            ),
+            event(
+                10,
+                "create Pod web-0 in StatefulSet web failed error: webhook",
+            ),
+        ];
+        assert_eq!(
+            latest_message(&events),
+            Some("create Pod web-0 in StatefulSet web failed error: quota")
+        );
+        assert_eq!(latest_message(&[]), None);
+    }
+
     #[test]
     fn selectors_become_the_query_syntax_and_an_empty_one_selects_nothing() {
         let selector = LabelSelector {
