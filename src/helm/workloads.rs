@@ -68,9 +68,11 @@ pub struct LiveComponent {
     /// Available), `Failed` when one of them cannot get ready without a change.
     pub phase: String,
     /// Ready/desired replicas, e.g. `1/1`; none without workloads.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ready: Option<String>,
     /// Why the workloads are not ready ([`workloads::overall`]'s words), or the recorded
     /// message; a recorded failure keeps its own (helm's error, what the wait gave up on).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
 
