@@ -12,7 +12,7 @@ use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use smm::api::{ComponentPhase, ControlPlane};
+use smm::api::{ComponentPhase, ControlPlane, condition};
 
 use crate::istio::Mesh;
 use crate::readiness::remove;
@@ -48,15 +48,22 @@ fn assert_status_says(name: &str, component: &str, phase: &str, words: &[&str]) 
     assert_says(live["message"].as_str().unwrap_or_default(), words);
 }
 
-/// The stored status of ControlPlane `name` records tracing Failed, saying `words`.
+/// The stored status of ControlPlane `name` records tracing Failed, saying `words`, and so
+/// does its Ready condition.
 async fn assert_tracing_failed_saying(client: &kube::Client, name: &str, words: &[&str]) {
     let stored = Api::<ControlPlane>::all(client.clone())
         .get(name)
         .await
         .unwrap();
-    let tracing = stored.status.unwrap().components["tracing"].clone();
+    let status = stored.status.unwrap();
+    let tracing = &status.components["tracing"];
     assert_eq!(tracing.phase, ComponentPhase::Failed);
     assert_says(tracing.message.as_deref().unwrap_or_default(), words);
+    let ready = status
+        .condition(condition::READY)
+        .expect("a Ready condition");
+    assert_eq!(ready.status, "False");
+    assert_says(&ready.message, words);
 }
 
 /// Installs tracing (one Deployment, Jaeger) with `set`, which keeps its pod from getting
