@@ -13,6 +13,7 @@ use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use smm::api::{ComponentPhase, ControlPlane, condition};
+use smm::cluster::workloads::{WorkloadKind, WorkloadRef, observe};
 
 use crate::istio::Mesh;
 use crate::readiness::remove;
@@ -229,4 +230,84 @@ async fn a_gateway_whose_pods_the_injector_refuses_is_not_available() {
     assert!(refused, "no refused pod creation seen");
     // The old pod still serves, but a rollout that cannot go on is not Available.
     assert_status_says(&mesh.name, "ingress-gateway", "Progressing", &words);
+}
+
+/// Pods their controller may not create (here a quota of no pods) are named for each kind of
+/// workload, from where its controller reports them: a Deployment's `ReplicaFailure` condition,
+/// a StatefulSet's and a DaemonSet's `FailedCreate` Events.
+#[tokio::test]
+async fn refused_pods_are_named_for_every_kind_of_workload() {
+    let cluster = TestCluster::connect().await;
+    let namespace = cluster.namespace("e2e-refused").await;
+    let ns = namespace.name.as_str();
+    let create = |kind: &str, plural: &str, object: Value| {
+        let client = cluster.client.clone();
+        let (group, version) = match kind {
+            "ResourceQuota" => ("", "v1"),
+            _ => ("apps", "v1"),
+        };
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+        let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, plural);
+        async move {
+            let object: kube::api::DynamicObject = serde_json::from_value(object).unwrap();
+            Api::<kube::api::DynamicObject>::namespaced_with(client, ns, &resource)
+                .create(&kube::api::PostParams::default(), &object)
+                .await
+                .unwrap();
+        }
+    };
+    create(
+        "ResourceQuota",
+        "resourcequotas",
+        json!({"metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}}}),
+    )
+    .await;
+    let template = |app: &str| {
+        json!({
+            "metadata": {"labels": {"app": app}},
+            "spec": {"containers": [{"name": "app", "image": "busybox:1"}]},
+        })
+    };
+    let spec =
+        |app: &str| json!({"selector": {"matchLabels": {"app": app}}, "template": template(app)});
+    let mut stateful = spec("web");
+    stateful["serviceName"] = json!("web");
+    for (kind, plural, name, spec) in [
+        ("Deployment", "deployments", "api", spec("api")),
+        ("StatefulSet", "statefulsets", "web", stateful),
+        ("DaemonSet", "daemonsets", "agent", spec("agent")),
+    ] {
+        create(
+            kind,
+            plural,
+            json!({"metadata": {"name": name}, "spec": spec}),
+        )
+        .await;
+    }
+    let refs: Vec<WorkloadRef> = [
+        (WorkloadKind::Deployment, "api"),
+        (WorkloadKind::StatefulSet, "web"),
+        (WorkloadKind::DaemonSet, "agent"),
+    ]
+    .into_iter()
+    .map(|(kind, name)| WorkloadRef {
+        kind,
+        namespace: ns.to_owned(),
+        name: name.to_owned(),
+    })
+    .collect();
+    let mut states = Vec::new();
+    let named = eventually(Duration::from_secs(60), async || {
+        states = observe(&cluster.client, &refs).await.unwrap();
+        states.iter().all(|s| {
+            s.readiness
+                .reason()
+                .is_some_and(|why| why.contains("pods refused (FailedCreate): "))
+        })
+    })
+    .await;
+    assert!(named, "{states:#?}");
+    for state in &states {
+        assert_says(&state.describe(), &["is forbidden", "quota"]);
+    }
 }
