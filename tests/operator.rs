@@ -89,6 +89,22 @@ async fn wait_for(what: &str, seconds: u64, check: impl AsyncFnMut() -> bool) {
 }
 
 /// Each installed component's helm release revision.
+/// Waits up to `seconds` for ControlPlane `name` to be Ready (`what` says why, for the panic).
+async fn wait_until_ready(
+    control_planes: &Api<ControlPlane>,
+    name: &str,
+    what: &str,
+    seconds: u64,
+) {
+    wait_for(what, seconds, async || {
+        let cp = control_planes.get(name).await.unwrap();
+        let generation = cp.metadata.generation;
+        cp.status
+            .is_some_and(|status| status.health(generation) == Health::Ready)
+    })
+    .await;
+}
+
 fn revisions(control_plane: &ControlPlane) -> std::collections::BTreeMap<String, Option<i64>> {
     control_plane
         .status
@@ -230,12 +246,12 @@ async fn operator_mode_end_to_end() {
     // So is an object of another kind, deleted by hand once all is quiet (Ready, no workload
     // changing): the operator watches every kind it manages (its resync is 10 minutes here, so
     // only a watch brings it back in time).
-    wait_for("the ControlPlane to be Ready again", 60, async || {
-        let cp = control_planes.get(&name).await.unwrap();
-        let generation = cp.metadata.generation;
-        cp.status
-            .is_some_and(|status| status.health(generation) == Health::Ready)
-    })
+    wait_until_ready(
+        &control_planes,
+        &name,
+        "the ControlPlane to be Ready again",
+        60,
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
@@ -316,15 +332,65 @@ async fn operator_mode_end_to_end() {
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    wait_for(
+    wait_until_ready(
+        &control_planes,
+        &name,
         "every component with every feature to be Ready",
         180,
+    )
+    .await;
+
+    // A workload that stops being ready is noticed without a change to the ControlPlane: the
+    // component goes back to Upgrading with the reason, in its status and in an Event, and is
+    // Available again once its pods are.
+    let crash = |value: serde_json::Value| json!({"spec": {"template": {"metadata": {"labels": {"smm.test/simulate": value}}}}});
+    deployments
+        .patch(
+            "jaeger",
+            &PatchParams::default(),
+            &Patch::Merge(&crash(json!("crash-loop"))),
+        )
+        .await
+        .unwrap();
+    let crash_loop = "container jaeger is in CrashLoopBackOff, restarted 5 times";
+    wait_for(
+        "tracing to be Upgrading with the crash loop",
+        60,
         async || {
             let cp = control_planes.get(&name).await.unwrap();
-            let generation = cp.metadata.generation;
             cp.status
-                .is_some_and(|status| status.health(generation) == Health::Ready)
+                .and_then(|s| s.components.get("tracing").cloned())
+                .is_some_and(|tracing| {
+                    tracing.phase == ComponentPhase::Upgrading
+                        && tracing.message.is_some_and(|m| m.contains(crash_loop))
+                })
         },
+    )
+    .await;
+    let events: Api<Event> = Api::all(cluster.client.clone());
+    let by_name = ListParams::default().fields(&format!("involvedObject.name={name}"));
+    wait_for("an Event saying why tracing waits", 30, async || {
+        events.list(&by_name).await.is_ok_and(|list| {
+            list.items.iter().any(|e| {
+                e.reason.as_deref() == Some("WaitingForWorkloads")
+                    && e.message.as_deref().is_some_and(|m| m.contains(crash_loop))
+            })
+        })
+    })
+    .await;
+    deployments
+        .patch(
+            "jaeger",
+            &PatchParams::default(),
+            &Patch::Merge(&crash(serde_json::Value::Null)),
+        )
+        .await
+        .unwrap();
+    wait_until_ready(
+        &control_planes,
+        &name,
+        "the ControlPlane to be Ready once tracing is",
+        60,
     )
     .await;
 
@@ -364,8 +430,6 @@ async fn operator_mode_end_to_end() {
 
     // Every action left an Event on the ControlPlane (published in the background, so the
     // last one may trail the status by a moment).
-    let events: Api<Event> = Api::all(cluster.client.clone());
-    let by_name = ListParams::default().fields(&format!("involvedObject.name={name}"));
     wait_for("an event for each action", 30, async || {
         let reasons: Vec<String> = match events.list(&by_name).await {
             Ok(list) => list.items.into_iter().filter_map(|e| e.reason).collect(),

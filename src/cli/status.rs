@@ -14,9 +14,9 @@ use tokio::time::Instant;
 
 use smm::api::{self, ControlPlaneStatus, DEFAULT_CONTROL_PLANE, condition};
 use smm::cluster::control_plane;
-use smm::cluster::workloads::{all_ready, summary};
+use smm::cluster::workloads::all_ready;
 use smm::helm::release::ReleaseRef;
-use smm::helm::workloads::component_workloads;
+use smm::helm::workloads::{LiveComponent, component_workloads, live};
 use smm::values::digest::short_digest;
 
 use super::args::GlobalArgs;
@@ -44,8 +44,9 @@ struct Report {
     /// The stored status, its fields at the top level as before.
     #[serde(flatten)]
     status: ControlPlaneStatus,
-    /// Ready/desired replicas of each component's workloads, e.g. `1/1`.
-    workloads: BTreeMap<String, String>,
+    /// Each component as it stands now: the phase, ready/desired replicas (`1/1`) and message
+    /// the text shows, which say why its workloads are not ready when they are not.
+    live: BTreeMap<String, LiveComponent>,
 }
 
 pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<ExitCode> {
@@ -92,23 +93,16 @@ async fn observe(client: &kube::Client, name: &str) -> anyhow::Result<Report> {
         );
     };
     let status = control_plane.status.clone().unwrap_or_default();
-    let mut live = Vec::new();
+    let mut live_now = BTreeMap::new();
+    let mut all_workloads_ready = true;
     for (component, recorded) in &status.components {
-        live.push((
-            component.clone(),
-            component_workloads(client, recorded).await?,
-        ));
+        let states = component_workloads(client, recorded).await?;
+        all_workloads_ready &= all_ready(&states);
+        live_now.insert(component.clone(), live(recorded, &states));
     }
     Ok(Report {
-        ready: api::ready_now(
-            &control_plane,
-            live.iter().all(|(_, states)| all_ready(states)),
-        ),
-        workloads: live
-            .iter()
-            .filter(|(_, states)| !states.is_empty())
-            .map(|(component, states)| (component.clone(), summary(states)))
-            .collect(),
+        ready: api::ready_now(&control_plane, all_workloads_ready),
+        live: live_now,
         status,
     })
 }
@@ -131,10 +125,11 @@ fn text(name: &str, report: &Report) -> String {
         .components
         .iter()
         .map(|(component, s)| {
+            let shown = report.live.get(component);
             vec![
                 component.clone(),
-                s.phase.to_string(),
-                report.workloads.get(component).cloned().unwrap_or_default(),
+                shown.map_or_else(|| s.phase.to_string(), |l| l.phase.clone()),
+                shown.and_then(|l| l.ready.clone()).unwrap_or_default(),
                 s.chart
                     .as_ref()
                     .map(|c| format!("{}-{}", c.name, c.version))
@@ -150,7 +145,7 @@ fn text(name: &str, report: &Report) -> String {
                     .unwrap_or_default(),
                 short(s.chart_digest.as_deref()),
                 short(s.values_digest.as_deref()),
-                s.message.clone().unwrap_or_default(),
+                shown.and_then(|l| l.message.clone()).unwrap_or_default(),
             ]
         })
         .collect();

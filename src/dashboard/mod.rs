@@ -10,6 +10,7 @@ mod server;
 mod snapshot;
 mod svg;
 mod view;
+mod workloads;
 
 pub use server::{Access, Token, TokenError, serve};
 pub use view::{Dashboard, DashboardError};

@@ -18,16 +18,16 @@ use super::mesh::MeshView;
 use super::revisions::{RevisionsView, revisions_view};
 use super::snapshot::{Fresh, ListedControlPlanes, ReadDetails};
 use super::svg::{self, GraphNode, Tone};
-use crate::api::{ComponentPhase, ComponentStatus, ControlPlane, Health};
+use super::workloads::{WorkloadView, phase_of, workload_view};
+use crate::api::{ComponentStatus, ControlPlane, Health};
 use crate::cluster::control_plane::StoreError;
-use crate::cluster::workloads::{Readiness, WorkloadState};
 use crate::desired::resolve::DesiredComponent;
 use crate::desired::resolved::Resolved;
 use crate::engine::report::PlannedComponent;
 use crate::engine::{Engine, EngineSettings, Scope};
 use crate::helm::Helm;
 use crate::helm::release::ReleaseRef;
-use crate::helm::workloads::component_workloads;
+use crate::helm::workloads::{component_workloads, live};
 use crate::mesh::catalog::Catalog;
 use crate::values::mask::mask_secrets;
 
@@ -147,19 +147,6 @@ pub struct ComponentView {
     pub events: Vec<EventView>,
 }
 
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkloadView {
-    pub kind: String,
-    pub namespace: String,
-    pub name: String,
-    pub ready: i32,
-    pub desired: i32,
-    pub state: &'static str,
-    pub tone: Tone,
-    pub message: Option<String>,
-}
-
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventView {
@@ -272,12 +259,15 @@ impl Dashboard {
         let catalog_entry = self.catalog.get(name).expect("a catalog component");
         let metadata = catalog_entry.chart.metadata().ok();
         let enabled = wanted.is_some_and(|w| w.enabled);
-        let (phase, tone) = phase_of(enabled, recorded);
-        let workloads = match recorded {
-            Some(recorded) => component_workloads(&self.client, recorded)
-                .await
-                .map(|states| states.iter().map(workload_view).collect())
-                .into(),
+        let states = match recorded {
+            Some(recorded) => Some(component_workloads(&self.client, recorded).await),
+            None => None,
+        };
+        let judged = states.as_ref().and_then(|states| states.as_ref().ok());
+        let shown = recorded.zip(judged).map(|(r, states)| live(r, states));
+        let (phase, tone) = phase_of(enabled, recorded, shown.as_ref());
+        let workloads = match states {
+            Some(states) => states.map(|s| s.iter().map(workload_view).collect()).into(),
             None => Part::Ok(Vec::new()),
         };
         let recorded_chart = recorded.and_then(|r| r.chart.as_ref());
@@ -287,7 +277,10 @@ impl Dashboard {
             enabled,
             phase,
             tone,
-            message: recorded.and_then(|r| r.message.clone()),
+            message: match shown {
+                Some(shown) => shown.message,
+                None => recorded.and_then(|r| r.message.clone()),
+            },
             chart: recorded_chart
                 .map(|c| c.name.clone())
                 .or_else(|| metadata.as_ref().map(|m| m.name.clone()))
@@ -397,45 +390,6 @@ pub(super) fn summarize(control_plane: &ControlPlane) -> Summary {
             .collect(),
         last_reconcile,
         reconciled_components: status.reconciled_components,
-    }
-}
-
-/// The phase in words and its tone: the recorded phase, or what a component without a record
-/// is waiting for.
-fn phase_of(enabled: bool, recorded: Option<&ComponentStatus>) -> (String, Tone) {
-    let Some(recorded) = recorded else {
-        return if enabled {
-            ("Pending".to_owned(), Tone::Busy)
-        } else {
-            ("Not installed".to_owned(), Tone::Off)
-        };
-    };
-    let tone = match recorded.phase {
-        ComponentPhase::Available => Tone::Good,
-        ComponentPhase::Installing | ComponentPhase::Upgrading | ComponentPhase::Uninstalling => {
-            Tone::Busy
-        }
-        ComponentPhase::Failed => Tone::Bad,
-        ComponentPhase::Removed | ComponentPhase::Unknown => Tone::Off,
-    };
-    (recorded.phase.to_string(), tone)
-}
-
-fn workload_view(state: &WorkloadState) -> WorkloadView {
-    let (label, tone, message) = match &state.readiness {
-        Readiness::Ready => ("Ready", Tone::Good, None),
-        Readiness::Progressing(why) => ("Progressing", Tone::Busy, Some(why.clone())),
-        Readiness::Failed(why) => ("Failed", Tone::Bad, Some(why.clone())),
-    };
-    WorkloadView {
-        kind: format!("{:?}", state.workload.kind),
-        namespace: state.workload.namespace.clone(),
-        name: state.workload.name.clone(),
-        ready: state.ready,
-        desired: state.desired,
-        state: label,
-        tone,
-        message,
     }
 }
 

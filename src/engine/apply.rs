@@ -44,11 +44,16 @@ impl Engine {
             return Ok(StepEnd::Waiting(message));
         }
         if operation == Operation::Nothing {
-            // Up to date; still waiting for its workloads when last seen.
-            let waiting = writer
-                .component(name)
-                .map(|s| s.phase)
-                .filter(|phase| *phase != ComponentPhase::Available);
+            // Up to date; still waiting for its workloads when last seen, or judged again in
+            // case they stopped being ready: then a rollout is under way (someone restarted it,
+            // its pods crash), which is Upgrading until they are ready again.
+            let waiting = match writer.component(name).map(|s| s.phase) {
+                Some(ComponentPhase::Available) if self.settings.recheck_available => {
+                    Some(ComponentPhase::Upgrading)
+                }
+                Some(ComponentPhase::Available) | None => None,
+                phase => phase,
+            };
             return match (waiting, release) {
                 (Some(phase), Some(release)) => {
                     self.await_workloads(wanted, phase, release, writer).await

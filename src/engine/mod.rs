@@ -123,6 +123,11 @@ pub struct EngineSettings {
     pub round_delay: Duration,
     /// How many independent components are reconciled at once.
     pub parallelism: usize,
+    /// Judge the workloads of components recorded Available again even when nothing changed,
+    /// so one that stopped being ready (a crash loop, a restart whose pods are refused) goes
+    /// back to waiting, with why. The operator's resyncs and watch-triggered runs do; the
+    /// CLI's no-op stays a few reads (`smm status` judges the workloads live anyway).
+    pub recheck_available: bool,
 }
 
 impl Default for EngineSettings {
@@ -133,6 +138,7 @@ impl Default for EngineSettings {
             force: false,
             round_delay: Duration::from_millis(100),
             parallelism: 4,
+            recheck_available: false,
         }
     }
 }

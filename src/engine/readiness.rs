@@ -1,12 +1,13 @@
 //! The engine's wait for a component's workloads: Available once they are all ready. The
-//! workloads are judged as `smm status` judges them (`helm::workloads`), so `smm status` says
-//! what the engine would.
+//! workloads are judged as `smm status` judges them (`helm::workloads`), and worded by
+//! `cluster::workloads::overall`, so the stored message, the Events and `smm status` say the
+//! same.
 
 use super::status::StatusWriter;
 use super::step::{ComponentError, StepEnd};
 use super::{Engine, WaitPolicy};
 use crate::api::ComponentPhase;
-use crate::cluster::workloads::{Readiness, WorkloadState};
+use crate::cluster::workloads::{Readiness, overall};
 use crate::desired::resolve::DesiredComponent;
 use crate::helm::release::ObservedRelease;
 use crate::helm::workloads;
@@ -34,31 +35,24 @@ impl Engine {
         let looked_since = tokio::time::Instant::now();
         let waiting_for = loop {
             let states = workloads::observe(&self.client, &wanted.release, &refs).await?;
-            if let Some(failed) = states
-                .iter()
-                .find(|s| matches!(s.readiness, Readiness::Failed(_)))
-            {
-                return Err(ComponentError::WorkloadFailed(failed.describe()));
-            }
-            let waiting_for: Vec<String> = states
-                .iter()
-                .filter(|s| s.readiness != Readiness::Ready)
-                .map(WorkloadState::describe)
-                .collect();
+            let waiting_for = match overall(&states) {
+                Readiness::Failed(why) => return Err(ComponentError::WorkloadFailed(why)),
+                Readiness::Progressing(why) => Some(why),
+                Readiness::Ready => None,
+            };
             let look_again = matches!(self.settings.wait, WaitPolicy::Until(_))
                 && looked_since.elapsed() < LOOK_AGAIN_FOR
                 && !self.cancel.is_cancelled();
-            if waiting_for.is_empty() || !look_again {
+            if waiting_for.is_none() || !look_again {
                 break waiting_for;
             }
             tokio::time::sleep(LOOK_AGAIN_EVERY).await;
         };
-        if waiting_for.is_empty() {
+        let Some(message) = waiting_for else {
             writer.available(name).await?;
             tracing::info!(component = name, "available");
             return Ok(StepEnd::Done);
-        }
-        let message = waiting_for.join("; ");
+        };
         writer
             .progressing(name, phase, Some(message.clone()))
             .await?;

@@ -160,6 +160,13 @@ impl Session {
         self
     }
 
+    /// Runs judge the workloads of Available components again (see
+    /// [`EngineSettings::recheck_available`]).
+    pub fn with_recheck_available(mut self) -> Self {
+        self.engine.settings.recheck_available = true;
+        self
+    }
+
     pub fn with_progress(mut self, progress: Arc<dyn Progress>) -> Self {
         self.engine = self.engine.with_progress(progress);
         self

@@ -342,10 +342,21 @@ fn settle(
             })
         })
         .collect();
-    let unsettled: Vec<&str> = desired
+    // With what each waits for, in the words of its status message, so the conditions say
+    // why as well as who.
+    let unsettled: Vec<String> = desired
         .iter()
         .filter(|d| !in_desired_state(d))
-        .map(DesiredComponent::name)
+        .map(|d| {
+            let message = status
+                .components
+                .get(d.name())
+                .and_then(|s| s.message.as_deref());
+            match message {
+                Some(why) => format!("{} ({why})", d.name()),
+                None => d.name().to_owned(),
+            }
+        })
         .collect();
 
     let mut next = status.clone();
@@ -432,12 +443,23 @@ mod tests {
         assert_eq!(ready.status.observed_generation, Some(3));
         assert_eq!(ready.status.reconciled_components.as_deref(), Some("7/7"));
 
-        status.components.get_mut("istiod").unwrap().phase = ComponentPhase::Installing;
+        let istiod = status.components.get_mut("istiod").unwrap();
+        istiod.phase = ComponentPhase::Installing;
+        istiod.message = Some("Deployment istio-system/istiod: 0/1 available".to_owned());
         let waiting = settle(&status, &desired, RunEnd::Waiting, Some(3), &time);
         assert!(!waiting.ready);
         assert_eq!(
             condition_of(&waiting.status, condition::RECONCILING),
             Some(("True", "Progressing"))
+        );
+        let reconciling = waiting
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition::RECONCILING);
+        assert_eq!(
+            reconciling.unwrap().message,
+            "waiting for: istiod (Deployment istio-system/istiod: 0/1 available)"
         );
         assert_eq!(
             condition_of(&waiting.status, condition::READY),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::runtime::controller::Controller;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
@@ -129,7 +129,6 @@ pub async fn run(
         controller: "smm-operator".to_owned(),
         instance: Some(options.identity.clone()),
     };
-    let recorder = Recorder::new(client.clone(), reporter);
     loop {
         tracing::info!(identity = %options.identity, "waiting to become the leader");
         let claimant = Holder::new(&options.identity);
@@ -152,7 +151,7 @@ pub async fn run(
         // Cancelled when this term of leadership ends without a shutdown: helm is stopped.
         let lost = CancellationToken::new();
         let context = Arc::new(Context {
-            recorder: recorder.clone(),
+            reporter: reporter.clone(),
             client: client.clone(),
             helm: helm.clone(),
             catalog: catalog.clone(),

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kube::runtime::controller::Action;
-use kube::runtime::events::Recorder;
+use kube::runtime::events::Reporter;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
@@ -37,7 +37,8 @@ pub(super) struct Context {
     pub(super) helm: Helm,
     pub(super) catalog: Arc<Catalog>,
     pub(super) endpoints: Arc<EndpointState>,
-    pub(super) recorder: Recorder,
+    /// Who publishes the Events.
+    pub(super) reporter: Reporter,
     pub(super) options: RunOptions,
     /// Failing ControlPlanes, for exponential backoff.
     pub(super) failures: Mutex<HashMap<String, Failing>>,
@@ -158,7 +159,8 @@ impl Context {
             .entry(control_plane.name_any())
             .or_insert_with(|| {
                 Arc::new(EventProgress::new(
-                    self.recorder.clone(),
+                    self.client.clone(),
+                    self.reporter.clone(),
                     control_plane.object_ref(&()),
                 ))
             })
@@ -183,6 +185,7 @@ impl Context {
         )
         .with_successor_of(self.former_leader.clone())
         .with_wait(WaitPolicy::Requeue)
+        .with_recheck_available()
         .with_cancel(self.lost.clone())
         .with_lease_lost(self.lost.clone())
         .with_stop(self.stopping.clone())

@@ -15,6 +15,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret};
 use kube::Api;
@@ -83,7 +84,7 @@ fn graph_shows(component: &str, phase: &str) -> String {
 #[tokio::test]
 async fn dashboard_in_a_real_browser_follows_the_control_plane() {
     let cluster = TestCluster::connect().await;
-    let (name, _mesh_namespace) = fresh_control_plane(&cluster).await;
+    let (name, mesh_namespace) = fresh_control_plane(&cluster).await;
     let cp_flag = ["--control-plane", name.as_str()];
     assert_success(&smm(
         &[&["install", "istiod", "prometheus"], &cp_flag[..]].concat()
@@ -366,6 +367,30 @@ async fn dashboard_in_a_real_browser_follows_the_control_plane() {
         detail.body.contains("valuesDiff") && !detail.body.contains(password),
         "{}",
         detail.body
+    );
+
+    // grafana restarted with pods that crash: a rollout in progress is not Available; the graph
+    // and the component say so, with the reason `smm status` gives.
+    let crash = json!({"spec": {"template": {"metadata": {"labels": {
+        "smm.test/simulate": "crash-loop",
+    }}}}});
+    Api::<Deployment>::namespaced(cluster.client.clone(), &mesh_namespace)
+        .patch("grafana", &PatchParams::default(), &Patch::Merge(crash))
+        .await
+        .unwrap();
+    assert!(
+        browser.wait_for(wait, &graph_shows("grafana", "Progressing")),
+        "the graph shows grafana Progressing: {}",
+        browser.execute("return document.getElementById('graph-body').innerHTML;")
+    );
+    let grafana = browser.execute(
+        r#"const d = document.querySelector('#components-body details[data-component="grafana"]');
+           d.open = true; return d.innerText;"#,
+    );
+    let grafana = grafana.as_str().unwrap();
+    assert!(
+        grafana.contains("container grafana is in CrashLoopBackOff, restarted 5 times"),
+        "{grafana}"
     );
 
     // Phone width: one column, tables stacked into labelled lines, nothing wider than the screen.

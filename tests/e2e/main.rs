@@ -4,6 +4,7 @@ mod charts;
 mod check;
 mod cli;
 mod engine;
+mod failures;
 mod helm_runner;
 mod istio;
 mod local_plane;

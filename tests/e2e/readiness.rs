@@ -48,7 +48,7 @@ async fn every_deployment_available(client: &kube::Client, namespace: &str) -> V
         .collect()
 }
 
-async fn remove(client: &kube::Client, name: &str) {
+pub(crate) async fn remove(client: &kube::Client, name: &str) {
     smm(&["uninstall", "-a", "--force", "--control-plane", name]);
     let _ = Api::<ControlPlane>::all(client.clone())
         .delete(name, &DeleteParams::default())
