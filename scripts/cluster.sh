@@ -619,6 +619,11 @@ cmd_down() {
 		return 0
 	fi
 	[[ -f "$marker" ]] || die "refusing to touch $dir: it was not made by scripts/cluster.sh"
+	# Argo CD's processes, if a test left them running (their state lives in the plane's
+	# directory, about to go): stopped while the API server still answers.
+	if [[ -d "$dir/argocd" ]]; then
+		SMM_CLUSTER_DIR="$dir" "$here/argocd/argocd.sh" stop || true
+	fi
 	stop_all
 	rm -rf "$dir"
 	log "control plane stopped; removed $dir"

