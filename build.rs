@@ -11,6 +11,10 @@
 //! It passes on the oldest Kubernetes minor version the module's istioctl supports
 //! (`SMM_ISTIO_MIN_KUBERNETES_MINOR`, from the `min-kubernetes` file fetch.sh reads out of it).
 //!
+//! It passes on the image tags of the add-ons Istio's module tests with (its `samples/addons`,
+//! copied by fetch.sh): `SMM_ADDON_TAG_PROMETHEUS` and `SMM_ADDON_TAG_GRAFANA`, the tags smm's
+//! own charts of those add-ons install.
+//!
 //! It also writes Istio's CRDs (the base chart's `files/crd-all.gen.yaml`) to
 //! `$OUT_DIR/istio-crds.json` as one JSON array: smm applies them itself, and reading them as JSON
 //! at run time costs a fraction of parsing the YAML.
@@ -40,6 +44,15 @@ fn main() {
             println!("cargo::rustc-env=SMM_ISTIO_CHARTS={}", charts.display());
             let version = version.strip_prefix('v').unwrap_or(&version);
             println!("cargo::rustc-env=SMM_ISTIO_CHART_VERSION={version}");
+            for (addon, image) in ADDON_IMAGES {
+                match addon_tag(root, addon, image) {
+                    Ok(tag) => println!(
+                        "cargo::rustc-env=SMM_ADDON_TAG_{}={tag}",
+                        addon.to_uppercase()
+                    ),
+                    Err(message) => println!("cargo::error={message}"),
+                }
+            }
             match min_kubernetes(root) {
                 Ok(minor) => println!("cargo::rustc-env=SMM_ISTIO_MIN_KUBERNETES_MINOR={minor}"),
                 Err(message) => println!("cargo::error={message}"),
@@ -53,6 +66,31 @@ fn main() {
             println!("cargo::error={message}");
         }
     }
+}
+
+/// The add-ons whose image tag smm takes from Istio's samples: the sample's file name and the
+/// image (without registry and tag) of its main container.
+const ADDON_IMAGES: [(&str, &str); 2] = [
+    ("prometheus", "prom/prometheus"),
+    ("grafana", "grafana/grafana"),
+];
+
+/// The tag of `image` in Istio's sample add-on `addon` (a line `image: "<registry>/<image>:<tag>"`).
+fn addon_tag(root: &Path, addon: &str, image: &str) -> Result<String, String> {
+    let path = root
+        .join(UPSTREAM)
+        .join("addons")
+        .join(format!("{addon}.yaml"));
+    let text = std::fs::read_to_string(&path)
+        .map_err(|_| format!("{} is missing: run scripts/istio/fetch.sh", path.display()))?;
+    text.lines()
+        .filter_map(|line| line.trim().strip_prefix("image:"))
+        .map(|value| value.trim().trim_matches('"'))
+        .find_map(|reference| {
+            let (name, tag) = reference.rsplit_once(':')?;
+            (name == image || name.ends_with(&format!("/{image}"))).then(|| tag.to_owned())
+        })
+        .ok_or_else(|| format!("{} names no {image} image", path.display()))
 }
 
 /// The oldest Kubernetes minor version Istio supports, as fetch.sh wrote it.

@@ -5,6 +5,8 @@
 # stdout.
 #
 #   .upstream/istio/charts/<name>   each chart of charts.txt (base with files/crd-all.gen.yaml)
+#   .upstream/istio/addons/<name>.yaml  Istio's sample add-ons (prometheus, grafana, jaeger,
+#                                   kiali), whose image tags smm's own add-on charts install
 #   .upstream/istio/min-kubernetes  the oldest Kubernetes minor version Istio supports, as
 #                                   istioctl's precheck reads it (MinK8SVersion), for `smm check`
 #   .upstream/istio/stamp           what was fetched (version, module checksum, chart names)
@@ -40,7 +42,7 @@ up_to_date() {
 	for spec in "${charts[@]}"; do
 		[[ -f "$dest/charts/${spec%% *}/Chart.yaml" ]] || return 1
 	done
-	[[ -s "$dest/min-kubernetes" ]]
+	[[ -s "$dest/min-kubernetes" && -f "$dest/addons/prometheus.yaml" ]]
 }
 
 if up_to_date; then
@@ -87,6 +89,11 @@ min_minor="$(sed -nE 's/^[[:space:]]*MinK8SVersion[[:space:]]*=[[:space:]]*([0-9
 	exit 1
 }
 printf '%s\n' "$min_minor" >"$staging/min-kubernetes"
+# The add-ons Istio tests its release with: smm installs the same images (build.rs reads them).
+mkdir "$staging/addons"
+for addon in prometheus grafana jaeger kiali; do
+	cp --no-preserve=mode,ownership "$module_dir/samples/addons/$addon.yaml" "$staging/addons/"
+done
 printf '%s\n' "$stamp_text" >"$staging/stamp"
 chmod 755 "$staging"
 

@@ -27,6 +27,10 @@ pub struct ComponentsArgs {
 struct ComponentRow {
     name: &'static str,
     chart_version: String,
+    /// The version of what the chart runs (its appVersion): the image tag its workloads
+    /// default to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app_version: Option<String>,
     default_namespace: String,
     depends_on: Vec<&'static str>,
     enabled_by_default: bool,
@@ -55,9 +59,11 @@ pub async fn run(
                 .and_then(|cp| cp.status.as_ref())
                 .and_then(|s| s.components.get(component.name))
                 .map(|s| s.phase.to_string());
+            let metadata = component.chart.metadata()?;
             Ok(ComponentRow {
                 name: component.name,
-                chart_version: component.chart.metadata()?.version,
+                chart_version: metadata.version,
+                app_version: metadata.app_version,
                 default_namespace: match component.default_namespace {
                     DefaultNamespace::Mesh => "(mesh namespace)".to_owned(),
                     DefaultNamespace::Fixed(namespace) => namespace.to_owned(),
@@ -80,6 +86,7 @@ pub async fn run(
             vec![
                 row.name.to_owned(),
                 row.chart_version.clone(),
+                row.app_version.clone().unwrap_or_else(|| "-".to_owned()),
                 row.default_namespace.clone(),
                 row.depends_on.join(","),
                 yes_no(row.enabled_by_default),
@@ -94,6 +101,7 @@ pub async fn run(
             &[
                 "NAME",
                 "CHART",
+                "APP VERSION",
                 "NAMESPACE",
                 "DEPENDS ON",
                 "DEFAULT",

@@ -90,13 +90,14 @@ pub struct EmbeddedChart {
 
 /// What smm says about a chart in place of its own `Chart.yaml`, for charts embedded from
 /// source whose metadata is a placeholder that a release process would have filled in (Istio's
-/// charts say `1.0.0`). helm sees it too: the chart is written out with it, and it counts in the
-/// chart's digest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// charts say `1.0.0`), and for ours whose image tag comes from Istio's module (the appVersion
+/// their images default to). helm sees it too: the chart is written out with it, and it counts
+/// in the chart's digest. A field left `None` keeps what `Chart.yaml` says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct MetadataOverride {
-    pub version: &'static str,
-    pub app_version: &'static str,
-    pub description: &'static str,
+    pub version: Option<&'static str>,
+    pub app_version: Option<&'static str>,
+    pub description: Option<&'static str>,
 }
 
 /// An embedded chart as the caches of [`ReadOnce`] tell charts apart: its directory in the
@@ -211,7 +212,9 @@ impl EmbeddedChart {
             ("appVersion", metadata.app_version),
             ("description", metadata.description),
         ] {
-            fields.insert(key.into(), value.into());
+            if let Some(value) = value {
+                fields.insert(key.into(), value.into());
+            }
         }
         let text = serde_yaml_ng::to_string(&fields).map_err(|source| self.bad_metadata(source))?;
         Ok(Cow::Owned(text.into_bytes()))
@@ -520,14 +523,14 @@ mod tests {
     #[test]
     fn a_metadata_override_is_what_smm_reports_writes_out_and_digests() {
         const OVERRIDE: MetadataOverride = MetadataOverride {
-            version: "0.0.0-20260101000000-abcdef",
-            app_version: "1.2.3",
-            description: "Ours.",
+            version: Some("0.0.0-20260101000000-abcdef"),
+            app_version: Some("1.2.3"),
+            description: Some("Ours."),
         };
         let chart = TINY.with_metadata(OVERRIDE);
         let metadata = chart.metadata().unwrap();
         assert_eq!(metadata.name, "tiny");
-        assert_eq!(metadata.version, OVERRIDE.version);
+        assert_eq!(Some(metadata.version.as_str()), OVERRIDE.version);
         assert_eq!(metadata.app_version.as_deref(), Some("1.2.3"));
         assert_eq!(metadata.description.as_deref(), Some("Ours."));
         let written = chart.materialize().unwrap();
@@ -541,6 +544,15 @@ mod tests {
         fixture.remove("Chart.yaml");
         assert_eq!(on_disk, fixture);
         assert_ne!(chart.digest().unwrap(), TINY.digest().unwrap());
+        // Only the appVersion: the rest as the chart says.
+        let tagged = TINY.with_metadata(MetadataOverride {
+            app_version: Some("9.9.9"),
+            ..MetadataOverride::default()
+        });
+        let metadata = tagged.metadata().unwrap();
+        assert_eq!(metadata.app_version.as_deref(), Some("9.9.9"));
+        assert_eq!(metadata.version, TINY.metadata().unwrap().version);
+        assert_eq!(metadata.description, TINY.metadata().unwrap().description);
     }
 
     #[test]

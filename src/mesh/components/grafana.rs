@@ -7,7 +7,6 @@ use k8s_openapi::api::{apps::v1 as apps, core::v1 as core};
 use serde_json::json;
 
 use super::image_registry;
-use crate::helm::chart::EmbeddedChart;
 use crate::mesh::catalog::{ChartKind, Component, ComponentContext, DefaultNamespace};
 
 static CHART: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/charts/grafana");
@@ -29,7 +28,7 @@ pub fn component() -> Component {
         default_namespace: DefaultNamespace::Mesh,
         enabled_by_default: false,
         depends_on: &["prometheus"],
-        chart: EmbeddedChart::new("grafana", &CHART),
+        chart: super::addon_chart("grafana", &CHART, env!("SMM_ADDON_TAG_GRAFANA")),
         values_layer: values_layer!("grafana"),
         chart_kinds: CHART_KINDS,
         native_objects: |_| Vec::new(),

@@ -35,9 +35,9 @@ pub(super) fn chart(
     description: &'static str,
 ) -> EmbeddedChart {
     EmbeddedChart::new(name, dir).with_metadata(MetadataOverride {
-        version: CHART_VERSION,
-        app_version: DEFAULT_TAG,
-        description,
+        version: Some(CHART_VERSION),
+        app_version: Some(DEFAULT_TAG),
+        description: Some(description),
     })
 }
 

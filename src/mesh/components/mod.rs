@@ -116,6 +116,22 @@ pub(crate) fn test_component(
 
 /// Metadata for a cluster-scoped object smm owns natively, labelled as Helm-rendered objects are
 /// so that `kubectl get -l app.kubernetes.io/managed-by=smm` finds both.
+/// One of our add-on charts, its images tagged as the add-on Istio's module tests with
+/// (`samples/addons`, read by build.rs): the chart's appVersion, which its image tag defaults
+/// to, is that tag.
+fn addon_chart(
+    name: &'static str,
+    dir: &'static include_dir::Dir<'static>,
+    tag: &'static str,
+) -> crate::helm::chart::EmbeddedChart {
+    crate::helm::chart::EmbeddedChart::new(name, dir).with_metadata(
+        crate::helm::chart::MetadataOverride {
+            app_version: Some(tag),
+            ..Default::default()
+        },
+    )
+}
+
 pub(crate) fn native_metadata(name: impl Into<String>, component: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.into()),
@@ -210,5 +226,34 @@ fn presence(enabled: bool) -> Presence {
         Presence::Present
     } else {
         Presence::Absent
+    }
+}
+
+#[cfg(test)]
+mod addon_tests {
+    use super::*;
+
+    /// Our add-on charts run the very images Istio's module tests with: registry, repository
+    /// and tag as its `samples/addons` name them.
+    #[test]
+    fn addon_images_are_those_of_istios_samples() {
+        for component in [prometheus::component(), grafana::component()] {
+            let defaults = component.chart.default_values().unwrap();
+            let tag = component.chart.metadata().unwrap().app_version.unwrap();
+            let repository = defaults["image"]["repository"].as_str().unwrap();
+            let image = format!("{DEFAULT_IMAGE_REGISTRY}/{repository}:{tag}");
+            let sample = std::fs::read_to_string(format!(
+                "{}/.upstream/istio/addons/{}.yaml",
+                env!("CARGO_MANIFEST_DIR"),
+                component.name
+            ))
+            .unwrap();
+            assert!(
+                sample.contains(&format!("image: \"{image}\"")),
+                "{} runs {image}, not what samples/addons/{}.yaml runs",
+                component.name,
+                component.name
+            );
+        }
     }
 }

@@ -10,7 +10,6 @@ use serde_json::json;
 
 use super::{READ, component_cluster_role, image_registry, rule};
 use crate::api::objects::NativeObject;
-use crate::helm::chart::EmbeddedChart;
 use crate::mesh::catalog::{ChartKind, Component, ComponentContext, DefaultNamespace};
 
 static CHART: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/charts/prometheus");
@@ -34,7 +33,7 @@ pub fn component() -> Component {
         default_namespace: DefaultNamespace::Mesh,
         enabled_by_default: true,
         depends_on: &[],
-        chart: EmbeddedChart::new("prometheus", &CHART),
+        chart: super::addon_chart("prometheus", &CHART, env!("SMM_ADDON_TAG_PROMETHEUS")),
         values_layer: values_layer!("prometheus"),
         chart_kinds: CHART_KINDS,
         native_objects,
