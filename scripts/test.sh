@@ -24,9 +24,9 @@ stop_cluster() {
 trap stop_cluster EXIT
 
 # Compile while the plane starts: they take a while and none needs the others. The e2e tests run
-# Istio's istiod (pilot-discovery) as a local process, and the GitOps test Argo CD's repo server
-# and application controller; their build scripts cache them by version, so only the first run
-# (or a version bump) pays for a build. The fault campaign is not among --all-targets
+# Istio's istiod (pilot-discovery) as a local process, the GitOps test Argo CD's repo server
+# and application controller, the chart tests promtool; their build scripts cache them by
+# version, so only the first run (or a version bump) pays for a build. The fault campaign is not among --all-targets
 # (`test = false`), so it is named.
 cargo build --locked --all-targets --test faults &
 build_pid=$!
@@ -34,10 +34,13 @@ scripts/istio/build.sh >/dev/null &
 istiod_pid=$!
 scripts/argocd/build.sh >/dev/null &
 argocd_pid=$!
+scripts/prometheus/build.sh >/dev/null &
+promtool_pid=$!
 kubeconfig="$(scripts/cluster.sh up | tail -n 1)"
 wait "$build_pid"
 wait "$istiod_pid"
 wait "$argocd_pid"
+wait "$promtool_pid"
 export KUBECONFIG="$kubeconfig"
 export PATH="$root/.tools:$PATH"
 

@@ -357,3 +357,70 @@ fn kitchen_sinks_exist_only_for_components() {
         );
     }
 }
+
+/// promtool from `scripts/prometheus/build.sh` (built once per version, cached).
+fn promtool() -> PathBuf {
+    let path = run(
+        &mut Command::new(repo_root().join("scripts/prometheus/build.sh")),
+        None,
+    );
+    PathBuf::from(
+        path.lines()
+            .last()
+            .expect("build.sh prints promtool's path"),
+    )
+}
+
+/// The configuration the prometheus chart renders, with defaults and with every feature on, is
+/// one the real Prometheus accepts: `promtool check config` of the very release smm installs
+/// (the Prometheus Istio's module tests with, which the chart's image runs).
+#[test]
+fn the_prometheus_configuration_passes_promtool() {
+    let promtool = promtool();
+    let version = run(Command::new(&promtool).arg("--version"), None);
+    let catalog = Catalog::builtin().unwrap();
+    let tag = catalog
+        .get("prometheus")
+        .unwrap()
+        .chart
+        .metadata()
+        .unwrap()
+        .app_version
+        .unwrap();
+    assert!(
+        version.contains(&format!("version {}", tag.trim_start_matches('v'))),
+        "promtool is not Prometheus {tag}: {version}"
+    );
+    for values in [None, Some(kitchen_sink_values("prometheus"))] {
+        let spec = ControlPlaneSpec {
+            components: [(
+                "prometheus".to_owned(),
+                ComponentSpec {
+                    enabled: Some(true),
+                    values_override: values.clone(),
+                    ..ComponentSpec::default()
+                },
+            )]
+            .into(),
+            ..ControlPlaneSpec::default()
+        };
+        let (_, rendered) = render_all(&spec)
+            .into_iter()
+            .find(|(name, _)| *name == "prometheus")
+            .unwrap();
+        let config = serde_yaml_ng::Deserializer::from_str(&rendered)
+            .filter_map(|document| Value::deserialize(document).ok())
+            .find(|object| {
+                object["kind"] == "ConfigMap" && object["metadata"]["name"] == "prometheus"
+            })
+            .expect("the chart renders the prometheus ConfigMap");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("prometheus.yml");
+        std::fs::write(&file, config["data"]["prometheus.yml"].as_str().unwrap()).unwrap();
+        let checked = run(
+            Command::new(&promtool).args(["check", "config"]).arg(&file),
+            None,
+        );
+        assert!(checked.contains("SUCCESS"), "{checked}");
+    }
+}
