@@ -76,5 +76,5 @@ if [[ $# -eq 0 ]]; then
 	scripts/cluster.sh down
 	kubeconfig="$(scripts/cluster.sh up | tail -n 1)"
 	export KUBECONFIG="$kubeconfig"
-	SMM_FAULTS="${SMM_FAULTS:-22}" cargo test --locked --test faults -- --nocapture
+	SMM_FAULTS="${SMM_FAULTS:-24}" cargo test --locked --test faults -- --nocapture
 fi

@@ -21,9 +21,10 @@
 //!             |
 //!          cluster                             target, applying objects, inventory, leases
 //!             |
-//!            api      signals                  ControlPlane types, conditions and the Ready rule,
+//!            api      signals  memory          ControlPlane types, conditions and the Ready rule,
 //!             |                                native objects as data | SIGINT/SIGTERM as a
-//!           values                             cancellation token; values layering and digests
+//!           values                             cancellation token | malloc_trim; values layering
+//!                                              and digests
 //! ```
 //!
 //! mesh and desired never import cluster: they build plain data (`api::objects`), and the
@@ -52,6 +53,8 @@ pub mod engine;
 mod generated_docs;
 /// Helm: embedded charts, the helm runner, release records, `--dump-resources` rendering.
 pub mod helm;
+/// Giving freed memory back to the system after a brief peak (a reconcile, a dashboard refresh).
+pub mod memory;
 /// The mesh: the component catalog, the dependency graph, one module per component.
 pub mod mesh;
 /// Operator mode: install/uninstall operations, the controller, events, endpoints, manifests.

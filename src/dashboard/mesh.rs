@@ -2,10 +2,11 @@
 //! which revision), pods with and without a proxy, and proxies whose version differs from the
 //! control plane's.
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::ListParams;
 use kube::{Api, Resource, ResourceExt};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::view::Dashboard;
 use crate::mesh::revisions::proxies::{image_tag, proxy_image};
@@ -57,9 +58,7 @@ impl Dashboard {
             namespaces.items.iter().map(namespace_view).collect();
         // Injected namespaces first: they are what the mesh is about.
         namespace_views.sort_by(|a, b| b.injection.cmp(&a.injection).then(a.name.cmp(&b.name)));
-        let pods = Api::<Pod>::all(self.client.clone())
-            .list(&everything_cached)
-            .await?;
+        let pods = self.pods(&everything_cached).await?;
         let injected = |namespace: &str| {
             namespace_views
                 .iter()
@@ -69,8 +68,8 @@ impl Dashboard {
         // pods of an uninjected namespace are not the mesh's business.
         let pod_views = pods
             .items
-            .iter()
-            .map(|pod| pod_view(pod, control_plane_version.as_deref()))
+            .into_iter()
+            .map(|pod| pod_view(&pod.into(), control_plane_version.as_deref()))
             .filter(|view| view.proxy_image.is_some() || injected(&view.namespace))
             .collect();
         Ok(MeshView {
@@ -79,6 +78,95 @@ impl Dashboard {
             namespaces: namespace_views,
             pods: pod_views,
         })
+    }
+
+    /// Every pod of the cluster, as far as the dashboard reads them ([`ListedPod`]): one list
+    /// whatever their number, parsed as it arrives into those few fields.
+    async fn pods(&self, params: &ListParams) -> Result<PodList, kube::Error> {
+        let mut request = kube::core::Request::new(Pod::url_path(&(), None))
+            .list(params)
+            .map_err(kube::Error::BuildRequest)?;
+        // The span name kube gives its own lists.
+        request.extensions_mut().insert("list");
+        self.client.request(request).await
+    }
+}
+
+/// The pods of a list, each with only what the dashboard shows of it. A whole [`Pod`] (managed
+/// fields, volumes, every container's environment and probes) is tens of kilobytes once
+/// parsed, and the page polls: with hundreds of pods that held several times the operator's
+/// idle memory. Everything else in the API server's answer is skipped while it is parsed.
+#[derive(Deserialize)]
+struct PodList {
+    items: Vec<ListedPod>,
+}
+
+#[derive(Deserialize)]
+struct ListedPod {
+    metadata: ListedMeta,
+    #[serde(default)]
+    spec: ListedSpec,
+    #[serde(default)]
+    status: ListedStatus,
+}
+
+#[derive(Deserialize)]
+struct ListedMeta {
+    name: Option<String>,
+    namespace: Option<String>,
+}
+
+/// The containers, whose names and images say which is the proxy and what it runs.
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListedSpec {
+    #[serde(default)]
+    containers: Vec<ListedContainer>,
+    #[serde(default)]
+    init_containers: Vec<ListedContainer>,
+}
+
+#[derive(Deserialize)]
+struct ListedContainer {
+    name: String,
+    image: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+struct ListedStatus {
+    phase: Option<String>,
+}
+
+/// A pod holding only what was listed, for the rules that read pods
+/// ([`proxy_image`](crate::mesh::revisions::proxies::proxy_image)).
+impl From<ListedPod> for Pod {
+    fn from(listed: ListedPod) -> Self {
+        let containers = |listed: Vec<ListedContainer>| -> Vec<Container> {
+            listed
+                .into_iter()
+                .map(|c| Container {
+                    name: c.name,
+                    image: c.image,
+                    ..Container::default()
+                })
+                .collect()
+        };
+        Pod {
+            metadata: ObjectMeta {
+                name: listed.metadata.name,
+                namespace: listed.metadata.namespace,
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodSpec {
+                containers: containers(listed.spec.containers),
+                init_containers: Some(containers(listed.spec.init_containers)),
+                ..PodSpec::default()
+            }),
+            status: Some(PodStatus {
+                phase: listed.status.phase,
+                ..PodStatus::default()
+            }),
+        }
     }
 }
 
@@ -112,5 +200,61 @@ pub(super) fn pod_view(pod: &Pod, control_plane_version: Option<&str>) -> PodVie
         proxy_image,
         proxy_version,
         skew,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A pod as the API server lists it, proxy as a native sidecar, keeps only what the
+    /// dashboard shows: the proxy and its version are found, and managed fields, environment,
+    /// volumes and the rest of the status are not held.
+    #[test]
+    fn a_listed_pod_keeps_only_what_the_dashboard_shows() {
+        let answer = json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [{
+            "metadata": {
+                "name": "app-1", "namespace": "apps", "uid": "u",
+                "labels": {"app": "app"},
+                "managedFields": [{"manager": "kubelet", "fieldsV1": {"f:status": {}}}]
+            },
+            "spec": {
+                "initContainers": [{"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.27.0",
+                                    "env": [{"name": "CA_ADDR", "value": "istiod.istio-system.svc:15012"}]}],
+                "containers": [{"name": "app", "image": "app:1", "args": ["serve"]}],
+                "volumes": [{"name": "data", "emptyDir": {}}],
+                "nodeName": "node-1"
+            },
+            "status": {"phase": "Running", "podIP": "10.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}
+        }, {
+            "metadata": {"name": "pending", "namespace": "apps"}
+        }]});
+        let list: PodList = serde_json::from_value(answer).unwrap();
+        let pods: Vec<Pod> = list.items.into_iter().map(Pod::from).collect();
+        let view = pod_view(&pods[0], Some("1.28.0"));
+        assert_eq!(
+            (view.namespace.as_str(), view.name.as_str()),
+            ("apps", "app-1")
+        );
+        assert_eq!(view.phase.as_deref(), Some("Running"));
+        assert_eq!(view.proxy_version.as_deref(), Some("1.27.0"));
+        assert!(view.skew);
+        let held = serde_json::to_value(&pods[0]).unwrap();
+        assert_eq!(
+            held,
+            json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "app-1", "namespace": "apps"},
+                "spec": {
+                    "initContainers": [{"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.27.0"}],
+                    "containers": [{"name": "app", "image": "app:1"}]
+                },
+                "status": {"phase": "Running"}
+            })
+        );
+        let bare = pod_view(&pods[1], Some("1.28.0"));
+        assert!(bare.proxy_image.is_none() && bare.phase.is_none());
     }
 }

@@ -40,6 +40,9 @@ impl<T: Clone> Fresh<T> {
         }
         let value = read().await;
         *last = Some((Instant::now(), value.clone()));
+        // What the refresh read (every pod of the cluster, the Events) is freed once made into
+        // the view: given back, an open page does not keep the operator at its peak.
+        crate::memory::give_back_freed();
         value
     }
 }

@@ -108,13 +108,16 @@ where
 }
 
 /// Stops helm: SIGTERM to its process group, so it cancels and records the release as failed
-/// (not left pending), then SIGKILL after [`STOP_GRACE`].
+/// (not left pending), then SIGKILL after [`STOP_GRACE`]. SIGCONT follows SIGTERM, as systemd
+/// does: a stopped helm (SIGSTOP, a debugger) hears SIGTERM only once resumed, and would
+/// otherwise sit out the grace and be killed with its release left pending.
 pub(super) async fn stop(child: &mut tokio::process::Child, group: Option<i32>) {
     if let Some(group) = group {
         // SAFETY: kill(2) with a negative pid signals the process group helm leads.
         #[allow(unsafe_code)]
         unsafe {
             libc::kill(-group, libc::SIGTERM);
+            libc::kill(-group, libc::SIGCONT);
         }
     }
     if tokio::time::timeout(STOP_GRACE, child.wait())
@@ -129,5 +132,47 @@ pub(super) async fn stop(child: &mut tokio::process::Child, group: Option<i32>) 
             }
         }
         let _ = child.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Stdio;
+    use std::time::Instant;
+
+    use tokio::io::AsyncBufReadExt;
+
+    use super::*;
+
+    /// A helm frozen with SIGSTOP is resumed to hear SIGTERM, so it stops as told (its handler
+    /// runs: helm records the release failed) instead of being killed after the grace.
+    #[tokio::test]
+    async fn a_stopped_helm_is_resumed_to_hear_sigterm() {
+        let mut command = Command::new("sh");
+        command
+            .args([
+                "-c",
+                "trap 'exit 7' TERM; echo ready; while :; do sleep 0.1; done",
+            ])
+            .stdout(Stdio::piped());
+        isolate(&mut command);
+        let mut child = command.spawn().expect("sh starts");
+        let group = child.id().map(|pid| pid as i32);
+        let stdout = child.stdout.take().expect("a pipe");
+        let mut ready = String::new();
+        tokio::io::BufReader::new(stdout)
+            .read_line(&mut ready)
+            .await
+            .expect("sh says it is ready");
+        // SAFETY: kill(2) on the child just started, not yet reaped.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(group.expect("a pid"), libc::SIGSTOP);
+        }
+        let stopping = Instant::now();
+        stop(&mut child, group).await;
+        let status = child.wait().await.expect("sh ended");
+        assert_eq!(status.code(), Some(7), "ended by its SIGTERM handler");
+        assert!(stopping.elapsed() < STOP_GRACE / 2);
     }
 }

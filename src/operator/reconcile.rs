@@ -132,7 +132,9 @@ impl Context {
         self.endpoints
             .metrics
             .record_reconcile(outcome.is_ok(), started.elapsed().as_secs_f64());
-        give_back_freed_memory();
+        // A reconcile's peak (release records with their manifests, rendered values) is freed
+        // when it ends; an operator idles between reconciles.
+        crate::memory::give_back_freed();
         self.record_components(&name).await;
         let (waiting, revisit) = outcome?;
         self.failures.lock().expect("failures lock").remove(&name);
@@ -290,17 +292,5 @@ fn waiting_for(report: &ReconcileReport) -> Result<Option<String>, ControllerErr
         Err(ControllerError::ComponentsFailed(
             report.failed().join("; "),
         ))
-    }
-}
-
-/// A reconcile's peak (release records with their manifests, rendered values) is freed when it
-/// ends, but glibc's allocator keeps freed memory for the process unless asked to give it back;
-/// an operator idles between reconciles, so its memory would stay at the last peak.
-fn give_back_freed_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only returns free memory to the system; no pointer is touched.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::malloc_trim(0);
     }
 }

@@ -3,9 +3,6 @@
 //! for the other's reconcile lease: never do two helm processes work on one release at once, and
 //! the campaign's checks hold afterwards.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
@@ -14,7 +11,7 @@ use crate::operator::{
     finalized_control_planes, leader_namespace, restore_finalizers, start_operator,
 };
 use crate::plan::Signal;
-use crate::process::describe;
+use crate::process::{OverlapWatch, describe};
 use crate::scene::{COMMAND_LIMIT, Scene};
 use crate::spec::strings;
 use crate::support::unique_name;
@@ -26,12 +23,7 @@ pub async fn cli_beside_operator_fault(s: &mut Scene<'_>, replicas: u64, offset_
     s.quota().await;
     let finalized_before = finalized_control_planes(s).await;
     let leader_ns = leader_namespace(s).await;
-    let watching = Arc::new(AtomicBool::new(true));
-    let overlaps = tokio::task::spawn_blocking({
-        let (helm, kubeconfig) = (s.ctx.helm.clone(), s.ctx.kubeconfig.clone());
-        let watching = watching.clone();
-        move || helm_overlaps(&helm, &kubeconfig, &watching)
-    });
+    let overlaps = OverlapWatch::start(&s.ctx.helm, &s.ctx.kubeconfig);
     let mut operator = start_operator(s, &unique_name("fault-op"), &leader_ns);
 
     // The change the operator acts on, and `smm reconcile -f` of the same spec meanwhile.
@@ -57,58 +49,10 @@ pub async fn cli_beside_operator_fault(s: &mut Scene<'_>, replicas: u64, offset_
         s.record
             .fail("the operator did not exit within 90s of SIGTERM");
     }
-    watching.store(false, Ordering::Relaxed);
-    for overlap in overlaps.await.unwrap_or_default() {
+    for overlap in overlaps.stop().await {
         s.record.fail(overlap);
     }
     restore_finalizers(s, &finalized_before).await;
     s.check_spec_after_fault(&[&intended]).await;
     s.verify_reconciled(&intended).await;
-}
-
-/// Polls the campaign's helm processes on its plane every 20 ms while `watching`: each time two
-/// of them work on one release (namespace and name), a failure naming them.
-fn helm_overlaps(helm: &std::path::Path, kubeconfig: &str, watching: &AtomicBool) -> Vec<String> {
-    let mut overlaps = Vec::new();
-    while watching.load(Ordering::Relaxed) {
-        let mut by_release: BTreeMap<(String, String), Vec<u32>> = BTreeMap::new();
-        for pid in crate::process::helm_processes(helm, kubeconfig) {
-            if let Some(release) = release_of(pid) {
-                by_release.entry(release).or_default().push(pid);
-            }
-        }
-        for ((namespace, name), pids) in by_release {
-            if pids.len() > 1 {
-                overlaps.push(format!(
-                    "helm processes {pids:?} worked on release {namespace}/{name} at once"
-                ));
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    overlaps.dedup();
-    overlaps
-}
-
-/// The release (namespace, name) a helm process works on, from its command line: `upgrade
-/// --install NAME`, `uninstall NAME`, `rollback NAME`, with `--namespace NS`.
-fn release_of(pid: u32) -> Option<(String, String)> {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let args: Vec<String> = cmdline
-        .split(|&byte| byte == 0)
-        .map(|arg| String::from_utf8_lossy(arg).into_owned())
-        .collect();
-    let namespace = args
-        .iter()
-        .position(|arg| arg == "--namespace" || arg == "-n")
-        .and_then(|at| args.get(at + 1))?
-        .clone();
-    let name = args
-        .iter()
-        .skip(1)
-        .find(|arg| {
-            !arg.starts_with('-') && !["upgrade", "uninstall", "rollback"].contains(&arg.as_str())
-        })?
-        .clone();
-    Some((namespace, name))
 }

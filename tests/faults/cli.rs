@@ -11,7 +11,7 @@ use crate::scene::Scene;
 use crate::spec::{campaign_components, install_args, strings, with_enabled};
 
 /// What a command means to do to the spec it starts from.
-type SpecEdit = Box<dyn Fn(&Value) -> Value>;
+pub type SpecEdit = Box<dyn Fn(&Value) -> Value>;
 
 pub async fn cli_fault(
     s: &mut Scene<'_>,
@@ -93,7 +93,7 @@ async fn install_istiod_gated(s: &mut Scene<'_>, gate_ms: Option<u64>) -> bool {
 
 /// istiod installed, then the upgrade to `replicas`, new pods held back by a quota when there
 /// is a gate; None when istiod's install failed.
-async fn set_up_upgrade(
+pub async fn set_up_upgrade(
     s: &mut Scene<'_>,
     replicas: u64,
     gate_ms: Option<u64>,

@@ -12,7 +12,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, ResourceExt};
 use smm::cluster::lease::{LEASE_DURATION, LEASE_NAMESPACE, lease_name};
 
-use crate::process::{HELM_RUNS_ENV, describe};
+use crate::process::{HELM_RUNS_ENV, describe, send};
 use crate::scene::{COMMAND_LIMIT, Scene};
 use crate::support::eventually;
 
@@ -41,7 +41,7 @@ pub async fn frozen_holder_fault(s: &mut Scene<'_>, replicas: u64) {
             frozen.tail(10)
         ));
     }
-    signal(frozen.pid(), libc::SIGSTOP);
+    send(frozen.pid(), libc::SIGSTOP);
     let frozen_at = Instant::now();
     let _ = s.remove_quota_after(0).await;
 
@@ -64,7 +64,7 @@ pub async fn frozen_holder_fault(s: &mut Scene<'_>, replicas: u64) {
     let written = (resource_version(s).await, lease_version(s).await);
     let helm_before = helm_runs(&frozen_runs);
 
-    signal(frozen.pid(), libc::SIGCONT);
+    send(frozen.pid(), libc::SIGCONT);
     let exit = frozen.wait(Duration::from_secs(60)).await;
     s.record.note(format!(
         "frozen {:.0}s; resumed holder: {}",
@@ -89,13 +89,6 @@ pub async fn frozen_holder_fault(s: &mut Scene<'_>, replicas: u64) {
     s.check_helm_stopped(Instant::now()).await;
     let intended = s.spec().await;
     s.verify(&args, &intended).await;
-}
-
-fn signal(pid: i32, signal: i32) {
-    // SAFETY: kill(2) on a child of ours that has not been reaped, so the PID is still ours.
-    unsafe {
-        libc::kill(pid, signal);
-    }
 }
 
 /// How many helm processes the frozen holder started.

@@ -24,7 +24,7 @@
 //!
 //! Seeded and repeatable: `SMM_FAULT_SEED` (decimal or 0x-hex; by default today's date in UTC,
 //! YYYYMMDD, printed first with the command that replays it), `SMM_FAULTS` (how many, default
-//! 22) and `SMM_FAULT_ONLY=3,7` (run only those numbers of the seed's sequence).
+//! 24) and `SMM_FAULT_ONLY=3,7` (run only those numbers of the seed's sequence).
 //! Fault `i` of a seed is the same whatever `SMM_FAULTS` is. Logs of every process go to
 //! `target/tmp/faults/` (`SMM_FAULT_RUST_LOG=info` gives the commands that `RUST_LOG`). A binary
 //! of its own with `test = false`: `scripts/test.sh` runs it after the rest of the suite with
@@ -36,13 +36,15 @@
 //! `apiserver.rs`, `writers.rs` (concurrent installs, hand-made helm, a second ControlPlane) and
 //! `frozen.rs` (a holder stopped with SIGSTOP past its lease, then resumed) and
 //! `beside_operator.rs` (`smm reconcile` while the operator reconciles: never two helm
-//! processes on one release).
+//! processes on one release) and `held_helm.rs` (helm frozen inside an upgrade, then smm
+//! stopped, killed or its lease taken).
 
 mod apiserver;
 mod beside_operator;
 mod checks;
 mod cli;
 mod frozen;
+mod held_helm;
 mod objects;
 mod operator;
 mod plan;
@@ -68,7 +70,7 @@ use smm::api::ControlPlane;
 use smm::mesh::catalog::Catalog;
 use support::{HelmTool, TestCluster};
 
-const DEFAULT_FAULTS: usize = 22;
+const DEFAULT_FAULTS: usize = 24;
 /// More faults that came after their operation had ended fail the seed: the campaign would
 /// pass while interrupting too little to mean what it claims.
 const MOST_MISSED: usize = 2;
@@ -207,6 +209,11 @@ async fn inject(scene: &mut Scene<'_>, fault: Fault) {
             writers::second_control_plane_fault(scene, replicas).await
         }
         Fault::FrozenHolder { replicas } => frozen::frozen_holder_fault(scene, replicas).await,
+        Fault::HeldInHelm {
+            strike,
+            hold_ms,
+            replicas,
+        } => held_helm::held_in_helm_fault(scene, strike, hold_ms, replicas).await,
     }
 }
 

@@ -77,6 +77,20 @@ pub enum CliOp {
     RevisionUpgrade { patch: u64 },
 }
 
+/// What strikes smm while its helm is frozen inside the upgrade (see [`Fault::HeldInHelm`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HelmStrike {
+    /// smm is told to stop (SIGTERM): it must stop its frozen helm and exit.
+    Term,
+    /// smm is killed (SIGKILL), and its orphaned helm resumed (SIGCONT) `resume_ms` later,
+    /// within helm's stop grace: it must stop then, as told when smm died.
+    Kill { resume_ms: u64 },
+    /// smm's reconcile lease is deleted (a holder whose lease is taken at once, as a new
+    /// operator leader takes its former leader's) and the same command started at once: the
+    /// first must stop its frozen helm and exit before the second starts a helm of its own.
+    LeaseTaken,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// A signal to the CLI `after_ms` into the operation. `gate_ms`: workloads wait for a node
@@ -119,9 +133,16 @@ pub enum Fault {
     /// The upgrade to `replicas` frozen (SIGSTOP) holding its lease past the lease's duration,
     /// the same command run meanwhile, then the frozen one resumed (SIGCONT).
     FrozenHolder { replicas: u64 },
+    /// The upgrade to `replicas`, its helm frozen (SIGSTOP) once the release is marked pending
+    /// and held `hold_ms`; then `strike`.
+    HeldInHelm {
+        strike: HelmStrike,
+        hold_ms: u64,
+        replicas: u64,
+    },
 }
 
-const KINDS: usize = 11;
+const KINDS: usize = 12;
 
 fn secs(ms: u64) -> String {
     format!("{:.1}s", ms as f64 / 1000.0)
@@ -209,6 +230,28 @@ impl fmt::Display for Fault {
                 f,
                 "SIGSTOP the upgrade to replicaCount={replicas} holding its lease, past the lease; the same upgrade run meanwhile; then SIGCONT"
             ),
+            Fault::HeldInHelm {
+                strike,
+                hold_ms,
+                replicas,
+            } => {
+                write!(
+                    f,
+                    "helm's upgrade of istiod to replicaCount={replicas} frozen (SIGSTOP) once the release is pending, for {}, then ",
+                    secs(hold_ms)
+                )?;
+                match strike {
+                    HelmStrike::Term => f.write_str("SIGTERM smm"),
+                    HelmStrike::Kill { resume_ms } => write!(
+                        f,
+                        "SIGKILL smm and SIGCONT the orphaned helm {} later",
+                        secs(resume_ms)
+                    ),
+                    HelmStrike::LeaseTaken => {
+                        f.write_str("smm's lease deleted and the same upgrade started at once")
+                    }
+                }
+            }
         }
     }
 }
@@ -253,7 +296,8 @@ fn write_cli(
 /// every kind, so any KINDS consecutive faults of a block cover them all; the parameters come from
 /// a generator of the fault's own, so fault i does not depend on how many are run. The variants of
 /// the operator, hand-made helm and concurrent writer faults alternate between blocks, so both
-/// appear in 22 faults (two blocks).
+/// appear in 24 faults (two blocks); the strikes of the held-in-helm fault turn over between
+/// blocks.
 pub fn plan(seed: u64, index: usize) -> Fault {
     let block = (index / KINDS) as u64;
     let mut order: Vec<usize> = (0..KINDS).collect();
@@ -298,7 +342,7 @@ pub fn plan(seed: u64, index: usize) -> Fault {
                 signal,
                 after_ms,
                 gate_ms: outlast(&mut rng, after_ms),
-                // Alternating between blocks, so that 22 faults (two blocks) see both.
+                // Alternating between blocks, so that 24 faults (two blocks) see both.
                 same_identity: (block + (seed & 1)).is_multiple_of(2),
             }
         }
@@ -316,7 +360,7 @@ pub fn plan(seed: u64, index: usize) -> Fault {
                 gate_ms: outlast(&mut rng, after_ms),
             }
         }
-        // Alternating between blocks, so that 22 faults (two blocks) see both.
+        // Alternating between blocks, so that 24 faults (two blocks) see both.
         6 if !(block + (seed >> 2 & 1)).is_multiple_of(2) => Fault::CliBesideOperator {
             replicas,
             offset_ms: rng.between(0, 1500),
@@ -344,6 +388,20 @@ pub fn plan(seed: u64, index: usize) -> Fault {
         },
         8 => cli(CliOp::RevisionUpgrade { patch }),
         9 => Fault::SecondControlPlane { replicas },
-        _ => Fault::FrozenHolder { replicas },
+        10 => Fault::FrozenHolder { replicas },
+        _ => {
+            let strikes = [
+                HelmStrike::Term,
+                HelmStrike::Kill {
+                    resume_ms: rng.between(300, 4000),
+                },
+                HelmStrike::LeaseTaken,
+            ];
+            Fault::HeldInHelm {
+                strike: strikes[((block + seed) % 3) as usize],
+                hold_ms: rng.between(200, 3000),
+                replicas,
+            }
+        }
     }
 }
