@@ -10,9 +10,9 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
-use crate::istio::{Mesh, assert_success};
+use crate::istio::{assert_success, mesh_with_gateway};
 use crate::support::{
-    LocalIstiod, TestCluster, istio_mesh_lock, smm, smm_with_env, token_kubeconfig, unique_name,
+    TestCluster, istio_mesh_lock, smm, smm_with_env, token_kubeconfig, unique_name,
 };
 
 /// The findings of a `-o json` report, and whether it passed.
@@ -48,8 +48,14 @@ fn finding<'a>(findings: &'a [Value], category: &str, outcome: &str, words: &[&s
         })
 }
 
-fn hint(finding: &Value) -> &str {
-    finding["hint"].as_str().unwrap_or_default()
+/// Asserts a failed finding of `category` saying `words`, whose hint says `hint`.
+fn fails_with_hint(findings: &[Value], category: &str, words: &[&str], hint: &str) {
+    let failed = finding(findings, category, "fail", words);
+    let given = failed["hint"].as_str().unwrap_or_default();
+    assert!(
+        given.contains(hint),
+        "the hint does not say {hint:?}: {failed}"
+    );
 }
 
 async fn apply<K>(api: &Api<K>, object: Value) -> K
@@ -206,51 +212,46 @@ async fn check_pre_names_each_problem_with_its_hint() {
     .unwrap();
     assert!(!passed);
     assert_eq!(broken.status.code(), Some(1));
-    let istiod = finding(
+    fails_with_hint(
         &findings,
         "existing-istio",
-        "fail",
         &[
             &format!("Deployment {}/istiod", work.name),
             "istioctl or the Istio operator",
         ],
+        "istioctl uninstall",
     );
-    assert!(hint(istiod).contains("istioctl uninstall"), "{istiod}");
     finding(
         &findings,
         "existing-istio",
         "fail",
         &[&injector_name, "elsewhere", "IST0139"],
     );
-    let deleted = finding(
+    fails_with_hint(
         &findings,
         "namespaces",
-        "fail",
         &[&mesh_namespace, "being deleted"],
+        "wait until",
     );
-    assert!(hint(deleted).contains("wait until"), "{deleted}");
-    let baseline = finding(
+    fails_with_hint(
         &findings,
         "namespaces",
-        "fail",
         &[&work.name, "\"baseline\"", "NET_ADMIN"],
+        "privileged",
     );
-    assert!(hint(baseline).contains("privileged"), "{baseline}");
-    let size = finding(
+    fails_with_hint(
         &findings,
         "release-size",
-        "fail",
         &["prometheus", "more than the 1024 KiB"],
+        "valuesOverride",
     );
-    assert!(hint(size).contains("valuesOverride"), "{size}");
     finding(&findings, "release-size", "pass", &["istiod"]);
-    let crd = finding(
+    fails_with_hint(
         &findings,
         "crds",
-        "fail",
         &[STORED_CRD, &format!("stores objects as {STORED_VERSION}")],
+        "storedVersions",
     );
-    assert!(hint(crd).contains("storedVersions"), "{crd}");
 
     // A caller with no rights at all: every kind is named with the verbs it lacks.
     write_plan(json!({"enabled": true}));
@@ -264,16 +265,15 @@ async fn check_pre_names_each_problem_with_its_hint() {
     let denied = pre(&[("KUBECONFIG", nobody.path().to_str().unwrap())]);
     let (passed, findings) = report(&denied);
     assert!(!passed);
-    let deployments = finding(
+    fails_with_hint(
         &findings,
         "permissions",
-        "fail",
         &[
             "may not create, delete, get, patch deployments.apps in namespace",
             &mesh_namespace,
         ],
+        "Role",
     );
-    assert!(hint(deployments).contains("Role"), "{deployments}");
     finding(
         &findings,
         "permissions",
@@ -292,13 +292,12 @@ async fn check_pre_names_each_problem_with_its_hint() {
     let down = pre(&[("KUBECONFIG", unreachable.path().to_str().unwrap())]);
     let (passed, findings) = report(&down);
     assert!(!passed);
-    let api = finding(
+    fails_with_hint(
         &findings,
         "kubernetes-api",
-        "fail",
         &["cannot reach the API server"],
+        "kubeconfig",
     );
-    assert!(hint(api).contains("kubeconfig"), "{api}");
     assert_eq!(findings.len(), 1, "{findings:?}");
 }
 
@@ -423,10 +422,7 @@ fn unreachable_kubeconfig() -> tempfile::NamedTempFile {
 async fn check_exercises_the_webhooks_and_names_what_broke() {
     let cluster = TestCluster::connect().await;
     let _lock = istio_mesh_lock().await;
-    let mesh = Mesh::create(&cluster, None).await;
-    mesh.smm(&["install", "istiod"]);
-    let istiod = LocalIstiod::start(&mesh.namespace, "");
-    mesh.smm(&["install", "ingress-gateway"]);
+    let (mesh, istiod) = mesh_with_gateway(&cluster).await;
     let injected = cluster.namespace("e2e-check-inj").await;
     mesh.smm(&["sidecar-proxy", "auto-inject", "on", &injected.name]);
     let check = |extra: &[&str]| {
@@ -496,27 +492,25 @@ async fn check_exercises_the_webhooks_and_names_what_broke() {
         .unwrap();
     let (passed, findings) = report(&stale);
     assert!(!passed);
-    let tag = finding(
+    fails_with_hint(
         &findings,
         "revision-tags",
-        "fail",
         &[
             &format!("tag {gone} points at revision {gone}"),
             "does not exist",
         ],
+        "smm tag set",
     );
-    assert!(hint(tag).contains("smm tag set"), "{tag}");
-    let proxy = finding(
+    fails_with_hint(
         &findings,
         "data-plane",
-        "fail",
         &[
             "1 proxies",
             &format!("revision {gone} no longer exists"),
             &plain.name,
         ],
+        "smm sidecar-proxy migrate",
     );
-    assert!(hint(proxy).contains("smm sidecar-proxy migrate"), "{proxy}");
 
     // istiod gone: a restarted gateway cannot create pods, injection and validation fail, and
     // a deleted root certificate stays deleted.
@@ -541,28 +535,25 @@ async fn check_exercises_the_webhooks_and_names_what_broke() {
         "{broken:?}"
     );
     let (_, findings) = report(&broken);
-    let injection = finding(
+    fails_with_hint(
         &findings,
         "webhooks",
-        "fail",
         &[&injected.name, "was refused", "failed calling webhook"],
+        "cannot be reached",
     );
-    assert!(hint(injection).contains("cannot be reached"), "{injection}");
     finding(&findings, "webhooks", "fail", &["DestinationRule"]);
-    let root = finding(
+    fails_with_hint(
         &findings,
         "root-certificate",
-        "fail",
         &["istio-ca-root-cert is missing from", &injected.name],
+        "discoverySelectors",
     );
-    assert!(hint(root).contains("discoverySelectors"), "{root}");
-    let gateway = finding(
+    fails_with_hint(
         &findings,
         "components",
-        "fail",
         &["ingress-gateway: not ready", "istio-ingressgateway"],
+        "smm status",
     );
-    assert!(hint(gateway).contains("smm status"), "{gateway}");
 
     // The text form says the same, with its marks.
     let text = smm(&["check", "--control-plane", &mesh.name]);

@@ -15,11 +15,10 @@ use serde_json::{Value, json};
 use smm::api::{ComponentPhase, ControlPlane, condition};
 use smm::cluster::workloads::{WorkloadKind, WorkloadRef, observe};
 
-use crate::istio::Mesh;
+use crate::istio::mesh_with_gateway;
 use crate::readiness::remove;
 use crate::support::{
-    LocalIstiod, TestCluster, eventually, fresh_control_plane, istio_mesh_lock, smm, stdout,
-    unique_name,
+    TestCluster, eventually, fresh_control_plane, istio_mesh_lock, smm, stdout, unique_name,
 };
 
 /// `text` holds every one of `words`.
@@ -185,10 +184,7 @@ async fn a_rollout_past_its_progress_deadline_fails() {
 async fn a_gateway_whose_pods_the_injector_refuses_is_not_available() {
     let cluster = TestCluster::connect().await;
     let _lock = istio_mesh_lock().await;
-    let mesh = Mesh::create(&cluster, None).await;
-    mesh.smm(&["install", "istiod"]);
-    let istiod = LocalIstiod::start(&mesh.namespace, "");
-    mesh.smm(&["install", "ingress-gateway"]);
+    let (mesh, istiod) = mesh_with_gateway(&cluster).await;
     let status = smm(&["status", "--control-plane", &mesh.name]);
     assert_eq!(status.status.code(), Some(0), "{status:?}");
     drop(istiod);

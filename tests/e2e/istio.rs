@@ -91,6 +91,16 @@ impl Drop for Mesh {
     }
 }
 
+/// A mesh of its own with istiod, a local istiod serving it, and an ingress gateway (whose pods
+/// that istiod's injector made).
+pub(crate) async fn mesh_with_gateway(cluster: &TestCluster) -> (Mesh, LocalIstiod) {
+    let mesh = Mesh::create(cluster, None).await;
+    mesh.smm(&["install", "istiod"]);
+    let istiod = LocalIstiod::start(&mesh.namespace, "");
+    mesh.smm(&["install", "ingress-gateway"]);
+    (mesh, istiod)
+}
+
 /// Creates a pod with one plain container in `namespace` and returns it as admitted (after the
 /// mutating webhooks).
 pub(crate) async fn create_pod(client: &Client, namespace: &str) -> Pod {
