@@ -21,7 +21,9 @@ use crate::cluster::mesh_snapshot;
 use crate::cluster::workloads::{Readiness, all_ready, overall, summary};
 use crate::helm::workloads::component_workloads;
 use crate::mesh::revisions::proxies::{ProxyStatus, Skew, proxy_statuses};
-use crate::mesh::revisions::usage::{MeshSnapshot, POD_INJECT_LABEL, Resolver, revisions, tags};
+use crate::mesh::revisions::usage::{
+    DEFAULT_REVISION, MeshSnapshot, POD_INJECT_LABEL, REVISION_LABEL, Resolver, revisions, tags,
+};
 
 /// The ConfigMap istiod writes into every namespace it serves: the mesh's root certificate,
 /// which proxies need to trust istiod.
@@ -172,36 +174,54 @@ async fn injection(client: &Client, snapshot: &MeshSnapshot, mesh_namespace: &st
             ));
         }
     }
-    let probes: Vec<(String, bool)> = match injected.is_empty() {
-        true => vec![(mesh_namespace.to_owned(), true)],
+    let probes: Vec<(String, Option<(&str, String)>)> = match injected.is_empty() {
+        true => vec![(mesh_namespace.to_owned(), Some(probe_label(snapshot)))],
         false => injected
             .iter()
             .filter(|(_, selected)| resolver.resolve(selected).is_some())
             .take(INJECTION_PROBES)
-            .map(|(namespace, _)| (namespace.clone(), false))
+            .map(|(namespace, _)| (namespace.clone(), None))
             .collect(),
     };
-    for (namespace, by_label) in probes {
-        findings.push(injection_probe(client, &namespace, by_label).await);
+    for (namespace, label) in probes {
+        findings.push(injection_probe(client, &namespace, label).await);
     }
     findings
 }
 
-async fn injection_probe(client: &Client, namespace: &str, by_label: bool) -> Finding {
+/// The label that asks for injection in a namespace that selects no revision:
+/// `sidecar.istio.io/inject=true` reaches the `default` revision's (or tag's) injector; a mesh
+/// without one injects only by revision, so the pod names the first revision that exists.
+fn probe_label(snapshot: &MeshSnapshot) -> (&'static str, String) {
+    if Resolver::new(snapshot).resolve(DEFAULT_REVISION).is_some() {
+        return (POD_INJECT_LABEL, "true".to_owned());
+    }
+    revisions(snapshot)
+        .into_iter()
+        .find(|(_, info)| info.exists)
+        .map(|(revision, _)| (REVISION_LABEL, revision))
+        .unwrap_or_else(|| (POD_INJECT_LABEL, "true".to_owned()))
+}
+
+/// `label`: the pod's own request for injection, when its namespace makes none.
+async fn injection_probe(
+    client: &Client,
+    namespace: &str,
+    label: Option<(&str, String)>,
+) -> Finding {
     let category = Category::Webhooks;
     let mut pod: Pod = serde_json::from_value(json!({
         "metadata": {"generateName": "smm-check-injection-"},
         "spec": {"containers": [{"name": "probe", "image": "smm-check.invalid/probe:0"}]},
     }))
     .expect("a literal pod");
-    if by_label {
-        pod.metadata.labels = Some([(POD_INJECT_LABEL.to_owned(), "true".to_owned())].into());
-    }
-    let how = if by_label {
-        format!("a pod labelled {POD_INJECT_LABEL}=true in {namespace}")
-    } else {
-        format!("a pod in injected namespace {namespace}")
+    let how = match &label {
+        Some((key, value)) => format!("a pod labelled {key}={value} in {namespace}"),
+        None => format!("a pod in injected namespace {namespace}"),
     };
+    if let Some((key, value)) = label {
+        pod.metadata.labels = Some([(key.to_owned(), value)].into());
+    }
     let dry_run = PostParams {
         dry_run: true,
         ..PostParams::default()
@@ -420,4 +440,40 @@ fn revision_tags(snapshot: &MeshSnapshot) -> Vec<Finding> {
         ));
     }
     findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::revisions::fixtures::{injector, tag};
+
+    fn snapshot(
+        injectors: Vec<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>,
+    ) -> MeshSnapshot {
+        MeshSnapshot {
+            injectors,
+            ..MeshSnapshot::default()
+        }
+    }
+
+    #[test]
+    fn the_probe_asks_the_default_injector_or_else_an_existing_revision() {
+        let by_default = (POD_INJECT_LABEL, "true".to_owned());
+        assert_eq!(
+            probe_label(&snapshot(vec![injector("default")])),
+            by_default
+        );
+        assert_eq!(
+            probe_label(&snapshot(vec![
+                injector("1-31-4"),
+                tag("default", "1-31-4")
+            ])),
+            by_default
+        );
+        // Only a revisioned istiod (InPlace with spec.revision): the pod names it.
+        assert_eq!(
+            probe_label(&snapshot(vec![injector("canary")])),
+            (REVISION_LABEL, "canary".to_owned())
+        );
+    }
 }

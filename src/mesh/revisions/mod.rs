@@ -6,7 +6,7 @@
 //! objects, which `cluster::mesh_snapshot` reads.
 
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 pub mod migration;
 pub mod proxies;
 pub mod strategy;
