@@ -114,8 +114,6 @@ pub(crate) fn test_component(
     }
 }
 
-/// Metadata for a cluster-scoped object smm owns natively, labelled as Helm-rendered objects are
-/// so that `kubectl get -l app.kubernetes.io/managed-by=smm` finds both.
 /// One of our add-on charts, its images tagged as the add-on Istio's module tests with
 /// (`samples/addons`, read by build.rs): the chart's appVersion, which its image tag defaults
 /// to, is that tag.
@@ -132,6 +130,8 @@ fn addon_chart(
     )
 }
 
+/// Metadata for a cluster-scoped object smm owns natively, labelled as Helm-rendered objects are
+/// so that `kubectl get -l app.kubernetes.io/managed-by=smm` finds both.
 pub(crate) fn native_metadata(name: impl Into<String>, component: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.into()),
