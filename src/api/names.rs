@@ -7,6 +7,9 @@ use std::fmt;
 
 /// What smm prefixes a ControlPlane's name with to name its reconcile lease.
 pub const LEASE_PREFIX: &str = "smm-reconcile-";
+/// smm's own namespace: the operator's unless told otherwise, and where every reconcile lease
+/// lives, so that the CLI and an operator installed anywhere take the same one.
+pub const SMM_NAMESPACE: &str = "smm-system";
 /// The longest name of any Kubernetes object that has a DNS-1123 subdomain name.
 const SUBDOMAIN_MAX: usize = 253;
 /// The longest DNS-1123 label.

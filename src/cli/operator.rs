@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 
+use smm::api::names::SMM_NAMESPACE;
 use smm::cluster::lease::{holder_identity, unique_identity};
 use smm::mesh::catalog::Catalog;
 use smm::operator;
@@ -35,7 +36,7 @@ pub struct RunArgs {
     #[arg(long, default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
     /// Namespace of the leader-election lease
-    #[arg(long, env = "POD_NAMESPACE", default_value = "smm-system", value_parser = super::args::namespace_flag)]
+    #[arg(long, env = "POD_NAMESPACE", default_value = SMM_NAMESPACE, value_parser = super::args::namespace_flag)]
     leader_namespace: String,
     /// This replica's identity in leases and events, followed by a random nonce (default: host
     /// and pid, followed by the nonce); at most 119 characters, as Events take 128 with the nonce
@@ -78,7 +79,7 @@ pub struct UninstallArgs {
 #[derive(Debug, Args)]
 struct Placement {
     /// The operator's namespace
-    #[arg(long, default_value = "smm-system", value_parser = super::args::namespace_flag)]
+    #[arg(long, default_value = SMM_NAMESPACE, value_parser = super::args::namespace_flag)]
     namespace: String,
 }
 

@@ -11,6 +11,7 @@ pub use identity::{IDENTITY_MAX, InvalidIdentity, holder_identity, unique_identi
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
@@ -18,8 +19,10 @@ use kube::{Api, Client};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// Where reconcile leases live: a namespace every cluster has.
-pub const LEASE_NAMESPACE: &str = "kube-system";
+/// Where reconcile leases live: smm's own namespace, created by whoever takes a lease first, so
+/// that nobody needs rights on Leases in a namespace the cluster's own controllers elect their
+/// leaders in (kube-system).
+pub const LEASE_NAMESPACE: &str = crate::api::names::SMM_NAMESPACE;
 /// How long a lease stays valid without renewal, as waiters judge it. Longer than the renew
 /// deadline plus the time a holder that lost its lease needs to stop helm (SIGTERM, SIGKILL
 /// after its grace) plus a margin: so helm is stopped, not only told to stop, before a waiter
@@ -51,6 +54,17 @@ pub enum LockError {
         holder: String,
         waited: Duration,
     },
+    #[error("cannot create the namespace {namespace} for the lease {name}: {source}")]
+    Namespace {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(
+        "cannot take the lease {namespace}/{name}: its namespace was deleted as it was created"
+    )]
+    NamespaceGone { namespace: String, name: String },
     #[error("cannot take the lease {namespace}/{name}: {source}")]
     Api {
         namespace: String,
@@ -157,6 +171,7 @@ impl LeaseLock {
         let started = tokio::time::Instant::now();
         let mut on_wait = Some(on_wait);
         let mut seen: Option<Seen> = None;
+        let mut namespace_created = false;
         // Most of the time nobody holds the lease: creating it straight away saves a read.
         let mut first = true;
         let created = |taken: bool| taken.then_some(Taken::Created);
@@ -192,6 +207,24 @@ impl LeaseLock {
                     tokio::time::sleep(RETRY_EVERY).await;
                 }
                 Err(TakeError::Api(source)) => return Err(api_error(source)),
+                // Once: a namespace that is gone again at once is being deleted by someone.
+                Err(TakeError::NoNamespace) if !namespace_created => {
+                    create_namespace(client, namespace)
+                        .await
+                        .map_err(|source| LockError::Namespace {
+                            namespace: namespace.to_owned(),
+                            name: name.clone(),
+                            source,
+                        })?;
+                    namespace_created = true;
+                    first = true;
+                }
+                Err(TakeError::NoNamespace) => {
+                    return Err(LockError::NamespaceGone {
+                        namespace: namespace.to_owned(),
+                        name: name.clone(),
+                    });
+                }
                 Err(TakeError::HeldBy(other)) => {
                     if let Some(wait) = wait.filter(|wait| started.elapsed() >= *wait) {
                         return Err(LockError::Busy {
@@ -306,6 +339,8 @@ impl Drop for LeaseLock {
 
 enum TakeError {
     HeldBy(String),
+    /// The lease's namespace does not exist (yet): the first run in a cluster creates it.
+    NoNamespace,
     Api(kube::Error),
 }
 
@@ -402,7 +437,21 @@ async fn create(api: &Api<Lease>, name: &str, holder: &str) -> Result<bool, Take
     match within_deadline(api.create(&PostParams::default(), &lease)).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        // Creating in a namespace that does not exist is the only way a create finds nothing.
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(TakeError::NoNamespace),
         Err(err) => Err(TakeError::Api(err)),
+    }
+}
+
+/// Creates the lease namespace; someone else creating it meanwhile is as good.
+async fn create_namespace(client: &Client, namespace: &str) -> Result<(), kube::Error> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let mut object = Namespace::default();
+    object.metadata.name = Some(namespace.to_owned());
+    match within_deadline(api.create(&PostParams::default(), &object)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(err) => Err(err),
     }
 }
 

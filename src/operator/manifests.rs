@@ -26,6 +26,7 @@ use super::rbac::{cluster_rules, lease_roles, role_for};
 use crate::api::ControlPlane;
 use crate::api::objects::MANAGED_BY;
 use crate::api::objects::{NativeObject, Presence};
+use crate::cluster::lease::LEASE_NAMESPACE;
 use crate::cluster::objects::to_yaml_documents;
 use crate::helm::{KILL_GRACE, STOP_GRACE};
 use crate::mesh::components::cluster_role_for;
@@ -33,7 +34,7 @@ use crate::mesh::components::cluster_role_for;
 /// The name of the operator's ServiceAccount, ClusterRole(Binding), Role(Binding)s and Deployment.
 pub const OPERATOR_NAME: &str = "smm-operator";
 /// The namespace the operator is installed into unless told otherwise.
-pub const DEFAULT_NAMESPACE: &str = "smm-system";
+pub const DEFAULT_NAMESPACE: &str = crate::api::names::SMM_NAMESPACE;
 /// The Service in front of `/metrics`.
 pub const METRICS_SERVICE: &str = "smm-operator-metrics";
 /// The port of `/healthz`, `/readyz` and `/metrics`.
@@ -115,12 +116,19 @@ pub fn operator_objects(
     let namespace = options.namespace.as_str();
     let mut objects = Vec::new();
     if presence == Presence::Present {
-        objects.push(NativeObject::present(&Namespace {
-            metadata: ObjectMeta {
-                name: Some(namespace.to_owned()),
-                ..ObjectMeta::default()
-            },
-            ..Namespace::default()
+        // The reconcile leases' namespace holds a Role too, wherever the operator runs.
+        let mut namespaces = vec![namespace];
+        if namespace != LEASE_NAMESPACE {
+            namespaces.push(LEASE_NAMESPACE);
+        }
+        objects.extend(namespaces.into_iter().map(|name| {
+            NativeObject::present(&Namespace {
+                metadata: ObjectMeta {
+                    name: Some(name.to_owned()),
+                    ..ObjectMeta::default()
+                },
+                ..Namespace::default()
+            })
         }));
     }
     if include_crd {
@@ -423,8 +431,6 @@ mod tests {
                 "ClusterRoleBinding/smm-operator",
                 "Role/smm-system/smm-operator",
                 "RoleBinding/smm-system/smm-operator",
-                "Role/kube-system/smm-operator",
-                "RoleBinding/kube-system/smm-operator",
                 "Deployment/smm-system/smm-operator",
                 "Service/smm-system/smm-operator-metrics",
             ]
@@ -647,7 +653,19 @@ mod tests {
 
     #[test]
     fn leases_are_granted_where_the_operator_takes_them() {
-        let objects = operator_objects(&OperatorOptions::default(), Presence::Present, false);
+        // Installed elsewhere, the operator's own namespace holds the leader lease only, and
+        // smm's namespace is created for the reconcile leases.
+        let elsewhere = OperatorOptions {
+            namespace: "mesh-operators".to_owned(),
+            ..OperatorOptions::default()
+        };
+        let objects = operator_objects(&elsewhere, Presence::Present, false);
+        let namespaces: Vec<&str> = objects
+            .iter()
+            .filter(|o| o.resource.kind == "Namespace")
+            .map(|o| o.name())
+            .collect();
+        assert_eq!(namespaces, ["mesh-operators", LEASE_NAMESPACE]);
         let role_rules = |namespace: &str| {
             objects
                 .iter()
@@ -655,44 +673,25 @@ mod tests {
                 .map(|o| o.object().data["rules"].clone())
                 .unwrap_or_else(|| panic!("no Role in {namespace}"))
         };
-        let leader = role_rules(DEFAULT_NAMESPACE);
+        let leader = role_rules("mesh-operators");
+        let reconcile = role_rules(LEASE_NAMESPACE);
+        let lease = crate::cluster::lease::lease_name("any");
         for verb in ["get", "create", "update", "delete"] {
-            assert!(
-                allows(
-                    &leader,
-                    "coordination.k8s.io",
-                    "leases",
-                    verb,
-                    Some(LEADER_LEASE)
-                ),
-                "{verb}"
-            );
-            let reconcile = role_rules(LEASE_NAMESPACE);
-            let name = crate::cluster::lease::lease_name("any");
-            assert!(
-                allows(
-                    &reconcile,
-                    "coordination.k8s.io",
-                    "leases",
-                    verb,
-                    Some(&name)
-                ),
-                "{verb}"
-            );
+            let on = |rules: &Value, name: &str| {
+                allows(rules, "coordination.k8s.io", "leases", verb, Some(name))
+            };
+            assert!(on(&leader, LEADER_LEASE), "{verb}");
+            assert!(on(&reconcile, &lease), "{verb}");
+            assert!(!on(&leader, &lease) || verb == "create", "{verb}");
         }
-        assert!(!allows(
-            &leader,
-            "coordination.k8s.io",
-            "leases",
-            "update",
-            Some("other")
-        ));
+        let no_lease_rights_elsewhere = objects.iter().all(|o| {
+            o.resource.kind != "Role"
+                || [Some("mesh-operators"), Some(LEASE_NAMESPACE)].contains(&o.namespace())
+        });
+        assert!(no_lease_rights_elsewhere);
 
-        let in_kube_system = OperatorOptions {
-            namespace: LEASE_NAMESPACE.to_owned(),
-            ..OperatorOptions::default()
-        };
-        let objects = operator_objects(&in_kube_system, Presence::Present, false);
+        // In smm's namespace (the default), one Role serves both.
+        let objects = operator_objects(&OperatorOptions::default(), Presence::Present, false);
         assert_eq!(
             objects.iter().filter(|o| o.resource.kind == "Role").count(),
             1

@@ -386,10 +386,11 @@ pub fn cluster_rules() -> Vec<PolicyRule> {
 }
 
 /// Lease rights per namespace: the leader lease in the operator's namespace (its name is known,
-/// so only creating it is unrestricted) and the reconcile leases in kube-system, one per
+/// so only creating it is unrestricted) and the reconcile leases in smm's own namespace, one per
 /// ControlPlane. Those are `smm-reconcile-<ControlPlane>` and ControlPlanes are created after
 /// the operator, so `resourceNames` cannot list them and `resourceNames` has no prefix match:
-/// the kube-system rule covers every Lease there. One role when both namespaces are the same.
+/// the rule covers every Lease in that namespace, which holds nothing but smm's. One role when
+/// both namespaces are the same (the default).
 pub fn lease_roles(namespace: &str) -> Vec<(&str, Vec<PolicyRule>)> {
     const LEASE_VERBS: &[&str] = &["get", "create", "update", "delete"];
     let leases = |verbs: &[&str]| rule(&["coordination.k8s.io"], &["leases"], verbs);

@@ -437,6 +437,33 @@ async fn a_held_reconcile_lease_blocks_a_second_run() {
         .await;
 }
 
+/// The first lease taken in a cluster creates its namespace: smm's own, which nothing else
+/// creates for a CLI-only user. Here a namespace of the test's own stands for it.
+#[tokio::test]
+async fn the_first_lease_creates_its_namespace() {
+    let cluster = TestCluster::connect().await;
+    let namespace = format!("e2e-leases-{}", std::process::id());
+    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
+    assert!(namespaces.get_opt(&namespace).await.unwrap().is_none());
+    let held = smm::cluster::lease::LeaseLock::acquire(
+        &cluster.client,
+        &namespace,
+        "e2e-first",
+        &Holder::new("e2e-holder"),
+        Some(Duration::from_secs(10)),
+        |_| {},
+    )
+    .await
+    .expect("the lease is taken in a namespace that did not exist");
+    assert!(held.found_free());
+    assert!(namespaces.get_opt(&namespace).await.unwrap().is_some());
+    held.release().await;
+    namespaces
+        .delete(&namespace, &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
 /// A lease is given back by clearing its holder, which tells the next holder that the last
 /// one stopped; a lease that is not there tells nothing (it may have been deleted under a live
 /// holder), and a holder whose lease is deleted loses it as soon as it looks, not once its

@@ -42,5 +42,7 @@ smm.dev/component: operator
 {{- end }}
 {{- end }}
 
-{{/* The namespace of the reconcile leases; fixed in smm (src/lock.rs). */}}
-{{- define "smm-operator.leaseNamespace" -}}kube-system{{- end }}
+{{/* The namespace of the reconcile leases; fixed in smm (src/api/names.rs, SMM_NAMESPACE). It
+must exist before a release into another namespace: the chart does not create it, since helm would
+then delete it, with the CLI's leases, on uninstall. */}}
+{{- define "smm-operator.leaseNamespace" -}}smm-system{{- end }}
