@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Fetches Istio's own Helm charts (those charts.txt lists: base, istiod, gateway) from the
-# istio.io/istio module version pinned in versions.env into the git-ignored .upstream/istio/ of
-# the repository, where the Rust build embeds them. Prints that directory as the last line on
-# stdout.
+# Fetches Istio's own Helm charts (those charts.txt lists: base, istiod, gateway, istio-cni,
+# ztunnel) from the istio.io/istio module version pinned in versions.env into the git-ignored
+# .upstream/istio/ of the repository, where the Rust build embeds them. Prints that directory as
+# the last line on stdout.
 #
 #   .upstream/istio/charts/<name>   each chart of charts.txt (base with files/crd-all.gen.yaml)
 #   .upstream/istio/addons/<name>.yaml  Istio's sample add-ons (prometheus, grafana, jaeger,

@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 mod conditions;
+mod dataplane;
 mod document;
 mod metadata;
 pub mod names;
@@ -17,6 +18,7 @@ pub mod objects;
 mod revisions;
 
 pub use conditions::{Health, condition, ready_now, remove_condition, set_condition, set_stalled};
+pub use dataplane::{Platform, Profile};
 pub use document::DocumentError;
 pub use metadata::{ControlPlaneMeta, Removable, Undecodable, decode_each};
 pub use revisions::{
@@ -80,6 +82,14 @@ pub struct ControlPlaneSpec {
     /// The mesh's trust domain (default `cluster.local`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust_domain: Option<String>,
+    /// The data plane: `sidecar` (default) or `ambient`, which turns the node agents
+    /// (istio-cni, ztunnel) on unless a component says otherwise and istiod to ambient mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
+    /// The Kubernetes distribution, when Istio's charts need to know it (`gke`, `k3d`, `k3s`,
+    /// `microk8s`, `minikube`, `openshift`). Unset: a plain Kubernetes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
     /// Per component settings, keyed by component name (see `smm components`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub components: BTreeMap<String, ComponentSpec>,
@@ -153,6 +163,10 @@ impl ControlPlaneSpec {
 
     pub fn mesh_namespace(&self) -> &str {
         self.namespace.as_deref().unwrap_or(DEFAULT_MESH_NAMESPACE)
+    }
+
+    pub fn profile(&self) -> Profile {
+        self.profile.unwrap_or_default()
     }
 
     pub fn trust_domain(&self) -> &str {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Args;
 use serde::Serialize;
 
-use smm::api::{ControlPlane, DEFAULT_CONTROL_PLANE};
+use smm::api::{ControlPlane, DEFAULT_CONTROL_PLANE, Profile};
 use smm::cluster::control_plane;
 use smm::mesh::catalog::{Catalog, DefaultNamespace};
 
@@ -34,6 +34,12 @@ struct ComponentRow {
     default_namespace: String,
     depends_on: Vec<&'static str>,
     enabled_by_default: bool,
+    /// The profile under which it is on by default too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enabled_in_profile: Option<Profile>,
+    /// The two above in words, for the table.
+    #[serde(skip)]
+    default_label: String,
     /// From the stored ControlPlane; absent without a cluster or ControlPlane.
     #[serde(skip_serializing_if = "Option::is_none")]
     enabled: Option<bool>,
@@ -70,6 +76,8 @@ pub async fn run(
                 },
                 depends_on: component.depends_on.to_vec(),
                 enabled_by_default: component.enabled_by_default,
+                enabled_in_profile: component.enabled_in_profile,
+                default_label: component.default_label(),
                 enabled,
                 phase,
             })
@@ -89,7 +97,7 @@ pub async fn run(
                 row.app_version.clone().unwrap_or_else(|| "-".to_owned()),
                 row.default_namespace.clone(),
                 row.depends_on.join(","),
-                yes_no(row.enabled_by_default),
+                row.default_label.clone(),
                 row.enabled.map(yes_no).unwrap_or_else(|| "-".to_owned()),
                 row.phase.clone().unwrap_or_else(|| "-".to_owned()),
             ]

@@ -262,6 +262,8 @@ mod tests {
             [
                 "base",
                 "istiod",
+                "istio-cni",
+                "ztunnel",
                 "ingress-gateway",
                 "egress-gateway",
                 "prometheus",
@@ -295,7 +297,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "spec.components.istio-d: unknown component (known components: base, istiod, \
-             ingress-gateway, egress-gateway, prometheus, grafana, tracing)"
+             istio-cni, ztunnel, ingress-gateway, egress-gateway, prometheus, grafana, tracing)"
         );
     }
 

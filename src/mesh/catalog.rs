@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use super::graph;
-use crate::api::ControlPlaneSpec;
 use crate::api::objects::NativeObject;
+use crate::api::{ControlPlaneSpec, Profile};
 use crate::helm::chart::EmbeddedChart;
 use crate::mesh::revisions::strategy::ActiveRevision;
 use crate::values::{ValuesError, parse_yaml_values};
@@ -89,6 +89,8 @@ pub struct Component {
     pub release_name: &'static str,
     pub default_namespace: DefaultNamespace,
     pub enabled_by_default: bool,
+    /// Also on by default under this profile (the node agents under `ambient`).
+    pub enabled_in_profile: Option<Profile>,
     pub depends_on: &'static [&'static str],
     /// The chart, compiled in (`charts/<name>`).
     pub chart: EmbeddedChart,
@@ -124,6 +126,20 @@ impl Component {
             format!("{}-{}", self.release_name, revision.value)
         } else {
             self.release_name.to_owned()
+        }
+    }
+
+    /// Whether the component is on when `spec` does not say, its dependencies aside.
+    pub fn on_by_default(&self, spec: &ControlPlaneSpec) -> bool {
+        self.enabled_by_default || self.enabled_in_profile == Some(spec.profile())
+    }
+
+    /// The default as `smm components` and the README say it: `yes`, `no`, or the profile.
+    pub fn default_label(&self) -> String {
+        match (self.enabled_by_default, self.enabled_in_profile) {
+            (true, _) => "yes".to_owned(),
+            (false, Some(profile)) => format!("with profile {profile}"),
+            (false, None) => "no".to_owned(),
         }
     }
 
@@ -241,11 +257,7 @@ impl Catalog {
                 metadata.version,
                 metadata.app_version.unwrap_or_default(),
                 depends_on,
-                if component.enabled_by_default {
-                    "yes"
-                } else {
-                    "no"
-                },
+                component.default_label(),
             ));
         }
         Ok(table)
@@ -264,7 +276,7 @@ impl Catalog {
                 .depends_on
                 .iter()
                 .all(|dependency| enabled.get(dependency) == Some(&true));
-            let on = explicit.unwrap_or(component.enabled_by_default && dependencies_on);
+            let on = explicit.unwrap_or(component.on_by_default(spec) && dependencies_on);
             enabled.insert(component.name, on);
         }
         enabled

@@ -30,6 +30,7 @@ pub fn component() -> Component {
         release_name: "istio-base",
         default_namespace: DefaultNamespace::Mesh,
         enabled_by_default: true,
+        enabled_in_profile: None,
         depends_on: &[],
         chart: istio::chart(
             "base",

@@ -64,6 +64,7 @@ fn gateway(
         release_name,
         default_namespace: DefaultNamespace::Mesh,
         enabled_by_default,
+        enabled_in_profile: None,
         depends_on: &["istiod"],
         chart: istio::chart(name, istio::upstream("gateway"), description),
         values_layer,

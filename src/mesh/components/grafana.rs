@@ -27,6 +27,7 @@ pub fn component() -> Component {
         release_name: "grafana",
         default_namespace: DefaultNamespace::Mesh,
         enabled_by_default: false,
+        enabled_in_profile: None,
         depends_on: &["prometheus"],
         chart: super::addon_chart("grafana", &CHART, env!("SMM_ADDON_TAG_GRAFANA")),
         values_layer: values_layer!("grafana"),

@@ -41,6 +41,7 @@ pub fn component() -> Component {
         release_name: "istiod",
         default_namespace: DefaultNamespace::Mesh,
         enabled_by_default: true,
+        enabled_in_profile: None,
         depends_on: &["base"],
         chart: istio::chart(
             "istiod",
@@ -93,7 +94,25 @@ fn managed_values(context: &ComponentContext<'_>) -> serde_json::Value {
     if context.placement_of("prometheus").enabled {
         values["meshConfig"]["defaultProviders"] = json!({"metrics": ["prometheus"]});
     }
+    dataplane_values(context, &mut values);
     values
+}
+
+/// The ambient profile's settings (istiod's ambient controllers, HBONE for sidecars), the
+/// platform's, and the ztunnel istiod issues node certificates to when it runs elsewhere than
+/// istiod (the chart trusts `ztunnel` in its own namespace by default).
+fn dataplane_values(context: &ComponentContext<'_>, values: &mut serde_json::Value) {
+    let spec = context.spec;
+    if let Some(profile) = spec.profile().chart_profile() {
+        values["profile"] = json!(profile);
+    }
+    if let Some(platform) = spec.platform {
+        values["global"]["platform"] = json!(platform.chart_platform());
+    }
+    let ztunnel = context.placement_of("ztunnel");
+    if ztunnel.enabled && ztunnel.namespace != context.namespace {
+        values["trustedZtunnelNamespace"] = json!(ztunnel.namespace);
+    }
 }
 
 /// The namespace istiod runs in, which is the mesh's control plane namespace for the other
@@ -215,6 +234,39 @@ mod tests {
         assert_eq!(
             values_for(&spec)["meshConfig"].get("defaultProviders"),
             None
+        );
+    }
+
+    #[test]
+    fn the_ambient_profile_turns_istiod_to_ambient_and_trusts_ztunnel_where_it_runs() {
+        let values = values_for(&ControlPlaneSpec::default());
+        assert_eq!(
+            values.get("profile"),
+            None,
+            "the sidecar profile is the chart's default"
+        );
+        assert_eq!(values.get("trustedZtunnelNamespace"), None);
+
+        let ambient = ControlPlaneSpec {
+            profile: Some(crate::api::Profile::Ambient),
+            platform: Some(crate::api::Platform::Openshift),
+            ..ControlPlaneSpec::default()
+        };
+        let values = values_for(&ambient);
+        assert_eq!(values["profile"], "ambient");
+        assert_eq!(values["global"]["platform"], "openshift");
+        assert_eq!(
+            values.get("trustedZtunnelNamespace"),
+            None,
+            "same namespace"
+        );
+
+        let elsewhere = ambient.with_component("ztunnel", |c| {
+            c.namespace = Some("kube-system".to_owned());
+        });
+        assert_eq!(
+            values_for(&elsewhere)["trustedZtunnelNamespace"],
+            "kube-system"
         );
     }
 }

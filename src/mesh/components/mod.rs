@@ -16,6 +16,7 @@ macro_rules! values_layer {
     };
 }
 
+mod ambient;
 mod base;
 mod gateways;
 mod grafana;
@@ -38,6 +39,8 @@ pub fn all() -> Vec<Component> {
     vec![
         base::component(),
         istiod::component(),
+        ambient::istio_cni(),
+        ambient::ztunnel(),
         gateways::ingress(),
         gateways::egress(),
         prometheus::component(),
@@ -104,6 +107,7 @@ pub(crate) fn test_component(
         release_name: name,
         default_namespace: crate::mesh::catalog::DefaultNamespace::Mesh,
         enabled_by_default,
+        enabled_in_profile: None,
         depends_on,
         chart: TEST_CHART,
         values_layer: ("values/test.yaml", "{}"),

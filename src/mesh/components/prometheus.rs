@@ -32,6 +32,7 @@ pub fn component() -> Component {
         release_name: "prometheus",
         default_namespace: DefaultNamespace::Mesh,
         enabled_by_default: true,
+        enabled_in_profile: None,
         depends_on: &[],
         chart: super::addon_chart("prometheus", &CHART, env!("SMM_ADDON_TAG_PROMETHEUS")),
         values_layer: values_layer!("prometheus"),

@@ -25,6 +25,7 @@ pub fn component() -> Component {
         release_name: "tracing",
         default_namespace: DefaultNamespace::Mesh,
         enabled_by_default: false,
+        enabled_in_profile: None,
         depends_on: &[],
         chart: EmbeddedChart::new("tracing", &CHART),
         values_layer: values_layer!("tracing"),
