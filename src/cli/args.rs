@@ -117,6 +117,12 @@ pub(super) fn namespace_flag(text: &str) -> Result<String, String> {
     checked_flag(text, names::namespace)
 }
 
+/// clap's parser of a flag that takes one of a spec setting's values, spelt as in the
+/// ControlPlane (serde's error names the values it expected).
+pub(super) fn spec_value_flag<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned())).map_err(|e| e.to_string())
+}
+
 /// clap's parser of a flag that names a ControlPlane.
 pub(super) fn control_plane_flag(text: &str) -> Result<String, String> {
     checked_flag(text, names::control_plane_name)

@@ -8,7 +8,7 @@ use clap::Args;
 
 use std::sync::Arc;
 
-use smm::api::ControlPlaneSpec;
+use smm::api::{ControlPlaneSpec, Platform, Profile};
 use smm::desired::edit::{self, InstallOptions, Selection};
 use smm::desired::resolved::Resolved;
 use smm::engine::Scope;
@@ -36,6 +36,14 @@ pub struct InstallArgs {
     /// A YAML file of values for the component's chart (repeatable; --set wins over files)
     #[arg(short = 'f', long = "values", value_name = "FILE")]
     values: Vec<PathBuf>,
+    /// The data plane, stored as spec.profile: sidecar or ambient (with --all: ambient installs
+    /// the node agents istio-cni and ztunnel too)
+    #[arg(long, value_name = "PROFILE", value_parser = super::args::spec_value_flag::<Profile>)]
+    profile: Option<Profile>,
+    /// The Kubernetes distribution, stored as spec.platform: gke, k3d, k3s, microk8s, minikube
+    /// or openshift
+    #[arg(long, value_name = "PLATFORM", value_parser = super::args::spec_value_flag::<Platform>)]
+    platform: Option<Platform>,
     #[command(flatten)]
     change: ChangeArgs,
 }
@@ -76,6 +84,8 @@ pub async fn run_install(
     let options = InstallOptions {
         namespace: args.namespace.clone(),
         values,
+        profile: args.profile,
+        platform: args.platform,
     };
     let selection = selection(args.all, &args.components);
     let install = |spec: &mut ControlPlaneSpec, catalog: &Catalog| {

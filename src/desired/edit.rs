@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::api::{ComponentSpec, ControlPlaneSpec};
+use crate::api::{ComponentSpec, ControlPlaneSpec, Platform, Profile};
 use crate::mesh::catalog::Catalog;
 use crate::mesh::revisions::strategy::RevisionError;
 use crate::values::set::{self, SetError};
@@ -95,21 +95,42 @@ pub fn new_spec(catalog: &Catalog) -> ControlPlaneSpec {
 #[derive(Clone, Debug, Default)]
 pub struct InstallOptions {
     pub namespace: Option<String>,
+    /// `spec.profile` to set, before the selection is resolved (`--all` follows it).
+    pub profile: Option<Profile>,
+    /// `spec.platform` to set.
+    pub platform: Option<Platform>,
     /// Values to merge into the component's `valuesOverride`, in order (files, then `--set`).
     pub values: Vec<Value>,
 }
 
 /// Enables the selected components and everything they depend on. Returns the components the
-/// reconcile must cover. `--all` enables every component, not just those enabled by default.
+/// reconcile must cover. `--all` enables every component of the spec's profile, not just those
+/// enabled by default: the ambient node agents only under `ambient` (a sidecar mesh has no use
+/// for them; naming them still installs them).
 pub fn install(
     spec: &mut ControlPlaneSpec,
     catalog: &Catalog,
     selection: &Selection,
     options: &InstallOptions,
 ) -> Result<BTreeSet<String>, EditError> {
-    let named = selection.resolve(catalog)?;
+    let profile = options.profile.unwrap_or(spec.profile());
+    let mut named = selection.resolve(catalog)?;
+    if matches!(selection, Selection::All) {
+        named.retain(|name| {
+            catalog
+                .get(name)
+                .and_then(|component| component.enabled_in_profile)
+                .is_none_or(|only_in| only_in == profile)
+        });
+    }
     if (options.namespace.is_some() || !options.values.is_empty()) && named.len() != 1 {
         return Err(EditError::ValuesNeedOneComponent { count: named.len() });
+    }
+    if options.profile.is_some() {
+        spec.profile = options.profile;
+    }
+    if options.platform.is_some() {
+        spec.platform = options.platform;
     }
     let scope: BTreeSet<String> = catalog
         .with_dependencies(&named)
@@ -211,6 +232,7 @@ mod tests {
                 json!({"replicas": 2, "a": {"b": 1}}),
                 parse_set("a.c=x").unwrap(),
             ],
+            ..InstallOptions::default()
         };
         let scope = install(&mut spec, &catalog(), &named(&["gateway"]), &options).unwrap();
         assert_eq!(
@@ -279,5 +301,35 @@ mod tests {
         for bad in ["novalue", "=1", "a..b=1", ".a=1"] {
             assert!(parse_set(bad).is_err(), "{bad}");
         }
+    }
+
+    /// `--all` follows the profile: the ambient node agents come with `--profile ambient` (or a
+    /// stored ambient spec), not into a sidecar mesh; named, they are installed anyway.
+    #[test]
+    fn all_installs_the_components_of_the_profile() {
+        let catalog = Catalog::builtin().unwrap();
+        let enabled = |spec: &ControlPlaneSpec, name: &str| {
+            spec.components.get(name).and_then(|c| c.enabled) == Some(true)
+        };
+        let mut sidecar = new_spec(&catalog);
+        let options = InstallOptions::default();
+        install(&mut sidecar, &catalog, &Selection::All, &options).unwrap();
+        assert!(enabled(&sidecar, "tracing") && !enabled(&sidecar, "ztunnel"));
+        assert_eq!(sidecar.profile, None);
+
+        let mut ambient = new_spec(&catalog);
+        let options = InstallOptions {
+            profile: Some(Profile::Ambient),
+            platform: Some(Platform::K3s),
+            ..InstallOptions::default()
+        };
+        install(&mut ambient, &catalog, &Selection::All, &options).unwrap();
+        assert!(enabled(&ambient, "istio-cni") && enabled(&ambient, "ztunnel"));
+        assert_eq!(ambient.profile, Some(Profile::Ambient));
+        assert_eq!(ambient.platform, Some(Platform::K3s));
+
+        let options = InstallOptions::default();
+        install(&mut sidecar, &catalog, &named(&["ztunnel"]), &options).unwrap();
+        assert!(enabled(&sidecar, "istio-cni") && enabled(&sidecar, "ztunnel"));
     }
 }
