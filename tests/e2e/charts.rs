@@ -387,7 +387,12 @@ fn render_component(component: &str, values: Option<Value>) -> Vec<Value> {
         .into_iter()
         .find(|(name, _)| *name == component)
         .unwrap();
-    serde_yaml_ng::Deserializer::from_str(&rendered)
+    documents(&rendered)
+}
+
+/// The objects of a multi-document YAML rendering.
+fn documents(rendered: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(rendered)
         .filter_map(|document| Value::deserialize(document).ok())
         .filter(|object| !object.is_null())
         .collect()
@@ -726,4 +731,57 @@ fn the_jaeger_configuration_runs_jaeger() {
     services.sort_unstable();
     // Only what was sent: Jaeger does not trace itself into itself.
     assert_eq!(services, ["smm-e2e-otlp", "smm-e2e-zipkin"]);
+}
+
+/// Where istiod's meshConfig sends the proxies' spans while tracing is enabled is a Service the
+/// tracing chart renders, whose port leads to the pod port Jaeger's Zipkin receiver listens on;
+/// so is Istio's default address, `zipkin:9411`.
+#[test]
+fn the_proxies_tracing_address_reaches_jaegers_zipkin_receiver() {
+    let spec = everything_enabled("mesh", |_| None);
+    let catalog = Catalog::builtin().unwrap();
+    let desired = resolve(&catalog, &spec).unwrap();
+    let component = |name: &str| desired.iter().find(|d| d.name() == name).unwrap();
+    let address =
+        component("istiod").values["meshConfig"]["defaultConfig"]["tracing"]["zipkin"]["address"]
+            .as_str()
+            .expect("istiod's values name a Zipkin address")
+            .to_owned();
+    let tracing = component("tracing");
+    let objects = documents(&render(tracing));
+    let dir = tempfile::tempdir().unwrap();
+    let config = configuration_file(&objects, "config", dir.path());
+    let config: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
+    let receiver = config["receivers"]["zipkin"]["endpoint"].as_str().unwrap();
+    let container =
+        &object(&objects, "Deployment", "jaeger")["spec"]["template"]["spec"]["containers"][0];
+
+    let namespace = &tracing.release.namespace;
+    for address in [address, format!("zipkin.{namespace}.svc:9411")] {
+        let (host, port) = address.rsplit_once(':').unwrap();
+        let service = host
+            .strip_suffix(&format!(".{namespace}.svc"))
+            .unwrap_or_else(|| panic!("{address} is not a Service in {namespace}"));
+        let service = object(&objects, "Service", service);
+        assert_eq!(service["metadata"]["namespace"], namespace.as_str());
+        let target = service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["port"].as_u64() == port.parse().ok())
+            .unwrap_or_else(|| panic!("{address}: the Service has no port {port}"))["targetPort"]
+            .clone();
+        let pod_port = container["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == target)
+            .unwrap_or_else(|| panic!("{address}: no container port {target}"))["containerPort"]
+            .as_u64()
+            .unwrap();
+        assert!(
+            receiver.ends_with(&format!(":{pod_port}")),
+            "{address} leads to port {pod_port}, the Zipkin receiver listens on {receiver}"
+        );
+    }
 }
