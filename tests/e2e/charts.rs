@@ -735,7 +735,7 @@ fn the_jaeger_configuration_runs_jaeger() {
 
 /// Where istiod's meshConfig sends the proxies' spans while tracing is enabled is a Service the
 /// tracing chart renders, whose port leads to the pod port Jaeger's Zipkin receiver listens on;
-/// so is Istio's default address, `zipkin:9411`.
+/// so is the name Istio's defaults and documentation use, `zipkin:9411`.
 #[test]
 fn the_proxies_tracing_address_reaches_jaegers_zipkin_receiver() {
     let spec = everything_enabled("mesh", |_| None);
