@@ -12,8 +12,8 @@
 //! (`SMM_ISTIO_MIN_KUBERNETES_MINOR`, from the `min-kubernetes` file fetch.sh reads out of it).
 //!
 //! It passes on the image tags of the add-ons Istio's module tests with (its `samples/addons`,
-//! copied by fetch.sh): `SMM_ADDON_TAG_PROMETHEUS` and `SMM_ADDON_TAG_GRAFANA`, the tags smm's
-//! own charts of those add-ons install.
+//! copied by fetch.sh): `SMM_ADDON_TAG_PROMETHEUS`, `SMM_ADDON_TAG_GRAFANA` and
+//! `SMM_ADDON_TAG_JAEGER`, the tags smm's own charts of those add-ons install.
 //!
 //! It also writes Istio's CRDs (the base chart's `files/crd-all.gen.yaml`) to
 //! `$OUT_DIR/istio-crds.json` as one JSON array: smm applies them itself, and reading them as JSON
@@ -70,9 +70,10 @@ fn main() {
 
 /// The add-ons whose image tag smm takes from Istio's samples: the sample's file name and the
 /// image (without registry and tag) of its main container.
-const ADDON_IMAGES: [(&str, &str); 2] = [
+const ADDON_IMAGES: [(&str, &str); 3] = [
     ("prometheus", "prom/prometheus"),
     ("grafana", "grafana/grafana"),
+    ("jaeger", "jaegertracing/jaeger"),
 ];
 
 /// The tag of `image` in Istio's sample add-on `addon` (a line `image: "<registry>/<image>:<tag>"`).

@@ -25,7 +25,7 @@ trap stop_cluster EXIT
 
 # Compile while the plane starts: they take a while and none needs the others. The e2e tests run
 # Istio's istiod (pilot-discovery) as a local process, the GitOps test Argo CD's repo server
-# and application controller, the chart tests promtool; their build scripts cache them by
+# and application controller, the chart tests promtool and Jaeger; their build scripts cache them by
 # version, so only the first run (or a version bump) pays for a build. The fault campaign is not among --all-targets
 # (`test = false`), so it is named.
 cargo build --locked --all-targets --test faults &
@@ -36,11 +36,14 @@ scripts/argocd/build.sh >/dev/null &
 argocd_pid=$!
 scripts/prometheus/build.sh >/dev/null &
 promtool_pid=$!
+scripts/jaeger/build.sh >/dev/null &
+jaeger_pid=$!
 kubeconfig="$(scripts/cluster.sh up | tail -n 1)"
 wait "$build_pid"
 wait "$istiod_pid"
 wait "$argocd_pid"
 wait "$promtool_pid"
+wait "$jaeger_pid"
 export KUBECONFIG="$kubeconfig"
 export PATH="$root/.tools:$PATH"
 

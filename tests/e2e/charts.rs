@@ -358,25 +358,106 @@ fn kitchen_sinks_exist_only_for_components() {
     }
 }
 
-/// promtool from `scripts/prometheus/build.sh` (built once per version, cached).
-fn promtool() -> PathBuf {
-    let path = run(
-        &mut Command::new(repo_root().join("scripts/prometheus/build.sh")),
-        None,
-    );
+/// A binary built by one of our build scripts (once per version, cached), which prints its path
+/// last.
+fn built_by(script: &str) -> PathBuf {
+    let path = run(&mut Command::new(repo_root().join(script)), None);
     PathBuf::from(
         path.lines()
             .last()
-            .expect("build.sh prints promtool's path"),
+            .unwrap_or_else(|| panic!("{script} prints the binary's path")),
     )
 }
 
+/// The objects smm renders for `component` alone, enabled with `values` as its override.
+fn render_component(component: &str, values: Option<Value>) -> Vec<Value> {
+    let spec = ControlPlaneSpec {
+        components: [(
+            component.to_owned(),
+            ComponentSpec {
+                enabled: Some(true),
+                values_override: values,
+                ..ComponentSpec::default()
+            },
+        )]
+        .into(),
+        ..ControlPlaneSpec::default()
+    };
+    let (_, rendered) = render_all(&spec)
+        .into_iter()
+        .find(|(name, _)| *name == component)
+        .unwrap();
+    documents(&rendered)
+}
+
+/// The objects of a multi-document YAML rendering.
+fn documents(rendered: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(rendered)
+        .filter_map(|document| Value::deserialize(document).ok())
+        .filter(|object| !object.is_null())
+        .collect()
+}
+
+/// The rendered object of `kind` named `name`.
+fn object<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|object| object["kind"] == kind && object["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+}
+
+/// The configuration file the chart's workload runs with, as its pod sees it: the path in the
+/// container's `--<flag>=` argument, and the ConfigMap mounted at that path's directory. Every
+/// file of that ConfigMap is written to `dir`, so files that name each other relatively (rule
+/// files beside a configuration) find each other there as in the pod; returns the path in `dir`.
+fn configuration_file(objects: &[Value], flag: &str, dir: &std::path::Path) -> PathBuf {
+    let pod = &objects
+        .iter()
+        .find(|object| object["kind"] == "Deployment" || object["kind"] == "StatefulSet")
+        .expect("the chart renders a workload")["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let prefix = format!("--{flag}=");
+    let path = container["args"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|arg| arg.as_str()?.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("the container has no {prefix} argument"));
+    let (mount_path, file) = path.rsplit_once('/').unwrap();
+    let volume = container["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|mount| mount["mountPath"] == mount_path)
+        .unwrap_or_else(|| panic!("nothing is mounted at {mount_path}"))["name"]
+        .clone();
+    let config_map = pod["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == volume)
+        .and_then(|v| v["configMap"]["name"].as_str())
+        .unwrap_or_else(|| panic!("{mount_path} is not a ConfigMap"));
+    let data = object(objects, "ConfigMap", config_map)["data"]
+        .as_object()
+        .unwrap_or_else(|| panic!("ConfigMap {config_map} has no data"));
+    assert!(
+        data.contains_key(file),
+        "ConfigMap {config_map} has no {file}"
+    );
+    for (key, text) in data {
+        std::fs::write(dir.join(key), text.as_str().unwrap()).unwrap();
+    }
+    dir.join(file)
+}
+
 /// The configuration the prometheus chart renders, with defaults and with every feature on, is
-/// one the real Prometheus accepts: `promtool check config` of the very release smm installs
-/// (the Prometheus Istio's module tests with, which the chart's image runs).
+/// one the real Prometheus accepts, rules included: `promtool check config` and `promtool check
+/// rules` of the very release smm installs (the Prometheus Istio's module tests with, which the
+/// chart's image runs), on the files as the pod mounts them.
 #[test]
 fn the_prometheus_configuration_passes_promtool() {
-    let promtool = promtool();
+    let promtool = built_by("scripts/prometheus/build.sh");
     let version = run(Command::new(&promtool).arg("--version"), None);
     let catalog = Catalog::builtin().unwrap();
     let tag = catalog
@@ -391,36 +472,316 @@ fn the_prometheus_configuration_passes_promtool() {
         version.contains(&format!("version {}", tag.trim_start_matches('v'))),
         "promtool is not Prometheus {tag}: {version}"
     );
-    for values in [None, Some(kitchen_sink_values("prometheus"))] {
-        let spec = ControlPlaneSpec {
-            components: [(
-                "prometheus".to_owned(),
-                ComponentSpec {
-                    enabled: Some(true),
-                    values_override: values.clone(),
-                    ..ComponentSpec::default()
-                },
-            )]
-            .into(),
-            ..ControlPlaneSpec::default()
-        };
-        let (_, rendered) = render_all(&spec)
-            .into_iter()
-            .find(|(name, _)| *name == "prometheus")
-            .unwrap();
-        let config = serde_yaml_ng::Deserializer::from_str(&rendered)
-            .filter_map(|document| Value::deserialize(document).ok())
-            .find(|object| {
-                object["kind"] == "ConfigMap" && object["metadata"]["name"] == "prometheus"
-            })
-            .expect("the chart renders the prometheus ConfigMap");
+    // With defaults, Envoy's own statistics; every feature on adds ztunnel (ambient) and
+    // scrapes the proxies' merged metrics instead.
+    for (values, jobs) in [
+        (None, &["prometheus", "istiod", "envoy-stats"][..]),
+        (
+            Some(kitchen_sink_values("prometheus")),
+            &[
+                "prometheus",
+                "istiod",
+                "kubernetes-pods",
+                "ztunnel",
+                "node-exporter",
+            ],
+        ),
+    ] {
+        let objects = render_component("prometheus", values);
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("prometheus.yml");
-        std::fs::write(&file, config["data"]["prometheus.yml"].as_str().unwrap()).unwrap();
+        let file = configuration_file(&objects, "config.file", dir.path());
+        let config: Value =
+            serde_yaml_ng::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let rendered_jobs: Vec<&str> = config["scrape_configs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|job| job["job_name"].as_str().unwrap())
+            .collect();
+        assert_eq!(rendered_jobs, jobs);
+
+        // promtool reads the rule files the configuration names too, relative to it.
         let checked = run(
             Command::new(&promtool).args(["check", "config"]).arg(&file),
             None,
         );
-        assert!(checked.contains("SUCCESS"), "{checked}");
+        assert!(
+            checked.contains("SUCCESS: 1 rule files found") && checked.contains("is valid"),
+            "{checked}"
+        );
+        let rule_files = config["rule_files"].as_array().expect("rule_files");
+        for rules in rule_files {
+            let rules = dir.path().join(rules.as_str().unwrap());
+            let checked = run(
+                Command::new(&promtool).args(["check", "rules"]).arg(&rules),
+                None,
+            );
+            let found: usize = checked
+                .split_once("SUCCESS: ")
+                .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+                .unwrap_or_else(|| panic!("{checked}"));
+            assert!(found > 0, "{}: no rules: {checked}", rules.display());
+        }
+    }
+}
+
+/// A port nothing listens on now, one per name (all held open together, so all different).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: [std::net::TcpListener; N] =
+        std::array::from_fn(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    listeners.map(|listener| listener.local_addr().unwrap().port())
+}
+
+/// Status and body of one HTTP/1.0 request to 127.0.0.1 (1.0: the answer is never chunked and
+/// ends with the connection), or None while nothing answers.
+fn http(port: u16, method: &str, path: &str, json: Option<&str>) -> Option<(u16, String)> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let body = json.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let (_, body) = response.split_once("\r\n\r\n")?;
+    Some((status, body.to_owned()))
+}
+
+/// A process killed and reaped however the test ends.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The configuration the tracing chart renders runs the real Jaeger 2, and it does what the mesh
+/// needs: healthy on the probes' endpoint, spans received over Zipkin (what Istio's proxies
+/// send) and OTLP/HTTP, and both read back from the query API. The binary is the approved
+/// Jaeger module (scripts/jaeger/versions.env), an older v2 release than the chart's image; the
+/// chart keeps to configuration both accept. Only the listen address and ports are moved, by
+/// chart values, to loopback and free ports.
+#[test]
+fn the_jaeger_configuration_runs_jaeger() {
+    let jaeger = built_by("scripts/jaeger/build.sh");
+    let versions =
+        std::fs::read_to_string(repo_root().join("scripts/jaeger/versions.env")).unwrap();
+    let release = versions
+        .lines()
+        .find_map(|line| line.strip_prefix("JAEGER_RELEASE="))
+        .expect("versions.env names the release");
+    let version = run(Command::new(&jaeger).arg("version"), None);
+    assert!(
+        version.contains(release),
+        "jaeger is not {release}: {version}"
+    );
+
+    let names = [
+        "otlpGrpc",
+        "otlpHttp",
+        "zipkin",
+        "query",
+        "queryGrpc",
+        "health",
+        "metrics",
+    ];
+    let ports: std::collections::BTreeMap<&str, u16> =
+        names.into_iter().zip(free_ports::<7>()).collect();
+    let values = serde_json::json!({"listen": {"host": "127.0.0.1", "ports": ports}});
+    let objects = render_component("tracing", Some(values));
+    let dir = tempfile::tempdir().unwrap();
+    let config = configuration_file(&objects, "config", dir.path());
+    let log_path = dir.path().join("jaeger.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut process = KilledOnDrop(
+        Command::new(&jaeger)
+            .arg(format!("--config={}", config.display()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+
+    // Healthy where the readiness probe asks, by the port's name in the pod.
+    let container =
+        &object(&objects, "Deployment", "jaeger")["spec"]["template"]["spec"]["containers"][0];
+    let probe = &container["readinessProbe"]["httpGet"];
+    let probe_port = container["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|port| port["name"] == probe["port"])
+        .and_then(|port| port["containerPort"].as_u64())
+        .expect("the probe names a container port");
+    assert_eq!(probe_port, u64::from(ports["health"]));
+    let probe_path = probe["path"].as_str().unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = process.0.try_wait().unwrap() {
+            panic!(
+                "jaeger exited ({status}) with the rendered configuration:\n{}",
+                log()
+            );
+        }
+        if http(ports["health"], "GET", probe_path, None).is_some_and(|(code, _)| code == 200) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "jaeger was not healthy within 60s:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    // 128-bit ids whose high half is not zero (Jaeger shortens those), unique per run.
+    let trace_id = |n: u128| {
+        format!(
+            "{:032x}",
+            u128::from(std::process::id()) << 96 | (now.as_nanos() * 2 + n)
+        )
+    };
+    let zipkin_trace = trace_id(0);
+    let zipkin_span = serde_json::json!([{
+        "traceId": zipkin_trace,
+        "id": "00000000000000a1",
+        "name": "zipkin-operation",
+        "kind": "SERVER",
+        "timestamp": now.as_micros() as u64,
+        "duration": 1500,
+        "localEndpoint": {"serviceName": "smm-e2e-zipkin"},
+    }]);
+    let (code, body) = http(
+        ports["zipkin"],
+        "POST",
+        "/api/v2/spans",
+        Some(&zipkin_span.to_string()),
+    )
+    .expect("the Zipkin receiver answers");
+    assert!((200..300).contains(&code), "Zipkin: {code} {body}");
+    let otlp_trace = trace_id(1);
+    let otlp_span = serde_json::json!({"resourceSpans": [{
+        "resource": {"attributes": [
+            {"key": "service.name", "value": {"stringValue": "smm-e2e-otlp"}},
+        ]},
+        "scopeSpans": [{"spans": [{
+            "traceId": otlp_trace,
+            "spanId": "00000000000000b1",
+            "name": "otlp-operation",
+            "kind": 2,
+            "startTimeUnixNano": now.as_nanos().to_string(),
+            "endTimeUnixNano": (now.as_nanos() + 1_500_000).to_string(),
+        }]}],
+    }]});
+    let (code, body) = http(
+        ports["otlpHttp"],
+        "POST",
+        "/v1/traces",
+        Some(&otlp_span.to_string()),
+    )
+    .expect("the OTLP receiver answers");
+    assert!((200..300).contains(&code), "OTLP: {code} {body}");
+
+    // Stored and queryable: each trace by its id, with its span and service.
+    for (trace, operation, service) in [
+        (&zipkin_trace, "zipkin-operation", "smm-e2e-zipkin"),
+        (&otlp_trace, "otlp-operation", "smm-e2e-otlp"),
+    ] {
+        let path = format!("/api/traces/{trace}");
+        let started = std::time::Instant::now();
+        let trace = loop {
+            if let Some((200, body)) = http(ports["query"], "GET", &path, None) {
+                break serde_json::from_str::<Value>(&body).unwrap();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{path} was not found within 30s:\n{}",
+                log()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        };
+        let trace = &trace["data"][0];
+        assert_eq!(trace["spans"][0]["operationName"], operation, "{trace}");
+        let sender = &trace["processes"][trace["spans"][0]["processID"].as_str().unwrap()];
+        assert_eq!(sender["serviceName"], service, "{trace}");
+    }
+    let (_, services) = http(ports["query"], "GET", "/api/services", None).unwrap();
+    let services: Value = serde_json::from_str(&services).unwrap();
+    let mut services: Vec<&str> = services["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    services.sort_unstable();
+    // Only what was sent: Jaeger does not trace itself into itself.
+    assert_eq!(services, ["smm-e2e-otlp", "smm-e2e-zipkin"]);
+}
+
+/// Where istiod's meshConfig sends the proxies' spans while tracing is enabled is a Service the
+/// tracing chart renders, whose port leads to the pod port Jaeger's Zipkin receiver listens on;
+/// so is the name Istio's defaults and documentation use, `zipkin:9411`.
+#[test]
+fn the_proxies_tracing_address_reaches_jaegers_zipkin_receiver() {
+    let spec = everything_enabled("mesh", |_| None);
+    let catalog = Catalog::builtin().unwrap();
+    let desired = resolve(&catalog, &spec).unwrap();
+    let component = |name: &str| desired.iter().find(|d| d.name() == name).unwrap();
+    let address =
+        component("istiod").values["meshConfig"]["defaultConfig"]["tracing"]["zipkin"]["address"]
+            .as_str()
+            .expect("istiod's values name a Zipkin address")
+            .to_owned();
+    let tracing = component("tracing");
+    let objects = documents(&render(tracing));
+    let dir = tempfile::tempdir().unwrap();
+    let config = configuration_file(&objects, "config", dir.path());
+    let config: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
+    let receiver = config["receivers"]["zipkin"]["endpoint"].as_str().unwrap();
+    let container =
+        &object(&objects, "Deployment", "jaeger")["spec"]["template"]["spec"]["containers"][0];
+
+    let namespace = &tracing.release.namespace;
+    for address in [address, format!("zipkin.{namespace}.svc:9411")] {
+        let (host, port) = address.rsplit_once(':').unwrap();
+        let service = host
+            .strip_suffix(&format!(".{namespace}.svc"))
+            .unwrap_or_else(|| panic!("{address} is not a Service in {namespace}"));
+        let service = object(&objects, "Service", service);
+        assert_eq!(service["metadata"]["namespace"], namespace.as_str());
+        let target = service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["port"].as_u64() == port.parse().ok())
+            .unwrap_or_else(|| panic!("{address}: the Service has no port {port}"))["targetPort"]
+            .clone();
+        let pod_port = container["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == target)
+            .unwrap_or_else(|| panic!("{address}: no container port {target}"))["containerPort"]
+            .as_u64()
+            .unwrap();
+        assert!(
+            receiver.ends_with(&format!(":{pod_port}")),
+            "{address} leads to port {pod_port}, the Zipkin receiver listens on {receiver}"
+        );
     }
 }

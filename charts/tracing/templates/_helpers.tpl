@@ -19,3 +19,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "tracing.image" -}}
 {{ .Values.global.imageRegistry }}/{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end }}
+
+{{- /* host:port of one of Jaeger's servers, an IPv6 host in brackets. */}}
+{{- define "tracing.endpoint" -}}
+{{- $host := .root.Values.listen.host -}}
+{{- if contains ":" $host }}{{ $host = printf "[%s]" $host }}{{ end -}}
+{{ $host }}:{{ get .root.Values.listen.ports .port }}
+{{- end }}

@@ -238,25 +238,27 @@ mod addon_tests {
     use super::*;
 
     /// Our add-on charts run the very images Istio's module tests with: registry, repository
-    /// and tag as its `samples/addons` name them.
+    /// and tag as its `samples/addons` name them (`jaeger.yaml` for tracing).
     #[test]
     fn addon_images_are_those_of_istios_samples() {
-        for component in [prometheus::component(), grafana::component()] {
+        for (component, sample) in [
+            (prometheus::component(), "prometheus"),
+            (grafana::component(), "grafana"),
+            (tracing::component(), "jaeger"),
+        ] {
             let defaults = component.chart.default_values().unwrap();
             let tag = component.chart.metadata().unwrap().app_version.unwrap();
             let repository = defaults["image"]["repository"].as_str().unwrap();
             let image = format!("{DEFAULT_IMAGE_REGISTRY}/{repository}:{tag}");
-            let sample = std::fs::read_to_string(format!(
-                "{}/.upstream/istio/addons/{}.yaml",
+            let manifest = std::fs::read_to_string(format!(
+                "{}/.upstream/istio/addons/{sample}.yaml",
                 env!("CARGO_MANIFEST_DIR"),
-                component.name
             ))
             .unwrap();
             assert!(
-                sample.contains(&format!("image: \"{image}\"")),
-                "{} runs {image}, not what samples/addons/{}.yaml runs",
+                manifest.contains(&format!("image: \"{image}\"")),
+                "{} runs {image}, not what samples/addons/{sample}.yaml runs",
                 component.name,
-                component.name
             );
         }
     }
