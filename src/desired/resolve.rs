@@ -266,7 +266,8 @@ mod tests {
                 "egress-gateway",
                 "prometheus",
                 "grafana",
-                "tracing"
+                "tracing",
+                "kiali"
             ]
         );
         let istiod = &desired[1];
@@ -295,7 +296,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "spec.components.istio-d: unknown component (known components: base, istiod, \
-             ingress-gateway, egress-gateway, prometheus, grafana, tracing)"
+             ingress-gateway, egress-gateway, prometheus, grafana, tracing, kiali)"
         );
     }
 

@@ -291,7 +291,7 @@ fn an_image_registry_rewrites_every_image() {
                 );
             }
         }
-        // istiod, its injector's hub, prometheus, grafana, jaeger.
+        // istiod, its injector's hub, prometheus, grafana, jaeger, kiali.
         assert!(images >= 5, "only {images} images found");
     }
 }
@@ -305,7 +305,7 @@ fn the_add_on_charts_quote_the_image_registry() {
     let values = serde_json::json!({"global": {"imageRegistry": injected}});
     let values = smm::helm::chart::write_values_file(values_dir.path(), &values).unwrap();
     let catalog = Catalog::builtin().unwrap();
-    for component in ["prometheus", "grafana", "tracing"] {
+    for component in ["prometheus", "grafana", "tracing", "kiali"] {
         let chart = catalog.get(component).unwrap().chart.materialize().unwrap();
         let rendered = run(
             Command::new(HelmTool::Helm4.path())

@@ -21,6 +21,7 @@ mod gateways;
 mod grafana;
 pub(crate) mod istio;
 mod istiod;
+mod kiali;
 mod prometheus;
 mod tracing;
 
@@ -43,6 +44,7 @@ pub fn all() -> Vec<Component> {
         prometheus::component(),
         grafana::component(),
         tracing::component(),
+        kiali::component(),
     ]
 }
 
@@ -237,11 +239,15 @@ mod addon_tests {
     /// and tag as its `samples/addons` name them.
     #[test]
     fn addon_images_are_those_of_istios_samples() {
-        for component in [prometheus::component(), grafana::component()] {
+        for (component, registry) in [
+            (prometheus::component(), DEFAULT_IMAGE_REGISTRY),
+            (grafana::component(), DEFAULT_IMAGE_REGISTRY),
+            (kiali::component(), kiali::DEFAULT_REGISTRY),
+        ] {
             let defaults = component.chart.default_values().unwrap();
             let tag = component.chart.metadata().unwrap().app_version.unwrap();
             let repository = defaults["image"]["repository"].as_str().unwrap();
-            let image = format!("{DEFAULT_IMAGE_REGISTRY}/{repository}:{tag}");
+            let image = format!("{registry}/{repository}:{tag}");
             let sample = std::fs::read_to_string(format!(
                 "{}/.upstream/istio/addons/{}.yaml",
                 env!("CARGO_MANIFEST_DIR"),
