@@ -27,7 +27,7 @@ async fn phase(client: &kube::Client, control_plane: &str, component: &str) -> C
         .get(control_plane)
         .await
         .unwrap();
-    stored.status.unwrap().components[component].phase.clone()
+    stored.status.unwrap().components[component].phase
 }
 
 #[tokio::test]
