@@ -12,8 +12,14 @@
 //! (`SMM_ISTIO_MIN_KUBERNETES_MINOR`, from the `min-kubernetes` file fetch.sh reads out of it).
 //!
 //! It passes on the image tags of the add-ons Istio's module tests with (its `samples/addons`,
-//! copied by fetch.sh): `SMM_ADDON_TAG_PROMETHEUS`, `SMM_ADDON_TAG_GRAFANA` and
-//! `SMM_ADDON_TAG_JAEGER`, the tags smm's own charts of those add-ons install.
+//! copied by fetch.sh): `SMM_ADDON_TAG_PROMETHEUS`, `SMM_ADDON_TAG_GRAFANA`,
+//! `SMM_ADDON_TAG_JAEGER` and `SMM_ADDON_TAG_KIALI`, the tags smm's own charts of those add-ons
+//! install.
+//!
+//! It compacts Istio's Grafana dashboards (fetch.sh copies them out of the module's
+//! `manifests/addons/dashboards`) into `$OUT_DIR/grafana-dashboards/`, one JSON line each, which
+//! the grafana chart embeds: the same dashboards in about 60% of the bytes, in the ConfigMaps and in
+//! the helm release record that carries them.
 //!
 //! It also writes Istio's CRDs (the base chart's `files/crd-all.gen.yaml`) to
 //! `$OUT_DIR/istio-crds.json` as one JSON array: smm applies them itself, and reading them as JSON
@@ -28,6 +34,9 @@ const UPSTREAM: &str = ".upstream/istio";
 /// Istio's CRDs in the base chart, and the JSON build.rs makes of them in `$OUT_DIR`.
 const CRD_FILE: &str = "files/crd-all.gen.yaml";
 const CRDS_JSON: &str = "istio-crds.json";
+/// Istio's dashboards as fetch.sh copied them, and where build.rs writes them compacted.
+const DASHBOARDS: &str = "dashboards";
+const DASHBOARDS_OUT: &str = "grafana-dashboards";
 
 fn main() {
     let root = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
@@ -61,6 +70,12 @@ fn main() {
             if let Err(message) = crds_to_json(&charts, &Path::new(&out).join(CRDS_JSON)) {
                 println!("cargo::error={message}");
             }
+            let dashboards = root.join(UPSTREAM).join(DASHBOARDS);
+            if let Err(message) =
+                compact_dashboards(&dashboards, &Path::new(&out).join(DASHBOARDS_OUT))
+            {
+                println!("cargo::error={message}");
+            }
         }
         Err(message) => {
             println!("cargo::error={message}");
@@ -70,13 +85,15 @@ fn main() {
 
 /// The add-ons whose image tag smm takes from Istio's samples: the sample's file name and the
 /// image (without registry and tag) of its main container.
-const ADDON_IMAGES: [(&str, &str); 3] = [
+const ADDON_IMAGES: [(&str, &str); 4] = [
     ("prometheus", "prom/prometheus"),
     ("grafana", "grafana/grafana"),
     ("jaeger", "jaegertracing/jaeger"),
+    ("kiali", "kiali/kiali"),
 ];
 
-/// The tag of `image` in Istio's sample add-on `addon` (a line `image: "<registry>/<image>:<tag>"`).
+/// The tag of `image` in Istio's sample add-on `addon` (a line `image: "<registry>/<image>:<tag>"`,
+/// or `- image: ...` where the container list starts with it, as Kiali's does).
 fn addon_tag(root: &Path, addon: &str, image: &str) -> Result<String, String> {
     let path = root
         .join(UPSTREAM)
@@ -85,7 +102,12 @@ fn addon_tag(root: &Path, addon: &str, image: &str) -> Result<String, String> {
     let text = std::fs::read_to_string(&path)
         .map_err(|_| format!("{} is missing: run scripts/istio/fetch.sh", path.display()))?;
     text.lines()
-        .filter_map(|line| line.trim().strip_prefix("image:"))
+        .filter_map(|line| {
+            let line = line.trim();
+            line.strip_prefix("- ")
+                .unwrap_or(line)
+                .strip_prefix("image:")
+        })
         .map(|value| value.trim().trim_matches('"'))
         .find_map(|reference| {
             let (name, tag) = reference.rsplit_once(':')?;
@@ -150,6 +172,38 @@ fn crds_to_json(charts: &Path, out: &Path) -> Result<(), String> {
         .map_err(|error| format!("{}: invalid YAML: {error}", file.display()))?;
     let json = serde_json::to_string(&documents).expect("JSON values serialize");
     std::fs::write(out, json).map_err(|error| format!("cannot write {}: {error}", out.display()))
+}
+
+/// Every `*.json` of `from`, parsed (so a broken file stops the build) and written to `to` as
+/// one line. Grafana reads the keys, not their order, so the order serde_json writes is fine.
+fn compact_dashboards(from: &Path, to: &Path) -> Result<(), String> {
+    let missing = || format!("{} is missing: run scripts/istio/fetch.sh", from.display());
+    let entries = std::fs::read_dir(from).map_err(|_| missing())?;
+    // A stale file of an earlier build must not survive into the chart.
+    let _ = std::fs::remove_dir_all(to);
+    std::fs::create_dir_all(to)
+        .map_err(|error| format!("cannot create {}: {error}", to.display()))?;
+    let mut count = 0;
+    for entry in entries {
+        let path = entry
+            .map_err(|error| format!("cannot list {}: {error}", from.display()))?
+            .path();
+        if path.extension().is_none_or(|extension| extension != "json") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+        let dashboard: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|error| format!("{}: invalid JSON: {error}", path.display()))?;
+        let out = to.join(path.file_name().expect("a listed file has a name"));
+        std::fs::write(&out, dashboard.to_string())
+            .map_err(|error| format!("cannot write {}: {error}", out.display()))?;
+        count += 1;
+    }
+    if count == 0 {
+        return Err(missing());
+    }
+    Ok(())
 }
 
 /// The chart names of the chart list: each line's first word, skipping comments and blank lines.

@@ -7,6 +7,9 @@
 #   .upstream/istio/charts/<name>   each chart of charts.txt (base with files/crd-all.gen.yaml)
 #   .upstream/istio/addons/<name>.yaml  Istio's sample add-ons (prometheus, grafana, jaeger,
 #                                   kiali), whose image tags smm's own add-on charts install
+#   .upstream/istio/dashboards/<name>.json  Istio's Grafana dashboards (manifests/addons/dashboards,
+#                                   named as Istio's own Grafana sample names them), which the
+#                                   build compacts into the grafana chart
 #   .upstream/istio/min-kubernetes  the oldest Kubernetes minor version Istio supports, as
 #                                   istioctl's precheck reads it (MinK8SVersion), for `smm check`
 #   .upstream/istio/stamp           what was fetched (version, module checksum, chart names)
@@ -42,7 +45,7 @@ up_to_date() {
 	for spec in "${charts[@]}"; do
 		[[ -f "$dest/charts/${spec%% *}/Chart.yaml" ]] || return 1
 	done
-	[[ -s "$dest/min-kubernetes" && -f "$dest/addons/prometheus.yaml" ]]
+	[[ -s "$dest/min-kubernetes" && -f "$dest/addons/prometheus.yaml" && -d "$dest/dashboards" ]]
 }
 
 if up_to_date; then
@@ -94,6 +97,18 @@ mkdir "$staging/addons"
 for addon in prometheus grafana jaeger kiali; do
 	cp --no-preserve=mode,ownership "$module_dir/samples/addons/$addon.yaml" "$staging/addons/"
 done
+# Istio's Grafana dashboards, the JSON files beside their jsonnet sources (jsonnetfile*.json are
+# the generator's, not dashboards). Generated ones lose their `.gen`, as in Istio's own sample.
+mkdir "$staging/dashboards"
+for dashboard in "$module_dir"/manifests/addons/dashboards/*.json; do
+	name="$(basename "$dashboard")"
+	[[ "$name" == jsonnetfile* ]] && continue
+	cp --no-preserve=mode,ownership "$dashboard" "$staging/dashboards/${name/.gen.json/.json}"
+done
+[[ -n "$(ls "$staging/dashboards")" ]] || {
+	echo "fetch: istio.io/istio@$version has no dashboards in manifests/addons/dashboards" >&2
+	exit 1
+}
 printf '%s\n' "$stamp_text" >"$staging/stamp"
 chmod 755 "$staging"
 

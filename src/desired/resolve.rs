@@ -268,7 +268,8 @@ mod tests {
                 "egress-gateway",
                 "prometheus",
                 "grafana",
-                "tracing"
+                "tracing",
+                "kiali"
             ]
         );
         let istiod = &desired[1];
@@ -297,7 +298,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "spec.components.istio-d: unknown component (known components: base, istiod, \
-             istio-cni, ztunnel, ingress-gateway, egress-gateway, prometheus, grafana, tracing)"
+             istio-cni, ztunnel, ingress-gateway, egress-gateway, prometheus, grafana, tracing, kiali)"
         );
     }
 

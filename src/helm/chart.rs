@@ -61,6 +61,8 @@ pub enum ChartError {
         #[source]
         source: io::Error,
     },
+    #[error("chart {chart}: {path} is both a file of the chart and one added at build time")]
+    Overlaid { chart: String, path: String },
     #[error("cannot write values file {}: {source}", path.display())]
     WriteValues {
         path: PathBuf,
@@ -86,6 +88,18 @@ pub struct EmbeddedChart {
     name: &'static str,
     dir: &'static Dir<'static>,
     metadata: Option<MetadataOverride>,
+    overlay: Option<Overlay>,
+}
+
+/// Files a chart gets at build time beside those of its source directory, below one directory
+/// of the chart: what is derived from upstream and never committed (Istio's Grafana dashboards,
+/// compacted by build.rs, in the grafana chart). helm sees them as chart files, and they count in
+/// the chart's digest like any other.
+#[derive(Clone, Copy, Debug)]
+pub struct Overlay {
+    /// The directory of the chart the files go to, `/`-separated (`dashboards`).
+    pub at: &'static str,
+    pub dir: &'static Dir<'static>,
 }
 
 /// What smm says about a chart in place of its own `Chart.yaml`, for charts embedded from
@@ -106,6 +120,7 @@ pub struct MetadataOverride {
 struct ChartKey {
     dir: usize,
     metadata: Option<MetadataOverride>,
+    overlay: Option<(&'static str, usize)>,
 }
 
 /// What is read from embedded charts, once per chart for the life of the process: their files
@@ -160,6 +175,15 @@ impl EmbeddedChart {
             name,
             dir,
             metadata: None,
+            overlay: None,
+        }
+    }
+
+    /// The same chart with `overlay`'s files added.
+    pub const fn with_overlay(self, overlay: Overlay) -> Self {
+        Self {
+            overlay: Some(overlay),
+            ..self
         }
     }
 
@@ -190,6 +214,9 @@ impl EmbeddedChart {
         ChartKey {
             dir: std::ptr::from_ref(self.dir) as usize,
             metadata: self.metadata,
+            overlay: self
+                .overlay
+                .map(|overlay| (overlay.at, std::ptr::from_ref(overlay.dir) as usize)),
         }
     }
 
@@ -228,7 +255,8 @@ impl EmbeddedChart {
         }
     }
 
-    /// Every file of the chart as helm gets it (see [`chart_files`]), `Chart.yaml` overridden.
+    /// Every file of the chart as helm gets it (see [`chart_files`]), `Chart.yaml` overridden,
+    /// the overlay's files added, sorted by path.
     pub(crate) fn files(&self) -> Result<Vec<ChartFile<'static>>, ChartError> {
         let mut files = chart_files(self.dir);
         if self.metadata.is_some() {
@@ -236,6 +264,19 @@ impl EmbeddedChart {
             if let Some(file) = files.iter_mut().find(|f| f.relative_path == CHART_FILE) {
                 file.contents = chart_file;
             }
+        }
+        if let Some(overlay) = self.overlay {
+            for mut file in chart_files(overlay.dir) {
+                file.relative_path = format!("{}/{}", overlay.at, file.relative_path);
+                if files.iter().any(|f| f.relative_path == file.relative_path) {
+                    return Err(ChartError::Overlaid {
+                        chart: self.name.to_owned(),
+                        path: file.relative_path,
+                    });
+                }
+                files.push(file);
+            }
+            files.sort_unstable_by(|a, b| a.relative_path.cmp(&b.relative_path));
         }
         Ok(files)
     }
@@ -553,6 +594,74 @@ mod tests {
         assert_eq!(metadata.app_version.as_deref(), Some("9.9.9"));
         assert_eq!(metadata.version, TINY.metadata().unwrap().version);
         assert_eq!(metadata.description, TINY.metadata().unwrap().description);
+    }
+
+    #[test]
+    fn an_overlay_is_written_out_and_digested_below_its_directory() {
+        static EXTRA: Dir<'static> = Dir::new(
+            "out/extra",
+            &[
+                DirEntry::File(File::new("out/extra/a.json", b"{}")),
+                DirEntry::Dir(Dir::new(
+                    "out/extra/sub",
+                    &[DirEntry::File(File::new("out/extra/sub/b.json", b"[]"))],
+                )),
+            ],
+        );
+        let overlay = |at| Overlay { at, dir: &EXTRA };
+        let chart = TINY.with_overlay(overlay("files"));
+        let paths: Vec<String> = chart
+            .files()
+            .unwrap()
+            .into_iter()
+            .map(|file| file.relative_path)
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "Chart.yaml",
+                "files/a.json",
+                "files/sub/b.json",
+                "templates/configmap.yaml",
+                "templates/hook.yaml",
+                "templates/serviceaccount.yaml",
+                "values.yaml"
+            ]
+        );
+        let written = chart.materialize().unwrap();
+        let mut on_disk = read_tree(written.path());
+        assert_eq!(on_disk.remove("files/a.json").unwrap(), b"{}");
+        assert_eq!(on_disk.remove("files/sub/b.json").unwrap(), b"[]");
+        assert_eq!(on_disk, read_tree(Path::new(FIXTURE)));
+        // The overlay counts in the digest, and so does where it goes; the chart's own
+        // metadata and values are untouched.
+        let digests =
+            [TINY, chart, TINY.with_overlay(overlay("other"))].map(|c| c.digest().unwrap());
+        assert_ne!(digests[0], digests[1]);
+        assert_ne!(digests[1], digests[2]);
+        assert_eq!(chart.metadata().unwrap(), TINY.metadata().unwrap());
+        assert_eq!(
+            chart.default_values().unwrap(),
+            TINY.default_values().unwrap()
+        );
+    }
+
+    #[test]
+    fn an_overlay_may_not_replace_a_file_of_the_chart() {
+        static TEMPLATE: Dir<'static> = Dir::new(
+            "",
+            &[DirEntry::File(File::new("configmap.yaml", b"kind: Secret"))],
+        );
+        let chart = TINY.with_overlay(Overlay {
+            at: "templates",
+            dir: &TEMPLATE,
+        });
+        assert_eq!(
+            chart.files().err().map(|err| err.to_string()).as_deref(),
+            Some(
+                "chart tiny: templates/configmap.yaml is both a file of the chart and one added at build time"
+            )
+        );
     }
 
     #[test]

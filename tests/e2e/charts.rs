@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use smm::api::objects::{NativeObject, Presence};
 use smm::api::{ComponentSpec, ControlPlaneSpec};
@@ -291,7 +291,7 @@ fn an_image_registry_rewrites_every_image() {
                 );
             }
         }
-        // istiod, its injector's hub, prometheus, grafana, jaeger.
+        // istiod, its injector's hub, prometheus, grafana, jaeger, kiali.
         assert!(images >= 5, "only {images} images found");
     }
 }
@@ -305,7 +305,7 @@ fn the_add_on_charts_quote_the_image_registry() {
     let values = serde_json::json!({"global": {"imageRegistry": injected}});
     let values = smm::helm::chart::write_values_file(values_dir.path(), &values).unwrap();
     let catalog = Catalog::builtin().unwrap();
-    for component in ["prometheus", "grafana", "tracing"] {
+    for component in ["prometheus", "grafana", "tracing", "kiali"] {
         let chart = catalog.get(component).unwrap().chart.materialize().unwrap();
         let rendered = run(
             Command::new(HelmTool::Helm4.path())
@@ -784,4 +784,93 @@ fn the_proxies_tracing_address_reaches_jaegers_zipkin_receiver() {
             "{address} leads to port {pod_port}, the Zipkin receiver listens on {receiver}"
         );
     }
+}
+
+/// The grafana release holds every dashboard of the pinned Istio module (fetched into
+/// `.upstream/istio/dashboards`), each by its title and uid, mounted into the directory its
+/// provider reads and queried through the default Prometheus data source; its helm record
+/// stays far below what a release Secret holds.
+#[test]
+fn the_grafana_release_holds_every_dashboard_of_istios_module() {
+    let ids = |dashboard: &Value| (dashboard["title"].clone(), dashboard["uid"].clone());
+    let mut istio: Vec<(Value, Value)> =
+        std::fs::read_dir(repo_root().join(".upstream/istio/dashboards"))
+            .unwrap()
+            .map(|entry| {
+                let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+                ids(&serde_json::from_str(&text).unwrap())
+            })
+            .collect();
+    istio.sort_by_key(|(title, _)| title.to_string());
+    assert!(istio.len() >= 5, "{istio:?}");
+
+    let spec = ControlPlaneSpec::default().with_enabled("grafana", true);
+    let catalog = Catalog::builtin().unwrap();
+    let desired = resolve(&catalog, &spec).unwrap();
+    let grafana = desired.iter().find(|d| d.name() == "grafana").unwrap();
+    let manifest = render(grafana);
+    let objects: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&manifest)
+        .filter_map(|document| Value::deserialize(document).ok())
+        .filter(|object| !object.is_null())
+        .collect();
+    let config_maps = || objects.iter().filter(|o| o["kind"] == "ConfigMap");
+    let mut rendered: Vec<(Value, Value)> = config_maps()
+        .filter(|o| {
+            o["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("grafana-dashboard-")
+        })
+        .flat_map(|o| o["data"].as_object().unwrap().values())
+        .map(|json| ids(&serde_json::from_str(json.as_str().unwrap()).unwrap()))
+        .collect();
+    rendered.sort_by_key(|(title, _)| title.to_string());
+    assert_eq!(rendered, istio);
+
+    let provisioning = config_maps()
+        .find(|o| o["metadata"]["name"] == "grafana-provisioning")
+        .unwrap();
+    let datasources: Value =
+        serde_yaml_ng::from_str(provisioning["data"]["datasources.yaml"].as_str().unwrap())
+            .unwrap();
+    let prometheus = &datasources["datasources"][0];
+    assert_eq!(
+        (
+            &prometheus["name"],
+            &prometheus["type"],
+            &prometheus["isDefault"]
+        ),
+        (&json!("Prometheus"), &json!("prometheus"), &json!(true))
+    );
+    assert_eq!(prometheus["url"], "http://prometheus.istio-system.svc:9090");
+    let providers: Value =
+        serde_yaml_ng::from_str(provisioning["data"]["dashboards.yaml"].as_str().unwrap()).unwrap();
+    let path = providers["providers"][0]["options"]["path"].clone();
+    let deployment = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == path)
+        .unwrap_or_else(|| panic!("nothing is mounted at the provider's {path}"));
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    assert_eq!(
+        volume["projected"]["sources"].as_array().unwrap().len(),
+        istio.len()
+    );
+
+    let size =
+        smm::helm::record_size::estimate(&grafana.chart, &grafana.values, &manifest).unwrap();
+    assert!(
+        size.encoded < size.limit / 4,
+        "the grafana release's record is {} of {} bytes",
+        size.encoded,
+        size.limit
+    );
 }

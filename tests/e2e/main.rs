@@ -8,6 +8,7 @@ mod engine;
 mod failures;
 mod helm_runner;
 mod istio;
+mod kiali;
 mod local_plane;
 mod migration;
 mod readiness;

@@ -19,3 +19,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "grafana.image" -}}
 {{ .Values.global.imageRegistry }}/{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end }}
+
+{{- /* The ConfigMap holding the dashboard file at path `.` (dashboards/<name>.json). */}}
+{{- define "grafana.dashboardConfigMap" -}}
+grafana-dashboard-{{ base . | trimSuffix ".json" }}
+{{- end }}

@@ -22,6 +22,7 @@ mod gateways;
 mod grafana;
 pub(crate) mod istio;
 mod istiod;
+mod kiali;
 mod prometheus;
 mod tracing;
 
@@ -46,6 +47,7 @@ pub fn all() -> Vec<Component> {
         prometheus::component(),
         grafana::component(),
         tracing::component(),
+        kiali::component(),
     ]
 }
 
@@ -241,15 +243,20 @@ mod addon_tests {
     /// and tag as its `samples/addons` name them (`jaeger.yaml` for tracing).
     #[test]
     fn addon_images_are_those_of_istios_samples() {
-        for (component, sample) in [
-            (prometheus::component(), "prometheus"),
-            (grafana::component(), "grafana"),
-            (tracing::component(), "jaeger"),
+        for (component, sample, registry) in [
+            (
+                prometheus::component(),
+                "prometheus",
+                DEFAULT_IMAGE_REGISTRY,
+            ),
+            (grafana::component(), "grafana", DEFAULT_IMAGE_REGISTRY),
+            (tracing::component(), "jaeger", DEFAULT_IMAGE_REGISTRY),
+            (kiali::component(), "kiali", kiali::DEFAULT_REGISTRY),
         ] {
             let defaults = component.chart.default_values().unwrap();
             let tag = component.chart.metadata().unwrap().app_version.unwrap();
             let repository = defaults["image"]["repository"].as_str().unwrap();
-            let image = format!("{DEFAULT_IMAGE_REGISTRY}/{repository}:{tag}");
+            let image = format!("{registry}/{repository}:{tag}");
             let manifest = std::fs::read_to_string(format!(
                 "{}/.upstream/istio/addons/{sample}.yaml",
                 env!("CARGO_MANIFEST_DIR"),

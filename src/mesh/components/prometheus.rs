@@ -50,13 +50,19 @@ pub(super) fn url(context: &ComponentContext<'_>) -> String {
 }
 
 fn managed_values(context: &ComponentContext<'_>) -> serde_json::Value {
-    json!({
+    let mut values = json!({
         "global": {
             // istiod's metrics are scraped in its namespace.
             "istioNamespace": super::istiod::istiod_namespace(context),
             "imageRegistry": image_registry(context.spec),
         },
-    })
+    });
+    // ztunnel is scraped (and alerted on) exactly while the mesh runs it, where it runs.
+    let ztunnel = context.placement_of("ztunnel");
+    if ztunnel.enabled {
+        values["ambient"] = json!({"enabled": true, "namespace": ztunnel.namespace});
+    }
+    values
 }
 
 fn native_objects(context: &ComponentContext<'_>) -> Vec<NativeObject> {
@@ -117,20 +123,40 @@ mod tests {
         );
     }
 
+    fn values_for(spec: &ControlPlaneSpec) -> serde_json::Value {
+        managed_values(&ComponentContext {
+            spec,
+            namespace: "monitoring",
+            enabled: true,
+            placements: &crate::mesh::components::test_placements(spec),
+            revision: &crate::mesh::components::test_revision(spec),
+        })
+    }
+
     #[test]
     fn prometheus_scrapes_istiod_where_it_runs() {
         let spec = ControlPlaneSpec {
             namespace: Some("mesh".to_owned()),
             ..ControlPlaneSpec::default()
         };
-        let values = managed_values(&ComponentContext {
-            spec: &spec,
-            namespace: "monitoring",
-            enabled: true,
-            placements: &crate::mesh::components::test_placements(&spec),
-            revision: &crate::mesh::components::test_revision(&spec),
-        });
+        let values = values_for(&spec);
         assert_eq!(values["global"]["istioNamespace"], "mesh");
         assert_eq!(values["global"]["imageRegistry"], "docker.io");
+        assert_eq!(values.get("ambient"), None, "no ztunnel, nothing to scrape");
+    }
+
+    #[test]
+    fn prometheus_scrapes_ztunnel_where_it_runs_while_it_runs() {
+        let ambient = ControlPlaneSpec {
+            profile: Some(crate::api::Profile::Ambient),
+            ..ControlPlaneSpec::default()
+        }
+        .with_component("ztunnel", |c| c.namespace = Some("kube-system".to_owned()));
+        assert_eq!(
+            values_for(&ambient)["ambient"],
+            json!({"enabled": true, "namespace": "kube-system"})
+        );
+        let without = ambient.with_enabled("ztunnel", false);
+        assert_eq!(values_for(&without).get("ambient"), None);
     }
 }
