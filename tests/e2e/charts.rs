@@ -91,6 +91,8 @@ fn a_wrong_value_type_is_rejected_by_helm_itself() {
         let wrong = match component.name {
             "base" => "base.excludedCRDs=abc",
             "istiod" => "image.name=abc",
+            // The node agents' charts range over their env as a map.
+            "istio-cni" | "ztunnel" => "env=abc",
             _ => "replicaCount=abc",
         };
         let chart = component.chart.materialize().unwrap();
@@ -371,18 +373,19 @@ fn built_by(script: &str) -> PathBuf {
 
 /// The objects smm renders for `component` alone, enabled with `values` as its override.
 fn render_component(component: &str, values: Option<Value>) -> Vec<Value> {
-    let spec = ControlPlaneSpec {
-        components: [(
-            component.to_owned(),
-            ComponentSpec {
-                enabled: Some(true),
-                values_override: values,
-                ..ComponentSpec::default()
-            },
-        )]
-        .into(),
-        ..ControlPlaneSpec::default()
-    };
+    render_component_in(ControlPlaneSpec::default(), component, values)
+}
+
+/// `component` rendered as a ControlPlane that is `spec` with the component on, with `values`.
+fn render_component_in(
+    spec: ControlPlaneSpec,
+    component: &str,
+    values: Option<Value>,
+) -> Vec<Value> {
+    let spec = spec.with_component(component, |c| {
+        c.enabled = Some(true);
+        c.values_override = values;
+    });
     let (_, rendered) = render_all(&spec)
         .into_iter()
         .find(|(name, _)| *name == component)
@@ -472,11 +475,20 @@ fn the_prometheus_configuration_passes_promtool() {
         version.contains(&format!("version {}", tag.trim_start_matches('v'))),
         "promtool is not Prometheus {tag}: {version}"
     );
-    // With defaults, Envoy's own statistics; every feature on adds ztunnel (ambient) and
-    // scrapes the proxies' merged metrics instead.
-    for (values, jobs) in [
-        (None, &["prometheus", "istiod", "envoy-stats"][..]),
+    // With defaults, Envoy's own statistics; every feature on, in an ambient mesh (whose
+    // ztunnel smm has it scrape), adds ztunnel and scrapes the proxies' merged metrics instead.
+    let ambient = ControlPlaneSpec {
+        profile: Some(smm::api::Profile::Ambient),
+        ..ControlPlaneSpec::default()
+    };
+    for (spec, values, jobs) in [
         (
+            ControlPlaneSpec::default(),
+            None,
+            &["prometheus", "istiod", "envoy-stats"][..],
+        ),
+        (
+            ambient,
             Some(kitchen_sink_values("prometheus")),
             &[
                 "prometheus",
@@ -487,7 +499,7 @@ fn the_prometheus_configuration_passes_promtool() {
             ],
         ),
     ] {
-        let objects = render_component("prometheus", values);
+        let objects = render_component_in(spec, "prometheus", values);
         let dir = tempfile::tempdir().unwrap();
         let file = configuration_file(&objects, "config.file", dir.path());
         let config: Value =
