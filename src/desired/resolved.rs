@@ -2,10 +2,11 @@
 //! before anything is locked, stored or applied, then handed down to the engine as it is. A
 //! spec that cannot be applied is one error, [`Rejected`], wherever it is found.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use crate::api::objects::Presence;
 use crate::api::{ControlPlane, ControlPlaneSpec, names};
 use crate::helm::release::ReleaseRef;
 use crate::mesh::catalog::Catalog;
@@ -128,6 +129,38 @@ impl<'c> Resolved<'c> {
     pub fn components(&self) -> &[DesiredComponent<'c>] {
         &self.components
     }
+
+    /// The components whose desired state differs from `before`'s: switched on or off, or
+    /// enabled with other chart or values. An edit of one component can change another's
+    /// managed values (tracing on changes istiod's mesh config, grafana on changes Kiali's), so
+    /// an imperative command reconciles these too, or their status would claim a state the
+    /// cluster is not in until the next full reconcile.
+    pub fn changed_from(&self, before: &Resolved<'_>) -> BTreeSet<String> {
+        self.components
+            .iter()
+            .filter(|now| {
+                let then = before.components.iter().find(|c| c.name() == now.name());
+                then.is_none_or(|then| {
+                    then.enabled != now.enabled
+                        || (now.enabled
+                            && (then.chart_digest != now.chart_digest
+                                || then.values_digest != now.values_digest
+                                || native_state(then) != native_state(now)))
+                })
+            })
+            .map(|changed| changed.name().to_owned())
+            .collect()
+    }
+}
+
+/// What a component's native objects are, as the engine tells them apart: each one's digest and
+/// whether it should exist.
+fn native_state<'a>(component: &'a DesiredComponent<'_>) -> Vec<(&'a str, Presence)> {
+    component
+        .native
+        .iter()
+        .map(|object| (object.digest(), object.presence))
+        .collect()
 }
 
 #[cfg(test)]
@@ -194,5 +227,22 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_edit_changes_the_components_whose_managed_values_follow_it() {
+        let catalog = Catalog::builtin().unwrap();
+        let before = ControlPlaneSpec::default().with_enabled("kiali", true);
+        let after = before.clone().with_enabled("tracing", true);
+        let resolve =
+            |spec: &ControlPlaneSpec| Resolved::new(&catalog, "mesh", spec.clone()).unwrap();
+        let changed = resolve(&after).changed_from(&resolve(&before));
+        // tracing itself, istiod (its mesh config sends spans there) and Kiali (its tracing
+        // URL): nothing else.
+        assert_eq!(
+            changed.into_iter().collect::<Vec<_>>(),
+            ["istiod", "kiali", "tracing"]
+        );
+        assert!(resolve(&after).changed_from(&resolve(&after)).is_empty());
     }
 }

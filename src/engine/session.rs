@@ -256,12 +256,17 @@ impl Session {
                 (stored, resolved, Scope::All)
             }
             Request::Edit(apply_edit) => {
-                let mut spec = this
+                let before = this
                     .as_ref()
                     .map(|cp| cp.spec.clone())
                     .unwrap_or_else(|| edit::new_spec(&self.catalog));
-                let scope = apply_edit(&mut spec, &self.catalog)?;
+                let mut spec = before.clone();
+                let mut scope = apply_edit(&mut spec, &self.catalog)?;
                 let resolved = Resolved::new(&self.catalog, name, spec)?;
+                // A stored spec that no longer resolves changes nothing else the edit could see.
+                if let Ok(before) = Resolved::new(&self.catalog, name, before) {
+                    scope.extend(resolved.changed_from(&before));
+                }
                 engine
                     .refuse_shared_releases(&resolved, this.as_ref(), &others)
                     .await?;

@@ -33,10 +33,20 @@ fn phases(status_json: &str) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-/// Components nothing else depends on, istiod aside (the flow changes its values instead).
-fn leaves(catalog: &Catalog) -> Vec<&'static str> {
+/// The components of the sidecar profile, which `install -a` installs there.
+fn sidecar_profile(catalog: &Catalog) -> Vec<&'static str> {
     catalog
-        .names()
+        .components()
+        .iter()
+        .filter(|component| component.enabled_in_profile != Some(smm::api::Profile::Ambient))
+        .map(|component| component.name)
+        .collect()
+}
+
+/// Components of the sidecar profile nothing else depends on, istiod aside (the flow changes
+/// its values instead).
+fn leaves(catalog: &Catalog) -> Vec<&'static str> {
+    sidecar_profile(catalog)
         .into_iter()
         .filter(|name| catalog.dependents_of(name).is_empty() && *name != "istiod")
         .collect()
@@ -64,12 +74,12 @@ async fn imperative_and_reconciler_modes_end_to_end() {
     // The gateways' pods are admitted only through istiod's injector, which must be running.
     let istiod = LocalIstiod::start(&namespace, "");
 
-    // install all, then status says every component is Available and exits 0.
+    // install all, then status says every component of the (sidecar) profile is Available and
+    // exits 0; the ambient node agents were never installed, so status has nothing on them.
     assert_success(&smm(&[&["install", "-a"], &cp_flag[..]].concat()));
     let status = smm(&[&["status", "-o", "json"], &cp_flag[..]].concat());
     assert_success(&status);
-    let all_available: BTreeMap<String, String> = catalog
-        .names()
+    let all_available: BTreeMap<String, String> = sidecar_profile(&catalog)
         .into_iter()
         .map(|name| (name.to_owned(), "Available".to_owned()))
         .collect();
@@ -93,8 +103,7 @@ async fn imperative_and_reconciler_modes_end_to_end() {
 
     // reconcile from a file: disable two components, change one's values. Dry run first.
     let to_disable: Vec<&str> = leaves.iter().rev().take(2).copied().collect();
-    let mut components: serde_json::Map<String, Value> = catalog
-        .names()
+    let mut components: serde_json::Map<String, Value> = sidecar_profile(&catalog)
         .into_iter()
         .map(|name| (name.to_owned(), json!({"enabled": true})))
         .collect();
@@ -217,11 +226,20 @@ async fn dump_needs_no_cluster_and_the_api_server_accepts_it() {
     let second = smm_with_env(&["install", "-a", "--dump-resources"], &no_cluster);
     assert_eq!(first.stdout, second.stdout, "the dump is deterministic");
     let yaml = stdout(&first);
-    for component in Catalog::builtin().unwrap().names() {
-        assert!(
-            yaml.contains(&format!("# smm component: {component}\n")),
-            "{component} missing from the dump"
-        );
+    // Every component of the (default) sidecar profile; the ambient node agents come with
+    // the ambient profile.
+    let catalog = Catalog::builtin().unwrap();
+    let ambient = smm_with_env(
+        &["install", "-a", "--profile", "ambient", "--dump-resources"],
+        &no_cluster,
+    );
+    assert_success(&ambient);
+    let ambient = stdout(&ambient);
+    for component in catalog.components() {
+        let marker = format!("# smm component: {}\n", component.name);
+        let node_agent = component.enabled_in_profile == Some(smm::api::Profile::Ambient);
+        assert_eq!(yaml.contains(&marker), !node_agent, "{}", component.name);
+        assert!(ambient.contains(&marker), "{} missing", component.name);
     }
     // Istio's own CRDs with their schemas, and its injection template.
     let documents: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&yaml)

@@ -79,10 +79,9 @@ async fn kiali_is_wired_to_the_add_ons_that_are_on_and_its_role_goes_with_it() {
         );
     }
 
-    // Tracing on (Kiali reconciled with it): Kiali reads traces from Jaeger's query API.
-    assert_success(&smm(
-        &[&["install", "tracing", "kiali"], &cp_flag[..]].concat()
-    ));
+    // Tracing on, named alone: Kiali, whose values follow it, is reconciled too and reads
+    // traces from Jaeger's query API.
+    assert_success(&smm(&[&["install", "tracing"], &cp_flag[..]].concat()));
     let tracing =
         kiali_config(&cluster.client, &namespace).await["external_services"]["tracing"].clone();
     assert_eq!(tracing["enabled"], true);
