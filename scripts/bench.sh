@@ -81,6 +81,8 @@ timed() { # metric command...
 
 # The mesh's spec: every component on but the gateways; and every component on, for the dump.
 mapfile -t catalog < <("$smm" components -o json | python3 -c 'import json, sys; print("\n".join(c["name"] for c in json.load(sys.stdin)))')
+# A process substitution's failure does not stop the script: an empty list is that failure.
+((${#catalog[@]} > 0)) || { log "smm components listed no component"; exit 1; }
 mesh=()
 for component in "${catalog[@]}"; do
 	[[ "$component" == *-gateway ]] || mesh+=("$component")
