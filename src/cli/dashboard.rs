@@ -166,3 +166,39 @@ fn launch(opener: &Path, url: &str) -> anyhow::Result<tempfile::TempDir> {
         .with_context(|| format!("running {}", opener.display()))?;
     Ok(dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::super::{Cli, Command};
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<DashboardArgs, clap::Error> {
+        let cli = Cli::try_parse_from([&["smm", "dashboard"], args].concat())?;
+        match cli.command {
+            Command::Dashboard(args) => Ok(args),
+            _ => unreachable!("smm dashboard parses as the dashboard command"),
+        }
+    }
+
+    #[test]
+    fn an_addon_takes_its_name_a_listen_address_and_no_browser() {
+        let args = parse(&["jaeger", "--address", "0.0.0.0", "--no-browser"]).unwrap();
+        assert_eq!(args.addon.map(|a| a.component), Some("tracing"));
+        assert_eq!(args.address, IpAddr::from([0, 0, 0, 0]));
+        assert!(args.no_open);
+        assert_eq!(args.port, None);
+    }
+
+    #[test]
+    fn the_web_view_stays_on_loopback_and_an_unknown_addon_names_the_known_ones() {
+        let err = parse(&["--address", "0.0.0.0"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let err = parse(&["tracing"]).unwrap_err().to_string();
+        assert!(
+            err.contains("expected one of grafana, jaeger, kiali, prometheus"),
+            "{err}"
+        );
+    }
+}
