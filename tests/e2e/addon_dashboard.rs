@@ -112,19 +112,35 @@ async fn get(url: &str) -> Option<(String, String)> {
         .ok()
 }
 
-/// Stops `child` as Ctrl-C would and returns its exit status and stderr.
-fn interrupt(child: Child) -> (std::process::ExitStatus, String) {
-    let pid = i32::try_from(child.id()).unwrap();
-    // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::kill(pid, libc::SIGINT);
+/// The `smm dashboard` of a test: killed if the test fails before it is stopped, so a failed
+/// run leaves no forward running.
+struct Dashboard(Option<Child>);
+
+impl Dashboard {
+    /// Stops it as Ctrl-C would and returns its exit status and stderr.
+    fn interrupt(&mut self) -> (std::process::ExitStatus, String) {
+        let child = self.0.take().expect("a running smm dashboard");
+        let pid = i32::try_from(child.id()).unwrap();
+        // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(pid, libc::SIGINT);
+        }
+        let output = child.wait_with_output().unwrap();
+        (
+            output.status,
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
     }
-    let output = child.wait_with_output().unwrap();
-    (
-        output.status,
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+}
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 #[tokio::test]
@@ -176,10 +192,10 @@ async fn dashboard_grafana_reaches_the_grafana_pod_through_the_api_server() {
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut dashboard = Dashboard(Some(child));
     let mut url = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut url)
-        .unwrap();
+    BufReader::new(stdout).read_line(&mut url).unwrap();
     let url = url.trim().to_owned();
     assert!(
         url.starts_with("http://127.0.0.1:") && url.ends_with('/'),
@@ -189,14 +205,14 @@ async fn dashboard_grafana_reaches_the_grafana_pod_through_the_api_server() {
     // Two requests, two connections: each is a port-forward of its own.
     for _ in 0..2 {
         let Some((head, body)) = get(&url).await else {
-            let (status, stderr) = interrupt(child);
+            let (status, stderr) = dashboard.interrupt();
             panic!("no answer within 30s through {url}; smm ({status}) said:\n{stderr}");
         };
         assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
         assert_eq!(body, answer);
     }
 
-    let (status, stderr) = interrupt(child);
+    let (status, stderr) = dashboard.interrupt();
     assert!(status.success(), "{status}: {stderr}");
     assert!(
         stderr.contains(&format!(
