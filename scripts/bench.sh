@@ -4,8 +4,11 @@
 # alternating, BENCH_RUNS (default 5) runs each; prints one table of medians and ratios.
 #
 #   scripts/bench.sh                   (BENCH_RUNS=5 BENCH_GROWTH="7 50 200" BENCH_IDLE_SECONDS=30)
+#   BENCH_ONLY=cold BENCH_RUNS=1 scripts/bench.sh   only the cold install (a quick check of the mesh)
 #
-# The mesh measured is base, istiod, prometheus, grafana and tracing. The ingress and egress
+# The mesh measured is every component of smm's catalog but the gateways (base, istiod and the
+# add-ons: prometheus, grafana, tracing, and any add-on added since), read from `smm components`,
+# so the cold install and the no-op follow the add-ons as they are. The ingress and egress
 # gateways are left out: their pods are admitted only through istiod's injection webhook, which
 # on this plane needs a local istiod process started mid-install (scripts/istio/istiod.sh); the
 # dump comparison covers all seven components. The peers get exactly smm's charts and merged
@@ -76,23 +79,30 @@ timed() { # metric command...
 	record "$metric" "$(awk -v s="$start" -v e="$end" 'BEGIN{printf "%.4f", (e-s)/1e9}')"
 }
 
-# The mesh's spec: five components on, the gateways off; and every component on, for the dump.
-mesh=(base istiod prometheus grafana tracing)
-cat >"$work/cp.yaml" <<YAML
+# The mesh's spec: every component on but the gateways; and every component on, for the dump.
+mapfile -t catalog < <("$smm" components -o json | python3 -c 'import json, sys; print("\n".join(c["name"] for c in json.load(sys.stdin)))')
+# A process substitution's failure does not stop the script: an empty list is that failure.
+((${#catalog[@]} > 0)) || { log "smm components listed no component"; exit 1; }
+mesh=()
+for component in "${catalog[@]}"; do
+	[[ "$component" == *-gateway ]] || mesh+=("$component")
+done
+{
+	cat <<YAML
 apiVersion: smm.dev/v1alpha1
 kind: ControlPlane
 metadata:
   name: smm
 spec:
   components:
-    base: {enabled: true}
-    istiod: {enabled: true}
-    ingress-gateway: {enabled: false}
-    egress-gateway: {enabled: false}
-    prometheus: {enabled: true}
-    grafana: {enabled: true}
-    tracing: {enabled: true}
 YAML
+	for component in "${catalog[@]}"; do
+		if [[ "$component" == *-gateway ]]; then on=false; else on=true; fi
+		echo "    $component: {enabled: $on}"
+	done
+} >"$work/cp.yaml"
+record mesh.components "${#mesh[@]}"
+record catalog.components "${#catalog[@]}"
 sed -e 's/enabled: false/enabled: true/' "$work/cp.yaml" >"$work/cp-all.yaml"
 example() { "$root/target/release/examples/$1" "${@:2}"; }
 example bench_peer_inputs "$work/cp.yaml" "$work/peer"
@@ -164,6 +174,10 @@ for ((i = 1; i <= runs; i++)); do
 	teardown
 done
 timed cold.smm.final "$smm" install "${mesh[@]}" --no-color
+if [[ "${BENCH_ONLY:-}" == cold ]]; then
+	python3 "$root/scripts/bench/table.py" "$results" "$runs" | tee "$work/table.md"
+	exit 0
+fi
 
 # --- no-op ------------------------------------------------------------------------------------
 # A peer's `helm upgrade` writes a revision smm did not record: smm's next run takes the release

@@ -216,6 +216,13 @@ extendedKeyUsage = serverAuth
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 subjectAltName = IP:127.0.0.1,DNS:localhost,IP:$first_service_ip,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+[kwok-serving]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+subjectAltName = IP:127.0.0.1$(for ((i = 1; i <= fake_nodes; i++)); do printf ',IP:%s' "$(node_ip "$i")"; done)
 [client]
 basicConstraints = critical,CA:FALSE
 keyUsage = critical,digitalSignature
@@ -241,6 +248,9 @@ EOF
 	# show up only as pods silently stuck in Pending. Its own CN keeps its requests apart from
 	# the admin's.
 	issue kwok "/O=system:masters/CN=smm-kwok" client
+	# kwok also serves what a kubelet serves (port-forward, logs, exec) to the apiserver, which
+	# checks this certificate against the CA (--kubelet-certificate-authority).
+	issue kwok-serving "/CN=smm-kwok-kubelet" kwok-serving
 	# Service-account tokens are signed with RSA (RS256) by the apiserver, and by the
 	# controller-manager for legacy token Secrets.
 	openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$pki/sa.key" 2>/dev/null
@@ -287,6 +297,14 @@ api_post() { # path json-body
 	api "$1" -H 'Content-Type: application/json' --data-binary "$2" >/dev/null
 }
 
+# The InternalIP of fake node N.
+node_ip() { echo "192.0.2.$((10 + $1))"; }
+
+# The port every fake node's kubelet is published on (daemonEndpoints). The apiserver connects to
+# NODE_IP:PORT for a pod's port-forward, logs or exec, through egress-proxy, whose route sends
+# every node's to kwok's server.
+kubelet_port=10250
+
 # Prints how many of the fake nodes (label type=kwok) have the Ready condition True.
 ready_nodes() {
 	api_get '/api/v1/nodes?labelSelector=type%3Dkwok' | python3 -c '
@@ -329,8 +347,9 @@ create_fake_nodes() {
   "status": {
     "capacity": {"cpu": "16", "memory": "64Gi", "pods": "110", "ephemeral-storage": "200Gi"},
     "allocatable": {"cpu": "15800m", "memory": "62Gi", "pods": "110", "ephemeral-storage": "180Gi"},
+    "daemonEndpoints": {"kubeletEndpoint": {"Port": $kubelet_port}},
     "addresses": [
-      {"type": "InternalIP", "address": "192.0.2.$((10 + i))"},
+      {"type": "InternalIP", "address": "$(node_ip "$i")"},
       {"type": "Hostname", "address": "$name"}
     ],
     "nodeInfo": {
@@ -373,6 +392,8 @@ start_apiserver() {
 		--allow-privileged=true \
 		--authorization-mode=RBAC \
 		--endpoint-reconciler-type=none \
+		--kubelet-preferred-address-types=InternalIP \
+		--kubelet-certificate-authority="$pki/ca.crt" \
 		--egress-selector-config-file="$dir/egress-selector.yaml"
 	wait_for kube-apiserver 60 "/readyz" api_get /readyz
 }
@@ -428,6 +449,10 @@ start_controllers() {
 	# nothing would renew a heartbeat and the node lifecycle controller would mark every node
 	# NotReady after its grace period and later evict the pods. With 40 (a kubelet's default)
 	# kwok renews each node's Lease every 10s, as a kubelet does.
+	# The serving certificate: its server is every node's kubelet endpoint for the apiserver (a
+	# route of egress-proxy's), which speaks only TLS to kubelets. --enable-crds=PortForward:
+	# where a pod's ports lead is read from PortForward objects (named as the pod), which a test
+	# creates for a pod whose port it serves from a local process; a pod without one has none.
 	KWOK_WORKDIR="$dir/kwok" start kwok \
 		--kubeconfig="$dir/kwok.kubeconfig" \
 		--config="$here/cluster/kwok/stages.yaml" \
@@ -435,7 +460,10 @@ start_controllers() {
 		--manage-nodes-with-label-selector=type=kwok \
 		--cidr=10.244.0.0/24 \
 		--node-lease-duration-seconds=40 \
-		--server-address="127.0.0.1:$kwok_port"
+		--server-address="127.0.0.1:$kwok_port" \
+		--tls-cert-file="$pki/kwok-serving.crt" \
+		--tls-private-key-file="$pki/kwok-serving.key" \
+		--enable-crds=PortForward
 	wait_for kwok 30 "/healthz" curl -fsS --max-time 2 "http://127.0.0.1:$kwok_port/healthz"
 }
 
@@ -483,10 +511,10 @@ EOF
 	make_pki
 
 	# kube-apiserver calls a webhook at its Service's ClusterIP, which nothing routes here (and
-	# nothing may be sent to). Its "cluster" egress (webhooks, aggregated APIs, services) goes
-	# instead through egress-proxy, which connects only the ClusterIP:port pairs listed in
-	# egress/routes/ to loopback ports (a test writes a file there for each istiod it runs) and
-	# refuses the rest. A Unix socket, because the tcp transport requires client TLS files (without
+	# nothing may be sent to). Its "cluster" egress (webhooks, aggregated APIs, services, and
+	# kubelets) goes instead through egress-proxy, which connects only the IP:port pairs listed in
+	# egress/routes/ to loopback ports (a test writes a file there for each istiod it runs;
+	# kwok-kubelets sends every fake node's kubelet port to kwok's server) and refuses the rest. A Unix socket, because the tcp transport requires client TLS files (without
 	# them kube-apiserver 1.35 panics at start); its path must stay under 108 bytes.
 	mkdir -p "$dir/egress/routes"
 	cat >"$dir/egress-selector.yaml" <<EOF
@@ -500,6 +528,10 @@ egressSelections:
       uds:
         udsName: $dir/egress/proxy.sock
 EOF
+	local i
+	for ((i = 1; i <= fake_nodes; i++)); do
+		echo "$(node_ip "$i"):$kubelet_port 127.0.0.1:$kwok_port"
+	done >"$dir/egress/routes/kwok-kubelets"
 	start egress-proxy -socket "$dir/egress/proxy.sock" -routes "$dir/egress/routes"
 	wait_for egress-proxy 10 "its socket" test -S "$dir/egress/proxy.sock"
 	write_kubeconfig "$dir/kubeconfig" admin
@@ -523,6 +555,10 @@ EOF
 		sh -c "curl -fsS --max-time 2 http://127.0.0.1:$etcd_port/health | grep -q '\"health\":\"true\"'"
 
 	start_apiserver
+	# Before kwok starts: it watches PortForward objects from the start.
+	api /apis/apiextensions.k8s.io/v1/customresourcedefinitions -H 'Content-Type: application/yaml' \
+		--data-binary "@$bin_dir/kwok-${KWOK_VERSION}-portforwards.yaml" >/dev/null
+	wait_for kube-apiserver 30 "kwok's PortForward CRD" api_get /apis/kwok.x-k8s.io/v1alpha1/portforwards
 
 	start_controllers
 	create_fake_nodes

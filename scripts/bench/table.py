@@ -45,7 +45,14 @@ def compare(what, a_metric, b_metric, target, want):
     row(what, fmt(a), fmt(b), "n/a" if ratio is None else f"{ratio:.1f}x", target, ok)
 
 
-compare("no-op: `smm install` (5 components) vs sequential `helm upgrade --install`",
+def count(metric):
+    n = med(metric)
+    return "?" if n is None else f"{n:g}"
+
+
+# How many components the mesh and the catalog had in this run (bench.sh reads them from smm).
+mesh_n, catalog_n = count("mesh.components"), count("catalog.components")
+compare(f"no-op: `smm install` ({mesh_n} components) vs sequential `helm upgrade --install`",
         "noop.smm-install", "noop.helm", "≥30x", lambda r: r >= 30)
 compare("no-op: `smm reconcile -f` vs sequential `helm upgrade --install`",
         "noop.smm-reconcile", "noop.helm", "≥30x", lambda r: r >= 30)
@@ -63,7 +70,7 @@ for cmd in ("install", "reconcile"):
 hp = values.get("noop.smm.helm-processes", [])
 row("no-op: helm processes smm started (per pair of runs, every run)",
     ",".join(f"{x:g}" for x in hp), "", "", "0", all(x == 0 for x in hp) if hp else None)
-compare("cold install with waits: smm vs sequential `helm upgrade --install --wait`",
+compare(f"cold install with waits ({mesh_n} components): smm vs sequential `helm upgrade --install --wait`",
         "cold.smm", "cold.helm", "≥1.5x", lambda r: r >= 1.5)
 compare("one component changed (grafana, with waits): smm vs `helm upgrade --install --wait`",
         "change.smm", "change.helm", "—", lambda r: None)
@@ -71,7 +78,7 @@ hp = values.get("change.smm.helm-processes", [])
 row("one component changed: helm processes smm started (every run)",
     ",".join(f"{x:g}" for x in hp), "", "", "1", all(x == 1 for x in hp) if hp else None)
 a, b = med("dump.smm"), med("dump.helm")
-row("`install -a --dump-resources` (7 components) vs sum of `helm template`",
+row(f"`install -a --dump-resources` ({catalog_n} components) vs sum of `helm template`",
     fmt(a), fmt(b), f"{a / b:.2f}x of helm" if a and b else "n/a", "≤1.1x",
     (a / b <= 1.1) if a and b else None)
 compare("revision-based upgrade, spec change to new revision Ready and tags moved: `smm reconcile -f` "

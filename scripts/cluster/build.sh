@@ -35,8 +35,12 @@ scheduler_digest="$(cd "$here" && { grep '^KUBERNETES_VERSION=' versions.env; ca
 kwok_digest="$(cd "$here" && { grep '^KWOK_VERSION=' versions.env; cat kwok/go.mod \
 	kwok/go.sum; } | sha256sum | cut -d' ' -f1)"
 
+# kwok's PortForward CRD, from the kwok module itself: cluster.sh applies it so that a test can
+# tell kwok where a pod's port leads. Kept beside the binary, under the same version.
+kwok_crd="$bin_dir/kwok-${KWOK_VERSION}-portforwards.yaml"
+
 if fresh .inputs-sha256 "$core_digest" && fresh .kube-scheduler.inputs-sha256 "$scheduler_digest" &&
-	fresh .kwok.inputs-sha256 "$kwok_digest"; then
+	fresh .kwok.inputs-sha256 "$kwok_digest" && [[ -s "$kwok_crd" ]]; then
 	echo "$bin_dir"
 	exit 0
 fi
@@ -77,6 +81,11 @@ if ! fresh .kwok.inputs-sha256 "$kwok_digest"; then
 	(cd "$here/kwok" && go build -trimpath -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}" \
 		-o "$bin_dir/kwok" sigs.k8s.io/kwok/cmd/kwok)
 	echo "$kwok_digest" >"$bin_dir/.kwok.inputs-sha256"
+fi
+if [[ ! -s "$kwok_crd" ]]; then
+	kwok_module="$(cd "$here/kwok" && go mod download sigs.k8s.io/kwok && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)"
+	cp "$kwok_module/kustomize/crd/bases/kwok.x-k8s.io_portforwards.yaml" "$kwok_crd.tmp"
+	mv "$kwok_crd.tmp" "$kwok_crd"
 fi
 
 echo "built in $((SECONDS - started))s" >&2

@@ -74,7 +74,8 @@ pub enum Command {
     Completion(completion::CompletionArgs),
     /// Print the ControlPlane CustomResourceDefinition as YAML
     Crd,
-    /// Serve the web dashboard on 127.0.0.1 and open it in a browser
+    /// Serve the web dashboard on 127.0.0.1 and open it in a browser, or an add-on's own UI
+    /// through a port-forward
     Dashboard(dashboard::DashboardArgs),
     /// Show the versions of smm, helm and the cluster's API server
     Version(version::VersionArgs),

@@ -9,5 +9,6 @@ pub mod mesh_snapshot;
 pub mod migration;
 pub mod namespaces;
 pub mod objects;
+pub mod port_forward;
 pub mod target;
 pub mod workloads;

@@ -3,6 +3,7 @@
 //! in its pod. The server answers JSON under `/api/` and draws the dependency graph as SVG; a
 //! small page embedded in the binary renders them and polls every 2 s.
 
+mod addons;
 mod checks;
 mod mesh;
 mod revisions;
@@ -12,5 +13,6 @@ mod svg;
 mod view;
 mod workloads;
 
+pub use addons::{AddonError, AddonLink, addon_target};
 pub use server::{Access, Token, TokenError, serve};
 pub use view::{Dashboard, DashboardError};

@@ -14,6 +14,7 @@ use kube::{Api, Client, ResourceExt};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::addons::{AddonLink, addon_links};
 use super::mesh::MeshView;
 use super::revisions::{RevisionsView, revisions_view};
 use super::snapshot::{Fresh, ListedControlPlanes, ReadDetails};
@@ -120,6 +121,8 @@ pub struct Detail {
     pub mesh: Part<MeshView>,
     /// istiod's revisions and the revision tags.
     pub revisions: RevisionsView,
+    /// The UIs of the enabled add-ons and the command that opens each.
+    pub addons: Vec<AddonLink>,
     pub plan: Part<Vec<PlannedComponent>>,
     /// Why components show no values: the spec does not resolve.
     pub spec_error: Option<String>,
@@ -241,6 +244,7 @@ impl Dashboard {
             components,
             mesh,
             revisions: revisions_view(control_plane),
+            addons: addon_links(&self.catalog, name, &control_plane.spec),
             plan,
             spec_error: resolved
                 .as_ref()

@@ -1,5 +1,6 @@
 //! The mesh: which components exist, how they depend on each other, and what each deploys.
 
+pub mod addons;
 pub mod catalog;
 pub mod components;
 pub mod graph;

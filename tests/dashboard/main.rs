@@ -275,6 +275,17 @@ async fn dashboard_in_a_real_browser_follows_the_control_plane() {
     // The plan: nothing to do.
     let plan = browser.execute("return document.getElementById('plan-body').innerText;");
     assert!(plan.as_str().unwrap().contains("Nothing to do"), "{plan}");
+    // The add-on UIs: prometheus alone is enabled, with the command that opens it for this
+    // ControlPlane.
+    let addons = browser.execute(
+        "return [...document.querySelectorAll('#addons-body tr[data-addon]')].map(r => r.dataset.addon + ': ' + r.querySelector('code').textContent);",
+    );
+    assert_eq!(
+        addons,
+        json!([format!(
+            "prometheus: smm dashboard prometheus --control-plane {name}"
+        )])
+    );
     // The checks, run on demand: istiod is installed, but nothing answers its injector here,
     // so the dry-run pod in the injected namespace is refused, and the page says why.
     browser.execute("document.getElementById('run-checks').click();");
@@ -323,6 +334,14 @@ async fn dashboard_in_a_real_browser_follows_the_control_plane() {
     assert_eq!(
         browser.execute("return window.smmTestMarker;"),
         json!("same page")
+    );
+    assert!(
+        browser.wait_for(
+            wait,
+            r#"return document.querySelector('#addons-body tr[data-addon="grafana"]') !== null;"#
+        ),
+        "the add-on UIs follow the install: {}",
+        browser.execute("return document.getElementById('addons-body').innerText;")
     );
 
     // A changed password: the plan shows the upgrade and its values diff, the password masked

@@ -1,5 +1,6 @@
 //! End-to-end tests: a real API server (see `scripts/cluster.sh`) and the real helm binaries.
 
+mod addon_dashboard;
 mod ambient;
 mod charts;
 mod check;

@@ -11,6 +11,8 @@
 mod judge;
 mod reasons;
 
+pub(crate) use reasons::pod_reason;
+
 use std::fmt;
 
 use kube::{Api, Client};

@@ -67,7 +67,7 @@ pub(super) fn selector_string(selector: &LabelSelector) -> Option<String> {
 
 /// What keeps one pod from being ready, when the pod says: the scheduler's word, then its
 /// containers' (init containers first, as they run first).
-pub(super) fn pod_reason(pod: &Pod) -> Option<String> {
+pub(crate) fn pod_reason(pod: &Pod) -> Option<String> {
     let name = pod.name_any();
     let status = pod.status.as_ref()?;
     if let Some(unscheduled) = status

@@ -104,6 +104,15 @@ function renderComponent(c) {
   return details;
 }
 
+function renderAddons(addons) {
+  return addons.length
+    ? table(["Add-on", "Component", "Namespace", "Open with"], addons.map((a) => ({
+      attrs: { "data-addon": a.name },
+      cells: [a.name, a.component, a.namespace, h("code", {}, a.command)],
+    })))
+    : h("p", { class: "muted" }, "No add-on with a UI is enabled.");
+}
+
 function renderMesh(part) {
   if ("error" in part) return partError(part);
   const mesh = part.ok;
@@ -279,6 +288,7 @@ async function refresh() {
       update("components-body", [detail.components, detail.specError], () => [
         detail.specError ? h("p", { class: "error" }, detail.specError) : null,
         detail.components.map(renderComponent)]);
+      update("addons-body", detail.addons, renderAddons);
       update("mesh-body", detail.mesh, renderMesh);
       update("revisions-body", detail.revisions, renderRevisions);
       update("plan-body", detail.plan, renderPlan);
