@@ -131,15 +131,13 @@ mod tests {
     use crate::mesh::catalog::Catalog;
 
     fn values_of(component: &Component, spec: &ControlPlaneSpec) -> Value {
-        let placements = crate::mesh::components::test_placements(spec);
-        let revision = crate::mesh::components::test_revision(spec);
-        (component.managed_values)(&ComponentContext {
+        let placement = &crate::mesh::components::test_placements(spec)[component.name];
+        crate::mesh::components::built_for(
             spec,
-            namespace: &placements[component.name].namespace,
-            enabled: placements[component.name].enabled,
-            placements: &placements,
-            revision: &revision,
-        })
+            &placement.namespace,
+            placement.enabled,
+            component.managed_values,
+        )
     }
 
     #[test]

@@ -162,16 +162,10 @@ mod tests {
     #[test]
     fn crds_are_kept_when_disabled() {
         let spec = ControlPlaneSpec::default();
-        let placements = crate::mesh::components::test_placements(&spec);
-        let revision = crate::mesh::components::test_revision(&spec);
-        let context = |enabled| ComponentContext {
-            spec: &spec,
-            namespace: "istio-system",
-            enabled,
-            placements: &placements,
-            revision: &revision,
+        let built = |enabled| {
+            crate::mesh::components::built_for(&spec, "istio-system", enabled, native_objects)
         };
-        let enabled = native_objects(&context(true));
+        let enabled = built(true);
         assert_eq!(enabled.len(), istio_crds().len());
         assert!(enabled.iter().all(|o| o.presence == Presence::Present));
         assert!(
@@ -180,7 +174,7 @@ mod tests {
             )
         );
         // Disabled: no CRD is returned at all, so none is deleted.
-        assert!(native_objects(&context(false)).is_empty());
+        assert!(built(false).is_empty());
     }
 
     #[test]
@@ -197,13 +191,12 @@ mod tests {
             .into(),
             ..ControlPlaneSpec::default()
         };
-        let values = (component().managed_values)(&ComponentContext {
-            spec: &spec,
-            namespace: "istio-system",
-            enabled: true,
-            placements: &crate::mesh::components::test_placements(&spec),
-            revision: &crate::mesh::components::test_revision(&spec),
-        });
+        let values = crate::mesh::components::built_for(
+            &spec,
+            "istio-system",
+            true,
+            component().managed_values,
+        );
         assert_eq!(values["global"], json!({"istioNamespace": "control"}));
         assert_eq!(values["defaultRevision"], "canary");
     }
@@ -214,13 +207,12 @@ mod tests {
         assert_eq!(names.len(), 15, "{names:?}");
         assert!(names.contains(&"virtualservices.networking.istio.io".to_owned()));
         let spec = ControlPlaneSpec::default();
-        let values = (component().managed_values)(&ComponentContext {
-            spec: &spec,
-            namespace: "istio-system",
-            enabled: true,
-            placements: &crate::mesh::components::test_placements(&spec),
-            revision: &crate::mesh::components::test_revision(&spec),
-        });
+        let values = crate::mesh::components::built_for(
+            &spec,
+            "istio-system",
+            true,
+            component().managed_values,
+        );
         assert_eq!(values["base"]["excludedCRDs"], json!(names));
         assert_eq!(values["defaultRevision"], "default");
     }

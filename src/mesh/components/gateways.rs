@@ -89,13 +89,7 @@ mod tests {
     use crate::api::ControlPlaneSpec;
 
     fn values_for(spec: &ControlPlaneSpec) -> serde_json::Value {
-        managed_values(&ComponentContext {
-            spec,
-            namespace: "edge",
-            enabled: true,
-            placements: &crate::mesh::components::test_placements(spec),
-            revision: &crate::mesh::components::test_revision(spec),
-        })
+        crate::mesh::components::built_for(spec, "edge", true, managed_values)
     }
 
     #[test]

@@ -66,13 +66,7 @@ mod tests {
     use crate::api::{ComponentSpec, ControlPlaneSpec};
 
     fn values_for(spec: &ControlPlaneSpec) -> serde_json::Value {
-        managed_values(&ComponentContext {
-            spec,
-            namespace: "dashboards",
-            enabled: true,
-            placements: &crate::mesh::components::test_placements(spec),
-            revision: &crate::mesh::components::test_revision(spec),
-        })
+        crate::mesh::components::built_for(spec, "dashboards", true, managed_values)
     }
 
     #[test]

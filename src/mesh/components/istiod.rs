@@ -127,13 +127,7 @@ mod tests {
     use crate::api::{ComponentSpec, ControlPlaneSpec};
 
     fn values_for(spec: &ControlPlaneSpec) -> serde_json::Value {
-        managed_values(&ComponentContext {
-            spec,
-            namespace: spec.mesh_namespace(),
-            enabled: true,
-            placements: &crate::mesh::components::test_placements(spec),
-            revision: &crate::mesh::components::test_revision(spec),
-        })
+        crate::mesh::components::built_for(spec, spec.mesh_namespace(), true, managed_values)
     }
 
     fn tracing(component: ComponentSpec) -> ControlPlaneSpec {

@@ -142,13 +142,7 @@ mod tests {
     use crate::api::{ComponentSpec, ControlPlaneSpec};
 
     fn context_values(spec: &ControlPlaneSpec) -> serde_json::Value {
-        managed_values(&ComponentContext {
-            spec,
-            namespace: "console",
-            enabled: true,
-            placements: &crate::mesh::components::test_placements(spec),
-            revision: &crate::mesh::components::test_revision(spec),
-        })
+        crate::mesh::components::built_for(spec, "console", true, managed_values)
     }
 
     fn mesh_with(enabled: &[&str]) -> ControlPlaneSpec {
@@ -202,16 +196,9 @@ mod tests {
     #[test]
     fn the_cluster_role_only_reads_and_goes_when_disabled() {
         let spec = ControlPlaneSpec::default();
-        let placements = crate::mesh::components::test_placements(&spec);
-        let revision = crate::mesh::components::test_revision(&spec);
-        let context = |enabled| ComponentContext {
-            spec: &spec,
-            namespace: "console",
-            enabled,
-            placements: &placements,
-            revision: &revision,
-        };
-        let objects = native_objects(&context(true));
+        let built =
+            |enabled| crate::mesh::components::built_for(&spec, "console", enabled, native_objects);
+        let objects = built(true);
         assert_eq!(
             objects
                 .iter()
@@ -232,11 +219,7 @@ mod tests {
             objects[1].object().data["subjects"][0],
             json!({"kind": "ServiceAccount", "name": "kiali", "namespace": "console"})
         );
-        assert!(
-            native_objects(&context(false))
-                .iter()
-                .all(|o| o.presence == Presence::Absent)
-        );
+        assert!(built(false).iter().all(|o| o.presence == Presence::Absent));
     }
 
     /// Kiali links to Grafana's dashboards by title: every title its chart names is one of the

@@ -89,6 +89,26 @@ pub(crate) fn test_placements(spec: &ControlPlaneSpec) -> crate::mesh::catalog::
         .placements(spec)
 }
 
+/// What `build` (a component's managed values or native objects) makes for a component in
+/// `namespace`, on or off, of a ControlPlane with `spec`, where the builtin components go.
+#[cfg(test)]
+pub(crate) fn built_for<R>(
+    spec: &ControlPlaneSpec,
+    namespace: &str,
+    enabled: bool,
+    build: impl FnOnce(&crate::mesh::catalog::ComponentContext<'_>) -> R,
+) -> R {
+    let placements = test_placements(spec);
+    let revision = test_revision(spec);
+    build(&crate::mesh::catalog::ComponentContext {
+        spec,
+        namespace,
+        enabled,
+        placements: &placements,
+        revision: &revision,
+    })
+}
+
 /// The revision `spec` asks for, for unit tests of one component's builders.
 #[cfg(test)]
 pub(crate) fn test_revision(

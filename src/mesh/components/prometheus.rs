@@ -92,16 +92,10 @@ mod tests {
     #[test]
     fn the_cluster_role_carries_the_namespace_and_goes_when_disabled() {
         let spec = ControlPlaneSpec::default();
-        let placements = crate::mesh::components::test_placements(&spec);
-        let revision = crate::mesh::components::test_revision(&spec);
-        let context = |enabled| ComponentContext {
-            spec: &spec,
-            namespace: "monitoring",
-            enabled,
-            placements: &placements,
-            revision: &revision,
+        let built = |enabled| {
+            crate::mesh::components::built_for(&spec, "monitoring", enabled, native_objects)
         };
-        let objects = native_objects(&context(true));
+        let objects = built(true);
         assert_eq!(
             objects
                 .iter()
@@ -116,21 +110,11 @@ mod tests {
             objects[1].object().data["subjects"][0]["namespace"],
             "monitoring"
         );
-        assert!(
-            native_objects(&context(false))
-                .iter()
-                .all(|o| o.presence == Presence::Absent)
-        );
+        assert!(built(false).iter().all(|o| o.presence == Presence::Absent));
     }
 
     fn values_for(spec: &ControlPlaneSpec) -> serde_json::Value {
-        managed_values(&ComponentContext {
-            spec,
-            namespace: "monitoring",
-            enabled: true,
-            placements: &crate::mesh::components::test_placements(spec),
-            revision: &crate::mesh::components::test_revision(spec),
-        })
+        crate::mesh::components::built_for(spec, "monitoring", true, managed_values)
     }
 
     #[test]
