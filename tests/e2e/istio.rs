@@ -110,10 +110,25 @@ pub(crate) async fn create_pod(client: &Client, namespace: &str) -> Pod {
         "spec": {"containers": [{"name": "app", "image": format!("{REGISTRY}/app:1")}]},
     }))
     .unwrap();
-    Api::<Pod>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &pod)
-        .await
-        .unwrap_or_else(|err| panic!("creating a pod in {namespace}: {err}"))
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace);
+    // istiod patches its CA into a webhook configuration after it appears (a tag's, when a
+    // revision-based upgrade makes it): until then the API server cannot verify the webhook,
+    // and on a loaded machine that takes a moment. Only that error is waited out.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match pods.create(&PostParams::default(), &pod).await {
+            Ok(created) => return created,
+            Err(err)
+                if err
+                    .to_string()
+                    .contains("certificate signed by unknown authority")
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(err) => panic!("creating a pod in {namespace}: {err}"),
+        }
+    }
 }
 
 /// The image of the container `name`, wherever the pod has it: Istio injects its proxy as a
