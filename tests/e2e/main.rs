@@ -4,6 +4,7 @@ mod ambient;
 mod charts;
 mod check;
 mod cli;
+mod drift;
 mod engine;
 mod failures;
 mod helm_runner;
