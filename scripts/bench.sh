@@ -4,8 +4,11 @@
 # alternating, BENCH_RUNS (default 5) runs each; prints one table of medians and ratios.
 #
 #   scripts/bench.sh                   (BENCH_RUNS=5 BENCH_GROWTH="7 50 200" BENCH_IDLE_SECONDS=30)
+#   BENCH_ONLY=cold-ambient scripts/bench.sh   only the ambient profile's cold install, to check it
+#   BENCH_PROFILE=dev ...              the debug build, to check the script quickly (no figures)
 #
-# The mesh measured is base, istiod, prometheus, grafana and tracing. The ingress and egress
+# The mesh measured is base, istiod, prometheus, grafana and tracing; the ambient profile's cold
+# install is measured on its own mesh (base, istiod, istio-cni, ztunnel). The ingress and egress
 # gateways are left out: their pods are admitted only through istiod's injection webhook, which
 # on this plane needs a local istiod process started mid-install (scripts/istio/istiod.sh); the
 # dump comparison covers all seven components. The peers get exactly smm's charts and merged
@@ -23,13 +26,16 @@ results="$work/results.tsv"
 : >"$results"
 helm_real="$root/.tools/helm"
 kubectl="$root/.tools/kubectl"
-smm="$root/target/release/smm"
+# Figures come from the release build; the dev build only saves building it to check the script.
+profile="${BENCH_PROFILE:-release}"
+case "$profile" in release) build_dir=release ;; dev) build_dir=debug ;; *) echo "bench: BENCH_PROFILE is release or dev" >&2 && exit 2 ;; esac
+smm="$root/target/$build_dir/smm"
 log() { echo "bench: $*" >&2; }
 
 log "work directory $work"
 "$root/scripts/tools.sh" >&2
 [[ -d "$root/.upstream/istio" ]] || "$root/scripts/istio/fetch.sh" >&2
-(cd "$root" && cargo build --release --bin smm --example bench_peer_inputs --example bench_growth >&2)
+(cd "$root" && cargo build --profile "$profile" --bin smm --example bench_peer_inputs --example bench_growth >&2)
 # BENCH_HELMFILE=0 leaves helmfile out (reported as not measured).
 HELMFILE=""
 if [[ "${BENCH_HELMFILE:-1}" != 0 ]]; then
@@ -94,9 +100,25 @@ spec:
     tracing: {enabled: true}
 YAML
 sed -e 's/enabled: false/enabled: true/' "$work/cp.yaml" >"$work/cp-all.yaml"
-example() { "$root/target/release/examples/$1" "${@:2}"; }
+# The ambient profile's mesh: what `smm install --profile ambient` of these components enables
+# on a new ControlPlane, where every other component is off (the gateways and prometheus, on by
+# default, too).
+ambient=(base istiod istio-cni ztunnel)
+cat >"$work/cp-ambient.yaml" <<YAML
+apiVersion: smm.dev/v1alpha1
+kind: ControlPlane
+metadata:
+  name: smm
+spec:
+  profile: ambient
+  components:
+$(printf '    %s: {enabled: true}\n' "${ambient[@]}")
+$(printf '    %s: {enabled: false}\n' ingress-gateway egress-gateway prometheus grafana tracing kiali)
+YAML
+example() { "$root/target/$build_dir/examples/$1" "${@:2}"; }
 example bench_peer_inputs "$work/cp.yaml" "$work/peer"
 example bench_peer_inputs "$work/cp-all.yaml" "$work/peer-all"
+example bench_peer_inputs "$work/cp-ambient.yaml" "$work/peer-ambient"
 
 # --- the peers -------------------------------------------------------------------------------
 helm_sequential() { # inputs-dir [helm flags...]
@@ -142,18 +164,34 @@ helm_template_all() {
 # helmfile 1.1 asks `helm version --client`, which helm 4 no longer takes: it drives helm 3.
 helmfile_run() { "$HELMFILE" --file "$work/helmfile.yaml" --helm-binary "$root/.tools/helm3" "$@"; }
 
-# Back to no release of the mesh (CRDs and other cluster-scoped natives stay, as smm leaves them).
-teardown() {
-	local name release namespace deps
-	tac "$work/peer/components.tsv" | while read -r name release namespace deps; do
+# Back to no release of the mesh whose peer inputs are in the directory (default the sidecar
+# mesh's); CRDs and other cluster-scoped natives stay, as smm leaves them.
+teardown() { # [inputs-dir]
+	local dir="${1:-$work/peer}" name release namespace deps
+	tac "$dir/components.tsv" | while read -r name release namespace deps; do
 		"$helm_real" uninstall "$release" -n "$namespace" --wait --ignore-not-found >/dev/null 2>&1 || true
 	done
 	"$kubectl" delete controlplanes.smm.dev --all --wait >/dev/null 2>&1 || true
-	for namespace in $(awk '{print $3}' "$work/peer/components.tsv" | sort -u); do
+	for namespace in $(awk '{print $3}' "$dir/components.tsv" | sort -u); do
 		case "$namespace" in default | kube-*) continue ;; esac
 		"$kubectl" delete namespace "$namespace" --wait --ignore-not-found >/dev/null
 	done
 }
+
+# --- cold install of the ambient profile, with waits -------------------------------------------
+# istiod in ambient mode and the node agents' DaemonSets ready on every node, beside the same
+# charts and values installed one after the other by helm. Nothing else is installed around it.
+log "cold install (ambient): smm install --profile ambient ${ambient[*]} vs sequential helm ($runs runs each)"
+for ((i = 1; i <= runs; i++)); do
+	timed cold-ambient.smm "$smm" install --profile ambient "${ambient[@]}" --no-color
+	teardown "$work/peer-ambient"
+	timed cold-ambient.helm helm_sequential "$work/peer-ambient" --wait --timeout 5m
+	teardown "$work/peer-ambient"
+done
+if [[ "${BENCH_ONLY:-}" == cold-ambient ]]; then
+	python3 "$root/scripts/bench/table.py" "$results" "$runs" | tee "$work/table.md"
+	exit 0
+fi
 
 # --- cold install with waits ------------------------------------------------------------------
 log "cold install: smm install ${mesh[*]} vs sequential helm upgrade --install --wait ($runs runs each)"
