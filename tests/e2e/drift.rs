@@ -5,14 +5,8 @@
 
 use std::time::Duration;
 
-use kube::Api;
-use kube::api::{DynamicObject, GroupVersionKind};
-use kube::discovery::{Scope, pinned_kind};
-use serde::Deserialize;
-use serde_json::Value;
-
 use crate::istio::Mesh;
-use crate::support::drift::differences;
+use crate::support::drift::{differences, documents, istiod_patched_its_webhooks, live_object};
 use crate::support::{
     LocalIstiod, TestCluster, assert_success, eventually, istio_mesh_lock, smm, stdout,
 };
@@ -24,66 +18,6 @@ const COMPONENTS: &[&str] = &["base", "istiod", "ingress-gateway", "istio-cni", 
 /// webhooks' `caBundle`, which the dump leaves unset (so it is no difference), and sets the
 /// validators' `failurePolicy` to `Fail`, which smm renders itself for that reason.
 const ALLOWED: &[&str] = &[];
-
-/// The documents of a multi-document YAML stream, empty ones left out.
-fn documents(yaml: &str) -> Vec<Value> {
-    serde_yaml_ng::Deserializer::from_str(yaml)
-        .map(|document| Value::deserialize(document).expect("the dump is YAML"))
-        .filter(|document| !document.is_null())
-        .collect()
-}
-
-/// The live counterpart of a dumped object, read through discovery (the dump names no
-/// namespace for some namespaced objects: helm puts them in the release's, the mesh's).
-async fn live_object(cluster: &TestCluster, dumped: &Value, namespace: &str) -> Value {
-    let (group, version) = match dumped["apiVersion"].as_str().unwrap().split_once('/') {
-        Some((group, version)) => (group, version),
-        None => ("", dumped["apiVersion"].as_str().unwrap()),
-    };
-    let gvk = GroupVersionKind::gvk(group, version, dumped["kind"].as_str().unwrap());
-    let (resource, capabilities) = pinned_kind(&cluster.client, &gvk).await.unwrap();
-    let name = dumped["metadata"]["name"].as_str().unwrap();
-    let api: Api<DynamicObject> = match capabilities.scope {
-        Scope::Cluster => Api::all_with(cluster.client.clone(), &resource),
-        Scope::Namespaced => Api::namespaced_with(
-            cluster.client.clone(),
-            dumped["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or(namespace),
-            &resource,
-        ),
-    };
-    let live = api
-        .get(name)
-        .await
-        .unwrap_or_else(|err| panic!("{} {name} is dumped but not live: {err}", gvk.kind));
-    serde_json::to_value(live).unwrap()
-}
-
-/// Whether istiod has patched every webhook of the dumped webhook configurations (the CA it
-/// fills in comes with its failure policy in the same update).
-async fn istiod_patched_its_webhooks(
-    cluster: &TestCluster,
-    dumped: &[Value],
-    namespace: &str,
-) -> bool {
-    for object in dumped.iter().filter(|object| {
-        object["kind"]
-            .as_str()
-            .is_some_and(|kind| kind.ends_with("WebhookConfiguration"))
-    }) {
-        let live = live_object(cluster, object, namespace).await;
-        let webhooks = live["webhooks"].as_array().cloned().unwrap_or_default();
-        if webhooks.is_empty()
-            || webhooks
-                .iter()
-                .any(|webhook| webhook["clientConfig"]["caBundle"].as_str().is_none())
-        {
-            return false;
-        }
-    }
-    true
-}
 
 #[tokio::test]
 async fn a_dump_equals_the_live_objects_after_istiod_patched_its_webhooks() {

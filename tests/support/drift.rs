@@ -3,7 +3,13 @@
 //! live, while the live object may hold more (what the API server defaults, status, metadata
 //! written by others).
 
+use kube::Api;
+use kube::api::{DynamicObject, GroupVersionKind};
+use kube::discovery::{Scope, pinned_kind};
+use serde::Deserialize;
 use serde_json::Value;
+
+use super::TestCluster;
 
 /// A field the dump sets that the live object does not hold as dumped.
 #[derive(Debug, PartialEq)]
@@ -142,6 +148,66 @@ fn matches(pattern: &str, path: &[String]) -> bool {
 /// A key as a JSON pointer writes it.
 fn escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
+}
+
+/// The documents of a multi-document YAML stream, empty ones left out.
+pub fn documents(yaml: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(yaml)
+        .map(|document| Value::deserialize(document).expect("the dump is YAML"))
+        .filter(|document| !document.is_null())
+        .collect()
+}
+
+/// The live counterpart of a dumped object, read through discovery (the dump names no
+/// namespace for some namespaced objects: helm puts them in the release's, the mesh's).
+pub async fn live_object(cluster: &TestCluster, dumped: &Value, namespace: &str) -> Value {
+    let (group, version) = match dumped["apiVersion"].as_str().unwrap().split_once('/') {
+        Some((group, version)) => (group, version),
+        None => ("", dumped["apiVersion"].as_str().unwrap()),
+    };
+    let gvk = GroupVersionKind::gvk(group, version, dumped["kind"].as_str().unwrap());
+    let (resource, capabilities) = pinned_kind(&cluster.client, &gvk).await.unwrap();
+    let name = dumped["metadata"]["name"].as_str().unwrap();
+    let api: Api<DynamicObject> = match capabilities.scope {
+        Scope::Cluster => Api::all_with(cluster.client.clone(), &resource),
+        Scope::Namespaced => Api::namespaced_with(
+            cluster.client.clone(),
+            dumped["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or(namespace),
+            &resource,
+        ),
+    };
+    let live = api
+        .get(name)
+        .await
+        .unwrap_or_else(|err| panic!("{} {name} is dumped but not live: {err}", gvk.kind));
+    serde_json::to_value(live).unwrap()
+}
+
+/// Whether istiod has patched every webhook of the dumped webhook configurations (the CA it
+/// fills in comes with its failure policy in the same update).
+pub async fn istiod_patched_its_webhooks(
+    cluster: &TestCluster,
+    dumped: &[Value],
+    namespace: &str,
+) -> bool {
+    for object in dumped.iter().filter(|object| {
+        object["kind"]
+            .as_str()
+            .is_some_and(|kind| kind.ends_with("WebhookConfiguration"))
+    }) {
+        let live = live_object(cluster, object, namespace).await;
+        let webhooks = live["webhooks"].as_array().cloned().unwrap_or_default();
+        if webhooks.is_empty()
+            || webhooks
+                .iter()
+                .any(|webhook| webhook["clientConfig"]["caBundle"].as_str().is_none())
+        {
+            return false;
+        }
+    }
+    true
 }
 
 #[cfg(test)]
