@@ -1,4 +1,5 @@
-//! GitOps output that does not drift: after a reconcile, with a real istiod that has patched its
+//! GitOps output that does not drift: after a reconcile of every component of an ambient mesh
+//! (istiod, the gateways, the node agents, the add-ons), with a real istiod that has patched its
 //! webhooks (their CA, the validators' failure policy), every object `--dump-resources` renders
 //! for the same ControlPlane holds live exactly what the dump sets, so a GitOps tool that
 //! applied the dump would report no permanent diff.
@@ -10,9 +11,6 @@ use crate::support::drift::{differences, documents, istiod_patched_its_webhooks,
 use crate::support::{
     LocalIstiod, TestCluster, assert_success, eventually, istio_mesh_lock, smm, stdout,
 };
-
-/// The mesh: istiod, a gateway, and the ambient profile's node agents.
-const COMPONENTS: &[&str] = &["base", "istiod", "ingress-gateway", "istio-cni", "ztunnel"];
 
 /// Fields that may differ between the dump and what runs. None does: istiod fills in the
 /// webhooks' `caBundle`, which the dump leaves unset (so it is no difference), and sets the
@@ -28,10 +26,16 @@ async fn a_dump_equals_the_live_objects_after_istiod_patched_its_webhooks() {
     // istiod first, so that the local istiod runs with the env its ambient chart renders.
     mesh.smm(&["install", "istiod", "--profile", "ambient"]);
     let _istiod = LocalIstiod::start(&ns, "");
-    mesh.smm(&[&["install"], COMPONENTS].concat());
+    // Then every component: the stored profile is ambient, so the node agents too.
+    mesh.smm(&["install", "-a"]);
 
-    let dump_args = [&["install"], COMPONENTS, &["--dump-resources"]].concat();
-    let output = smm(&[&dump_args[..], &["--control-plane", &mesh.name]].concat());
+    let output = smm(&[
+        "install",
+        "-a",
+        "--dump-resources",
+        "--control-plane",
+        &mesh.name,
+    ]);
     assert_success(&output);
     let dumped = documents(&stdout(&output));
     let kinds: Vec<&str> = dumped.iter().filter_map(|o| o["kind"].as_str()).collect();
@@ -50,7 +54,7 @@ async fn a_dump_equals_the_live_objects_after_istiod_patched_its_webhooks() {
     .await;
     assert!(patched, "istiod did not patch its webhooks' CA");
     // A reconcile after istiod's patches: smm puts nothing back that istiod wrote.
-    mesh.smm(&[&["install"], COMPONENTS].concat());
+    mesh.smm(&["install", "-a"]);
 
     let mut drift = Vec::new();
     for object in &dumped {
