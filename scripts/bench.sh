@@ -5,13 +5,16 @@
 #
 #   scripts/bench.sh                   (BENCH_RUNS=5 BENCH_GROWTH="7 50 200" BENCH_IDLE_SECONDS=30)
 #   BENCH_ONLY=cold BENCH_RUNS=1 scripts/bench.sh   only the cold install (a quick check of the mesh)
+#   BENCH_ONLY=cold-ambient scripts/bench.sh   only the ambient profile's cold install, to check it
+#   BENCH_PROFILE=dev ...              the debug build, to check the script quickly (no figures)
 #
-# The mesh measured is every component of smm's catalog but the gateways (base, istiod and the
-# add-ons: prometheus, grafana, tracing, and any add-on added since), read from `smm components`,
-# so the cold install and the no-op follow the add-ons as they are. The ingress and egress
-# gateways are left out: their pods are admitted only through istiod's injection webhook, which
-# on this plane needs a local istiod process started mid-install (scripts/istio/istiod.sh); the
-# dump comparison covers all seven components. The peers get exactly smm's charts and merged
+# The mesh measured is every component of smm's catalog of the sidecar profile but the gateways
+# (base, istiod and the add-ons: prometheus, grafana, tracing, kiali, and any added since), read
+# from `smm components`, so the cold install and the no-op follow the add-ons as they are; the
+# ambient profile's cold install is measured on its own mesh (base, istiod, istio-cni, ztunnel).
+# The ingress and egress gateways are left out: their pods are admitted only through istiod's
+# injection webhook, which on this plane needs a local istiod process started mid-install
+# (scripts/istio/istiod.sh); the dump comparison covers every component. The peers get exactly smm's charts and merged
 # values (examples/bench_peer_inputs.rs writes them) and apply smm's native objects (namespace,
 # Istio's CRDs) with kubectl before the chart. Everything is written under BENCH_DIR (default a
 # fresh temporary directory), results in BENCH_DIR/results.tsv.
@@ -26,13 +29,16 @@ results="$work/results.tsv"
 : >"$results"
 helm_real="$root/.tools/helm"
 kubectl="$root/.tools/kubectl"
-smm="$root/target/release/smm"
+# Figures come from the release build; the dev build only saves building it to check the script.
+profile="${BENCH_PROFILE:-release}"
+case "$profile" in release) build_dir=release ;; dev) build_dir=debug ;; *) echo "bench: BENCH_PROFILE is release or dev" >&2 && exit 2 ;; esac
+smm="$root/target/$build_dir/smm"
 log() { echo "bench: $*" >&2; }
 
 log "work directory $work"
 "$root/scripts/tools.sh" >&2
 [[ -d "$root/.upstream/istio" ]] || "$root/scripts/istio/fetch.sh" >&2
-(cd "$root" && cargo build --release --bin smm --example bench_peer_inputs --example bench_growth >&2)
+(cd "$root" && cargo build --profile "$profile" --bin smm --example bench_peer_inputs --example bench_growth >&2)
 # BENCH_HELMFILE=0 leaves helmfile out (reported as not measured).
 HELMFILE=""
 if [[ "${BENCH_HELMFILE:-1}" != 0 ]]; then
@@ -80,7 +86,8 @@ timed() { # metric command...
 }
 
 # The mesh's spec: every component on but the gateways; and every component on, for the dump.
-mapfile -t catalog < <("$smm" components -o json | python3 -c 'import json, sys; print("\n".join(c["name"] for c in json.load(sys.stdin)))')
+# The ambient node agents (on by default only under that profile) are left to the ambient case.
+mapfile -t catalog < <("$smm" components -o json | python3 -c 'import json, sys; print("\n".join(c["name"] for c in json.load(sys.stdin) if "enabledInProfile" not in c))')
 # A process substitution's failure does not stop the script: an empty list is that failure.
 ((${#catalog[@]} > 0)) || { log "smm components listed no component"; exit 1; }
 mesh=()
@@ -104,9 +111,25 @@ YAML
 record mesh.components "${#mesh[@]}"
 record catalog.components "${#catalog[@]}"
 sed -e 's/enabled: false/enabled: true/' "$work/cp.yaml" >"$work/cp-all.yaml"
-example() { "$root/target/release/examples/$1" "${@:2}"; }
+# The ambient profile's mesh: what `smm install --profile ambient` of these components enables
+# on a new ControlPlane, where every other component is off (the gateways and prometheus, on by
+# default, too).
+ambient=(base istiod istio-cni ztunnel)
+cat >"$work/cp-ambient.yaml" <<YAML
+apiVersion: smm.dev/v1alpha1
+kind: ControlPlane
+metadata:
+  name: smm
+spec:
+  profile: ambient
+  components:
+$(printf '    %s: {enabled: true}\n' "${ambient[@]}")
+$(printf '    %s: {enabled: false}\n' ingress-gateway egress-gateway prometheus grafana tracing kiali)
+YAML
+example() { "$root/target/$build_dir/examples/$1" "${@:2}"; }
 example bench_peer_inputs "$work/cp.yaml" "$work/peer"
 example bench_peer_inputs "$work/cp-all.yaml" "$work/peer-all"
+example bench_peer_inputs "$work/cp-ambient.yaml" "$work/peer-ambient"
 
 # --- the peers -------------------------------------------------------------------------------
 helm_sequential() { # inputs-dir [helm flags...]
@@ -152,18 +175,34 @@ helm_template_all() {
 # helmfile 1.1 asks `helm version --client`, which helm 4 no longer takes: it drives helm 3.
 helmfile_run() { "$HELMFILE" --file "$work/helmfile.yaml" --helm-binary "$root/.tools/helm3" "$@"; }
 
-# Back to no release of the mesh (CRDs and other cluster-scoped natives stay, as smm leaves them).
-teardown() {
-	local name release namespace deps
-	tac "$work/peer/components.tsv" | while read -r name release namespace deps; do
+# Back to no release of the mesh whose peer inputs are in the directory (default the sidecar
+# mesh's); CRDs and other cluster-scoped natives stay, as smm leaves them.
+teardown() { # [inputs-dir]
+	local dir="${1:-$work/peer}" name release namespace deps
+	tac "$dir/components.tsv" | while read -r name release namespace deps; do
 		"$helm_real" uninstall "$release" -n "$namespace" --wait --ignore-not-found >/dev/null 2>&1 || true
 	done
 	"$kubectl" delete controlplanes.smm.dev --all --wait >/dev/null 2>&1 || true
-	for namespace in $(awk '{print $3}' "$work/peer/components.tsv" | sort -u); do
+	for namespace in $(awk '{print $3}' "$dir/components.tsv" | sort -u); do
 		case "$namespace" in default | kube-*) continue ;; esac
 		"$kubectl" delete namespace "$namespace" --wait --ignore-not-found >/dev/null
 	done
 }
+
+# --- cold install of the ambient profile, with waits -------------------------------------------
+# istiod in ambient mode and the node agents' DaemonSets ready on every node, beside the same
+# charts and values installed one after the other by helm. Nothing else is installed around it.
+log "cold install (ambient): smm install --profile ambient ${ambient[*]} vs sequential helm ($runs runs each)"
+for ((i = 1; i <= runs; i++)); do
+	timed cold-ambient.smm "$smm" install --profile ambient "${ambient[@]}" --no-color
+	teardown "$work/peer-ambient"
+	timed cold-ambient.helm helm_sequential "$work/peer-ambient" --wait --timeout 5m
+	teardown "$work/peer-ambient"
+done
+if [[ "${BENCH_ONLY:-}" == cold-ambient ]]; then
+	python3 "$root/scripts/bench/table.py" "$results" "$runs" | tee "$work/table.md"
+	exit 0
+fi
 
 # --- cold install with waits ------------------------------------------------------------------
 log "cold install: smm install ${mesh[*]} vs sequential helm upgrade --install --wait ($runs runs each)"

@@ -2,7 +2,9 @@
 //! pinned module by scripts/argocd/build.sh and run by scripts/argocd/argocd.sh on the local
 //! plane): the operator's packaging and a ControlPlane synced from a local git repository, the
 //! operator reconciling as its own ServiceAccount, and Argo CD judging the ControlPlane's health
-//! through deploy/argocd's Lua as commits break and repair it.
+//! through deploy/argocd's Lua as commits break and repair it; then, without the operator, a
+//! mesh synced from `--dump-resources` output that stays Synced once a real istiod has patched
+//! its webhooks.
 //!
 //! A test binary of its own: Argo CD installs the operator, which makes every CLI reconcile
 //! refuse, and cargo runs test binaries one after another. One test, since its steps build on
@@ -22,7 +24,8 @@ use kube::api::{
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
-use support::{OperatorProcess, TestCluster, repo_root, smm, unique_name};
+use support::drift::{documents, istiod_patched_its_webhooks};
+use support::{LocalIstiod, OperatorProcess, TestCluster, repo_root, smm, unique_name};
 
 /// Argo CD's processes, stopped (with its namespace and CRDs) when dropped.
 struct ArgoCd {
@@ -252,6 +255,99 @@ async fn delete_with_resources(client: &Client, name: &str) {
     }
 }
 
+/// Without the operator: Argo CD syncs `--dump-resources` output of base and istiod through
+/// deploy/argocd/mesh-from-dump-application.yaml; once a real istiod has patched its webhooks
+/// (their CA, the validators' failure policy), the Application is still Synced and Argo CD
+/// synced nothing again (it heals itself, so a diff would show as another sync).
+async fn a_dumped_mesh_stays_synced_after_istiod_patched_its_webhooks(
+    cluster: &TestCluster,
+    argocd: &ArgoCd,
+    repo: &GitRepo,
+) {
+    let client = &cluster.client;
+    let namespace = unique_name("gitops-dump");
+    let spec = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        spec.path(),
+        serde_yaml_ng::to_string(&json!({
+            "apiVersion": "smm.dev/v1alpha1", "kind": "ControlPlane",
+            "metadata": {"name": unique_name("gitops-dump")},
+            "spec": {"namespace": namespace, "components": {
+                "base": {"enabled": true}, "istiod": {"enabled": true},
+                "ingress-gateway": {"enabled": false}, "prometheus": {"enabled": false},
+            }},
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let dump = smm(&[
+        "reconcile",
+        "-f",
+        spec.path().to_str().unwrap(),
+        "--dump-resources",
+    ]);
+    assert!(dump.status.success(), "{dump:?}");
+    let dump = String::from_utf8(dump.stdout).unwrap();
+    repo.commit("dumped/mesh.yaml", &dump, "a mesh as smm dumps it");
+    let text =
+        std::fs::read_to_string(repo_root().join("deploy/argocd/mesh-from-dump-application.yaml"))
+            .unwrap();
+    let mut app: Value = serde_yaml_ng::from_str(&text).unwrap();
+    app["metadata"]["name"] = json!("dumped-mesh");
+    app["spec"]["source"]["repoURL"] = json!(repo.url());
+    app["spec"]["source"]["path"] = json!("dumped");
+    create_application(client, app).await;
+    // Synced is enough: istiod's autoscaler is Degraded without a metrics API.
+    let synced = wait_for(client, argocd, "dumped-mesh", "synced", |s| {
+        s["sync"]["status"] == "Synced" && s["operationState"]["phase"] == "Succeeded"
+    })
+    .await;
+    let first_sync = synced["operationState"]["startedAt"].clone();
+
+    let istiod = LocalIstiod::start(&namespace, "");
+    let dumped = documents(&dump);
+    let mut patched = false;
+    for _ in 0..120 {
+        patched = istiod_patched_its_webhooks(cluster, &dumped, &namespace).await;
+        if patched {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        patched,
+        "istiod did not patch its webhooks:
+{}",
+        istiod.log()
+    );
+    // A comparison made after istiod's patch (reconciledAt counts whole seconds).
+    let before =
+        applications(client).get("dumped-mesh").await.unwrap().data["status"]["reconciledAt"]
+            .clone();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    refresh(client, "dumped-mesh").await;
+    let after = wait_for(client, argocd, "dumped-mesh", "compared again", |s| {
+        s["reconciledAt"] != before && s["sync"]["status"] != Value::Null
+    })
+    .await;
+    let out_of_sync: Vec<&Value> = after["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["status"] != "Synced")
+        .collect();
+    assert!(
+        out_of_sync.is_empty() && after["sync"]["status"] == "Synced",
+        "istiod's patches show as a diff: {out_of_sync:?}"
+    );
+    assert_eq!(
+        after["operationState"]["startedAt"], first_sync,
+        "Argo CD synced again after istiod's patches"
+    );
+    delete_with_resources(client, "dumped-mesh").await;
+    drop(istiod);
+}
+
 /// The whole flow: the operator from the kustomize base, then from the Helm chart without its
 /// pod rolling; a ControlPlane Progressing until the operator runs, then Healthy; a bad commit
 /// Degraded with the failing component's message; the revert Healthy again; nothing OutOfSync.
@@ -401,6 +497,7 @@ async fn argo_cd_syncs_the_operator_and_a_control_plane_and_judges_its_health() 
     delete_with_resources(client, "smm-operator-helm").await;
     let uninstalled = smm(&["operator", "uninstall", "--namespace", "smm-system"]);
     assert!(uninstalled.status.success(), "{uninstalled:?}");
+    a_dumped_mesh_stays_synced_after_istiod_patched_its_webhooks(&cluster, &argocd, &repo).await;
     let _ = Api::<Namespace>::all(client.clone())
         .delete(&mesh_namespace, &DeleteParams::default())
         .await;

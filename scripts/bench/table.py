@@ -72,6 +72,8 @@ row("no-op: helm processes smm started (per pair of runs, every run)",
     ",".join(f"{x:g}" for x in hp), "", "", "0", all(x == 0 for x in hp) if hp else None)
 compare(f"cold install with waits ({mesh_n} components): smm vs sequential `helm upgrade --install --wait`",
         "cold.smm", "cold.helm", "≥1.5x", lambda r: r >= 1.5)
+compare("cold install with waits, ambient profile (base, istiod, istio-cni, ztunnel): smm vs sequential "
+        "`helm upgrade --install --wait`", "cold-ambient.smm", "cold-ambient.helm", "—", lambda r: None)
 compare("one component changed (grafana, with waits): smm vs `helm upgrade --install --wait`",
         "change.smm", "change.helm", "—", lambda r: None)
 hp = values.get("change.smm.helm-processes", [])

@@ -177,6 +177,45 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
     }
 
+    /// The built-in catalog's graph: the ambient profile's node agents come after istiod, in the
+    /// order they are installed (istio-cni before ztunnel, which needs its redirection).
+    #[test]
+    fn the_node_agents_are_drawn_after_istiod() {
+        let catalog = crate::mesh::catalog::Catalog::builtin().unwrap();
+        let nodes: Vec<GraphNode> = catalog
+            .components()
+            .iter()
+            .map(|component| GraphNode {
+                name: component.name,
+                depends_on: component.depends_on,
+                phase: "Not installed".to_owned(),
+                tone: Tone::Off,
+            })
+            .collect();
+        let svg = render(&nodes);
+        assert!(column_x(&svg, "istio-cni") > column_x(&svg, "istiod"));
+        assert!(column_x(&svg, "ztunnel") > column_x(&svg, "istio-cni"));
+        assert!(svg.contains(r#"data-from="istiod" data-to="istio-cni""#));
+        assert!(svg.contains(r#"data-from="istio-cni" data-to="ztunnel""#));
+        // Every component has its node, whole inside the drawing.
+        let width: u32 = svg
+            .split(r#"width=""#)
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        for component in catalog.components() {
+            assert!(
+                column_x(&svg, component.name) + NODE_WIDTH <= width,
+                "{}",
+                component.name
+            );
+        }
+    }
+
     #[test]
     fn text_is_escaped() {
         let svg = render(&[node("a", &[], "Failed: <\"x\" & 'y'>")]);

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::svg::Tone;
 use crate::api::{ComponentPhase, ComponentStatus};
-use crate::cluster::workloads::{Readiness, WorkloadState};
+use crate::cluster::workloads::{Readiness, WorkloadKind, WorkloadState};
 use crate::helm::workloads::LiveComponent;
 
 #[derive(Debug, Serialize)]
@@ -16,6 +16,9 @@ pub struct WorkloadView {
     pub name: String,
     pub ready: i32,
     pub desired: i32,
+    /// What `ready` and `desired` count: a DaemonSet (a node agent such as ztunnel) runs one pod
+    /// per node it fits on, so its counts are nodes.
+    pub unit: &'static str,
     pub state: &'static str,
     pub tone: Tone,
     pub message: Option<String>,
@@ -64,8 +67,43 @@ pub(super) fn workload_view(state: &WorkloadState) -> WorkloadView {
         name: state.workload.name.clone(),
         ready: state.ready,
         desired: state.desired,
+        unit: match state.workload.kind {
+            WorkloadKind::Deployment | WorkloadKind::StatefulSet => "replicas",
+            WorkloadKind::DaemonSet => "nodes",
+            WorkloadKind::Job => "completions",
+        },
         state: state.readiness.state(),
         tone,
         message: state.readiness.reason().map(str::to_owned),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::workloads::WorkloadRef;
+
+    fn state(kind: WorkloadKind, ready: i32, desired: i32) -> WorkloadState {
+        WorkloadState {
+            workload: WorkloadRef {
+                kind,
+                namespace: "istio-system".to_owned(),
+                name: "ztunnel".to_owned(),
+            },
+            ready,
+            desired,
+            readiness: Readiness::Progressing(format!("{ready}/{desired} ready")),
+        }
+    }
+
+    #[test]
+    fn a_node_agent_counts_nodes() {
+        let view = workload_view(&state(WorkloadKind::DaemonSet, 2, 3));
+        assert_eq!((view.ready, view.desired, view.unit), (2, 3, "nodes"));
+        assert_eq!(view.tone, Tone::Busy);
+        assert_eq!(
+            workload_view(&state(WorkloadKind::Deployment, 1, 1)).unit,
+            "replicas"
+        );
     }
 }

@@ -5,6 +5,7 @@ mod ambient;
 mod charts;
 mod check;
 mod cli;
+mod drift;
 mod engine;
 mod failures;
 mod helm_runner;

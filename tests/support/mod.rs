@@ -4,6 +4,8 @@
 //! Shared by the `e2e` and `operator` test binaries; each uses a part of it.
 #![allow(dead_code)]
 
+pub mod drift;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -91,7 +91,7 @@ function renderComponent(c) {
     partError(c.workloads),
     workloads.length
       ? table(["Workload", "Ready", "State"], workloads.map((w) => ({
-        cells: [w.kind + " " + w.namespace + "/" + w.name, w.ready + "/" + w.desired,
+        cells: [w.kind + " " + w.namespace + "/" + w.name, w.ready + "/" + w.desired + " " + w.unit,
           [badge(w.state, w.tone), w.message ? " " + w.message : ""]],
       })))
       : h("p", { class: "muted" }, "No workloads."),

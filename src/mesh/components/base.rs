@@ -47,8 +47,11 @@ pub fn component() -> Component {
                 // The default validator sends Istio config to istiod, wherever istiod runs.
                 "global": {"istioNamespace": super::istiod::istiod_namespace(context)},
                 "defaultRevision": default_revision(context),
-                // smm applies the CRDs itself; the chart leaves out exactly those it names here.
-                "base": {"excludedCRDs": CRD_OBJECTS.iter().map(NativeObject::name).collect::<Vec<_>>()},
+                "base": {
+                    // smm applies the CRDs itself; the chart leaves out exactly those it names here.
+                    "excludedCRDs": CRD_OBJECTS.iter().map(NativeObject::name).collect::<Vec<_>>(),
+                    "validationFailurePolicy": super::istio::VALIDATION_FAILURE_POLICY,
+                },
             })
         },
     }
@@ -215,6 +218,8 @@ mod tests {
         );
         assert_eq!(values["base"]["excludedCRDs"], json!(names));
         assert_eq!(values["defaultRevision"], "default");
+        // As istiod sets it once it validates, so a dump equals what runs.
+        assert_eq!(values["base"]["validationFailurePolicy"], "Fail");
     }
 
     #[test]

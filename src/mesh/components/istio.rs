@@ -28,6 +28,13 @@ const CHART_VERSION: &str = env!("SMM_ISTIO_CHART_VERSION");
 /// itself is set in `values/istiod.yaml` (so a user can override it); a test keeps the two equal.
 pub const DEFAULT_TAG: &str = "1.31.4";
 
+/// The failure policy base's and istiod's validating webhooks are rendered with. The charts
+/// render `Ignore` on install (and nothing on upgrade) and leave it to istiod, which sets `Fail`
+/// once its validation answers; rendering `Fail` makes `--dump-resources` (and whatever syncs
+/// it, e.g. Argo CD) equal what runs instead of a permanent diff. Until istiod first answers,
+/// Istio's config is then refused rather than let in unchecked, which smm never creates.
+pub(super) const VALIDATION_FAILURE_POLICY: &str = "Fail";
+
 /// One of Istio's charts, embedded as component `name`, described in smm's words.
 pub(super) fn chart(
     name: &'static str,

@@ -70,6 +70,7 @@ fn managed_values(context: &ComponentContext<'_>) -> serde_json::Value {
         // tags rendered by a revision's release would be claimed by the next revision's release
         // too, which helm refuses, and go when the release that rendered them goes.
         "revisionTags": [],
+        "base": {"validationFailurePolicy": istio::VALIDATION_FAILURE_POLICY},
         "meshConfig": {
             "trustDomain": spec.trust_domain(),
             "rootNamespace": context.namespace,
@@ -185,6 +186,8 @@ mod tests {
         assert_eq!(values["revision"], "1-28");
         assert_eq!(values["global"]["istioNamespace"], "mesh");
         assert_eq!(values["global"]["hub"], "registry.local:5000/istio");
+        // The revision's validator fails closed as istiod would make it (a dump equals what runs).
+        assert_eq!(values["base"]["validationFailurePolicy"], "Fail");
         // The tag is a default in smm's layer, not managed: users may pick another release.
         assert_eq!(values["global"].get("tag"), None);
         assert_eq!(
