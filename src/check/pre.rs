@@ -20,6 +20,7 @@ use super::rules::{self, ReleaseKey};
 use super::{Category, CheckError, Finding, forbidden, read, unless_forbidden};
 use crate::api::ControlPlane;
 use crate::api::objects::Presence;
+use crate::cluster::bundle::keeps_live_bundle;
 use crate::cluster::control_plane;
 use crate::cluster::objects::dropped_stored_versions;
 use crate::desired::resolve::DesiredComponent;
@@ -278,6 +279,10 @@ async fn crds(
             continue;
         };
         compared += 1;
+        // A newer or experimental Gateway API bundle stays as it is: nothing of it is replaced.
+        if keeps_live_bundle(&live, &native.object()).is_some() {
+            continue;
+        }
         let dropped = dropped_stored_versions(&live, &native.object());
         if !dropped.is_empty() {
             findings.push(Finding::fail(

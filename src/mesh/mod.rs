@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod components;
+pub mod gateway_api;
 pub mod graph;
 pub mod injection;
 pub mod revisions;
