@@ -42,9 +42,9 @@ pub struct ApplyArgs {
     /// Label the namespace istio.io/use-waypoint=NAME, so its traffic goes through the waypoint
     #[arg(long)]
     enroll_namespace: bool,
-    /// Wait until istiod has programmed the Gateway (true or false)
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    wait: bool,
+    /// Return once the Gateway is applied, without waiting for istiod to program it
+    #[arg(long)]
+    no_wait: bool,
     /// The ControlPlane whose istiod revision programs it
     #[arg(long = "control-plane", value_name = "NAME", default_value = DEFAULT_CONTROL_PLANE, value_parser = super::args::control_plane_flag)]
     control_plane: String,
@@ -65,7 +65,7 @@ pub async fn run(global: &GlobalArgs, command: &WaypointCommand) -> anyhow::Resu
                 name: &args.target.name,
                 traffic: args.traffic,
                 enroll_namespace: args.enroll_namespace,
-                wait: args.wait.then_some(global.timeout),
+                wait: (!args.no_wait).then_some(global.timeout),
             };
             let report = ambient::apply_waypoint(&client, &args.control_plane, &request).await?;
             (report, args.target.output)

@@ -173,14 +173,7 @@ async fn a_waypoint_applied_by_smm_is_deployed_by_a_real_istiod_and_deleted_with
     );
 
     // Delete: the Gateway, by garbage collection its Deployment, and the enrollment go.
-    let deleted = smm(&[
-        "waypoint",
-        "delete",
-        "-n",
-        &app_ns,
-        "--control-plane",
-        &mesh.name,
-    ]);
+    let deleted = smm(&["waypoint", "delete", "-n", &app_ns]);
     crate::support::assert_success(&deleted);
     assert!(stdout(&deleted).contains("deleted"), "{}", stdout(&deleted));
     assert!(gateways.get_opt("waypoint").await.unwrap().is_none());
@@ -198,14 +191,7 @@ async fn a_waypoint_applied_by_smm_is_deployed_by_a_real_istiod_and_deleted_with
             .contains_key("istio.io/use-waypoint")
     );
     // Deleting again is no error.
-    crate::support::assert_success(&smm(&[
-        "waypoint",
-        "delete",
-        "-n",
-        &app_ns,
-        "--control-plane",
-        &mesh.name,
-    ]));
+    crate::support::assert_success(&smm(&["waypoint", "delete", "-n", &app_ns]));
 }
 
 /// One Gateway API CRD that no test uses: made to claim a newer bundle, it must be left as it is.
@@ -240,6 +226,18 @@ async fn a_gateway_api_crd_of_a_newer_bundle_is_left_as_it_is_and_an_absent_one_
     )
     .await
     .unwrap();
+    // Established first: the API server's own status writes must not pass for smm's.
+    let established = eventually(Duration::from_secs(30), async || {
+        crds.get(UNUSED_CRD).await.is_ok_and(|crd| {
+            crd.status
+                .and_then(|status| status.conditions)
+                .into_iter()
+                .flatten()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        })
+    })
+    .await;
+    assert!(established, "{UNUSED_CRD} was never established");
     let before = crds.get(UNUSED_CRD).await.unwrap();
 
     let mesh = Mesh::create(&cluster, None).await;
