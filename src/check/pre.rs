@@ -280,7 +280,12 @@ async fn crds(
         };
         compared += 1;
         // A newer or experimental Gateway API bundle stays as it is: nothing of it is replaced.
-        if keeps_live_bundle(&live, &native.object()).is_some() {
+        if let Some(reason) = keeps_live_bundle(&live, &native.object()) {
+            findings.push(Finding::warn(
+                Category::Crds,
+                format!("CRD {} will be left as it is: {reason}", native.name()),
+                "smm never replaces a newer or experimental Gateway API bundle; make sure the Istio version runs with it",
+            ));
             continue;
         }
         let dropped = dropped_stored_versions(&live, &native.object());

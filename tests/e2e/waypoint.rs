@@ -264,6 +264,13 @@ async fn a_gateway_api_crd_of_a_newer_bundle_is_left_as_it_is_and_an_absent_one_
         annotation(&after, BUNDLE_VERSION).as_deref(),
         Some("v1.99.0")
     );
+    // smm check --pre says so too (whatever else it finds in this shared cluster).
+    let check = smm(&["check", "--pre", "--control-plane", &mesh.name]);
+    assert!(
+        stdout(&check).contains(&format!("CRD {UNUSED_CRD} will be left as it is")),
+        "{}",
+        stdout(&check)
+    );
     // The others of the bundle are smm's.
     let gateways_crd = crds.get(GATEWAYS_CRD).await.unwrap();
     assert_eq!(
