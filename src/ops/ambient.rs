@@ -53,10 +53,10 @@ pub enum AmbientError {
     },
     #[error(
         "the cluster has no Gateway API CRDs ({GATEWAYS_CRD}), and a waypoint is a Gateway: let \
-         smm apply them (spec.gatewayAPI.enabled: true, or the ambient profile: smm install \
-         --profile ambient)"
+         smm apply them (the standard channel {bundle}) with spec.gatewayAPI.enabled: true, or \
+         under the ambient profile (smm install --profile ambient)"
     )]
-    NoGatewayApi,
+    NoGatewayApi { bundle: String },
     #[error(
         "gateway/{name} in namespace {namespace} is of class {class:?}, not a waypoint \
          ({WAYPOINT_CLASS}): not deleting it"
@@ -228,7 +228,10 @@ pub async fn apply_waypoint(
             source,
         })?;
     if crd.is_none() {
-        return Err(AmbientError::NoGatewayApi.into());
+        return Err(AmbientError::NoGatewayApi {
+            bundle: gateway_api::bundle_version(),
+        }
+        .into());
     }
     let spec = control_plane::load(client, control_plane)
         .await?
@@ -466,6 +469,23 @@ mod tests {
             not_programmed(&of(&[]))
                 .unwrap()
                 .contains("PILOT_ENABLE_AMBIENT")
+        );
+    }
+
+    #[test]
+    fn without_the_gateway_api_crds_the_refusal_says_how_to_get_them() {
+        let bundle = gateway_api::bundle_version();
+        let message = AmbientError::NoGatewayApi {
+            bundle: bundle.clone(),
+        }
+        .to_string();
+        assert!(
+            message.contains("spec.gatewayAPI.enabled: true"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("standard channel {bundle}")),
+            "{message}"
         );
     }
 
