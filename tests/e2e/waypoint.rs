@@ -264,6 +264,23 @@ async fn a_gateway_api_crd_of_a_newer_bundle_is_left_as_it_is_and_an_absent_one_
         annotation(&after, BUNDLE_VERSION).as_deref(),
         Some("v1.99.0")
     );
+    // So does the ControlPlane's status, for as long as it holds.
+    let base_message = async || {
+        Api::<smm::api::ControlPlane>::all(cluster.client.clone())
+            .get(&mesh.name)
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .components["base"]
+            .message
+            .clone()
+    };
+    let message = base_message().await.unwrap_or_default();
+    assert!(
+        message.starts_with("left as it is: ") && message.contains(UNUSED_CRD),
+        "{message}"
+    );
     // smm check --pre says so too (whatever else it finds in this shared cluster).
     let check = smm(&["check", "--pre", "--control-plane", &mesh.name]);
     assert!(
@@ -286,6 +303,7 @@ async fn a_gateway_api_crd_of_a_newer_bundle_is_left_as_it_is_and_an_absent_one_
     delete_crd(&crds, UNUSED_CRD).await;
     mesh.smm(&["install", "base"]);
     let restored = crds.get(UNUSED_CRD).await.unwrap();
+    assert_eq!(base_message().await, None);
     assert_eq!(
         annotation(&restored, BUNDLE_VERSION),
         Some(gateway_api::bundle_version())
