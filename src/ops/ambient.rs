@@ -173,12 +173,18 @@ pub async fn dataplane_mode(
     Ok(report)
 }
 
-/// Whether the ControlPlane's last reconcile left ztunnel running.
+/// Whether the ControlPlane's status shows ztunnel running: Available, or being upgraded
+/// (its old pods still carry the traffic).
 fn runs_ztunnel(control_plane: Option<&ControlPlane>) -> bool {
     control_plane
         .and_then(|cp| cp.status.as_ref())
         .and_then(|status| status.components.get("ztunnel"))
-        .is_some_and(|ztunnel| ztunnel.phase == ComponentPhase::Available)
+        .is_some_and(|ztunnel| {
+            matches!(
+                ztunnel.phase,
+                ComponentPhase::Available | ComponentPhase::Upgrading
+            )
+        })
 }
 
 /// A waypoint to apply.
@@ -490,16 +496,23 @@ mod tests {
     }
 
     #[test]
-    fn only_an_available_ztunnel_carries_ambient_traffic() {
+    fn only_a_running_ztunnel_carries_ambient_traffic() {
         assert!(!runs_ztunnel(None));
         let mut cp = ControlPlane::new("smm", Default::default());
         assert!(!runs_ztunnel(Some(&cp)));
-        let mut status = crate::api::ControlPlaneStatus::default();
-        status.components.insert(
-            "ztunnel".to_owned(),
-            crate::api::ComponentStatus::with_phase(ComponentPhase::Available),
-        );
-        cp.status = Some(status);
-        assert!(runs_ztunnel(Some(&cp)));
+        for (phase, runs) in [
+            (ComponentPhase::Available, true),
+            (ComponentPhase::Upgrading, true),
+            (ComponentPhase::Installing, false),
+            (ComponentPhase::Removed, false),
+        ] {
+            let mut status = crate::api::ControlPlaneStatus::default();
+            status.components.insert(
+                "ztunnel".to_owned(),
+                crate::api::ComponentStatus::with_phase(phase),
+            );
+            cp.status = Some(status);
+            assert_eq!(runs_ztunnel(Some(&cp)), runs, "{phase}");
+        }
     }
 }
