@@ -53,8 +53,9 @@ pub enum AmbientError {
     },
     #[error(
         "the cluster has no Gateway API CRDs ({GATEWAYS_CRD}), and a waypoint is a Gateway: let \
-         smm apply them (the standard channel {bundle}) with spec.gatewayAPI.enabled: true, or \
-         under the ambient profile (smm install --profile ambient)"
+         smm apply them (the standard channel {bundle}) with spec.gatewayAPI.enabled: true \
+         (smm install base --gateway-api true), or under the ambient profile (smm install \
+         --profile ambient)"
     )]
     NoGatewayApi { bundle: String },
     #[error(
