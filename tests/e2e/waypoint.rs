@@ -241,11 +241,12 @@ async fn a_gateway_api_crd_of_a_newer_bundle_is_left_as_it_is_and_an_absent_one_
     let before = crds.get(UNUSED_CRD).await.unwrap();
 
     let mesh = Mesh::create(&cluster, None).await;
+    // A sidecar mesh that asks for the Gateway API.
     let installed = smm(&[
         "install",
         "base",
-        "--profile",
-        "ambient",
+        "--gateway-api",
+        "true",
         "--control-plane",
         &mesh.name,
     ]);
