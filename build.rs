@@ -23,7 +23,8 @@
 //!
 //! It also writes Istio's CRDs (the base chart's `files/crd-all.gen.yaml`) to
 //! `$OUT_DIR/istio-crds.json` as one JSON array: smm applies them itself, and reading them as JSON
-//! at run time costs a fraction of parsing the YAML.
+//! at run time costs a fraction of parsing the YAML. The Gateway API's standard channel CRDs
+//! (fetch.sh copies them into `gateway-api/`) go the same way, to `$OUT_DIR/gateway-api-crds.json`.
 
 use std::path::Path;
 
@@ -34,6 +35,9 @@ const UPSTREAM: &str = ".upstream/istio";
 /// Istio's CRDs in the base chart, and the JSON build.rs makes of them in `$OUT_DIR`.
 const CRD_FILE: &str = "files/crd-all.gen.yaml";
 const CRDS_JSON: &str = "istio-crds.json";
+/// The Gateway API's CRDs as fetch.sh copied them, and their JSON in `$OUT_DIR`.
+const GATEWAY_API: &str = "gateway-api";
+const GATEWAY_API_JSON: &str = "gateway-api-crds.json";
 /// Istio's dashboards as fetch.sh copied them, and where build.rs writes them compacted.
 const DASHBOARDS: &str = "dashboards";
 const DASHBOARDS_OUT: &str = "grafana-dashboards";
@@ -67,7 +71,13 @@ fn main() {
                 Err(message) => println!("cargo::error={message}"),
             }
             let out = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
-            if let Err(message) = crds_to_json(&charts, &Path::new(&out).join(CRDS_JSON)) {
+            let istio_crds = [charts.join("base").join(CRD_FILE)];
+            if let Err(message) = crds_to_json(&istio_crds, &Path::new(&out).join(CRDS_JSON)) {
+                println!("cargo::error={message}");
+            }
+            let gateway_api = yaml_files(&root.join(UPSTREAM).join(GATEWAY_API))
+                .and_then(|files| crds_to_json(&files, &Path::new(&out).join(GATEWAY_API_JSON)));
+            if let Err(message) = gateway_api {
                 println!("cargo::error={message}");
             }
             let dashboards = root.join(UPSTREAM).join(DASHBOARDS);
@@ -159,19 +169,44 @@ fn check(root: &Path, stamp: &Path) -> Result<String, String> {
     Ok(pinned.to_owned())
 }
 
-/// Istio's CRD file, as one JSON array of its non-empty documents.
-fn crds_to_json(charts: &Path, out: &Path) -> Result<(), String> {
+/// CRD files, as one JSON array of their non-empty documents, in the order given.
+fn crds_to_json(files: &[std::path::PathBuf], out: &Path) -> Result<(), String> {
     use serde::Deserialize;
-    let file = charts.join("base").join(CRD_FILE);
-    let text = std::fs::read_to_string(&file)
-        .map_err(|error| format!("cannot read {}: {error}", file.display()))?;
-    let documents = serde_yaml_ng::Deserializer::from_str(&text)
-        .map(Option::<serde_json::Value>::deserialize)
-        .filter_map(Result::transpose)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| format!("{}: invalid YAML: {error}", file.display()))?;
+    let mut documents = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .map_err(|error| format!("cannot read {}: {error}", file.display()))?;
+        for document in serde_yaml_ng::Deserializer::from_str(&text)
+            .map(Option::<serde_json::Value>::deserialize)
+            .filter_map(Result::transpose)
+        {
+            documents.push(
+                document.map_err(|error| format!("{}: invalid YAML: {error}", file.display()))?,
+            );
+        }
+    }
     let json = serde_json::to_string(&documents).expect("JSON values serialize");
     std::fs::write(out, json).map_err(|error| format!("cannot write {}: {error}", out.display()))
+}
+
+/// The `*.yaml` files of `dir`, sorted by name (so the embedded order does not depend on the
+/// file system's).
+fn yaml_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, String> {
+    let missing = || format!("{} is missing: run scripts/istio/fetch.sh", dir.display());
+    let mut files = std::fs::read_dir(dir)
+        .map_err(|_| missing())?
+        .map(|entry| entry.map(|entry| entry.path()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| format!("cannot list {}: {error}", dir.display()))?;
+    files.retain(|path| {
+        path.extension()
+            .is_some_and(|extension| extension == "yaml")
+    });
+    files.sort();
+    if files.is_empty() {
+        return Err(missing());
+    }
+    Ok(files)
 }
 
 /// Every `*.json` of `from`, parsed (so a broken file stops the build) and written to `to` as

@@ -29,7 +29,8 @@
 //!
 //! mesh and desired never import cluster: they build plain data (`api::objects`), and the
 //! engine applies it. cluster imports from mesh only plain data: `cluster::mesh_snapshot` fills
-//! a `mesh::revisions::usage::MeshSnapshot`, which mesh judges.
+//! a `mesh::revisions::usage::MeshSnapshot`, which mesh judges, and `cluster::bundle` reads the
+//! Gateway API's annotation names from `mesh::gateway_api`.
 
 // Unsafe code is allowed only where it is marked, each place with the reason it is sound.
 #![deny(unsafe_code)]

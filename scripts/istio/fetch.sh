@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fetches Istio's own Helm charts (those charts.txt lists: base, istiod, gateway, istio-cni,
-# ztunnel) from the istio.io/istio module version pinned in versions.env into the git-ignored
-# .upstream/istio/ of the repository, where the Rust build embeds them. Prints that directory as
-# the last line on stdout.
+# ztunnel) from the istio.io/istio module version pinned in versions.env, and the Gateway API CRDs
+# of the version Istio requires, into the git-ignored .upstream/istio/ of the repository, where
+# the Rust build embeds them. Prints that directory as the last line on stdout.
 #
 #   .upstream/istio/charts/<name>   each chart of charts.txt (base with files/crd-all.gen.yaml)
 #   .upstream/istio/addons/<name>.yaml  Istio's sample add-ons (prometheus, grafana, jaeger,
@@ -10,6 +10,9 @@
 #   .upstream/istio/dashboards/<name>.json  Istio's Grafana dashboards (manifests/addons/dashboards,
 #                                   named as Istio's own Grafana sample names them), which the
 #                                   build compacts into the grafana chart
+#   .upstream/istio/gateway-api/<name>.yaml  the Gateway API's standard channel CRDs, from the
+#                                   sigs.k8s.io/gateway-api version go.mod requires (Istio's own
+#                                   requirement), which smm applies for ambient meshes' waypoints
 #   .upstream/istio/min-kubernetes  the oldest Kubernetes minor version Istio supports, as
 #                                   istioctl's precheck reads it (MinK8SVersion), for `smm check`
 #   .upstream/istio/stamp           what was fetched (version, module checksum, chart names)
@@ -36,8 +39,17 @@ module_sum="$(awk -v v="$ISTIO_MODULE_VERSION" '$1 == "istio.io/istio" && $2 == 
 	echo "fetch: scripts/istio/go.sum has no istio.io/istio $ISTIO_MODULE_VERSION; run scripts/istio/gen-module.sh" >&2
 	exit 1
 }
-stamp_text="$(printf 'module istio.io/istio\nversion %s\nsum %s\ncharts %s\n' \
-	"$ISTIO_MODULE_VERSION" "$module_sum" "$(printf '%s\n' "${charts[@]}" | awk '{ print $1 }' | paste -sd' ')")"
+# The Gateway API's CRDs come from the version Istio itself requires (go.mod, go.sum-checked): the
+# one istiod's waypoint and gateway controllers are built against. Never pinned apart from Istio.
+gateway_api_version="$(awk '$1 == "sigs.k8s.io/gateway-api" { print $2 }' "$here/go.mod")"
+gateway_api_sum="$(awk -v v="$gateway_api_version" '$1 == "sigs.k8s.io/gateway-api" && $2 == v { print $3 }' "$here/go.sum")"
+[[ -n "$gateway_api_version" && -n "$gateway_api_sum" ]] || {
+	echo "fetch: scripts/istio/go.mod/go.sum name no sigs.k8s.io/gateway-api; run scripts/istio/gen-module.sh" >&2
+	exit 1
+}
+stamp_text="$(printf 'module istio.io/istio\nversion %s\nsum %s\ncharts %s\ngateway-api %s %s\n' \
+	"$ISTIO_MODULE_VERSION" "$module_sum" "$(printf '%s\n' "${charts[@]}" | awk '{ print $1 }' | paste -sd' ')" \
+	"$gateway_api_version" "$gateway_api_sum")"
 
 up_to_date() {
 	local spec
@@ -45,7 +57,8 @@ up_to_date() {
 	for spec in "${charts[@]}"; do
 		[[ -f "$dest/charts/${spec%% *}/Chart.yaml" ]] || return 1
 	done
-	[[ -s "$dest/min-kubernetes" && -f "$dest/addons/prometheus.yaml" && -d "$dest/dashboards" ]]
+	[[ -s "$dest/min-kubernetes" && -f "$dest/addons/prometheus.yaml" && -d "$dest/dashboards" &&
+		-f "$dest/gateway-api/gateway.networking.k8s.io_gateways.yaml" ]]
 }
 
 if up_to_date; then
@@ -109,6 +122,26 @@ done
 	echo "fetch: istio.io/istio@$version has no dashboards in manifests/addons/dashboards" >&2
 	exit 1
 }
+# The Gateway API's standard channel CRDs, one file each. Its admission policy (the `vap_` file,
+# which refuses experimental or pre-1.5 CRDs cluster-wide) is left out: it governs everyone's
+# CRDs, and smm's own apply already never replaces a newer or experimental bundle.
+info="$(cd "$here" && go mod download -json sigs.k8s.io/gateway-api)"
+read -r gateway_api_resolved gateway_api_dir < <(python3 -c '
+import json, sys
+m = json.load(sys.stdin)
+if m.get("Error"):
+    sys.exit("fetch: " + m["Error"])
+print(m["Version"], m["Dir"])
+' <<<"$info")
+[[ "$gateway_api_resolved" == "$gateway_api_version" ]] || {
+	echo "fetch: go resolved sigs.k8s.io/gateway-api $gateway_api_resolved, go.mod requires $gateway_api_version" >&2
+	exit 1
+}
+mkdir "$staging/gateway-api"
+for crd in "$gateway_api_dir"/config/crd/standard/gateway.networking.k8s.io_*.yaml; do
+	[[ "$(basename "$crd")" == *_vap_* ]] && continue
+	cp --no-preserve=mode,ownership "$crd" "$staging/gateway-api/"
+done
 printf '%s\n' "$stamp_text" >"$staging/stamp"
 chmod 755 "$staging"
 
@@ -117,5 +150,5 @@ old="$root/.upstream/.istio.old.$$"
 mv "$staging" "$dest"
 rm -rf "$old"
 trap - EXIT
-echo "fetch: Istio charts from istio.io/istio@$version in $dest" >&2
+echo "fetch: Istio charts from istio.io/istio@$version and the Gateway API CRDs $gateway_api_version in $dest" >&2
 echo "$dest"

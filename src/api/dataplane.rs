@@ -39,6 +39,17 @@ impl fmt::Display for Profile {
     }
 }
 
+/// The Gateway API's CRDs, applied by smm beside Istio's. They are never deleted (deleting a CRD
+/// deletes every object of its kind), and never replace Gateway API CRDs of a newer bundle
+/// version or of the experimental channel that someone else installed.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayApi {
+    /// Whether smm applies them. Unset: under the ambient profile only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
 /// A Kubernetes distribution whose node agents need settings of their own (CNI paths, resource
 /// quotas for node-critical pods): each is one of Istio's chart platform profiles
 /// (`files/profile-platform-<name>.yaml`).

@@ -18,7 +18,7 @@ pub mod objects;
 mod revisions;
 
 pub use conditions::{Health, condition, ready_now, remove_condition, set_condition, set_stalled};
-pub use dataplane::{Platform, Profile};
+pub use dataplane::{GatewayApi, Platform, Profile};
 pub use document::DocumentError;
 pub use metadata::{ControlPlaneMeta, Removable, Undecodable, decode_each};
 pub use revisions::{
@@ -90,6 +90,14 @@ pub struct ControlPlaneSpec {
     /// `microk8s`, `minikube`, `openshift`). Unset: a plain Kubernetes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
+    /// The Gateway API's CRDs (standard channel, the version Istio is built against), which
+    /// waypoints are made of. Unset: applied under the ambient profile only.
+    #[serde(
+        default,
+        rename = "gatewayAPI",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub gateway_api: Option<GatewayApi>,
     /// Per component settings, keyed by component name (see `smm components`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub components: BTreeMap<String, ComponentSpec>,
@@ -167,6 +175,15 @@ impl ControlPlaneSpec {
 
     pub fn profile(&self) -> Profile {
         self.profile.unwrap_or_default()
+    }
+
+    /// Whether smm applies the Gateway API's CRDs: as `spec.gatewayAPI.enabled` says, else
+    /// exactly under the ambient profile (whose waypoints are Gateways).
+    pub fn gateway_api_enabled(&self) -> bool {
+        self.gateway_api
+            .as_ref()
+            .and_then(|gateway_api| gateway_api.enabled)
+            .unwrap_or(self.profile() == Profile::Ambient)
     }
 
     pub fn trust_domain(&self) -> &str {

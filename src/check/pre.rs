@@ -20,6 +20,7 @@ use super::rules::{self, ReleaseKey};
 use super::{Category, CheckError, Finding, forbidden, read, unless_forbidden};
 use crate::api::ControlPlane;
 use crate::api::objects::Presence;
+use crate::cluster::bundle::keeps_live_bundle;
 use crate::cluster::control_plane;
 use crate::cluster::objects::dropped_stored_versions;
 use crate::desired::resolve::DesiredComponent;
@@ -278,6 +279,15 @@ async fn crds(
             continue;
         };
         compared += 1;
+        // A newer or experimental Gateway API bundle stays as it is: nothing of it is replaced.
+        if let Some(reason) = keeps_live_bundle(&live, &native.object()) {
+            findings.push(Finding::warn(
+                Category::Crds,
+                format!("CRD {} will be left as it is: {reason}", native.name()),
+                "smm never replaces a newer or experimental Gateway API bundle; make sure the Istio version runs with it",
+            ));
+            continue;
+        }
         let dropped = dropped_stored_versions(&live, &native.object());
         if !dropped.is_empty() {
             findings.push(Finding::fail(

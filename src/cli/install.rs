@@ -44,6 +44,10 @@ pub struct InstallArgs {
     /// or openshift
     #[arg(long, value_name = "PLATFORM", value_parser = super::args::spec_value_flag::<Platform>)]
     platform: Option<Platform>,
+    /// Whether smm applies the Gateway API CRDs (waypoints are Gateways), stored as
+    /// spec.gatewayAPI.enabled: true or false (unset: under the ambient profile only)
+    #[arg(long, value_name = "BOOL")]
+    gateway_api: Option<bool>,
     #[command(flatten)]
     change: ChangeArgs,
 }
@@ -86,6 +90,7 @@ pub async fn run_install(
         values,
         profile: args.profile,
         platform: args.platform,
+        gateway_api: args.gateway_api,
     };
     let selection = selection(args.all, &args.components);
     let install = |spec: &mut ControlPlaneSpec, catalog: &Catalog| {

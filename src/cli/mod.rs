@@ -9,6 +9,7 @@ mod completion;
 mod components;
 mod crd;
 mod dashboard;
+mod dataplane;
 mod install;
 mod operator;
 mod output;
@@ -20,6 +21,7 @@ mod status;
 mod table;
 mod tag;
 mod version;
+mod waypoint;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -67,6 +69,11 @@ pub enum Command {
     /// Manage the sidecar proxies of workloads
     #[command(subcommand)]
     SidecarProxy(sidecar::SidecarCommand),
+    /// Put namespaces in ambient mode (istio.io/dataplane-mode), take them out, or keep them out
+    DataplaneMode(dataplane::DataplaneArgs),
+    /// Waypoints: the L7 proxies of ambient namespaces, Gateways that istiod deploys
+    #[command(subcommand)]
+    Waypoint(waypoint::WaypointCommand),
     /// Revision tags: stable names that namespaces select, each pointing at a revision
     #[command(subcommand)]
     Tag(tag::TagCommand),
@@ -102,6 +109,8 @@ impl Cli {
             Command::Components(args) => components::run(global, &catalog, args).await,
             Command::Operator(command) => operator::run(global, &catalog, command).await,
             Command::SidecarProxy(command) => sidecar::run(global, command).await,
+            Command::DataplaneMode(args) => dataplane::run(global, args).await,
+            Command::Waypoint(command) => waypoint::run(global, command).await,
             Command::Tag(command) => tag::run(global, &catalog, command).await,
             Command::Completion(args) => completion::run(args),
             Command::Crd => crd::run(),

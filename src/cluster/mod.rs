@@ -2,6 +2,7 @@
 //! exists of the objects smm and helm manage, the stored ControlPlane, namespaces' labels, and the
 //! leases that keep two writers apart; the objects that say which Istio revisions are in use.
 
+pub(crate) mod bundle;
 pub mod control_plane;
 pub mod inventory;
 pub mod lease;

@@ -9,6 +9,7 @@
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, ValidationDirective};
 use kube::{Api, Client, ResourceExt};
 
+use super::bundle::keeps_live_bundle;
 use super::inventory::{APPLIED_DIGEST, Inventory};
 use crate::api::objects::{MANAGED_BY, NativeObject, Presence};
 
@@ -86,15 +87,19 @@ fn api(native: &NativeObject, client: &Client) -> Api<DynamicObject> {
     }
 }
 
-/// What applying a set of native objects left to wait for.
+/// What applying a set of native objects left to wait for, and what it left alone.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct NativeOutcome {
     /// Objects that exist but cannot be used yet (CRDs not yet `Established`).
     pub not_ready: Vec<String>,
+    /// CRDs not applied because the cluster holds a newer or experimental bundle of them
+    /// (`cluster::bundle`), each with the reason.
+    pub left_alone: Vec<String>,
 }
 
 /// Applies present objects and deletes absent ones, in the order given (callers put CRDs and
 /// cluster roles before what uses them), after checking that no CRD would lose a stored version.
+/// A Gateway API CRD whose live bundle is newer or experimental is left as it is (and logged).
 /// Strict field validation makes a wrong builder fail loudly.
 pub async fn apply(
     client: &Client,
@@ -130,13 +135,21 @@ async fn apply_each(
     let apply = PatchParams::apply(FIELD_MANAGER)
         .force()
         .validation(ValidationDirective::Strict);
+    let mut kept = Vec::new();
     for crd in objects
         .iter()
         .filter(|native| native.is_crd() && native.presence == Presence::Present)
     {
-        refuse_dropping_stored_versions(&api(crd, client), crd).await?;
+        if let Some(reason) = judge_live_crd(&api(crd, client), crd).await? {
+            tracing::warn!(crd = crd.name(), %reason, "left as it is");
+            outcome
+                .left_alone
+                .push(format!("{}: {reason}", crd.describe()));
+            kept.push(crd.name().to_owned());
+        }
     }
-    for native in objects {
+    let kept = |native: &NativeObject| native.is_crd() && kept.iter().any(|k| k == native.name());
+    for native in objects.into_iter().filter(|native| !kept(native)) {
         let api = api(native, client);
         let name = native.name();
         match native.presence {
@@ -167,25 +180,32 @@ async fn apply_each(
     Ok(outcome)
 }
 
-/// Replacing a CRD with one that lacks a version objects are stored in would strand those
-/// objects. The API server refuses that update too, but with a terse validation error and only
-/// when it comes to that CRD; checking every CRD first changes nothing and says what to do.
-async fn refuse_dropping_stored_versions(
+/// The live CRD against the one to apply: why it is kept as it is (a newer or experimental
+/// Gateway API bundle, see `cluster::bundle`), or an error if replacing it would strand objects
+/// stored in a version the new one lacks. The API server refuses that update too, but with a
+/// terse validation error and only when it comes to that CRD; checking every CRD first changes
+/// nothing and says what to do.
+async fn judge_live_crd(
     api: &Api<DynamicObject>,
     native: &NativeObject,
-) -> Result<(), NativeError> {
-    let live = api
+) -> Result<Option<String>, NativeError> {
+    let Some(live) = api
         .get_opt(native.name())
         .await
         .map_err(|source| NativeError::Read {
             object: native.describe(),
             source,
-        })?;
-    let dropped = live
-        .map(|live| dropped_stored_versions(&live, &native.object()))
-        .unwrap_or_default();
+        })?
+    else {
+        return Ok(None);
+    };
+    let new = native.object();
+    if let Some(reason) = keeps_live_bundle(&live, &new) {
+        return Ok(Some(reason));
+    }
+    let dropped = dropped_stored_versions(&live, &new);
     if dropped.is_empty() {
-        Ok(())
+        Ok(None)
     } else {
         Err(NativeError::DropsStoredVersion {
             object: native.describe(),

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::api::{ComponentSpec, ControlPlaneSpec, Platform, Profile};
+use crate::api::{ComponentSpec, ControlPlaneSpec, GatewayApi, Platform, Profile};
 use crate::mesh::catalog::Catalog;
 use crate::mesh::revisions::strategy::RevisionError;
 use crate::values::set::{self, SetError};
@@ -99,6 +99,9 @@ pub struct InstallOptions {
     pub profile: Option<Profile>,
     /// `spec.platform` to set.
     pub platform: Option<Platform>,
+    /// `spec.gatewayAPI.enabled` to set (base, which applies the CRDs, reconciles with any Istio
+    /// component).
+    pub gateway_api: Option<bool>,
     /// Values to merge into the component's `valuesOverride`, in order (files, then `--set`).
     pub values: Vec<Value>,
 }
@@ -131,6 +134,11 @@ pub fn install(
     }
     if options.platform.is_some() {
         spec.platform = options.platform;
+    }
+    if let Some(enabled) = options.gateway_api {
+        spec.gateway_api = Some(GatewayApi {
+            enabled: Some(enabled),
+        });
     }
     let scope: BTreeSet<String> = catalog
         .with_dependencies(&named)
@@ -327,6 +335,14 @@ mod tests {
         assert!(enabled(&ambient, "istio-cni") && enabled(&ambient, "ztunnel"));
         assert_eq!(ambient.profile, Some(Profile::Ambient));
         assert_eq!(ambient.platform, Some(Platform::K3s));
+        assert!(ambient.gateway_api_enabled());
+        // The Gateway API's CRDs follow the profile unless told otherwise.
+        let options = InstallOptions {
+            gateway_api: Some(false),
+            ..InstallOptions::default()
+        };
+        install(&mut ambient, &catalog, &named(&["base"]), &options).unwrap();
+        assert!(!ambient.gateway_api_enabled());
 
         let options = InstallOptions::default();
         install(&mut sidecar, &catalog, &named(&["ztunnel"]), &options).unwrap();

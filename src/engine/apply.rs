@@ -21,6 +21,7 @@ use crate::mesh::catalog::ComponentContext;
 impl Engine {
     /// Native objects first (those not as they should be), then the chart; `Nothing` still
     /// looks at native objects, which puts back a deleted cluster role without spawning helm.
+    /// Native objects left as they were (a newer Gateway API bundle) are noted in the status.
     pub(super) async fn apply(
         &self,
         wanted: &DesiredComponent<'_>,
@@ -29,14 +30,35 @@ impl Engine {
         inventory: &Inventory,
         writer: &StatusWriter,
     ) -> Result<StepEnd, ComponentError> {
-        let name = wanted.name();
         let native = objects::apply_changed(&self.client, &wanted.native, inventory).await?;
+        let end = self
+            .apply_chart(wanted, operation, release, native.not_ready, writer)
+            .await?;
+        if matches!(end, StepEnd::Done) {
+            let note = (!native.left_alone.is_empty())
+                .then(|| format!("left as it is: {}", native.left_alone.join("; ")));
+            writer.note(wanted.name(), note).await?;
+        }
+        Ok(end)
+    }
+
+    /// The rest of [`Self::apply`] once the native objects are applied: waits for those not
+    /// ready yet, then the chart.
+    async fn apply_chart(
+        &self,
+        wanted: &DesiredComponent<'_>,
+        operation: Operation,
+        release: Option<&ObservedRelease>,
+        not_ready: Vec<String>,
+        writer: &StatusWriter,
+    ) -> Result<StepEnd, ComponentError> {
+        let name = wanted.name();
         let phase = match operation {
             Operation::Install => ComponentPhase::Installing,
             _ => ComponentPhase::Upgrading,
         };
-        if !native.not_ready.is_empty() {
-            let waiting = native.not_ready.join(", ");
+        if !not_ready.is_empty() {
+            let waiting = not_ready.join(", ");
             let message = format!("waiting for {waiting} to be established");
             writer
                 .progressing(name, phase, Some(message.clone()))

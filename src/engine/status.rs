@@ -176,6 +176,21 @@ impl StatusWriter {
         }
     }
 
+    /// What an Available component's step left as it found it (CRDs of someone else's newer
+    /// bundle), as its message; `None` clears an earlier one. Every step says it again, so the
+    /// note lasts exactly as long as the cause.
+    pub async fn note(&self, name: &str, note: Option<String>) -> Result<(), StatusError> {
+        match self.component(name) {
+            Some(mut status)
+                if status.phase == ComponentPhase::Available && status.message != note =>
+            {
+                status.message = note;
+                self.set_component(name, status).await
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The step failed with `message`. The digests stay those of the last success, so the next
     /// reconcile tries again.
     pub async fn failed(&self, name: &str, message: String) -> Result<(), StatusError> {

@@ -3,6 +3,7 @@
 pub mod addons;
 pub mod catalog;
 pub mod components;
+pub mod gateway_api;
 pub mod graph;
 pub mod injection;
 pub mod revisions;

@@ -272,14 +272,24 @@ pub(super) struct NativeKind {
 }
 
 /// The kinds `component`'s native builder returns for a ControlPlane that enables it and for
-/// one that disables it (the default ControlPlane otherwise).
+/// one that disables it (the default ControlPlane otherwise, and one with every optional set of
+/// native objects on: the Gateway API's CRDs).
 pub(super) fn native_kinds(component: &Component, placements: &Placements) -> Vec<NativeKind> {
-    let spec = ControlPlaneSpec::default();
-    let revision = strategy::active(&spec).expect("the default spec has a valid revision");
+    let all_on = ControlPlaneSpec {
+        gateway_api: Some(crate::api::GatewayApi {
+            enabled: Some(true),
+        }),
+        ..ControlPlaneSpec::default()
+    };
     let mut kinds: BTreeMap<(String, String), NativeKind> = BTreeMap::new();
-    for enabled in [true, false] {
+    for (spec, enabled) in [
+        (&ControlPlaneSpec::default(), true),
+        (&all_on, true),
+        (&ControlPlaneSpec::default(), false),
+    ] {
+        let revision = strategy::active(spec).expect("the default spec has a valid revision");
         let context = ComponentContext {
-            spec: &spec,
+            spec,
             namespace: &placements[component.name].namespace,
             enabled,
             placements,
@@ -605,15 +615,25 @@ mod tests {
     #[test]
     fn named_kinds_are_granted_on_exactly_the_applied_objects() {
         let rules = cluster_rules();
+        // Every optional native object on (the Gateway API's CRDs), here and elsewhere.
+        let everything = ControlPlaneSpec {
+            gateway_api: Some(crate::api::GatewayApi {
+                enabled: Some(true),
+            }),
+            ..ControlPlaneSpec::default()
+        };
         let elsewhere = ControlPlaneSpec {
             namespace: Some("mesh-b".to_owned()),
             revision: Some("canary".to_owned()),
+            profile: Some(crate::api::Profile::Ambient),
             ..ControlPlaneSpec::default()
         };
         for &(group, resource) in NAMED_KINDS {
-            let applied = applied_names(&ControlPlaneSpec::default(), group, resource);
+            let applied = applied_names(&everything, group, resource);
             assert!(!applied.is_empty(), "{resource}: no builder applies one");
             assert_eq!(applied_names(&elsewhere, group, resource), applied);
+            let by_default = applied_names(&ControlPlaneSpec::default(), group, resource);
+            assert!(by_default.is_subset(&applied), "{resource}");
             let of_kind = |rule: &&PolicyRule| {
                 rule.api_groups.iter().flatten().any(|g| g == group)
                     && rule.resources.iter().flatten().any(|r| r == resource)
@@ -639,11 +659,12 @@ mod tests {
             }
         }
         let crds = applied_names(
-            &ControlPlaneSpec::default(),
+            &everything,
             "apiextensions.k8s.io",
             "customresourcedefinitions",
         );
         assert!(crds.contains("virtualservices.networking.istio.io"));
+        assert!(crds.contains(crate::mesh::gateway_api::GATEWAYS_CRD));
         assert!(grants(
             &named_rules(&rules),
             "apiextensions.k8s.io",

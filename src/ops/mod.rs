@@ -4,6 +4,7 @@
 //! where a dump starts from, the lease, storing, the engine) are made here and below, never in
 //! the command line.
 
+pub mod ambient;
 pub mod revisions;
 
 use std::collections::BTreeMap;
@@ -63,6 +64,8 @@ pub enum OpsError {
     Migration(#[from] crate::mesh::revisions::migration::MigrationError),
     #[error(transparent)]
     MigrationRun(#[from] crate::cluster::migration::MigrationRunError),
+    #[error(transparent)]
+    Ambient(#[from] ambient::AmbientError),
 }
 
 /// What a reconcile from the client needs to reach the cluster and its charts.

@@ -24,3 +24,4 @@ mod tags;
 #[path = "../fixtures/tiny_component.rs"]
 mod tiny_component;
 mod upgrades;
+mod waypoint;

@@ -1,18 +1,19 @@
 //! `base`: Istio's base chart (the default-revision validator, the reader ServiceAccount) and
 //! Istio's CRDs. The CRDs come from the chart's `files/crd-all.gen.yaml` but go through the
 //! native builder instead of helm, because helm never upgrades CRDs; they stay when `base` is
-//! disabled, since deleting a CRD deletes every object of its kind.
+//! disabled, since deleting a CRD deletes every object of its kind. The Gateway API's CRDs
+//! (`spec.gatewayAPI`, on under the ambient profile) come along the same way.
 
 use k8s_openapi::api::admissionregistration::v1 as admission;
 use k8s_openapi::api::core::v1 as core;
 use std::sync::LazyLock;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::{istio, native_metadata};
-use crate::api::objects::{NativeObject, Presence};
+use super::istio;
+use crate::api::objects::NativeObject;
 use crate::mesh::catalog::{ChartKind, Component, ComponentContext, DefaultNamespace};
+use crate::mesh::gateway_api;
 
 /// What Istio's base chart renders (its CRDs go through the native builder instead): the
 /// default revision's validator, as a webhook or, with `experimental.stableValidationPolicy`, an
@@ -74,43 +75,34 @@ const CRDS_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/istio-crds.json"
 /// Istio's CRDs as smm applies them, with smm's labels beside Istio's (so smm's objects are
 /// found as one set): built once per process, on a thread of their own beside the first
 /// requests (see [`warm_up`]).
-static CRD_OBJECTS: LazyLock<Vec<NativeObject>> = LazyLock::new(|| {
-    let crds: Vec<Value> = serde_json::from_str(CRDS_JSON)
-        .expect("build.rs wrote the CRDs as a JSON array (a unit test reads them as CRDs)");
-    crds.into_iter()
-        .map(|mut crd| {
-            let name = crd["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            let labels = &mut crd["metadata"]["labels"];
-            if !labels.is_object() {
-                *labels = Value::Object(Default::default());
-            }
-            let labels = labels.as_object_mut().expect("made an object above");
-            for (key, value) in native_metadata(name, "base").labels.into_iter().flatten() {
-                labels.insert(key, Value::String(value));
-            }
-            NativeObject::from_json::<CustomResourceDefinition>(crd, Presence::Present)
-        })
-        .collect()
-});
+static CRD_OBJECTS: LazyLock<Vec<NativeObject>> =
+    LazyLock::new(|| super::labelled_crds(CRDS_JSON, "base"));
 
 pub(super) fn warm_up() {
     LazyLock::force(&CRD_OBJECTS);
+    LazyLock::force(&gateway_api::CRDS);
 }
 
+/// Istio's CRDs, and the Gateway API's when the spec wants them (after Istio's: nothing of
+/// Istio's needs them to exist first, and istiod picks them up whenever they come).
 fn native_objects(context: &ComponentContext<'_>) -> Vec<NativeObject> {
     if !context.enabled {
         return Vec::new();
     }
-    CRD_OBJECTS.clone()
+    let mut crds = CRD_OBJECTS.clone();
+    if context.spec.gateway_api_enabled() {
+        crds.extend(gateway_api::CRDS.iter().cloned());
+    }
+    crds
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::native_metadata;
     use super::*;
-    use crate::api::ControlPlaneSpec;
+    use crate::api::objects::Presence;
+    use crate::api::{ControlPlaneSpec, Profile};
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use serde::Deserialize;
 
     /// Where the base chart keeps Istio's CRDs (build.rs reads the same file).
@@ -178,6 +170,40 @@ mod tests {
         );
         // Disabled: no CRD is returned at all, so none is deleted.
         assert!(built(false).is_empty());
+    }
+
+    #[test]
+    fn the_gateway_api_crds_come_with_the_ambient_profile_or_when_asked() {
+        let count = |spec: &ControlPlaneSpec| {
+            let placements = crate::mesh::components::test_placements(spec);
+            let revision = crate::mesh::components::test_revision(spec);
+            native_objects(&ComponentContext {
+                spec,
+                namespace: "istio-system",
+                enabled: true,
+                placements: &placements,
+                revision: &revision,
+            })
+            .iter()
+            .filter(|crd| crd.name().ends_with(".gateway.networking.k8s.io"))
+            .count()
+        };
+        let all = gateway_api::CRDS.len();
+        let sidecar = ControlPlaneSpec::default();
+        assert_eq!(count(&sidecar), 0);
+        let ambient = ControlPlaneSpec {
+            profile: Some(Profile::Ambient),
+            ..ControlPlaneSpec::default()
+        };
+        assert_eq!(count(&ambient), all);
+        let switch = |spec: &ControlPlaneSpec, enabled| ControlPlaneSpec {
+            gateway_api: Some(crate::api::GatewayApi {
+                enabled: Some(enabled),
+            }),
+            ..spec.clone()
+        };
+        assert_eq!(count(&switch(&sidecar, true)), all);
+        assert_eq!(count(&switch(&ambient, false)), 0);
     }
 
     #[test]

@@ -51,8 +51,8 @@ pub fn all() -> Vec<Component> {
     ]
 }
 
-/// Builds ahead of need what the builtin components build once per process (Istio's CRDs as
-/// smm applies them): a command that will resolve a spec starts it beside its first API
+/// Builds ahead of need what the builtin components build once per process (Istio's and the
+/// Gateway API's CRDs as smm applies them): a command that will resolve a spec starts it beside its first API
 /// requests rather than after them.
 pub fn warm_up() {
     base::warm_up();
@@ -168,6 +168,32 @@ pub(crate) fn native_metadata(name: impl Into<String>, component: &str) -> Objec
         ])),
         ..ObjectMeta::default()
     }
+}
+
+/// CRDs from a JSON array build.rs wrote, as smm applies them: smm's labels (for `component`)
+/// beside their own, so smm's objects are found as one set.
+pub(crate) fn labelled_crds(json: &str, component: &str) -> Vec<NativeObject> {
+    let crds: Vec<serde_json::Value> = serde_json::from_str(json)
+        .expect("build.rs wrote the CRDs as a JSON array (unit tests read them as CRDs)");
+    crds.into_iter()
+        .map(|mut crd| {
+            let name = crd["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let labels = &mut crd["metadata"]["labels"];
+            if !labels.is_object() {
+                *labels = serde_json::Value::Object(Default::default());
+            }
+            let labels = labels.as_object_mut().expect("made an object above");
+            for (key, value) in native_metadata(name, component).labels.into_iter().flatten() {
+                labels.insert(key, serde_json::Value::String(value));
+            }
+            NativeObject::from_json::<
+                k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+            >(crd, Presence::Present)
+        })
+        .collect()
 }
 
 /// A policy rule from string slices, to keep role definitions readable.
