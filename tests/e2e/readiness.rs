@@ -7,7 +7,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use std::process::Stdio;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Node};
+use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -70,19 +70,10 @@ async fn install_all_ends_ready_with_every_deployment_available() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &namespace);
-    assert!(
-        eventually(Duration::from_secs(120), async || {
-            config_maps
-                .get_opt("istio")
-                .await
-                .is_ok_and(|c| c.is_some())
-        })
-        .await,
-        "the istiod chart was never installed"
-    );
-    let local_istiod = LocalIstiod::start(&namespace, "");
+    // istiod starts once its chart made its Service, while the install goes on to the gateway.
+    let local_istiod = LocalIstiod::start_when_installed(&namespace, "");
     let installed = install.wait_with_output().unwrap();
+    let local_istiod = local_istiod.join().expect("the local istiod started");
     assert_success(&installed);
     let not_available = every_deployment_available(&cluster.client, &namespace).await;
     assert!(not_available.is_empty(), "not available: {not_available:?}");

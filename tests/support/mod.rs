@@ -318,7 +318,12 @@ impl LocalIstiod {
     pub fn start_when_installed(namespace: &str, revision: &str) -> std::thread::JoinHandle<Self> {
         let (namespace, revision) = (namespace.to_owned(), revision.to_owned());
         std::thread::spawn(move || {
-            let service = format!("istiod-{revision}");
+            // The chart names the revisionless istiod's Service `istiod`.
+            let service = if revision.is_empty() {
+                "istiod".to_owned()
+            } else {
+                format!("istiod-{revision}")
+            };
             let deadline = std::time::Instant::now() + Duration::from_secs(120);
             loop {
                 let found = std::process::Command::new(repo_root().join(".tools/kubectl"))
