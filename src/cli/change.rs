@@ -13,7 +13,7 @@ use smm::api::DEFAULT_CONTROL_PLANE;
 use smm::engine::WaitPolicy;
 use smm::engine::report::{Outcome, ReconcileReport};
 use smm::engine::session::Request;
-use smm::helm::render::RenderedComponent;
+use smm::helm::render::{self, RenderedComponent};
 use smm::mesh::catalog::Catalog;
 use smm::ops::{self, Reach, ReconcileOptions};
 
@@ -77,9 +77,7 @@ pub fn print_dump(
         None if rendered.is_empty() => {
             println!("# nothing to apply: no enabled component selected")
         }
-        None => rendered
-            .iter()
-            .for_each(|component| print!("{}", component.yaml)),
+        None => print!("{}", render::single_stream(rendered)),
     }
     Ok(ExitCode::SUCCESS)
 }

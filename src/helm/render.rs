@@ -31,6 +31,33 @@ pub enum RenderError {
 pub struct RenderedComponent {
     pub name: &'static str,
     pub yaml: String,
+    /// The same documents, each without its comment.
+    pub documents: Vec<String>,
+}
+
+/// Every component's documents as one stream, each object once: components in one namespace
+/// each bring that namespace, and a stream that names an object twice makes Argo CD warn
+/// (`RepeatedResourceWarning`) and kubectl apply it twice. An object is printed under the
+/// first component that brings it.
+pub fn single_stream(rendered: &[RenderedComponent]) -> String {
+    let mut seen = std::collections::HashSet::new();
+    let mut stream = String::new();
+    for component in rendered {
+        for document in &component.documents {
+            if seen.insert(document.as_str()) {
+                stream.push_str(&document_text(component.name, document));
+            }
+        }
+    }
+    stream
+}
+
+/// One document of `component`, preceded by the comment naming it.
+fn document_text(component: &str, document: &str) -> String {
+    format!(
+        "---\n# smm component: {component}\n{}\n",
+        document.trim_end()
+    )
 }
 
 /// What rendering one component takes: its objects applied natively, and its chart with the
@@ -87,9 +114,13 @@ async fn render_one(
     documents.extend(split_documents(&templated));
     let yaml = documents
         .iter()
-        .map(|document| format!("---\n# smm component: {name}\n{}\n", document.trim_end()))
+        .map(|document| document_text(name, document))
         .collect();
-    Ok(RenderedComponent { name, yaml })
+    Ok(RenderedComponent {
+        name,
+        yaml,
+        documents,
+    })
 }
 
 /// Splits multi-document YAML at `---` lines, dropping documents that hold only comments (helm
@@ -126,6 +157,26 @@ mod tests {
         assert_eq!(
             split_documents(yaml),
             ["# Source: a.yaml\nkind: A\n", "kind: B\nx: '---'\n"]
+        );
+    }
+
+    #[test]
+    fn the_single_stream_names_each_object_once_under_its_first_component() {
+        let namespace = "apiVersion: v1\nkind: Namespace\nmetadata: {name: mesh}\n".to_owned();
+        let component = |name, own: &str| RenderedComponent {
+            name,
+            yaml: String::new(),
+            documents: vec![namespace.clone(), own.to_owned()],
+        };
+        let stream = single_stream(&[
+            component("istiod", "kind: A\n"),
+            component("grafana", "kind: B\n"),
+        ]);
+        assert_eq!(
+            stream,
+            "---\n# smm component: istiod\napiVersion: v1\nkind: Namespace\nmetadata: {name: mesh}\n\
+             ---\n# smm component: istiod\nkind: A\n\
+             ---\n# smm component: grafana\nkind: B\n"
         );
     }
 }
