@@ -215,6 +215,24 @@ for cmd in install reconcile; do
 done
 for ((i = 1; i <= runs; i++)); do timed helm.version "$helm_real" version --short; done
 
+# --- one component changed: what it costs in API requests (issue 26) -------------------------
+# One more change of grafana, untimed, with kube's client log on (one "requesting" line per HTTP
+# request, its method and URL in the line): every request, the status patches
+# (PATCH .../controlplanes/NAME/status), the lease's requests, the watches of the wait, and
+# the helm processes.
+count_change_requests() {
+	local log="$work/api-change.log" before
+	before="$(helm_count)"
+	RUST_LOG=warn,kube_client=debug "$smm" install grafana --set "podAnnotations.bench=counted" \
+		--no-color 2>"$log" >/dev/null
+	record change.smm.helm-processes-counted "$(($(helm_count) - before))"
+	requests() { grep 'requesting' "$log" | { grep -E "$1" || true; } | wc -l; }
+	record change.smm.api-requests "$(requests .)"
+	record change.smm.lease-requests "$(requests '/leases')"
+	record change.smm.status-patches "$(requests 'http.method=PATCH.*/controlplanes/[^/ ]*/status')"
+	record change.smm.watches "$(requests 'watch=true')"
+}
+
 # --- one component changed --------------------------------------------------------------------
 log "one component changed: grafana's pod annotation"
 for ((i = 1; i <= runs; i++)); do
@@ -225,6 +243,8 @@ for ((i = 1; i <= runs; i++)); do
 		-n "$(awk '$1=="grafana"{print $3}' "$work/peer/components.tsv")" \
 		-f "$work/peer/grafana/values.yaml" --set "podAnnotations.bench=helm-$i" --wait --timeout 5m
 done
+
+count_change_requests
 
 # --- dump -------------------------------------------------------------------------------------
 log "dump: smm install -a --dump-resources vs helm template of each component"
@@ -290,6 +310,25 @@ for n in $growth; do
 	line="$(SMM_HELM="$helm_real" example bench_growth "$n" "$runs")"
 	echo "$line" >>"$work/growth.txt"
 	for kv in $line; do record "growth.$n.${kv%%=*}" "${kv#*=}"; done
+done
+
+# --- cold install of many tiny components beside sequential helm (issue 26) ------------------
+# bench_growth's cold install (one session, parallelism as smm's default) was timed above; the
+# peer installs the same chart with the same values (smm's values layer of the tiny component)
+# as N sequential `helm upgrade --install --wait`, in a namespace of its own.
+cold_growth_helm() { # n
+	local n="$1" namespace="bench-helm-$1" i
+	printf 'greeting: from-the-benchmark\n' >"$work/tiny-values.yaml"
+	"$kubectl" create namespace "$namespace" >/dev/null
+	for ((i = 0; i < n; i++)); do
+		"$helm_real" upgrade --install "$(printf 'tiny%03d' "$i")" "$root/tests/fixtures/charts/tiny" \
+			-n "$namespace" -f "$work/tiny-values.yaml" --wait --timeout 5m >/dev/null
+	done
+}
+for n in ${BENCH_COLD_GROWTH:-50 200}; do
+	log "cold install: $n tiny components, sequential helm upgrade --install --wait"
+	timed "growth.$n.cold_helm_s" cold_growth_helm "$n"
+	"$kubectl" delete namespace "bench-helm-$n" --wait=false >/dev/null
 done
 
 # --- revision-based upgrade -------------------------------------------------------------------

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use decide::Operation;
 use report::{PlannedComponent, Progress, ReconcileReport};
@@ -395,20 +396,24 @@ impl Engine {
                 .await
                 .map_err(EngineError::Observe)
         };
-        let releases = match recorded {
-            Some(status) => {
-                let cached = read(Freshness::Cached).await?;
-                let expected = components
-                    .iter()
-                    .map(|d| (&d.release, status.components.get(d.name())));
-                if decide::cache_agrees(expected, &cached) {
-                    cached
-                } else {
-                    read(Freshness::Latest).await?
+        let releases = async {
+            Ok::<_, EngineError>(match recorded {
+                Some(status) => {
+                    let cached = read(Freshness::Cached).await?;
+                    let expected = components
+                        .iter()
+                        .map(|d| (&d.release, status.components.get(d.name())));
+                    if decide::cache_agrees(expected, &cached) {
+                        cached
+                    } else {
+                        read(Freshness::Latest).await?
+                    }
                 }
-            }
-            None => read(Freshness::Latest).await?,
-        };
+                None => read(Freshness::Latest).await?,
+            })
+        }
+        .instrument(tracing::debug_span!("observe_releases"))
+        .await?;
         let mut kinds = BTreeSet::new();
         for wanted in components {
             kinds.extend(wanted.native.iter().map(|native| native.kind()));
@@ -418,7 +423,9 @@ impl Engine {
                 kinds.extend(record.objects.iter().map(ManifestObject::kind));
             }
         }
-        let inventory = Inventory::take(&self.client, kinds).await;
+        let inventory = Inventory::take(&self.client, kinds)
+            .instrument(tracing::debug_span!("observe_inventory"))
+            .await;
         Ok(Observed {
             releases,
             inventory,
