@@ -99,7 +99,9 @@ pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<ExitC
 /// is waited out for a moment instead, so a flaky connection does not make a busy loop.
 async fn wait_for_change(client: &kube::Client, name: &str, report: &Report, deadline: Instant) {
     let api: Api<ControlPlane> = Api::all(client.clone());
-    let params = WatchParams::default().fields(&format!("metadata.name={name}"));
+    let params = WatchParams::default()
+        .fields(&format!("metadata.name={name}"))
+        .timeout(workloads::WATCH_SECONDS);
     let version = report.version.clone().unwrap_or_else(|| "0".to_owned());
     let control_plane_changed = async {
         match api.watch_metadata(&params, &version).await {

@@ -121,6 +121,11 @@ async fn list_with(client: &Client, params: &ListParams) -> Result<Vec<ControlPl
 /// `smm install` on a fresh cluster just works.
 pub async fn ensure_crd(client: &Client) -> Result<(), StoreError> {
     let crd = NativeObject::present(&ControlPlane::crd());
+    // As smm applied it: one read instead of a server-side apply of the whole schema before
+    // every change of a spec. It was established when first applied (below).
+    if objects::is_applied(client, &crd).await? {
+        return Ok(());
+    }
     for _ in 0..50 {
         if objects::apply(client, std::slice::from_ref(&crd))
             .await?

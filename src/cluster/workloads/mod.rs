@@ -225,6 +225,11 @@ pub async fn wait_ready(
     Ok(states)
 }
 
+/// How long the API server keeps one watch open: less than the calls' read timeout
+/// (`cluster::target`), so a quiet watch ends cleanly; a longer wait ends with it and is
+/// looked at again by the caller.
+pub const WATCH_SECONDS: u32 = 25;
+
 /// Nothing left to wait for: every workload ready, or one that cannot get ready.
 fn settled(judged: &[judge::Judgement]) -> bool {
     judged.iter().all(|j| j.readiness == Readiness::Ready)
@@ -299,7 +304,9 @@ fn watch_as<K: Workload>(
     judge: fn(&K) -> judge::Judgement,
 ) -> BoxStream<'static, Result<judge::Judgement, kube::Error>> {
     let api = Api::<K>::namespaced(client.clone(), &workload.namespace);
-    let params = WatchParams::default().fields(&format!("metadata.name={}", workload.name));
+    let params = WatchParams::default()
+        .fields(&format!("metadata.name={}", workload.name))
+        .timeout(WATCH_SECONDS);
     let version = version.to_owned();
     futures::stream::once(async move { api.watch(&params, &version).await })
         .try_flatten()
