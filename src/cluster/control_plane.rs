@@ -153,7 +153,12 @@ pub struct Listed {
 /// (see [`Inventory::take`](crate::cluster::inventory::Inventory::take)).
 pub async fn list_around(client: &Client, name: &str) -> Result<Listed, StoreError> {
     let this = load(client, name).await?;
-    let others = list_with(client, &ListParams::default().match_any())
+    // Without this one, which was just read: its status (one entry per component) is not
+    // sent and decoded twice.
+    let params = ListParams::default()
+        .fields(&format!("metadata.name!={name}"))
+        .match_any();
+    let others = list_with(client, &params)
         .await?
         .into_iter()
         .filter(|cp| cp.metadata.name.as_deref() != Some(name))

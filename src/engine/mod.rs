@@ -3,9 +3,10 @@
 //!
 //! A reconcile reads the ControlPlane, resolves every component's desired state (rejecting a bad
 //! spec before touching anything), then runs rounds: uninstalls in reverse dependency order,
-//! installs and upgrades in dependency order, each component's status written as soon as it
-//! changes. A component that must wait (CRDs not yet established, a dependency not yet
-//! available) asks for another round; rounds stop when none asks or the limit is reached.
+//! installs and upgrades in dependency order, each component's status recorded as soon as it
+//! changes (and written before anything is acted on; see `status`). A component that must wait
+//! (CRDs not yet established, a dependency not yet available) asks for another round; rounds
+//! stop when none asks or the limit is reached.
 
 mod apply;
 pub mod decide;
