@@ -62,6 +62,8 @@ struct Report {
 
 pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let client = global.client().await?;
+    // Watches hold their connections: a client of their own keeps the reads' connection free.
+    let watches = global.cluster_target().watch_client().await?;
     let deadline = Instant::now() + global.timeout;
     let mut last_printed = String::new();
     loop {
@@ -87,7 +89,7 @@ pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<ExitC
             }
             return Ok(ExitCode::FAILURE);
         }
-        wait_for_change(&client, &args.control_plane, &report, deadline).await;
+        wait_for_change(&client, &watches, &args.control_plane, &report, deadline).await;
         if args.output == OutputFormat::Text {
             println!();
         }
@@ -97,8 +99,14 @@ pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<ExitC
 /// Returns when the ControlPlane changed since `report` was made, when the workloads it found
 /// not ready are ready (or one failed), or at `deadline`. A watch that cannot be made or breaks
 /// is waited out for a moment instead, so a flaky connection does not make a busy loop.
-async fn wait_for_change(client: &kube::Client, name: &str, report: &Report, deadline: Instant) {
-    let api: Api<ControlPlane> = Api::all(client.clone());
+async fn wait_for_change(
+    client: &kube::Client,
+    watches: &kube::Client,
+    name: &str,
+    report: &Report,
+    deadline: Instant,
+) {
+    let api: Api<ControlPlane> = Api::all(watches.clone());
     let params = WatchParams::default()
         .fields(&format!("metadata.name={name}"))
         .timeout(workloads::WATCH_SECONDS);
@@ -123,7 +131,7 @@ async fn wait_for_change(client: &kube::Client, name: &str, report: &Report, dea
             return std::future::pending().await;
         }
         let limit = deadline.saturating_duration_since(Instant::now());
-        if let Err(err) = workloads::wait_ready(client, &report.waiting, limit).await {
+        if let Err(err) = workloads::wait_ready(client, watches, &report.waiting, limit).await {
             tracing::debug!(%err, "cannot follow the workloads");
             tokio::time::sleep(RETRY_AFTER).await;
         }

@@ -148,6 +148,8 @@ impl Default for EngineSettings {
 #[derive(Clone)]
 pub struct Engine {
     client: Client,
+    /// For the waits' watches (see [`Engine::with_watches`]).
+    watches: Client,
     helm: Helm,
     catalog: Arc<Catalog>,
     settings: EngineSettings,
@@ -174,6 +176,7 @@ impl Engine {
         settings: EngineSettings,
     ) -> Self {
         Self {
+            watches: client.clone(),
             client,
             helm,
             catalog,
@@ -191,6 +194,13 @@ impl Engine {
     /// touched.
     pub fn with_predecessor_stopped_by(mut self, stopped_by: tokio::time::Instant) -> Self {
         self.predecessor_stopped_by = Some(stopped_by);
+        self
+    }
+
+    /// Follows workloads through `watches`, a client with connections of its own: a watch
+    /// holds its connection, and closes it when the wait drops it.
+    pub fn with_watches(mut self, watches: Client) -> Self {
+        self.watches = watches;
         self
     }
 

@@ -35,7 +35,13 @@ impl Engine {
             WaitPolicy::Until(_) if !self.cancel.is_cancelled() => FOLLOW_FOR,
             _ => std::time::Duration::ZERO,
         };
-        let following = workloads::wait_ready(&self.client, &wanted.release, &refs, follow_for);
+        let following = workloads::wait_ready(
+            &self.client,
+            &self.watches,
+            &wanted.release,
+            &refs,
+            follow_for,
+        );
         let states = tokio::select! {
             states = following => states?,
             // Stopping at once: the wait is abandoned, the round ends with the run.

@@ -143,6 +143,12 @@ impl Session {
         self
     }
 
+    /// Runs follow workloads through `watches` (see [`Engine::with_watches`]).
+    pub fn with_watches(mut self, watches: Client) -> Self {
+        self.engine = self.engine.with_watches(watches);
+        self
+    }
+
     /// Runs take over releases that belong to another ControlPlane or to nobody.
     pub fn with_adopt(mut self, adopt: bool) -> Self {
         self.engine.settings.adopt = adopt;

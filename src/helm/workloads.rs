@@ -34,18 +34,19 @@ pub async fn observe(
     release: &ReleaseRef,
     refs: &[WorkloadRef],
 ) -> Result<Vec<WorkloadState>, ObserveError> {
-    wait_ready(client, release, refs, Duration::ZERO).await
+    wait_ready(client, client, release, refs, Duration::ZERO).await
 }
 
 /// `refs`, the workloads of `release`, followed for up to `limit` until they are ready (see
-/// [`workloads::wait_ready`]), then judged.
+/// [`workloads::wait_ready`]; watched through `watches`), then judged.
 pub async fn wait_ready(
     client: &Client,
+    watches: &Client,
     release: &ReleaseRef,
     refs: &[WorkloadRef],
     limit: Duration,
 ) -> Result<Vec<WorkloadState>, ObserveError> {
-    workloads::wait_ready(client, refs, limit)
+    workloads::wait_ready(client, watches, refs, limit)
         .await
         .map_err(|source| ObserveError {
             release: release.to_string(),

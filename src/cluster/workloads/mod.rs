@@ -162,15 +162,19 @@ pub async fn observe(
     client: &Client,
     workloads: &[WorkloadRef],
 ) -> Result<Vec<WorkloadState>, kube::Error> {
-    wait_ready(client, workloads, Duration::ZERO).await
+    wait_ready(client, client, workloads, Duration::ZERO).await
 }
 
 /// Judges the workloads as [`observe`] does, but first follows those not ready for up to
 /// `limit`: one watch each (by name, from the version just read), each change judged as it
 /// comes, so the wait ends the moment the last one is ready (or one failed), with no reads in
-/// between. A watch that breaks ends the wait early; what it saw last is judged as read.
+/// between. A watch that breaks ends the wait early; what it saw last is judged as read. The
+/// watches go through `watches`: each holds its connection while it lasts and closes it when
+/// dropped, so a client of their own leaves `client`'s connection for the calls after the wait
+/// (a new connection's first request costs about 40 ms; see `Inventory::take`).
 pub async fn wait_ready(
     client: &Client,
+    watches: &Client,
     workloads: &[WorkloadRef],
     limit: Duration,
 ) -> Result<Vec<WorkloadState>, kube::Error> {
@@ -189,7 +193,7 @@ pub async fn wait_ready(
             .enumerate()
             .filter(|(index, _)| judged[*index].readiness != Readiness::Ready)
             .map(|(index, (workload, version))| {
-                watch(client, workload, version.as_deref().unwrap_or("0"))
+                watch(watches, workload, version.as_deref().unwrap_or("0"))
                     .map(move |event| (index, event))
             });
         let mut changes = futures::stream::select_all(watches);
