@@ -30,6 +30,10 @@ smm="$root/target/release/smm"
 log() { echo "bench: $*" >&2; }
 
 log "work directory $work"
+# The machine's load when the run starts and ends (other work on shared cores makes runs noisy).
+load_at() { echo "$1: $(cat /proc/loadavg)" >>"$work/loadavg.txt"; }
+: >"$work/loadavg.txt"
+load_at start
 "$root/scripts/tools.sh" >&2
 [[ -d "$root/.upstream/istio" ]] || "$root/scripts/istio/fetch.sh" >&2
 (cd "$root" && cargo build --release --bin smm --example bench_peer_inputs --example bench_growth >&2)
@@ -359,4 +363,6 @@ for ((i = 1; i <= runs; i++)); do
 done
 "$kubectl" get controlplane smm -o jsonpath='{.status.revisionNames}{"\n"}' >"$work/revisions.txt"
 
+load_at end
 python3 "$root/scripts/bench/table.py" "$results" "$runs" | tee "$work/table.md"
+sed -e 's/^/load average (1, 5, 15 min) at /' "$work/loadavg.txt" | tee -a "$work/table.md"
