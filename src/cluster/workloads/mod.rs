@@ -345,6 +345,30 @@ mod tests {
         }
     }
 
+    /// A wait by watch ends once every workload is ready, or as soon as one failed; a
+    /// workload not seen yet (or not created yet) keeps it going.
+    #[test]
+    fn a_wait_is_settled_when_all_are_ready_or_one_failed() {
+        let judged = |readiness: Readiness| judge::Judgement {
+            ready: 0,
+            desired: 1,
+            readiness,
+            selector: None,
+            refused: None,
+        };
+        let progressing = || judged(Readiness::Progressing("0/1 available".to_owned()));
+        assert!(settled(&[
+            judged(Readiness::Ready),
+            judged(Readiness::Ready)
+        ]));
+        assert!(!settled(&[judged(Readiness::Ready), progressing()]));
+        assert!(settled(&[
+            progressing(),
+            judged(Readiness::Failed("failed: BackoffLimitExceeded".to_owned()))
+        ]));
+        assert!(!settled(&[judge::judge_opt(None, judge::deployment)]));
+    }
+
     #[test]
     fn summary_sums_replicas_and_all_ready_needs_every_workload() {
         let waiting = state(Readiness::Progressing("0/1 available".to_owned()));
