@@ -115,12 +115,22 @@ async fn main() -> anyhow::Result<()> {
         _ => bail!("usage: bench_growth N [RUNS]"),
     };
     let counter = RequestCounter::default();
+    // BENCH_TRACE=1: every span of smm's (and each HTTP request) with its time when it closes,
+    // on stderr: where a no-op's time goes.
+    let trace = std::env::var_os("BENCH_TRACE").map(|_| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+            .with_filter(EnvFilter::new("smm=debug,kube_client=debug"))
+    });
     tracing::subscriber::set_global_default(
-        tracing_subscriber::registry().with(
-            counter
-                .clone()
-                .with_filter(EnvFilter::new("kube_client=debug")),
-        ),
+        tracing_subscriber::registry()
+            .with(
+                counter
+                    .clone()
+                    .with_filter(EnvFilter::new("kube_client=debug")),
+            )
+            .with(trace),
     )?;
 
     let target = ClusterTarget::default();

@@ -36,6 +36,10 @@ smm="$root/target/$build_dir/smm"
 log() { echo "bench: $*" >&2; }
 
 log "work directory $work"
+# The machine's load when the run starts and ends (other work on shared cores makes runs noisy).
+load_at() { echo "$1: $(cat /proc/loadavg)" >>"$work/loadavg.txt"; }
+: >"$work/loadavg.txt"
+load_at start
 "$root/scripts/tools.sh" >&2
 [[ -d "$root/.upstream/istio" ]] || "$root/scripts/istio/fetch.sh" >&2
 (cd "$root" && cargo build --profile "$profile" --bin smm --example bench_peer_inputs --example bench_growth >&2)
@@ -254,6 +258,24 @@ for cmd in install reconcile; do
 done
 for ((i = 1; i <= runs; i++)); do timed helm.version "$helm_real" version --short; done
 
+# --- one component changed: what it costs in API requests (issue 26) -------------------------
+# One more change of grafana, untimed, with kube's client log on (one "requesting" line per HTTP
+# request, its method and URL in the line): every request, the status patches
+# (PATCH .../controlplanes/NAME/status), the lease's requests, the watches of the wait, and
+# the helm processes.
+count_change_requests() {
+	local log="$work/api-change.log" before
+	before="$(helm_count)"
+	RUST_LOG=warn,kube_client=debug "$smm" install grafana --set "podAnnotations.bench=counted" \
+		--no-color 2>"$log" >/dev/null
+	record change.smm.helm-processes-counted "$(($(helm_count) - before))"
+	requests() { grep 'requesting' "$log" | { grep -E "$1" || true; } | wc -l; }
+	record change.smm.api-requests "$(requests .)"
+	record change.smm.lease-requests "$(requests '/leases')"
+	record change.smm.status-patches "$(requests 'http.method=PATCH.*/controlplanes/[^/ ]*/status')"
+	record change.smm.watches "$(requests 'watch=true')"
+}
+
 # --- one component changed --------------------------------------------------------------------
 log "one component changed: grafana's pod annotation"
 for ((i = 1; i <= runs; i++)); do
@@ -264,6 +286,8 @@ for ((i = 1; i <= runs; i++)); do
 		-n "$(awk '$1=="grafana"{print $3}' "$work/peer/components.tsv")" \
 		-f "$work/peer/grafana/values.yaml" --set "podAnnotations.bench=helm-$i" --wait --timeout 5m
 done
+
+count_change_requests
 
 # --- dump -------------------------------------------------------------------------------------
 log "dump: smm install -a --dump-resources vs helm template of each component"
@@ -331,6 +355,25 @@ for n in $growth; do
 	for kv in $line; do record "growth.$n.${kv%%=*}" "${kv#*=}"; done
 done
 
+# --- cold install of many tiny components beside sequential helm (issue 26) ------------------
+# bench_growth's cold install (one session, parallelism as smm's default) was timed above; the
+# peer installs the same chart with the same values (smm's values layer of the tiny component)
+# as N sequential `helm upgrade --install --wait`, in a namespace of its own.
+cold_growth_helm() { # n
+	local n="$1" namespace="bench-helm-$1" i
+	printf 'greeting: from-the-benchmark\n' >"$work/tiny-values.yaml"
+	"$kubectl" create namespace "$namespace" >/dev/null
+	for ((i = 0; i < n; i++)); do
+		"$helm_real" upgrade --install "$(printf 'tiny%03d' "$i")" "$root/tests/fixtures/charts/tiny" \
+			-n "$namespace" -f "$work/tiny-values.yaml" --wait --timeout 5m >/dev/null
+	done
+}
+for n in ${BENCH_COLD_GROWTH:-50 200}; do
+	log "cold install: $n tiny components, sequential helm upgrade --install --wait"
+	timed "growth.$n.cold_helm_s" cold_growth_helm "$n"
+	"$kubectl" delete namespace "bench-helm-$n" --wait=false >/dev/null
+done
+
 # --- revision-based upgrade -------------------------------------------------------------------
 # From the spec change to the new revision Ready and the tags moved: `smm reconcile -f` of the
 # mesh's spec switched to RevisionBased with a new patch version each run (a new revision beside
@@ -359,4 +402,6 @@ for ((i = 1; i <= runs; i++)); do
 done
 "$kubectl" get controlplane smm -o jsonpath='{.status.revisionNames}{"\n"}' >"$work/revisions.txt"
 
+load_at end
 python3 "$root/scripts/bench/table.py" "$results" "$runs" | tee "$work/table.md"
+sed -e 's/^/load average (1, 5, 15 min) at /' "$work/loadavg.txt" | tee -a "$work/table.md"

@@ -14,6 +14,28 @@ for line in open(path):
         values[metric].append(value)
 
 
+def change_requests(row, med):
+    """The API requests of one more change of grafana (an untimed run, kube's client log)."""
+    api, patches = med("change.smm.api-requests"), med("change.smm.status-patches")
+    if api is None:
+        return
+    lease, watches = med("change.smm.lease-requests"), med("change.smm.watches")
+    helm = med("change.smm.helm-processes-counted")
+    row("one component changed: API requests of one run (counted, untimed)", f"{api:g}",
+        f"{patches:g} status patches, {lease:g} lease requests, {watches:g} watches; {helm:g} helm process",
+        "", "1 helm, the lease, ≤2 status patches", helm == 1 and patches <= 2)
+
+
+def cold_growth(compare, med, growth):
+    """Cold installs of the growth catalogs beside N sequential `helm upgrade --install --wait`."""
+    for n in growth:
+        if med(f"growth.{n}.cold_helm_s") is None:
+            continue
+        compare(f"cold install of {n} tiny components (one run each): smm (parallelism 4) vs "
+                "sequential `helm upgrade --install --wait`",
+                f"growth.{n}.cold_s", f"growth.{n}.cold_helm_s", "≥1x", lambda r: r >= 1)
+
+
 def med(metric):
     xs = [x for x in values.get(metric, []) if isinstance(x, float)]
     return statistics.median(xs) if xs else None
@@ -75,10 +97,11 @@ compare(f"cold install with waits ({mesh_n} components): smm vs sequential `helm
 compare("cold install with waits, ambient profile (base, istiod, istio-cni, ztunnel): smm vs sequential "
         "`helm upgrade --install --wait`", "cold-ambient.smm", "cold-ambient.helm", "—", lambda r: None)
 compare("one component changed (grafana, with waits): smm vs `helm upgrade --install --wait`",
-        "change.smm", "change.helm", "—", lambda r: None)
+        "change.smm", "change.helm", "≥1.1x", lambda r: r >= 1.1)
 hp = values.get("change.smm.helm-processes", [])
 row("one component changed: helm processes smm started (every run)",
     ",".join(f"{x:g}" for x in hp), "", "", "1", all(x == 1 for x in hp) if hp else None)
+change_requests(row, med)
 a, b = med("dump.smm"), med("dump.helm")
 row(f"`install -a --dump-resources` ({catalog_n} components) vs sum of `helm template`",
     fmt(a), fmt(b), f"{a / b:.2f}x of helm" if a and b else "n/a", "≤1.1x",
@@ -114,6 +137,7 @@ for n in growth:
     row(f"growth: no-op of {n} tiny components (session, lease included)", fmt(t),
         f"RSS {rss / 1024:.1f} MiB, {api:g} API requests + lease, {hpn:g} helm; cold {fmt(cold)}",
         "", "< one helm start" if n == max(growth) else "", (t < helm_start) if n == max(growth) and helm_start else None)
+cold_growth(compare, med, growth)
 if len(growth) >= 2:
     lo, hi = growth[0], growth[-1]
     tl, th = med(f"growth.{lo}.noop_median_s"), med(f"growth.{hi}.noop_median_s")

@@ -94,6 +94,7 @@ pub async fn reconcile(
 ) -> anyhow::Result<ExitCode> {
     let reach = Reach {
         client: global.client().await?,
+        watches: global.cluster_target().watch_client().await?,
         helm: global.helm()?,
         catalog: catalog.clone(),
     };

@@ -134,6 +134,7 @@ pub async fn run(
             };
             let reach = Reach {
                 client: global.client().await?,
+                watches: global.cluster_target().watch_client().await?,
                 helm: global.helm()?,
                 catalog: catalog.clone(),
             };

@@ -64,6 +64,7 @@ pub async fn run(
     if args.dry_run {
         let reach = Reach {
             client: global.client().await?,
+            watches: global.cluster_target().watch_client().await?,
             helm: global.helm()?,
             catalog: catalog.clone(),
         };

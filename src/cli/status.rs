@@ -1,7 +1,8 @@
 //! `smm status`: every component's phase, workload readiness, chart, release and digests, and
 //! whether the ControlPlane is Ready, judged now from its workloads (so it also follows what
 //! `--no-wait` left on its way). Exits 0 only when Ready, so scripts can wait on it; `--watch`
-//! follows it until then.
+//! follows it until then: it looks again when the ControlPlane changes (a watch of it) or when
+//! the workloads not ready yet are (a watch of each, `workloads::wait_ready`), not on a clock.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -9,12 +10,16 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::Args;
+use futures::StreamExt;
+use kube::ResourceExt;
+use kube::api::{Api, WatchParams};
 use serde::Serialize;
 use tokio::time::Instant;
 
+use smm::api::ControlPlane;
 use smm::api::{self, ControlPlaneStatus, DEFAULT_CONTROL_PLANE, condition};
 use smm::cluster::control_plane;
-use smm::cluster::workloads::all_ready;
+use smm::cluster::workloads::{self, Readiness, WorkloadRef, all_ready};
 use smm::helm::release::ReleaseRef;
 use smm::helm::workloads::{LiveComponent, component_workloads, live};
 use smm::values::digest::short_digest;
@@ -47,10 +52,18 @@ struct Report {
     /// Each component as it stands now: the phase, ready/desired replicas (`1/1`) and message
     /// the text shows, which say why its workloads are not ready when they are not.
     live: BTreeMap<String, LiveComponent>,
+    /// What `--watch` follows: the version the ControlPlane was read at, and the workloads
+    /// not ready.
+    #[serde(skip)]
+    version: Option<String>,
+    #[serde(skip)]
+    waiting: Vec<WorkloadRef>,
 }
 
 pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let client = global.client().await?;
+    // Watches hold their connections: a client of their own keeps the reads' connection free.
+    let watches = global.cluster_target().watch_client().await?;
     let deadline = Instant::now() + global.timeout;
     let mut last_printed = String::new();
     loop {
@@ -76,15 +89,62 @@ pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<ExitC
             }
             return Ok(ExitCode::FAILURE);
         }
-        tokio::time::sleep(WATCH_EVERY).await;
+        wait_for_change(&client, &watches, &args.control_plane, &report, deadline).await;
         if args.output == OutputFormat::Text {
             println!();
         }
     }
 }
 
-/// How often `--watch` looks again.
-const WATCH_EVERY: Duration = Duration::from_secs(2);
+/// Returns when the ControlPlane changed since `report` was made, when the workloads it found
+/// not ready are ready (or one failed), or at `deadline`. A watch that cannot be made or breaks
+/// is waited out for a moment instead, so a flaky connection does not make a busy loop.
+async fn wait_for_change(
+    client: &kube::Client,
+    watches: &kube::Client,
+    name: &str,
+    report: &Report,
+    deadline: Instant,
+) {
+    let api: Api<ControlPlane> = Api::all(watches.clone());
+    let params = WatchParams::default()
+        .fields(&format!("metadata.name={name}"))
+        .timeout(workloads::WATCH_SECONDS);
+    let version = report.version.clone().unwrap_or_else(|| "0".to_owned());
+    let control_plane_changed = async {
+        match api.watch_metadata(&params, &version).await {
+            Ok(events) => {
+                let mut events = std::pin::pin!(events);
+                if let Some(Err(err)) = events.next().await {
+                    tracing::debug!(%err, "watch of the ControlPlane broke");
+                    tokio::time::sleep(RETRY_AFTER).await;
+                }
+            }
+            Err(err) => {
+                tracing::debug!(%err, "cannot watch the ControlPlane");
+                tokio::time::sleep(RETRY_AFTER).await;
+            }
+        }
+    };
+    let workloads_settled = async {
+        if report.waiting.is_empty() {
+            return std::future::pending().await;
+        }
+        let limit = deadline.saturating_duration_since(Instant::now());
+        if let Err(err) = workloads::wait_ready(client, watches, &report.waiting, limit).await {
+            tracing::debug!(%err, "cannot follow the workloads");
+            tokio::time::sleep(RETRY_AFTER).await;
+        }
+    };
+    tokio::select! {
+        () = control_plane_changed => {}
+        () = workloads_settled => {}
+        () = tokio::time::sleep_until(deadline) => {}
+    }
+}
+
+/// How long `--watch` waits before it looks again after a watch failed.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
 
 async fn observe(client: &kube::Client, name: &str) -> anyhow::Result<Report> {
     let Some(control_plane) = control_plane::load(client, name).await? else {
@@ -95,14 +155,23 @@ async fn observe(client: &kube::Client, name: &str) -> anyhow::Result<Report> {
     let status = control_plane.status.clone().unwrap_or_default();
     let mut live_now = BTreeMap::new();
     let mut all_workloads_ready = true;
+    let mut waiting = Vec::new();
     for (component, recorded) in &status.components {
         let states = component_workloads(client, recorded).await?;
         all_workloads_ready &= all_ready(&states);
+        waiting.extend(
+            states
+                .iter()
+                .filter(|s| s.readiness != Readiness::Ready)
+                .map(|s| s.workload.clone()),
+        );
         live_now.insert(component.clone(), live(recorded, &states));
     }
     Ok(Report {
         ready: api::ready_now(&control_plane, all_workloads_ready),
         live: live_now,
+        version: control_plane.resource_version(),
+        waiting,
         status,
     })
 }

@@ -121,6 +121,11 @@ async fn list_with(client: &Client, params: &ListParams) -> Result<Vec<ControlPl
 /// `smm install` on a fresh cluster just works.
 pub async fn ensure_crd(client: &Client) -> Result<(), StoreError> {
     let crd = NativeObject::present(&ControlPlane::crd());
+    // As smm applied it: one read instead of a server-side apply of the whole schema before
+    // every change of a spec. It was established when first applied (below).
+    if objects::is_applied(client, &crd).await? {
+        return Ok(());
+    }
     for _ in 0..50 {
         if objects::apply(client, std::slice::from_ref(&crd))
             .await?
@@ -148,7 +153,12 @@ pub struct Listed {
 /// (see [`Inventory::take`](crate::cluster::inventory::Inventory::take)).
 pub async fn list_around(client: &Client, name: &str) -> Result<Listed, StoreError> {
     let this = load(client, name).await?;
-    let others = list_with(client, &ListParams::default().match_any())
+    // Without this one, which was just read: its status (one entry per component) is not
+    // sent and decoded twice.
+    let params = ListParams::default()
+        .fields(&format!("metadata.name!={name}"))
+        .match_any();
+    let others = list_with(client, &params)
         .await?
         .into_iter()
         .filter(|cp| cp.metadata.name.as_deref() != Some(name))

@@ -34,7 +34,7 @@ pub struct Seen {
 }
 
 impl Seen {
-    fn of(meta: &ObjectMeta) -> Self {
+    pub(crate) fn of(meta: &ObjectMeta) -> Self {
         Self {
             applied_digest: meta
                 .annotations

@@ -172,8 +172,10 @@ impl LeaseLock {
         let mut on_wait = Some(on_wait);
         let mut seen: Option<Seen> = None;
         let mut namespace_created = false;
-        // Most of the time nobody holds the lease: creating it straight away saves a read.
-        let mut first = true;
+        // A lease given back keeps existing with no holder, so after a ControlPlane's first run
+        // it is read and taken over (two requests); it is created straight away only where it
+        // cannot exist yet (its namespace just made).
+        let mut first = false;
         let created = |taken: bool| taken.then_some(Taken::Created);
         let how = loop {
             let taken = if std::mem::take(&mut first) {

@@ -10,7 +10,7 @@ use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, ValidationDirec
 use kube::{Api, Client, ResourceExt};
 
 use super::bundle::keeps_live_bundle;
-use super::inventory::{APPLIED_DIGEST, Inventory};
+use super::inventory::{APPLIED_DIGEST, Inventory, Seen};
 use crate::api::objects::{MANAGED_BY, NativeObject, Presence};
 
 /// The field manager of every server-side apply smm does.
@@ -71,6 +71,11 @@ fn holds(native: &NativeObject, inventory: &Inventory) -> bool {
     ) else {
         return false;
     };
+    as_applied(native, seen)
+}
+
+/// Whether `seen` (the object as found, none when missing) is `native` as smm applies it.
+fn as_applied(native: &NativeObject, seen: Option<&Seen>) -> bool {
     match native.presence {
         Presence::Present => seen.is_some_and(|seen| {
             seen.applied_digest.as_deref() == Some(native.digest()) && !seen.edited_since_applied
@@ -95,6 +100,21 @@ pub struct NativeOutcome {
     /// CRDs not applied because the cluster holds a newer or experimental bundle of them
     /// (`cluster::bundle`), each with the reason.
     pub left_alone: Vec<String>,
+}
+
+/// Whether `native` is in the cluster as smm last applied it (its metadata read, one GET).
+pub async fn is_applied(client: &Client, native: &NativeObject) -> Result<bool, NativeError> {
+    let found = api(native, client)
+        .get_metadata_opt(native.name())
+        .await
+        .map_err(|source| NativeError::Read {
+            object: native.describe(),
+            source,
+        })?;
+    Ok(as_applied(
+        native,
+        found.map(|o| Seen::of(&o.metadata)).as_ref(),
+    ))
 }
 
 /// Applies present objects and deletes absent ones, in the order given (callers put CRDs and

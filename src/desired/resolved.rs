@@ -46,7 +46,9 @@ impl<'c> Resolved<'c> {
         };
         names::control_plane_name("metadata.name", name)
             .map_err(|invalid| rejected(invalid.into()))?;
-        let components = resolve(catalog, &spec).map_err(rejected)?;
+        let components = tracing::debug_span!("resolve", components = catalog.components().len())
+            .in_scope(|| resolve(catalog, &spec))
+            .map_err(rejected)?;
         // Checked by `resolve` already.
         let revision = strategy::active(&spec).map_err(|err| rejected(err.into()))?;
         let tags = strategy::tags(&spec, &revision).map_err(|err| rejected(err.into()))?;

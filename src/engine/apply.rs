@@ -124,9 +124,9 @@ impl Engine {
         if let Some(progress) = &self.progress {
             progress.started(name, Operation::Uninstall, &reason);
         }
-        writer
-            .mark_reconciling(&format!("{name}: {reason}"))
-            .await?;
+        writer.mark_reconciling(&format!("{name}: {reason}"));
+        // Written before helm removes anything.
+        writer.flush().await?;
         self.helm
             .uninstall(previous, self.waits())
             .await

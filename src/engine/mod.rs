@@ -3,9 +3,10 @@
 //!
 //! A reconcile reads the ControlPlane, resolves every component's desired state (rejecting a bad
 //! spec before touching anything), then runs rounds: uninstalls in reverse dependency order,
-//! installs and upgrades in dependency order, each component's status written as soon as it
-//! changes. A component that must wait (CRDs not yet established, a dependency not yet
-//! available) asks for another round; rounds stop when none asks or the limit is reached.
+//! installs and upgrades in dependency order, each component's status recorded as soon as it
+//! changes (and written before anything is acted on; see `status`). A component that must wait
+//! (CRDs not yet established, a dependency not yet available) asks for another round; rounds
+//! stop when none asks or the limit is reached.
 
 mod apply;
 pub mod decide;
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use decide::Operation;
 use report::{PlannedComponent, Progress, ReconcileReport};
@@ -146,6 +148,8 @@ impl Default for EngineSettings {
 #[derive(Clone)]
 pub struct Engine {
     client: Client,
+    /// For the waits' watches (see [`Engine::with_watches`]).
+    watches: Client,
     helm: Helm,
     catalog: Arc<Catalog>,
     settings: EngineSettings,
@@ -172,6 +176,7 @@ impl Engine {
         settings: EngineSettings,
     ) -> Self {
         Self {
+            watches: client.clone(),
             client,
             helm,
             catalog,
@@ -189,6 +194,13 @@ impl Engine {
     /// touched.
     pub fn with_predecessor_stopped_by(mut self, stopped_by: tokio::time::Instant) -> Self {
         self.predecessor_stopped_by = Some(stopped_by);
+        self
+    }
+
+    /// Follows workloads through `watches`, a client with connections of its own: a watch
+    /// holds its connection, and closes it when the wait drops it.
+    pub fn with_watches(mut self, watches: Client) -> Self {
+        self.watches = watches;
         self
     }
 
@@ -395,20 +407,24 @@ impl Engine {
                 .await
                 .map_err(EngineError::Observe)
         };
-        let releases = match recorded {
-            Some(status) => {
-                let cached = read(Freshness::Cached).await?;
-                let expected = components
-                    .iter()
-                    .map(|d| (&d.release, status.components.get(d.name())));
-                if decide::cache_agrees(expected, &cached) {
-                    cached
-                } else {
-                    read(Freshness::Latest).await?
+        let releases = async {
+            Ok::<_, EngineError>(match recorded {
+                Some(status) => {
+                    let cached = read(Freshness::Cached).await?;
+                    let expected = components
+                        .iter()
+                        .map(|d| (&d.release, status.components.get(d.name())));
+                    if decide::cache_agrees(expected, &cached) {
+                        cached
+                    } else {
+                        read(Freshness::Latest).await?
+                    }
                 }
-            }
-            None => read(Freshness::Latest).await?,
-        };
+                None => read(Freshness::Latest).await?,
+            })
+        }
+        .instrument(tracing::debug_span!("observe_releases"))
+        .await?;
         let mut kinds = BTreeSet::new();
         for wanted in components {
             kinds.extend(wanted.native.iter().map(|native| native.kind()));
@@ -418,7 +434,9 @@ impl Engine {
                 kinds.extend(record.objects.iter().map(ManifestObject::kind));
             }
         }
-        let inventory = Inventory::take(&self.client, kinds).await;
+        let inventory = Inventory::take(&self.client, kinds)
+            .instrument(tracing::debug_span!("observe_inventory"))
+            .await;
         Ok(Observed {
             releases,
             inventory,

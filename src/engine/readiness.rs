@@ -12,9 +12,8 @@ use crate::desired::resolve::DesiredComponent;
 use crate::helm::release::ObservedRelease;
 use crate::helm::workloads;
 
-/// How long a step that waits for its workloads keeps looking before the round moves on.
-const LOOK_AGAIN_FOR: std::time::Duration = std::time::Duration::from_secs(2);
-const LOOK_AGAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long a step that waits for its workloads follows them before the round moves on.
+const FOLLOW_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Engine {
     /// Available once every workload of the release is ready; until then Progressing, with
@@ -29,24 +28,29 @@ impl Engine {
     ) -> Result<StepEnd, ComponentError> {
         let name = wanted.name();
         let refs = release.record()?.workloads(&wanted.release);
-        // Workloads are often ready a moment after helm returns: a waiting run looks again a
-        // few times before it gives the slot up, so what depends on this component starts
-        // without waiting for the round's end.
-        let looked_since = tokio::time::Instant::now();
-        let waiting_for = loop {
-            let states = workloads::observe(&self.client, &wanted.release, &refs).await?;
-            let waiting_for = match overall(&states) {
-                Readiness::Failed(why) => return Err(ComponentError::WorkloadFailed(why)),
-                Readiness::Progressing(why) => Some(why),
-                Readiness::Ready => None,
-            };
-            let look_again = matches!(self.settings.wait, WaitPolicy::Until(_))
-                && looked_since.elapsed() < LOOK_AGAIN_FOR
-                && !self.cancel.is_cancelled();
-            if waiting_for.is_none() || !look_again {
-                break waiting_for;
-            }
-            tokio::time::sleep(LOOK_AGAIN_EVERY).await;
+        // Workloads are often ready a moment after helm returns: a waiting run follows them
+        // (by watch) for a while before it gives the slot up, so what depends on this
+        // component starts the moment it is ready, without waiting for the round's end.
+        let follow_for = match self.settings.wait {
+            WaitPolicy::Until(_) if !self.cancel.is_cancelled() => FOLLOW_FOR,
+            _ => std::time::Duration::ZERO,
+        };
+        let following = workloads::wait_ready(
+            &self.client,
+            &self.watches,
+            &wanted.release,
+            &refs,
+            follow_for,
+        );
+        let states = tokio::select! {
+            states = following => states?,
+            // Stopping at once: the wait is abandoned, the round ends with the run.
+            () = self.cancel.cancelled() => workloads::observe(&self.client, &wanted.release, &refs).await?,
+        };
+        let waiting_for = match overall(&states) {
+            Readiness::Failed(why) => return Err(ComponentError::WorkloadFailed(why)),
+            Readiness::Progressing(why) => Some(why),
+            Readiness::Ready => None,
         };
         let Some(message) = waiting_for else {
             writer.available(name).await?;

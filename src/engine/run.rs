@@ -125,7 +125,10 @@ impl Engine {
                 .unwrap_or(usize::MAX)
         });
         // The conditions are made current whatever happened above.
-        report.ready = writer.finish(resolved.components(), end).await?;
+        report.ready = writer
+            .finish(resolved.components(), end)
+            .instrument(tracing::debug_span!("finish"))
+            .await?;
         report.revisit_after = writer.revisit();
         match fatal {
             Some(err) => Err(err),

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use kube::Client;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::report::{Progress, ReconcileReport};
 use super::{Engine, EngineError, EngineSettings, Scope, WaitPolicy};
@@ -142,6 +143,12 @@ impl Session {
         self
     }
 
+    /// Runs follow workloads through `watches` (see [`Engine::with_watches`]).
+    pub fn with_watches(mut self, watches: Client) -> Self {
+        self.engine = self.engine.with_watches(watches);
+        self
+    }
+
     /// Runs take over releases that belong to another ControlPlane or to nobody.
     pub fn with_adopt(mut self, adopt: bool) -> Self {
         self.engine.settings.adopt = adopt;
@@ -186,8 +193,9 @@ impl Session {
             identity: &self.holder,
             successor_of: self.successor_of.as_deref(),
         };
-        let mut lock =
-            reconcile_lock(&self.client, name, &holder, self.lease_wait, on_wait).await?;
+        let mut lock = reconcile_lock(&self.client, name, &holder, self.lease_wait, on_wait)
+            .instrument(tracing::debug_span!("take_lease"))
+            .await?;
         // Losing the lease stops this run at once: another holder may already be at work.
         let cancel = self.cancel.child_token();
         let lease_lost = self.lease_lost.child_token();
@@ -215,7 +223,9 @@ impl Session {
                 Err(SessionError::LeaseLost { name: name.to_owned() })
             }
         };
-        lock.release().await;
+        lock.release()
+            .instrument(tracing::debug_span!("release_lease"))
+            .await;
         result
     }
 
@@ -233,7 +243,11 @@ impl Session {
                 this: control_plane::load_for_removal(&self.client, name).await?,
                 others: Vec::new(),
             },
-            _ => control_plane::list_around(&self.client, name).await?,
+            _ => {
+                control_plane::list_around(&self.client, name)
+                    .instrument(tracing::debug_span!("read_control_planes"))
+                    .await?
+            }
         };
         let not_found = || EngineError::NotFound {
             name: name.to_owned(),

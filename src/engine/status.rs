@@ -1,9 +1,15 @@
-//! Writes the ControlPlane's status as the engine goes: each component's entry as soon as it
-//! changes (so an interrupted run loses at most one component's progress), and kstatus
-//! conditions at the start and end of a reconcile. Nothing is written when nothing changed.
-//! Components reconciled side by side share one writer, so it locks its copy of the status
-//! (never across an API call).
+//! Writes the ControlPlane's status as the engine goes, and kstatus conditions at the start
+//! and end of a reconcile. Nothing is written when nothing changed. What must be stored before
+//! the engine acts (the attempt before helm runs, a component Uninstalling, a failure, what a
+//! component waits for) is written at once, together with whatever was recorded but not written
+//! yet; what only records a result (applied, Available, Reconciling) waits for the next write
+//! or the run's end. So a one-component change writes its status twice: the attempt with the
+//! Reconciling condition, then the result with the final conditions. A run interrupted before
+//! its result is written left its attempt recorded, and the next run applies the component
+//! again (see `decide`). Components reconciled side by side share one writer, so it locks its
+//! copy of the status (never across an API call) and writes one patch at a time, in order.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -48,6 +54,10 @@ pub(super) struct StatusWriter {
     uid: String,
     generation: Option<i64>,
     status: Mutex<ControlPlaneStatus>,
+    /// What `status` holds that is not written yet.
+    unwritten: Mutex<Unwritten>,
+    /// Held while a patch is on its way, so patches land in the order they were made.
+    writing: tokio::sync::Mutex<()>,
     reconciling_marked: AtomicBool,
     /// Cancelled when the run's lease is lost: from then on nothing is written.
     lease_lost: CancellationToken,
@@ -68,6 +78,8 @@ impl StatusWriter {
             uid: control_plane.uid().unwrap_or_default(),
             generation: control_plane.metadata.generation,
             status: Mutex::new(control_plane.status.clone().unwrap_or_default()),
+            unwritten: Mutex::new(Unwritten::default()),
+            writing: tokio::sync::Mutex::new(()),
             reconciling_marked: AtomicBool::new(false),
             revisit: Mutex::new(None),
         }
@@ -116,7 +128,7 @@ impl StatusWriter {
             .unwrap_or_else(|| ComponentStatus::with_phase(phase));
         status.phase = phase;
         status.message = message;
-        self.set_component(name, status).await
+        self.set_component(name, status, When::Now).await
     }
 
     /// helm is about to apply `wanted`'s chart and values: recorded first, so that a run
@@ -135,12 +147,13 @@ impl StatusWriter {
             chart_digest: wanted.chart_digest.clone(),
             values_digest: wanted.values_digest.clone(),
         });
-        self.set_component(wanted.name(), status).await
+        self.set_component(wanted.name(), status, When::Now).await
     }
 
     /// helm applied `wanted`'s chart and values as `revision`: these digests are now the record
     /// the next reconcile compares against. The phase stays `phase` until the workloads are
-    /// ready ([`Self::available`]).
+    /// ready ([`Self::available`]). Written with the next write: until then the attempt stands
+    /// recorded, which only makes an interrupted run apply it again.
     pub async fn applied(
         &self,
         wanted: &DesiredComponent<'_>,
@@ -161,16 +174,17 @@ impl StatusWriter {
             }),
             ..ComponentStatus::with_phase(phase)
         };
-        self.set_component(wanted.name(), status).await
+        self.set_component(wanted.name(), status, When::Later).await
     }
 
-    /// Up to date and no longer waiting: Available with its record unchanged.
+    /// Up to date and no longer waiting: Available with its record unchanged. Written with the
+    /// next write.
     pub async fn available(&self, name: &str) -> Result<(), StatusError> {
         match self.component(name) {
             Some(mut status) if status.phase != ComponentPhase::Available => {
                 status.phase = ComponentPhase::Available;
                 status.message = None;
-                self.set_component(name, status).await
+                self.set_component(name, status, When::Later).await
             }
             _ => Ok(()),
         }
@@ -178,14 +192,14 @@ impl StatusWriter {
 
     /// What an Available component's step left as it found it (CRDs of someone else's newer
     /// bundle), as its message; `None` clears an earlier one. Every step says it again, so the
-    /// note lasts exactly as long as the cause.
+    /// note lasts exactly as long as the cause. Written with the next write, as a result.
     pub async fn note(&self, name: &str, note: Option<String>) -> Result<(), StatusError> {
         match self.component(name) {
             Some(mut status)
                 if status.phase == ComponentPhase::Available && status.message != note =>
             {
                 status.message = note;
-                self.set_component(name, status).await
+                self.set_component(name, status, When::Later).await
             }
             _ => Ok(()),
         }
@@ -200,18 +214,24 @@ impl StatusWriter {
 
     /// Uninstalled: nothing of the component is left, nor recorded.
     pub async fn removed(&self, name: &str) -> Result<(), StatusError> {
-        self.set_component(name, ComponentStatus::with_phase(ComponentPhase::Removed))
-            .await
+        self.set_component(
+            name,
+            ComponentStatus::with_phase(ComponentPhase::Removed),
+            When::Now,
+        )
+        .await
     }
 
-    /// Records a component's status; its transition time moves only when the phase does.
+    /// Records a component's status, written `when` asked; its transition time moves only
+    /// when the phase does.
     async fn set_component(
         &self,
         name: &str,
         mut status: ComponentStatus,
+        when: When,
     ) -> Result<(), StatusError> {
         {
-            let current = self.current();
+            let mut current = self.current();
             let previous = current.components.get(name);
             status.last_transition_time = match previous {
                 Some(previous) if previous.phase == status.phase => {
@@ -219,24 +239,72 @@ impl StatusWriter {
                 }
                 _ => Some(now()),
             };
-            if previous == Some(&status) {
-                return Ok(());
+            if previous != Some(&status) {
+                current.components.insert(name.to_owned(), status);
+                self.unwritten().components.insert(name.to_owned());
             }
         }
-        self.patch(json!({"status": {"components": {name: &status}}}))
-            .await?;
-        self.current().components.insert(name.to_owned(), status);
-        Ok(())
+        match when {
+            When::Now => self.flush().await,
+            When::Later => Ok(()),
+        }
+    }
+
+    fn unwritten(&self) -> MutexGuard<'_, Unwritten> {
+        self.unwritten.lock().expect("unwritten lock")
+    }
+
+    /// Writes what is recorded and not written yet, if anything.
+    pub async fn flush(&self) -> Result<(), StatusError> {
+        self.flush_with(serde_json::Map::new()).await
+    }
+
+    /// Writes what is recorded and not written yet, with `fields` of the status, in one patch.
+    async fn flush_with(
+        &self,
+        mut fields: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), StatusError> {
+        let _writing = self.writing.lock().await;
+        let taken = {
+            let current = self.current();
+            let taken = std::mem::take(&mut *self.unwritten());
+            if !taken.components.is_empty() {
+                let components: serde_json::Map<_, _> = taken
+                    .components
+                    .iter()
+                    .map(|name| (name.clone(), json!(current.components.get(name))))
+                    .collect();
+                fields.insert("components".to_owned(), components.into());
+            }
+            if taken.conditions {
+                fields
+                    .entry("conditions")
+                    .or_insert_with(|| json!(current.conditions));
+            }
+            taken
+        };
+        if fields.is_empty() {
+            return Ok(());
+        }
+        let written = self.write(json!({ "status": fields })).await;
+        if written.is_err() {
+            // Written with the next write, or at the run's end.
+            let mut unwritten = self.unwritten();
+            unwritten.components.extend(taken.components);
+            unwritten.conditions |= taken.conditions;
+        }
+        written
     }
 
     /// kstatus: `Reconciling` while the engine changes something, `Ready` false meanwhile.
-    /// Written once per reconcile, before the first change.
-    pub async fn mark_reconciling(&self, message: &str) -> Result<(), StatusError> {
+    /// Recorded once per reconcile, before the first change, and written with the change's
+    /// first write (its attempt).
+    pub fn mark_reconciling(&self, message: &str) {
         if self.reconciling_marked.swap(true, Ordering::SeqCst) {
-            return Ok(());
+            return;
         }
         let time = now();
-        let conditions = {
+        {
             let mut current = self.current();
             let conditions = &mut current.conditions;
             for (type_, status, reason) in [
@@ -254,10 +322,8 @@ impl StatusWriter {
                 );
             }
             remove_condition(conditions, condition::STALLED);
-            conditions.clone()
-        };
-        self.patch(json!({"status": {"conditions": conditions}}))
-            .await
+        }
+        self.unwritten().conditions = true;
     }
 
     /// The spec cannot be applied: Ready=False and Stalled=True with reason InvalidSpec, for
@@ -282,7 +348,8 @@ impl StatusWriter {
         Ok(())
     }
 
-    /// Sets the final conditions and returns whether the ControlPlane is Ready.
+    /// Sets the final conditions, writes them with whatever is not written yet, and returns
+    /// whether the ControlPlane is Ready.
     pub async fn finish(
         &self,
         desired: &[DesiredComponent<'_>],
@@ -290,21 +357,34 @@ impl StatusWriter {
     ) -> Result<bool, StatusError> {
         let status = self.current().clone();
         let settled = settle(&status, desired, end, self.generation, &now());
+        let mut fields = serde_json::Map::new();
         if settled.status != status {
-            self.patch(json!({"status": {
-                "conditions": settled.status.conditions,
-                "observedGeneration": settled.status.observed_generation,
-                "reconciledComponents": settled.status.reconciled_components,
-            }}))
-            .await?;
+            fields = serde_json::Map::from_iter([
+                ("conditions".to_owned(), json!(settled.status.conditions)),
+                (
+                    "observedGeneration".to_owned(),
+                    json!(settled.status.observed_generation),
+                ),
+                (
+                    "reconciledComponents".to_owned(),
+                    json!(settled.status.reconciled_components),
+                ),
+            ]);
             *self.current() = settled.status;
         }
+        self.flush_with(fields).await?;
         Ok(settled.ready)
+    }
+
+    /// Writes `patch` after any patch under way, unless the lease was lost.
+    pub(super) async fn patch(&self, patch: serde_json::Value) -> Result<(), StatusError> {
+        let _writing = self.writing.lock().await;
+        self.write(patch).await
     }
 
     /// Writes `patch`, unless the lease was lost: another holder may be writing the status by
     /// then. A write under way when the lease is lost is abandoned.
-    pub(super) async fn patch(&self, patch: serde_json::Value) -> Result<(), StatusError> {
+    async fn write(&self, patch: serde_json::Value) -> Result<(), StatusError> {
         let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
         let write = self.api.patch_status(&self.name, &params, &patch);
         tokio::select! {
@@ -319,6 +399,22 @@ impl StatusWriter {
             }),
         }
     }
+}
+
+/// When a component's recorded status is written.
+#[derive(Clone, Copy)]
+enum When {
+    /// At once, with anything else not written yet: the engine is about to act on it.
+    Now,
+    /// With the next write, or at the run's end: it records a result.
+    Later,
+}
+
+/// What the writer's copy of the status holds that is not written yet.
+#[derive(Default)]
+struct Unwritten {
+    components: BTreeSet<String>,
+    conditions: bool,
 }
 
 /// The status a run ends with, and whether it says Ready.

@@ -216,7 +216,7 @@ impl Engine {
         self.refuse_cutting_off(wanted, decision.action, release, resolved, writer)
             .await?;
         if decision.action != Operation::Nothing {
-            self.announce(wanted.name(), decision, writer).await?;
+            self.announce(wanted.name(), decision, writer);
         }
         let end = match decision.action {
             Operation::Uninstall => self.uninstall(wanted, writer).await,
@@ -235,13 +235,9 @@ impl Engine {
         Ok(end)
     }
 
-    /// A change begins: progress shows it, and the conditions say Reconciling (once a run).
-    async fn announce(
-        &self,
-        name: &str,
-        decision: &Decision,
-        writer: &StatusWriter,
-    ) -> Result<(), StatusError> {
+    /// A change begins: progress shows it, and the conditions say Reconciling (once a run),
+    /// written with the change's first write.
+    fn announce(&self, name: &str, decision: &Decision, writer: &StatusWriter) {
         let reason = decision.reason.to_string();
         if let Some(progress) = &self.progress {
             progress.started(name, decision.action, &reason);
@@ -249,7 +245,7 @@ impl Engine {
                 progress.changed_outside(name, &reason);
             }
         }
-        writer.mark_reconciling(&format!("{name}: {reason}")).await
+        writer.mark_reconciling(&format!("{name}: {reason}"));
     }
 
     /// Records that the component failed with `message` (as its Failed status, so the run's

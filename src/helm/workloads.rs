@@ -1,6 +1,8 @@
 //! The workloads of a release judged live: what `smm status` and the dashboard show for each
 //! component, and what the engine's wait looks at.
 
+use std::time::Duration;
+
 use kube::Client;
 use serde::Serialize;
 
@@ -32,7 +34,19 @@ pub async fn observe(
     release: &ReleaseRef,
     refs: &[WorkloadRef],
 ) -> Result<Vec<WorkloadState>, ObserveError> {
-    workloads::observe(client, refs)
+    wait_ready(client, client, release, refs, Duration::ZERO).await
+}
+
+/// `refs`, the workloads of `release`, followed for up to `limit` until they are ready (see
+/// [`workloads::wait_ready`]; watched through `watches`), then judged.
+pub async fn wait_ready(
+    client: &Client,
+    watches: &Client,
+    release: &ReleaseRef,
+    refs: &[WorkloadRef],
+    limit: Duration,
+) -> Result<Vec<WorkloadState>, ObserveError> {
+    workloads::wait_ready(client, watches, refs, limit)
         .await
         .map_err(|source| ObserveError {
             release: release.to_string(),

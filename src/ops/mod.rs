@@ -72,6 +72,8 @@ pub enum OpsError {
 #[derive(Clone)]
 pub struct Reach {
     pub client: Client,
+    /// A client of its own for the waits' watches (`ClusterTarget::watch_client`).
+    pub watches: Client,
     pub helm: Helm,
     pub catalog: Arc<Catalog>,
 }
@@ -110,6 +112,7 @@ pub async fn reconcile(
         holder,
         options.lease_wait,
     )
+    .with_watches(reach.watches)
     .with_adopt(options.adopt)
     .with_force(options.force)
     .with_wait(options.wait)
@@ -135,6 +138,7 @@ pub async fn uninstall_operator(
     let client = reach.client.clone();
     let holder = holder_identity("smm-cli");
     let session = Session::new(reach.client, reach.helm, reach.catalog, holder, lease_wait)
+        .with_watches(reach.watches)
         .with_cancel(cancel);
     let mode = if purge {
         UninstallMode::Purge { session: &session }

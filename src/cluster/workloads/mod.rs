@@ -14,8 +14,12 @@ mod reasons;
 pub(crate) use reasons::pod_reason;
 
 use std::fmt;
+use std::time::Duration;
 
-use kube::{Api, Client};
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{WatchEvent, WatchParams};
+use kube::{Api, Client, ResourceExt};
 
 /// The kinds of object whose readiness a component waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -158,20 +162,58 @@ pub async fn observe(
     client: &Client,
     workloads: &[WorkloadRef],
 ) -> Result<Vec<WorkloadState>, kube::Error> {
-    let mut states = Vec::with_capacity(workloads.len());
+    wait_ready(client, client, workloads, Duration::ZERO).await
+}
+
+/// Judges the workloads as [`observe`] does, but first follows those not ready for up to
+/// `limit`: one watch each (by name, from the version just read), each change judged as it
+/// comes, so the wait ends the moment the last one is ready (or one failed), with no reads in
+/// between. A watch that breaks ends the wait early; what it saw last is judged as read. The
+/// watches go through `watches`: each holds its connection while it lasts and closes it when
+/// dropped, so a client of their own leaves `client`'s connection for the calls after the wait
+/// (a new connection's first request costs about 40 ms; see `Inventory::take`).
+pub async fn wait_ready(
+    client: &Client,
+    watches: &Client,
+    workloads: &[WorkloadRef],
+    limit: Duration,
+) -> Result<Vec<WorkloadState>, kube::Error> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut judged = Vec::with_capacity(workloads.len());
+    let mut versions = Vec::with_capacity(workloads.len());
     for workload in workloads {
-        let judged = match workload.kind {
-            WorkloadKind::Deployment => {
-                judge::judge_opt(get(client, workload).await?, judge::deployment)
+        let (judgement, version) = read(client, workload).await?;
+        judged.push(judgement);
+        versions.push(version);
+    }
+    if !limit.is_zero() && !settled(&judged) {
+        let watches = workloads
+            .iter()
+            .zip(versions)
+            .enumerate()
+            .filter(|(index, _)| judged[*index].readiness != Readiness::Ready)
+            .map(|(index, (workload, version))| {
+                watch(watches, workload, version.as_deref().unwrap_or("0"))
+                    .map(move |event| (index, event))
+            });
+        let mut changes = futures::stream::select_all(watches);
+        while let Ok(Some((index, change))) =
+            tokio::time::timeout_at(deadline, changes.next()).await
+        {
+            match change {
+                Ok(judgement) => judged[index] = judgement,
+                Err(err) => {
+                    tracing::debug!(workload = %workloads[index], %err, "watch broke; judged as last seen");
+                    break;
+                }
             }
-            WorkloadKind::StatefulSet => {
-                judge::judge_opt(get(client, workload).await?, judge::stateful_set)
+            if settled(&judged) {
+                break;
             }
-            WorkloadKind::DaemonSet => {
-                judge::judge_opt(get(client, workload).await?, judge::daemon_set)
-            }
-            WorkloadKind::Job => judge::judge_opt(get(client, workload).await?, judge::job),
-        };
+        }
+    }
+    let mut states = Vec::with_capacity(workloads.len());
+    for (workload, judged) in workloads.iter().zip(judged) {
         let (ready, desired) = (judged.ready, judged.desired);
         let readiness = match judged.readiness {
             Readiness::Ready => Readiness::Ready,
@@ -187,16 +229,103 @@ pub async fn observe(
     Ok(states)
 }
 
-async fn get<K>(client: &Client, workload: &WorkloadRef) -> Result<Option<K>, kube::Error>
-where
+/// How long the API server keeps one watch open: less than the calls' read timeout
+/// (`cluster::target`), so a quiet watch ends cleanly; a longer wait ends with it and is
+/// looked at again by the caller.
+pub const WATCH_SECONDS: u32 = 25;
+
+/// Nothing left to wait for: every workload ready, or one that cannot get ready.
+fn settled(judged: &[judge::Judgement]) -> bool {
+    judged.iter().all(|j| j.readiness == Readiness::Ready)
+        || judged
+            .iter()
+            .any(|j| matches!(j.readiness, Readiness::Failed(_)))
+}
+
+/// A workload judged as read now (from etcd), and the version it was read at.
+async fn read(
+    client: &Client,
+    workload: &WorkloadRef,
+) -> Result<(judge::Judgement, Option<String>), kube::Error> {
+    Ok(match workload.kind {
+        WorkloadKind::Deployment => read_as(client, workload, judge::deployment).await?,
+        WorkloadKind::StatefulSet => read_as(client, workload, judge::stateful_set).await?,
+        WorkloadKind::DaemonSet => read_as(client, workload, judge::daemon_set).await?,
+        WorkloadKind::Job => read_as(client, workload, judge::job).await?,
+    })
+}
+
+/// Every change of a workload from `version` on, judged.
+fn watch(
+    client: &Client,
+    workload: &WorkloadRef,
+    version: &str,
+) -> BoxStream<'static, Result<judge::Judgement, kube::Error>> {
+    match workload.kind {
+        WorkloadKind::Deployment => watch_as(client, workload, version, judge::deployment),
+        WorkloadKind::StatefulSet => watch_as(client, workload, version, judge::stateful_set),
+        WorkloadKind::DaemonSet => watch_as(client, workload, version, judge::daemon_set),
+        WorkloadKind::Job => watch_as(client, workload, version, judge::job),
+    }
+}
+
+trait Workload:
+    kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + fmt::Debug
+    + Send
+    + 'static
+{
+}
+
+impl<K> Workload for K where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
         + serde::de::DeserializeOwned
-        + fmt::Debug,
+        + fmt::Debug
+        + Send
+        + 'static
 {
-    Api::<K>::namespaced(client.clone(), &workload.namespace)
+}
+
+async fn read_as<K: Workload>(
+    client: &Client,
+    workload: &WorkloadRef,
+    judge: fn(&K) -> judge::Judgement,
+) -> Result<(judge::Judgement, Option<String>), kube::Error> {
+    let object = Api::<K>::namespaced(client.clone(), &workload.namespace)
         .get_opt(&workload.name)
-        .await
+        .await?;
+    let version = object.as_ref().and_then(ResourceExt::resource_version);
+    Ok((judge::judge_opt(object, judge), version))
+}
+
+fn watch_as<K: Workload>(
+    client: &Client,
+    workload: &WorkloadRef,
+    version: &str,
+    judge: fn(&K) -> judge::Judgement,
+) -> BoxStream<'static, Result<judge::Judgement, kube::Error>> {
+    let api = Api::<K>::namespaced(client.clone(), &workload.namespace);
+    let params = WatchParams::default()
+        .fields(&format!("metadata.name={}", workload.name))
+        .timeout(WATCH_SECONDS);
+    let version = version.to_owned();
+    futures::stream::once(async move { api.watch(&params, &version).await })
+        .try_flatten()
+        .filter_map(move |event| {
+            std::future::ready(match event {
+                Ok(WatchEvent::Added(object) | WatchEvent::Modified(object)) => {
+                    Some(Ok(judge(&object)))
+                }
+                Ok(WatchEvent::Deleted(_)) => Some(Ok(judge::judge_opt(None, judge))),
+                Ok(WatchEvent::Bookmark(_)) => None,
+                Ok(WatchEvent::Error(status)) => Some(Err(kube::Error::Api(status))),
+                Err(err) => Some(Err(err)),
+            })
+        })
+        .boxed()
 }
 
 #[cfg(test)]
@@ -214,6 +343,30 @@ mod tests {
             desired: 1,
             readiness,
         }
+    }
+
+    /// A wait by watch ends once every workload is ready, or as soon as one failed; a
+    /// workload not seen yet (or not created yet) keeps it going.
+    #[test]
+    fn a_wait_is_settled_when_all_are_ready_or_one_failed() {
+        let judged = |readiness: Readiness| judge::Judgement {
+            ready: 0,
+            desired: 1,
+            readiness,
+            selector: None,
+            refused: None,
+        };
+        let progressing = || judged(Readiness::Progressing("0/1 available".to_owned()));
+        assert!(settled(&[
+            judged(Readiness::Ready),
+            judged(Readiness::Ready)
+        ]));
+        assert!(!settled(&[judged(Readiness::Ready), progressing()]));
+        assert!(settled(&[
+            progressing(),
+            judged(Readiness::Failed("failed: BackoffLimitExceeded".to_owned()))
+        ]));
+        assert!(!settled(&[judge::judge_opt(None, judge::deployment)]));
     }
 
     #[test]
