@@ -66,16 +66,20 @@ if up_to_date; then
 	exit 0
 fi
 
-# Run inside our module, without a version: go resolves istio.io/istio from our go.mod and checks
-# the download against our go.sum (and the checksum database on first download).
-info="$(cd "$here" && go mod download -json istio.io/istio)"
-read -r version module_dir < <(python3 -c '
+# The version go resolves MODULE to and its directory in the module cache, on one line. Run
+# inside our module, without a version: go resolves it from our go.mod and checks the download
+# against our go.sum (and the checksum database on first download).
+resolve_module() {
+	(cd "$here" && go mod download -json "$1") | python3 -c '
 import json, sys
 m = json.load(sys.stdin)
 if m.get("Error"):
     sys.exit("fetch: " + m["Error"])
 print(m["Version"], m["Dir"])
-' <<<"$info")
+'
+}
+
+read -r version module_dir < <(resolve_module istio.io/istio)
 if [[ "$version" != "$ISTIO_MODULE_VERSION" ]]; then
 	echo "fetch: go.mod requires istio.io/istio $version but versions.env pins $ISTIO_MODULE_VERSION; run scripts/istio/gen-module.sh" >&2
 	exit 1
@@ -125,14 +129,7 @@ done
 # The Gateway API's standard channel CRDs, one file each. Its admission policy (the `vap_` file,
 # which refuses experimental or pre-1.5 CRDs cluster-wide) is left out: it governs everyone's
 # CRDs, and smm's own apply already never replaces a newer or experimental bundle.
-info="$(cd "$here" && go mod download -json sigs.k8s.io/gateway-api)"
-read -r gateway_api_resolved gateway_api_dir < <(python3 -c '
-import json, sys
-m = json.load(sys.stdin)
-if m.get("Error"):
-    sys.exit("fetch: " + m["Error"])
-print(m["Version"], m["Dir"])
-' <<<"$info")
+read -r gateway_api_resolved gateway_api_dir < <(resolve_module sigs.k8s.io/gateway-api)
 [[ "$gateway_api_resolved" == "$gateway_api_version" ]] || {
 	echo "fetch: go resolved sigs.k8s.io/gateway-api $gateway_api_resolved, go.mod requires $gateway_api_version" >&2
 	exit 1
