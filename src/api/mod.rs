@@ -13,6 +13,7 @@ mod conditions;
 mod dataplane;
 mod document;
 mod metadata;
+mod multicluster;
 pub mod names;
 pub mod objects;
 mod revisions;
@@ -21,6 +22,7 @@ pub use conditions::{Health, condition, ready_now, remove_condition, set_conditi
 pub use dataplane::{GatewayApi, Platform, Profile};
 pub use document::DocumentError;
 pub use metadata::{ControlPlaneMeta, Removable, Undecodable, decode_each};
+pub use multicluster::{AttachedCluster, ClusterModel, MultiCluster, PrimaryCluster};
 pub use revisions::{
     DEFAULT_GRACE_PERIOD_SECONDS, IN_USE, RevisionStatus, RevisionTag, RevisionUseCount,
     UpdateStrategy, UpdateStrategyType,
@@ -98,6 +100,10 @@ pub struct ControlPlaneSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub gateway_api: Option<GatewayApi>,
+    /// This cluster's place in a mesh of several clusters (mesh ID, cluster name, network, and
+    /// on a remote cluster the primary serving it). Unset: a mesh of one cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_cluster: Option<MultiCluster>,
     /// Per component settings, keyed by component name (see `smm components`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub components: BTreeMap<String, ComponentSpec>,
@@ -226,6 +232,9 @@ pub struct ControlPlaneStatus {
     /// them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub revisions: Vec<RevisionStatus>,
+    /// The clusters attached to this one's mesh (`smm cluster attach`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<AttachedCluster>,
 }
 
 /// Where one component stands. Unset fields serialize as `null` on purpose: the engine writes

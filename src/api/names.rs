@@ -10,6 +10,13 @@ pub const LEASE_PREFIX: &str = "smm-reconcile-";
 /// smm's own namespace: the operator's unless told otherwise, and where every reconcile lease
 /// lives, so that the CLI and an operator installed anywhere take the same one.
 pub const SMM_NAMESPACE: &str = "smm-system";
+/// The label on the mesh's namespace that names the network its cluster's workloads are on.
+pub const TOPOLOGY_NETWORK: &str = "topology.istio.io/network";
+/// The annotation on a remote cluster's mesh namespace that names the primary clusters whose
+/// istiod manages it (patches its webhooks, publishes its root certificate).
+pub const TOPOLOGY_CONTROL_PLANES: &str = "topology.istio.io/controlPlaneClusters";
+/// What istioctl and smm prefix a cluster's name with to name its remote secret.
+pub const REMOTE_SECRET_PREFIX: &str = "istio-remote-secret-";
 /// The longest name of any Kubernetes object that has a DNS-1123 subdomain name.
 const SUBDOMAIN_MAX: usize = 253;
 /// The longest DNS-1123 label.
@@ -51,6 +58,7 @@ pub enum Rule {
     },
     TrustDomain,
     ImageRegistry,
+    IpAddress,
 }
 
 impl fmt::Display for Rule {
@@ -73,6 +81,10 @@ impl fmt::Display for Rule {
                  dot-separated part starting and ending with a letter or digit, at most {max} \
                  characters{})",
                 because(why)
+            ),
+            Rule::IpAddress => f.write_str(
+                "must be an IPv4 or IPv6 address that other hosts can reach (not loopback or \
+                 unspecified): an EndpointSlice takes no host names or loopback addresses",
             ),
             Rule::TrustDomain => f.write_str(
                 "must be a trust domain (lowercase letters, digits, '.', '-' and '_', at most \
@@ -131,6 +143,33 @@ pub fn release_name(field: &str, value: &str) -> Result<(), InvalidName> {
     check(field, value, "release name", rule, is_subdomain)
 }
 
+/// A cluster's name in a mesh of several: Istio's cluster ID, a key of its remote secret and a
+/// part of the secret's name and of the injector's path.
+pub fn cluster_name(field: &str, value: &str) -> Result<(), InvalidName> {
+    let rule = Rule::Label {
+        max: LABEL_MAX - REMOTE_SECRET_PREFIX.len(),
+        because: Some("its remote secret istio-remote-secret-<name> fits in 63"),
+    };
+    check(field, value, "cluster name", rule, is_label)
+}
+
+/// A mesh ID or a network's name: label values on Istio's objects and proxies.
+pub fn topology_name(field: &str, value: &str) -> Result<(), InvalidName> {
+    let rule = Rule::Label {
+        max: LABEL_MAX,
+        because: None,
+    };
+    check(field, value, "mesh ID or network name", rule, is_label)
+}
+
+/// The address a remote cluster reaches its primary's istiod at, written into an EndpointSlice.
+pub fn ip_address(field: &str, value: &str) -> Result<(), InvalidName> {
+    check(field, value, "address", Rule::IpAddress, |text| {
+        text.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| !ip.is_loopback() && !ip.is_unspecified())
+    })
+}
+
 /// The mesh's trust domain, the host part of its workloads' SPIFFE identities.
 pub fn trust_domain(field: &str, value: &str) -> Result<(), InvalidName> {
     let valid = |text: &str| {
@@ -163,7 +202,7 @@ fn check(
 ) -> Result<(), InvalidName> {
     let fits = match rule {
         Rule::Label { max, .. } | Rule::Subdomain { max, .. } => value.len() <= max,
-        Rule::TrustDomain | Rule::ImageRegistry => true,
+        Rule::TrustDomain | Rule::ImageRegistry | Rule::IpAddress => true,
     };
     if fits && !value.is_empty() && valid(value) {
         return Ok(());

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use crate::api::ControlPlaneSpec;
-use crate::api::names::{self, InvalidName};
+use crate::api::names::{self, InvalidName, TOPOLOGY_CONTROL_PLANES, TOPOLOGY_NETWORK};
 use crate::api::objects::NativeObject;
 use crate::helm::chart::{ChartError, ChartMetadata, EmbeddedChart};
 use crate::helm::release::ReleaseRef;
@@ -43,6 +43,12 @@ pub enum SpecError {
     InvalidName(Box<InvalidName>),
     #[error(transparent)]
     Revision(Box<RevisionError>),
+    #[error(
+        "spec.multiCluster.primary: a remote cluster takes the sidecar profile only (its \
+         istiod is the primary's; ambient mode over several clusters is not supported by smm \
+         yet), but spec.profile is ambient"
+    )]
+    AmbientRemote,
     #[error("{field}: values are nested deeper than {MAX_DEPTH} levels")]
     TooDeep { field: String },
     #[error(transparent)]
@@ -167,6 +173,9 @@ fn check_inputs(spec: &ControlPlaneSpec) -> Result<(), SpecError> {
     for (field, value, check) in checks {
         value.map_or(Ok(()), |value| check(field, value))?;
     }
+    if let Some(multi_cluster) = &spec.multi_cluster {
+        check_multi_cluster(spec, multi_cluster)?;
+    }
     for (name, component) in &spec.components {
         if let Some(namespace) = &component.namespace {
             names::namespace(&format!("spec.components.{name}.namespace"), namespace)?;
@@ -176,6 +185,31 @@ fn check_inputs(spec: &ControlPlaneSpec) -> Result<(), SpecError> {
             return Err(SpecError::TooDeep {
                 field: format!("spec.components.{name}.valuesOverride"),
             });
+        }
+    }
+    Ok(())
+}
+
+fn check_multi_cluster(
+    spec: &ControlPlaneSpec,
+    multi_cluster: &crate::api::MultiCluster,
+) -> Result<(), SpecError> {
+    let field = "spec.multiCluster";
+    names::cluster_name(&format!("{field}.clusterName"), &multi_cluster.cluster_name)?;
+    if let Some(mesh_id) = &multi_cluster.mesh_id {
+        names::topology_name(&format!("{field}.meshID"), mesh_id)?;
+    }
+    if let Some(network) = &multi_cluster.network {
+        names::topology_name(&format!("{field}.network"), network)?;
+    }
+    if let Some(primary) = &multi_cluster.primary {
+        names::cluster_name(
+            &format!("{field}.primary.clusterName"),
+            &primary.cluster_name,
+        )?;
+        names::ip_address(&format!("{field}.primary.address"), &primary.address)?;
+        if spec.profile() == crate::api::Profile::Ambient {
+            return Err(SpecError::AmbientRemote);
         }
     }
     Ok(())
@@ -223,7 +257,7 @@ fn resolve_one<'c>(
     )?;
     let mut native = Vec::new();
     if enabled {
-        native.push(NativeObject::present(&namespace_object(namespace)));
+        native.push(NativeObject::present(&namespace_object(namespace, spec)));
     }
     native.extend((component.native_objects)(&context));
     Ok(DesiredComponent {
@@ -240,10 +274,29 @@ fn resolve_one<'c>(
 }
 
 /// The release namespace is applied, never deleted: other components and the user's own
-/// workloads may live in it.
-fn namespace_object(name: &str) -> k8s_openapi::api::core::v1::Namespace {
+/// workloads may live in it. In a mesh of several clusters, the mesh's namespace also says
+/// which network the cluster's workloads are on and, on a remote cluster, which primary's
+/// istiod manages it: istiod reads both from there (`topology.istio.io/*`).
+fn namespace_object(name: &str, spec: &ControlPlaneSpec) -> k8s_openapi::api::core::v1::Namespace {
     let mut namespace = k8s_openapi::api::core::v1::Namespace::default();
     namespace.metadata.name = Some(name.to_owned());
+    let topology = spec
+        .multi_cluster
+        .as_ref()
+        .filter(|_| name == spec.mesh_namespace());
+    if let Some(multi_cluster) = topology {
+        if let Some(network) = &multi_cluster.network {
+            namespace.metadata.labels =
+                Some([(TOPOLOGY_NETWORK.to_owned(), network.clone())].into());
+        }
+        if let Some(primary) = &multi_cluster.primary {
+            let clusters = (
+                TOPOLOGY_CONTROL_PLANES.to_owned(),
+                primary.cluster_name.clone(),
+            );
+            namespace.metadata.annotations = Some([clusters].into());
+        }
+    }
     namespace
 }
 
@@ -304,6 +357,44 @@ mod tests {
 
     /// Every name and address is checked before anything is rendered: each refusal names the
     /// field and the rule.
+    fn multi_cluster(cluster_name: &str, primary_address: Option<&str>) -> ControlPlaneSpec {
+        let primary = primary_address.map(|address| crate::api::PrimaryCluster {
+            cluster_name: "a".to_owned(),
+            address: address.to_owned(),
+        });
+        ControlPlaneSpec {
+            multi_cluster: Some(crate::api::MultiCluster {
+                cluster_name: cluster_name.to_owned(),
+                primary,
+                ..crate::api::MultiCluster::default()
+            }),
+            ..ControlPlaneSpec::default()
+        }
+    }
+
+    #[test]
+    fn the_mesh_namespace_says_its_network_and_a_remotes_primary() {
+        let catalog = Catalog::builtin().unwrap();
+        let mut spec = multi_cluster("b", Some("198.51.100.10"));
+        spec.multi_cluster.as_mut().unwrap().network = Some("net1".to_owned());
+        let desired = resolve(&catalog, &spec).unwrap();
+        let istiod = desired.iter().find(|d| d.name() == "istiod").unwrap();
+        let namespace = serde_json::to_value(istiod.native[0].object()).unwrap();
+        let metadata = &namespace["metadata"];
+        assert_eq!(metadata["name"], "istio-system", "{namespace}");
+        assert_eq!(metadata["labels"][TOPOLOGY_NETWORK], "net1");
+        assert_eq!(metadata["annotations"][TOPOLOGY_CONTROL_PLANES], "a");
+        // Another component's namespace is only a namespace.
+        let spec = spec.with_component("grafana", |c| {
+            c.enabled = Some(true);
+            c.namespace = Some("monitoring".to_owned());
+        });
+        let desired = resolve(&catalog, &spec).unwrap();
+        let grafana = desired.iter().find(|d| d.name() == "grafana").unwrap();
+        let namespace = serde_json::to_value(grafana.native[0].object()).unwrap();
+        assert_eq!(namespace["metadata"].get("labels"), None, "{namespace}");
+    }
+
     #[test]
     fn bad_names_and_values_are_refused_naming_the_field() {
         let catalog = Catalog::builtin().unwrap();
@@ -357,6 +448,36 @@ mod tests {
                     "spec.imageRegistry: \"r.io\\nkind: Secret\" is not a valid image registry: {}",
                     names::Rule::ImageRegistry
                 ),
+            ),
+            (
+                multi_cluster("Cluster_B", None),
+                format!(
+                    "spec.multiCluster.clusterName: \"Cluster_B\" is not a valid cluster name: \
+                     {label} 43 characters, so that its remote secret \
+                     istio-remote-secret-<name> fits in 63)"
+                ),
+            ),
+            (
+                multi_cluster("b", Some("127.0.0.1")),
+                format!(
+                    "spec.multiCluster.primary.address: \"127.0.0.1\" is not a valid address: {}",
+                    names::Rule::IpAddress
+                ),
+            ),
+            (
+                multi_cluster("b", Some("istiod.example.org")),
+                format!(
+                    "spec.multiCluster.primary.address: \"istiod.example.org\" is not a valid \
+                     address: {}",
+                    names::Rule::IpAddress
+                ),
+            ),
+            (
+                ControlPlaneSpec {
+                    profile: Some(crate::api::Profile::Ambient),
+                    ..multi_cluster("b", Some("198.51.100.10"))
+                },
+                SpecError::AmbientRemote.to_string(),
             ),
             (
                 ControlPlaneSpec::default().with_values("grafana", deep),

@@ -96,7 +96,31 @@ fn managed_values(context: &ComponentContext<'_>) -> serde_json::Value {
         values["meshConfig"]["defaultProviders"] = json!({"metrics": ["prometheus"]});
     }
     dataplane_values(context, &mut values);
+    multi_cluster_values(context, &mut values);
     values
+}
+
+/// A mesh over several clusters: istiod's cluster ID, mesh ID and network; on a remote cluster
+/// Istio's `remote` profile (no istiod, the injector and the discovery address pointing at the
+/// primary's istiod, the reader account the primary's istiod reads this cluster with).
+fn multi_cluster_values(context: &ComponentContext<'_>, values: &mut serde_json::Value) {
+    let spec = context.spec;
+    let Some(multi_cluster) = &spec.multi_cluster else {
+        return;
+    };
+    let cluster = &multi_cluster.cluster_name;
+    values["global"]["meshID"] = json!(multi_cluster.mesh_id(spec.trust_domain()));
+    values["global"]["multiCluster"] = json!({"clusterName": cluster});
+    let network = multi_cluster.network.as_deref().unwrap_or_default();
+    values["global"]["network"] = json!(network);
+    if let Some(primary) = &multi_cluster.primary {
+        values["profile"] = json!("remote");
+        values["global"]["remotePilotAddress"] = json!(primary.address);
+        // The primary's istiod tells the clusters apart by the path its injector is called on.
+        values["istiodRemote"] = json!({
+            "injectionPath": format!("/inject/cluster/{cluster}/net/{network}"),
+        });
+    }
 }
 
 /// The ambient profile's settings (istiod's ambient controllers, HBONE for sidecars), the
@@ -172,6 +196,45 @@ mod tests {
             ..ComponentSpec::default()
         }));
         assert_eq!(values["meshConfig"].get("enableTracing"), None);
+    }
+
+    #[test]
+    fn a_cluster_of_several_names_itself_and_a_remote_points_at_its_primary() {
+        let mut spec = ControlPlaneSpec {
+            trust_domain: Some("example.org".to_owned()),
+            multi_cluster: Some(crate::api::MultiCluster {
+                cluster_name: "east".to_owned(),
+                network: Some("net-east".to_owned()),
+                ..crate::api::MultiCluster::default()
+            }),
+            ..ControlPlaneSpec::default()
+        };
+        let values = values_for(&spec);
+        // The mesh ID defaults to the trust domain, as Istio's does.
+        assert_eq!(values["global"]["meshID"], "example.org");
+        assert_eq!(values["global"]["multiCluster"]["clusterName"], "east");
+        assert_eq!(values["global"]["network"], "net-east");
+        assert_eq!(values.get("profile"), None);
+        assert_eq!(values.get("istiodRemote"), None);
+
+        let multi_cluster = spec.multi_cluster.as_mut().unwrap();
+        multi_cluster.mesh_id = Some("mesh1".to_owned());
+        multi_cluster.primary = Some(crate::api::PrimaryCluster {
+            cluster_name: "west".to_owned(),
+            address: "198.51.100.10".to_owned(),
+        });
+        let values = values_for(&spec);
+        assert_eq!(values["global"]["meshID"], "mesh1");
+        assert_eq!(values["profile"], "remote");
+        assert_eq!(values["global"]["remotePilotAddress"], "198.51.100.10");
+        assert_eq!(
+            values["istiodRemote"]["injectionPath"],
+            "/inject/cluster/east/net/net-east"
+        );
+        // Nothing of it in a mesh of one cluster: the user's values stay theirs.
+        let single = values_for(&ControlPlaneSpec::default());
+        assert_eq!(single["global"].get("meshID"), None);
+        assert_eq!(single["global"].get("network"), None);
     }
 
     #[test]
