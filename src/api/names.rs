@@ -59,6 +59,7 @@ pub enum Rule {
     TrustDomain,
     ImageRegistry,
     IpAddress,
+    LabelValue,
 }
 
 impl fmt::Display for Rule {
@@ -81,6 +82,10 @@ impl fmt::Display for Rule {
                  dot-separated part starting and ending with a letter or digit, at most {max} \
                  characters{})",
                 because(why)
+            ),
+            Rule::LabelValue => f.write_str(
+                "must be a label value (letters, digits, '-', '_' and '.', starting and ending \
+                 with a letter or digit, at most 63 characters): Istio writes it into labels",
             ),
             Rule::IpAddress => f.write_str(
                 "must be an IPv4 or IPv6 address that other hosts can reach (not loopback or \
@@ -155,11 +160,21 @@ pub fn cluster_name(field: &str, value: &str) -> Result<(), InvalidName> {
 
 /// A mesh ID or a network's name: label values on Istio's objects and proxies.
 pub fn topology_name(field: &str, value: &str) -> Result<(), InvalidName> {
-    let rule = Rule::Label {
-        max: LABEL_MAX,
-        because: None,
-    };
-    check(field, value, "mesh ID or network name", rule, is_label)
+    check(
+        field,
+        value,
+        "mesh ID or network name",
+        Rule::LabelValue,
+        |text| {
+            let bytes = text.as_bytes();
+            text.len() <= LABEL_MAX
+                && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+                && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+                && bytes
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b))
+        },
+    )
 }
 
 /// The address a remote cluster reaches its primary's istiod at, written into an EndpointSlice.
@@ -202,7 +217,7 @@ fn check(
 ) -> Result<(), InvalidName> {
     let fits = match rule {
         Rule::Label { max, .. } | Rule::Subdomain { max, .. } => value.len() <= max,
-        Rule::TrustDomain | Rule::ImageRegistry | Rule::IpAddress => true,
+        Rule::TrustDomain | Rule::ImageRegistry | Rule::IpAddress | Rule::LabelValue => true,
     };
     if fits && !value.is_empty() && valid(value) {
         return Ok(());

@@ -5,6 +5,7 @@
 mod args;
 mod change;
 mod check;
+mod cluster;
 mod completion;
 mod components;
 mod crd;
@@ -57,6 +58,9 @@ pub enum Command {
     Reconcile(reconcile::ReconcileArgs),
     /// Check the cluster before an install (--pre) or the installed mesh, with a hint for each problem
     Check(check::CheckArgs),
+    /// One mesh over several clusters: attach a cluster, detach it, show the attached ones
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Show each component's state and whether the mesh is Ready (exit code 0 only when Ready)
     Status(status::StatusArgs),
     /// List injected pods: revision, proxy version, skew to istiod (exit code 3: a proxy's revision is gone)
@@ -104,6 +108,7 @@ impl Cli {
             Command::Uninstall(args) => install::run_uninstall(global, &catalog, args).await,
             Command::Reconcile(args) => reconcile::run(global, &catalog, args).await,
             Command::Check(args) => check::run(global, &catalog, args).await,
+            Command::Cluster(command) => cluster::run(global, &catalog, command).await,
             Command::Status(args) => status::run(global, args).await,
             Command::ProxyStatus(args) => proxy_status::run(global, args).await,
             Command::Components(args) => components::run(global, &catalog, args).await,

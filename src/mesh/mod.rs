@@ -6,4 +6,5 @@ pub mod components;
 pub mod gateway_api;
 pub mod graph;
 pub mod injection;
+pub mod multicluster;
 pub mod revisions;

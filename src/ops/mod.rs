@@ -5,6 +5,7 @@
 //! the command line.
 
 pub mod ambient;
+pub mod multicluster;
 pub mod revisions;
 
 use std::collections::BTreeMap;
@@ -66,6 +67,8 @@ pub enum OpsError {
     MigrationRun(#[from] crate::cluster::migration::MigrationRunError),
     #[error(transparent)]
     Ambient(#[from] ambient::AmbientError),
+    #[error(transparent)]
+    Cluster(#[from] multicluster::ClusterError),
 }
 
 /// What a reconcile from the client needs to reach the cluster and its charts.

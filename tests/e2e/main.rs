@@ -13,6 +13,7 @@ mod istio;
 mod kiali;
 mod local_plane;
 mod migration;
+mod multicluster;
 mod readiness;
 mod records;
 mod revisions;

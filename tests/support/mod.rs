@@ -267,14 +267,78 @@ pub async fn istio_mesh_lock() -> tokio::sync::MutexGuard<'static, ()> {
     LOCK.lock().await
 }
 
+/// A second local plane of the test's own (`scripts/cluster.sh` with its own state directory),
+/// for tests of a mesh over several clusters; stopped, its directory removed, when dropped.
+pub struct SecondPlane {
+    dir: tempfile::TempDir,
+    pub client: Client,
+}
+
+impl SecondPlane {
+    pub async fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("plane-")
+            .tempdir_in(repo_root().join("target/tmp"))
+            .unwrap();
+        let plane = |command: &str| {
+            std::process::Command::new(repo_root().join("scripts/cluster.sh"))
+                .arg(command)
+                .env("SMM_CLUSTER_DIR", dir.path())
+                .env_remove("KUBECONFIG")
+                .output()
+                .expect("scripts/cluster.sh runs")
+        };
+        let output = plane("up");
+        if !output.status.success() {
+            plane("down");
+            panic!(
+                "the second plane did not start:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let target = ClusterTarget {
+            kubeconfig: Some(dir.path().join("kubeconfig")),
+            context: None,
+        };
+        let client = target.client().await.unwrap();
+        Self { dir, client }
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    /// Makes this plane's API server reach `service_ip:443` (a Service of this plane) at
+    /// `127.0.0.1:port` through its egress proxy: an istiod of the other plane serving this
+    /// one's webhooks.
+    pub fn route(&self, name: &str, service_ip: &str, port: u16) {
+        let routes = self.dir.path().join("egress/routes");
+        let tmp = routes.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, format!("{service_ip}:443 127.0.0.1:{port}\n")).unwrap();
+        std::fs::rename(&tmp, routes.join(name)).unwrap();
+    }
+}
+
+impl Drop for SecondPlane {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(repo_root().join("scripts/cluster.sh"))
+            .arg("down")
+            .env("SMM_CLUSTER_DIR", self.dir.path())
+            .env_remove("KUBECONFIG")
+            .status();
+    }
+}
+
 /// istiod (`pilot-discovery`) running as a local process for the istiod chart installed in
 /// `namespace`, through `scripts/istio/istiod.sh`: its webhooks are reachable by the API server
 /// through the plane's egress proxy. Stopped (and its route removed) when dropped.
 pub struct LocalIstiod {
     namespace: String,
     revision: String,
-    /// istiod's plain HTTP port (`/ready`).
+    /// istiod's plain HTTP port (`/ready`, `/debug/*`).
     pub http_port: u16,
+    /// Its webhook port (what a plane's egress route maps istiod's Service to).
+    pub https_port: u16,
     /// Its state directory, with `istiod.log`.
     pub dir: PathBuf,
 }
@@ -307,6 +371,7 @@ impl LocalIstiod {
             namespace: namespace.to_owned(),
             revision: revision.to_owned(),
             http_port: value("ISTIOD_HTTP_PORT").parse().unwrap(),
+            https_port: value("ISTIOD_HTTPS_PORT").parse().unwrap(),
             dir: PathBuf::from(value("ISTIOD_DIR")),
         }
     }

@@ -113,14 +113,19 @@ fn multi_cluster_values(context: &ComponentContext<'_>, values: &mut serde_json:
     values["global"]["multiCluster"] = json!({"clusterName": cluster});
     let network = multi_cluster.network.as_deref().unwrap_or_default();
     values["global"]["network"] = json!(network);
-    if let Some(primary) = &multi_cluster.primary {
-        values["profile"] = json!("remote");
-        values["global"]["remotePilotAddress"] = json!(primary.address);
-        // The primary's istiod tells the clusters apart by the path its injector is called on.
-        values["istiodRemote"] = json!({
-            "injectionPath": format!("/inject/cluster/{cluster}/net/{network}"),
-        });
-    }
+    let Some(primary) = &multi_cluster.primary else {
+        // A primary manages the remote clusters that name it in their mesh namespace
+        // (`topology.istio.io/controlPlaneClusters`): patches their injector's CA bundle and
+        // publishes its root certificate into their namespaces.
+        values["global"]["externalIstiod"] = json!(true);
+        return;
+    };
+    values["profile"] = json!("remote");
+    values["global"]["remotePilotAddress"] = json!(primary.address);
+    // The primary's istiod tells the clusters apart by the path its injector is called on.
+    values["istiodRemote"] = json!({
+        "injectionPath": format!("/inject/cluster/{cluster}/net/{network}"),
+    });
 }
 
 /// The ambient profile's settings (istiod's ambient controllers, HBONE for sidecars), the
@@ -216,6 +221,7 @@ mod tests {
         assert_eq!(values["global"]["network"], "net-east");
         assert_eq!(values.get("profile"), None);
         assert_eq!(values.get("istiodRemote"), None);
+        assert_eq!(values["global"]["externalIstiod"], true);
 
         let multi_cluster = spec.multi_cluster.as_mut().unwrap();
         multi_cluster.mesh_id = Some("mesh1".to_owned());
@@ -226,6 +232,7 @@ mod tests {
         let values = values_for(&spec);
         assert_eq!(values["global"]["meshID"], "mesh1");
         assert_eq!(values["profile"], "remote");
+        assert_eq!(values["global"].get("externalIstiod"), None);
         assert_eq!(values["global"]["remotePilotAddress"], "198.51.100.10");
         assert_eq!(
             values["istiodRemote"]["injectionPath"],

@@ -1,0 +1,325 @@
+//! One mesh over two local planes: `smm cluster attach` makes the second plane a remote of the
+//! first (Istio's CRDs and istiod's remote profile there, the reader's token, the remote secret
+//! here), and the first plane's real istiod discovers a Service that exists only in the second
+//! and injects the second plane's pods; `smm cluster detach` takes all of it back.
+
+use std::time::Duration;
+
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+use smm::api::ControlPlane;
+
+use crate::istio::{Mesh, assert_success, container_names, create_pod};
+use crate::support::{LocalIstiod, SecondPlane, TestCluster, istio_mesh_lock, smm, unique_name};
+
+/// What A's istiod serves on `/debug/<path>`, as JSON.
+fn debug(istiod: &LocalIstiod, path: &str) -> Value {
+    let output = std::process::Command::new("curl")
+        .args(["-fsS", "--max-time", "5"])
+        .arg(format!(
+            "http://127.0.0.1:{}/debug/{path}",
+            istiod.http_port
+        ))
+        .output()
+        .unwrap();
+    assert_success(&format!("istiod's /debug/{path}"), &output);
+    serde_json::from_slice(&output.stdout).unwrap_or(Value::Null)
+}
+
+/// The host names in istiod's service registry.
+fn registry_hosts(istiod: &LocalIstiod) -> Vec<String> {
+    let registry = debug(istiod, "registryz");
+    registry
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|service| service["hostname"].as_str().map(str::to_owned))
+        .collect()
+}
+
+async fn wait_for(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn cluster_args<'a>(args: &[&'a str], plane: &'a str, mesh: &'a Mesh) -> Vec<&'a str> {
+    let mut all = vec!["cluster"];
+    all.extend_from_slice(args);
+    all.extend([
+        "--remote-kubeconfig",
+        plane,
+        "--control-plane",
+        mesh.name.as_str(),
+    ]);
+    all
+}
+
+async fn exists<K>(api: &Api<K>, name: &str) -> bool
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    // A kind whose CRD is gone answers 404 without a Status: nothing of it exists.
+    match api.get_opt(name).await {
+        Ok(found) => found.is_some(),
+        Err(kube::Error::Api(status)) if status.code == 404 => false,
+        Err(err) => panic!("reading {name}: {err}"),
+    }
+}
+
+#[tokio::test]
+async fn a_remote_cluster_is_discovered_and_injected_by_the_primarys_istiod_until_detached() {
+    let cluster = TestCluster::connect().await;
+    let _lock = istio_mesh_lock().await;
+    let mesh = Mesh::create(&cluster, None).await;
+    let mesh_namespace = mesh.namespace.clone();
+    let plane = SecondPlane::start().await;
+    let remote: &Client = &plane.client;
+    let kubeconfig = plane.kubeconfig().display().to_string();
+
+    // Attaching to a ControlPlane of one cluster is refused, naming what to set.
+    let single = smm(&cluster_args(
+        &["attach", "cluster-b", "--pilot-address", "198.51.100.10"],
+        &kubeconfig,
+        &mesh,
+    ));
+    assert!(!single.status.success());
+    assert!(
+        String::from_utf8_lossy(&single.stderr).contains("spec.multiCluster"),
+        "{}",
+        String::from_utf8_lossy(&single.stderr)
+    );
+
+    let multi_cluster = json!({"spec": {"multiCluster": {
+        "meshID": "mesh1", "clusterName": "cluster-a", "network": "network1",
+    }}});
+    Api::<ControlPlane>::all(cluster.client.clone())
+        .patch(
+            &mesh.name,
+            &PatchParams::default(),
+            &Patch::Merge(&multi_cluster),
+        )
+        .await
+        .unwrap();
+    mesh.smm(&["install", "istiod"]);
+    let istiod = LocalIstiod::start(&mesh_namespace, "");
+    let attach = cluster_args(
+        &["attach", "cluster-b", "--pilot-address", "198.51.100.10"],
+        &kubeconfig,
+        &mesh,
+    );
+    assert_success("smm cluster attach", &smm(&attach));
+
+    // In B: istiod's remote profile (no istiod, an injector calling A's), the mesh namespace
+    // naming its network and its primary, the reader's token; in A: the remote secret.
+    let webhooks = Api::<MutatingWebhookConfiguration>::all(remote.clone());
+    // The chart names the injector after a mesh namespace other than istio-system.
+    let injector = format!("istio-sidecar-injector-{mesh_namespace}");
+    assert!(exists(&webhooks, &injector).await);
+    let namespace = Api::<Namespace>::all(remote.clone())
+        .get(&mesh_namespace)
+        .await
+        .unwrap();
+    let labels = namespace.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get("topology.istio.io/network").map(String::as_str),
+        Some("network1")
+    );
+    let annotations = namespace.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations
+            .get("topology.istio.io/controlPlaneClusters")
+            .map(String::as_str),
+        Some("cluster-a")
+    );
+    let secrets_a = Api::<Secret>::namespaced(cluster.client.clone(), &mesh_namespace);
+    let remote_secret = secrets_a
+        .get("istio-remote-secret-cluster-b")
+        .await
+        .unwrap();
+    assert_eq!(
+        remote_secret.metadata.labels.unwrap()["istio/multiCluster"],
+        "true"
+    );
+
+    // B's API server reaches A's istiod for its injector's calls.
+    let services_b = Api::<Service>::namespaced(remote.clone(), &mesh_namespace);
+    let istiod_b = services_b.get("istiod").await.unwrap();
+    let ip = istiod_b.spec.unwrap().cluster_ip.unwrap();
+    plane.route("istiod.remote", &ip, istiod.https_port);
+
+    // A Service only B has shows in A's istiod's registry, from cluster-b.
+    let demo = unique_name("demo");
+    let demo_namespace: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": demo}})).unwrap();
+    Api::<Namespace>::all(remote.clone())
+        .create(&PostParams::default(), &demo_namespace)
+        .await
+        .unwrap();
+    let hello: Service = serde_json::from_value(json!({
+        "metadata": {"name": "hello"},
+        "spec": {"selector": {"app": "hello"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(remote.clone(), &demo)
+        .create(&PostParams::default(), &hello)
+        .await
+        .unwrap();
+    let host = format!("hello.{demo}.svc.cluster.local");
+    wait_for(
+        &format!("{host} not in istiod's registry"),
+        Duration::from_secs(30),
+        async || registry_hosts(&istiod).contains(&host),
+    )
+    .await;
+    let clusters = debug(&istiod, "clusterz");
+    assert!(
+        clusters
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == "cluster-b"),
+        "{clusters}"
+    );
+
+    // A pod in an injected namespace of B gets its proxy from A's istiod, which knows it as
+    // cluster-b's (once A's istiod has patched its CA into B's injector).
+    wait_for(
+        "no caBundle in B's injector",
+        Duration::from_secs(30),
+        async || {
+            let injector = webhooks.get(&injector).await.unwrap();
+            injector.webhooks.unwrap_or_default().iter().all(|w| {
+                w.client_config
+                    .ca_bundle
+                    .as_ref()
+                    .is_some_and(|ca| !ca.0.is_empty())
+            })
+        },
+    )
+    .await;
+    let app = unique_name("app");
+    let app_namespace: Namespace = serde_json::from_value(json!({
+        "metadata": {"name": app, "labels": {"istio-injection": "enabled"}},
+    }))
+    .unwrap();
+    Api::<Namespace>::all(remote.clone())
+        .create(&PostParams::default(), &app_namespace)
+        .await
+        .unwrap();
+    let pod = create_pod(remote, &app).await;
+    assert!(
+        container_names(&pod).contains(&"istio-proxy".to_owned()),
+        "{pod:?}"
+    );
+    let proxy = pod
+        .spec
+        .as_ref()
+        .unwrap()
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(pod.spec.as_ref().unwrap().containers.iter())
+        .find(|c| c.name == "istio-proxy")
+        .unwrap();
+    let cluster_id = proxy
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "ISTIO_META_CLUSTER_ID");
+    assert_eq!(
+        cluster_id.and_then(|e| e.value.as_deref()),
+        Some("cluster-b")
+    );
+
+    // status: reachable through the remote secret, served by cluster-a, recorded on the CP.
+    let status = smm(&[
+        "cluster",
+        "status",
+        "-o",
+        "json",
+        "--control-plane",
+        &mesh.name,
+    ]);
+    assert_success("smm cluster status", &status);
+    let states: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(states[0]["name"], "cluster-b", "{states}");
+    assert_eq!(states[0]["reachable"], true, "{states}");
+    assert_eq!(states[0]["servedBy"], "cluster-a", "{states}");
+    let stored = Api::<ControlPlane>::all(cluster.client.clone())
+        .get(&mesh.name)
+        .await
+        .unwrap();
+    let recorded = stored.status.unwrap().clusters;
+    assert_eq!(recorded.len(), 1);
+    assert!(recorded[0].remote_secret_created.is_some());
+
+    // Attach is idempotent; another name for the same cluster is refused.
+    assert_success("smm cluster attach (again)", &smm(&attach));
+    let renamed = smm(&cluster_args(
+        &["attach", "cluster-c", "--pilot-address", "198.51.100.10"],
+        &kubeconfig,
+        &mesh,
+    ));
+    assert!(!renamed.status.success());
+    let message = String::from_utf8_lossy(&renamed.stderr);
+    assert!(
+        message.contains("attached as cluster cluster-b"),
+        "{message}"
+    );
+
+    // Detach: A's istiod forgets B's Service; nothing smm made is left in either plane.
+    Api::<Namespace>::all(remote.clone())
+        .delete(&app, &Default::default())
+        .await
+        .unwrap();
+    let detach = cluster_args(&["detach", "cluster-b"], &kubeconfig, &mesh);
+    assert_success("smm cluster detach", &smm(&detach));
+    wait_for(
+        &format!("{host} still in istiod's registry"),
+        Duration::from_secs(30),
+        async || !registry_hosts(&istiod).contains(&host),
+    )
+    .await;
+    assert!(!exists(&secrets_a, "istio-remote-secret-cluster-b").await);
+    assert!(!exists(&webhooks, &injector).await);
+    assert!(!exists(&Api::<ControlPlane>::all(remote.clone()), &mesh.name).await);
+    let crds = Api::<CustomResourceDefinition>::all(remote.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let left: Vec<_> = crds
+        .items
+        .iter()
+        .filter_map(|crd| crd.metadata.name.clone())
+        .filter(|name| name.ends_with(".istio.io") || name.ends_with(".smm.dev"))
+        .collect();
+    assert!(left.is_empty(), "CRDs left in the remote plane: {left:?}");
+    let namespaces = Api::<Namespace>::all(remote.clone());
+    for gone in [mesh_namespace.as_str(), "smm-system"] {
+        let found = namespaces.get_opt(gone).await.unwrap();
+        let terminating = found
+            .as_ref()
+            .and_then(|ns| ns.metadata.deletion_timestamp.as_ref())
+            .is_some();
+        assert!(
+            found.is_none() || terminating,
+            "namespace {gone} left in the remote plane"
+        );
+    }
+    let stored = Api::<ControlPlane>::all(cluster.client.clone())
+        .get(&mesh.name)
+        .await
+        .unwrap();
+    assert!(stored.status.unwrap().clusters.is_empty());
+}
