@@ -50,6 +50,9 @@ pub mod dashboard;
 pub mod desired;
 /// The reconcile engine: sessions, the round loop, the pure decision, component steps, status.
 pub mod engine;
+/// One mesh over several clusters: attaching, detaching and probing clusters, and reconciling
+/// each attached cluster's part in a session of its own.
+pub mod fleet;
 #[cfg(test)]
 mod generated_docs;
 /// Helm: embedded charts, the helm runner, release records, `--dump-resources` rendering.

@@ -115,7 +115,8 @@ pub async fn reconcile(
     })
     .await?;
     print_report(&report, output)?;
-    Ok(if report.succeeded() {
+    let clusters_reconciled = report.clusters.iter().all(|c| c.message.is_none());
+    Ok(if report.succeeded() && clusters_reconciled {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -157,5 +158,11 @@ fn print_report(report: &ReconcileReport, output: OutputFormat) -> anyhow::Resul
         if report.ready { "Ready" } else { "not Ready" },
         report.rounds
     );
+    for cluster in &report.clusters {
+        match &cluster.message {
+            None => println!("attached cluster {}: reconciled", cluster.name),
+            Some(why) => println!("attached cluster {}: {why}", cluster.name),
+        }
+    }
     Ok(())
 }

@@ -11,11 +11,9 @@ use clap::{Args, Subcommand};
 use smm::api::{ClusterModel, DEFAULT_CONTROL_PLANE};
 use smm::cluster::target::ClusterTarget;
 use smm::engine::WaitPolicy;
-use smm::helm::{Helm, HelmBinary};
+use smm::fleet::{self, Reach, Servers, SessionSettings};
 use smm::mesh::catalog::Catalog;
 use smm::mesh::multicluster::{Attachment, model_name};
-use smm::ops::multicluster::{self, Clusters, Servers};
-use smm::ops::{Reach, ReconcileOptions};
 
 use super::args::GlobalArgs;
 use super::change::RunFlags;
@@ -126,7 +124,7 @@ async fn attach(
         network: args.network.clone(),
         pilot_address: args.pilot_address.clone(),
     };
-    let clusters = clusters(global, catalog, remote).await?;
+    let (primary, attached) = (global.client().await?, reach(&remote_target(remote)).await?);
     // Each istiod reaches the other cluster's API server where the kubeconfigs say, unless told.
     let servers = Servers {
         attached: match &args.remote_server {
@@ -147,12 +145,14 @@ async fn attach(
                 .to_string(),
         },
     };
-    let report = multicluster::attach(
-        clusters,
+    let settings = settings(global, catalog, remote)?;
+    let report = fleet::attach(
+        &primary,
+        &attached,
         &servers,
         &remote.control_plane,
         &attachment,
-        options(global, remote),
+        &settings,
     )
     .await?;
     if remote.output != OutputFormat::Text {
@@ -185,12 +185,14 @@ async fn detach(
     catalog: &Arc<Catalog>,
     remote: &RemoteArgs,
 ) -> anyhow::Result<ExitCode> {
-    let clusters = clusters(global, catalog, remote).await?;
-    let report = multicluster::detach(
-        clusters,
+    let (primary, attached) = (global.client().await?, reach(&remote_target(remote)).await?);
+    let settings = settings(global, catalog, remote)?;
+    let report = fleet::detach(
+        &primary,
+        &attached,
         &remote.control_plane,
         &remote.name,
-        options(global, remote),
+        &settings,
     )
     .await?;
     if remote.output != OutputFormat::Text {
@@ -210,7 +212,7 @@ async fn status(
     args: &StatusArgs,
 ) -> anyhow::Result<ExitCode> {
     let client = global.client().await?;
-    let states = multicluster::status(&client, catalog, &args.control_plane).await?;
+    let states = fleet::status(&client, catalog, &args.control_plane).await?;
     if args.output != OutputFormat::Text {
         print_structured(args.output, &states)?;
     } else if states.is_empty() {
@@ -268,18 +270,6 @@ fn age(since: &k8s_openapi::jiff::Timestamp) -> String {
     }
 }
 
-/// This cluster (the global flags) and the attached one.
-async fn clusters(
-    global: &GlobalArgs,
-    catalog: &Arc<Catalog>,
-    remote: &RemoteArgs,
-) -> anyhow::Result<Clusters> {
-    Ok(Clusters {
-        primary: reach(global, catalog, &global.cluster_target()).await?,
-        attached: reach(global, catalog, &remote_target(remote)).await?,
-    })
-}
-
 fn remote_target(remote: &RemoteArgs) -> ClusterTarget {
     ClusterTarget {
         kubeconfig: Some(remote.remote_kubeconfig.clone()),
@@ -287,31 +277,33 @@ fn remote_target(remote: &RemoteArgs) -> ClusterTarget {
     }
 }
 
-async fn reach(
-    global: &GlobalArgs,
-    catalog: &Arc<Catalog>,
-    target: &ClusterTarget,
-) -> anyhow::Result<Reach> {
-    let binary = HelmBinary::locate(global.helm_binary.as_deref())?;
+async fn reach(target: &ClusterTarget) -> anyhow::Result<Reach> {
     Ok(Reach {
         client: target.client().await?,
         watches: target.watch_client().await?,
-        helm: Helm::new(binary, target.resolved(), global.timeout),
-        catalog: catalog.clone(),
+        target: target.clone(),
     })
 }
 
-fn options(global: &GlobalArgs, remote: &RemoteArgs) -> ReconcileOptions {
-    ReconcileOptions {
-        adopt: remote.run.adopt,
-        force: remote.run.force,
+/// The attached cluster's sessions run as the command's own would.
+fn settings(
+    global: &GlobalArgs,
+    catalog: &Arc<Catalog>,
+    remote: &RemoteArgs,
+) -> anyhow::Result<SessionSettings> {
+    Ok(SessionSettings {
+        helm: global.helm()?,
+        catalog: catalog.clone(),
+        holder: smm::cluster::lease::holder_identity("smm-cli"),
+        lease_wait: global.timeout,
         wait: if remote.run.no_wait {
             WaitPolicy::No
         } else {
             WaitPolicy::Until(global.timeout)
         },
-        lease_wait: global.timeout,
-        progress: Some(Arc::new(CliProgress::new(global.no_color))),
+        adopt: remote.run.adopt,
+        force: remote.run.force,
         cancel: super::args::interrupted(),
-    }
+        progress: Some(Arc::new(CliProgress::new(global.no_color))),
+    })
 }

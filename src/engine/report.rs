@@ -37,6 +37,10 @@ pub struct ReconcileReport {
     /// Run again within this long although nothing waits: an unused inactive revision is
     /// removed once its grace period has passed.
     pub revisit_after: Option<std::time::Duration>,
+    /// The remote clusters attached to the ControlPlane, as their own reconciles left them
+    /// (filled by `fleet` after this run; the engine knows only its own cluster).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<crate::api::AttachedCluster>,
 }
 
 impl ReconcileReport {
@@ -129,6 +133,7 @@ mod tests {
             rounds: 2,
             ready: false,
             revisit_after: None,
+            clusters: Vec::new(),
             components: Vec::new(),
         };
         run.record(report(

@@ -70,6 +70,7 @@ impl Engine {
                 ready: false,
                 components: Vec::new(),
                 revisit_after: None,
+                clusters: Vec::new(),
             },
             failed: BTreeSet::new(),
         };

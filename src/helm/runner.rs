@@ -195,6 +195,15 @@ impl Helm {
         self
     }
 
+    /// This runner for another cluster: the same binary, timeout, cancellation and process
+    /// count.
+    pub fn for_target(&self, target: ClusterTarget) -> Self {
+        Self {
+            target,
+            ..self.clone()
+        }
+    }
+
     pub fn binary(&self) -> &HelmBinary {
         &self.binary
     }

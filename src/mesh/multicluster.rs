@@ -6,10 +6,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
 use serde_json::json;
 
-use crate::api::names::REMOTE_SECRET_PREFIX;
+use crate::api::names::{REMOTE_SECRET_PREFIX, SMM_NAMESPACE};
 use crate::api::{ClusterModel, ComponentSpec, ControlPlaneSpec, MultiCluster, PrimaryCluster};
 use crate::mesh::catalog::Catalog;
 
@@ -195,19 +196,7 @@ pub fn remote_secret(
     model: ClusterModel,
     credentials: &ReaderCredentials,
 ) -> Secret {
-    use base64::Engine as _;
-    let ca = base64::engine::general_purpose::STANDARD.encode(&credentials.certificate_authority);
-    let kubeconfig = json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": cluster, "cluster": {
-            "server": credentials.server, "certificate-authority-data": ca,
-        }}],
-        "users": [{"name": cluster, "user": {"token": credentials.token}}],
-        "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": cluster}}],
-        "current-context": cluster,
-    });
-    let kubeconfig = serde_yaml_ng::to_string(&kubeconfig).expect("a kubeconfig serializes");
+    let kubeconfig = token_kubeconfig(cluster, credentials);
     let mut labels = smm_labels(control_plane);
     labels.insert(MULTI_CLUSTER_LABEL.to_owned(), "true".to_owned());
     let mut secret = Secret {
@@ -225,6 +214,139 @@ pub fn remote_secret(
         (MODEL_ANNOTATION.to_owned(), model_name(model).to_owned()),
     ]));
     secret
+}
+
+/// A kubeconfig with nothing but the server, its CA and a bearer token, every name in it
+/// `cluster`.
+fn token_kubeconfig(cluster: &str, credentials: &ReaderCredentials) -> String {
+    use base64::Engine as _;
+    let ca = base64::engine::general_purpose::STANDARD.encode(&credentials.certificate_authority);
+    let kubeconfig = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": cluster, "cluster": {
+            "server": credentials.server, "certificate-authority-data": ca,
+        }}],
+        "users": [{"name": cluster, "user": {"token": credentials.token}}],
+        "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": cluster}}],
+        "current-context": cluster,
+    });
+    serde_yaml_ng::to_string(&kubeconfig).expect("a kubeconfig serializes")
+}
+
+/// The account smm reconciles a remote cluster's part with, long after the attach: in smm's
+/// namespace there, bound to `cluster-admin` as Argo CD's manager account is (the remote
+/// profile writes CRDs, webhooks and cluster roles, and helm needs what it grants).
+pub const MANAGER_ACCOUNT: &str = "smm-remote-manager";
+/// The manager account's token Secret in the remote cluster.
+pub const MANAGER_TOKEN_SECRET: &str = "smm-remote-manager-token";
+/// The label on a manager Secret in the primary: the cluster it reaches.
+pub const CLUSTER_LABEL: &str = "smm.dev/cluster";
+/// Annotations on a manager Secret: what the remote cluster's spec is made from.
+pub const PILOT_ADDRESS_ANNOTATION: &str = "smm.dev/pilot-address";
+pub const NETWORK_ANNOTATION: &str = "smm.dev/network";
+
+/// The manager account in the remote cluster: its ServiceAccount, its binding, its token.
+pub fn manager_account(control_plane: &str) -> (ServiceAccount, ClusterRoleBinding, Secret) {
+    let namespace = SMM_NAMESPACE;
+    let mut account = ServiceAccount::default();
+    account.metadata.name = Some(MANAGER_ACCOUNT.to_owned());
+    account.metadata.namespace = Some(namespace.to_owned());
+    account.metadata.labels = Some(smm_labels(control_plane));
+    let binding = ClusterRoleBinding {
+        metadata: kube::api::ObjectMeta {
+            name: Some(MANAGER_ACCOUNT.to_owned()),
+            labels: Some(smm_labels(control_plane)),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".to_owned(),
+            kind: "ClusterRole".to_owned(),
+            name: "cluster-admin".to_owned(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".to_owned(),
+            name: MANAGER_ACCOUNT.to_owned(),
+            namespace: Some(namespace.to_owned()),
+            ..Default::default()
+        }]),
+    };
+    let mut token = Secret {
+        type_: Some("kubernetes.io/service-account-token".to_owned()),
+        ..Secret::default()
+    };
+    token.metadata.name = Some(MANAGER_TOKEN_SECRET.to_owned());
+    token.metadata.namespace = Some(namespace.to_owned());
+    token.metadata.labels = Some(smm_labels(control_plane));
+    token.metadata.annotations = Some(BTreeMap::from([(
+        "kubernetes.io/service-account.name".to_owned(),
+        MANAGER_ACCOUNT.to_owned(),
+    )]));
+    (account, binding, token)
+}
+
+/// The name of the Secret in the primary that holds the manager's kubeconfig of `cluster`.
+pub fn manager_secret_name(cluster: &str) -> String {
+    format!("smm-cluster-{cluster}")
+}
+
+/// The manager's kubeconfig of a remote cluster, kept in smm's namespace of the primary with
+/// what the remote's spec is made from, as Argo CD keeps its clusters.
+pub fn manager_secret(
+    control_plane: &str,
+    attachment: &Attachment,
+    credentials: &ReaderCredentials,
+) -> Secret {
+    let cluster = attachment.name.as_str();
+    let kubeconfig = token_kubeconfig(cluster, credentials);
+    let mut labels = smm_labels(control_plane);
+    labels.insert(CLUSTER_LABEL.to_owned(), cluster.to_owned());
+    let mut annotations = BTreeMap::new();
+    if let Some(address) = &attachment.pilot_address {
+        annotations.insert(PILOT_ADDRESS_ANNOTATION.to_owned(), address.clone());
+    }
+    if let Some(network) = &attachment.network {
+        annotations.insert(NETWORK_ANNOTATION.to_owned(), network.clone());
+    }
+    let mut secret = Secret {
+        data: Some(BTreeMap::from([(
+            "kubeconfig".to_owned(),
+            ByteString(kubeconfig.into_bytes()),
+        )])),
+        ..Secret::default()
+    };
+    secret.metadata.name = Some(manager_secret_name(cluster));
+    secret.metadata.namespace = Some(SMM_NAMESPACE.to_owned());
+    secret.metadata.labels = Some(labels);
+    secret.metadata.annotations = Some(annotations);
+    secret
+}
+
+/// The label selector of the manager Secrets of `control_plane`'s attached clusters.
+pub fn manager_secret_selector(control_plane: &str) -> String {
+    format!(
+        "{}={},{CONTROL_PLANE_LABEL}={control_plane},{CLUSTER_LABEL}",
+        MANAGED_BY.0, MANAGED_BY.1
+    )
+}
+
+/// The attachment a manager Secret was made for: its cluster, network and pilot address.
+pub fn attachment_of(secret: &Secret) -> Option<Attachment> {
+    let name = secret.metadata.labels.as_ref()?.get(CLUSTER_LABEL)?.clone();
+    let annotations = secret.metadata.annotations.clone().unwrap_or_default();
+    Some(Attachment {
+        name,
+        model: ClusterModel::Remote,
+        network: annotations.get(NETWORK_ANNOTATION).cloned(),
+        pilot_address: annotations.get(PILOT_ADDRESS_ANNOTATION).cloned(),
+    })
+}
+
+/// Whether smm made `secret` for `control_plane`.
+pub fn made_for(secret: &Secret, control_plane: &str) -> bool {
+    let labels = secret.metadata.labels.clone().unwrap_or_default();
+    labels.get(CONTROL_PLANE_LABEL).map(String::as_str) == Some(control_plane)
+        && labels.get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1)
 }
 
 /// The model as the remote secret's annotation and the CLI spell it.

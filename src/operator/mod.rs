@@ -261,6 +261,7 @@ mod tests {
             rounds: 1,
             ready: false,
             revisit_after: None,
+            clusters: Vec::new(),
             components: vec![ComponentReport {
                 name: "istiod".to_owned(),
                 action: Operation::Uninstall,

@@ -103,6 +103,9 @@ pub(super) fn error_policy(
     Action::requeue(delay)
 }
 
+/// How soon an attached cluster that could not be reconciled is tried again.
+const ATTACHED_RETRY: Duration = Duration::from_secs(60);
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Goal {
     Apply,
@@ -122,7 +125,10 @@ impl Context {
         if let (Goal::Apply, Some(wait)) = (goal, held_back) {
             return Ok(Action::requeue(wait));
         }
-        let result = self.run_session(control_plane, goal).await;
+        let mut result = self.run_session(control_plane, goal).await;
+        if let (Goal::Apply, Ok(report)) = (goal, &mut result) {
+            self.reconcile_attached(&name, report).await;
+        }
         self.endpoints
             .metrics
             .record_helm_processes(self.helm.processes_spawned());
@@ -213,6 +219,45 @@ impl Context {
             _ => {}
         }
         result
+    }
+
+    /// The remote clusters attached to the ControlPlane `name`, each in a session of its own
+    /// after the primary's; one that failed is looked at again within [`ATTACHED_RETRY`].
+    async fn reconcile_attached(&self, name: &str, report: &mut ReconcileReport) {
+        let stored = match crate::cluster::control_plane::load(&self.client, name).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!(control_plane = %name, %err, "cannot read it for its attached clusters");
+                return;
+            }
+        };
+        let settings = crate::fleet::SessionSettings {
+            helm: self.helm.clone(),
+            catalog: self.catalog.clone(),
+            holder: self.options.identity.clone(),
+            lease_wait: Duration::from_secs(60),
+            wait: WaitPolicy::Until(Duration::from_secs(300)),
+            adopt: false,
+            force: false,
+            cancel: self.lost.clone(),
+            progress: None,
+        };
+        match crate::fleet::reconcile_attached(&self.client, &stored, &settings).await {
+            Ok(clusters) => {
+                if clusters.iter().any(|cluster| cluster.message.is_some()) {
+                    let sooner = report
+                        .revisit_after
+                        .map_or(ATTACHED_RETRY, |r| r.min(ATTACHED_RETRY));
+                    report.revisit_after = Some(sooner);
+                }
+                report.clusters = clusters;
+            }
+            Err(err) => {
+                tracing::warn!(control_plane = %name, %err, "attached clusters not reconciled");
+                report.revisit_after = Some(ATTACHED_RETRY);
+            }
+        }
     }
 
     /// A ControlPlane that cannot be read is Stalled, as one whose spec cannot be applied: its

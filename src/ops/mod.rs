@@ -5,7 +5,6 @@
 //! the command line.
 
 pub mod ambient;
-pub mod multicluster;
 pub mod revisions;
 
 use std::collections::BTreeMap;
@@ -26,6 +25,7 @@ use crate::engine::report::{PlannedComponent, Progress, ReconcileReport};
 use crate::engine::revisions::plan::{RevisionPlan, plan_revisions};
 use crate::engine::session::{Request, Session, SessionError};
 use crate::engine::{Engine, EngineError, EngineSettings, Scope, WaitPolicy};
+use crate::fleet;
 use crate::helm::Helm;
 use crate::helm::render::{self, RenderError, RenderedComponent};
 use crate::mesh::catalog::Catalog;
@@ -68,7 +68,7 @@ pub enum OpsError {
     #[error(transparent)]
     Ambient(#[from] ambient::AmbientError),
     #[error(transparent)]
-    Cluster(#[from] multicluster::ClusterError),
+    Fleet(#[from] crate::fleet::FleetError),
 }
 
 /// What a reconcile from the client needs to reach the cluster and its charts.
@@ -107,12 +107,13 @@ pub async fn reconcile(
     on_wait: impl FnOnce(&str),
 ) -> Result<ReconcileReport, OpsError> {
     operator::ensure_absent(&reach.client, name).await?;
-    let holder = holder_identity("smm-cli");
+    let settings = fleet_settings(&reach, &options);
+    let removing = matches!(request, Request::RemoveAll);
     let mut session = Session::new(
-        reach.client,
+        reach.client.clone(),
         reach.helm,
         reach.catalog,
-        holder,
+        settings.holder.clone(),
         options.lease_wait,
     )
     .with_watches(reach.watches)
@@ -123,7 +124,28 @@ pub async fn reconcile(
     if let Some(progress) = options.progress {
         session = session.with_progress(progress);
     }
-    Ok(session.run(name, request, on_wait).await?)
+    let mut report = session.run(name, request, on_wait).await?;
+    // The attached remote clusters follow the primary's spec, each in a session of its own.
+    let stored = control_plane::load(&reach.client, name).await?;
+    if let Some(stored) = stored.filter(|_| !removing) {
+        report.clusters = fleet::reconcile_attached(&reach.client, &stored, &settings).await?;
+    }
+    Ok(report)
+}
+
+/// How sessions against the attached clusters run: as this run's own.
+pub fn fleet_settings(reach: &Reach, options: &ReconcileOptions) -> fleet::SessionSettings {
+    fleet::SessionSettings {
+        helm: reach.helm.clone(),
+        catalog: reach.catalog.clone(),
+        holder: holder_identity("smm-cli"),
+        lease_wait: options.lease_wait,
+        wait: options.wait,
+        adopt: options.adopt,
+        force: options.force,
+        cancel: options.cancel.clone(),
+        progress: options.progress.clone(),
+    }
 }
 
 /// Removes the operator from the cluster. With `purge`, every ControlPlane's components go too

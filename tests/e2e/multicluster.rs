@@ -264,6 +264,74 @@ async fn a_remote_cluster_is_discovered_and_injected_by_the_primarys_istiod_unti
     assert_eq!(recorded.len(), 1);
     assert!(recorded[0].remote_secret_created.is_some());
 
+    // The remote's part follows the primary's spec on the primary's next reconcile, with the
+    // manager account the attach made there.
+    let registry = json!({"spec": {"imageRegistry": "registry.local:5001"}});
+    let control_planes = Api::<ControlPlane>::all(cluster.client.clone());
+    control_planes
+        .patch(
+            &mesh.name,
+            &PatchParams::default(),
+            &Patch::Merge(&registry),
+        )
+        .await
+        .unwrap();
+    mesh.smm(&["install", "istiod"]);
+    let theirs = Api::<ControlPlane>::all(remote.clone())
+        .get(&mesh.name)
+        .await
+        .unwrap();
+    assert_eq!(
+        theirs.spec.image_registry.as_deref(),
+        Some("registry.local:5001")
+    );
+    let ready = theirs
+        .status
+        .unwrap()
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    assert!(ready, "the remote ControlPlane is not Ready");
+
+    // A remote that cannot be reached fails its own part with the reason; the primary's
+    // components are reconciled all the same.
+    let managers = Api::<Secret>::namespaced(cluster.client.clone(), "smm-system");
+    let manager = managers.get("smm-cluster-cluster-b").await.unwrap();
+    let kubeconfig_text = String::from_utf8(manager.data.unwrap()["kubeconfig"].0.clone()).unwrap();
+    let server = Value::from(serde_yaml_ng::from_str::<Value>(&kubeconfig_text).unwrap()["clusters"][0]["cluster"]["server"].clone());
+    let broken = kubeconfig_text.replace(server.as_str().unwrap(), "https://127.0.0.1:9");
+    let patch = json!({"stringData": {"kubeconfig": broken}});
+    managers
+        .patch(
+            "smm-cluster-cluster-b",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    let install = smm(&["install", "istiod", "--control-plane", &mesh.name]);
+    assert!(
+        !install.status.success(),
+        "a failed attached cluster must fail the run"
+    );
+    let printed = String::from_utf8_lossy(&install.stdout);
+    assert!(
+        printed.contains("attached cluster cluster-b: cluster cluster-b: cannot reach"),
+        "{printed}"
+    );
+    let stored = control_planes.get(&mesh.name).await.unwrap();
+    let status = stored.status.unwrap();
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    );
+    assert!(!status.clusters[0].reachable);
+    // Attaching again restores what the attach made.
+    assert_success("smm cluster attach (repair)", &smm(&attach));
+    mesh.smm(&["install", "istiod"]);
+
     // Attach is idempotent; another name for the same cluster is refused.
     assert_success("smm cluster attach (again)", &smm(&attach));
     let renamed = smm(&cluster_args(

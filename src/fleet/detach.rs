@@ -1,0 +1,275 @@
+//! `detach`: a cluster leaves the mesh, and everything the attach made goes with it.
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::ListParams;
+use kube::{Api, Client, ResourceExt};
+use serde::Serialize;
+
+use super::attach::{CREATED_ANNOTATION, Created};
+use super::{
+    FleetError, Reach, SessionSettings, api_error, delete, in_namespace, istiod_namespace,
+    update_status,
+};
+use crate::api::names::SMM_NAMESPACE;
+use crate::api::{ClusterModel, ControlPlane};
+use crate::cluster::control_plane;
+use crate::cluster::lease::lease_name;
+use crate::engine::report::ReconcileReport;
+use crate::engine::session::Request;
+use crate::mesh::multicluster::{
+    self, MANAGER_ACCOUNT, MANAGER_TOKEN_SECRET, READER_TOKEN_SECRET, made_for, model_of,
+    remote_secret_name,
+};
+
+/// What `smm cluster detach` removed.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DetachReport {
+    pub cluster: String,
+    /// What was removed, as `cluster: kind namespace/name`.
+    pub removed: Vec<String>,
+    /// The remote cluster's own reconcile that uninstalled its part (a remote cluster only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<ReconcileReport>,
+}
+
+/// Detaches `cluster` from the mesh of `control_plane`, removing exactly what the attach made:
+/// the remote secrets on both sides, the reader tokens, and on a remote cluster its part of the
+/// mesh (its ControlPlane's components, then the ControlPlane), smm's manager account and the
+/// namespaces and CRDs the first attach created, when nothing of anyone else's is left in them.
+pub async fn detach(
+    primary: &Client,
+    attached: &Reach,
+    control_plane: &str,
+    cluster: &str,
+    settings: &SessionSettings,
+) -> Result<DetachReport, FleetError> {
+    let primary_cp = control_plane::load(primary, control_plane)
+        .await?
+        .ok_or_else(|| FleetError::NoControlPlane {
+            name: control_plane.to_owned(),
+        })?;
+    let here = primary_cp
+        .spec
+        .multi_cluster
+        .as_ref()
+        .map(|mc| mc.cluster_name.clone())
+        .unwrap_or_default();
+    let primary_namespace = istiod_namespace(&settings.catalog, &primary_cp.spec);
+    let secret_name = remote_secret_name(cluster);
+    let secrets = in_namespace::<Secret>(primary, &primary_namespace);
+    let secret = secrets
+        .get_opt(&secret_name)
+        .await
+        .map_err(|e| {
+            api_error(
+                &here,
+                "read",
+                format!("Secret {primary_namespace}/{secret_name}"),
+                e,
+            )
+        })?
+        .filter(|secret| made_for(secret, control_plane))
+        .ok_or_else(|| FleetError::NotAttached {
+            cluster: cluster.to_owned(),
+            control_plane: control_plane.to_owned(),
+            namespace: primary_namespace.clone(),
+            secret: secret_name.clone(),
+        })?;
+    let mut report = DetachReport {
+        cluster: cluster.to_owned(),
+        removed: Vec::new(),
+        remote: None,
+    };
+    // istiod lets go of the cluster first, so nothing it manages there is left half-managed.
+    delete(secrets, &here, &secret_name, &mut report.removed).await?;
+    let manager = multicluster::manager_secret_name(cluster);
+    delete(
+        in_namespace::<Secret>(primary, SMM_NAMESPACE),
+        &here,
+        &manager,
+        &mut report.removed,
+    )
+    .await?;
+    match model_of(&secret) {
+        ClusterModel::Remote => {
+            let namespace = primary_cp.spec.mesh_namespace().to_owned();
+            remove_remote(
+                attached,
+                control_plane,
+                cluster,
+                &namespace,
+                settings,
+                &mut report,
+            )
+            .await?;
+        }
+        ClusterModel::Primary => {
+            let remote = &attached.client;
+            let theirs = control_plane::load(remote, control_plane).await?;
+            let attached_namespace = theirs
+                .map(|cp| istiod_namespace(&settings.catalog, &cp.spec))
+                .unwrap_or_else(|| primary_namespace.clone());
+            let removed = &mut report.removed;
+            let in_theirs = || in_namespace::<Secret>(remote, &attached_namespace);
+            delete(in_theirs(), cluster, &remote_secret_name(&here), removed).await?;
+            delete(in_theirs(), cluster, READER_TOKEN_SECRET, removed).await?;
+            let ours = in_namespace::<Secret>(primary, &primary_namespace);
+            delete(ours, &here, READER_TOKEN_SECRET, removed).await?;
+        }
+    }
+    update_status(primary, control_plane, cluster, None).await?;
+    Ok(report)
+}
+
+/// A remote cluster's part: its reader token and smm's manager account, its ControlPlane's
+/// components, the ControlPlane and its lease, then what the first attach created.
+async fn remove_remote(
+    attached: &Reach,
+    control_plane: &str,
+    cluster: &str,
+    mesh_namespace: &str,
+    settings: &SessionSettings,
+    report: &mut DetachReport,
+) -> Result<(), FleetError> {
+    let remote = &attached.client;
+    let existing = control_plane::load(remote, control_plane).await?;
+    let created: Created = existing
+        .as_ref()
+        .and_then(|cp| cp.annotations().get(CREATED_ANNOTATION).cloned())
+        .and_then(|record| serde_json::from_str(&record).ok())
+        .unwrap_or_default();
+    let namespace = existing
+        .as_ref()
+        .map(|cp| istiod_namespace(&settings.catalog, &cp.spec))
+        .unwrap_or_else(|| mesh_namespace.to_owned());
+    let removed = &mut report.removed;
+    delete(
+        in_namespace::<Secret>(remote, &namespace),
+        cluster,
+        READER_TOKEN_SECRET,
+        removed,
+    )
+    .await?;
+    delete(
+        Api::<ClusterRoleBinding>::all(remote.clone()),
+        cluster,
+        MANAGER_ACCOUNT,
+        removed,
+    )
+    .await?;
+    delete(
+        in_namespace::<Secret>(remote, SMM_NAMESPACE),
+        cluster,
+        MANAGER_TOKEN_SECRET,
+        removed,
+    )
+    .await?;
+    delete(
+        in_namespace::<ServiceAccount>(remote, SMM_NAMESPACE),
+        cluster,
+        MANAGER_ACCOUNT,
+        removed,
+    )
+    .await?;
+    if existing.is_some() {
+        let run = settings
+            .session(attached)
+            .run(control_plane, Request::RemoveAll, |_| {})
+            .await
+            .map_err(|source| FleetError::Session {
+                cluster: cluster.to_owned(),
+                source: Box::new(source),
+            })?;
+        let uninstalled = run.succeeded();
+        report.remote = Some(run);
+        if !uninstalled {
+            return Err(FleetError::RemoteNotRemoved {
+                cluster: cluster.to_owned(),
+                why: format!("the uninstall of ControlPlane {control_plane} there did not finish"),
+            });
+        }
+        let removed = &mut report.removed;
+        delete(
+            Api::<ControlPlane>::all(remote.clone()),
+            cluster,
+            control_plane,
+            removed,
+        )
+        .await?;
+        let lease = lease_name(control_plane);
+        delete(
+            in_namespace::<Lease>(remote, SMM_NAMESPACE),
+            cluster,
+            &lease,
+            removed,
+        )
+        .await?;
+    }
+    remove_created(remote, cluster, &created, &mut report.removed).await
+}
+
+/// Removes the CRDs and namespaces the first attach created, each only when nothing is left in
+/// it: a CRD with objects, or a namespace with pods, someone else uses now.
+async fn remove_created(
+    remote: &Client,
+    cluster: &str,
+    created: &Created,
+    removed: &mut Vec<String>,
+) -> Result<(), FleetError> {
+    for crd in &created.crds {
+        if crd_in_use(remote, crd).await.unwrap_or(true) {
+            tracing::info!(cluster, crd, "kept: it has objects now");
+            continue;
+        }
+        delete(
+            Api::<CustomResourceDefinition>::all(remote.clone()),
+            cluster,
+            crd,
+            removed,
+        )
+        .await?;
+    }
+    for namespace in &created.namespaces {
+        let pods = Api::<Pod>::namespaced(remote.clone(), namespace)
+            .list_metadata(&ListParams::default().limit(1))
+            .await;
+        if pods.map_or(true, |pods| !pods.items.is_empty()) {
+            tracing::info!(cluster, namespace, "kept: it has pods now");
+            continue;
+        }
+        delete(
+            Api::<Namespace>::all(remote.clone()),
+            cluster,
+            namespace,
+            removed,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Whether any object of the CRD `name` exists (any of its served versions).
+async fn crd_in_use(client: &Client, name: &str) -> Result<bool, kube::Error> {
+    let Some(crd) = Api::<CustomResourceDefinition>::all(client.clone())
+        .get_opt(name)
+        .await?
+    else {
+        return Ok(false);
+    };
+    let Some(version) = crd.spec.versions.iter().find(|v| v.served) else {
+        return Ok(false);
+    };
+    let gvk =
+        kube::api::GroupVersionKind::gvk(&crd.spec.group, &version.name, &crd.spec.names.kind);
+    let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, &crd.spec.names.plural);
+    let api = Api::<kube::api::DynamicObject>::all_with(client.clone(), &resource);
+    Ok(!api
+        .list_metadata(&ListParams::default().limit(1))
+        .await?
+        .items
+        .is_empty())
+}
