@@ -158,7 +158,9 @@ print(*(s.getsockname()[1] for s in socks))
 		--repo-server-plaintext --metrics-port "$metrics_controller" --logformat text --app-resync 10 \
 		--persist-resource-health)
 	# It reads cluster Secrets and ApplicationSets in the namespace --namespace names (otherwise
-	# the kubeconfig's), and listens on three ports of its own, each given a free one here.
+	# the kubeconfig's), and listens on three ports of its own, each given a free one here. It
+	# logs "failed to create webhook handler" (argocd-secret has no server.secretkey, which
+	# argocd-server makes): only its Git webhook endpoint is off, which no test calls.
 	(export "${env[@]}" && spawn applicationset-controller "$dir/bin/argocd-applicationset-controller" \
 		--namespace "$namespace" --argocd-repo-server "127.0.0.1:$repo" --repo-server-plaintext \
 		--metrics-addr "127.0.0.1:$metrics_appset" --probe-addr "127.0.0.1:$probe_appset" \
