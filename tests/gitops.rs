@@ -18,6 +18,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
@@ -26,6 +27,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
 use smm::api::{ControlPlane, MultiCluster, PrimaryCluster};
+use smm::operator::controller::LEADER_LEASE;
 use support::drift::{documents, istiod_patched_its_webhooks};
 use support::{
     ExtraPlane, LocalIstiod, OperatorProcess, TestCluster, eventually, repo_root, smm, unique_name,
@@ -217,14 +219,20 @@ fn control_plane_health(status: &Value, name: &str) -> Option<(String, String)> 
     ))
 }
 
+/// A ControlPlane's components with only prometheus, which installs in a moment on the local
+/// plane, configured by `prometheus`.
+fn prometheus_only(prometheus: Value) -> Value {
+    json!({
+        "base": {"enabled": false}, "istiod": {"enabled": false},
+        "ingress-gateway": {"enabled": false}, "prometheus": prometheus,
+    })
+}
+
 fn control_plane_yaml(name: &str, mesh_namespace: &str, prometheus: Value) -> String {
     serde_yaml_ng::to_string(&json!({
         "apiVersion": "smm.dev/v1alpha1", "kind": "ControlPlane",
         "metadata": {"name": name},
-        "spec": {"namespace": mesh_namespace, "components": {
-            "base": {"enabled": false}, "istiod": {"enabled": false},
-            "ingress-gateway": {"enabled": false}, "prometheus": prometheus,
-        }},
+        "spec": {"namespace": mesh_namespace, "components": prometheus_only(prometheus)},
     }))
     .unwrap()
 }
@@ -576,8 +584,9 @@ async fn control_plane_in(client: &Client, name: &str) -> Option<ControlPlane> {
 /// second plane it starts (a remote served by the first), plus a cluster Secret of another
 /// mesh. The controller generates exactly one Application per plane of the mesh, with that
 /// plane as destination and its values; the application controller syncs them, and each plane
-/// gets the operator and a ControlPlane with its own spec.multiCluster. Deleting the
-/// ApplicationSet removes both through Argo CD's finalizer.
+/// gets the operator and a ControlPlane with its own spec.multiCluster; with the operator
+/// running, the in-cluster one turns Healthy. Deleting the ApplicationSet removes everything
+/// through Argo CD's finalizer, the ControlPlane's components uninstalled by the operator.
 async fn the_fleet_application_set_installs_a_control_plane_in_each_plane(
     cluster: &TestCluster,
     argocd: &ArgoCd,
@@ -598,6 +607,13 @@ async fn the_fleet_application_set_installs_a_control_plane_in_each_plane(
     {
         source["repoURL"] = json!(repo.url());
     }
+    // Values every cluster's ControlPlane shares, as a user adds them: a mesh namespace of the
+    // test's, and only prometheus, so that the operator reconciles it in a moment.
+    let mesh_namespace = unique_name("gitops-fleet");
+    let values =
+        &mut application_set["spec"]["template"]["spec"]["sources"][1]["helm"]["valuesObject"];
+    values["namespace"] = json!(mesh_namespace);
+    values["components"] = prometheus_only(json!({"enabled": true}));
 
     let second = ExtraPlane::start();
     let (second_server, second_config) = cluster_connection(&second.kubeconfig);
@@ -734,8 +750,25 @@ async fn the_fleet_application_set_installs_a_control_plane_in_each_plane(
         );
     }
 
-    // Cleanup: the ApplicationSet's Applications go with it, and their finalizer deletes what
-    // they made, the ControlPlane first (its sync wave is the later one).
+    // The operator as a local process with the ServiceAccount and RBAC the in-cluster
+    // Application synced: its ControlPlane, and so the Application, turn Healthy.
+    // The first operator process was killed holding the leader lease: without it gone, this
+    // one would wait out the lease's 30 s.
+    let _ = Api::<Lease>::namespaced(client.clone(), "smm-system")
+        .delete(LEADER_LEASE, &DeleteParams::default())
+        .await;
+    let operator = OperatorProcess::start("gitops-fleet", "smm-system");
+    wait_for(client, argocd, "smm-in-cluster", "Healthy", |s| {
+        s["health"]["status"] == "Healthy"
+    })
+    .await;
+    let prometheus = Api::<Deployment>::namespaced(client.clone(), &mesh_namespace);
+    assert!(prometheus.get_opt("prometheus").await.unwrap().is_some());
+
+    // Deleting the ApplicationSet deletes its Applications, and their finalizer what they made:
+    // the ControlPlane (wave 1) first, while the operator's RBAC (wave 0) still lets the
+    // operator uninstall its components and drop its finalizer, then the operator's objects.
+    // The other order would leave the ControlPlane, and the Application, stuck.
     application_sets(client)
         .delete(&name, &DeleteParams::default())
         .await
@@ -758,6 +791,14 @@ async fn the_fleet_application_set_installs_a_control_plane_in_each_plane(
         control_plane_in(client, "smm").await.is_none(),
         "the in-cluster ControlPlane outlived its Application"
     );
+    assert!(
+        prometheus.get_opt("prometheus").await.unwrap().is_none(),
+        "the operator did not uninstall the in-cluster ControlPlane's prometheus"
+    );
+    drop(operator);
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(&mesh_namespace, &DeleteParams::default())
+        .await;
     for name in ["in-cluster", "plane-b", "other-mesh"] {
         let _ = Api::<Secret>::namespaced(client.clone(), "argocd")
             .delete(&format!("cluster-{name}"), &DeleteParams::default())
