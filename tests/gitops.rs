@@ -4,7 +4,7 @@
 //! operator reconciling as its own ServiceAccount, and Argo CD judging the ControlPlane's health
 //! through deploy/argocd's Lua as commits break and repair it; then, without the operator, a
 //! mesh synced from `--dump-resources` output that stays Synced once a real istiod has patched
-//! its webhooks; last,  the fleet ApplicationSet over this plane and a second one, with the real
+//! its webhooks; last, the fleet ApplicationSet over this plane and a second one, with the real
 //! applicationset controller.
 //!
 //! A test binary of its own: Argo CD installs the operator, which makes every CLI reconcile
@@ -570,7 +570,7 @@ fn cluster_connection(kubeconfig: &Path) -> (String, Value) {
     (cluster["server"].as_str().unwrap().to_owned(), config)
 }
 
-/// The ControlPlane named `name` in the plane of `client`, once it exists.
+/// The ControlPlane named `name` in the plane of `client`, if there is one.
 async fn control_plane_in(client: &Client, name: &str) -> Option<ControlPlane> {
     Api::<ControlPlane>::all(client.clone())
         .get_opt(name)

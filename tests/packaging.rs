@@ -455,7 +455,9 @@ fn strings_by_pointer(value: &Value, at: &str, found: &mut BTreeMap<String, Stri
 /// `values` (their templates see the cluster's parameters), then every string of the
 /// ApplicationSet's template (they see the parameters plus `values`): what Argo CD's cluster
 /// generator and its Go-template rendering do, string by string. Helm's `tpl` is the same engine
-/// (Go's text/template with the sprig functions).
+/// (Go's text/template with the sprig functions), except that it renders a missing key as empty
+/// where the ApplicationSet's `missingkey=error` fails: the test's expected values catch that,
+/// and tests/gitops.rs runs the real controller.
 const APPLICATION_SET_RENDERER: &str = r#"
 {{- $applications := list }}
 {{- range $cluster := .Values.clusters }}
