@@ -768,7 +768,8 @@ async fn the_fleet_application_set_installs_a_control_plane_in_each_plane(
     // Deleting the ApplicationSet deletes its Applications, and their finalizer what they made:
     // the ControlPlane (wave 1) first, while the operator's RBAC (wave 0) still lets the
     // operator uninstall its components and drop its finalizer, then the operator's objects.
-    // The other order would leave the ControlPlane, and the Application, stuck.
+    // With the ControlPlane in wave 0 too (tried), its ServiceAccount went with it, the
+    // operator's token was refused, and the ControlPlane and the Application stayed.
     application_sets(client)
         .delete(&name, &DeleteParams::default())
         .await
