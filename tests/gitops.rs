@@ -4,7 +4,8 @@
 //! operator reconciling as its own ServiceAccount, and Argo CD judging the ControlPlane's health
 //! through deploy/argocd's Lua as commits break and repair it; then, without the operator, a
 //! mesh synced from `--dump-resources` output that stays Synced once a real istiod has patched
-//! its webhooks.
+//! its webhooks; last, the fleet ApplicationSet over this plane and a second one, with the real
+//! applicationset controller.
 //!
 //! A test binary of its own: Argo CD installs the operator, which makes every CLI reconcile
 //! refuse, and cargo runs test binaries one after another. One test, since its steps build on
@@ -17,15 +18,20 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
 };
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
+use smm::api::{ControlPlane, MultiCluster, PrimaryCluster};
+use smm::operator::controller::LEADER_LEASE;
 use support::drift::{documents, istiod_patched_its_webhooks};
-use support::{LocalIstiod, OperatorProcess, TestCluster, repo_root, smm, unique_name};
+use support::{
+    ExtraPlane, LocalIstiod, OperatorProcess, TestCluster, eventually, repo_root, smm, unique_name,
+};
 
 /// Argo CD's processes, stopped (with its namespace and CRDs) when dropped.
 struct ArgoCd {
@@ -213,19 +219,25 @@ fn control_plane_health(status: &Value, name: &str) -> Option<(String, String)> 
     ))
 }
 
+/// A ControlPlane's components with only prometheus, which installs in a moment on the local
+/// plane, configured by `prometheus`.
+fn prometheus_only(prometheus: Value) -> Value {
+    json!({
+        "base": {"enabled": false}, "istiod": {"enabled": false},
+        "ingress-gateway": {"enabled": false}, "prometheus": prometheus,
+    })
+}
+
 fn control_plane_yaml(name: &str, mesh_namespace: &str, prometheus: Value) -> String {
     serde_yaml_ng::to_string(&json!({
         "apiVersion": "smm.dev/v1alpha1", "kind": "ControlPlane",
         "metadata": {"name": name},
-        "spec": {"namespace": mesh_namespace, "components": {
-            "base": {"enabled": false}, "istiod": {"enabled": false},
-            "ingress-gateway": {"enabled": false}, "prometheus": prometheus,
-        }},
+        "spec": {"namespace": mesh_namespace, "components": prometheus_only(prometheus)},
     }))
     .unwrap()
 }
 
-/// The names of the operator's pods.
+/// The names of the operator's pods in the plane of `client`.
 async fn operator_pods(client: &Client) -> Vec<String> {
     let pods = Api::<Pod>::namespaced(client.clone(), "smm-system")
         .list(&ListParams::default().labels("app.kubernetes.io/name=smm-operator"))
@@ -501,4 +513,299 @@ async fn argo_cd_syncs_the_operator_and_a_control_plane_and_judges_its_health() 
     let _ = Api::<Namespace>::all(client.clone())
         .delete(&mesh_namespace, &DeleteParams::default())
         .await;
+    the_fleet_application_set_installs_a_control_plane_in_each_plane(&cluster, &argocd, &repo)
+        .await;
+}
+
+fn application_sets(client: &Client) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("argoproj.io", "v1alpha1", "ApplicationSet");
+    Api::namespaced_with(
+        client.clone(),
+        "argocd",
+        &ApiResource::from_gvk_with_plural(&gvk, "applicationsets"),
+    )
+}
+
+/// Registers a cluster with Argo CD, as `argocd cluster add` would: a Secret in Argo CD's
+/// namespace labelled as a cluster, with its name, server and connection `config`, plus the
+/// labels and annotations the fleet ApplicationSet reads.
+async fn register_cluster(
+    client: &Client,
+    name: &str,
+    server: &str,
+    config: Value,
+    labels: Value,
+    annotations: Value,
+) {
+    let mut labels = labels;
+    labels["argocd.argoproj.io/secret-type"] = json!("cluster");
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": format!("cluster-{name}"), "namespace": "argocd",
+                     "labels": labels, "annotations": annotations},
+        "stringData": {"name": name, "server": server, "config": config.to_string()},
+    });
+    Api::<Secret>::namespaced(client.clone(), "argocd")
+        .patch(
+            &format!("cluster-{name}"),
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("registering cluster {name}: {err}"));
+}
+
+/// A plane's API server address and admin credentials from its kubeconfig, as an Argo CD
+/// cluster Secret's server and config.
+fn cluster_connection(kubeconfig: &Path) -> (String, Value) {
+    let text = std::fs::read_to_string(kubeconfig).unwrap();
+    let kubeconfig: Value = serde_yaml_ng::from_str(&text).unwrap();
+    let cluster = &kubeconfig["clusters"][0]["cluster"];
+    let user = &kubeconfig["users"][0]["user"];
+    let config = json!({"tlsClientConfig": {
+        "caData": cluster["certificate-authority-data"],
+        "certData": user["client-certificate-data"],
+        "keyData": user["client-key-data"],
+    }});
+    (cluster["server"].as_str().unwrap().to_owned(), config)
+}
+
+/// The ControlPlane named `name` in the plane of `client`, if there is one.
+async fn control_plane_in(client: &Client, name: &str) -> Option<ControlPlane> {
+    Api::<ControlPlane>::all(client.clone())
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// deploy/argocd/fleet-applicationset.yaml with the real applicationset controller over two
+/// planes: this test's (registered as the in-cluster destination, on its own network) and a
+/// second plane it starts (a remote served by the first), plus a cluster Secret of another
+/// mesh. The controller generates exactly one Application per plane of the mesh, with that
+/// plane as destination and its values; the application controller syncs them, and each plane
+/// gets the operator and a ControlPlane with its own spec.multiCluster; with the operator
+/// running, the in-cluster one turns Healthy. Deleting the ApplicationSet removes everything
+/// through Argo CD's finalizer, the ControlPlane's components uninstalled by the operator.
+async fn the_fleet_application_set_installs_a_control_plane_in_each_plane(
+    cluster: &TestCluster,
+    argocd: &ArgoCd,
+    repo: &GitRepo,
+) {
+    let client = &cluster.client;
+    let text = std::fs::read_to_string(repo_root().join("deploy/argocd/fleet-applicationset.yaml"))
+        .unwrap();
+    let mut application_set: Value = serde_yaml_ng::from_str(&text).unwrap();
+    let mesh = application_set["spec"]["generators"][0]["clusters"]["selector"]["matchLabels"]
+        ["smm.dev/mesh"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for source in application_set["spec"]["template"]["spec"]["sources"]
+        .as_array_mut()
+        .unwrap()
+    {
+        source["repoURL"] = json!(repo.url());
+    }
+    // Values every cluster's ControlPlane shares, as a user adds them: a mesh namespace of the
+    // test's, and only prometheus, so that the operator reconciles it in a moment.
+    let mesh_namespace = unique_name("gitops-fleet");
+    let values =
+        &mut application_set["spec"]["template"]["spec"]["sources"][1]["helm"]["valuesObject"];
+    values["namespace"] = json!(mesh_namespace);
+    values["components"] = prometheus_only(json!({"enabled": true}));
+
+    let second = ExtraPlane::start();
+    let (second_server, second_config) = cluster_connection(&second.kubeconfig);
+    // The in-cluster destination gets a Secret of its own to carry labels (a generator with a
+    // selector leaves out the in-cluster destination otherwise); with no credentials in it,
+    // Argo CD connects as it does in-cluster (here: KUBECONFIG, ARGOCD_FAKE_IN_CLUSTER).
+    register_cluster(
+        client,
+        "in-cluster",
+        "https://kubernetes.default.svc",
+        json!({"tlsClientConfig": {"insecure": false}}),
+        json!({"smm.dev/mesh": mesh, "smm.dev/network": "net-a"}),
+        json!({}),
+    )
+    .await;
+    register_cluster(
+        client,
+        "plane-b",
+        &second_server,
+        second_config.clone(),
+        json!({"smm.dev/mesh": mesh, "smm.dev/primary": "in-cluster"}),
+        json!({"smm.dev/primary-address": "198.51.100.10"}),
+    )
+    .await;
+    register_cluster(
+        client,
+        "other-mesh",
+        &second_server,
+        second_config,
+        json!({"smm.dev/mesh": "another-mesh"}),
+        json!({}),
+    )
+    .await;
+
+    let name = application_set["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    application_sets(client)
+        .patch(
+            &name,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&application_set),
+        )
+        .await
+        .unwrap();
+
+    // (Application, server, the ControlPlane's spec.multiCluster)
+    let expected = [
+        (
+            "smm-in-cluster",
+            "https://kubernetes.default.svc".to_owned(),
+            MultiCluster {
+                mesh_id: Some(mesh.clone()),
+                cluster_name: "in-cluster".to_owned(),
+                network: Some("net-a".to_owned()),
+                primary: None,
+            },
+        ),
+        (
+            "smm-plane-b",
+            second_server.clone(),
+            MultiCluster {
+                mesh_id: Some(mesh.clone()),
+                cluster_name: "plane-b".to_owned(),
+                network: None,
+                primary: Some(PrimaryCluster {
+                    cluster_name: "in-cluster".to_owned(),
+                    address: "198.51.100.10".to_owned(),
+                }),
+            },
+        ),
+    ];
+    let generated = |apps: &[DynamicObject]| {
+        let mut names: Vec<String> = apps.iter().map(ResourceExt::name_any).collect();
+        names.sort();
+        names
+    };
+    let mut apps = Vec::new();
+    let listed = eventually(Duration::from_secs(60), async || {
+        apps = applications(client)
+            .list(&ListParams::default().labels(&format!("smm.dev/mesh={mesh}")))
+            .await
+            .unwrap()
+            .items;
+        apps.len() >= expected.len()
+    })
+    .await;
+    assert!(
+        listed,
+        "the applicationset controller generated {:?}; its log:\n{}",
+        generated(&apps),
+        argocd.log("applicationset-controller")
+    );
+    assert_eq!(
+        generated(&apps),
+        expected
+            .iter()
+            .map(|(app, ..)| app.to_owned())
+            .collect::<Vec<_>>(),
+        "one Application per plane of the mesh, none for the other mesh's cluster"
+    );
+
+    let second_client = second.client().await;
+    for (app, server, multi_cluster) in &expected {
+        let generated = apps.iter().find(|a| a.name_any() == *app).unwrap();
+        assert_eq!(
+            generated.data["spec"]["destination"]["server"],
+            json!(server),
+            "{app}"
+        );
+        let synced = wait_for(client, argocd, app, "synced", |s| {
+            s["sync"]["status"] == "Synced" && s["operationState"]["phase"] == "Succeeded"
+        })
+        .await;
+        // Progressing at best: the operator's pod is kwok's, so nothing reconciles.
+        assert_ne!(synced["health"]["status"], "Degraded", "{app}: {synced}");
+        let plane = if server.as_str() == "https://kubernetes.default.svc" {
+            client
+        } else {
+            &second_client
+        };
+        let control_plane = control_plane_in(plane, "smm")
+            .await
+            .unwrap_or_else(|| panic!("{app}: no ControlPlane smm in its plane"));
+        assert_eq!(
+            control_plane.spec.multi_cluster.as_ref(),
+            Some(multi_cluster),
+            "{app}"
+        );
+        assert!(
+            !operator_pods(plane).await.is_empty(),
+            "{app}: no operator pod in its plane"
+        );
+    }
+
+    // The operator as a local process with the ServiceAccount and RBAC the in-cluster
+    // Application synced: its ControlPlane, and so the Application, turn Healthy.
+    // The first operator process was killed holding the leader lease: without it gone, this
+    // one would wait out the lease's 30 s.
+    let _ = Api::<Lease>::namespaced(client.clone(), "smm-system")
+        .delete(LEADER_LEASE, &DeleteParams::default())
+        .await;
+    let operator = OperatorProcess::start("gitops-fleet", "smm-system");
+    wait_for(client, argocd, "smm-in-cluster", "Healthy", |s| {
+        s["health"]["status"] == "Healthy"
+    })
+    .await;
+    let prometheus = Api::<Deployment>::namespaced(client.clone(), &mesh_namespace);
+    assert!(prometheus.get_opt("prometheus").await.unwrap().is_some());
+
+    // Deleting the ApplicationSet deletes its Applications, and their finalizer what they made:
+    // the ControlPlane (wave 1) first, while the operator's RBAC (wave 0) still lets the
+    // operator uninstall its components and drop its finalizer, then the operator's objects.
+    // With the ControlPlane in wave 0 too (tried), its ServiceAccount went with it, the
+    // operator's token was refused, and the ControlPlane and the Application stayed.
+    application_sets(client)
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    let removed = eventually(Duration::from_secs(120), async || {
+        applications(client)
+            .list(&ListParams::default().labels(&format!("smm.dev/mesh={mesh}")))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    })
+    .await;
+    assert!(
+        removed,
+        "the fleet's Applications are still there; controller:\n{}",
+        argocd.log("application-controller")
+    );
+    assert!(
+        control_plane_in(client, "smm").await.is_none(),
+        "the in-cluster ControlPlane outlived its Application"
+    );
+    assert!(
+        prometheus.get_opt("prometheus").await.unwrap().is_none(),
+        "the operator did not uninstall the in-cluster ControlPlane's prometheus"
+    );
+    drop(operator);
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(&mesh_namespace, &DeleteParams::default())
+        .await;
+    for name in ["in-cluster", "plane-b", "other-mesh"] {
+        let _ = Api::<Secret>::namespaced(client.clone(), "argocd")
+            .delete(&format!("cluster-{name}"), &DeleteParams::default())
+            .await;
+    }
+    let uninstalled = smm(&["operator", "uninstall", "--namespace", "smm-system"]);
+    assert!(uninstalled.status.success(), "{uninstalled:?}");
+    drop(second);
 }

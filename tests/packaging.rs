@@ -334,3 +334,361 @@ fn the_example_control_plane_is_valid() {
         }
     }
 }
+
+const FLEET_APPLICATION_SET: &str = "deploy/argocd/fleet-applicationset.yaml";
+const FLEET_CHART: &str = "deploy/argocd/fleet";
+
+/// The first served version's schema of the CRD in `file`.
+fn crd_schema(file: &Path) -> Value {
+    let text =
+        std::fs::read_to_string(file).unwrap_or_else(|err| panic!("{}: {err}", file.display()));
+    let crd: Value = serde_yaml_ng::from_str(&text).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+/// Argo CD's CRDs, from the build of the pinned version (scripts/argocd/build.sh: a no-op when
+/// built, as scripts/test.sh does before the tests).
+fn argocd_crd_schema(file: &str) -> Value {
+    let output = Command::new(path("scripts/argocd/build.sh"))
+        .output()
+        .expect("scripts/argocd/build.sh runs");
+    assert!(
+        output.status.success(),
+        "scripts/argocd/build.sh failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let dir = Path::new(
+        stdout
+            .lines()
+            .last()
+            .expect("build.sh prints its directory"),
+    );
+    crd_schema(&dir.join("manifests/crds").join(file))
+}
+
+/// Where `value` breaks `schema` (a CRD's structural OpenAPI schema) as the API server would
+/// refuse or prune it: a field the schema does not declare, a missing required field, a wrong
+/// type. Formats and patterns are left to the API server.
+fn schema_violations(schema: &Value, value: &Value, at: &str, found: &mut Vec<String>) {
+    let int_or_string = schema["x-kubernetes-int-or-string"] == true;
+    let type_ok = match (schema["type"].as_str(), value) {
+        (_, Value::Null) => schema["nullable"] == true,
+        (None, _) => true,
+        (_, Value::String(_) | Value::Number(_)) if int_or_string => true,
+        (Some("object"), Value::Object(_)) | (Some("array"), Value::Array(_)) => true,
+        (Some("string"), Value::String(_)) | (Some("boolean"), Value::Bool(_)) => true,
+        (Some("integer"), Value::Number(n)) => n.is_i64() || n.is_u64(),
+        (Some("number"), Value::Number(_)) => true,
+        _ => false,
+    };
+    if !type_ok {
+        found.push(format!("{at}: {value} is not of type {}", schema["type"]));
+        return;
+    }
+    match value {
+        Value::Object(fields) => {
+            for required in schema["required"].as_array().into_iter().flatten() {
+                if !fields.contains_key(required.as_str().unwrap()) {
+                    found.push(format!("{at}: required field {required} is missing"));
+                }
+            }
+            let preserved = schema["x-kubernetes-preserve-unknown-fields"] == true;
+            for (key, field) in fields {
+                let field_at = format!("{at}.{key}");
+                if let Some(declared) = schema["properties"].get(key) {
+                    schema_violations(declared, field, &field_at, found);
+                } else if schema["additionalProperties"].is_object() {
+                    schema_violations(&schema["additionalProperties"], field, &field_at, found);
+                } else if !preserved && !api_server_field(&field_at) {
+                    found.push(format!("{field_at}: not a field of the schema"));
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                schema_violations(&schema["items"], item, &format!("{at}[{index}]"), found);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A CRD's schema may leave out an object's type and metadata, which the API server checks
+/// itself.
+fn api_server_field(at: &str) -> bool {
+    [".apiVersion", ".kind", ".metadata"].contains(&at) || at.starts_with(".metadata.")
+}
+
+fn assert_schema_valid(schema: &Value, value: &Value, what: &str) {
+    let mut found = Vec::new();
+    schema_violations(schema, value, "", &mut found);
+    assert!(
+        found.is_empty(),
+        "{what} breaks its schema:\n{}",
+        found.join("\n")
+    );
+}
+
+/// Every string in `value`, by its JSON pointer.
+fn strings_by_pointer(value: &Value, at: &str, found: &mut BTreeMap<String, String>) {
+    match value {
+        Value::String(text) => {
+            found.insert(at.to_owned(), text.clone());
+        }
+        Value::Object(fields) => {
+            for (key, field) in fields {
+                let key = key.replace('~', "~0").replace('/', "~1");
+                strings_by_pointer(field, &format!("{at}/{key}"), found);
+            }
+        }
+        Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                strings_by_pointer(item, &format!("{at}/{index}"), found);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The template of a chart that renders, for each cluster's parameters, first the generator's
+/// `values` (their templates see the cluster's parameters), then every string of the
+/// ApplicationSet's template (they see the parameters plus `values`): what Argo CD's cluster
+/// generator and its Go-template rendering do, string by string. Helm's `tpl` is the same engine
+/// (Go's text/template with the sprig functions), except that it renders a missing key as empty
+/// where the ApplicationSet's `missingkey=error` fails: the test's expected values catch that,
+/// and tests/gitops.rs runs the real controller.
+const APPLICATION_SET_RENDERER: &str = r#"
+{{- $applications := list }}
+{{- range $cluster := .Values.clusters }}
+{{- $values := dict }}
+{{- range $key, $text := $.Values.generatorValues }}
+{{- $_ := set $values $key (tpl $text $cluster) }}
+{{- end }}
+{{- $params := merge (dict "values" $values) $cluster }}
+{{- $strings := dict }}
+{{- range $pointer, $text := $.Values.templateStrings }}
+{{- $_ := set $strings $pointer (tpl $text $params) }}
+{{- end }}
+{{- $applications = append $applications $strings }}
+{{- end }}
+applications: {{ toJson $applications }}
+"#;
+
+/// The Applications the ApplicationSet in `application_set` (goTemplate, one cluster
+/// generator) generates for clusters with the given generator parameters.
+fn generate_applications(application_set: &Value, clusters: &[Value]) -> Vec<Value> {
+    let spec = &application_set["spec"];
+    assert_eq!(spec["goTemplate"], true, "the renderer follows goTemplate");
+    let generators = spec["generators"].as_array().unwrap();
+    assert_eq!(generators.len(), 1, "one cluster generator");
+    let template = &spec["template"];
+    let mut template_strings = BTreeMap::new();
+    strings_by_pointer(template, "", &mut template_strings);
+
+    let chart = tempfile::tempdir().unwrap();
+    std::fs::create_dir(chart.path().join("templates")).unwrap();
+    std::fs::write(
+        chart.path().join("Chart.yaml"),
+        "apiVersion: v2\nname: application-set-renderer\nversion: 0.1.0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        chart.path().join("templates/applications.yaml"),
+        APPLICATION_SET_RENDERER,
+    )
+    .unwrap();
+    let values = serde_json::json!({
+        "clusters": clusters,
+        "generatorValues": generators[0]["clusters"]["values"],
+        "templateStrings": template_strings,
+    });
+    let values_file = chart.path().join("render-values.yaml");
+    std::fs::write(&values_file, serde_yaml_ng::to_string(&values).unwrap()).unwrap();
+    let rendered = run_helm(&[
+        "template",
+        "render",
+        chart.path().to_str().unwrap(),
+        "--values",
+        values_file.to_str().unwrap(),
+    ]);
+    let rendered: Value = serde_yaml_ng::from_str(&rendered).unwrap();
+    rendered["applications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|strings| {
+            let mut application = serde_json::json!({
+                "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+                "metadata": {"namespace": application_set["metadata"]["namespace"]},
+            });
+            let mut body = template.clone();
+            for (pointer, text) in strings.as_object().unwrap() {
+                *body.pointer_mut(pointer).unwrap() =
+                    Value::String(text.as_str().unwrap().to_owned());
+            }
+            for (key, field) in body["metadata"].as_object().unwrap() {
+                application["metadata"][key] = field.clone();
+            }
+            application["spec"] = body["spec"].clone();
+            application
+        })
+        .collect()
+}
+
+/// A cluster generator's parameters for one cluster Secret, as Argo CD gives them to Go
+/// templates: its name (and that name normalized), server, project, and its labels (the
+/// cluster-Secret label among them) and annotations under `metadata`, each map only when the
+/// Secret has any.
+fn cluster_params(
+    name: &str,
+    normalized: &str,
+    server: &str,
+    labels: Value,
+    annotations: Option<Value>,
+) -> Value {
+    let mut labels = labels;
+    labels["argocd.argoproj.io/secret-type"] = Value::from("cluster");
+    let mut metadata = serde_json::json!({"labels": labels});
+    if let Some(annotations) = annotations {
+        metadata["annotations"] = annotations;
+    }
+    serde_json::json!({
+        "name": name, "nameNormalized": normalized, "server": server, "project": "",
+        "metadata": metadata,
+    })
+}
+
+/// The fleet ApplicationSet, rendered for three clusters (the in-cluster one on its own
+/// network, one renamed by a label, a remote served by it), gives one Application per cluster
+/// that Argo CD's schemas accept, whose second source renders a ControlPlane that smm's schema
+/// and spec checks accept, with that cluster's name, network and primary.
+#[test]
+fn the_fleet_application_set_gives_each_cluster_a_valid_control_plane() {
+    let text = std::fs::read_to_string(path(FLEET_APPLICATION_SET)).unwrap();
+    let application_set: Value = serde_yaml_ng::from_str(&text).unwrap();
+    assert_schema_valid(
+        &argocd_crd_schema("applicationset-crd.yaml"),
+        &application_set,
+        FLEET_APPLICATION_SET,
+    );
+    let mesh = application_set["spec"]["generators"][0]["clusters"]["selector"]["matchLabels"]
+        ["smm.dev/mesh"]
+        .as_str()
+        .expect("the generator selects the mesh's clusters by label")
+        .to_owned();
+    let clusters = [
+        cluster_params(
+            "in-cluster",
+            "in-cluster",
+            "https://kubernetes.default.svc",
+            serde_json::json!({"smm.dev/mesh": mesh, "smm.dev/network": "net-a"}),
+            None,
+        ),
+        cluster_params(
+            "Prod_East",
+            "prod-east",
+            "https://east.example.com:6443",
+            serde_json::json!({"smm.dev/mesh": mesh, "smm.dev/network": "net-b",
+                               "smm.dev/cluster-name": "east"}),
+            Some(serde_json::json!({"managed-by": "argocd.argoproj.io"})),
+        ),
+        cluster_params(
+            "west",
+            "west",
+            "https://west.example.com:6443",
+            serde_json::json!({"smm.dev/mesh": mesh, "smm.dev/primary": "east"}),
+            Some(serde_json::json!({"smm.dev/primary-address": "198.51.100.10"})),
+        ),
+    ];
+    let primary = |cluster_name: &str, address: &str| {
+        Some(smm::api::PrimaryCluster {
+            cluster_name: cluster_name.to_owned(),
+            address: address.to_owned(),
+        })
+    };
+    // (Application, server, clusterName, network, primary)
+    let expected = [
+        (
+            "smm-in-cluster",
+            "https://kubernetes.default.svc",
+            "in-cluster",
+            Some("net-a"),
+            None,
+        ),
+        (
+            "smm-prod-east",
+            "https://east.example.com:6443",
+            "east",
+            Some("net-b"),
+            None,
+        ),
+        (
+            "smm-west",
+            "https://west.example.com:6443",
+            "west",
+            None,
+            primary("east", "198.51.100.10"),
+        ),
+    ];
+
+    let applications = generate_applications(&application_set, &clusters);
+    assert_eq!(applications.len(), expected.len());
+    let application_schema = argocd_crd_schema("application-crd.yaml");
+    let control_plane_schema = crd_schema(&path("deploy/crds/controlplanes.smm.dev.yaml"));
+    let catalog = Catalog::builtin().unwrap();
+    for (application, (name, server, cluster_name, network, primary)) in
+        applications.iter().zip(expected)
+    {
+        assert_schema_valid(&application_schema, application, name);
+        assert_eq!(application["metadata"]["name"], name);
+        assert_eq!(
+            application["spec"]["destination"]["server"], server,
+            "{name}"
+        );
+        let sources = application["spec"]["sources"].as_array().unwrap();
+        let [operator, control_plane] = sources.as_slice() else {
+            panic!("{name}: two sources, the operator and the ControlPlane: {sources:?}");
+        };
+        assert_eq!(operator["path"], CHART, "{name}");
+        assert_eq!(control_plane["path"], FLEET_CHART, "{name}");
+
+        // The ControlPlane source as Argo CD's repo server renders it: helm template with the
+        // Application's valuesObject (the chart's values schema refuses a misspelt key).
+        let values = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            values.path(),
+            serde_yaml_ng::to_string(&control_plane["helm"]["valuesObject"]).unwrap(),
+        )
+        .unwrap();
+        let rendered = run_helm(&[
+            "template",
+            control_plane["helm"]["releaseName"].as_str().unwrap(),
+            FLEET_CHART,
+            "--values",
+            values.path().to_str().unwrap(),
+        ]);
+        let documents: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&rendered)
+            .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
+            .filter(|d| !d.is_null())
+            .collect();
+        let [document] = documents.as_slice() else {
+            panic!("{name}: the fleet chart renders one ControlPlane: {rendered}");
+        };
+        assert_schema_valid(&control_plane_schema, document, name);
+        let plane: ControlPlane = serde_json::from_value(document.clone())
+            .unwrap_or_else(|err| panic!("{name}: not a ControlPlane: {err}\n{rendered}"));
+        resolve(&catalog, &plane.spec)
+            .unwrap_or_else(|err| panic!("{name}: smm refuses its ControlPlane: {err}"));
+        assert_eq!(
+            plane.spec.multi_cluster,
+            Some(smm::api::MultiCluster {
+                mesh_id: Some(mesh.clone()),
+                cluster_name: cluster_name.to_owned(),
+                network: network.map(str::to_owned),
+                primary,
+            }),
+            "{name}"
+        );
+    }
+}

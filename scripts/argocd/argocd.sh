@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Argo CD against a local control plane as local processes, as argo-cd's own Procfile runs
-# it for development: redis, argocd-repo-server and argocd-application-controller (no API
-# server, UI or dex: tests drive Applications through the Kubernetes API).
+# it for development: redis, argocd-repo-server, argocd-application-controller and
+# argocd-applicationset-controller (no API server, UI or dex: tests drive Applications and
+# ApplicationSets through the Kubernetes API).
 #
 #   scripts/argocd/argocd.sh start    applies Argo CD's CRDs and configuration (namespace argocd,
 #                                     smm's ControlPlane health check from deploy/argocd merged
@@ -22,7 +23,7 @@ plane="$plane_dir"
 kubectl="${KUBECTL:-$root/.tools/kubectl}"
 namespace=argocd
 state="$plane/argocd"
-processes=(redis repo-server application-controller)
+processes=(redis repo-server application-controller applicationset-controller)
 
 log() { echo "argocd: $*" >&2; }
 die() {
@@ -99,7 +100,7 @@ cmd_stop() {
 }
 
 cmd_start() {
-	local dir redis repo metrics_repo metrics_controller config name
+	local dir redis repo metrics_repo metrics_controller metrics_appset probe_appset webhook_appset config name
 	pid_of application-controller >/dev/null && die "Argo CD already runs (state in $state); stop it first"
 	dir="$("$here/build.sh" | tail -n 1)"
 	rm -rf "$state"
@@ -116,7 +117,8 @@ cmd_start() {
 	done
 	"$kubectl" -n "$namespace" patch configmap argocd-cm --type merge \
 		--patch-file "$root/deploy/argocd/argocd-cm-patch.yaml" >/dev/null
-	"$kubectl" wait --for condition=established --timeout=60s crd/applications.argoproj.io crd/appprojects.argoproj.io >/dev/null
+	"$kubectl" wait --for condition=established --timeout=60s crd/applications.argoproj.io crd/appprojects.argoproj.io \
+		crd/applicationsets.argoproj.io >/dev/null
 	# argocd-server creates the default project; without it, Applications of project default fail.
 	"$kubectl" apply -f - >/dev/null <<PROJECT
 apiVersion: argoproj.io/v1alpha1
@@ -128,9 +130,9 @@ spec:
   clusterResourceWhitelist: [{group: "*", kind: "*"}]
 PROJECT
 
-	read -r redis repo metrics_repo metrics_controller < <(python3 -c '
+	read -r redis repo metrics_repo metrics_controller metrics_appset probe_appset webhook_appset < <(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(4)]
+socks = [socket.socket() for _ in range(7)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))
@@ -155,7 +157,15 @@ print(*(s.getsockname()[1] for s in socks))
 		--namespace "$namespace" --redis "127.0.0.1:$redis" --repo-server "127.0.0.1:$repo" \
 		--repo-server-plaintext --metrics-port "$metrics_controller" --logformat text --app-resync 10 \
 		--persist-resource-health)
-	log "running: redis :$redis, repo server :$repo, controller (state in $state)"
+	# It reads cluster Secrets and ApplicationSets in the namespace --namespace names (otherwise
+	# the kubeconfig's), and listens on three ports of its own, each given a free one here. It
+	# logs "failed to create webhook handler" (argocd-secret has no server.secretkey, which
+	# argocd-server makes): only its Git webhook endpoint is off, which no test calls.
+	(export "${env[@]}" && spawn applicationset-controller "$dir/bin/argocd-applicationset-controller" \
+		--namespace "$namespace" --argocd-repo-server "127.0.0.1:$repo" --repo-server-plaintext \
+		--metrics-addr "127.0.0.1:$metrics_appset" --probe-addr "127.0.0.1:$probe_appset" \
+		--webhook-addr "127.0.0.1:$webhook_appset" --logformat text)
+	log "running: redis :$redis, repo server :$repo, application and applicationset controllers (state in $state)"
 	echo "ARGOCD_NAMESPACE=$namespace"
 	echo "ARGOCD_DIR=$state"
 }

@@ -507,3 +507,55 @@ impl Drop for OperatorProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A second local control plane beside the one `KUBECONFIG` names: `scripts/cluster.sh up` with
+/// an `SMM_CLUSTER_DIR` of its own in a temporary directory (about 5 s), stopped when dropped,
+/// also when the test fails. Start planes one after another: `up` picks free ports and
+/// releases them before its processes bind them.
+pub struct ExtraPlane {
+    dir: tempfile::TempDir,
+    /// Its admin kubeconfig.
+    pub kubeconfig: PathBuf,
+}
+
+impl ExtraPlane {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let plane = Self {
+            kubeconfig: dir.path().join("cluster/kubeconfig"),
+            dir,
+        };
+        // Constructed first, so that a failed `up` is taken down too.
+        let output = plane.script("up");
+        assert!(
+            output.status.success(),
+            "scripts/cluster.sh up (a second plane) failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        plane
+    }
+
+    fn script(&self, command: &str) -> std::process::Output {
+        std::process::Command::new(repo_root().join("scripts/cluster.sh"))
+            .arg(command)
+            .env("SMM_CLUSTER_DIR", self.dir.path().join("cluster"))
+            .output()
+            .expect("scripts/cluster.sh runs")
+    }
+
+    pub async fn client(&self) -> Client {
+        ClusterTarget {
+            kubeconfig: Some(self.kubeconfig.clone()),
+            context: None,
+        }
+        .client()
+        .await
+        .expect("a client of the second plane")
+    }
+}
+
+impl Drop for ExtraPlane {
+    fn drop(&mut self) {
+        let _ = self.script("down");
+    }
+}
