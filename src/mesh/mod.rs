@@ -7,3 +7,4 @@ pub mod gateway_api;
 pub mod graph;
 pub mod injection;
 pub mod revisions;
+pub mod trust;
