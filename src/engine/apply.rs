@@ -20,20 +20,23 @@ use crate::mesh::catalog::ComponentContext;
 use crate::mesh::trust::CacertsRequest;
 
 impl Engine {
-    /// Native objects first (those not as they should be), then the chart; `Nothing` still
-    /// looks at native objects, which puts back a deleted cluster role without spawning helm.
-    /// Native objects left as they were (a newer Gateway API bundle) are noted in the status,
-    /// with `trust_note` (see [`Self::ensure_plug_in_ca`]).
+    /// Native objects first (those not as they should be), then istiod's `cacerts` (see
+    /// [`Self::ensure_plug_in_ca`]), then the chart; `Nothing` still looks at native objects,
+    /// which puts back a deleted cluster role without spawning helm. Native objects left as they
+    /// were (a newer Gateway API bundle) are noted in the status, as is a `cacerts` istiod has
+    /// not read yet.
     pub(super) async fn apply(
         &self,
         wanted: &DesiredComponent<'_>,
         operation: Operation,
         release: Option<&ObservedRelease>,
         inventory: &Inventory,
-        trust_note: Option<String>,
+        resolved: &Resolved<'_>,
         writer: &StatusWriter,
     ) -> Result<StepEnd, ComponentError> {
         let native = objects::apply_changed(&self.client, &wanted.native, inventory).await?;
+        // After the natives, which make istiod's namespace.
+        let trust_note = self.ensure_plug_in_ca(wanted, resolved, release).await?;
         let end = self
             .apply_chart(wanted, operation, release, native.not_ready, writer)
             .await?;

@@ -233,9 +233,8 @@ impl Engine {
                     .await
             }
             operation => {
-                let trust_note = self.ensure_plug_in_ca(wanted, resolved, release).await?;
                 let inventory = &observed.inventory;
-                self.apply(wanted, operation, release, inventory, trust_note, writer)
+                self.apply(wanted, operation, release, inventory, resolved, writer)
                     .await
             }
         }?;

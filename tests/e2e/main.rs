@@ -23,5 +23,6 @@ mod support;
 mod tags;
 #[path = "../fixtures/tiny_component.rs"]
 mod tiny_component;
+mod trust;
 mod upgrades;
 mod waypoint;
