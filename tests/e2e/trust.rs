@@ -288,3 +288,47 @@ async fn a_users_cacerts_is_left_alone_and_another_roots_is_refused() {
         assert!(said.contains(&expected), "no {expected} in:\n{said}");
     }
 }
+
+/// A mesh of one cluster turned into several: istiod is installed (and would be running) with
+/// its own CA, so the `cacerts` smm now makes takes effect only when istiod restarts, which smm
+/// does not do: istiod's status says so.
+#[tokio::test]
+async fn cacerts_made_under_an_installed_istiod_is_reported_not_restarted() {
+    let cluster = TestCluster::connect().await;
+    let client = &cluster.client;
+    let _lock = istio_mesh_lock().await;
+    let mesh_id = unique_name("mesh");
+    let namespace = unique_name("e2e-trustns");
+    let _leftovers = Leftovers {
+        mesh_id: mesh_id.clone(),
+        namespace: namespace.clone(),
+    };
+    let mesh = Mesh::create_with(&cluster, namespace.clone(), json!({})).await;
+    mesh.smm(&["install", "istiod"]);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    assert!(secrets.get_opt(CACERTS_SECRET).await.unwrap().is_none());
+
+    let control_planes: Api<smm::api::ControlPlane> = Api::all(client.clone());
+    control_planes
+        .patch(
+            &mesh.name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": multi_cluster(&mesh_id)})),
+        )
+        .await
+        .unwrap();
+    mesh.smm(&["install", "istiod"]);
+    assert!(secrets.get_opt(CACERTS_SECRET).await.unwrap().is_some());
+    let status = control_planes
+        .get(&mesh.name)
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    let message = status.components["istiod"]
+        .message
+        .clone()
+        .unwrap_or_default();
+    assert!(message.contains("made cacerts"), "{message:?}");
+    assert!(message.contains("until they restart"), "{message:?}");
+}
