@@ -8,6 +8,12 @@
 //! them and know which root they come from.
 //!
 //! Key material goes only into the Secrets' data: no log line, field or error here holds it.
+//!
+//! On a second primary the mesh's root is kept elsewhere (in the first primary): its `cacerts`
+//! is made from there ([`ensure_cacerts`] with that root, through attach) and its own reconcile
+//! ([`ensure_primary_cacerts`]) accepts it as smm's from a root kept elsewhere. One that
+//! reconciles before it is given `cacerts` makes a root of its own, and [`ensure_cacerts`]
+//! with the first one's root then refuses it ([`TrustError::OtherRoot`]).
 
 use std::collections::BTreeMap;
 
@@ -84,6 +90,9 @@ pub enum Cacerts {
     FromThisRoot,
     /// The user's own (no smm label): left as it is.
     UsersOwn,
+    /// smm's, from a root this cluster does not keep (a second primary's, from the root kept
+    /// in the first): left as it is.
+    FromRootElsewhere,
 }
 
 /// Whose the `cacerts` Secret in a namespace is, as [`inspect_cacerts`] reads it.
@@ -109,20 +118,29 @@ pub fn mesh_root_secret_name(mesh_id: &str) -> String {
     format!("{MESH_ROOT_SECRET_PREFIX}{mesh_id}")
 }
 
+/// The mesh's root, if the cluster `client` reaches keeps it.
+pub async fn read_mesh_root(
+    client: &Client,
+    mesh_id: &str,
+) -> Result<Option<MeshRoot>, TrustError> {
+    let name = mesh_root_secret_name(mesh_id);
+    let api: Api<Secret> = Api::namespaced(client.clone(), SMM_NAMESPACE);
+    match api.get_opt(&name).await {
+        Ok(Some(stored)) => read_root(mesh_id, &name, &stored).map(Some),
+        Ok(None) => Ok(None),
+        Err(source) => Err(root_error("read", &name, source)),
+    }
+}
+
 /// The mesh's root, kept in the primary cluster `client` reaches: read when it exists, made and
 /// stored otherwise. Two runs making it at once both end with the one that was stored first.
 pub async fn ensure_mesh_root(client: &Client, mesh_id: &str) -> Result<MeshRoot, TrustError> {
+    if let Some(root) = read_mesh_root(client, mesh_id).await? {
+        return Ok(root);
+    }
     let name = mesh_root_secret_name(mesh_id);
     let api: Api<Secret> = Api::namespaced(client.clone(), SMM_NAMESPACE);
-    let api_error = |action, source| TrustError::Api {
-        action,
-        namespace: SMM_NAMESPACE.to_owned(),
-        name: name.clone(),
-        source: Box::new(source),
-    };
-    if let Some(stored) = api.get_opt(&name).await.map_err(|e| api_error("read", e))? {
-        return read_root(mesh_id, &name, &stored);
-    }
+    let api_error = |action, source| root_error(action, &name, source);
     let root = MeshRoot::generate(mesh_id)?;
     let secret = root_secret(&name, &root);
     let mut created = api.create(&PostParams::default(), &secret).await;
@@ -144,6 +162,24 @@ pub async fn ensure_mesh_root(client: &Client, mesh_id: &str) -> Result<MeshRoot
     }
 }
 
+/// istiod's `cacerts` on a primary (the engine, before istiod's chart): one already there is
+/// judged against the mesh root kept here, if any (see [`Cacerts`]); none there is made from
+/// the mesh root, which is made first if this cluster has none. Reads two objects when all is
+/// in place, and makes no key then.
+pub async fn ensure_primary_cacerts(
+    client: &Client,
+    istiod_namespace: &str,
+    mesh_id: &str,
+    cluster_name: &str,
+) -> Result<Cacerts, TrustError> {
+    if let Some(owner) = inspect_cacerts(client, istiod_namespace).await? {
+        let root = read_mesh_root(client, mesh_id).await?;
+        return judge(owner, istiod_namespace, root.as_ref());
+    }
+    let root = ensure_mesh_root(client, mesh_id).await?;
+    ensure_cacerts(client, istiod_namespace, &root, cluster_name).await
+}
+
 /// Makes `cacerts` in `istiod_namespace` from `root`, for the cluster `cluster_name`, unless a
 /// `cacerts` is there: one smm made from `root` is kept, the user's own is left alone, one smm
 /// made from another root is an error (istiod would sign for another mesh).
@@ -154,7 +190,7 @@ pub async fn ensure_cacerts(
     cluster_name: &str,
 ) -> Result<Cacerts, TrustError> {
     if let Some(owner) = inspect_cacerts(client, istiod_namespace).await? {
-        return judge(owner, istiod_namespace, root);
+        return judge(owner, istiod_namespace, Some(root));
     }
     let ca = root.issue(cluster_name, istiod_namespace)?;
     let data = ca
@@ -173,7 +209,7 @@ pub async fn ensure_cacerts(
         // Made meanwhile (by the user or another run): judged as if it had been there.
         Err(kube::Error::Api(status)) if status.code == 409 => {
             match inspect_cacerts(client, istiod_namespace).await? {
-                Some(owner) => judge(owner, istiod_namespace, root),
+                Some(owner) => judge(owner, istiod_namespace, Some(root)),
                 None => Err(cacerts_error(
                     "create",
                     istiod_namespace,
@@ -252,16 +288,25 @@ pub async fn remove_cacerts(client: &Client, namespace: &str) -> Result<Removal,
     }
 }
 
-fn judge(owner: CacertsOwner, namespace: &str, root: &MeshRoot) -> Result<Cacerts, TrustError> {
-    match owner {
-        CacertsOwner::User => {
-            tracing::info!(namespace, "cacerts is the user's own: istiod signs with it");
+/// Whether the `cacerts` `owner` describes may stay, against the mesh's `root` when this
+/// cluster keeps it.
+fn judge(
+    owner: CacertsOwner,
+    namespace: &str,
+    root: Option<&MeshRoot>,
+) -> Result<Cacerts, TrustError> {
+    match (owner, root) {
+        (CacertsOwner::User, _) => {
+            tracing::debug!(namespace, "cacerts is the user's own: istiod signs with it");
             Ok(Cacerts::UsersOwn)
         }
-        CacertsOwner::Smm { root_fingerprint } if root_fingerprint == root.fingerprint().hex() => {
+        (CacertsOwner::Smm { .. }, None) => Ok(Cacerts::FromRootElsewhere),
+        (CacertsOwner::Smm { root_fingerprint }, Some(root))
+            if root_fingerprint == root.fingerprint().hex() =>
+        {
             Ok(Cacerts::FromThisRoot)
         }
-        CacertsOwner::Smm { root_fingerprint } => Err(TrustError::OtherRoot {
+        (CacertsOwner::Smm { root_fingerprint }, Some(root)) => Err(TrustError::OtherRoot {
             namespace: namespace.to_owned(),
             name: CACERTS_SECRET.to_owned(),
             found: if root_fingerprint.is_empty() {
@@ -271,6 +316,15 @@ fn judge(owner: CacertsOwner, namespace: &str, root: &MeshRoot) -> Result<Cacert
             },
             expected: root.fingerprint(),
         }),
+    }
+}
+
+fn root_error(action: &'static str, name: &str, source: kube::Error) -> TrustError {
+    TrustError::Api {
+        action,
+        namespace: SMM_NAMESPACE.to_owned(),
+        name: name.to_owned(),
+        source: Box::new(source),
     }
 }
 
@@ -362,17 +416,26 @@ mod tests {
             root_fingerprint: root.fingerprint().hex(),
         };
         assert_eq!(
-            judge(ours, "istio-system", &root).unwrap(),
+            judge(ours, "istio-system", Some(&root)).unwrap(),
             Cacerts::FromThisRoot
         );
         assert_eq!(
-            judge(CacertsOwner::User, "istio-system", &root).unwrap(),
+            judge(CacertsOwner::User, "istio-system", Some(&root)).unwrap(),
             Cacerts::UsersOwn
         );
         let theirs = CacertsOwner::Smm {
             root_fingerprint: other.fingerprint().hex(),
         };
-        let message = judge(theirs, "istio-system", &root)
+        // A second primary keeps no root: smm's cacerts there comes from the first one's.
+        assert_eq!(
+            judge(theirs.clone(), "istio-system", None).unwrap(),
+            Cacerts::FromRootElsewhere
+        );
+        assert_eq!(
+            judge(CacertsOwner::User, "istio-system", None).unwrap(),
+            Cacerts::UsersOwn
+        );
+        let message = judge(theirs, "istio-system", Some(&root))
             .unwrap_err()
             .to_string();
         assert!(message.contains("istio-system/cacerts"), "{message}");

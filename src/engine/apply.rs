@@ -67,10 +67,14 @@ impl Engine {
         let Some(request) = CacertsRequest::of(resolved.spec()) else {
             return Ok(None);
         };
-        let root = trust::ensure_mesh_root(&self.client, request.mesh_id).await?;
         let namespace = &wanted.release.namespace;
-        let made =
-            trust::ensure_cacerts(&self.client, namespace, &root, request.cluster_name).await?;
+        let made = trust::ensure_primary_cacerts(
+            &self.client,
+            namespace,
+            request.mesh_id,
+            request.cluster_name,
+        )
+        .await?;
         if made != trust::Cacerts::Created || release.is_none() {
             return Ok(None);
         }
@@ -80,7 +84,7 @@ impl Engine {
              restart them); after the restart workloads get certificates of the mesh root",
             request.mesh_id
         );
-        tracing::warn!(component = wanted.name(), %namespace, root = %root.fingerprint(), "{note}");
+        tracing::warn!(component = wanted.name(), %namespace, "{note}");
         Ok(Some(note))
     }
 

@@ -5,7 +5,9 @@
 //!
 //! Pure generation: nothing here reaches a cluster (`cluster::trust` keeps the root and the
 //! Secrets). Private keys are held as [`PrivateKeyPem`], whose `Debug` never shows them, and no
-//! type here shows one through `Debug` or `Display`.
+//! type here shows one through `Debug` or `Display`. Keys are made only when a reconcile
+//! installs or checks istiod (`engine::apply`), never by `--dump-resources` or `smm plan`: a
+//! dump has no `cacerts`, and never holds a private key.
 //!
 //! What istiod requires (`security/pkg/pki/util` and `pilot/pkg/bootstrap/istio_ca.go` of the
 //! pinned Istio): the four keys below, the intermediate verifying against `root-cert.pem`

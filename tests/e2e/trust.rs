@@ -252,7 +252,9 @@ async fn a_users_cacerts_is_left_alone_and_another_roots_is_refused() {
         Removal::LeftUsersOwn
     );
 
-    // Now one that says smm made it from another root: istiod's step fails, naming both.
+    // Now one that says smm made it from another root than the one this primary keeps:
+    // istiod's step fails, naming both.
+    let ours = ensure_mesh_root(client, &mesh_id).await.unwrap();
     let mut foreign = after.clone();
     let labels = foreign.metadata.labels.get_or_insert_default();
     labels.insert("app.kubernetes.io/managed-by".to_owned(), "smm".to_owned());
@@ -279,7 +281,6 @@ async fn a_users_cacerts_is_left_alone_and_another_roots_is_refused() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(!output.status.success(), "{said}");
-    let ours = ensure_mesh_root(client, &mesh_id).await.unwrap();
     for expected in [
         format!("{namespace}/{CACERTS_SECRET}"),
         users_root.fingerprint().hex(),
