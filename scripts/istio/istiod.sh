@@ -5,6 +5,11 @@
 #   scripts/istio/istiod.sh start [NAMESPACE [REVISION]]   (default istio-system, revision "")
 #   scripts/istio/istiod.sh stop  [NAMESPACE [REVISION]]
 #
+# When the Secret cacerts exists in NAMESPACE (Istio's plug-in CA, which a pod mounts at
+# /etc/cacerts), its keys are written to a private directory of the state (0700, files 0600)
+# and istiod reads them from there (ROOT_CA_DIR): it signs with that CA instead of its own
+# self-signed one. Like a pod, istiod reads them when it starts.
+#
 # istiod gets the literal env of the chart's Deployment (as in a pod) and POD_NAME, its
 # leader-election identity, istiod[-REVISION]-local unless the caller sets POD_NAME: istiods of
 # two revisions side by side must not share one identity, or both lead the locks they share.
@@ -89,6 +94,28 @@ cmd_start() {
 	# The token in the kubeconfig is a credential.
 	mkdir -m 700 "$state"
 
+	# The plug-in CA, if any. An absent directory leaves istiod to its self-signed CA.
+	"$kubectl" -n "$namespace" get secret cacerts --ignore-not-found -o json >"$state/cacerts.json" ||
+		die "cannot read Secret cacerts in $namespace"
+	if [[ -s "$state/cacerts.json" ]]; then
+		python3 -c '
+import base64, json, os, re, sys
+directory, secret = sys.argv[1], sys.argv[2]
+os.mkdir(directory, 0o700)
+with open(secret) as f:
+    data = json.load(f).get("data") or {}
+for key, value in data.items():
+    # Secret keys are file names already; anything else is not written anywhere.
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", key):
+        sys.exit(f"refusing the cacerts key {key!r}")
+    fd = os.open(os.path.join(directory, key), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(base64.b64decode(value))
+' "$state/cacerts" "$state/cacerts.json"
+		log "$service signs with the plug-in CA of Secret $namespace/cacerts"
+	fi
+	rm -f "$state/cacerts.json"
+
 	# The mesh config the chart rendered, so istiod behaves as the chart configured it.
 	"$kubectl" -n "$namespace" get configmap "istio${revision:+-$revision}" -o jsonpath='{.data.mesh}' >"$state/mesh.yaml"
 	# A single-network mesh; without the file istiod would look for its in-pod default path.
@@ -131,7 +158,7 @@ print(*(s.getsockname()[1] for s in socks))
 	# processes; bash -c records the PID that exec keeps for istiod.
 	# shellcheck disable=SC2016 # expanded by the inner bash
 	env "${chart_env[@]}" POD_NAME="${POD_NAME:-$service-local}" POD_NAMESPACE="$namespace" \
-		REVISION="${revision:-default}" setsid bash -c \
+		REVISION="${revision:-default}" ROOT_CA_DIR="$state/cacerts" setsid bash -c \
 		'printf "%s\n%s\n" "$$" "$0" >"$1.tmp" && mv "$1.tmp" "$1" && shift && exec "$0" "$@"' \
 		"$binary" "$state/pid" discovery \
 		--kubeconfig "$state/kubeconfig" \

@@ -12,4 +12,5 @@ pub mod namespaces;
 pub mod objects;
 pub mod port_forward;
 pub mod target;
+pub mod trust;
 pub mod workloads;

@@ -8,7 +8,7 @@ use super::step::{ComponentError, StepEnd};
 use super::{Engine, WaitPolicy};
 use crate::api::{ComponentPhase, ComponentStatus};
 use crate::cluster::inventory::Inventory;
-use crate::cluster::objects;
+use crate::cluster::{objects, trust};
 use crate::desired::resolve::DesiredComponent;
 use crate::desired::resolved::Resolved;
 use crate::helm::Helm;
@@ -17,29 +17,75 @@ use crate::helm::release::{
     ReleaseState, VALUES_DIGEST_LABEL, digest_label_value,
 };
 use crate::mesh::catalog::ComponentContext;
+use crate::mesh::trust::CacertsRequest;
 
 impl Engine {
-    /// Native objects first (those not as they should be), then the chart; `Nothing` still
-    /// looks at native objects, which puts back a deleted cluster role without spawning helm.
-    /// Native objects left as they were (a newer Gateway API bundle) are noted in the status.
+    /// Native objects first (those not as they should be), then istiod's `cacerts` (see
+    /// [`Self::ensure_plug_in_ca`]), then the chart; `Nothing` still looks at native objects,
+    /// which puts back a deleted cluster role without spawning helm. Native objects left as they
+    /// were (a newer Gateway API bundle) are noted in the status, as is a `cacerts` istiod has
+    /// not read yet.
     pub(super) async fn apply(
         &self,
         wanted: &DesiredComponent<'_>,
         operation: Operation,
         release: Option<&ObservedRelease>,
         inventory: &Inventory,
+        resolved: &Resolved<'_>,
         writer: &StatusWriter,
     ) -> Result<StepEnd, ComponentError> {
         let native = objects::apply_changed(&self.client, &wanted.native, inventory).await?;
+        // After the natives, which make istiod's namespace.
+        let trust_note = self.ensure_plug_in_ca(wanted, resolved, release).await?;
         let end = self
             .apply_chart(wanted, operation, release, native.not_ready, writer)
             .await?;
         if matches!(end, StepEnd::Done) {
-            let note = (!native.left_alone.is_empty())
+            let left_alone = (!native.left_alone.is_empty())
                 .then(|| format!("left as it is: {}", native.left_alone.join("; ")));
+            let notes: Vec<String> = left_alone.into_iter().chain(trust_note).collect();
+            let note = (!notes.is_empty()).then(|| notes.join("; "));
             writer.note(wanted.name(), note).await?;
         }
         Ok(end)
+    }
+
+    /// istiod reads its signing CA from `cacerts` only when it starts, so on the primary of a
+    /// mesh of several clusters that Secret is made (from the mesh's shared root) before the
+    /// chart is installed. One made while istiod is already installed (a mesh of one cluster
+    /// turned into several) changes the CA only when istiod's pods restart, which smm does not
+    /// cause: that is a warning, and the note returned for istiod's status message.
+    pub(super) async fn ensure_plug_in_ca(
+        &self,
+        wanted: &DesiredComponent<'_>,
+        resolved: &Resolved<'_>,
+        release: Option<&ObservedRelease>,
+    ) -> Result<Option<String>, ComponentError> {
+        if !wanted.component.plug_in_ca || !wanted.enabled {
+            return Ok(None);
+        }
+        let Some(request) = CacertsRequest::of(resolved.spec()) else {
+            return Ok(None);
+        };
+        let namespace = &wanted.release.namespace;
+        let made = trust::ensure_primary_cacerts(
+            &self.client,
+            namespace,
+            request.mesh_id,
+            request.cluster_name,
+        )
+        .await?;
+        if made != trust::Cacerts::Created || release.is_none() {
+            return Ok(None);
+        }
+        let note = format!(
+            "made cacerts in {namespace} from the root of mesh {} while istiod was installed: \
+             istiod pods started before keep their own CA until they restart (smm does not \
+             restart them); after the restart workloads get certificates of the mesh root",
+            request.mesh_id
+        );
+        tracing::warn!(component = wanted.name(), %namespace, "{note}");
+        Ok(Some(note))
     }
 
     /// The rest of [`Self::apply`] once the native objects are applied: waits for those not

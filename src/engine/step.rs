@@ -57,11 +57,19 @@ pub enum ComponentError {
     Status(#[from] StatusError),
     #[error(transparent)]
     Revision(Box<super::revisions::RevisionError>),
+    #[error(transparent)]
+    Trust(Box<crate::cluster::trust::TrustError>),
 }
 
 impl From<super::revisions::RevisionError> for ComponentError {
     fn from(err: super::revisions::RevisionError) -> Self {
         Self::Revision(Box::new(err))
+    }
+}
+
+impl From<crate::cluster::trust::TrustError> for ComponentError {
+    fn from(err: crate::cluster::trust::TrustError) -> Self {
+        Self::Trust(Box::new(err))
     }
 }
 
@@ -225,7 +233,8 @@ impl Engine {
                     .await
             }
             operation => {
-                self.apply(wanted, operation, release, &observed.inventory, writer)
+                let inventory = &observed.inventory;
+                self.apply(wanted, operation, release, inventory, resolved, writer)
                     .await
             }
         }?;

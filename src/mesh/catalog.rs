@@ -108,6 +108,11 @@ pub struct Component {
     /// strategy (`<release_name>-<revision>`), and a revision's release is kept after the next
     /// one replaces it, until nothing uses it (istiod).
     pub revisioned: bool,
+    /// The component is Istio's CA (istiod), which reads its signing CA from the Secret
+    /// `cacerts` in its namespace at start: on the primary of a mesh of several clusters, the
+    /// engine makes that Secret from the mesh's shared root before the chart is installed
+    /// (`mesh::trust`).
+    pub plug_in_ca: bool,
 }
 
 impl std::fmt::Debug for Component {

@@ -8,3 +8,4 @@ pub mod graph;
 pub mod injection;
 pub mod multicluster;
 pub mod revisions;
+pub mod trust;

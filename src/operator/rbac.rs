@@ -107,7 +107,10 @@ const OWN_GRANTS: &[OwnGrant] = &[
               mark the previous superseded, prune history beyond 10, delete on uninstall); smm \
               lists them across namespaces to see releases, and reads a record to find values \
               and deleted objects; the operator watches the records of its releases (metadata \
-              only) to act on a hand-made helm upgrade, rollback or uninstall at once",
+              only) to act on a hand-made helm upgrade, rollback or uninstall at once; on the \
+              primary of a mesh of several clusters smm keeps the mesh's root CA in \
+              `smm-system/smm-mesh-root-<meshID>` and creates istiod's `cacerts` from it (and \
+              deletes its own on detach)",
     },
     OwnGrant {
         group: "",

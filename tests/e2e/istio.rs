@@ -46,9 +46,21 @@ pub(crate) struct Mesh {
 
 impl Mesh {
     pub(crate) async fn create(cluster: &TestCluster, revision: Option<&str>) -> Self {
+        let fields = match revision {
+            Some(revision) => json!({"revision": revision}),
+            None => json!({}),
+        };
+        Self::create_with(cluster, unique_name("e2e-istions"), fields).await
+    }
+
+    /// As [`Mesh::create`], in `namespace`, with the spec's other `fields` (a JSON object).
+    pub(crate) async fn create_with(
+        cluster: &TestCluster,
+        namespace: String,
+        fields: Value,
+    ) -> Self {
         ensure_control_plane_crd(&cluster.client).await;
         let name = unique_name("e2e-istio");
-        let namespace = unique_name("e2e-istions");
         let components: serde_json::Map<String, Value> = Catalog::builtin()
             .unwrap()
             .names()
@@ -58,8 +70,8 @@ impl Mesh {
         let mut spec = json!({
             "namespace": namespace, "imageRegistry": REGISTRY, "components": components,
         });
-        if let Some(revision) = revision {
-            spec["revision"] = json!(revision);
+        for (field, value) in fields.as_object().into_iter().flatten() {
+            spec[field] = value.clone();
         }
         let object = json!({
             "apiVersion": "smm.dev/v1alpha1", "kind": "ControlPlane",

@@ -24,5 +24,6 @@ mod support;
 mod tags;
 #[path = "../fixtures/tiny_component.rs"]
 mod tiny_component;
+mod trust;
 mod upgrades;
 mod waypoint;

@@ -61,6 +61,7 @@ pub fn istio_cni() -> Component {
         chart_kinds: CNI_KINDS,
         native_objects: |_| Vec::new(),
         revisioned: false,
+        plug_in_ca: false,
         managed_values: cni_values,
     }
 }
@@ -83,6 +84,7 @@ pub fn ztunnel() -> Component {
         chart_kinds: ZTUNNEL_KINDS,
         native_objects: |_| Vec::new(),
         revisioned: false,
+        plug_in_ca: false,
         managed_values: ztunnel_values,
     }
 }

@@ -43,6 +43,7 @@ pub fn component() -> Component {
         chart_kinds: CHART_KINDS,
         native_objects,
         revisioned: false,
+        plug_in_ca: false,
         managed_values: |context| {
             json!({
                 // The default validator sends Istio config to istiod, wherever istiod runs.

@@ -71,6 +71,7 @@ fn gateway(
         chart_kinds: CHART_KINDS,
         native_objects: |_| Vec::new(),
         revisioned: false,
+        plug_in_ca: false,
         managed_values,
     }
 }

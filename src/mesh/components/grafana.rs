@@ -43,6 +43,7 @@ pub fn component() -> Component {
         chart_kinds: CHART_KINDS,
         native_objects: |_| Vec::new(),
         revisioned: false,
+        plug_in_ca: false,
         managed_values,
     }
 }

@@ -53,6 +53,7 @@ pub fn component() -> Component {
         chart_kinds: CHART_KINDS,
         native_objects: |_| Vec::new(),
         revisioned: true,
+        plug_in_ca: true,
         managed_values,
     }
 }

@@ -44,6 +44,7 @@ pub fn component() -> Component {
         chart_kinds: CHART_KINDS,
         native_objects,
         revisioned: false,
+        plug_in_ca: false,
         managed_values,
     }
 }

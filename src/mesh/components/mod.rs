@@ -136,6 +136,7 @@ pub(crate) fn test_component(
         chart_kinds: &[],
         native_objects: |_| Vec::new(),
         revisioned: false,
+        plug_in_ca: false,
         managed_values: |_| serde_json::Value::Null,
     }
 }
