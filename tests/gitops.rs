@@ -30,7 +30,7 @@ use smm::api::{ControlPlane, MultiCluster, PrimaryCluster};
 use smm::operator::controller::LEADER_LEASE;
 use support::drift::{documents, istiod_patched_its_webhooks};
 use support::{
-    ExtraPlane, LocalIstiod, OperatorProcess, TestCluster, eventually, repo_root, smm, unique_name,
+    LocalIstiod, OperatorProcess, SecondPlane, TestCluster, eventually, repo_root, smm, unique_name,
 };
 
 /// Argo CD's processes, stopped (with its namespace and CRDs) when dropped.
@@ -615,7 +615,7 @@ async fn the_fleet_application_set_installs_a_control_plane_in_each_plane(
     values["namespace"] = json!(mesh_namespace);
     values["components"] = prometheus_only(json!({"enabled": true}));
 
-    let second = ExtraPlane::start();
+    let second = SecondPlane::start();
     let (second_server, second_config) = cluster_connection(&second.kubeconfig);
     // The in-cluster destination gets a Secret of its own to carry labels (a generator with a
     // selector leaves out the in-cluster destination otherwise); with no credentials in it,

@@ -19,8 +19,8 @@ use super::{
 };
 use crate::api::names::{SMM_NAMESPACE, TOPOLOGY_CONTROL_PLANES};
 use crate::api::{AttachedCluster, ClusterModel, ControlPlane, ControlPlaneSpec};
-use crate::cluster::control_plane;
 use crate::cluster::objects::FIELD_MANAGER;
+use crate::cluster::{control_plane, trust};
 use crate::desired::resolved::Resolved;
 use crate::engine::report::ReconcileReport;
 use crate::engine::session::Request;
@@ -119,7 +119,18 @@ pub async fn attach(
         }
         ClusterModel::Primary => {
             let catalog = &settings.catalog;
-            their_istiod_namespace(remote, catalog, attachment, control_plane, primary_spec).await?
+            let namespace =
+                their_istiod_namespace(remote, catalog, attachment, control_plane, primary_spec)
+                    .await?;
+            share_root(
+                primary,
+                remote,
+                placement.mesh_id(primary_spec.trust_domain()),
+                &namespace,
+                cluster,
+            )
+            .await?;
+            namespace
         }
     };
     let ends = Ends {
@@ -201,6 +212,28 @@ struct Ends {
     primary_namespace: String,
     here: String,
     attached_namespace: String,
+}
+
+/// Gives an attached primary an intermediate CA from this mesh's root (unless it has one, or
+/// its own `cacerts`), so the workloads of both clusters trust each other; one it has from
+/// another root refuses the attach (`TrustError::OtherRoot`).
+async fn share_root(
+    primary: &Client,
+    remote: &Client,
+    mesh_id: &str,
+    their_namespace: &str,
+    cluster: &str,
+) -> Result<(), FleetError> {
+    let root = trust::ensure_mesh_root(primary, mesh_id).await?;
+    let cacerts = trust::ensure_cacerts(remote, their_namespace, &root, cluster).await?;
+    if cacerts == trust::Cacerts::Created {
+        tracing::warn!(
+            cluster,
+            "made cacerts from the mesh root in {their_namespace}: its istiod signs with it once \
+             it restarts"
+        );
+    }
+    Ok(())
 }
 
 /// Makes each istiod able to read the other cluster: the primary's reads the attached one

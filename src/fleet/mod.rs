@@ -95,6 +95,8 @@ pub enum FleetError {
     #[error(transparent)]
     Store(#[from] crate::cluster::control_plane::StoreError),
     #[error(transparent)]
+    Trust(#[from] crate::cluster::trust::TrustError),
+    #[error(transparent)]
     Rejected(#[from] crate::desired::resolved::Rejected),
     #[error(transparent)]
     Revision(#[from] crate::mesh::revisions::strategy::RevisionError),

@@ -83,9 +83,9 @@ async fn a_remote_cluster_is_discovered_and_injected_by_the_primarys_istiod_unti
     let _lock = istio_mesh_lock().await;
     let mesh = Mesh::create(&cluster, None).await;
     let mesh_namespace = mesh.namespace.clone();
-    let plane = SecondPlane::start().await;
-    let remote: &Client = &plane.client;
-    let kubeconfig = plane.kubeconfig().display().to_string();
+    let plane = SecondPlane::start();
+    let remote: &Client = &plane.client().await;
+    let kubeconfig = plane.kubeconfig.display().to_string();
 
     // Attaching to a ControlPlane of one cluster is refused, naming what to set.
     let single = smm(&cluster_args(

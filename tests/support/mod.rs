@@ -267,68 +267,6 @@ pub async fn istio_mesh_lock() -> tokio::sync::MutexGuard<'static, ()> {
     LOCK.lock().await
 }
 
-/// A second local plane of the test's own (`scripts/cluster.sh` with its own state directory),
-/// for tests of a mesh over several clusters; stopped, its directory removed, when dropped.
-pub struct SecondPlane {
-    dir: tempfile::TempDir,
-    pub client: Client,
-}
-
-impl SecondPlane {
-    pub async fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("plane-")
-            .tempdir_in(repo_root().join("target/tmp"))
-            .unwrap();
-        let plane = |command: &str| {
-            std::process::Command::new(repo_root().join("scripts/cluster.sh"))
-                .arg(command)
-                .env("SMM_CLUSTER_DIR", dir.path())
-                .env_remove("KUBECONFIG")
-                .output()
-                .expect("scripts/cluster.sh runs")
-        };
-        let output = plane("up");
-        if !output.status.success() {
-            plane("down");
-            panic!(
-                "the second plane did not start:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        let target = ClusterTarget {
-            kubeconfig: Some(dir.path().join("kubeconfig")),
-            context: None,
-        };
-        let client = target.client().await.unwrap();
-        Self { dir, client }
-    }
-
-    pub fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("kubeconfig")
-    }
-
-    /// Makes this plane's API server reach `service_ip:443` (a Service of this plane) at
-    /// `127.0.0.1:port` through its egress proxy: an istiod of the other plane serving this
-    /// one's webhooks.
-    pub fn route(&self, name: &str, service_ip: &str, port: u16) {
-        let routes = self.dir.path().join("egress/routes");
-        let tmp = routes.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, format!("{service_ip}:443 127.0.0.1:{port}\n")).unwrap();
-        std::fs::rename(&tmp, routes.join(name)).unwrap();
-    }
-}
-
-impl Drop for SecondPlane {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new(repo_root().join("scripts/cluster.sh"))
-            .arg("down")
-            .env("SMM_CLUSTER_DIR", self.dir.path())
-            .env_remove("KUBECONFIG")
-            .status();
-    }
-}
-
 /// istiod (`pilot-discovery`) running as a local process for the istiod chart installed in
 /// `namespace`, through `scripts/istio/istiod.sh`: its webhooks are reachable by the API server
 /// through the plane's egress proxy. Stopped (and its route removed) when dropped.
@@ -512,13 +450,13 @@ impl Drop for OperatorProcess {
 /// an `SMM_CLUSTER_DIR` of its own in a temporary directory (about 5 s), stopped when dropped,
 /// also when the test fails. Start planes one after another: `up` picks free ports and
 /// releases them before its processes bind them.
-pub struct ExtraPlane {
+pub struct SecondPlane {
     dir: tempfile::TempDir,
     /// Its admin kubeconfig.
     pub kubeconfig: PathBuf,
 }
 
-impl ExtraPlane {
+impl SecondPlane {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let plane = Self {
@@ -539,6 +477,7 @@ impl ExtraPlane {
         std::process::Command::new(repo_root().join("scripts/cluster.sh"))
             .arg(command)
             .env("SMM_CLUSTER_DIR", self.dir.path().join("cluster"))
+            .env_remove("KUBECONFIG")
             .output()
             .expect("scripts/cluster.sh runs")
     }
@@ -552,9 +491,19 @@ impl ExtraPlane {
         .await
         .expect("a client of the second plane")
     }
+
+    /// Makes this plane's API server reach `service_ip:443` (a Service of this plane) at
+    /// `127.0.0.1:port` through its egress proxy: an istiod of the other plane serving this
+    /// one's webhooks.
+    pub fn route(&self, name: &str, service_ip: &str, port: u16) {
+        let routes = self.dir.path().join("cluster/egress/routes");
+        let tmp = routes.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, format!("{service_ip}:443 127.0.0.1:{port}\n")).unwrap();
+        std::fs::rename(&tmp, routes.join(name)).unwrap();
+    }
 }
 
-impl Drop for ExtraPlane {
+impl Drop for SecondPlane {
     fn drop(&mut self) {
         let _ = self.script("down");
     }
