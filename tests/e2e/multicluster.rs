@@ -298,7 +298,8 @@ async fn a_remote_cluster_is_discovered_and_injected_by_the_primarys_istiod_unti
     let managers = Api::<Secret>::namespaced(cluster.client.clone(), "smm-system");
     let manager = managers.get("smm-cluster-cluster-b").await.unwrap();
     let kubeconfig_text = String::from_utf8(manager.data.unwrap()["kubeconfig"].0.clone()).unwrap();
-    let server = Value::from(serde_yaml_ng::from_str::<Value>(&kubeconfig_text).unwrap()["clusters"][0]["cluster"]["server"].clone());
+    let parsed: Value = serde_yaml_ng::from_str(&kubeconfig_text).unwrap();
+    let server = parsed["clusters"][0]["cluster"]["server"].clone();
     let broken = kubeconfig_text.replace(server.as_str().unwrap(), "https://127.0.0.1:9");
     let patch = json!({"stringData": {"kubeconfig": broken}});
     managers
