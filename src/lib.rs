@@ -10,6 +10,8 @@
 //!        |    \        /      |                serve endpoints
 //!        |     dashboard      |                the web view: JSON, the graph as SVG, the page
 //!         \        |        /
+//!            fleet     |                       several clusters: attach, detach, each attached
+//!              |       |                       cluster's session after the primary's
 //!           engine      check                  sessions, rounds, one component's step, status |
 //!             |       /                        `smm check`: findings before and after install
 //!             |     /

@@ -121,11 +121,34 @@ pub struct Detail {
     pub mesh: Part<MeshView>,
     /// istiod's revisions and the revision tags.
     pub revisions: RevisionsView,
+    /// This cluster's place in a mesh of several, and the clusters attached to it.
+    pub clusters: ClustersView,
     /// The UIs of the enabled add-ons and the command that opens each.
     pub addons: Vec<AddonLink>,
     pub plan: Part<Vec<PlannedComponent>>,
     /// Why components show no values: the spec does not resolve.
     pub spec_error: Option<String>,
+}
+
+/// A mesh over several clusters as the dashboard shows it: this cluster's place in it
+/// (`spec.multiCluster`) and the attached clusters as the last attach, reconcile or
+/// `smm cluster status` recorded them.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClustersView {
+    pub this: Option<crate::api::MultiCluster>,
+    pub attached: Vec<crate::api::AttachedCluster>,
+}
+
+fn clusters_view(control_plane: &ControlPlane) -> ClustersView {
+    ClustersView {
+        this: control_plane.spec.multi_cluster.clone(),
+        attached: control_plane
+            .status
+            .as_ref()
+            .map(|status| status.clusters.clone())
+            .unwrap_or_default(),
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -244,6 +267,7 @@ impl Dashboard {
             components,
             mesh,
             revisions: revisions_view(control_plane),
+            clusters: clusters_view(control_plane),
             addons: addon_links(&self.catalog, name, &control_plane.spec),
             plan,
             spec_error: resolved

@@ -21,6 +21,7 @@ use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret};
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
+use smm::api::ControlPlane;
 
 use support::{
     HelmTool, TestCluster, assert_success, fresh_control_plane, repo_root, smm, unique_name,
@@ -86,11 +87,33 @@ async fn dashboard_in_a_real_browser_follows_the_control_plane() {
     let cluster = TestCluster::connect().await;
     let (name, mesh_namespace) = fresh_control_plane(&cluster).await;
     let cp_flag = ["--control-plane", name.as_str()];
+    // A cluster of a mesh of several (one attached cluster is recorded below), for the
+    // clusters' section; the attach itself is proven in the e2e tests, with two planes.
+    let control_planes = Api::<ControlPlane>::all(cluster.client.clone());
+    let multi_cluster =
+        json!({"spec": {"multiCluster": {"clusterName": "cluster-a", "network": "net1"}}});
+    control_planes
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(&multi_cluster),
+        )
+        .await
+        .unwrap();
     assert_success(&smm(
         &[&["install", "istiod", "prometheus"], &cp_flag[..]].concat()
     ));
     // A tag following the active (revisionless) revision, for the revisions' section.
     assert_success(&smm(&[&["tag", "set", "canary"], &cp_flag[..]].concat()));
+    // The attached cluster, recorded as unreachable.
+    let attached = json!({"status": {"clusters": [{
+        "name": "cluster-b", "model": "remote", "network": "net1", "reachable": false,
+        "message": "cluster cluster-b: cannot reach its API server",
+    }]}});
+    control_planes
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&attached))
+        .await
+        .unwrap();
 
     // An application namespace: pods made before it is labelled for injection, since the
     // injector of any installed istiod would refuse new pods there (nothing answers it).
@@ -272,6 +295,22 @@ async fn dashboard_in_a_real_browser_follows_the_control_plane() {
         r#"return [...document.querySelectorAll('#revisions-body tr[data-tag="canary"] td')].map(c => c.innerText);"#,
     );
     assert_eq!(tag, json!(["canary", "default", "default", "yes"]));
+    // Clusters: this one's place in the mesh, the attached one unreachable with its reason.
+    assert!(
+        browser.wait_for(
+            wait,
+            r#"const r = document.querySelector('#clusters-body tr[data-cluster="cluster-b"]');
+               return !!r && r.querySelectorAll('td')[3].innerText === 'no';"#
+        ),
+        "the clusters show cluster-b unreachable: {}",
+        browser.execute("return document.getElementById('clusters-body').innerText;")
+    );
+    let clusters = browser.execute("return document.getElementById('clusters-body').innerText;");
+    let clusters = clusters.as_str().unwrap();
+    assert!(
+        clusters.contains("cluster-a") && clusters.contains("cannot reach"),
+        "{clusters}"
+    );
     // The plan: nothing to do.
     let plan = browser.execute("return document.getElementById('plan-body').innerText;");
     assert!(plan.as_str().unwrap().contains("Nothing to do"), "{plan}");

@@ -171,6 +171,31 @@ function renderRevisions(view) {
   ];
 }
 
+// This cluster's place in the mesh and the clusters attached to it (`smm cluster attach`).
+function renderClusters(view) {
+  if (!view.this) {
+    return h("p", { class: "muted" }, "A mesh of one cluster: spec.multiCluster is not set.");
+  }
+  const mine = view.this;
+  return [
+    h("dl", { class: "facts" },
+      h("dt", {}, "This cluster"), h("dd", {}, mine.clusterName),
+      h("dt", {}, "Mesh"), h("dd", {}, mine.meshID || "(the trust domain)"),
+      h("dt", {}, "Network"), h("dd", {}, mine.network || "—"),
+      mine.primary ? [h("dt", {}, "Served by"), h("dd", {}, mine.primary.clusterName + " at " + mine.primary.address)] : null),
+    view.attached.length
+      ? table(["Cluster", "Model", "Network", "Reachable", "Remote secret made", "Message"],
+        view.attached.map((c) => ({
+          attrs: { "data-cluster": c.name },
+          cells: [c.name, c.model, c.network || "—",
+            badge(c.reachable ? "yes" : "no", c.reachable ? "good" : "bad"),
+            c.remoteSecretCreated ? new Date(c.remoteSecretCreated).toLocaleString() : "—",
+            c.message || "—"],
+        })))
+      : h("p", { class: "muted" }, "No cluster attached (smm cluster attach NAME --remote-kubeconfig FILE)."),
+  ];
+}
+
 const MARKS = { pass: ["✔", "good"], warn: ["‼", "busy"], fail: ["×", "bad"] };
 
 // The findings of `smm check`, grouped by category as the command prints them.
@@ -290,6 +315,7 @@ async function refresh() {
         detail.components.map(renderComponent)]);
       update("addons-body", detail.addons, renderAddons);
       update("mesh-body", detail.mesh, renderMesh);
+      update("clusters-body", detail.clusters, renderClusters);
       update("revisions-body", detail.revisions, renderRevisions);
       update("plan-body", detail.plan, renderPlan);
     }
