@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::{
     FleetError, Reach, SessionSettings, api_error, apply_secret, istiod_enabled, istiod_namespace,
-    now, record_status,
+    now, patched, record_status,
 };
 use crate::api::names::{SMM_NAMESPACE, TOPOLOGY_CONTROL_PLANES};
 use crate::api::{AttachedCluster, ClusterModel, ControlPlane, ControlPlaneSpec};
@@ -76,13 +76,7 @@ pub async fn attach(
     let primary_spec = &primary_cp.spec;
     let placement = multicluster::check_attachment(control_plane, primary_spec, attachment)?;
     let remote = &attached.client;
-    remote
-        .apiserver_version()
-        .await
-        .map_err(|source| FleetError::Unreachable {
-            cluster: cluster.to_owned(),
-            source: Box::new(source),
-        })?;
+    attached.check_reachable(cluster).await?;
     check_not_elsewhere(remote, attachment, control_plane, primary_spec).await?;
     let mut report = AttachReport {
         cluster: AttachedCluster {
@@ -503,21 +497,10 @@ async fn record_created(
     }
     let record = serde_json::to_string(created).expect("a list of names serializes");
     let patch = json!({"metadata": {"annotations": {CREATED_ANNOTATION: record}}});
-    Api::<ControlPlane>::all(remote.clone())
-        .patch(
-            control_plane,
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-        .map_err(|e| {
-            api_error(
-                cluster,
-                "annotate",
-                format!("ControlPlane {control_plane}"),
-                e,
-            )
-        })?;
+    let api = Api::<ControlPlane>::all(remote.clone());
+    let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
+    let write = api.patch(control_plane, &params, &patch).await;
+    patched(write, cluster, "annotate", control_plane)?;
     Ok(())
 }
 

@@ -128,6 +128,20 @@ pub struct Reach {
     pub target: ClusterTarget,
 }
 
+impl Reach {
+    /// Whether the cluster's API server answers: `cluster` is unreachable otherwise.
+    async fn check_reachable(&self, cluster: &str) -> Result<(), FleetError> {
+        self.client
+            .apiserver_version()
+            .await
+            .map(|_| ())
+            .map_err(|source| FleetError::Unreachable {
+                cluster: cluster.to_owned(),
+                source: Box::new(source),
+            })
+    }
+}
+
 /// How the sessions against attached clusters run: as the primary's own.
 #[derive(Clone)]
 pub struct SessionSettings {
@@ -244,21 +258,22 @@ async fn update_status(
         "metadata": {"resourceVersion": stored.metadata.resource_version},
         "status": {"clusters": clusters},
     });
-    api.patch_status(
-        control_plane,
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-    .map_err(|e| {
-        api_error(
-            here,
-            "write the status of",
-            format!("ControlPlane {control_plane}"),
-            e,
-        )
-    })?;
-    Ok(())
+    let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
+    let write = api.patch_status(control_plane, &params, &patch).await;
+    patched(write, here, "write the status of", control_plane)
+}
+
+/// A patch of the ControlPlane `control_plane` in `cluster`, its error named.
+fn patched<T>(
+    result: Result<T, kube::Error>,
+    cluster: &str,
+    action: &'static str,
+    control_plane: &str,
+) -> Result<(), FleetError> {
+    let what = || format!("ControlPlane {control_plane}");
+    result
+        .map(|_| ())
+        .map_err(|e| api_error(cluster, action, what(), e))
 }
 
 fn api_error(cluster: &str, action: &'static str, what: String, source: kube::Error) -> FleetError {

@@ -110,14 +110,7 @@ async fn reconcile_one(
             .map_err(|err| credentials(err.to_string()))?,
         target,
     };
-    reach
-        .client
-        .apiserver_version()
-        .await
-        .map_err(|source| FleetError::Unreachable {
-            cluster: cluster.to_owned(),
-            source: Box::new(source),
-        })?;
+    reach.check_reachable(cluster).await?;
     let spec = super::remote_spec(&settings.catalog, &name, &control_plane.spec, attachment)?;
     let resolved = Resolved::new(&settings.catalog, &name, spec)?;
     let run = settings

@@ -347,16 +347,20 @@ mod tests {
         first_certificate_der("test", pem).unwrap()
     }
 
+    fn root_and_cluster_a() -> (MeshRoot, ClusterCa) {
+        let root = MeshRoot::generate("mesh1").unwrap();
+        let ca = root.issue("cluster-a", "istio-system").unwrap();
+        (root, ca)
+    }
+
     fn days(seconds: i64) -> i64 {
         seconds / 86_400
     }
 
     #[test]
     fn the_intermediate_chains_to_the_root_and_signs_only_workloads() {
-        let root = MeshRoot::generate("mesh1").unwrap();
-        let ca = root.issue("cluster-a", "istio-system").unwrap();
-        let root_der = parsed(root.cert_pem());
-        let ca_der = parsed(&ca.ca_cert_pem);
+        let (root, ca) = root_and_cluster_a();
+        let (root_der, ca_der) = (parsed(root.cert_pem()), parsed(&ca.ca_cert_pem));
         let (_, root_cert) = parse_x509_certificate(&root_der).unwrap();
         let (_, ca_cert) = parse_x509_certificate(&ca_der).unwrap();
 
@@ -425,10 +429,8 @@ mod tests {
 
     #[test]
     fn validity_follows_istios_tooling_and_never_outlives_the_root() {
-        let root = MeshRoot::generate("mesh1").unwrap();
-        let ca = root.issue("cluster-a", "istio-system").unwrap();
-        let root_der = parsed(root.cert_pem());
-        let ca_der = parsed(&ca.ca_cert_pem);
+        let (root, ca) = root_and_cluster_a();
+        let (root_der, ca_der) = (parsed(root.cert_pem()), parsed(&ca.ca_cert_pem));
         let (_, root_cert) = parse_x509_certificate(&root_der).unwrap();
         let (_, ca_cert) = parse_x509_certificate(&ca_der).unwrap();
         let now = ASN1Time::now().timestamp();

@@ -33,6 +33,18 @@ struct Leftovers {
     namespace: String,
 }
 
+impl Leftovers {
+    /// A mesh ID and a mesh namespace of the test's own, cleaned up when dropped.
+    fn new() -> (String, String, Self) {
+        let (mesh_id, namespace) = (unique_name("mesh"), unique_name("e2e-trustns"));
+        let leftovers = Self {
+            mesh_id: mesh_id.clone(),
+            namespace: namespace.clone(),
+        };
+        (mesh_id, namespace, leftovers)
+    }
+}
+
 impl Drop for Leftovers {
     fn drop(&mut self) {
         let kubectl = crate::support::repo_root().join(".tools/kubectl");
@@ -106,12 +118,7 @@ async fn istiod_publishes_the_mesh_root_smm_made() {
     let cluster = TestCluster::connect().await;
     let client = &cluster.client;
     let _lock = istio_mesh_lock().await;
-    let mesh_id = unique_name("mesh");
-    let namespace = unique_name("e2e-trustns");
-    let _leftovers = Leftovers {
-        mesh_id: mesh_id.clone(),
-        namespace: namespace.clone(),
-    };
+    let (mesh_id, namespace, _leftovers) = Leftovers::new();
     let mesh = Mesh::create_with(&cluster, namespace.clone(), multi_cluster(&mesh_id)).await;
     mesh.smm(&["install", "istiod"]);
 
@@ -198,12 +205,7 @@ async fn a_users_cacerts_is_left_alone_and_another_roots_is_refused() {
     let cluster = TestCluster::connect().await;
     let client = &cluster.client;
     let _lock = istio_mesh_lock().await;
-    let mesh_id = unique_name("mesh");
-    let namespace = unique_name("e2e-trustns");
-    let _leftovers = Leftovers {
-        mesh_id: mesh_id.clone(),
-        namespace: namespace.clone(),
-    };
+    let (mesh_id, namespace, _leftovers) = Leftovers::new();
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     let mut object = k8s_openapi::api::core::v1::Namespace::default();
     object.metadata.name = Some(namespace.clone());
@@ -298,12 +300,7 @@ async fn cacerts_made_under_an_installed_istiod_is_reported_not_restarted() {
     let cluster = TestCluster::connect().await;
     let client = &cluster.client;
     let _lock = istio_mesh_lock().await;
-    let mesh_id = unique_name("mesh");
-    let namespace = unique_name("e2e-trustns");
-    let _leftovers = Leftovers {
-        mesh_id: mesh_id.clone(),
-        namespace: namespace.clone(),
-    };
+    let (mesh_id, namespace, _leftovers) = Leftovers::new();
     let mesh = Mesh::create_with(&cluster, namespace.clone(), json!({})).await;
     mesh.smm(&["install", "istiod"]);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
