@@ -98,14 +98,7 @@ pub async fn attach(
         ClusterModel::Remote => {
             let run =
                 install_remote(attached, control_plane, primary_spec, attachment, settings).await?;
-            let installed = run.succeeded();
-            report.remote = Some(run);
-            if !installed {
-                report.cluster.message = Some(format!(
-                    "the remote cluster's ControlPlane {control_plane} did not reach its desired \
-                     state: see its status there"
-                ));
-                record_status(primary, control_plane, &report.cluster).await?;
+            if !settled(primary, control_plane, run, &mut report).await? {
                 return Ok(report);
             }
             keep_manager_credentials(primary, remote, control_plane, attachment, servers).await?;
@@ -116,14 +109,21 @@ pub async fn attach(
             let namespace =
                 their_istiod_namespace(remote, catalog, attachment, control_plane, primary_spec)
                     .await?;
-            share_root(
-                primary,
-                remote,
-                placement.mesh_id(primary_spec.trust_domain()),
-                &namespace,
-                cluster,
-            )
-            .await?;
+            let mesh_id = placement.mesh_id(primary_spec.trust_domain());
+            share_root(primary, remote, mesh_id, &namespace, cluster).await?;
+            // Its own ControlPlane as it is stored: istiod installed (with the shared root)
+            // before the reader's token is asked for, whose account istiod's chart makes.
+            let run = settings
+                .session(attached)
+                .run(control_plane, Request::Stored, |_| {})
+                .await
+                .map_err(|source| FleetError::Session {
+                    cluster: cluster.to_owned(),
+                    source: Box::new(source),
+                })?;
+            if !settled(primary, control_plane, run, &mut report).await? {
+                return Ok(report);
+            }
             namespace
         }
     };
@@ -144,6 +144,26 @@ pub async fn attach(
     .await?;
     record_status(primary, control_plane, &report.cluster).await?;
     Ok(report)
+}
+
+/// Records the attached cluster's own reconcile in the report; one that did not reach its
+/// desired state is recorded in the primary's status too, and ends the attach (`false`).
+async fn settled(
+    primary: &Client,
+    control_plane: &str,
+    run: ReconcileReport,
+    report: &mut AttachReport,
+) -> Result<bool, FleetError> {
+    let done = run.succeeded();
+    report.remote = Some(run);
+    if !done {
+        report.cluster.message = Some(format!(
+            "the attached cluster's ControlPlane {control_plane} did not reach its desired \
+             state: see its status there"
+        ));
+        record_status(primary, control_plane, &report.cluster).await?;
+    }
+    Ok(done)
 }
 
 /// Reconciles the remote cluster's own ControlPlane: the primary's mesh with istiod in the
@@ -219,6 +239,10 @@ async fn share_root(
     cluster: &str,
 ) -> Result<(), FleetError> {
     let root = trust::ensure_mesh_root(primary, mesh_id).await?;
+    let namespace: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": their_namespace}}))
+            .expect("a namespace deserializes");
+    apply(cluster, &namespace, Api::<Namespace>::all(remote.clone())).await?;
     let cacerts = trust::ensure_cacerts(remote, their_namespace, &root, cluster).await?;
     if cacerts == trust::Cacerts::Created {
         tracing::warn!(

@@ -392,3 +392,136 @@ async fn a_remote_cluster_is_discovered_and_injected_by_the_primarys_istiod_unti
         .unwrap();
     assert!(stored.status.unwrap().clusters.is_empty());
 }
+
+/// A Service `hello` in a new namespace of the cluster `client` reaches; returns its host.
+async fn service_only_in(client: &Client) -> String {
+    let namespace = unique_name("demo");
+    let object: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &object)
+        .await
+        .unwrap();
+    let hello: Service = serde_json::from_value(json!({
+        "metadata": {"name": "hello"},
+        "spec": {"selector": {"app": "hello"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(client.clone(), &namespace)
+        .create(&PostParams::default(), &hello)
+        .await
+        .unwrap();
+    format!("hello.{namespace}.svc.cluster.local")
+}
+
+/// The root certificate an istiod publishes in its namespace.
+async fn published_root(client: &Client, namespace: &str) -> String {
+    let config_maps =
+        Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), namespace);
+    let mut root = String::new();
+    wait_for(
+        "no istio-ca-root-cert",
+        Duration::from_secs(30),
+        async || {
+            let found = config_maps.get_opt("istio-ca-root-cert").await.unwrap();
+            root = found
+                .and_then(|cm| cm.data)
+                .and_then(|data| data.get("root-cert.pem").cloned())
+                .unwrap_or_default();
+            !root.is_empty()
+        },
+    )
+    .await;
+    root
+}
+
+/// Two primaries of one mesh: attaching the second gives it an intermediate CA from the first's
+/// root before its istiod is installed, and each real istiod a remote secret for the other
+/// cluster, so each discovers a Service that exists only in the other, and both sign with one
+/// root; detach takes the remote secrets back.
+#[tokio::test]
+async fn two_primaries_discover_each_other_and_share_one_root() {
+    let cluster = TestCluster::connect().await;
+    let _lock = istio_mesh_lock().await;
+    let topology = |name: &str| json!({"multiCluster": {"meshID": "mesh2", "clusterName": name}});
+    let mesh = Mesh::create_with(&cluster, unique_name("e2e-istions"), topology("east")).await;
+    let namespace = mesh.namespace.clone();
+    mesh.smm(&["install", "istiod"]);
+    let istiod_a = LocalIstiod::start(&namespace, "");
+    let plane = SecondPlane::start();
+    let remote = &plane.client().await;
+    let kubeconfig = plane.kubeconfig.display().to_string();
+
+    // The second primary's ControlPlane, stored before its first reconcile.
+    crate::support::ensure_control_plane_crd(remote).await;
+    let mut theirs = json!({
+        "apiVersion": "smm.dev/v1alpha1", "kind": "ControlPlane",
+        "metadata": {"name": mesh.name},
+        "spec": {"namespace": namespace, "imageRegistry": crate::istio::REGISTRY},
+    });
+    theirs["spec"]["multiCluster"] = topology("west")["multiCluster"].clone();
+    theirs["spec"]["components"] = json!({"base": {"enabled": true}, "istiod": {"enabled": true},
+        "prometheus": {"enabled": false}, "ingress-gateway": {"enabled": false},
+        "egress-gateway": {"enabled": false}});
+    Api::<ControlPlane>::all(remote.clone())
+        .patch(
+            &mesh.name,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&theirs),
+        )
+        .await
+        .unwrap();
+    let attach = cluster_args(
+        &["attach", "west", "--model", "primary"],
+        &kubeconfig,
+        &mesh,
+    );
+    assert_success("smm cluster attach --model primary", &smm(&attach));
+    let remote_flags = [
+        "--kubeconfig",
+        kubeconfig.as_str(),
+        "--control-plane",
+        mesh.name.as_str(),
+    ];
+    assert_success(
+        "smm install istiod (west)",
+        &smm(&[&["install", "istiod"], &remote_flags[..]].concat()),
+    );
+    let istiod_b = LocalIstiod::start_on(Some(&plane.dir()), &namespace, "");
+
+    // Each istiod discovers the other cluster's Service; both publish one root.
+    let (in_a, in_b) = (
+        service_only_in(&cluster.client).await,
+        service_only_in(remote).await,
+    );
+    for (istiod, host) in [(&istiod_a, &in_b), (&istiod_b, &in_a)] {
+        wait_for(
+            &format!("{host} not in istiod's registry"),
+            Duration::from_secs(30),
+            async || registry_hosts(istiod).contains(host),
+        )
+        .await;
+    }
+    let root_a = published_root(&cluster.client, &namespace).await;
+    let root_b = published_root(remote, &namespace).await;
+    assert_eq!(root_a, root_b, "the two istiods publish different roots");
+
+    // Detach: the remote secrets on both sides go, and with them the other cluster's Service.
+    let detach = cluster_args(&["detach", "west"], &kubeconfig, &mesh);
+    assert_success("smm cluster detach", &smm(&detach));
+    wait_for(
+        &format!("{in_b} still in istiod's registry"),
+        Duration::from_secs(30),
+        async || !registry_hosts(&istiod_a).contains(&in_b),
+    )
+    .await;
+    let secrets_b = Api::<Secret>::namespaced(remote.clone(), &namespace);
+    assert!(!exists(&secrets_b, "istio-remote-secret-east").await);
+    // West's istiod, its ControlPlane and its cacerts are its own and stay.
+    assert!(exists(&Api::<ControlPlane>::all(remote.clone()), &mesh.name).await);
+    drop(istiod_b);
+    assert_success(
+        "smm uninstall (west)",
+        &smm(&[&["uninstall", "-a", "--force"], &remote_flags[..]].concat()),
+    );
+}

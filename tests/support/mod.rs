@@ -273,6 +273,8 @@ pub async fn istio_mesh_lock() -> tokio::sync::MutexGuard<'static, ()> {
 pub struct LocalIstiod {
     namespace: String,
     revision: String,
+    /// The plane it serves, when not the test's own (`SMM_CLUSTER_DIR`).
+    plane: Option<PathBuf>,
     /// istiod's plain HTTP port (`/ready`, `/debug/*`).
     pub http_port: u16,
     /// Its webhook port (what a plane's egress route maps istiod's Service to).
@@ -285,7 +287,13 @@ impl LocalIstiod {
     /// Starts istiod for the chart installed in `namespace` (revision `""`: the default one) and
     /// returns once its readiness endpoint answers.
     pub fn start(namespace: &str, revision: &str) -> Self {
-        let output = std::process::Command::new(repo_root().join("scripts/istio/istiod.sh"))
+        Self::start_on(None, namespace, revision)
+    }
+
+    /// As [`LocalIstiod::start`], for the plane whose state directory is `plane` (none: the
+    /// test's own).
+    pub fn start_on(plane: Option<&Path>, namespace: &str, revision: &str) -> Self {
+        let output = Self::script(plane)
             .args(["start", namespace, revision])
             // Its leader-election identity is then the script's, one per revision: istiods of
             // two revisions side by side must not share one.
@@ -308,6 +316,7 @@ impl LocalIstiod {
         Self {
             namespace: namespace.to_owned(),
             revision: revision.to_owned(),
+            plane: plane.map(Path::to_owned),
             http_port: value("ISTIOD_HTTP_PORT").parse().unwrap(),
             https_port: value("ISTIOD_HTTPS_PORT").parse().unwrap(),
             dir: PathBuf::from(value("ISTIOD_DIR")),
@@ -354,9 +363,22 @@ impl LocalIstiod {
 
 impl Drop for LocalIstiod {
     fn drop(&mut self) {
-        let _ = std::process::Command::new(repo_root().join("scripts/istio/istiod.sh"))
+        let _ = Self::script(self.plane.as_deref())
             .args(["stop", &self.namespace, &self.revision])
             .status();
+    }
+}
+
+impl LocalIstiod {
+    /// `scripts/istio/istiod.sh`, for the plane in `plane` or the test's own.
+    fn script(plane: Option<&Path>) -> std::process::Command {
+        let mut command = std::process::Command::new(repo_root().join("scripts/istio/istiod.sh"));
+        if let Some(plane) = plane {
+            command
+                .env("SMM_CLUSTER_DIR", plane)
+                .env_remove("KUBECONFIG");
+        }
+        command
     }
 }
 
@@ -490,6 +512,11 @@ impl SecondPlane {
         .client()
         .await
         .expect("a client of the second plane")
+    }
+
+    /// Its state directory, as `SMM_CLUSTER_DIR` names it to the plane's scripts.
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().join("cluster")
     }
 
     /// Makes this plane's API server reach `service_ip:443` (a Service of this plane) at
