@@ -2,7 +2,7 @@
 //! labelled `owner=helm`) in one list call per release namespace (the latest records only, not
 //! the superseded history), so deciding what to do spawns no helm and reads no record twice.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -269,8 +269,9 @@ fn secret_name(release: &ReleaseRef, revision: i64) -> String {
 /// a consistent list, which right after helm's write waits for the API server's cache to catch
 /// up: about 20 ms here, against 2 for this read). `None` when no record of that revision is
 /// there, or one whose labels say it is not that release's revision deployed (a revision
-/// someone else made and helm's own superseded since): then the caller lists them. A newer revision made meanwhile by someone else is not looked for: the next run finds
-/// it, as any change made by hand.
+/// someone else made and helm's own superseded since): then the caller lists them. A newer
+/// revision made meanwhile by someone else is not looked for: the next run finds it, as any
+/// change made by hand.
 pub async fn read_revision(
     client: &Client,
     release: &ReleaseRef,
@@ -316,21 +317,21 @@ pub async fn observe(
     freshness: Freshness,
     cache: &RecordCache,
 ) -> Result<ObservedReleases, kube::Error> {
-    let mut by_namespace: BTreeMap<&str, Vec<&ReleaseRef>> = BTreeMap::new();
+    let mut by_namespace: BTreeMap<&str, BTreeMap<&str, &ReleaseRef>> = BTreeMap::new();
     for release in releases {
-        let names = by_namespace.entry(&release.namespace).or_default();
-        if !names.iter().any(|known| known.name == release.name) {
-            names.push(release);
-        }
+        by_namespace
+            .entry(&release.namespace)
+            .or_default()
+            .insert(&release.name, release);
     }
     let mut observed = ObservedReleases::new();
     // One after another, on the run's one connection (a new connection's first request waits
     // for a delayed ACK; see docs/benchmarks.md). Most meshes have one namespace.
     for (namespace, releases) in by_namespace {
-        let names: BTreeSet<&str> = releases.iter().map(|r| r.name.as_str()).collect();
+        let names: Vec<&str> = releases.keys().copied().collect();
         let selector = format!(
             "owner=helm,status!=superseded,name in ({})",
-            names.into_iter().collect::<Vec<_>>().join(",")
+            names.join(",")
         );
         let params = ListParams::default().labels(&selector);
         let params = match freshness {
@@ -338,7 +339,7 @@ pub async fn observe(
             Freshness::Cached => params.match_any(),
         };
         let api = Api::<Secret>::namespaced(client.clone(), namespace);
-        if freshness == Freshness::Cached && releases.iter().any(|release| cache.knows(release)) {
+        if freshness == Freshness::Cached && releases.values().any(|release| cache.knows(release)) {
             let listed = api.list_metadata(&params).await?;
             let metas: Vec<_> = listed.items.iter().map(|item| &item.metadata).collect();
             if let Some(known) = from_cache(namespace, &metas, cache) {
