@@ -495,6 +495,34 @@ mod tests {
         assert!(deployed_revision(&not_helms, &release, 4).is_none());
     }
 
+    /// A run's first look takes records from the cache only when every release's latest
+    /// Secret, as listed, is exactly the version a record was decoded from; one Secret written
+    /// since (a new resourceVersion) sends the run to read the Secrets whole.
+    #[test]
+    fn the_cache_answers_only_for_the_very_versions_listed() {
+        let versioned = |name: &str, resource_version: &str| ObjectMeta {
+            name: Some(format!("sh.helm.release.v1.{name}.v1")),
+            uid: Some(format!("uid-{name}")),
+            resource_version: Some(resource_version.to_owned()),
+            ..record(name, "1", "deployed")
+        };
+        let release = |name: &str| ReleaseRef {
+            name: name.to_owned(),
+            namespace: "a".to_owned(),
+        };
+        let cache = RecordCache::default();
+        for (name, resource_version) in [("istiod", "10"), ("base", "11")] {
+            let meta = versioned(name, resource_version);
+            let version = SecretVersion::of(&meta).unwrap();
+            cache.put(&release(name), version, Arc::default());
+        }
+        let listed = [versioned("istiod", "10"), versioned("base", "11")];
+        let known = from_cache("a", &listed.iter().collect::<Vec<_>>(), &cache).unwrap();
+        assert_eq!(known.len(), 2);
+        let rewritten = [versioned("istiod", "10"), versioned("base", "12")];
+        assert!(from_cache("a", &rewritten.iter().collect::<Vec<_>>(), &cache).is_none());
+    }
+
     #[test]
     fn the_highest_revision_wins() {
         let records = [
