@@ -137,6 +137,10 @@ for n in growth:
     row(f"growth: no-op of {n} tiny components (session, lease included)", fmt(t),
         f"RSS {rss / 1024:.1f} MiB, {api:g} API requests + lease, {hpn:g} helm; cold {fmt(cold)}",
         "", "< one helm start" if n == max(growth) else "", (t < helm_start) if n == max(growth) and helm_start else None)
+    first = med(f"growth.{n}.noop_new_session_s")
+    if first is not None:
+        row(f"growth: no-op of {n} tiny components, new session (no record decoded before)", fmt(first),
+            "as a one-shot `smm reconcile -f` process", "", "—", None)
 cold_growth(compare, med, growth)
 if len(growth) >= 2:
     lo, hi = growth[0], growth[-1]

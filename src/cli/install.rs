@@ -105,8 +105,9 @@ pub async fn run_uninstall(
     args: &UninstallArgs,
 ) -> anyhow::Result<ExitCode> {
     let selection = selection(args.all, &args.components);
-    let uninstall =
-        |spec: &mut ControlPlaneSpec, catalog: &Catalog| edit::uninstall(spec, catalog, &selection);
+    let uninstall = |spec: &mut ControlPlaneSpec, catalog: &Catalog| {
+        edit::uninstall(spec, catalog, &selection).map(Into::into)
+    };
     change(global, catalog, &args.change, &uninstall).await
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 
 use smm::api::{ControlPlaneSpec, DEFAULT_CONTROL_PLANE};
+use smm::desired::edit::Covered;
 use smm::desired::tags::{remove_tag, set_tag};
 use smm::engine::session::Request;
 use smm::mesh::catalog::Catalog;
@@ -83,7 +84,7 @@ pub async fn run(
                 None => Vec::new(),
             };
             let edit = |spec: &mut ControlPlaneSpec, catalog: &Catalog| {
-                set_tag(spec, catalog, tag, revision.as_deref(), &running)
+                set_tag(spec, catalog, tag, revision.as_deref(), &running).map(Covered::from)
             };
             apply(global, catalog, change, &edit).await
         }
@@ -92,8 +93,9 @@ pub async fn run(
                 let client = global.client().await?;
                 revisions::check_tag_unused(&client, &change.control_plane, tag).await?;
             }
-            let edit =
-                |spec: &mut ControlPlaneSpec, catalog: &Catalog| remove_tag(spec, catalog, tag);
+            let edit = |spec: &mut ControlPlaneSpec, catalog: &Catalog| {
+                remove_tag(spec, catalog, tag).map(Covered::from)
+            };
             apply(global, catalog, change, &edit).await
         }
         TagCommand::List {

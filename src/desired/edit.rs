@@ -106,6 +106,25 @@ pub struct InstallOptions {
     pub values: Vec<Value>,
 }
 
+/// The components a reconcile after an edit covers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Covered {
+    /// What the command named, or what the edit is about.
+    pub named: BTreeSet<String>,
+    /// What the named components depend on, brought in (so that they are installed first)
+    /// without being named.
+    pub dependencies: BTreeSet<String>,
+}
+
+impl From<BTreeSet<String>> for Covered {
+    fn from(named: BTreeSet<String>) -> Self {
+        Self {
+            named,
+            dependencies: BTreeSet::new(),
+        }
+    }
+}
+
 /// Enables the selected components and everything they depend on. Returns the components the
 /// reconcile must cover. `--all` enables every component of the spec's profile, not just those
 /// enabled by default: the ambient node agents only under `ambient` (a sidecar mesh has no use
@@ -115,7 +134,7 @@ pub fn install(
     catalog: &Catalog,
     selection: &Selection,
     options: &InstallOptions,
-) -> Result<BTreeSet<String>, EditError> {
+) -> Result<Covered, EditError> {
     let profile = options.profile.unwrap_or(spec.profile());
     let mut named = selection.resolve(catalog)?;
     if matches!(selection, Selection::All) {
@@ -160,7 +179,12 @@ pub fn install(
             merge(target, values);
         }
     }
-    Ok(scope)
+    let named: BTreeSet<String> = named.into_iter().map(str::to_owned).collect();
+    let dependencies = scope.difference(&named).cloned().collect();
+    Ok(Covered {
+        named,
+        dependencies,
+    })
 }
 
 /// Disables the selected components. Refuses when an enabled component outside the selection
@@ -242,10 +266,11 @@ mod tests {
             ],
             ..InstallOptions::default()
         };
-        let scope = install(&mut spec, &catalog(), &named(&["gateway"]), &options).unwrap();
+        let covered = install(&mut spec, &catalog(), &named(&["gateway"]), &options).unwrap();
+        assert_eq!(covered.named.into_iter().collect::<Vec<_>>(), ["gateway"]);
         assert_eq!(
-            scope.into_iter().collect::<Vec<_>>(),
-            ["base", "gateway", "istiod"]
+            covered.dependencies.into_iter().collect::<Vec<_>>(),
+            ["base", "istiod"]
         );
         let gateway = &spec.components["gateway"];
         assert_eq!(gateway.enabled, Some(true));

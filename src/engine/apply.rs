@@ -136,14 +136,8 @@ impl Engine {
         let release_state = release.map(|r| &r.state);
         let owner = writer.control_plane_uid();
         run_helm(&self.helm, wanted, operation, release_state, owner).await?;
-        let applied = release::observe(
-            &self.client,
-            std::slice::from_ref(&wanted.release),
-            release::Freshness::Latest,
-        )
-        .await
-        .map_err(ComponentError::Observe)?;
-        let Some(applied) = release::lookup(&applied, &wanted.release) else {
+        let applied = self.read_applied(wanted, operation, release).await?;
+        let Some(applied) = applied.as_ref() else {
             // helm said it succeeded; its record not being there is someone else's doing.
             writer.applied(wanted, phase, None).await?;
             return Ok(StepEnd::Waiting(
@@ -154,6 +148,37 @@ impl Engine {
         writer.applied(wanted, phase, Some(revision)).await?;
         tracing::info!(component = name, ?operation, revision, "applied");
         self.await_workloads(wanted, phase, applied, writer).await
+    }
+
+    /// The revision helm just wrote for `wanted`: an install or upgrade makes the one after
+    /// the latest observed (the first, where none is), read by name; a recovery (which may
+    /// roll back first), or a record not found where expected, is looked for among the
+    /// release's latest records.
+    async fn read_applied(
+        &self,
+        wanted: &DesiredComponent<'_>,
+        operation: Operation,
+        release: Option<&ObservedRelease>,
+    ) -> Result<Option<ObservedRelease>, ComponentError> {
+        if operation != Operation::Recover {
+            let next = release.map_or(1, |r| r.revision + 1);
+            let read = release::read_revision(&self.client, &wanted.release, next, &self.records);
+            if let Some(applied) = read.await.map_err(ComponentError::Observe)? {
+                return Ok(Some(applied));
+            }
+        }
+        let mut latest = release::observe(
+            &self.client,
+            std::slice::from_ref(&wanted.release),
+            release::Freshness::Latest,
+            &self.records,
+        )
+        .await
+        .map_err(ComponentError::Observe)?;
+        Ok(latest.remove(&(
+            wanted.release.namespace.clone(),
+            wanted.release.name.clone(),
+        )))
     }
 
     /// The component's namespace changed: its release (and native objects) in the old namespace

@@ -289,12 +289,7 @@ mod tests {
     }
 
     fn release(state: ReleaseState) -> ObservedRelease {
-        ObservedRelease {
-            revision: 3,
-            state,
-            owner: None,
-            record: Ok(Default::default()),
-        }
+        ObservedRelease::decoded(3, state, None, Default::default())
     }
 
     #[test]

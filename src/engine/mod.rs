@@ -28,18 +28,20 @@ use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use decide::Operation;
+use decide::{Operation, Reason, decide};
 use report::{PlannedComponent, Progress, ReconcileReport};
 pub use status::StatusError;
 use status::StatusWriter;
 pub use step::ComponentError;
 
-use crate::api::{ControlPlane, ControlPlaneStatus};
+use crate::api::{ComponentStatus, ControlPlane, ControlPlaneStatus};
 use crate::cluster::inventory::Inventory;
+use crate::desired::edit::Covered;
 use crate::desired::resolve::DesiredComponent;
 use crate::desired::resolved::{Rejected, Resolved};
 use crate::helm::Helm;
 use crate::helm::record::ManifestObject;
+use crate::helm::record_cache::RecordCache;
 use crate::helm::release::{self, Freshness, ObservedReleases, ReleaseRef};
 use crate::mesh::catalog::Catalog;
 use crate::values::diff;
@@ -74,7 +76,7 @@ pub enum EngineError {
 pub enum Scope {
     #[default]
     All,
-    Only(BTreeSet<String>),
+    Only(Covered),
 }
 
 impl Scope {
@@ -86,7 +88,21 @@ impl Scope {
     pub fn includes(&self, name: &str) -> bool {
         match self {
             Scope::All => true,
-            Scope::Only(names) => names.contains(name),
+            Scope::Only(covered) => {
+                covered.named.contains(name) || covered.dependencies.contains(name)
+            }
+        }
+    }
+
+    /// Whether an up-to-date component is looked at for drift (objects of its release deleted
+    /// behind helm's back): in every run but for a dependency an imperative command brought in
+    /// without naming it. That one is there to be installed first if it is not; `smm
+    /// reconcile` and the operator, which cover every component, repair its drift, and so does
+    /// a command naming it.
+    fn checks_drift(&self, name: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Only(covered) => !covered.dependencies.contains(name),
         }
     }
 }
@@ -153,6 +169,8 @@ pub struct Engine {
     helm: Helm,
     catalog: Arc<Catalog>,
     settings: EngineSettings,
+    /// helm's records decoded by earlier runs (see [`Engine::with_records`]).
+    records: RecordCache,
     progress: Option<Arc<dyn Progress>>,
     /// Cancelled when the run must stop at once (the lease was lost, the CLI was interrupted):
     /// helm is told to stop and the engine stops.
@@ -181,6 +199,7 @@ impl Engine {
             helm,
             catalog,
             settings,
+            records: RecordCache::default(),
             progress: None,
             cancel: CancellationToken::new(),
             stop: CancellationToken::new(),
@@ -194,6 +213,14 @@ impl Engine {
     /// touched.
     pub fn with_predecessor_stopped_by(mut self, stopped_by: tokio::time::Instant) -> Self {
         self.predecessor_stopped_by = Some(stopped_by);
+        self
+    }
+
+    /// Keeps helm's decoded records in `records`, shared with whatever else holds it (the
+    /// operator's every reconcile): a record read again from the same Secret version is not
+    /// decoded again. Clones of an engine share its cache already.
+    pub fn with_records(mut self, records: RecordCache) -> Self {
+        self.records = records;
         self
     }
 
@@ -254,13 +281,20 @@ impl Engine {
         scope: &Scope,
     ) -> Result<Vec<PlannedComponent>, EngineError> {
         let in_scope = scope.select(resolved.components());
-        let observed = self.observe(&in_scope, status).await?;
+        let observed = self
+            .observe(
+                &in_scope,
+                status,
+                |name| status.and_then(|s| s.components.get(name)).cloned(),
+                scope,
+            )
+            .await?;
         let mut planned = Vec::new();
         for wanted in in_scope {
             let recorded = status.and_then(|s| s.components.get(wanted.name()));
             let release = release::lookup(&observed.releases, &wanted.release);
             let decision = self
-                .decide_with_drift(wanted, recorded, release, &observed.inventory)
+                .decide_with_drift(wanted, recorded, release, &observed)
                 .map_err(|source| EngineError::Plan {
                     component: wanted.name().to_owned(),
                     source: Box::new(source),
@@ -351,7 +385,7 @@ impl Engine {
             return Ok(());
         }
         let releases: Vec<ReleaseRef> = shared.iter().map(|s| s.release.clone()).collect();
-        let observed = release::observe(&self.client, &releases, Freshness::Latest)
+        let observed = release::observe(&self.client, &releases, Freshness::Latest, &self.records)
             .await
             .map_err(EngineError::Observe)?;
         let owner_of = |release: &ReleaseRef| release::lookup(&observed, release)?.owner.as_deref();
@@ -388,6 +422,8 @@ impl Engine {
         &self,
         components: &[&DesiredComponent<'_>],
         recorded: Option<&ControlPlaneStatus>,
+        status_of: impl Fn(&str) -> Option<ComponentStatus>,
+        scope: &Scope,
     ) -> Result<Observed, EngineError> {
         // A component whose namespace changed still has its release in the old one, which
         // goes first (see `apply::moved_release`).
@@ -403,7 +439,7 @@ impl Engine {
         }
         let releases = &releases;
         let read = |freshness| async move {
-            release::observe(&self.client, releases, freshness)
+            release::observe(&self.client, releases, freshness, &self.records)
                 .await
                 .map_err(EngineError::Observe)
         };
@@ -425,12 +461,27 @@ impl Engine {
         }
         .instrument(tracing::debug_span!("observe_releases"))
         .await?;
+        // A release's objects are looked for only where the drift check will look: for a
+        // component up to date by its record (see `decide_with_drift`) that the scope checks.
+        // A component about to be applied anyway gets its record left undecoded and its kinds
+        // unlisted. Should the step find it up to date after all, its objects are not in the
+        // inventory and count as missing: it is applied, never skipped.
         let mut kinds = BTreeSet::new();
+        let mut unchecked = BTreeSet::new();
         for wanted in components {
             kinds.extend(wanted.native.iter().map(|native| native.kind()));
-            if let Some(Ok(record)) =
-                release::lookup(&releases, &wanted.release).map(|release| &release.record)
-            {
+            if !scope.checks_drift(wanted.name()) {
+                unchecked.insert(wanted.name());
+                continue;
+            }
+            let Some(release) = release::lookup(&releases, &wanted.release) else {
+                continue;
+            };
+            let status = status_of(wanted.name());
+            if decide((*wanted).into(), status.as_ref(), Some(release)).reason != Reason::UpToDate {
+                continue;
+            }
+            if let Ok(record) = release.record() {
                 kinds.extend(record.objects.iter().map(ManifestObject::kind));
             }
         }
@@ -440,6 +491,7 @@ impl Engine {
         Ok(Observed {
             releases,
             inventory,
+            unchecked,
         })
     }
 }
@@ -450,4 +502,27 @@ pub(super) struct Observed {
     releases: ObservedReleases,
     /// What exists of the releases' objects and the components' native objects.
     inventory: Inventory,
+    /// The components whose drift this run does not look for (see [`Scope::checks_drift`]).
+    unchecked: BTreeSet<&'static str>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An imperative run covers what it names and what that depends on, and looks for drift
+    /// in all of them but the dependencies it brought in; a full run looks everywhere.
+    #[test]
+    fn drift_is_looked_for_everywhere_but_in_dependencies_brought_in() {
+        let names = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect();
+        let scope = Scope::Only(Covered {
+            named: names(&["grafana"]),
+            dependencies: names(&["prometheus"]),
+        });
+        assert!(scope.includes("grafana") && scope.includes("prometheus"));
+        assert!(!scope.includes("istiod"));
+        assert!(scope.checks_drift("grafana"));
+        assert!(!scope.checks_drift("prometheus"));
+        assert!(Scope::All.includes("prometheus") && Scope::All.checks_drift("prometheus"));
+    }
 }

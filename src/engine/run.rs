@@ -23,6 +23,7 @@ use crate::desired::resolved::Resolved;
 /// What a run shares between its rounds.
 struct Run<'a, 'c> {
     resolved: &'a Resolved<'c>,
+    scope: &'a Scope,
     in_scope: Vec<&'a DesiredComponent<'c>>,
     writer: StatusWriter,
     report: ReconcileReport,
@@ -62,6 +63,7 @@ impl Engine {
         let api: Api<ControlPlane> = Api::all(self.client.clone());
         let mut run = Run {
             resolved,
+            scope,
             in_scope: scope.select(resolved.components()),
             writer: StatusWriter::new(api, control_plane, self.lease_lost.clone()),
             report: ReconcileReport {
@@ -145,7 +147,14 @@ impl Engine {
         run: &mut Run<'_, '_>,
         recorded: Option<&ControlPlaneStatus>,
     ) -> Result<Round, EngineError> {
-        let observed = self.observe(&run.in_scope, recorded).await?;
+        let observed = self
+            .observe(
+                &run.in_scope,
+                recorded,
+                |name| run.writer.component(name),
+                run.scope,
+            )
+            .await?;
         let mut schedule = Schedule::new(&run.in_scope, |d| d.enabled);
         let mut round = Round {
             waiting: false,

@@ -3,7 +3,6 @@
 //! the operator go through here, so no two of them ever write one ControlPlane's components at
 //! once, whichever mode they run in.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,8 +16,9 @@ use crate::api::ControlPlaneSpec;
 use crate::api::names::{self, InvalidName};
 use crate::cluster::control_plane::{self, Listed, StoreError};
 use crate::cluster::lease::{Holder, LockError, reconcile_lock};
-use crate::desired::edit::{self, EditError};
+use crate::desired::edit::{self, Covered, EditError};
 use crate::desired::resolved::{Rejected, Resolved};
+use crate::helm::record_cache::RecordCache;
 use crate::helm::{Helm, STOP_GRACE};
 use crate::mesh::catalog::Catalog;
 
@@ -49,10 +49,8 @@ pub enum SessionError {
 
 /// An edit of the stored spec (or of a new one when none is stored) that returns the
 /// components the reconcile must cover.
-pub type Edit<'a> = dyn Fn(&mut ControlPlaneSpec, &Catalog) -> Result<BTreeSet<String>, EditError>
-    + Send
-    + Sync
-    + 'a;
+pub type Edit<'a> =
+    dyn Fn(&mut ControlPlaneSpec, &Catalog) -> Result<Covered, EditError> + Send + Sync + 'a;
 
 /// What a session does once it holds the lease.
 pub enum Request<'a> {
@@ -140,6 +138,13 @@ impl Session {
     /// helm finish.
     pub fn with_stop(mut self, stop: CancellationToken) -> Self {
         self.engine = self.engine.with_stop(stop);
+        self
+    }
+
+    /// Runs keep helm's decoded records in `records` (see [`Engine::with_records`]); without
+    /// it, the runs of this session share a cache of their own.
+    pub fn with_records(mut self, records: RecordCache) -> Self {
+        self.engine = self.engine.with_records(records);
         self
     }
 
@@ -275,18 +280,21 @@ impl Session {
                     .map(|cp| cp.spec.clone())
                     .unwrap_or_else(|| edit::new_spec(&self.catalog));
                 let mut spec = before.clone();
-                let mut scope = apply_edit(&mut spec, &self.catalog)?;
+                let mut covered = apply_edit(&mut spec, &self.catalog)?;
                 let resolved = Resolved::new(&self.catalog, name, spec)?;
                 // A stored spec that no longer resolves changes nothing else the edit could see.
+                // What the edit changed counts as named (it is applied, not just brought in).
                 if let Ok(before) = Resolved::new(&self.catalog, name, before) {
-                    scope.extend(resolved.changed_from(&before));
+                    covered.named.extend(resolved.changed_from(&before));
                 }
+                let named = &covered.named;
+                covered.dependencies.retain(|d| !named.contains(d));
                 engine
                     .refuse_shared_releases(&resolved, this.as_ref(), &others)
                     .await?;
                 let stored =
                     control_plane::store(&self.client, name, resolved.spec(), this).await?;
-                (stored, resolved, Scope::Only(scope))
+                (stored, resolved, Scope::Only(covered))
             }
             Request::RemoveAll => {
                 let this = this.ok_or_else(not_found)?;

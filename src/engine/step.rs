@@ -16,7 +16,7 @@ use super::decide::{Decision, Operation, Reason, decide};
 use super::report::{ComponentReport, Outcome};
 use super::status::{StatusError, StatusWriter};
 use crate::api::ComponentStatus;
-use crate::cluster::inventory::{Inventory, InventoryError};
+use crate::cluster::inventory::InventoryError;
 use crate::cluster::objects::NativeError;
 use crate::desired::resolve::DesiredComponent;
 use crate::desired::resolved::Resolved;
@@ -104,19 +104,23 @@ pub(super) enum StepEnd {
 
 impl Engine {
     /// What to do with one component: the pure decision, plus drift (an up-to-date release whose
-    /// objects were deleted is upgraded). The dry-run plan and the reconcile both decide here, so
-    /// the plan shows what a reconcile does.
+    /// objects were deleted is upgraded) where the run looks for it. The dry-run plan and the
+    /// reconcile both decide here, so the plan shows what a reconcile does.
     pub(super) fn decide_with_drift(
         &self,
         wanted: &DesiredComponent<'_>,
         recorded: Option<&ComponentStatus>,
         release: Option<&ObservedRelease>,
-        inventory: &Inventory,
+        observed: &Observed,
     ) -> Result<Decision, ComponentError> {
         let decision = decide(wanted.into(), recorded, release);
         let (Reason::UpToDate, Some(release)) = (&decision.reason, release) else {
             return Ok(decision);
         };
+        if observed.unchecked.contains(wanted.name()) {
+            return Ok(decision);
+        }
+        let inventory = &observed.inventory;
         let mut missing = Vec::new();
         for object in &release.record()?.objects {
             let namespace = object
@@ -150,8 +154,7 @@ impl Engine {
         let name = wanted.name();
         let recorded = writer.component(name);
         let release = release::lookup(&observed.releases, &wanted.release);
-        let decided =
-            self.decide_with_drift(wanted, recorded.as_ref(), release, &observed.inventory);
+        let decided = self.decide_with_drift(wanted, recorded.as_ref(), release, observed);
         let decision = match decided {
             Ok(decision) => decision,
             Err(err) => {

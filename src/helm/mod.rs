@@ -4,6 +4,7 @@
 pub mod chart;
 mod process;
 pub mod record;
+pub mod record_cache;
 pub mod record_size;
 pub mod release;
 pub mod render;

@@ -162,6 +162,7 @@ pub async fn run(
             lost: lost.clone(),
             stopping: stopping.clone(),
             former_leader,
+            records: Default::default(),
         });
         // Boxed, so that reconciles abandoned after a loss are dropped (and their helm killed)
         // before the leader lease is given back.

@@ -25,6 +25,7 @@ use crate::engine::report::ReconcileReport;
 use crate::engine::session::{Request, Session, SessionError};
 use crate::engine::{EngineError, WaitPolicy};
 use crate::helm::Helm;
+use crate::helm::record_cache::RecordCache;
 use crate::mesh::catalog::Catalog;
 
 /// How soon a ControlPlane whose components wait for their workloads is looked at again (a
@@ -52,6 +53,9 @@ pub(super) struct Context {
     /// taken at once instead of after they expire too (it stopped reconciling as it stopped
     /// renewing), so a failover costs one lease duration, not two.
     pub(super) former_leader: Option<String>,
+    /// helm's records decoded by earlier reconciles, by Secret version: a resync of a
+    /// ControlPlane whose releases did not change decodes none.
+    pub(super) records: RecordCache,
 }
 
 /// One reconcile of a ControlPlane as the controller calls it: through the finalizer, which
@@ -192,6 +196,7 @@ impl Context {
             Duration::from_secs(60),
         )
         .with_successor_of(self.former_leader.clone())
+        .with_records(self.records.clone())
         .with_wait(WaitPolicy::Requeue)
         .with_recheck_available()
         .with_cancel(self.lost.clone())

@@ -265,6 +265,7 @@ impl Engine {
             &self.client,
             std::slice::from_ref(&release),
             release::Freshness::Latest,
+            &self.records,
         )
         .await
         .map_err(ComponentError::Observe)?;
