@@ -37,6 +37,10 @@ pub struct ReconcileReport {
     /// Run again within this long although nothing waits: an unused inactive revision is
     /// removed once its grace period has passed.
     pub revisit_after: Option<std::time::Duration>,
+    /// Whether the spec makes this cluster a primary of a mesh of several
+    /// (`spec.multiCluster` without `primary`), whose attached clusters follow it.
+    #[serde(skip)]
+    pub multi_cluster_primary: bool,
     /// The remote clusters attached to the ControlPlane, as their own reconciles left them
     /// (filled by `fleet` after this run; the engine knows only its own cluster).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -133,6 +137,7 @@ mod tests {
             rounds: 2,
             ready: false,
             revisit_after: None,
+            multi_cluster_primary: false,
             clusters: Vec::new(),
             components: Vec::new(),
         };

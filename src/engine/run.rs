@@ -72,6 +72,11 @@ impl Engine {
                 ready: false,
                 components: Vec::new(),
                 revisit_after: None,
+                multi_cluster_primary: resolved
+                    .spec()
+                    .multi_cluster
+                    .as_ref()
+                    .is_some_and(|mc| mc.primary.is_none()),
                 clusters: Vec::new(),
             },
             failed: BTreeSet::new(),

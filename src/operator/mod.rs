@@ -261,6 +261,7 @@ mod tests {
             rounds: 1,
             ready: false,
             revisit_after: None,
+            multi_cluster_primary: false,
             clusters: Vec::new(),
             components: vec![ComponentReport {
                 name: "istiod".to_owned(),

@@ -130,7 +130,9 @@ impl Context {
             return Ok(Action::requeue(wait));
         }
         let mut result = self.run_session(control_plane, goal).await;
-        if let (Goal::Apply, Ok(report)) = (goal, &mut result) {
+        if let (Goal::Apply, Ok(report)) = (goal, &mut result)
+            && report.multi_cluster_primary
+        {
             self.reconcile_attached(&name, report).await;
         }
         self.endpoints

@@ -126,8 +126,10 @@ pub async fn reconcile(
     }
     let mut report = session.run(name, request, on_wait).await?;
     // The attached remote clusters follow the primary's spec, each in a session of its own.
-    let stored = control_plane::load(&reach.client, name).await?;
-    if let Some(stored) = stored.filter(|_| !removing) {
+    if report.multi_cluster_primary
+        && !removing
+        && let Some(stored) = control_plane::load(&reach.client, name).await?
+    {
         report.clusters = fleet::reconcile_attached(&reach.client, &stored, &settings).await?;
     }
     Ok(report)
