@@ -346,6 +346,21 @@ async fn a_remote_cluster_is_discovered_and_injected_by_the_primarys_istiod_unti
         message.contains("attached as cluster cluster-b"),
         "{message}"
     );
+    // So is attaching it to another mesh, from another ControlPlane.
+    let topology = json!({"multiCluster": {"meshID": "mesh9", "clusterName": "cluster-z"}});
+    let other = Mesh::create_with(&cluster, unique_name("e2e-istions"), topology).await;
+    let elsewhere = smm(&cluster_args(
+        &["attach", "cluster-b", "--pilot-address", "198.51.100.10"],
+        &kubeconfig,
+        &other,
+    ));
+    assert!(!elsewhere.status.success());
+    let message = String::from_utf8_lossy(&elsewhere.stderr);
+    assert!(
+        message.contains("is in mesh mesh1, this one is mesh9"),
+        "{message}"
+    );
+    drop(other);
 
     // Detach: A's istiod forgets B's Service; nothing smm made is left in either plane.
     Api::<Namespace>::all(remote.clone())
