@@ -21,7 +21,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use every_feature::every_feature;
+use every_feature::{every_feature, every_feature_topology};
 use smm::api::{ComponentPhase, ControlPlane, Health, condition};
 use smm::cluster::control_plane::load_for_removal;
 use smm::operator::OPERATOR_LABEL;
@@ -327,7 +327,8 @@ async fn operator_mode_end_to_end() {
             )
         })
         .collect();
-    let patch = json!({"spec": {"components": everything}});
+    let patch =
+        json!({"spec": {"components": everything, "multiCluster": every_feature_topology()}});
     control_planes
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await

@@ -21,7 +21,7 @@ use smm::operator::manifests::{
 
 #[path = "fixtures/every_feature.rs"]
 mod every_feature;
-use every_feature::every_feature;
+use every_feature::{every_feature, every_feature_topology};
 
 fn path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
@@ -220,6 +220,7 @@ fn rendered_kinds(alternative: bool) -> BTreeMap<&'static str, BTreeSet<(String,
                 (component.name.to_owned(), spec)
             })
             .collect(),
+        multi_cluster: Some(serde_json::from_value(every_feature_topology()).unwrap()),
         ..ControlPlaneSpec::default()
     };
     let mut kinds = BTreeMap::new();

@@ -138,11 +138,19 @@ pub fn install(
     let profile = options.profile.unwrap_or(spec.profile());
     let mut named = selection.resolve(catalog)?;
     if matches!(selection, Selection::All) {
+        // The node agents belong to the ambient profile, a network's gateway to a cluster on a
+        // named network: `--all` means the components of this mesh.
+        let network = spec
+            .multi_cluster
+            .as_ref()
+            .is_some_and(|mc| mc.network.is_some());
         named.retain(|name| {
-            catalog
-                .get(name)
-                .and_then(|component| component.enabled_in_profile)
-                .is_none_or(|only_in| only_in == profile)
+            catalog.get(name).is_some_and(|component| {
+                component
+                    .enabled_in_profile
+                    .is_none_or(|only_in| only_in == profile)
+                    && (!component.network_gateway || network)
+            })
         });
     }
     if (options.namespace.is_some() || !options.values.is_empty()) && named.len() != 1 {
@@ -349,6 +357,16 @@ mod tests {
         install(&mut sidecar, &catalog, &Selection::All, &options).unwrap();
         assert!(enabled(&sidecar, "tracing") && !enabled(&sidecar, "ztunnel"));
         assert_eq!(sidecar.profile, None);
+        // A network's gateway only where the spec names the network.
+        assert!(!enabled(&sidecar, "eastwest-gateway"));
+        let mut networked = new_spec(&catalog);
+        networked.multi_cluster = Some(crate::api::MultiCluster {
+            cluster_name: "east".to_owned(),
+            network: Some("net1".to_owned()),
+            ..crate::api::MultiCluster::default()
+        });
+        install(&mut networked, &catalog, &Selection::All, &options).unwrap();
+        assert!(enabled(&networked, "eastwest-gateway"));
 
         let mut ambient = new_spec(&catalog);
         let options = InstallOptions {

@@ -49,6 +49,12 @@ pub enum SpecError {
          yet), but spec.profile is ambient"
     )]
     AmbientRemote,
+    #[error(
+        "spec.components.{component}: enabled, but it is its cluster's network gateway and \
+         spec.multiCluster.network names no network; set it (a mesh whose clusters share one \
+         network needs no east-west gateway)"
+    )]
+    NetworkGatewayWithoutNetwork { component: &'static str },
     #[error("{field}: values are nested deeper than {MAX_DEPTH} levels")]
     TooDeep { field: String },
     #[error(transparent)]
@@ -131,6 +137,19 @@ pub fn resolve<'c>(
     strategy::tags(spec, &revision)?;
     let placements = catalog.placements(spec);
     let enabled = |name: &str| placements[name].enabled;
+    let network = spec
+        .multi_cluster
+        .as_ref()
+        .is_some_and(|mc| mc.network.is_some());
+    let components = catalog.components().iter();
+    let gateway_without_network = components
+        .filter(|c| c.network_gateway && enabled(c.name))
+        .find(|_| !network);
+    if let Some(gateway) = gateway_without_network {
+        return Err(SpecError::NetworkGatewayWithoutNetwork {
+            component: gateway.name,
+        });
+    }
     for component in catalog.components().iter().filter(|c| enabled(c.name)) {
         let disabled = component.depends_on.iter().find(|d| !enabled(d));
         if let Some(dependency) = disabled {
@@ -319,6 +338,7 @@ mod tests {
                 "ztunnel",
                 "ingress-gateway",
                 "egress-gateway",
+                "eastwest-gateway",
                 "prometheus",
                 "grafana",
                 "tracing",
@@ -351,7 +371,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "spec.components.istio-d: unknown component (known components: base, istiod, \
-             istio-cni, ztunnel, ingress-gateway, egress-gateway, prometheus, grafana, tracing, kiali)"
+             istio-cni, ztunnel, ingress-gateway, egress-gateway, eastwest-gateway, prometheus, grafana, tracing, kiali)"
         );
     }
 
@@ -478,6 +498,13 @@ mod tests {
                     ..multi_cluster("b", Some("198.51.100.10"))
                 },
                 SpecError::AmbientRemote.to_string(),
+            ),
+            (
+                multi_cluster("b", None).with_enabled("eastwest-gateway", true),
+                SpecError::NetworkGatewayWithoutNetwork {
+                    component: "eastwest-gateway",
+                }
+                .to_string(),
             ),
             (
                 ControlPlaneSpec::default().with_values("grafana", deep),

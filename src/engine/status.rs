@@ -552,7 +552,7 @@ mod tests {
         );
         assert_eq!(condition_of(&ready.status, condition::RECONCILING), None);
         assert_eq!(ready.status.observed_generation, Some(3));
-        assert_eq!(ready.status.reconciled_components.as_deref(), Some("10/10"));
+        assert_eq!(ready.status.reconciled_components.as_deref(), Some("11/11"));
 
         let istiod = status.components.get_mut("istiod").unwrap();
         istiod.phase = ComponentPhase::Installing;

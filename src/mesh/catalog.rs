@@ -113,6 +113,10 @@ pub struct Component {
     /// engine makes that Secret from the mesh's shared root before the chart is installed
     /// (`mesh::trust`).
     pub plug_in_ca: bool,
+    /// A network's gateway (the east-west gateway): it can be on only where
+    /// `spec.multiCluster.network` names the network, and `smm install --all` leaves it out
+    /// elsewhere.
+    pub network_gateway: bool,
 }
 
 impl std::fmt::Debug for Component {

@@ -540,3 +540,76 @@ async fn two_primaries_discover_each_other_and_share_one_root() {
         &smm(&[&["uninstall", "-a", "--force"], &remote_flags[..]].concat()),
     );
 }
+
+/// The east-west gateway of a cluster on network `net-east`: its pods injected by the real
+/// istiod and ready, its Service labelled with the network and opening the network gateway's
+/// ports, the cross-network Gateway beside it, and istiod counting it as the network's gateway
+/// once the Service has an address.
+#[tokio::test]
+async fn an_eastwest_gateway_is_its_networks_gateway_for_istiod() {
+    let cluster = TestCluster::connect().await;
+    let _lock = istio_mesh_lock().await;
+    let topology = json!({"multiCluster": {"clusterName": "east", "network": "net-east"}});
+    let mesh = Mesh::create_with(&cluster, unique_name("e2e-istions"), topology).await;
+    let namespace = mesh.namespace.clone();
+    mesh.smm(&["install", "istiod"]);
+    let istiod = LocalIstiod::start(&namespace, "");
+    mesh.smm(&["install", "eastwest-gateway"]);
+
+    let services = Api::<Service>::namespaced(cluster.client.clone(), &namespace);
+    let service = services.get("istio-eastwestgateway").await.unwrap();
+    let labels = service.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get("topology.istio.io/network").map(String::as_str),
+        Some("net-east")
+    );
+    let ports: Vec<i32> = service
+        .spec
+        .as_ref()
+        .unwrap()
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| p.port)
+        .collect();
+    assert_eq!(ports, [15021, 15443, 15012, 15017]);
+    let gvk = kube::api::GroupVersionKind::gvk("networking.istio.io", "v1", "Gateway");
+    let gateways = Api::<kube::api::DynamicObject>::namespaced_with(
+        cluster.client.clone(),
+        &namespace,
+        &kube::api::ApiResource::from_gvk_with_plural(&gvk, "gateways"),
+    );
+    let gateway = gateways.get("cross-network-gateway").await.unwrap();
+    assert_eq!(
+        gateway.data["spec"]["servers"][0]["tls"]["mode"],
+        "AUTO_PASSTHROUGH"
+    );
+    assert_eq!(gateway.data["spec"]["selector"]["istio"], "eastwestgateway");
+
+    // The load balancer's address (no cloud here: written as a cloud controller would) makes it
+    // the network's gateway in istiod's view.
+    let address = json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.44"}]}}});
+    services
+        .patch_status(
+            "istio-eastwestgateway",
+            &PatchParams::default(),
+            &Patch::Merge(&address),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        "istiod does not list the network gateway",
+        Duration::from_secs(30),
+        async || {
+            debug(&istiod, "networkz")
+                .to_string()
+                .contains("192.0.2.44")
+        },
+    )
+    .await;
+    let networks = debug(&istiod, "networkz").to_string();
+    assert!(
+        networks.contains("net-east") && networks.contains("15443"),
+        "{networks}"
+    );
+}

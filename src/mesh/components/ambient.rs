@@ -62,6 +62,7 @@ pub fn istio_cni() -> Component {
         native_objects: |_| Vec::new(),
         revisioned: false,
         plug_in_ca: false,
+        network_gateway: false,
         managed_values: cni_values,
     }
 }
@@ -85,6 +86,7 @@ pub fn ztunnel() -> Component {
         native_objects: |_| Vec::new(),
         revisioned: false,
         plug_in_ca: false,
+        network_gateway: false,
         managed_values: ztunnel_values,
     }
 }

@@ -44,6 +44,7 @@ pub fn component() -> Component {
         native_objects,
         revisioned: false,
         plug_in_ca: false,
+        network_gateway: false,
         managed_values: |context| {
             json!({
                 // The default validator sends Istio config to istiod, wherever istiod runs.

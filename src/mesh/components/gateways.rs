@@ -1,9 +1,11 @@
-//! `ingress-gateway` and `egress-gateway`: Envoy proxies at the mesh's edge, configured by
-//! istiod. Both are releases of Istio's gateway chart, differing in name (which the chart turns
-//! into the `istio` label Gateway resources select) and in smm's values layer (the Service type).
-//! Their pods get the proxy and its image from istiod's injector, so istiod's revision is the
-//! only value smm manages on them.
+//! `ingress-gateway`, `egress-gateway` and `eastwest-gateway`: Envoy proxies at the mesh's edge,
+//! configured by istiod. All are releases of Istio's gateway chart, differing in name (which the
+//! chart turns into the `istio` label Gateway resources select) and in smm's values layer (the
+//! Service type). Their pods get the proxy and its image from istiod's injector, so istiod's
+//! revision is the value smm manages on them; the east-west gateway is also its cluster's
+//! network gateway.
 
+use include_dir::{Dir, include_dir};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -11,7 +13,13 @@ use k8s_openapi::api::{apps::v1 as apps, core::v1 as core, rbac::v1 as rbac};
 use serde_json::json;
 
 use super::istio;
+use crate::helm::chart::Overlay;
 use crate::mesh::catalog::{ChartKind, Component, ComponentContext, DefaultNamespace};
+
+/// smm's template added to Istio's gateway chart for the east-west gateway: the cross-network
+/// Istio Gateway (port 15443, mTLS passed through by SNI).
+static EASTWEST_TEMPLATES: Dir<'static> =
+    include_dir!("$CARGO_MANIFEST_DIR/charts/eastwest-gateway");
 
 /// Traffic into the mesh; on by default, behind a LoadBalancer Service.
 /// What Istio's gateway chart renders: the proxy as a Deployment or (`kind: DaemonSet`) a
@@ -38,6 +46,54 @@ pub fn ingress() -> Component {
          Istio's gateway chart.",
         values_layer!("ingress-gateway"),
     )
+}
+
+/// What the east-west gateway's release renders: the gateway's objects and the cross-network
+/// Istio Gateway.
+const EASTWEST_CHART_KINDS: &[ChartKind] = &[
+    ChartKind::of::<core::Service>(),
+    ChartKind::of::<core::ServiceAccount>(),
+    ChartKind::of::<apps::Deployment>(),
+    ChartKind::of::<apps::DaemonSet>(),
+    ChartKind::of::<rbac::Role>(),
+    ChartKind::of::<rbac::RoleBinding>(),
+    ChartKind::of::<HorizontalPodAutoscaler>(),
+    ChartKind::of::<PodDisruptionBudget>(),
+    ChartKind::of::<NetworkPolicy>(),
+    ChartKind {
+        group: "networking.istio.io",
+        kind: "Gateway",
+        resource: "gateways",
+    },
+];
+
+/// Traffic between networks of a mesh over several clusters: workloads of other networks reach
+/// this network's services through it (and, as the network gateway istiod finds by its
+/// Service's `topology.istio.io/network` label, proxies route there); off by default, and only
+/// with `spec.multiCluster.network` set.
+pub fn eastwest() -> Component {
+    Component {
+        chart: istio::chart(
+            "eastwest-gateway",
+            istio::upstream("gateway"),
+            "Istio's east-west gateway, the network gateway through which other networks of a \
+             mesh over several clusters reach this one, from Istio's gateway chart.",
+        )
+        .with_overlay(Overlay {
+            at: "templates",
+            dir: &EASTWEST_TEMPLATES,
+        }),
+        chart_kinds: EASTWEST_CHART_KINDS,
+        managed_values: eastwest_managed_values,
+        network_gateway: true,
+        ..gateway(
+            "eastwest-gateway",
+            "istio-eastwestgateway",
+            false,
+            "",
+            values_layer!("eastwest-gateway"),
+        )
+    }
 }
 
 /// Traffic out of the mesh through one controlled exit; off by default.
@@ -72,8 +128,22 @@ fn gateway(
         native_objects: |_| Vec::new(),
         revisioned: false,
         plug_in_ca: false,
+        network_gateway: false,
         managed_values,
     }
+}
+
+/// The gateway values, and this cluster's network as the one the gateway serves (the chart then
+/// opens the network gateway's ports and labels the Service and pods with the network).
+fn eastwest_managed_values(context: &ComponentContext<'_>) -> serde_json::Value {
+    let mut values = managed_values(context);
+    let network = context
+        .spec
+        .multi_cluster
+        .as_ref()
+        .and_then(|mc| mc.network.as_deref());
+    values["networkGateway"] = json!(network.unwrap_or_default());
+    values
 }
 
 fn managed_values(context: &ComponentContext<'_>) -> serde_json::Value {
@@ -120,9 +190,15 @@ mod tests {
         .unwrap();
         let allowed = schema["$defs"]["values"]["properties"].as_object().unwrap();
         let spec = ControlPlaneSpec::default();
-        for component in [ingress(), egress()] {
+        for (component, managed) in [
+            (ingress(), values_for(&spec)),
+            (egress(), values_for(&spec)),
+            (
+                eastwest(),
+                crate::mesh::components::built_for(&spec, "edge", true, eastwest_managed_values),
+            ),
+        ] {
             let layer = component.values_layer().unwrap();
-            let managed = values_for(&spec);
             for key in layer
                 .as_object()
                 .unwrap()
@@ -132,6 +208,39 @@ mod tests {
                 assert!(allowed.contains_key(key), "{}: {key}", component.name);
             }
         }
+    }
+
+    #[test]
+    fn the_eastwest_gateway_serves_its_clusters_network_through_a_cross_network_gateway() {
+        let spec = ControlPlaneSpec {
+            multi_cluster: Some(crate::api::MultiCluster {
+                cluster_name: "east".to_owned(),
+                network: Some("net-east".to_owned()),
+                ..crate::api::MultiCluster::default()
+            }),
+            ..ControlPlaneSpec::default()
+        };
+        let values =
+            crate::mesh::components::built_for(&spec, "edge", true, eastwest_managed_values);
+        assert_eq!(
+            values,
+            json!({"revision": "", "networkGateway": "net-east"})
+        );
+        let component = eastwest();
+        assert!(!component.enabled_by_default);
+        assert_eq!(component.release_name, "istio-eastwestgateway");
+        let template = EASTWEST_TEMPLATES
+            .get_file("cross-network-gateway.yaml")
+            .unwrap()
+            .contents_utf8()
+            .unwrap();
+        assert!(template.contains("AUTO_PASSTHROUGH") && template.contains("15443"));
+        assert!(
+            component
+                .chart_kinds
+                .iter()
+                .any(|k| k.group == "networking.istio.io")
+        );
     }
 
     #[test]

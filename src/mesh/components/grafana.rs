@@ -44,6 +44,7 @@ pub fn component() -> Component {
         native_objects: |_| Vec::new(),
         revisioned: false,
         plug_in_ca: false,
+        network_gateway: false,
         managed_values,
     }
 }

@@ -54,6 +54,7 @@ pub fn component() -> Component {
         native_objects: |_| Vec::new(),
         revisioned: true,
         plug_in_ca: true,
+        network_gateway: false,
         managed_values,
     }
 }

@@ -44,6 +44,7 @@ pub fn all() -> Vec<Component> {
         ambient::ztunnel(),
         gateways::ingress(),
         gateways::egress(),
+        gateways::eastwest(),
         prometheus::component(),
         grafana::component(),
         tracing::component(),
@@ -137,6 +138,7 @@ pub(crate) fn test_component(
         native_objects: |_| Vec::new(),
         revisioned: false,
         plug_in_ca: false,
+        network_gateway: false,
         managed_values: |_| serde_json::Value::Null,
     }
 }

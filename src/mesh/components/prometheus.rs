@@ -40,6 +40,7 @@ pub fn component() -> Component {
         native_objects,
         revisioned: false,
         plug_in_ca: false,
+        network_gateway: false,
         managed_values,
     }
 }
