@@ -110,7 +110,8 @@ fn a_wrong_value_type_is_rejected_by_helm_itself() {
     }
 }
 
-/// A ControlPlane with every component enabled, each with `values_override(component)`.
+/// A ControlPlane with every component enabled, each with `values_override(component)`, on a
+/// named network (the east-west gateway is its network's gateway).
 fn everything_enabled(
     namespace: &str,
     values_override: impl Fn(&str) -> Option<Value>,
@@ -130,6 +131,11 @@ fn everything_enabled(
                 (name.to_owned(), component)
             })
             .collect(),
+        multi_cluster: Some(smm::api::MultiCluster {
+            cluster_name: "everything".to_owned(),
+            network: Some("net1".to_owned()),
+            ..smm::api::MultiCluster::default()
+        }),
         ..ControlPlaneSpec::default()
     }
 }

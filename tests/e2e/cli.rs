@@ -33,12 +33,14 @@ fn phases(status_json: &str) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-/// The components of the sidecar profile, which `install -a` installs there.
+/// The components of the sidecar profile on a cluster of no named network, which `install -a`
+/// installs there.
 fn sidecar_profile(catalog: &Catalog) -> Vec<&'static str> {
     catalog
         .components()
         .iter()
         .filter(|component| component.enabled_in_profile != Some(smm::api::Profile::Ambient))
+        .filter(|component| !component.network_gateway)
         .map(|component| component.name)
         .collect()
 }
@@ -227,7 +229,7 @@ async fn dump_needs_no_cluster_and_the_api_server_accepts_it() {
     assert_eq!(first.stdout, second.stdout, "the dump is deterministic");
     let yaml = stdout(&first);
     // Every component of the (default) sidecar profile; the ambient node agents come with
-    // the ambient profile.
+    // the ambient profile, a network's gateway with a named network.
     let catalog = Catalog::builtin().unwrap();
     let ambient = smm_with_env(
         &["install", "-a", "--profile", "ambient", "--dump-resources"],
@@ -238,8 +240,10 @@ async fn dump_needs_no_cluster_and_the_api_server_accepts_it() {
     for component in catalog.components() {
         let marker = format!("# smm component: {}\n", component.name);
         let node_agent = component.enabled_in_profile == Some(smm::api::Profile::Ambient);
-        assert_eq!(yaml.contains(&marker), !node_agent, "{}", component.name);
-        assert!(ambient.contains(&marker), "{} missing", component.name);
+        let gateway = component.network_gateway;
+        let name = component.name;
+        assert_eq!(yaml.contains(&marker), !node_agent && !gateway, "{name}");
+        assert_eq!(ambient.contains(&marker), !gateway, "{name}");
     }
     // Istio's own CRDs with their schemas, and its injection template.
     let documents: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&yaml)
@@ -601,7 +605,11 @@ fn a_dump_for_a_private_registry_names_no_other_registry() {
         .collect();
     let document = json!({
         "apiVersion": "smm.dev/v1alpha1", "kind": "ControlPlane", "metadata": {"name": "smm"},
-        "spec": {"imageRegistry": "registry.local:5000", "components": components},
+        // On a named network, so that the east-west gateway can be on too.
+        "spec": {
+            "imageRegistry": "registry.local:5000", "components": components,
+            "multiCluster": {"clusterName": "c1", "network": "n1"},
+        },
     });
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), serde_yaml_ng::to_string(&document).unwrap()).unwrap();
