@@ -132,6 +132,16 @@ pub async fn attach(
         here: placement.cluster_name.clone(),
         attached_namespace,
     };
+    let other_network = report.cluster.network != placement.network;
+    if attachment.model == ClusterModel::Remote && other_network {
+        expose_istiod(
+            primary,
+            control_plane,
+            primary_spec,
+            &ends.primary_namespace,
+        )
+        .await?;
+    }
     join(
         primary,
         remote,
@@ -226,6 +236,25 @@ struct Ends {
     primary_namespace: String,
     here: String,
     attached_namespace: String,
+}
+
+/// Exposes the primary's istiod on its east-west gateway, for a remote on another network
+/// whose proxies and injector reach it there (`--pilot-address`, the gateway's address).
+async fn expose_istiod(
+    primary: &Client,
+    control_plane: &str,
+    primary_spec: &ControlPlaneSpec,
+    namespace: &str,
+) -> Result<(), FleetError> {
+    let revision = crate::mesh::revisions::strategy::active(primary_spec)?;
+    let service = match revision.value.as_str() {
+        "" => "istiod".to_owned(),
+        value => format!("istiod-{value}"),
+    };
+    for object in multicluster::istiod_exposure(namespace, &service, control_plane) {
+        super::apply_istio_config(primary, "this cluster", &object).await?;
+    }
+    Ok(())
 }
 
 /// Gives an attached primary an intermediate CA from this mesh's root (unless it has one, or

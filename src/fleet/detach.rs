@@ -121,8 +121,30 @@ pub async fn detach(
             delete(ours, &here, READER_TOKEN_SECRET, removed).await?;
         }
     }
+    if !other_networks_left(&primary_cp, cluster) {
+        for object in multicluster::istiod_exposure(&primary_namespace, "", control_plane) {
+            let name = object["metadata"]["name"].as_str().unwrap_or_default();
+            let kind = object["kind"].as_str().unwrap_or_default();
+            let api = super::istio_config_api(primary, &object);
+            super::delete_as(api, kind, &here, name, &mut report.removed).await?;
+        }
+    }
     update_status(primary, control_plane, cluster, None).await?;
     Ok(report)
+}
+
+/// Whether a remote cluster on another network than this one's stays attached once `leaving`
+/// has gone: istiod stays exposed on the east-west gateway for it.
+fn other_networks_left(primary: &ControlPlane, leaving: &str) -> bool {
+    let here = primary
+        .spec
+        .multi_cluster
+        .as_ref()
+        .and_then(|mc| mc.network.clone());
+    let clusters = primary.status.iter().flat_map(|status| &status.clusters);
+    clusters
+        .filter(|c| c.name != leaving && c.model == ClusterModel::Remote)
+        .any(|c| c.network != here)
 }
 
 /// A remote cluster's part: its reader token and smm's manager account, its ControlPlane's

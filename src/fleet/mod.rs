@@ -285,6 +285,36 @@ fn api_error(cluster: &str, action: &'static str, what: String, source: kube::Er
     }
 }
 
+/// The API of the Istio config kind `object` is (`networking.istio.io/v1` Gateway or
+/// VirtualService), in its namespace.
+fn istio_config_api(client: &Client, object: &serde_json::Value) -> Api<kube::api::DynamicObject> {
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let gvk = kube::api::GroupVersionKind::gvk("networking.istio.io", "v1", kind);
+    let plural = format!("{}s", kind.to_lowercase());
+    let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, &plural);
+    let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
+    Api::namespaced_with(client.clone(), namespace, &resource)
+}
+
+/// Server-side applies a piece of Istio config smm owns.
+async fn apply_istio_config(
+    client: &Client,
+    cluster: &str,
+    object: &serde_json::Value,
+) -> Result<(), FleetError> {
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    let what = format!("{} {name}", object["kind"].as_str().unwrap_or_default());
+    istio_config_api(client, object)
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(object),
+        )
+        .await
+        .map_err(|e| api_error(cluster, "apply", what, e))?;
+    Ok(())
+}
+
 /// The spec of the remote cluster `attachment` names, from the primary's spec.
 fn remote_spec(
     catalog: &Catalog,
@@ -315,8 +345,22 @@ async fn delete<K>(
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
+    delete_as(api, &K::kind(&()), cluster, name, removed).await
+}
+
+/// Deletes `name` (of kind `kind`, for the report) through `api`, of any kind.
+async fn delete_as<K>(
+    api: Api<K>,
+    kind: &str,
+    cluster: &str,
+    name: &str,
+    removed: &mut Vec<String>,
+) -> Result<(), FleetError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let namespace = api.namespace().map(|n| format!("{n}/")).unwrap_or_default();
-    let what = format!("{} {namespace}{name}", K::kind(&()));
+    let what = format!("{kind} {namespace}{name}");
     match api.delete(name, &DeleteParams::default()).await {
         Ok(_) => {
             removed.push(format!("{cluster}: {what}"));

@@ -349,6 +349,56 @@ pub fn made_for(secret: &Secret, control_plane: &str) -> bool {
         && labels.get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1)
 }
 
+/// The names of the Istio Gateway and VirtualService that expose istiod through the east-west
+/// gateway.
+pub const ISTIOD_EXPOSURE: &str = "istiod-eastwest";
+
+/// What lets the proxies and the injector of a remote cluster on another network reach the
+/// primary's istiod: an Istio Gateway on the east-west gateway passing TLS through on 15012
+/// (xDS, certificates) and 15017 (the injector), and a VirtualService routing both to the
+/// istiod Service `istiod_service` in `namespace` (its webhook port is 443). Istio config,
+/// applied with istiod's validation running.
+pub fn istiod_exposure(
+    namespace: &str,
+    istiod_service: &str,
+    control_plane: &str,
+) -> [serde_json::Value; 2] {
+    let host = format!("{istiod_service}.{namespace}.svc.cluster.local");
+    let metadata = json!({
+        "name": ISTIOD_EXPOSURE, "namespace": namespace, "labels": smm_labels(control_plane),
+    });
+    let server = |port: u16, name: &str| {
+        json!({
+            "port": {"number": port, "name": name, "protocol": "TLS"},
+            "tls": {"mode": "PASSTHROUGH"},
+            "hosts": ["*"],
+        })
+    };
+    let route = |port: u16, target: u16| {
+        json!({
+            "match": [{"port": port, "sniHosts": ["*"]}],
+            "route": [{"destination": {"host": host, "port": {"number": target}}}],
+        })
+    };
+    [
+        json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "Gateway", "metadata": metadata,
+            "spec": {
+                "selector": {"istio": "eastwestgateway"},
+                "servers": [server(15012, "tls-istiod"), server(15017, "tls-istiodwebhook")],
+            },
+        }),
+        json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": metadata,
+            "spec": {
+                "hosts": ["*"],
+                "gateways": [ISTIOD_EXPOSURE],
+                "tls": [route(15012, 15012), route(15017, 443)],
+            },
+        }),
+    ]
+}
+
 /// The model as the remote secret's annotation and the CLI spell it.
 pub fn model_name(model: ClusterModel) -> &'static str {
     match model {
@@ -444,6 +494,34 @@ mod tests {
         assert_eq!(serving.cluster_name, "west");
         // The spec passes smm's own checks, so the remote's reconcile accepts it.
         crate::desired::resolve::resolve(&catalog, &spec).unwrap();
+    }
+
+    #[test]
+    fn istiod_is_exposed_on_the_eastwest_gateway_for_both_of_its_ports() {
+        let [gateway, virtual_service] = istiod_exposure("mesh", "istiod-1-31", "smm");
+        assert_eq!(gateway["spec"]["selector"]["istio"], "eastwestgateway");
+        let ports: Vec<_> = gateway["spec"]["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["port"]["number"].clone(), s["tls"]["mode"].clone()))
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                (json!(15012), json!("PASSTHROUGH")),
+                (json!(15017), json!("PASSTHROUGH"))
+            ]
+        );
+        let routes = &virtual_service["spec"]["tls"];
+        assert_eq!(
+            routes[1]["route"][0]["destination"],
+            json!({"host": "istiod-1-31.mesh.svc.cluster.local", "port": {"number": 443}})
+        );
+        assert_eq!(
+            virtual_service["metadata"]["labels"][CONTROL_PLANE_LABEL],
+            "smm"
+        );
     }
 
     #[test]

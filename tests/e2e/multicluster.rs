@@ -113,12 +113,39 @@ async fn a_remote_cluster_is_discovered_and_injected_by_the_primarys_istiod_unti
         .unwrap();
     mesh.smm(&["install", "istiod"]);
     let istiod = LocalIstiod::start(&mesh_namespace, "");
+    // On a network of its own: its proxies reach A's istiod through A's east-west gateway
+    // (--pilot-address), on which the attach exposes istiod.
     let attach = cluster_args(
-        &["attach", "cluster-b", "--pilot-address", "198.51.100.10"],
+        &[
+            "attach",
+            "cluster-b",
+            "--network",
+            "network2",
+            "--pilot-address",
+            "198.51.100.10",
+        ],
         &kubeconfig,
         &mesh,
     );
     assert_success("smm cluster attach", &smm(&attach));
+    let istio_config = |kind: &str, plural: &str| {
+        let gvk = kube::api::GroupVersionKind::gvk("networking.istio.io", "v1", kind);
+        Api::<kube::api::DynamicObject>::namespaced_with(
+            cluster.client.clone(),
+            &mesh_namespace,
+            &kube::api::ApiResource::from_gvk_with_plural(&gvk, plural),
+        )
+    };
+    let exposure = [
+        istio_config("Gateway", "gateways"),
+        istio_config("VirtualService", "virtualservices"),
+    ];
+    for api in &exposure {
+        assert!(
+            exists(api, "istiod-eastwest").await,
+            "istiod is not exposed"
+        );
+    }
 
     // In B: istiod's remote profile (no istiod, an injector calling A's), the mesh namespace
     // naming its network and its primary, the reader's token; in A: the remote secret.
@@ -133,7 +160,7 @@ async fn a_remote_cluster_is_discovered_and_injected_by_the_primarys_istiod_unti
     let labels = namespace.metadata.labels.clone().unwrap_or_default();
     assert_eq!(
         labels.get("topology.istio.io/network").map(String::as_str),
-        Some("network1")
+        Some("network2")
     );
     let annotations = namespace.metadata.annotations.clone().unwrap_or_default();
     assert_eq!(
@@ -376,6 +403,12 @@ async fn a_remote_cluster_is_discovered_and_injected_by_the_primarys_istiod_unti
     )
     .await;
     assert!(!exists(&secrets_a, "istio-remote-secret-cluster-b").await);
+    for api in &exposure {
+        assert!(
+            !exists(api, "istiod-eastwest").await,
+            "istiod is still exposed"
+        );
+    }
     assert!(!exists(&webhooks, &injector).await);
     assert!(!exists(&Api::<ControlPlane>::all(remote.clone()), &mesh.name).await);
     let crds = Api::<CustomResourceDefinition>::all(remote.clone())
