@@ -411,13 +411,14 @@ async fn a_remote_cluster_is_discovered_and_injected_by_the_primarys_istiod_unti
     }
     assert!(!exists(&webhooks, &injector).await);
     assert!(!exists(&Api::<ControlPlane>::all(remote.clone()), &mesh.name).await);
-    let crds = Api::<CustomResourceDefinition>::all(remote.clone())
-        .list(&ListParams::default())
-        .await
-        .unwrap();
-    let left: Vec<_> = crds
+    // A CRD deleted is gone once the API server has cleaned up its objects: a moment later, or
+    // it is still being deleted (no deletion asked: it would stay).
+    let crds = Api::<CustomResourceDefinition>::all(remote.clone());
+    let left = crds.list(&ListParams::default()).await.unwrap();
+    let left: Vec<_> = left
         .items
         .iter()
+        .filter(|crd| crd.metadata.deletion_timestamp.is_none())
         .filter_map(|crd| crd.metadata.name.clone())
         .filter(|name| name.ends_with(".istio.io") || name.ends_with(".smm.dev"))
         .collect();
