@@ -2,23 +2,22 @@
 //! and the manager account smm reconciles it with later; each istiod gets the reader's token of
 //! the cluster it reads.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde::Serialize;
 use serde_json::json;
 
+use super::created::{absent_before, record_created};
 use super::{
     FleetError, Reach, SessionSettings, api_error, apply_secret, istiod_enabled, istiod_namespace,
-    now, patched, record_status,
+    now, record_status,
 };
 use crate::api::names::{SMM_NAMESPACE, TOPOLOGY_CONTROL_PLANES};
-use crate::api::{AttachedCluster, ClusterModel, ControlPlane, ControlPlaneSpec};
+use crate::api::{AttachedCluster, ClusterModel, ControlPlaneSpec, MultiCluster};
 use crate::cluster::objects::FIELD_MANAGER;
 use crate::cluster::{control_plane, trust};
 use crate::desired::resolved::Resolved;
@@ -31,9 +30,6 @@ use crate::mesh::multicluster::{
 
 /// How long the controller-manager may take to fill in a token Secret.
 const TOKEN_WAIT: Duration = Duration::from_secs(30);
-/// The annotation on a remote cluster's ControlPlane that lists what the attach created there
-/// (namespaces, CRDs), so a detach removes exactly that and nothing that was there before.
-pub(super) const CREATED_ANNOTATION: &str = "smm.dev/created-by-attach";
 
 /// What `smm cluster attach` did.
 #[derive(Debug, Serialize)]
@@ -78,22 +74,7 @@ pub async fn attach(
     let remote = &attached.client;
     attached.check_reachable(cluster).await?;
     check_not_elsewhere(remote, attachment, control_plane, primary_spec).await?;
-    let mut report = AttachReport {
-        cluster: AttachedCluster {
-            name: cluster.to_owned(),
-            model: attachment.model,
-            network: attachment
-                .network
-                .clone()
-                .or_else(|| placement.network.clone()),
-            reachable: true,
-            remote_secret_created: None,
-            message: None,
-            last_probe_time: Some(now()),
-        },
-        remote: None,
-        remote_secrets: Vec::new(),
-    };
+    let mut report = AttachReport::starting(attachment, placement);
     let attached_namespace = match attachment.model {
         ClusterModel::Remote => {
             let run =
@@ -114,13 +95,8 @@ pub async fn attach(
             // Its own ControlPlane as it is stored: istiod installed (with the shared root)
             // before the reader's token is asked for, whose account istiod's chart makes.
             let run = settings
-                .session(attached)
-                .run(control_plane, Request::Stored, |_| {})
-                .await
-                .map_err(|source| FleetError::Session {
-                    cluster: cluster.to_owned(),
-                    source: Box::new(source),
-                })?;
+                .run(attached, cluster, control_plane, Request::Stored)
+                .await?;
             if !settled(primary, control_plane, run, &mut report).await? {
                 return Ok(report);
             }
@@ -154,6 +130,28 @@ pub async fn attach(
     .await?;
     record_status(primary, control_plane, &report.cluster).await?;
     Ok(report)
+}
+
+impl AttachReport {
+    /// The report of an attach just begun: the cluster reachable, nothing made yet.
+    fn starting(attachment: &Attachment, placement: &MultiCluster) -> Self {
+        Self {
+            cluster: AttachedCluster {
+                name: attachment.name.clone(),
+                model: attachment.model,
+                network: attachment
+                    .network
+                    .clone()
+                    .or_else(|| placement.network.clone()),
+                reachable: true,
+                remote_secret_created: None,
+                message: None,
+                last_probe_time: Some(now()),
+            },
+            remote: None,
+            remote_secrets: Vec::new(),
+        }
+    }
 }
 
 /// Records the attached cluster's own reconcile in the report; one that did not reach its
@@ -191,14 +189,10 @@ async fn install_remote(
     let spec = super::remote_spec(&settings.catalog, control_plane, primary_spec, attachment)?;
     let resolved = Resolved::new(&settings.catalog, control_plane, spec)?;
     let created = absent_before(remote, cluster, &resolved).await?;
+    let request = Request::Replace(Box::new(resolved));
     let run = settings
-        .session(attached)
-        .run(control_plane, Request::Replace(Box::new(resolved)), |_| {})
-        .await
-        .map_err(|source| FleetError::Session {
-            cluster: cluster.to_owned(),
-            source: Box::new(source),
-        })?;
+        .run(attached, cluster, control_plane, request)
+        .await?;
     record_created(remote, cluster, control_plane, existing.as_ref(), &created).await?;
     Ok(run)
 }
@@ -481,80 +475,6 @@ async fn check_not_elsewhere(
         ))),
         None => Ok(()),
     }
-}
-
-/// What an attach created in a remote cluster, recorded on its ControlPlane there.
-#[derive(Debug, Default, serde::Deserialize, Serialize)]
-pub(super) struct Created {
-    #[serde(default)]
-    pub(super) namespaces: Vec<String>,
-    #[serde(default)]
-    pub(super) crds: Vec<String>,
-}
-
-/// What a remote cluster lacks before its first attach and the attach will create: the
-/// namespaces and the CRDs of the resolved components, the lease namespace and the
-/// ControlPlane CRD.
-async fn absent_before(
-    remote: &Client,
-    cluster: &str,
-    resolved: &Resolved<'_>,
-) -> Result<Created, FleetError> {
-    let desired = resolved.components();
-    let mut namespaces: BTreeSet<String> = desired
-        .iter()
-        .filter(|d| d.enabled)
-        .map(|d| d.release.namespace.clone())
-        .collect();
-    namespaces.insert(SMM_NAMESPACE.to_owned());
-    let mut crds: BTreeSet<String> = desired
-        .iter()
-        .filter(|d| d.enabled)
-        .flat_map(|d| d.native.iter().filter(|n| n.is_crd()))
-        .map(|n| n.name().to_owned())
-        .collect();
-    crds.insert(<ControlPlane as kube::CustomResourceExt>::crd_name().to_owned());
-    let namespace_api = Api::<Namespace>::all(remote.clone());
-    let crd_api = Api::<CustomResourceDefinition>::all(remote.clone());
-    let mut created = Created::default();
-    for namespace in namespaces {
-        let found = namespace_api.get_opt(&namespace).await;
-        let found =
-            found.map_err(|e| api_error(cluster, "read", format!("namespace {namespace}"), e))?;
-        if found.is_none() {
-            created.namespaces.push(namespace);
-        }
-    }
-    for crd in crds {
-        let found = crd_api.get_opt(&crd).await;
-        let found = found.map_err(|e| api_error(cluster, "read", format!("CRD {crd}"), e))?;
-        if found.is_none() {
-            created.crds.push(crd);
-        }
-    }
-    Ok(created)
-}
-
-/// Records what the first attach created on the remote cluster's ControlPlane; a later attach
-/// (the cluster already had them) keeps the first record.
-async fn record_created(
-    remote: &Client,
-    cluster: &str,
-    control_plane: &str,
-    existing: Option<&ControlPlane>,
-    created: &Created,
-) -> Result<(), FleetError> {
-    let recorded = existing.is_some_and(|cp| cp.annotations().contains_key(CREATED_ANNOTATION));
-    if recorded {
-        return Ok(());
-    }
-    let record = serde_json::to_string(created).expect("a list of names serializes");
-    let patch = json!({"metadata": {"annotations": {CREATED_ANNOTATION: record}}});
-    let api = Api::<ControlPlane>::all(remote.clone());
-    let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
-    let write = api.patch(control_plane, &params, &patch).await;
-    patched(write, cluster, "annotate", control_plane)?;
-    Ok(())
 }
 
 /// The reader account's token in `namespace` of `cluster`, made if missing, with the

@@ -1,14 +1,12 @@
 //! `detach`: a cluster leaves the mesh, and everything the attach made goes with it.
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 use serde::Serialize;
 
-use super::attach::{CREATED_ANNOTATION, Created};
+use super::created::{CREATED_ANNOTATION, Created, remove_created};
 use super::{
     FleetError, Reach, SessionSettings, api_error, delete, in_namespace, istiod_namespace,
     update_status,
@@ -61,24 +59,7 @@ pub async fn detach(
     let primary_namespace = istiod_namespace(&settings.catalog, &primary_cp.spec);
     let secret_name = remote_secret_name(cluster);
     let secrets = in_namespace::<Secret>(primary, &primary_namespace);
-    let secret = secrets
-        .get_opt(&secret_name)
-        .await
-        .map_err(|e| {
-            api_error(
-                &here,
-                "read",
-                format!("Secret {primary_namespace}/{secret_name}"),
-                e,
-            )
-        })?
-        .filter(|secret| made_for(secret, control_plane))
-        .ok_or_else(|| FleetError::NotAttached {
-            cluster: cluster.to_owned(),
-            control_plane: control_plane.to_owned(),
-            namespace: primary_namespace.clone(),
-            secret: secret_name.clone(),
-        })?;
+    let secret = attached_secret(&secrets, &here, control_plane, cluster).await?;
     let mut report = DetachReport {
         cluster: cluster.to_owned(),
         removed: Vec::new(),
@@ -147,6 +128,29 @@ fn other_networks_left(primary: &ControlPlane, leaving: &str) -> bool {
         .any(|c| c.network != here)
 }
 
+/// The remote secret smm made for `cluster` and `control_plane` in `secrets`: what says the
+/// cluster is attached, and how.
+async fn attached_secret(
+    secrets: &Api<Secret>,
+    here: &str,
+    control_plane: &str,
+    cluster: &str,
+) -> Result<Secret, FleetError> {
+    let name = remote_secret_name(cluster);
+    let namespace = secrets.namespace().unwrap_or_default().to_owned();
+    let found = secrets.get_opt(&name).await;
+    let found =
+        found.map_err(|e| api_error(here, "read", format!("Secret {namespace}/{name}"), e))?;
+    found
+        .filter(|secret| made_for(secret, control_plane))
+        .ok_or_else(|| FleetError::NotAttached {
+            cluster: cluster.to_owned(),
+            control_plane: control_plane.to_owned(),
+            namespace,
+            secret: name,
+        })
+}
+
 /// A remote cluster's part: its reader token and smm's manager account, its ControlPlane's
 /// components, the ControlPlane and its lease, then what the first attach created.
 async fn remove_remote(
@@ -199,13 +203,8 @@ async fn remove_remote(
     .await?;
     if existing.is_some() {
         let run = settings
-            .session(attached)
-            .run(control_plane, Request::RemoveAll, |_| {})
-            .await
-            .map_err(|source| FleetError::Session {
-                cluster: cluster.to_owned(),
-                source: Box::new(source),
-            })?;
+            .run(attached, cluster, control_plane, Request::RemoveAll)
+            .await?;
         let uninstalled = run.succeeded();
         report.remote = Some(run);
         if !uninstalled {
@@ -232,66 +231,4 @@ async fn remove_remote(
         .await?;
     }
     remove_created(remote, cluster, &created, &mut report.removed).await
-}
-
-/// Removes the CRDs and namespaces the first attach created, each only when nothing is left in
-/// it: a CRD with objects, or a namespace with pods, someone else uses now.
-async fn remove_created(
-    remote: &Client,
-    cluster: &str,
-    created: &Created,
-    removed: &mut Vec<String>,
-) -> Result<(), FleetError> {
-    for crd in &created.crds {
-        if crd_in_use(remote, crd).await.unwrap_or(true) {
-            tracing::info!(cluster, crd, "kept: it has objects now");
-            continue;
-        }
-        delete(
-            Api::<CustomResourceDefinition>::all(remote.clone()),
-            cluster,
-            crd,
-            removed,
-        )
-        .await?;
-    }
-    for namespace in &created.namespaces {
-        let pods = Api::<Pod>::namespaced(remote.clone(), namespace)
-            .list_metadata(&ListParams::default().limit(1))
-            .await;
-        if pods.map_or(true, |pods| !pods.items.is_empty()) {
-            tracing::info!(cluster, namespace, "kept: it has pods now");
-            continue;
-        }
-        delete(
-            Api::<Namespace>::all(remote.clone()),
-            cluster,
-            namespace,
-            removed,
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-/// Whether any object of the CRD `name` exists (any of its served versions).
-async fn crd_in_use(client: &Client, name: &str) -> Result<bool, kube::Error> {
-    let Some(crd) = Api::<CustomResourceDefinition>::all(client.clone())
-        .get_opt(name)
-        .await?
-    else {
-        return Ok(false);
-    };
-    let Some(version) = crd.spec.versions.iter().find(|v| v.served) else {
-        return Ok(false);
-    };
-    let gvk =
-        kube::api::GroupVersionKind::gvk(&crd.spec.group, &version.name, &crd.spec.names.kind);
-    let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, &crd.spec.names.plural);
-    let api = Api::<kube::api::DynamicObject>::all_with(client.clone(), &resource);
-    Ok(!api
-        .list_metadata(&ListParams::default().limit(1))
-        .await?
-        .items
-        .is_empty())
 }

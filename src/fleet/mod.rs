@@ -8,6 +8,7 @@
 //! its part is not in its desired state.
 
 mod attach;
+mod created;
 mod detach;
 mod reconcile;
 mod status;
@@ -32,7 +33,8 @@ use crate::cluster::objects::FIELD_MANAGER;
 use crate::cluster::target::ClusterTarget;
 use crate::engine::WaitPolicy;
 use crate::engine::report::Progress;
-use crate::engine::session::Session;
+use crate::engine::report::ReconcileReport;
+use crate::engine::session::{Request, Session};
 use crate::helm::Helm;
 use crate::mesh::catalog::Catalog;
 use crate::mesh::multicluster::AttachmentError;
@@ -159,6 +161,24 @@ pub struct SessionSettings {
 }
 
 impl SessionSettings {
+    /// Runs `request` on the ControlPlane `control_plane` of the attached cluster `cluster`, in
+    /// a session against it.
+    async fn run(
+        &self,
+        reach: &Reach,
+        cluster: &str,
+        control_plane: &str,
+        request: Request<'_>,
+    ) -> Result<ReconcileReport, FleetError> {
+        self.session(reach)
+            .run(control_plane, request, |_| {})
+            .await
+            .map_err(|source| FleetError::Session {
+                cluster: cluster.to_owned(),
+                source: Box::new(source),
+            })
+    }
+
     fn session(&self, reach: &Reach) -> Session {
         let helm = self.helm.for_target(reach.target.resolved());
         let mut session = Session::new(

@@ -113,14 +113,8 @@ async fn reconcile_one(
     reach.check_reachable(cluster).await?;
     let spec = super::remote_spec(&settings.catalog, &name, &control_plane.spec, attachment)?;
     let resolved = Resolved::new(&settings.catalog, &name, spec)?;
-    let run = settings
-        .session(&reach)
-        .run(&name, Request::Replace(Box::new(resolved)), |_| {})
-        .await
-        .map_err(|source| FleetError::Session {
-            cluster: cluster.to_owned(),
-            source: Box::new(source),
-        })?;
+    let request = Request::Replace(Box::new(resolved));
+    let run = settings.run(&reach, cluster, &name, request).await?;
     if run.succeeded() {
         Ok(())
     } else {

@@ -186,23 +186,7 @@ async fn a_remote_cluster_is_discovered_and_injected_by_the_primarys_istiod_unti
     plane.route("istiod.remote", &ip, istiod.https_port);
 
     // A Service only B has shows in A's istiod's registry, from cluster-b.
-    let demo = unique_name("demo");
-    let demo_namespace: Namespace =
-        serde_json::from_value(json!({"metadata": {"name": demo}})).unwrap();
-    Api::<Namespace>::all(remote.clone())
-        .create(&PostParams::default(), &demo_namespace)
-        .await
-        .unwrap();
-    let hello: Service = serde_json::from_value(json!({
-        "metadata": {"name": "hello"},
-        "spec": {"selector": {"app": "hello"}, "ports": [{"port": 80, "targetPort": 8080}]},
-    }))
-    .unwrap();
-    Api::<Service>::namespaced(remote.clone(), &demo)
-        .create(&PostParams::default(), &hello)
-        .await
-        .unwrap();
-    let host = format!("hello.{demo}.svc.cluster.local");
+    let host = service_only_in(remote).await;
     wait_for(
         &format!("{host} not in istiod's registry"),
         Duration::from_secs(30),

@@ -50,22 +50,20 @@ pub fn ingress() -> Component {
 
 /// What the east-west gateway's release renders: the gateway's objects and the cross-network
 /// Istio Gateway.
-const EASTWEST_CHART_KINDS: &[ChartKind] = &[
-    ChartKind::of::<core::Service>(),
-    ChartKind::of::<core::ServiceAccount>(),
-    ChartKind::of::<apps::Deployment>(),
-    ChartKind::of::<apps::DaemonSet>(),
-    ChartKind::of::<rbac::Role>(),
-    ChartKind::of::<rbac::RoleBinding>(),
-    ChartKind::of::<HorizontalPodAutoscaler>(),
-    ChartKind::of::<PodDisruptionBudget>(),
-    ChartKind::of::<NetworkPolicy>(),
-    ChartKind {
+const EASTWEST_CHART_KINDS: &[ChartKind] = &{
+    let istio_gateway = ChartKind {
         group: "networking.istio.io",
         kind: "Gateway",
         resource: "gateways",
-    },
-];
+    };
+    let mut kinds = [istio_gateway; CHART_KINDS.len() + 1];
+    let mut i = 0;
+    while i < CHART_KINDS.len() {
+        kinds[i] = CHART_KINDS[i];
+        i += 1;
+    }
+    kinds
+};
 
 /// Traffic between networks of a mesh over several clusters: workloads of other networks reach
 /// this network's services through it (and, as the network gateway istiod finds by its
