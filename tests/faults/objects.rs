@@ -10,6 +10,7 @@ use kube::discovery::{Scope, pinned_kind};
 use kube::{Api, ResourceExt};
 use serde_json::Value;
 use smm::api::objects::Kind;
+use smm::helm::record_cache::RecordCache;
 use smm::helm::release::{Freshness, ReleaseRef, observe};
 
 use crate::scene::Scene;
@@ -89,7 +90,10 @@ impl Scene<'_> {
                 namespace: self.ns.clone(),
             })
             .collect();
-        let observed = match observe(&self.ctx.client, &releases, Freshness::Latest).await {
+        // A cache of its own: the check reads helm's records as they are now.
+        let cache = RecordCache::default();
+        let latest = Freshness::Latest;
+        let observed = match observe(&self.ctx.client, &releases, latest, &cache).await {
             Ok(observed) => observed,
             Err(err) => {
                 return self
